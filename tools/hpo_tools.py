@@ -1,0 +1,108 @@
+"""The HPO tools as typed LangChain tools bound to one study.
+
+Each tool answers with a short text (what the LLM reads) and a JSON-serializable artifact (what
+the graph and tests read): ``response_format="content_and_artifact"``. Failures come back as a
+structured ``{"error": ...}`` artifact, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel, Field
+
+from asap.agent.ledger import Study
+from asap.tools.nevergrad_tool import NevergradOptimizer
+from asap.tools.optuna_tool import OptunaOptimizer
+from asap.tools.portfolio import Portfolio
+from asap.tools.space import SpaceError
+from asap.tools.trainer import Trainer
+
+Sampler = Literal["tpe", "cmaes", "gp", "qmc", "random"]
+NgOptimizer = Literal["NGOpt", "CMA", "DE", "TwoPointsDE", "PSO", "OnePlusOne", "TBPSA",
+                      "RandomSearch"]
+assert set(Sampler.__args__) == set(OptunaOptimizer.algorithms)
+assert set(NgOptimizer.__args__) == set(NevergradOptimizer.algorithms)
+
+
+class OptunaSuggestArgs(BaseModel):
+    """Ask an Optuna sampler for configurations; it has learned from every finished trial."""
+
+    sampler: Sampler = Field(description="tpe, cmaes, gp (Gaussian process), qmc (Sobol) or random")
+    n: int = Field(default=1, ge=1, le=8, description="how many configurations to propose")
+
+
+class NevergradSuggestArgs(BaseModel):
+    """Ask a Nevergrad optimizer for configurations; it has been told every finished trial."""
+
+    optimizer: NgOptimizer = Field(description="NGOpt, CMA, DE, TwoPointsDE, PSO, OnePlusOne, ...")
+    n: int = Field(default=1, ge=1, le=8, description="how many configurations to propose")
+
+
+class LLMProposeArgs(BaseModel):
+    """Propose a configuration of your own; it is checked against the search space."""
+
+    config: dict[str, Any] = Field(description="parameter name -> value, active parameters only")
+
+
+class TrainArgs(BaseModel):
+    """Train the workload on one configuration and record the trial in the ledger."""
+
+    config: dict[str, Any] = Field(description="a configuration valid in the search space")
+    fidelity: int | None = Field(default=None, ge=1, description="epochs/steps; default if omitted")
+    tool: str = Field(default="llm", description="which tool proposed this configuration")
+
+
+@dataclass
+class Toolbox:
+    """The study, its optimizers and its trainer: everything the tools act on."""
+
+    study: Study
+    portfolio: Portfolio
+    trainer: Trainer
+
+    def suggest(self, library: str, algorithm: str, n: int) -> tuple[str, dict[str, Any]]:
+        configs = self.portfolio.ask(library, algorithm, n)
+        tool = f"{library}:{algorithm}"
+        lines = "\n".join(json.dumps(c) for c in configs)
+        return f"{tool} proposes:\n{lines}", {"tool": tool, "configs": configs}
+
+    def propose(self, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        try:
+            config = self.study.space.validate(config)
+        except SpaceError as exc:
+            return f"invalid configuration: {exc}", {"tool": "llm", "error": str(exc)}
+        return f"llm proposes:\n{json.dumps(config)}", {"tool": "llm", "configs": [config]}
+
+    def train(self, config: dict[str, Any], fidelity: int | None = None,
+              tool: str = "llm") -> tuple[str, dict[str, Any]]:
+        try:
+            trial = self.trainer.run(config, tool=tool, fidelity=fidelity)
+        except SpaceError as exc:
+            return f"not trained, invalid configuration: {exc}", {"error": str(exc)}
+        self.portfolio.sync()
+        art = {"trial": trial.number, "status": trial.status, "value": trial.value,
+               "metrics": trial.metrics, "error": trial.error, "duration": trial.duration}
+        text = (f"trial {trial.number} {trial.status}"
+                + (f": {self.study.metric}={trial.value:.6g}" if trial.value is not None else "")
+                + (f" ({trial.error})" if trial.error else ""))
+        return text, art
+
+    def tools(self) -> list[BaseTool]:
+        """The four tools as LangChain ``BaseTool``s, usable by any tool-calling agent."""
+        def make(fn, name: str, schema: type[BaseModel]) -> BaseTool:
+            return StructuredTool.from_function(func=fn, name=name, args_schema=schema,
+                                                description=schema.__doc__,
+                                                response_format="content_and_artifact")
+        return [
+            make(lambda sampler, n=1: self.suggest("optuna", sampler, n), "optuna_suggest",
+                 OptunaSuggestArgs),
+            make(lambda optimizer, n=1: self.suggest("nevergrad", optimizer, n),
+                 "nevergrad_suggest", NevergradSuggestArgs),
+            make(lambda config: self.propose(config), "llm_propose", LLMProposeArgs),
+            make(lambda config, fidelity=None, tool="llm": self.train(config, fidelity, tool),
+                 "train_on_gpu", TrainArgs),
+        ]

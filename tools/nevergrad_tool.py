@@ -1,0 +1,112 @@
+"""Nevergrad optimizers as asap optimizers (ask-and-tell, foreign trials via tell-not-asked)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import nevergrad as ng
+import numpy as np
+
+from asap.agent.ledger import Direction, Trial
+from asap.tools.optimizer import Optimizer
+from asap.tools.space import CategoricalParam, FloatParam, IntParam, Space
+
+warnings.filterwarnings("ignore", module="nevergrad")
+
+
+def parametrization(space: Space, seed: int) -> ng.p.Dict:
+    """A flat Nevergrad Dict over every parameter; conditional ones are dropped at decode time.
+
+    Nevergrad has no conditional spaces, so inactive parameters exist in the vector but do not
+    matter; integer steps are searched as an index ``k`` with value ``low + k*step``.
+    """
+    items: dict[str, ng.p.Parameter] = {}
+    for p in space.params:
+        if isinstance(p, CategoricalParam):
+            items[p.name] = ng.p.Choice(p.choices)
+        elif p.low == p.high:
+            continue  # a constant: nothing to search
+        elif isinstance(p, FloatParam):
+            items[p.name] = (ng.p.Log(lower=p.low, upper=p.high) if p.log
+                             else ng.p.Scalar(lower=p.low, upper=p.high))
+        elif p.log:
+            items[p.name] = ng.p.Log(lower=p.low, upper=p.high).set_integer_casting()
+        else:
+            items[p.name] = ng.p.Scalar(lower=0, upper=(p.high - p.low) // p.step).set_integer_casting()
+    param = ng.p.Dict(**items)
+    param.random_state = np.random.RandomState(seed)
+    return param
+
+
+def decode(space: Space, value: dict[str, Any]) -> dict[str, Any]:
+    """Nevergrad value -> config with only the active parameters, clipped into bounds."""
+    config: dict[str, Any] = {}
+    for p in space.params:
+        if p.when is not None and not (p.when.parent in config and p.when.holds(config[p.when.parent])):
+            continue
+        if p.name not in value:
+            config[p.name] = p.low  # constant parameter
+            continue
+        v = value[p.name]
+        if isinstance(p, CategoricalParam):
+            config[p.name] = v
+        elif isinstance(p, FloatParam):
+            config[p.name] = min(max(float(v), p.low), p.high)
+        elif p.log:
+            config[p.name] = int(min(max(round(v), p.low), p.high))
+        else:
+            config[p.name] = p.low + p.step * int(min(max(round(v), 0), (p.high - p.low) // p.step))
+    return config
+
+
+def encode(space: Space, config: dict[str, Any], param: ng.p.Dict) -> dict[str, Any]:
+    """Config -> Nevergrad value; inactive parameters take a neutral value (centre, first choice)."""
+    out: dict[str, Any] = {}
+    for name in param.value:
+        p = space[name]
+        if name in config:
+            v = config[name]
+            out[name] = (v - p.low) // p.step if isinstance(p, IntParam) and not p.log else v
+        elif isinstance(p, CategoricalParam):
+            out[name] = p.choices[0]
+        elif p.log:
+            out[name] = math.sqrt(p.low * p.high)
+        else:
+            mid = (p.low + p.high) / 2
+            out[name] = mid if isinstance(p, FloatParam) else ((p.high - p.low) // p.step) // 2
+    return out
+
+
+class NevergradOptimizer(Optimizer):
+    """One Nevergrad optimizer; foreign trials are told as candidates it did not ask for."""
+
+    library = "nevergrad"
+    algorithms = ("NGOpt", "CMA", "DE", "TwoPointsDE", "PSO", "OnePlusOne", "TBPSA", "RandomSearch")
+
+    def __init__(self, space: Space, direction: Direction, algorithm: str, seed: int = 0,
+                 budget: int = 200) -> None:
+        super().__init__(space, direction, algorithm, seed)
+        # NGOpt picks its inner algorithm from the budget; num_workers allows a few open asks.
+        self.opt = ng.optimizers.registry[algorithm](
+            parametrization=parametrization(space, seed), budget=budget, num_workers=4)
+
+    def _ask(self) -> tuple[dict[str, Any], Any]:
+        cand = self.opt.ask()
+        return decode(self.space, cand.value), cand
+
+    def _tell(self, trial: Trial, handle: Any | None) -> None:
+        # Failed and pruned trials have no comparable loss; Nevergrad has no failure state.
+        if trial.status != "complete" or trial.value is None:
+            return
+        loss = self.loss(trial.value)
+        if handle is not None:
+            self.opt.tell(handle, loss)
+            return
+        value = encode(self.space, trial.config, self.opt.parametrization)
+        try:
+            self.opt.tell(self.opt.parametrization.spawn_child(new_value=value), loss)
+        except ng.errors.TellNotAskedNotSupportedError:
+            self.opt.suggest(**value)  # the next ask returns exactly this candidate
+            self.opt.tell(self.opt.ask(), loss)

@@ -1,0 +1,74 @@
+"""One optimizer interface: ``ask`` for proposals, ``tell`` any finished trial.
+
+Every HPO library is an adapter to :class:`Optimizer`. ``tell`` takes trials the optimizer never
+asked for, because in asap-hpo the LLM picks whose proposal runs: a tool that only learned from its
+own proposals would stay blind to most of the history.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from typing import Any
+
+from asap.agent.ledger import Direction, Trial
+from asap.tools.space import Space
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """A canonical string for a config, used to match a finished trial to a pending ask."""
+    return json.dumps(config, sort_keys=True)
+
+
+class Optimizer(ABC):
+    """Base class for the HPO tools' proposers.
+
+    Subclasses implement :meth:`_ask` and :meth:`_tell`; the base class keeps the pending asks so
+    a subclass can tell "my own proposal came back" apart from "a foreign trial".
+    """
+
+    library: str = ""
+    algorithms: tuple[str, ...] = ()
+
+    def __init__(self, space: Space, direction: Direction, algorithm: str, seed: int = 0) -> None:
+        if algorithm not in self.algorithms:
+            raise ValueError(f"unknown {self.library} algorithm {algorithm!r}; "
+                             f"choose one of {list(self.algorithms)}")
+        self.space = space
+        self.direction = direction
+        self.algorithm = algorithm
+        self.seed = seed
+        self.n_told = 0
+        self._pending: dict[str, Any] = {}
+
+    @property
+    def name(self) -> str:
+        return f"{self.library}:{self.algorithm}"
+
+    def ask(self, n: int = 1) -> list[dict[str, Any]]:
+        """Return ``n`` configurations, each valid in the space."""
+        out = []
+        for _ in range(n):
+            config, handle = self._ask()
+            config = self.space.validate(config)
+            self._pending[config_key(config)] = handle
+            out.append(config)
+        return out
+
+    def tell(self, trial: Trial) -> None:
+        """Learn from a finished trial, whoever proposed it."""
+        handle = self._pending.pop(config_key(trial.config), None)
+        self._tell(trial, handle)
+        self.n_told += 1
+
+    def loss(self, value: float) -> float:
+        """The value as a loss to minimize (libraries like Nevergrad only minimize)."""
+        return -value if self.direction == "maximize" else value
+
+    @abstractmethod
+    def _ask(self) -> tuple[dict[str, Any], Any]:
+        """One proposal and an opaque handle the library needs to tell it back."""
+
+    @abstractmethod
+    def _tell(self, trial: Trial, handle: Any | None) -> None:
+        """Tell one finished trial; ``handle`` is None when the trial was not asked here."""

@@ -1,0 +1,211 @@
+"""``train_on_gpu``'s engine: each trial trains in its own worker process.
+
+Why a process: the caller stays free while a trial trains (speculation runs meanwhile), a hung
+or crashing trial can be killed without taking the tuner down, and CUDA/torch state never leaks
+between trials. The parent supervises through a pipe: it records each intermediate value in the
+ledger, answers prune decisions, enforces the time limit and turns every failure (exception, NaN,
+out-of-memory, timeout, crash, bad metric) into a failed trial with a readable reason.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from asap.agent.ledger import Study, Trial
+from asap.tools.pruning import Pruner
+from asap.tools.workloads import Workload, call, load_target
+
+_CTX = mp.get_context("forkserver")
+# Importing torch once in the fork server makes each trial's worker start in milliseconds.
+_CTX.set_forkserver_preload(["torch", "asap.tools.workloads.common"])
+
+
+@dataclass
+class TrainingJob:
+    """A trial in flight. ``wait()`` returns the finished :class:`Trial` from the ledger."""
+
+    trial_id: int
+    config: dict[str, Any]
+    _thread: threading.Thread
+    _result: list[Trial] = field(default_factory=list)
+    _cancel: threading.Event = field(default_factory=threading.Event)
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> Trial | None:
+        self._thread.join(timeout)
+        return self._result[0] if self._result else None
+
+    def cancel(self) -> None:
+        """Kill the worker; the trial is recorded as failed ("cancelled")."""
+        self._cancel.set()
+
+
+class Trainer:
+    """Runs trials of one workload for one study."""
+
+    def __init__(self, study: Study, workload: Workload, *, time_limit_s: float = 600.0,
+                 pruner: Pruner | None = None, prune_grace_s: float = 10.0) -> None:
+        if time_limit_s <= 0:
+            raise ValueError(f"time_limit_s must be positive, got {time_limit_s}")
+        self.study = study
+        self.workload = workload
+        self.time_limit_s = time_limit_s
+        self.pruner = pruner
+        self.prune_grace_s = prune_grace_s
+
+    def start(self, config: dict[str, Any], *, tool: str, fidelity: int | None = None,
+              meta: dict[str, Any] | None = None) -> TrainingJob:
+        """Validate, record a running trial, start its worker and return at once."""
+        fidelity = fidelity if fidelity is not None else self.workload.default_fidelity
+        trial_id = self.study.start_trial(config, tool=tool, fidelity=fidelity, meta=meta)
+        config = self.study.trial(trial_id).config
+        job = TrainingJob(trial_id, config, threading.Thread(target=lambda: None))
+        job._thread = threading.Thread(target=self._supervise, args=(job, fidelity),
+                                       name=f"trial-{trial_id}", daemon=True)
+        job._thread.start()
+        return job
+
+    def run(self, config: dict[str, Any], *, tool: str, fidelity: int | None = None) -> Trial:
+        """Start a trial and wait for it."""
+        job = self.start(config, tool=tool, fidelity=fidelity)
+        result = job.wait()
+        assert result is not None
+        return result
+
+    def _supervise(self, job: TrainingJob, fidelity: int | None) -> None:
+        start = time.time()
+        status, metrics, error, pruned_at = "failed", {}, None, None
+        should_prune = self.pruner.for_trial() if self.pruner else (lambda s, v: False)
+        parent, child = _CTX.Pipe()
+        proc = _CTX.Process(target=_worker, name=f"asap-trial-{job.trial_id}", daemon=True, args=(
+            child, self.workload.target, job.config, fidelity, self.workload.kwargs, os.getcwd()))
+        proc.start()
+        child.close()
+        deadline = start + self.time_limit_s
+        try:
+            while True:
+                if job._cancel.is_set():
+                    error = "cancelled"
+                    break
+                now = time.time()
+                if now > deadline or (pruned_at and now > pruned_at + self.prune_grace_s):
+                    error = (f"timeout: exceeded the {self.time_limit_s:g}s time limit"
+                             if not pruned_at else None)
+                    status = "pruned" if pruned_at else "failed"
+                    break
+                if not parent.poll(0.05):
+                    if not proc.is_alive() and not parent.poll(0.05):
+                        error = _crash_reason(proc)
+                        break
+                    continue
+                try:
+                    msg = parent.recv()
+                except EOFError:
+                    proc.join(1)
+                    error = _crash_reason(proc)
+                    break
+                if msg[0] == "report":
+                    _, step, value = msg
+                    stop = False
+                    if not math.isfinite(value):
+                        stop = True
+                    else:
+                        self.study.report(job.trial_id, step, value)
+                        stop = should_prune(step, value)
+                        if stop and pruned_at is None:
+                            pruned_at = time.time()
+                    parent.send(stop)
+                elif msg[0] == "done":
+                    status, metrics, error = self._judge(msg[1], pruned_at is not None)
+                    break
+                else:  # ("error", reason)
+                    error = msg[1]
+                    break
+        finally:
+            _stop(proc)
+            parent.close()
+        result = self.study.finish_trial(job.trial_id, status=status, metrics=metrics, error=error)
+        self.study.log_timing("train", start, time.time(), trial_number=result.number,
+                              status=status, tool=result.tool)
+        job._result.append(result)
+
+    def _judge(self, metrics: Any, pruned: bool) -> tuple[str, dict[str, float], str | None]:
+        """Check what the workload returned; a missing or non-numeric metric fails the trial."""
+        name = self.workload.metric
+        if not isinstance(metrics, dict):
+            return "failed", {}, f"workload returned {type(metrics).__name__}, expected a dict of metrics"
+        clean: dict[str, float] = {}
+        for k, v in metrics.items():
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                return "failed", {}, f"metric {k!r} is not a number: {v!r}"
+            clean[str(k)] = float(v)
+        if pruned:
+            return "pruned", {k: v for k, v in clean.items() if math.isfinite(v)}, None
+        if name not in clean:
+            return "failed", {}, f"workload returned no {name!r} metric (got {sorted(clean)})"
+        if not math.isfinite(clean[name]):
+            return "failed", {}, f"metric {name!r} is {clean[name]} (NaN loss?)"
+        return "complete", clean, None
+
+
+def _worker(conn, target: str, config: dict, fidelity: int | None, kwargs: dict, cwd: str) -> None:
+    """Runs in the child: train, reporting each step and obeying prune decisions."""
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+    def report(step: int, value: float) -> bool:
+        conn.send(("report", int(step), float(value)))
+        stop = conn.recv()
+        return bool(stop) or not math.isfinite(float(value))
+
+    try:
+        fn = load_target(target)
+        metrics = call(fn, config, report, fidelity, kwargs)
+        conn.send(("done", metrics))
+    except MemoryError as exc:
+        conn.send(("error", f"out of memory: {exc}"))
+    except BaseException as exc:  # noqa: BLE001 - everything becomes a readable failed trial
+        conn.send(("error", _describe(exc)))
+    finally:
+        conn.close()
+
+
+def _describe(exc: BaseException) -> str:
+    name = type(exc).__name__
+    if "OutOfMemory" in name or "out of memory" in str(exc).lower():
+        return f"out of memory: {exc}"
+    if name == "NonFiniteLoss":
+        return f"NaN loss: {exc}"
+    frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" (at {frame[0].filename}:{frame[0].lineno})" if frame else ""
+    return f"{name}: {exc}{where}"
+
+
+def _crash_reason(proc: mp.process.BaseProcess) -> str:
+    code = proc.exitcode
+    if code is not None and code < 0:
+        try:
+            return f"worker crashed: killed by {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"worker crashed (exit code {code})"
+
+
+def _stop(proc: mp.process.BaseProcess) -> None:
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(2)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(2)

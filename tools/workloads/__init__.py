@@ -1,0 +1,123 @@
+"""Workloads that ``train_on_gpu`` can run, by reference.
+
+Built-ins: ``digits-mlp``, ``digits-cnn``, ``charlm``, ``hpobench:<dataset>``,
+``nasbench201:<dataset>``. Anything else of the form ``package.module:function`` is a user
+workload: ``function(config, report) -> dict[str, float]`` (it may also take ``fidelity``), with
+its search space from a YAML/JSON file. Note that a user workload runs the user's own code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from asap.tools.space import Space, SpaceError
+
+BUILTIN = {
+    "digits-mlp": ("asap.tools.workloads.digits:digits_mlp", "val_accuracy", "maximize", 20),
+    "digits-cnn": ("asap.tools.workloads.digits:digits_cnn", "val_accuracy", "maximize", 15),
+    "charlm": ("asap.tools.workloads.charlm:charlm", "val_loss", "minimize", 600),
+}
+
+
+class WorkloadError(ValueError):
+    """A workload reference cannot be resolved (unknown name, bad import, missing space...)."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the trainer needs: an importable target, its space and objective, fixed kwargs."""
+
+    ref: str
+    target: str
+    space: Space
+    metric: str
+    direction: str
+    default_fidelity: int | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve(ref: str, *, space_file: str | Path | None = None, metric: str | None = None,
+            direction: str | None = None, time_scale: float = 0.0) -> Workload:
+    """Turn a workload reference into a :class:`Workload`, or raise WorkloadError naming why."""
+    if space_file is not None and ref in BUILTIN:
+        space = Space.from_file(space_file)
+    if ref in BUILTIN:
+        target, m, d, fid = BUILTIN[ref]
+        if space_file is None:
+            space = Space.from_dict(yaml.safe_load(
+                resources.files("asap.tools.workloads").joinpath(f"{ref}.yaml").read_text()))
+        return Workload(ref, target, space, metric or m, direction or d, fid)
+    bench, _, dataset = ref.partition(":")
+    if bench in ("hpobench", "nasbench201"):
+        return _tabular(ref, bench, dataset, time_scale)
+    if ":" in ref:
+        return _user(ref, space_file, metric, direction)
+    raise WorkloadError(f"unknown workload {ref!r}; use one of {sorted(BUILTIN)}, "
+                        "hpobench:<dataset>, nasbench201:<dataset> or package.module:function")
+
+
+def _tabular(ref: str, bench: str, dataset: str, time_scale: float) -> Workload:
+    from asap.tools.workloads import tabular
+
+    names = tabular.BENCHES[bench].available_dataset_names
+    if dataset not in names:
+        raise WorkloadError(f"unknown {bench} dataset {dataset!r}; choose one of {names}")
+    if time_scale < 0:
+        raise WorkloadError(f"time_scale must be >= 0, got {time_scale}")
+    return Workload(ref, "asap.tools.workloads.tabular:lookup",
+                    Space.from_dict(tabular.space_dict(bench)), "val_acc", "maximize", None,
+                    {"bench": bench, "dataset": dataset, "time_scale": time_scale})
+
+
+def _user(ref: str, space_file: Any, metric: str | None, direction: str | None) -> Workload:
+    load_target(ref)  # fail early, in the caller, with a clear message
+    if space_file is None:
+        raise WorkloadError(f"workload {ref!r} needs a search space file (--space FILE)")
+    try:
+        data = yaml.safe_load(Path(space_file).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise WorkloadError(f"cannot read search space file {space_file}: {exc}") from None
+    space = Space.from_file(space_file)
+    meta = data if isinstance(data, dict) and "params" in data else {}
+    metric = metric or meta.get("metric")
+    direction = direction or meta.get("direction", "maximize")
+    if not metric:
+        raise WorkloadError(f"workload {ref!r}: name the metric (--metric or 'metric:' in the space file)")
+    if direction not in ("minimize", "maximize"):
+        raise WorkloadError(f"direction must be minimize or maximize, got {direction!r}")
+    return Workload(ref, ref, space, metric, direction, meta.get("fidelity"))
+
+
+def load_target(target: str):
+    """Import ``package.module:function``; the current directory is importable, like ``python -m``."""
+    module_name, _, func_name = target.partition(":")
+    if not module_name or not func_name:
+        raise WorkloadError(f"workload {target!r} must look like package.module:function")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import-time error is the user's to see
+        raise WorkloadError(f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from None
+    fn = getattr(module, func_name, None)
+    if not callable(fn):
+        raise WorkloadError(f"module {module_name!r} has no function {func_name!r}")
+    return fn
+
+
+def call(fn, config: dict, report, fidelity: int | None, kwargs: dict) -> Any:
+    """Call a workload function, passing ``fidelity`` only to functions that accept it."""
+    if fidelity is not None and "fidelity" in inspect.signature(fn).parameters:
+        kwargs = {**kwargs, "fidelity": fidelity}
+    return fn(config, report, **kwargs)
+
+
+__all__ = ["Workload", "WorkloadError", "resolve", "load_target", "SpaceError", "BUILTIN"]
