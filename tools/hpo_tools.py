@@ -45,13 +45,13 @@ class NevergradSuggestArgs(BaseModel):
 class LLMProposeArgs(BaseModel):
     """Propose a configuration of your own; it is checked against the search space."""
 
-    config: dict[str, Any] = Field(description="parameter name -> value, active parameters only")
+    params: dict[str, Any] = Field(description="parameter name -> value, active parameters only")
 
 
 class TrainArgs(BaseModel):
     """Train the workload on one configuration and record the trial in the ledger."""
 
-    config: dict[str, Any] = Field(description="a configuration valid in the search space")
+    params: dict[str, Any] = Field(description="a configuration valid in the search space")
     fidelity: int | None = Field(default=None, ge=1, description="epochs/steps; default if omitted")
     tool: str = Field(default="llm", description="which tool proposed this configuration")
 
@@ -97,12 +97,13 @@ class Toolbox:
             return StructuredTool.from_function(func=fn, name=name, args_schema=schema,
                                                 description=schema.__doc__,
                                                 response_format="content_and_artifact")
+        # The config argument is called ``params``: LangChain reserves ``config`` (RunnableConfig).
         return [
             make(lambda sampler, n=1: self.suggest("optuna", sampler, n), "optuna_suggest",
                  OptunaSuggestArgs),
             make(lambda optimizer, n=1: self.suggest("nevergrad", optimizer, n),
                  "nevergrad_suggest", NevergradSuggestArgs),
-            make(lambda config: self.propose(config), "llm_propose", LLMProposeArgs),
-            make(lambda config, fidelity=None, tool="llm": self.train(config, fidelity, tool),
+            make(lambda params: self.propose(params), "llm_propose", LLMProposeArgs),
+            make(lambda params, fidelity=None, tool="llm": self.train(params, fidelity, tool),
                  "train_on_gpu", TrainArgs),
         ]

@@ -16,6 +16,13 @@ from asap.tools.space import CategoricalParam, FloatParam, IntParam, Space
 warnings.filterwarnings("ignore", module="nevergrad")
 
 
+_DUMMY = "__asap_constant_space__"
+
+
+def _constant(p) -> bool:
+    return len(p.choices) == 1 if isinstance(p, CategoricalParam) else p.low == p.high
+
+
 def parametrization(space: Space, seed: int) -> ng.p.Dict:
     """A flat Nevergrad Dict over every parameter; conditional ones are dropped at decode time.
 
@@ -24,10 +31,10 @@ def parametrization(space: Space, seed: int) -> ng.p.Dict:
     """
     items: dict[str, ng.p.Parameter] = {}
     for p in space.params:
+        if _constant(p):
+            continue  # nothing to search
         if isinstance(p, CategoricalParam):
             items[p.name] = ng.p.Choice(p.choices)
-        elif p.low == p.high:
-            continue  # a constant: nothing to search
         elif isinstance(p, FloatParam):
             items[p.name] = (ng.p.Log(lower=p.low, upper=p.high) if p.log
                              else ng.p.Scalar(lower=p.low, upper=p.high))
@@ -35,6 +42,8 @@ def parametrization(space: Space, seed: int) -> ng.p.Dict:
             items[p.name] = ng.p.Log(lower=p.low, upper=p.high).set_integer_casting()
         else:
             items[p.name] = ng.p.Scalar(lower=0, upper=(p.high - p.low) // p.step).set_integer_casting()
+    if not items:  # Nevergrad refuses a zero-dimensional problem
+        items[_DUMMY] = ng.p.Scalar(lower=0.0, upper=1.0)
     param = ng.p.Dict(**items)
     param.random_state = np.random.RandomState(seed)
     return param
@@ -46,8 +55,8 @@ def decode(space: Space, value: dict[str, Any]) -> dict[str, Any]:
     for p in space.params:
         if p.when is not None and not (p.when.parent in config and p.when.holds(config[p.when.parent])):
             continue
-        if p.name not in value:
-            config[p.name] = p.low  # constant parameter
+        if p.name not in value:  # a constant parameter
+            config[p.name] = p.choices[0] if isinstance(p, CategoricalParam) else p.low
             continue
         v = value[p.name]
         if isinstance(p, CategoricalParam):
@@ -65,6 +74,9 @@ def encode(space: Space, config: dict[str, Any], param: ng.p.Dict) -> dict[str, 
     """Config -> Nevergrad value; inactive parameters take a neutral value (centre, first choice)."""
     out: dict[str, Any] = {}
     for name in param.value:
+        if name == _DUMMY:
+            out[name] = 0.5
+            continue
         p = space[name]
         if name in config:
             v = config[name]

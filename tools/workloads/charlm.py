@@ -27,9 +27,9 @@ def corpus() -> str:
     for name in _MODULES:
         mod = importlib.import_module(name)
         parts.append(mod.__doc__ or "")
-        parts += [getattr(mod, a).__doc__ or "" for a in sorted(dir(mod))
+        parts += [getattr(mod, a).__doc__ for a in sorted(dir(mod))
                   if not a.startswith("_") and callable(getattr(mod, a))]
-    return "\n".join(p for p in parts if p)
+    return "\n".join(p for p in parts if isinstance(p, str) and p)
 
 
 class CharLM(nn.Module):

@@ -51,7 +51,7 @@ def _table(bench: str, dataset: str, seed: int):
     return BENCHES[bench](dataset, seed=seed, metric_names=["val_acc", "train_time"])
 
 
-def lookup(bench: str, dataset: str, config: dict, report: Callable[[int, float], bool],
+def lookup(config: dict, report: Callable[[int, float], bool], bench: str, dataset: str,
            time_scale: float = 0.0, seed: int = 0) -> dict:
     point = snap(bench, config)
     row = _table(bench, dataset, seed)(point)

@@ -1,0 +1,66 @@
+"""The ``asap`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from asap.agent.ledger import Ledger, LedgerError
+
+console = Console()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="asap", description="Agentic hyperparameter optimization.")
+    sub = p.add_subparsers(dest="command", required=True)
+    llm = sub.add_parser("llm", help="the embedded LLM").add_subparsers(dest="llm_cmd", required=True)
+    pull = llm.add_parser("pull", help="fetch the default model (SmolLM2-135M-Instruct GGUF)")
+    pull.add_argument("--force", action="store_true", help="fetch again even if cached")
+    show = sub.add_parser("show", help="print a study's trials and summary")
+    show.add_argument("study")
+    show.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
+    return p
+
+
+def _show(study_name: str, db: str) -> int:
+    if not Path(db).exists():
+        console.print(f"[red]error:[/] no ledger at {db}")
+        return 2
+    study = Ledger(db).open_study(study_name)
+    table = Table(title=f"study {study.name}: {study.direction} {study.metric}")
+    for col in ("#", "tool", "status", study.metric, "seconds", "config / error"):
+        table.add_column(col)
+    for t in study.trials():
+        value = f"{t.value:.4f}" if t.value is not None else "-"
+        table.add_row(str(t.number), t.tool, t.status, value,
+                      f"{t.duration:.1f}" if t.duration else "-", t.error or str(t.config))
+    console.print(table)
+    best = study.best()
+    if best is not None:
+        console.print(f"best: trial {best.number} ({best.tool}) {study.metric}={best.value:.6g} "
+                      f"config={best.config}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "llm" and args.llm_cmd == "pull":
+            from asap.agent.model import pull
+            path = pull(force=args.force, say=lambda m: console.print(m))
+            console.print(f"default model ready: {path}")
+            return 0
+        if args.command == "show":
+            return _show(args.study, args.db)
+    except (LedgerError, RuntimeError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The four HPO tools as LangChain tools: typed arguments, text plus structured artifact."""
+
+import pytest
+from langchain_core.messages import ToolMessage
+from pydantic import ValidationError
+
+from asap.tools.hpo_tools import Toolbox
+from asap.tools.portfolio import Portfolio
+from asap.tools.trainer import Trainer
+from asap.tools.workloads import resolve
+
+
+@pytest.fixture
+def toolbox(ledger):
+    wl = resolve("hpobench:australian")
+    study = ledger.create_study("t", wl.space, metric=wl.metric, direction=wl.direction)
+    return Toolbox(study, Portfolio(study), Trainer(study, wl))
+
+
+def _call(tool, args):
+    msg = tool.invoke({"type": "tool_call", "id": "c1", "name": tool.name, "args": args})
+    assert isinstance(msg, ToolMessage)
+    return msg.content, msg.artifact
+
+
+def test_tools_propose_train_and_learn(toolbox):
+    tools = {t.name: t for t in toolbox.tools()}
+    assert set(tools) == {"optuna_suggest", "nevergrad_suggest", "llm_propose", "train_on_gpu"}
+    text, art = _call(tools["optuna_suggest"], {"sampler": "tpe", "n": 2})
+    assert text.startswith("optuna:tpe proposes") and len(art["configs"]) == 2
+    text, trained = _call(tools["train_on_gpu"], {"params": art["configs"][0], "tool": "optuna:tpe"})
+    assert trained["status"] == "complete" and "val_acc=" in text
+    _, ng = _call(tools["nevergrad_suggest"], {"optimizer": "NGOpt", "n": 1})
+    assert toolbox.study.space.validate(ng["configs"][0])
+    assert toolbox.portfolio.optimizer("nevergrad", "NGOpt").n_told == 1
+    assert [t.tool for t in toolbox.study.trials()] == ["optuna:tpe"]
+
+
+def test_invalid_llm_config_is_a_structured_error(toolbox):
+    tools = {t.name: t for t in toolbox.tools()}
+    bad = {"alpha": 5.0, "batch_size": 4, "depth": 1, "learning_rate_init": 1e-5, "width": 16}
+    text, art = _call(tools["llm_propose"], {"params": bad})
+    assert "outside" in art["error"] and text.startswith("invalid configuration")
+    text, art = _call(tools["train_on_gpu"], {"params": bad})
+    assert "outside" in art["error"]
+    assert toolbox.study.trials() == []  # nothing invalid reaches the ledger
+
+
+def test_arguments_are_typed(toolbox):
+    tools = {t.name: t for t in toolbox.tools()}
+    with pytest.raises(ValidationError):
+        tools["optuna_suggest"].invoke({"sampler": "bogus"})
+    with pytest.raises(ValidationError):
+        tools["nevergrad_suggest"].invoke({"optimizer": "CMA", "n": 99})
+    schema = tools["optuna_suggest"].tool_call_schema.model_json_schema()
+    assert schema["properties"]["sampler"]["enum"] == ["tpe", "cmaes", "gp", "qmc", "random"]

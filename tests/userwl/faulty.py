@@ -1,0 +1,53 @@
+"""User workloads that fail on purpose, one way each (imported by the trainer's worker)."""
+
+import math
+import os
+import time
+
+
+def ok(config, report):
+    for step in range(1, 4):
+        if report(step, config["x"] * step):
+            break
+    return {"score": config["x"]}
+
+
+def with_fidelity(config, report, fidelity=1):
+    return {"score": float(fidelity)}
+
+
+def raises(config, report):
+    raise ValueError("bad hyperparameters")
+
+
+def nan_loss(config, report):
+    report(1, math.nan)
+    return {"score": math.nan}
+
+
+def oom(config, report):
+    raise MemoryError("simulated: cannot allocate 80 GiB")
+
+
+def segfault(config, report):
+    os.abort()
+
+
+def hangs(config, report):
+    time.sleep(600)
+
+
+def non_numeric(config, report):
+    return {"score": "high"}
+
+
+def missing_metric(config, report):
+    return {"other": 1.0}
+
+
+def slow_bad(config, report):
+    for step in range(1, 30):
+        if report(step, -100.0 + step * 0.0):
+            return {"score": -100.0}
+        time.sleep(0.01)
+    return {"score": -100.0}
