@@ -6,10 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from asap.agent.ledger import Ledger, LedgerError
 from rich.console import Console
 from rich.table import Table
-
-from asap.agent.ledger import Ledger, LedgerError
 
 console = Console()
 

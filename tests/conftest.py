@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from asap.agent.ledger import Ledger
 from asap.tools.space import Space
 

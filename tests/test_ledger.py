@@ -3,7 +3,6 @@ import sys
 import textwrap
 
 import pytest
-
 from asap.agent.ledger import Ledger, LedgerError
 
 

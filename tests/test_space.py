@@ -1,7 +1,6 @@
 import json
 
 import pytest
-
 from asap.tools.space import Space, SpaceError
 from conftest import TOY
 

@@ -4,7 +4,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from asap.tools.pruning import Pruner
 from asap.tools.trainer import Trainer
 from asap.tools.workloads import WorkloadError, resolve

@@ -6,6 +6,9 @@ import warnings
 from typing import Any
 
 import optuna
+from asap.agent.ledger import Direction, Trial
+from asap.tools.optimizer import Optimizer
+from asap.tools.space import CategoricalParam, FloatParam, Space
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -13,10 +16,6 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.trial import TrialState, create_trial
-
-from asap.agent.ledger import Direction, Trial
-from asap.tools.optimizer import Optimizer
-from asap.tools.space import CategoricalParam, FloatParam, Space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -33,7 +32,8 @@ def _sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=1,
                                             warn_independent_sampling=False)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=8)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=8,
+                                         warn_independent_sampling=False)
     if name == "qmc":
         return optuna.samplers.QMCSampler(seed=seed, qmc_type="sobol", scramble=True,
                                           warn_independent_sampling=False)

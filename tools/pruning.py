@@ -11,9 +11,8 @@ from collections.abc import Callable
 from typing import Literal
 
 import optuna
-from optuna.trial import TrialState, create_trial
-
 from asap.agent.ledger import Study
+from optuna.trial import TrialState, create_trial
 
 PrunerKind = Literal["none", "median", "sha", "hyperband"]
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from asap.tools.space import Space, SpaceError
 
 BUILTIN = {

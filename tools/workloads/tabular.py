@@ -41,7 +41,8 @@ def snap(bench: str, config: dict[str, Any]) -> dict[str, Any]:
             out[name] = v
             continue
         log = max(grid) / min(grid) > 20
-        dist = (lambda g: abs(math.log(g) - math.log(v))) if log else (lambda g: abs(g - v))
+        def dist(g: float, v: float = v, log: bool = log) -> float:
+            return abs(math.log(g) - math.log(v)) if log else abs(g - v)
         out[name] = min(grid, key=dist)
     return out
 

@@ -1,0 +1,106 @@
+"""Benchmark of the tuning core (not a test): trial wall-clock and tool suggest latency.
+
+Prints, in one run:
+- the wall-clock of one ``digits-mlp`` trial at its default fidelity and of one ``charlm`` trial;
+- for every tool, the time to suggest one config with 10, 100 and 500 finished trials in the
+  ledger: "cold" (a new process: rebuild the tool's state from the ledger, then ask) and "warm"
+  (the tool already in sync, one new trial told, then ask).
+
+Run: ``python evals/bench_core.py [--sizes 10 100 500] [--skip-training]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from asap.agent.ledger import Ledger
+from asap.tools.nevergrad_tool import NevergradOptimizer
+from asap.tools.optuna_tool import OptunaOptimizer
+from asap.tools.portfolio import Portfolio
+from asap.tools.trainer import Trainer
+from asap.tools.workloads import resolve
+from rich.console import Console
+from rich.table import Table
+
+TOOLS = [("optuna", a) for a in OptunaOptimizer.algorithms] + [
+    ("nevergrad", a) for a in NevergradOptimizer.algorithms]
+
+
+def _fill(study, n: int, seed: int = 0) -> None:
+    """n finished trials with random valid configs and a synthetic objective (fast to make)."""
+    portfolio = Portfolio(study, seed=seed)
+    rng = random.Random(seed)
+    for cfg in portfolio.ask("optuna", "random", n):
+        tid = study.start_trial(cfg, tool="bench")
+        study.finish_trial(tid, status="complete", metrics={study.metric: rng.random()})
+
+
+def bench_suggest(sizes: list[int]) -> Table:
+    space = resolve("digits-mlp").space
+    table = Table(title="suggest latency, seconds (digits-mlp space, 9 params, 2 conditional)")
+    table.add_column("tool")
+    for n in sizes:
+        table.add_column(f"cold @{n}", justify="right")
+        table.add_column(f"warm @{n}", justify="right")
+    rows = {t: [] for t in TOOLS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            study = Ledger(Path(tmp) / f"b{n}.db").create_study(
+                "b", space, metric="val_accuracy", direction="maximize")
+            _fill(study, n)
+            for tool in TOOLS:
+                portfolio = Portfolio(study, seed=1)
+                t0 = time.perf_counter()
+                portfolio.ask(*tool, n=1)
+                cold = time.perf_counter() - t0
+                cfg = portfolio.ask("optuna", "random", 1)[0]
+                tid = study.start_trial(cfg, tool="bench")
+                study.finish_trial(tid, status="complete", metrics={"val_accuracy": 0.5})
+                t0 = time.perf_counter()
+                portfolio.ask(*tool, n=1)
+                warm = time.perf_counter() - t0
+                rows[tool] += [f"{cold:.3f}", f"{warm:.3f}"]
+    for tool, cells in rows.items():
+        table.add_row(":".join(tool), *cells)
+    return table
+
+
+def bench_training() -> Table:
+    table = Table(title="one trial, wall-clock seconds (worker process, this machine)")
+    for col in ("workload", "fidelity", "seconds", "value"):
+        table.add_column(col)
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = Ledger(Path(tmp) / "t.db")
+        cases = [("digits-mlp", {"lr": 0.003, "weight_decay": 1e-4, "width": 64, "depth": 2,
+                                 "dropout": 0.1, "batch_size": 32, "optimizer": "adam", "beta1": 0.9}),
+                 ("charlm", {"lr": 3e-3, "warmup": 50, "width": 128, "layers": 2, "heads": 4,
+                             "dropout": 0.1})]
+        for ref, cfg in cases:
+            wl = resolve(ref)
+            study = ledger.create_study(ref, wl.space, metric=wl.metric, direction=wl.direction)
+            trainer = Trainer(study, wl)
+            trainer.run(cfg, tool="warmup", fidelity=1)  # start the fork server once
+            t0 = time.perf_counter()
+            trial = trainer.run(cfg, tool="bench")
+            table.add_row(ref, str(wl.default_fidelity), f"{time.perf_counter() - t0:.1f}",
+                          f"{trial.value:.4f}" if trial.value is not None else trial.error)
+    return table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 500])
+    ap.add_argument("--skip-training", action="store_true")
+    args = ap.parse_args()
+    console = Console()
+    if not args.skip_training:
+        console.print(bench_training())
+    console.print(bench_suggest(args.sizes))
+
+
+if __name__ == "__main__":
+    main()
