@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from asap.agent.ledger import Ledger, LedgerError
 from rich.console import Console
 from rich.table import Table
+
+from asap.agent.ledger import Ledger, LedgerError
 
 console = Console()
 
@@ -19,6 +20,10 @@ def _parser() -> argparse.ArgumentParser:
     llm = sub.add_parser("llm", help="the embedded LLM").add_subparsers(dest="llm_cmd", required=True)
     pull = llm.add_parser("pull", help="fetch the default model (SmolLM2-135M-Instruct GGUF)")
     pull.add_argument("--force", action="store_true", help="fetch again even if cached")
+    serve = llm.add_parser("serve", help="run the embedded llama.cpp server on 127.0.0.1")
+    serve.add_argument("--model", help="a GGUF file (default: SmolLM2-135M-Instruct)")
+    serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    serve.add_argument("--ctx", type=int, default=8192, help="context length in tokens")
     show = sub.add_parser("show", help="print a study's trials and summary")
     show.add_argument("study")
     show.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
@@ -45,6 +50,21 @@ def _show(study_name: str, db: str) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import time
+
+    from asap.agent.server import EmbeddedServer
+    with EmbeddedServer(args.model, port=args.port, n_ctx=args.ctx,
+                        say=lambda m: console.print(m)) as srv:
+        console.print(f"serving on {srv.base_url} (Ctrl-C stops)")
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            console.print("stopping")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -53,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             path = pull(force=args.force, say=lambda m: console.print(m))
             console.print(f"default model ready: {path}")
             return 0
+        if args.command == "llm" and args.llm_cmd == "serve":
+            return _serve(args)
         if args.command == "show":
             return _show(args.study, args.db)
     except (LedgerError, RuntimeError, ValueError) as exc:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sqlite_utils
+
 from asap.tools.space import Space
 
 Direction = Literal["minimize", "maximize"]

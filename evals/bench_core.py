@@ -17,14 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 from asap.agent.ledger import Ledger
 from asap.tools.nevergrad_tool import NevergradOptimizer
 from asap.tools.optuna_tool import OptunaOptimizer
 from asap.tools.portfolio import Portfolio
 from asap.tools.trainer import Trainer
 from asap.tools.workloads import resolve
-from rich.console import Console
-from rich.table import Table
 
 TOOLS = [("optuna", a) for a in OptunaOptimizer.algorithms] + [
     ("nevergrad", a) for a in NevergradOptimizer.algorithms]
@@ -42,7 +43,7 @@ def _fill(study, n: int, seed: int = 0) -> None:
 def bench_suggest(sizes: list[int]) -> Table:
     space = resolve("digits-mlp").space
     table = Table(title="suggest latency, seconds (digits-mlp space, 9 params, 2 conditional)")
-    table.add_column("tool")
+    table.add_column("tool", no_wrap=True)
     for n in sizes:
         table.add_column(f"cold @{n}", justify="right")
         table.add_column(f"warm @{n}", justify="right")
@@ -96,7 +97,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 500])
     ap.add_argument("--skip-training", action="store_true")
     args = ap.parse_args()
-    console = Console()
+    console = Console(width=140)
     if not args.skip_training:
         console.print(bench_training())
     console.print(bench_suggest(args.sizes))

@@ -1,12 +1,13 @@
 """The four HPO tools as LangChain tools: typed arguments, text plus structured artifact."""
 
 import pytest
+from langchain_core.messages import ToolMessage
+from pydantic import ValidationError
+
 from asap.tools.hpo_tools import Toolbox
 from asap.tools.portfolio import Portfolio
 from asap.tools.trainer import Trainer
 from asap.tools.workloads import resolve
-from langchain_core.messages import ToolMessage
-from pydantic import ValidationError
 
 
 @pytest.fixture

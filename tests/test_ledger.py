@@ -3,6 +3,7 @@ import sys
 import textwrap
 
 import pytest
+
 from asap.agent.ledger import Ledger, LedgerError
 
 

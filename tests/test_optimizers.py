@@ -3,13 +3,14 @@
 import math
 
 import pytest
+from conftest import toy_objective
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from asap.agent.ledger import Ledger
 from asap.tools.optuna_tool import OptunaOptimizer
 from asap.tools.portfolio import Portfolio
 from asap.tools.space import Space
-from conftest import toy_objective
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 ALL = [("optuna", a) for a in OptunaOptimizer.algorithms] + [
     ("nevergrad", a) for a in ("NGOpt", "CMA", "DE", "TwoPointsDE", "PSO", "OnePlusOne")]

@@ -1,8 +1,9 @@
 import json
 
 import pytest
-from asap.tools.space import Space, SpaceError
 from conftest import TOY
+
+from asap.tools.space import Space, SpaceError
 
 
 def test_conditional_activity(toy_space):

@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from asap.tools.pruning import Pruner
 from asap.tools.trainer import Trainer
 from asap.tools.workloads import WorkloadError, resolve
@@ -122,3 +123,13 @@ def test_bad_workload_refs(monkeypatch, ref, kw, message):
     monkeypatch.chdir(HERE)
     with pytest.raises(WorkloadError, match=message):
         resolve(ref, **kw)
+
+
+def test_device_prefers_cuda_when_present(monkeypatch):
+    import torch
+
+    from asap.tools.workloads.common import device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device().type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert device().type == "cuda"

@@ -11,14 +11,15 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel, Field
+
 from asap.agent.ledger import Study
 from asap.tools.nevergrad_tool import NevergradOptimizer
 from asap.tools.optuna_tool import OptunaOptimizer
 from asap.tools.portfolio import Portfolio
 from asap.tools.space import SpaceError
 from asap.tools.trainer import Trainer
-from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, Field
 
 Sampler = Literal["tpe", "cmaes", "gp", "qmc", "random"]
 NgOptimizer = Literal["NGOpt", "CMA", "DE", "TwoPointsDE", "PSO", "OnePlusOne", "TBPSA",

@@ -8,6 +8,7 @@ from typing import Any
 
 import nevergrad as ng
 import numpy as np
+
 from asap.agent.ledger import Direction, Trial
 from asap.tools.optimizer import Optimizer
 from asap.tools.space import CategoricalParam, FloatParam, IntParam, Space

@@ -6,9 +6,6 @@ import warnings
 from typing import Any
 
 import optuna
-from asap.agent.ledger import Direction, Trial
-from asap.tools.optimizer import Optimizer
-from asap.tools.space import CategoricalParam, FloatParam, Space
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -16,6 +13,10 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.trial import TrialState, create_trial
+
+from asap.agent.ledger import Direction, Trial
+from asap.tools.optimizer import Optimizer
+from asap.tools.space import CategoricalParam, FloatParam, Space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from typing import Literal
 
 import optuna
-from asap.agent.ledger import Study
 from optuna.trial import TrialState, create_trial
+
+from asap.agent.ledger import Study
 
 PrunerKind = Literal["none", "median", "sha", "hyperband"]
 

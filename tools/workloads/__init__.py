@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from asap.tools.space import Space, SpaceError
 
 BUILTIN = {

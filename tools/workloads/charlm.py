@@ -12,8 +12,9 @@ from collections.abc import Callable
 from functools import lru_cache
 
 import torch
-from asap.tools.workloads.common import check_finite, device
 from torch import nn
+
+from asap.tools.workloads.common import check_finite, device
 
 _MODULES = ("argparse", "collections", "functools", "itertools", "json", "os", "pathlib", "re",
             "string", "textwrap", "typing", "unittest", "logging", "subprocess", "threading")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from asap.tools.workloads.common import check_finite, device, make_optimizer
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
+
+from asap.tools.workloads.common import check_finite, device, make_optimizer
 
 Report = Callable[[int, float], bool]
 

@@ -1,0 +1,102 @@
+"""The embedded LLM server: llama.cpp's own OpenAI-compatible server through ``xllamacpp``.
+
+Why xllamacpp: a prebuilt wheel (no 11-minute compile) that embeds llama.cpp's C++ server,
+including prefix reuse of the KV cache and ``usage.prompt_tokens_details.cached_tokens``. The
+server binds 127.0.0.1 only and runs inside this process; :meth:`EmbeddedServer.stop` (or leaving
+the ``with`` block) shuts it down.
+
+Example::
+
+    with EmbeddedServer() as srv:
+        client = openai.OpenAI(base_url=srv.base_url, api_key="local")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from asap.agent.model import pull
+
+LOOPBACK = "127.0.0.1"
+
+
+class ServerError(RuntimeError):
+    """The embedded server could not start or did not become healthy."""
+
+
+class EmbeddedServer:
+    """One llama.cpp server on 127.0.0.1 serving one GGUF model."""
+
+    def __init__(self, model: str | Path | None = None, *, port: int = 0, n_ctx: int = 8192,
+                 threads: int | None = None, say=print) -> None:
+        self.model = Path(model) if model else None
+        self.port, self.n_ctx = port, n_ctx
+        self.threads = threads or max(1, min(4, os.cpu_count() or 1))
+        self.say = say
+        self._server = None
+        self.url: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-compatible base URL (``.../v1``)."""
+        if self.url is None:
+            raise ServerError("the embedded server is not running")
+        return f"{self.url}/v1"
+
+    def start(self, timeout_s: float = 120.0) -> EmbeddedServer:
+        try:
+            import xllamacpp
+        except ImportError:
+            raise ServerError("the embedded server needs the 'local' extra: "
+                              "pip install 'asap-hpo[local]'") from None
+        model = self.model or pull(say=self.say)
+        if not model.is_file():
+            raise ServerError(f"model file {model} does not exist")
+        params = xllamacpp.CommonParams()
+        params.model.path = str(model)
+        params.hostnames = [LOOPBACK]  # never beyond loopback
+        params.port = self.port
+        params.n_ctx = self.n_ctx
+        params.cpuparams.n_threads = self.threads
+        params.cpuparams_batch.n_threads = self.threads
+        params.n_parallel = 2  # one slot for the critical path, one for speculation
+        params.cache_prompt = True
+        params.verbosity = 0
+        try:
+            self._server = xllamacpp.Server(params)
+        except Exception as exc:  # noqa: BLE001 - the C++ side raises plain exceptions
+            raise ServerError(f"llama.cpp server failed to start on {model}: {exc}") from None
+        self.url = self._server.listening_address.rstrip("/")
+        wait_healthy(self.url, timeout_s)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            server, self._server, self.url = self._server, None, None
+            del server  # the C++ destructor stops the main loop and joins its threads
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_healthy(url: str, timeout_s: float = 60.0) -> None:
+    """Poll ``/health`` until it answers ``{"status": "ok"}``."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+                if json.loads(r.read()).get("status") == "ok":
+                    return
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise ServerError(f"llama.cpp server at {url} not healthy after {timeout_s:g}s ({last})")
