@@ -1,0 +1,122 @@
+"""Prefix-stable prompts: static text first, then an append-only round log.
+
+Why: servers reuse the KV cache of a prompt's longest unchanged prefix (vLLM prefix caching,
+llama.cpp prefix reuse); one changed byte early on invalidates everything after it. So nothing
+above the log changes between rounds, the log only grows at its end, and every number is formatted
+deterministically (fixed float format, space order for keys, no timestamps). ``mode="naive"``
+puts a status header (round, current best) above the log, rewritten each round: the ablation.
+
+Templates are files in ``asap.prompts`` rendered with ``string.Template.substitute``: a missing
+variable is an error, never a silent blank.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+from asap.agent.ledger import Study, Trial
+
+PromptMode = Literal["stable", "naive"]
+
+
+@cache
+def template(name: str) -> string.Template:
+    return string.Template(resources.files("asap.prompts").joinpath(name).read_text())
+
+
+def placeholders(name: str) -> set[str]:
+    """The variables a template needs (for the test that code and files agree)."""
+    return {m.group("named") or m.group("braced")
+            for m in template(name).pattern.finditer(template(name).template)
+            if m.group("named") or m.group("braced")}
+
+
+def render(name: str, **values: Any) -> str:
+    return template(name).substitute(values)
+
+
+def fmt(value: Any) -> str:
+    """Deterministic number formatting: 6 significant digits, no locale, no repr drift."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return json.dumps(value)
+    return format(value, ".6g")
+
+
+def fmt_config(config: dict[str, Any], order: list[str]) -> str:
+    return "{" + ", ".join(f'"{k}": {fmt(config[k])}' for k in order if k in config) + "}"
+
+
+@dataclass
+class ToolRecord:
+    trials: int = 0
+    improvements: int = 0
+
+
+def tool_records(study: Study) -> dict[str, ToolRecord]:
+    """Per tool: finished trials it proposed and how many improved the best so far.
+
+    The first complete trial counts as an improvement (over nothing).
+    """
+    records: dict[str, ToolRecord] = {}
+    best = None
+    for t in study.trials(status=("complete", "failed", "pruned")):
+        rec = records.setdefault(t.tool, ToolRecord())
+        rec.trials += 1
+        if t.status == "complete" and study.better(t.value, best):
+            rec.improvements += 1
+            best = t.value
+    return records
+
+
+@dataclass
+class PromptBuilder:
+    """Builds each round's prompt; ``log`` is the append-only part and lives in graph state."""
+
+    study: Study
+    tools_text: str
+    mode: PromptMode = "stable"
+    log: list[str] = field(default_factory=list)
+
+    def static(self) -> str:
+        s = self.study
+        return render("system.txt", workload=s.workload or "(unnamed)", direction=s.direction,
+                      metric=s.metric, space=s.space.describe(), tools=self.tools_text)
+
+    def round_text(self, round_no: int, proposals: list[tuple[str, dict[str, Any]]]) -> str:
+        best = self.study.best()
+        records = tool_records(self.study)
+        order = self.study.space.names
+        return render(
+            "round.txt", round=round_no,
+            best="none yet" if best is None else f"{fmt(best.value)} (trial {best.number})",
+            record=", ".join(f"{k} {r.trials}/{r.improvements}" for k, r in sorted(records.items()))
+            or "no trials yet",
+            proposals="\n".join(f"  {chr(65 + i)} {tool} {fmt_config(cfg, order)}"
+                                for i, (tool, cfg) in enumerate(proposals)))
+
+    def outcome_text(self, decision: str, trial: Trial | None) -> str:
+        if trial is None:
+            result = "not trained"
+        elif trial.value is not None:
+            result = f"trial {trial.number} {trial.status} {self.study.metric}={fmt(trial.value)}"
+        else:
+            result = f"trial {trial.number} {trial.status} ({trial.error or 'no value'})"
+        return render("outcome.txt", decision=decision, result=result)
+
+    def prompt(self, current_round: str) -> str:
+        """Static text, (naive: a status header,) the log so far, then this round's block."""
+        header = ""
+        if self.mode == "naive":
+            best = self.study.best()
+            header = render("naive_header.txt", round=len(self.log) + 1,
+                            best="none yet" if best is None else fmt(best.value))
+        return self.static() + header + "".join(self.log) + current_round
+
+    def close_round(self, current_round: str, outcome: str) -> None:
+        """Append the finished round to the log (the only way the log changes)."""
+        self.log.append(current_round + outcome)

@@ -1,0 +1,58 @@
+"""Prompt files and the prefix-stability property that keeps the KV cache warm."""
+
+import pytest
+
+from asap.agent.prompt import PromptBuilder, placeholders, render, tool_records
+
+
+def _rounds(ledger, toy_space, mode, n=6):
+    study = ledger.create_study(f"p-{mode}", toy_space, metric="loss", direction="minimize",
+                                workload="toy")
+    builder = PromptBuilder(study, tools_text="- optuna_suggest\n- nevergrad_suggest", mode=mode)
+    prompts = []
+    for r in range(1, n + 1):
+        cfg = {"x": 1.0 / r, "lr": 0.1, "n_layers": 1 + r % 4, "optimizer": "adam"}
+        if cfg["n_layers"] >= 3:
+            cfg["units_l3"] = 16
+        current = builder.round_text(r, [("optuna:tpe", cfg), ("nevergrad:NGOpt", cfg)])
+        prompts.append(builder.prompt(current))
+        tid = study.start_trial(cfg, tool="optuna:tpe" if r % 2 else "nevergrad:NGOpt")
+        trial = study.finish_trial(tid, status="complete", metrics={"loss": 1.0 / r + 0.123456789})
+        builder.close_round(current, builder.outcome_text("A", trial))
+    return prompts
+
+
+def test_each_prompt_starts_with_the_previous_one_byte_for_byte(ledger, toy_space):
+    prompts = _rounds(ledger, toy_space, "stable")
+    for before, after in zip(prompts, prompts[1:], strict=False):
+        assert after.startswith(before) and len(after) > len(before)
+    assert "loss=0.623457" in prompts[-1]  # fixed 6-significant-digit formatting
+
+
+def test_naive_mode_rewrites_its_header(ledger, toy_space):
+    prompts = _rounds(ledger, toy_space, "naive")
+    assert "# Status (round 2)" in prompts[1]
+    assert not any(after.startswith(before) for before, after in zip(prompts, prompts[1:], strict=False))
+
+
+def test_templates_and_code_agree():
+    assert placeholders("system.txt") == {"workload", "direction", "metric", "space", "tools"}
+    assert placeholders("round.txt") == {"round", "best", "record", "proposals"}
+    assert placeholders("outcome.txt") == {"decision", "result"}
+    with pytest.raises(KeyError):
+        render("outcome.txt", decision="A")  # strict: a missing variable is an error
+
+
+def test_tool_records_count_improvements(ledger, toy_space):
+    study = ledger.create_study("r", toy_space, metric="loss", direction="minimize")
+    cfg = {"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}
+    for tool, loss in [("a", 3.0), ("b", 2.0), ("a", 2.5), ("b", 1.0), ("c", None)]:
+        tid = study.start_trial(cfg, tool=tool)
+        if loss is None:
+            study.finish_trial(tid, status="failed", error="x")
+        else:
+            study.finish_trial(tid, status="complete", metrics={"loss": loss})
+    rec = tool_records(study)
+    assert (rec["a"].trials, rec["a"].improvements) == (2, 1)
+    assert (rec["b"].trials, rec["b"].improvements) == (2, 2)
+    assert (rec["c"].trials, rec["c"].improvements) == (1, 0)
