@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asap.agent.ledger import FINISHED, Study
+from asap.agent.ledger import Study
 from asap.tools.nevergrad_tool import NevergradOptimizer
 from asap.tools.optimizer import Optimizer
 from asap.tools.optuna_tool import OptunaOptimizer
@@ -41,17 +41,16 @@ class Portfolio:
         """Tell every optimizer the finished trials it has not seen; returns how many were new."""
         if not self._optimizers:
             return 0
-        known = set().union(*self._told.values()) if self._told else set()
-        trials = [t for t in self.study.trials(status=FINISHED)]
-        fresh = 0
+        finished = self.study.finished_ids()
+        seen = set.intersection(*self._told.values())
+        new = {i: self.study.trial(i) for i in finished if i not in seen}
         for key, opt in self._optimizers.items():
             told = self._told[key]
-            for t in trials:
-                if t.id not in told:
-                    opt.tell(t)
-                    told.add(t.id)
-        fresh = len({t.id for t in trials} - known)
-        return fresh
+            for tid in sorted(new):
+                if tid not in told:
+                    opt.tell(new[tid])
+                    told.add(tid)
+        return len(new)
 
     def ask(self, library: str, algorithm: str, n: int = 1) -> list[dict[str, Any]]:
         return self.optimizer(library, algorithm).ask(n)

@@ -35,7 +35,7 @@ class TrainingJob:
 
     trial_id: int
     config: dict[str, Any]
-    _thread: threading.Thread
+    _thread: threading.Thread | None = None
     _result: list[Trial] = field(default_factory=list)
     _cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -70,7 +70,7 @@ class Trainer:
         fidelity = fidelity if fidelity is not None else self.workload.default_fidelity
         trial_id = self.study.start_trial(config, tool=tool, fidelity=fidelity, meta=meta)
         config = self.study.trial(trial_id).config
-        job = TrainingJob(trial_id, config, threading.Thread(target=lambda: None))
+        job = TrainingJob(trial_id, config)
         job._thread = threading.Thread(target=self._supervise, args=(job, fidelity),
                                        name=f"trial-{trial_id}", daemon=True)
         job._thread.start()

@@ -47,13 +47,10 @@ class Workload:
 def resolve(ref: str, *, space_file: str | Path | None = None, metric: str | None = None,
             direction: str | None = None, time_scale: float = 0.0) -> Workload:
     """Turn a workload reference into a :class:`Workload`, or raise WorkloadError naming why."""
-    if space_file is not None and ref in BUILTIN:
-        space = Space.from_file(space_file)
     if ref in BUILTIN:
         target, m, d, fid = BUILTIN[ref]
-        if space_file is None:
-            space = Space.from_dict(yaml.safe_load(
-                resources.files("asap.tools.workloads").joinpath(f"{ref}.yaml").read_text()))
+        space = Space.from_file(space_file) if space_file is not None else Space.from_dict(
+            yaml.safe_load(resources.files("asap.tools.workloads").joinpath(f"{ref}.yaml").read_text()))
         return Workload(ref, target, space, metric or m, direction or d, fid)
     bench, _, dataset = ref.partition(":")
     if bench in ("hpobench", "nasbench201"):
@@ -81,11 +78,8 @@ def _user(ref: str, space_file: Any, metric: str | None, direction: str | None) 
     load_target(ref)  # fail early, in the caller, with a clear message
     if space_file is None:
         raise WorkloadError(f"workload {ref!r} needs a search space file (--space FILE)")
-    try:
-        data = yaml.safe_load(Path(space_file).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise WorkloadError(f"cannot read search space file {space_file}: {exc}") from None
     space = Space.from_file(space_file)
+    data = yaml.safe_load(Path(space_file).read_text())  # valid: from_file just read it
     meta = data if isinstance(data, dict) and "params" in data else {}
     metric = metric or meta.get("metric")
     direction = direction or meta.get("direction", "maximize")
