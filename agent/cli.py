@@ -24,6 +24,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", help="a GGUF file (default: SmolLM2-135M-Instruct)")
     serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     serve.add_argument("--ctx", type=int, default=8192, help="context length in tokens")
+    tune = sub.add_parser("tune", help="tune a workload with the LLM orchestrating the tools")
+    tune.add_argument("workload", help="digits-mlp, digits-cnn, charlm, hpobench:<ds>, "
+                      "nasbench201:<ds> or package.module:function (runs your code)")
+    tune.add_argument("--space", help="search space file (YAML/JSON)")
+    tune.add_argument("--trials", type=int, default=20, help="trial budget (default 20)")
+    tune.add_argument("--time-budget", type=float, help="wall-clock budget in seconds")
+    tune.add_argument("--study", help="study name (default: from the workload); re-run to resume")
+    tune.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
+    tune.add_argument("--base-url", help="OpenAI-compatible endpoint (default: embedded llama.cpp)")
+    tune.add_argument("--model", help="model name at --base-url, or a GGUF path for the embedded server")
+    tune.add_argument("--time-scale", type=float, default=0.0, help="simulated clock for tables")
+    tune.add_argument("--prompt", choices=["stable", "naive"], default="stable")
+    tune.add_argument("--json", action="store_true", help="print the summary as JSON")
     show = sub.add_parser("show", help="print a study's trials and summary")
     show.add_argument("study")
     show.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
@@ -48,6 +61,25 @@ def _show(study_name: str, db: str) -> int:
         console.print(f"best: trial {best.number} ({best.tool}) {study.metric}={best.value:.6g} "
                       f"config={best.config}")
     return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from asap.agent.tune import tune
+    if args.trials < 1:
+        raise ValueError(f"--trials must be >= 1, got {args.trials}")
+    result = tune(args.workload, trials=args.trials, db=args.db, study_name=args.study,
+                  space_file=args.space, time_budget_s=args.time_budget, base_url=args.base_url,
+                  model=args.model, api_key=os.environ.get("OPENAI_API_KEY"),
+                  time_scale=args.time_scale, prompt_mode=args.prompt)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _show(result["study"], args.db)
+        console.print({k: v for k, v in result.items() if k not in ("best_config",)})
+    return 0 if result["complete"] > 0 else 1
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -75,8 +107,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "llm" and args.llm_cmd == "serve":
             return _serve(args)
+        if args.command == "tune":
+            return _tune(args)
         if args.command == "show":
             return _show(args.study, args.db)
+    except KeyboardInterrupt:
+        console.print("interrupted: everything finished so far is saved; re-run to resume")
+        return 130
     except (LedgerError, RuntimeError, ValueError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
