@@ -1,0 +1,67 @@
+"""The tuning loop: fallback path offline, and a real session on the embedded llama.cpp server."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from asap.agent.ledger import Ledger
+from asap.agent.prompt import PromptBuilder
+from asap.agent.tune import TOOLS_TEXT
+from asap.graphs.tuning import Runtime, build_tuning_graph, fallback
+from asap.tools.portfolio import Portfolio
+from asap.tools.trainer import Trainer
+from asap.tools.workloads import resolve
+
+
+def test_without_an_llm_the_fallback_decides_every_round(tmp_path):
+    wl = resolve("hpobench:australian")
+    study = Ledger(tmp_path / "l.db").create_study("f", wl.space, metric=wl.metric,
+                                                   direction=wl.direction, workload=wl.ref)
+    rt = Runtime(study, Portfolio(study), Trainer(study, wl), PromptBuilder(study, TOOLS_TEXT),
+                 client=None, model="none", max_trials=4)
+    state = build_tuning_graph(rt).invoke({}, {"recursion_limit": 50})
+    assert len(study.trials(status="complete")) == 4
+    assert state["fallbacks"] == 4 and len(study.events("fallback")) == 4
+    assert study.trials()[0].tool == "optuna:tpe"  # no record yet: TPE
+    assert len(rt.builder.log) == 4 and "decision: A (optuna:tpe)" in rt.builder.log[0]
+
+
+def test_fallback_prefers_the_best_record(ledger, toy_space):
+    study = ledger.create_study("r", toy_space, metric="loss", direction="minimize")
+    cfg = {"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}
+    for tool, loss in [("optuna:tpe", 3.0), ("nevergrad:DE", 2.0), ("optuna:tpe", 2.5), ("nevergrad:DE", 1.0)]:
+        tid = study.start_trial(cfg, tool=tool)
+        study.finish_trial(tid, status="complete", metrics={"loss": loss})
+    proposals = [("optuna:tpe", {"a": 1}), ("nevergrad:DE", {"b": 2})]
+    assert fallback(study, proposals) == ("nevergrad:DE", {"b": 2})
+
+
+@pytest.mark.e2e
+def test_asap_tune_runs_real_digits_trials_on_the_embedded_llm(tmp_path):
+    db = tmp_path / "e2e.db"
+    done = subprocess.run([sys.executable, "-m", "asap.agent.cli", "tune", "digits-mlp",
+                           "--trials", "5", "--db", str(db), "--json"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["complete"] == 5 and result["best_value"] > 0.5  # chance is 0.1
+    study = Ledger(db).open_study("digits-mlp")
+    calls = study.timings("llm_call")
+    assert len(calls) >= 5 and all(c["cached_tokens"] is not None for c in calls)
+    assert max(c["cached_tokens"] for c in calls) > 0
+    # Resuming with a larger budget continues the same study.
+    again = subprocess.run([sys.executable, "-m", "asap.agent.cli", "tune", "digits-mlp",
+                            "--trials", "6", "--db", str(db), "--json"],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and json.loads(again.stdout)["trials"] == 6
+
+
+def test_bad_input_is_a_clear_error(tmp_path):
+    for args, message in [(["tune", "nope"], "unknown workload 'nope'"),
+                          (["tune", "digits-mlp", "--db", str(tmp_path / "no" / "x.db")], "does not exist"),
+                          (["tune", "digits-mlp", "--trials", "0"], "--trials must be >= 1")]:
+        done = subprocess.run([sys.executable, "-m", "asap.agent.cli", *args], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 2 and message in done.stdout + done.stderr
