@@ -20,12 +20,14 @@ def test_bad_answers_are_named(text, message):
 
 
 def test_schema_is_closed_and_typed(toy_space):
-    schema = decision_schema(["A", "B"], toy_space)
-    params = schema["properties"]["params"]
-    assert params["additionalProperties"] is False and schema["additionalProperties"] is False
+    train, own, stop = decision_schema(["A", "B"], toy_space)["anyOf"]
+    assert all(s["additionalProperties"] is False for s in (train, own, stop))
+    assert train["properties"]["choice"] == {"enum": ["A", "B"]}
+    params = own["properties"]["params"]
+    assert params["additionalProperties"] is False
     assert params["properties"]["lr"] == {"type": "number", "minimum": 1e-4, "maximum": 1.0}
     assert params["properties"]["optimizer"] == {"enum": ["sgd", "adam"]}
-    assert schema["properties"]["choice"]["enum"] == ["A", "B"]
+    assert stop["required"] == ["action"]
 
 
 def test_good_answers():
