@@ -19,7 +19,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
-from asap.agent.ledger import Study, Trial
+from asap.agent.ledger import FINISHED, Study, Trial
 
 PromptMode = Literal["stable", "naive"]
 
@@ -47,6 +47,11 @@ def fmt(value: Any) -> str:
     return format(value, ".6g")
 
 
+def label(i: int) -> str:
+    """The label of the i-th proposal (A, B, ...): what the prompt shows and the LLM answers."""
+    return chr(65 + i)
+
+
 def fmt_config(config: dict[str, Any], order: list[str]) -> str:
     return "{" + ", ".join(f'"{k}": {fmt(config[k])}' for k in order if k in config) + "}"
 
@@ -64,7 +69,7 @@ def tool_records(study: Study) -> dict[str, ToolRecord]:
     """
     records: dict[str, ToolRecord] = {}
     best = None
-    for t in study.trials(status=("complete", "failed", "pruned")):
+    for t in study.trials(status=FINISHED):
         rec = records.setdefault(t.tool, ToolRecord())
         rec.trials += 1
         if t.status == "complete" and study.better(t.value, best):
@@ -75,7 +80,7 @@ def tool_records(study: Study) -> dict[str, ToolRecord]:
 
 @dataclass
 class PromptBuilder:
-    """Builds each round's prompt; ``log`` is the append-only part and lives in graph state."""
+    """Builds each round's prompt; ``log`` is the append-only part, grown by :meth:`close_round`."""
 
     study: Study
     tools_text: str
@@ -96,7 +101,7 @@ class PromptBuilder:
             best="none yet" if best is None else f"{fmt(best.value)} (trial {best.number})",
             record=", ".join(f"{k} {r.trials}/{r.improvements}" for k, r in sorted(records.items()))
             or "no trials yet",
-            proposals="\n".join(f"  {chr(65 + i)} {tool} {fmt_config(cfg, order)}"
+            proposals="\n".join(f"  {label(i)} {tool} {fmt_config(cfg, order)}"
                                 for i, (tool, cfg) in enumerate(proposals)))
 
     def outcome_text(self, decision: str, trial: Trial | None) -> str:

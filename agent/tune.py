@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-from pathlib import Path
 from typing import Any
 
 import openai
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from asap.agent.ledger import Ledger, LedgerError
+from asap.agent.ledger import Ledger
 from asap.agent.prompt import PromptBuilder
 from asap.graphs.tuning import PANEL, Runtime, build_tuning_graph
 from asap.tools.portfolio import Portfolio
@@ -30,10 +29,8 @@ def tune(workload: str, *, trials: int, db: str, study_name: str | None = None,
          ) -> dict[str, Any]:
     """Run (or resume) a tuning session; returns the summary dict that ``--json`` prints."""
     console = console or Console(stderr=True)
-    if not Path(db).resolve().parent.exists():
-        raise LedgerError(f"the directory {Path(db).resolve().parent} for the ledger does not exist")
+    ledger = Ledger(db)  # raises LedgerError naming a missing directory
     wl = resolve(workload, space_file=space_file, time_scale=time_scale)
-    ledger = Ledger(db)
     name = study_name or workload.replace(":", "-")
     if ledger.has_study(name):
         study = ledger.open_study(name)
@@ -74,20 +71,21 @@ def summary(study) -> dict[str, Any]:
     best = study.best()
     calls = study.timings("llm_call")
     train = study.timings("train")
-    prompt = [c["prompt_tokens"] for c in calls if c["prompt_tokens"] and c["cached_tokens"] is not None]
-    cached = [c["cached_tokens"] for c in calls if c["prompt_tokens"] and c["cached_tokens"] is not None]
+    known = [(c["prompt_tokens"], c["cached_tokens"]) for c in calls
+             if c["prompt_tokens"] and c["cached_tokens"] is not None]
+    trials = study.trials()
     per_tool: dict[str, int] = {}
-    for t in study.trials():
+    for t in trials:
         per_tool[t.tool] = per_tool.get(t.tool, 0) + 1
     return {
         "study": study.name, "metric": study.metric, "direction": study.direction,
-        "trials": len(study.trials()), "complete": len(study.trials(status="complete")),
+        "trials": len(trials), "complete": sum(t.status == "complete" for t in trials),
         "best_value": best.value if best else None, "best_config": best.config if best else None,
         "per_tool": per_tool,
         "llm_calls": len(calls),
         "llm_median_s": statistics.median(c["duration"] for c in calls) if calls else None,
         "llm_total_s": sum(c["duration"] for c in calls),
         "train_total_s": sum(t["duration"] for t in train),
-        "cached_share": sum(cached) / sum(prompt) if prompt else None,
+        "cached_share": sum(c for _, c in known) / sum(p for p, _ in known) if known else None,
         "retries": len(study.events("guard_retry")), "fallbacks": len(study.events("fallback")),
     }

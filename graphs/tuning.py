@@ -17,7 +17,7 @@ from langgraph.graph import END, START, StateGraph
 
 from asap.agent.ledger import Study
 from asap.agent.llm import DecisionError, chat_json, decision_schema, parse_decision
-from asap.agent.prompt import PromptBuilder, tool_records
+from asap.agent.prompt import PromptBuilder, label, tool_records
 from asap.tools.portfolio import Portfolio
 from asap.tools.space import SpaceError
 from asap.tools.trainer import Trainer
@@ -62,7 +62,7 @@ def propose(state: TuningState, *, rt: Runtime) -> TuningState:
 def decide(state: TuningState, *, rt: Runtime) -> TuningState:
     """Ask the LLM; bad answers go back to it with the reason; then a deterministic fallback."""
     proposals = state["proposals"]
-    labels = [chr(65 + i) for i in range(len(proposals))]
+    labels = [label(i) for i in range(len(proposals))]
     messages = [{"role": "user", "content": rt.builder.prompt(state["current"])}]
     retries = 0
     for _ in range(rt.max_retries + 1):
@@ -104,8 +104,8 @@ def train(state: TuningState, *, rt: Runtime) -> TuningState:
     tool, config = state["choice"]
     trial = rt.trainer.run(config, tool=tool)
     rt.portfolio.sync()
-    label = next((chr(65 + i) for i, p in enumerate(state["proposals"]) if p[0] == tool), "own")
-    rt.builder.close_round(state["current"], rt.builder.outcome_text(f"{label} ({tool})", trial))
+    chosen = next((label(i) for i, p in enumerate(state["proposals"]) if p[0] == tool), "own")
+    rt.builder.close_round(state["current"], rt.builder.outcome_text(f"{chosen} ({tool})", trial))
     if rt.on_trial:
         rt.on_trial(trial, tool)
     return {}
