@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import openai
 from rich.console import Console
 from rich.table import Table
 
@@ -23,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = llm.add_parser("serve", help="run the embedded llama.cpp server on 127.0.0.1")
     serve.add_argument("--model", help="a GGUF file (default: SmolLM2-135M-Instruct)")
     serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    serve.add_argument("--ctx", type=int, default=8192, help="context length in tokens")
+    serve.add_argument("--ctx", type=int, default=8192, help="context length per request, in tokens")
     tune = sub.add_parser("tune", help="tune a workload with the LLM orchestrating the tools")
     tune.add_argument("workload", help="digits-mlp, digits-cnn, charlm, hpobench:<ds>, "
                       "nasbench201:<ds> or package.module:function (runs your code)")
@@ -35,7 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--base-url", help="OpenAI-compatible endpoint (default: embedded llama.cpp)")
     tune.add_argument("--model", help="model name at --base-url, or a GGUF path for the embedded server")
     tune.add_argument("--time-scale", type=float, default=0.0, help="simulated clock for tables")
-    tune.add_argument("--prompt", choices=["stable", "naive"], default="stable")
+    tune.add_argument("--decide", choices=["auto", "tools", "json"], default="auto",
+                      help="decision protocol: native tool calls, JSON schema, or probe (auto)")
+    tune.add_argument("--prompt", choices=["stable", "naive"], default="stable",
+                      help="naive: a status header rewritten each round (ablation)")
+    tune.add_argument("--pruner", choices=["none", "median", "sha", "hyperband"], default="none")
     tune.add_argument("--json", action="store_true", help="print the summary as JSON")
     show = sub.add_parser("show", help="print a study's trials and summary")
     show.add_argument("study")
@@ -43,23 +48,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _show(study_name: str, db: str) -> int:
+def _show(study_name: str, db: str, *, trials: bool = True) -> int:
+    from asap.agent.summary import print_summary, summarize
     if not Path(db).exists():
         console.print(f"[red]error:[/] no ledger at {db}")
         return 2
     study = Ledger(db).open_study(study_name)
-    table = Table(title=f"study {study.name}: {study.direction} {study.metric}")
-    for col in ("#", "tool", "status", study.metric, "seconds", "config / error"):
-        table.add_column(col)
-    for t in study.trials():
-        value = f"{t.value:.4f}" if t.value is not None else "-"
-        table.add_row(str(t.number), t.tool, t.status, value,
-                      f"{t.duration:.1f}" if t.duration else "-", t.error or str(t.config))
-    console.print(table)
-    best = study.best()
-    if best is not None:
-        console.print(f"best: trial {best.number} ({best.tool}) {study.metric}={best.value:.6g} "
-                      f"config={best.config}")
+    if trials:
+        table = Table(title=f"study {study.name}: {study.direction} {study.metric}")
+        for col in ("#", "tool", "status", study.metric, "seconds", "config / error"):
+            table.add_column(col)
+        for t in study.trials():
+            value = f"{t.value:.4f}" if t.value is not None else "-"
+            table.add_row(str(t.number), t.tool, t.status, value,
+                          f"{t.duration:.1f}" if t.duration else "-", t.error or str(t.config))
+        console.print(table)
+    print_summary(summarize(study), console)
     return 0
 
 
@@ -67,18 +71,18 @@ def _tune(args: argparse.Namespace) -> int:
     import json
     import os
 
+    from asap.agent.config import TuneConfig
     from asap.agent.tune import tune
-    if args.trials < 1:
-        raise ValueError(f"--trials must be >= 1, got {args.trials}")
-    result = tune(args.workload, trials=args.trials, db=args.db, study_name=args.study,
-                  space_file=args.space, time_budget_s=args.time_budget, base_url=args.base_url,
-                  model=args.model, api_key=os.environ.get("OPENAI_API_KEY"),
-                  time_scale=args.time_scale, prompt_mode=args.prompt)
+    cfg = TuneConfig.make(
+        workload=args.workload, trials=args.trials, time_budget_s=args.time_budget,
+        study=args.study, db=args.db, space=args.space, base_url=args.base_url, model=args.model,
+        api_key=os.environ.get("OPENAI_API_KEY"), decide=args.decide, prompt=args.prompt,
+        time_scale=args.time_scale, pruner=args.pruner)
+    result = tune(cfg)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        _show(result["study"], args.db)
-        console.print({k: v for k, v in result.items() if k not in ("best_config",)})
+        _show(result["study"], args.db, trials=False)
     return 0 if result["complete"] > 0 else 1
 
 
@@ -116,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (LedgerError, RuntimeError, ValueError) as exc:
         console.print(f"[red]error:[/] {exc}")
+        return 2
+    except openai.OpenAIError as exc:
+        console.print(f"[red]error:[/] the LLM endpoint failed: {type(exc).__name__}: {exc}")
         return 2
     return 1
 

@@ -1,23 +1,51 @@
-"""LLM calls on any OpenAI-compatible endpoint, timed into the ledger.
+"""LLM calls on any OpenAI-compatible endpoint: two decision protocols, timed into the ledger.
 
-The JSON decision protocol: the request carries a JSON schema as ``response_format`` and the
-server constrains decoding to it (llama.cpp grammars, vLLM guided decoding), so even a 135M model
-answers with a parseable decision. Each call logs latency and prompt / cached / completion tokens;
-``usage.prompt_tokens_details.cached_tokens`` that the server does not report stays unknown (NULL),
-never zero.
+The model is a LangChain chat model (``ChatOpenAI`` in the product, a scripted fake in unit tests).
+Two protocols reach the same typed tools:
+
+- ``tools``: native OpenAI tool calls (vLLM with a tool-call parser, models whose chat template
+  knows tools). Servers differ in the ``tool_choice`` values they accept, so :class:`ToolCaller`
+  tries ``required``, then ``auto``, then none, and keeps the first one the server takes.
+- ``json``: the request carries a JSON schema as ``response_format`` and the server constrains
+  decoding to it (llama.cpp grammars, vLLM guided decoding), so even a 135M model answers with a
+  parseable decision. SmolLM2 under llama.cpp answers tool requests with plain text, so the
+  embedded default needs this one.
+
+Each call logs latency and prompt / cached / completion tokens; a ``cached_tokens`` the server does
+not report stays unknown (NULL), never zero.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import openai
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ValidationError
 
 from asap.agent.ledger import Study
 from asap.tools.space import CategoricalParam, FloatParam, Space
+
+Protocol = Literal["tools", "json"]
+DecideMode = Literal["tools", "json", "auto"]
+TOOL_CHOICES: tuple[str | None, ...] = ("required", "auto", None)
+# Status codes with which servers refuse a tool_choice value: 400/422 (vLLM, OpenAI), 500
+# (llama-cpp-python on "required"), 501 (not implemented).
+REFUSALS = (400, 422, 500, 501)
+
+
+def is_context_overflow(exc: Exception) -> bool:
+    """The server refused the request because the prompt does not fit its context window.
+
+    llama.cpp: "exceeds the available context size"; vLLM: "maximum context length".
+    """
+    return isinstance(exc, openai.BadRequestError) and "context" in str(exc).lower()
 
 
 class DecisionError(ValueError):
@@ -30,6 +58,14 @@ class Decision(BaseModel):
     action: Literal["train", "own", "stop"]
     choice: str | None = None
     params: dict[str, Any] | None = None
+
+
+def chat_model(base_url: str, model: str, *, api_key: str | None = None, max_tokens: int = 300,
+               timeout_s: float = 120.0) -> BaseChatModel:
+    """``ChatOpenAI`` for one endpoint: greedy, bounded answers, the client's own retries."""
+    from langchain_openai import ChatOpenAI
+    return ChatOpenAI(base_url=base_url, model=model, api_key=api_key or "not-needed",
+                      temperature=0, max_tokens=max_tokens, max_retries=2, timeout=timeout_s)
 
 
 def params_schema(space: Space) -> dict[str, Any]:
@@ -66,6 +102,7 @@ def decision_schema(labels: list[str], space: Space) -> dict[str, Any]:
 
 
 def parse_decision(text: str, labels: list[str]) -> Decision:
+    """The JSON answer as a :class:`Decision`; :class:`DecisionError` names what is wrong."""
     try:
         decision = Decision.model_validate(json.loads(text))
     except json.JSONDecodeError as exc:
@@ -79,22 +116,99 @@ def parse_decision(text: str, labels: list[str]) -> Decision:
     return decision
 
 
-def chat_json(client: openai.OpenAI, model: str, messages: list[dict[str, str]],
-              schema: dict[str, Any], *, study: Study | None = None, trial_number: int | None = None,
-              max_tokens: int = 200, **detail: Any) -> tuple[str, Any]:
-    """One schema-constrained chat completion; returns (text, usage) and logs an llm_call."""
+def json_model(llm: BaseChatModel, schema: dict[str, Any]) -> Runnable:
+    """``llm`` constrained to ``schema`` through ``response_format`` (the JSON protocol)."""
+    return llm.bind(response_format={"type": "json_schema", "json_schema": {
+        "name": "decision", "schema": schema, "strict": True}})
+
+
+def usage_of(message: AIMessage) -> tuple[int | None, int | None, int | None]:
+    """(prompt, cached, completion) tokens as the server reported them; None where it did not."""
+    raw = (message.response_metadata or {}).get("token_usage")
+    if isinstance(raw, dict):
+        details = raw.get("prompt_tokens_details") or {}
+        return raw.get("prompt_tokens"), details.get("cached_tokens"), raw.get("completion_tokens")
+    meta = message.usage_metadata
+    if meta:
+        return (meta.get("input_tokens"), (meta.get("input_token_details") or {}).get("cache_read"),
+                meta.get("output_tokens"))
+    return None, None, None
+
+
+def timed_invoke(model: Runnable, messages: Sequence[BaseMessage], *, study: Study | None,
+                 protocol: Protocol, trial_number: int | None = None, **detail: Any) -> AIMessage:
+    """One chat call, logged as an ``llm_call`` timing row with its token counts."""
     start = time.time()
-    response = client.chat.completions.create(
-        model=model, messages=messages, temperature=0, max_tokens=max_tokens,
-        response_format={"type": "json_schema",
-                         "json_schema": {"name": "decision", "schema": schema, "strict": True}})
+    message = model.invoke(list(messages))
     end = time.time()
-    usage = response.usage
     if study is not None:
-        details = getattr(usage, "prompt_tokens_details", None) if usage else None
-        study.log_timing(
-            "llm_call", start, end, trial_number=trial_number,
-            prompt_tokens=getattr(usage, "prompt_tokens", None),
-            cached_tokens=getattr(details, "cached_tokens", None) if details else None,
-            completion_tokens=getattr(usage, "completion_tokens", None), protocol="json", **detail)
-    return response.choices[0].message.content or "", usage
+        prompt, cached, completion = usage_of(message)
+        study.log_timing("llm_call", start, end, trial_number=trial_number, prompt_tokens=prompt,
+                         cached_tokens=cached, completion_tokens=completion, protocol=protocol,
+                         **detail)
+    return message
+
+
+class ToolCaller:
+    """``llm`` bound to tools, with the first ``tool_choice`` value the server accepts.
+
+    Why: vLLM refuses ``auto`` without ``--enable-auto-tool-choice``, llama-cpp-python answers
+    ``required`` with HTTP 500, some gateways take only ``auto``. A refusal moves on to the next
+    value (logged once as a ``tool_choice`` event) instead of breaking the session.
+    """
+
+    def __init__(self, llm: BaseChatModel, tools: Sequence[BaseTool], study: Study | None = None,
+                 ) -> None:
+        self.llm, self.tools, self.study = llm, list(tools), study
+        self.index = 0
+
+    @property
+    def tool_choice(self) -> str | None:
+        return TOOL_CHOICES[self.index]
+
+    def invoke(self, messages: Sequence[BaseMessage], **detail: Any) -> AIMessage:
+        while True:
+            choice = self.tool_choice
+            bound = (self.llm.bind_tools(self.tools, tool_choice=choice) if choice
+                     else self.llm.bind_tools(self.tools))
+            try:
+                return timed_invoke(bound, messages, study=self.study, protocol="tools",
+                                    tool_choice=choice, **detail)
+            except openai.APIStatusError as exc:
+                last = self.index == len(TOOL_CHOICES) - 1
+                if exc.status_code not in REFUSALS or last or is_context_overflow(exc):
+                    raise
+                self.index += 1
+                if self.study is not None:
+                    self.study.log_event("tool_choice", refused=choice, next=self.tool_choice,
+                                         status=exc.status_code, reason=str(exc)[:200])
+
+
+class _Ready(BaseModel):
+    """Report that you are ready."""
+
+    ready: bool
+
+
+def pick_protocol(llm: BaseChatModel, mode: DecideMode, study: Study | None = None) -> Protocol:
+    """``tools`` or ``json`` for this endpoint and model; ``auto`` asks the model once.
+
+    The probe is one short request with a single tool: a tool call back means the server parses
+    tool calls for this model (``tools``); plain text or a refusal means it does not (``json``).
+    """
+    if mode != "auto":
+        return mode
+    probe = StructuredTool.from_function(func=lambda ready: "ok", name="report_ready",
+                                         args_schema=_Ready, description=_Ready.__doc__)
+    reason = "answered with a tool call"
+    try:
+        answer = ToolCaller(llm, [probe]).invoke(
+            [HumanMessage("Call the tool report_ready with ready=true.")])
+        protocol: Protocol = "tools" if answer.tool_calls else "json"
+        if protocol == "json":
+            reason = f"answered with text: {str(answer.content)[:80]!r}"
+    except (openai.APIStatusError, NotImplementedError) as exc:
+        protocol, reason = "json", f"refused tools: {type(exc).__name__}: {str(exc)[:120]}"
+    if study is not None:
+        study.log_event("protocol", chosen=protocol, reason=reason)
+    return protocol

@@ -41,10 +41,16 @@ def render(name: str, **values: Any) -> str:
 
 
 def fmt(value: Any) -> str:
-    """Deterministic number formatting: 6 significant digits, no locale, no repr drift."""
-    if isinstance(value, bool) or not isinstance(value, float):
-        return json.dumps(value)
-    return format(value, ".6g")
+    """Deterministic value formatting: 4 significant digits, bare words, no locale or repr drift.
+
+    Four digits separate every config a tool proposes in practice and cost ~3 tokens a number;
+    six cost ~5 and made each round 465 tokens on digits-mlp.
+    """
+    if isinstance(value, float):
+        return format(value, ".4g")
+    if isinstance(value, str) and value and " " not in value and value != "-":
+        return value
+    return json.dumps(value)
 
 
 def label(i: int) -> str:
@@ -53,7 +59,8 @@ def label(i: int) -> str:
 
 
 def fmt_config(config: dict[str, Any], order: list[str]) -> str:
-    return "{" + ", ".join(f'"{k}": {fmt(config[k])}' for k in order if k in config) + "}"
+    """A config as its values in space order, ``-`` for an inactive parameter (the prompt says)."""
+    return " ".join(fmt(config[k]) if k in config else "-" for k in order)
 
 
 @dataclass
@@ -85,12 +92,17 @@ class PromptBuilder:
     study: Study
     tools_text: str
     mode: PromptMode = "stable"
+    protocol: Literal["tools", "json"] = "json"
+    context: int = 24  # rounds the log carries; past it, the oldest half is compacted at once
     log: list[str] = field(default_factory=list)
+    compacted: int = 0  # rounds folded into the log's summary line so far
 
     def static(self) -> str:
         s = self.study
         return render("system.txt", workload=s.workload or "(unnamed)", direction=s.direction,
-                      metric=s.metric, space=s.space.describe(), tools=self.tools_text)
+                      metric=s.metric, space=s.space.describe(), tools=self.tools_text,
+                      columns=", ".join(s.space.names),
+                      answer=render(f"answer_{self.protocol}.txt").rstrip("\n"))
 
     def round_text(self, round_no: int, proposals: list[tuple[str, dict[str, Any]]]) -> str:
         best = self.study.best()
@@ -100,8 +112,8 @@ class PromptBuilder:
             "round.txt", round=round_no,
             best="none yet" if best is None else f"{fmt(best.value)} (trial {best.number})",
             record=", ".join(f"{k} {r.trials}/{r.improvements}" for k, r in sorted(records.items()))
-            or "no trials yet",
-            proposals="\n".join(f"  {label(i)} {tool} {fmt_config(cfg, order)}"
+            or "none yet",
+            proposals="\n".join(f"{label(i)} {tool}: {fmt_config(cfg, order)}"
                                 for i, (tool, cfg) in enumerate(proposals)))
 
     def outcome_text(self, decision: str, trial: Trial | None) -> str:
@@ -118,10 +130,41 @@ class PromptBuilder:
         header = ""
         if self.mode == "naive":
             best = self.study.best()
-            header = render("naive_header.txt", round=len(self.log) + 1,
+            rounds = self.compacted + len(self.log) - (1 if self.compacted else 0)
+            header = render("naive_header.txt", round=rounds + 1,
                             best="none yet" if best is None else fmt(best.value))
         return self.static() + header + "".join(self.log) + current_round
 
     def close_round(self, current_round: str, outcome: str) -> None:
-        """Append the finished round to the log (the only way the log changes)."""
+        """Append the finished round to the log (the only way the log changes between steps).
+
+        When the log passes ``context`` rounds, its oldest half becomes one summary line: a rare
+        large step (every ``context // 2`` rounds) instead of a window sliding every round, which
+        would change the prefix, and lose the KV cache, each time.
+        """
         self.log.append(current_round + outcome)
+        if len(self.log) > self.context:
+            self.compact(self.context // 2)
+
+    def compact(self, keep: int) -> None:
+        """Fold all but the last ``keep`` rounds of the log into one summary line."""
+        head = 1 if self.compacted else 0  # the current summary line, if any
+        if len(self.log) - head <= keep:
+            return
+        folded = self.compacted + len(self.log) - head - keep
+        self.log = [self._summary_line(folded), *(self.log[-keep:] if keep else [])]
+        self.compacted = folded
+
+    def shrink(self) -> int:
+        """The prompt did not fit the server's context: halve ``context`` and compact now."""
+        self.context = max(2, min(self.context, len(self.log)) // 2)
+        self.compact(self.context // 2)
+        return self.context
+
+    def _summary_line(self, rounds: int) -> str:
+        best = self.study.best()
+        order = self.study.space.names
+        return render("compacted.txt", rounds=rounds, trials=len(self.study.finished_ids()),
+                      best="none" if best is None else
+                      f"{fmt(best.value)} (trial {best.number}, {best.tool}: "
+                      f"{fmt_config(best.config, order)})")

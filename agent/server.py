@@ -61,10 +61,10 @@ class EmbeddedServer:
         params.model.path = str(model)
         params.hostnames = [LOOPBACK]  # never beyond loopback
         params.port = self.port
-        params.n_ctx = self.n_ctx
+        params.n_parallel = 2  # one slot for the critical path, one for speculation
+        params.n_ctx = self.n_ctx * params.n_parallel  # llama.cpp splits n_ctx between slots
         params.cpuparams.n_threads = self.threads
         params.cpuparams_batch.n_threads = self.threads
-        params.n_parallel = 2  # one slot for the critical path, one for speculation
         params.cache_prompt = True
         params.verbosity = 0
         try:

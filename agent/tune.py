@@ -1,91 +1,105 @@
-"""``asap tune``: open or resume a study, start the LLM, run the tuning graph, summarize."""
+"""``asap tune``: open or resume a study, start the LLM, run the tuning graph, summarize.
+
+Example::
+
+    from asap.agent.config import TuneConfig
+    from asap.agent.tune import tune
+    summary = tune(TuneConfig(workload="digits-mlp", trials=10))
+"""
 
 from __future__ import annotations
 
 import contextlib
-import statistics
+import time
 from typing import Any
 
-import openai
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from asap.agent.ledger import Ledger
+from asap.agent.config import TuneConfig
+from asap.agent.ledger import Ledger, Study, Trial
+from asap.agent.llm import chat_model, pick_protocol
 from asap.agent.prompt import PromptBuilder
-from asap.graphs.tuning import PANEL, Runtime, build_tuning_graph
+from asap.agent.summary import cached_share, summarize
+from asap.graphs.tuning import PANEL, Runtime, build_tuning_graph, recursion_limit
 from asap.tools.portfolio import Portfolio
 from asap.tools.pruning import Pruner
 from asap.tools.trainer import Trainer
-from asap.tools.workloads import resolve
+from asap.tools.workloads import Workload, resolve
 
 TOOLS_TEXT = "\n".join(f"- {lib}:{alg}" for lib, alg in PANEL) + \
-    "\n- llm (your own configuration, action 'own')"
+    "\n- llm (your own configuration)"
 
 
-def tune(workload: str, *, trials: int, db: str, study_name: str | None = None,
-         space_file: str | None = None, time_budget_s: float | None = None,
-         base_url: str | None = None, model: str | None = None, api_key: str | None = None,
-         time_scale: float = 0.0, prompt_mode: str = "stable", console: Console | None = None,
-         ) -> dict[str, Any]:
-    """Run (or resume) a tuning session; returns the summary dict that ``--json`` prints."""
+def open_study(ledger: Ledger, cfg: TuneConfig, wl: Workload, console: Console) -> Study:
+    """The study named by ``cfg``: resumed if it exists (interrupted trials marked failed)."""
+    if not ledger.has_study(cfg.study_name):
+        return ledger.create_study(cfg.study_name, wl.space, metric=wl.metric,
+                                   direction=wl.direction, workload=cfg.workload)
+    study = ledger.open_study(cfg.study_name)
+    if study.workload and study.workload != cfg.workload:
+        raise ValueError(f"study '{study.name}' tunes {study.workload}, not {cfg.workload}; "
+                         "pick another --study")
+    lost = study.fail_running("interrupted: the tuning process stopped during this trial")
+    console.print(f"resuming study '{study.name}' ({len(study.finished_ids())} finished trials"
+                  + (f", {len(lost)} interrupted marked failed" if lost else "") + ")")
+    return study
+
+
+def tune(cfg: TuneConfig, *, console: Console | None = None) -> dict[str, Any]:
+    """Run (or resume) a tuning session; returns the summary that ``--json`` prints.
+
+    Ctrl-C (KeyboardInterrupt) cancels the running trial, records it as failed, logs the session
+    and re-raises: everything finished is in the ledger and a re-run resumes.
+    """
     console = console or Console(stderr=True)
-    ledger = Ledger(db)  # raises LedgerError naming a missing directory
-    wl = resolve(workload, space_file=space_file, time_scale=time_scale)
-    name = study_name or workload.replace(":", "-")
-    if ledger.has_study(name):
-        study = ledger.open_study(name)
-        lost = study.fail_running("interrupted: the tuning process stopped during this trial")
-        console.print(f"resuming study '{name}' ({len(study.finished_ids())} finished trials"
-                      + (f", {len(lost)} interrupted marked failed" if lost else "") + ")")
-    else:
-        study = ledger.create_study(name, wl.space, metric=wl.metric, direction=wl.direction,
-                                    workload=workload)
-    with contextlib.ExitStack() as stack:
-        if base_url is None:
-            from asap.agent.server import EmbeddedServer
-            srv = stack.enter_context(EmbeddedServer(model, say=console.print))
-            base_url, model = srv.base_url, "default"
-        client = openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=2,
-                               timeout=120)
-        progress = stack.enter_context(Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console))
-        task = progress.add_task("tuning", total=trials, completed=len(study.finished_ids()), info="")
+    ledger = Ledger(cfg.db)  # raises LedgerError naming a missing directory
+    wl = resolve(cfg.workload, space_file=cfg.space, time_scale=cfg.time_scale)
+    study = open_study(ledger, cfg, wl, console)
+    started, protocol, interrupted = time.time(), None, True
+    try:
+        with contextlib.ExitStack() as stack:
+            base_url, model = cfg.base_url, cfg.model
+            if base_url is None:
+                from asap.agent.server import EmbeddedServer
+                srv = stack.enter_context(EmbeddedServer(model, say=console.print))
+                base_url, model = srv.base_url, "default"
+            llm = chat_model(base_url, model or "default", api_key=cfg.api_key)
+            protocol = pick_protocol(llm, cfg.decide, study)
+            progress = stack.enter_context(_progress(console))
+            task = progress.add_task("tuning", total=cfg.trials, info=f"{protocol} protocol",
+                                     completed=len(study.finished_ids()))
 
-        def on_trial(trial, tool):
-            best = study.best()
-            calls = study.timings("llm_call")
-            info = (f"best {best.value:.4f} | last {tool} | llm {calls[-1]['duration']:.1f}s"
-                    if best and calls else f"last {tool}")
-            progress.update(task, completed=len(study.finished_ids()), info=info)
+            def on_trial(trial: Trial, tool: str) -> None:
+                progress.update(task, completed=len(study.finished_ids()),
+                                info=_live_info(study, tool))
 
-        rt = Runtime(study, Portfolio(study), Trainer(study, wl, pruner=Pruner(study, "none")),
-                     PromptBuilder(study, TOOLS_TEXT, mode=prompt_mode), client, model or "default",
-                     trials, time_budget_s, on_trial=on_trial)
-        if len(study.finished_ids()) < trials:
-            build_tuning_graph(rt).invoke({}, {"recursion_limit": 4 * trials + 20})
-    return summary(study)
+            rt = Runtime(study, Portfolio(study),
+                         Trainer(study, wl, pruner=Pruner(study, cfg.pruner)),
+                         PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt), llm, protocol=protocol,
+                         max_trials=cfg.trials, time_budget_s=cfg.time_budget_s,
+                         max_retries=cfg.max_retries, on_trial=on_trial)
+            if len(study.finished_ids()) < cfg.trials:
+                build_tuning_graph(rt).invoke({}, {"recursion_limit": recursion_limit(rt)})
+        interrupted = False
+    finally:
+        study.log_event("session", start=started, end=time.time(), protocol=protocol,
+                        prompt=cfg.prompt, interrupted=interrupted)
+    return summarize(study)
 
 
-def summary(study) -> dict[str, Any]:
-    best = study.best()
-    calls = study.timings("llm_call")
-    train = study.timings("train")
-    known = [(c["prompt_tokens"], c["cached_tokens"]) for c in calls
-             if c["prompt_tokens"] and c["cached_tokens"] is not None]
-    trials = study.trials()
-    per_tool: dict[str, int] = {}
-    for t in trials:
-        per_tool[t.tool] = per_tool.get(t.tool, 0) + 1
-    return {
-        "study": study.name, "metric": study.metric, "direction": study.direction,
-        "trials": len(trials), "complete": sum(t.status == "complete" for t in trials),
-        "best_value": best.value if best else None, "best_config": best.config if best else None,
-        "per_tool": per_tool,
-        "llm_calls": len(calls),
-        "llm_median_s": statistics.median(c["duration"] for c in calls) if calls else None,
-        "llm_total_s": sum(c["duration"] for c in calls),
-        "train_total_s": sum(t["duration"] for t in train),
-        "cached_share": sum(c for _, c in known) / sum(p for p, _ in known) if known else None,
-        "retries": len(study.events("guard_retry")), "fallbacks": len(study.events("fallback")),
-    }
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[info]}"),
+                    TimeElapsedColumn(), console=console)
+
+
+def _live_info(study: Study, tool: str) -> str:
+    """Best value, last tool, last LLM latency and the cache reuse so far."""
+    best, calls = study.best(), study.timings("llm_call")
+    parts = [f"best {best.value:.4f}" if best else "no complete trial", f"last {tool}"]
+    if calls:
+        parts.append(f"llm {calls[-1]['duration']:.1f}s")
+        share = cached_share(calls)
+        parts.append(f"cache {share:.0%}" if share is not None else "cache unknown")
+    return " | ".join(parts)

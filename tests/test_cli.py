@@ -12,7 +12,7 @@ def test_show_prints_trials(tmp_path, toy_space, capsys):
     study.finish_trial(tid, status="complete", metrics={"loss": 0.25})
     assert main(["show", "demo", "--db", str(tmp_path / "l.db")]) == 0
     out = capsys.readouterr().out
-    assert "optuna:tpe" in out and "best: trial 0" in out
+    assert "optuna:tpe" in out and "best loss = 0.25 (trial 0, optuna:tpe)" in out
     assert main(["show", "nope", "--db", str(tmp_path / "l.db")]) == 2
     assert main(["show", "demo", "--db", str(tmp_path / "absent.db")]) == 2
 

@@ -1,9 +1,16 @@
 """The JSON decision protocol: parsing offline, and for real on the embedded llama.cpp server."""
 
-import openai
 import pytest
+from langchain_core.messages import HumanMessage
 
-from asap.agent.llm import DecisionError, chat_json, decision_schema, parse_decision
+from asap.agent.llm import (
+    DecisionError,
+    chat_model,
+    decision_schema,
+    json_model,
+    parse_decision,
+    timed_invoke,
+)
 from asap.agent.prompt import PromptBuilder
 from asap.agent.server import EmbeddedServer
 
@@ -41,14 +48,14 @@ def test_smollm2_decides_through_the_schema_and_reuses_the_prefix(ledger, toy_sp
     study = ledger.create_study("llm", toy_space, metric="loss", direction="minimize", workload="toy")
     builder = PromptBuilder(study, tools_text="- optuna_suggest\n- nevergrad_suggest")
     with EmbeddedServer(say=lambda m: None) as srv:
-        client = openai.OpenAI(base_url=srv.base_url, api_key="local")
+        llm = json_model(chat_model(srv.base_url, "default"), decision_schema(["A", "B"], toy_space))
         for r in range(1, 4):
             cfg = {"x": 1.0 / r, "lr": 0.01, "n_layers": 1, "optimizer": "adam"}
             proposals = [("optuna:tpe", cfg), ("nevergrad:NGOpt", {**cfg, "x": -cfg["x"]})]
             current = builder.round_text(r, proposals)
-            text, _ = chat_json(client, "default", [{"role": "user", "content": builder.prompt(current)}],
-                                decision_schema(["A", "B"], toy_space), study=study, trial_number=r)
-            decision = parse_decision(text, ["A", "B"])
+            answer = timed_invoke(llm, [HumanMessage(builder.prompt(current))], study=study,
+                                  protocol="json", trial_number=r)
+            decision = parse_decision(answer.content, ["A", "B"])
             tid = study.start_trial(cfg, tool="optuna:tpe")
             trial = study.finish_trial(tid, status="complete", metrics={"loss": cfg["x"]})
             builder.close_round(current, builder.outcome_text(decision.choice or "stop", trial))

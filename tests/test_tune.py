@@ -1,15 +1,18 @@
 """The tuning loop: fallback path offline, and a real session on the embedded llama.cpp server."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+from asap.agent.guard import fallback
 from asap.agent.ledger import Ledger
 from asap.agent.prompt import PromptBuilder
 from asap.agent.tune import TOOLS_TEXT
-from asap.graphs.tuning import Runtime, build_tuning_graph, fallback
+from asap.graphs.tuning import Runtime, build_tuning_graph
 from asap.tools.portfolio import Portfolio
 from asap.tools.trainer import Trainer
 from asap.tools.workloads import resolve
@@ -20,12 +23,12 @@ def test_without_an_llm_the_fallback_decides_every_round(tmp_path):
     study = Ledger(tmp_path / "l.db").create_study("f", wl.space, metric=wl.metric,
                                                    direction=wl.direction, workload=wl.ref)
     rt = Runtime(study, Portfolio(study), Trainer(study, wl), PromptBuilder(study, TOOLS_TEXT),
-                 client=None, model="none", max_trials=4)
+                 llm=None, max_trials=4)
     state = build_tuning_graph(rt).invoke({}, {"recursion_limit": 50})
     assert len(study.trials(status="complete")) == 4
     assert state["fallbacks"] == 4 and len(study.events("fallback")) == 4
     assert study.trials()[0].tool == "optuna:tpe"  # no record yet: TPE
-    assert len(rt.builder.log) == 4 and "decision: A (optuna:tpe)" in rt.builder.log[0]
+    assert len(rt.builder.log) == 4 and "Decision: A (optuna:tpe)." in rt.builder.log[0]
 
 
 def test_fallback_prefers_the_best_record(ledger, toy_space):
@@ -49,6 +52,7 @@ def test_asap_tune_runs_real_digits_trials_on_the_embedded_llm(tmp_path):
     assert result["complete"] == 5 and result["best_value"] > 0.5  # chance is 0.1
     study = Ledger(db).open_study("digits-mlp")
     calls = study.timings("llm_call")
+    assert result["protocol"] == "json"  # auto: SmolLM2 answers the tools probe with text
     assert len(calls) >= 5 and all(c["cached_tokens"] is not None for c in calls)
     assert max(c["cached_tokens"] for c in calls) > 0
     # Resuming with a larger budget continues the same study.
@@ -61,7 +65,38 @@ def test_asap_tune_runs_real_digits_trials_on_the_embedded_llm(tmp_path):
 def test_bad_input_is_a_clear_error(tmp_path):
     for args, message in [(["tune", "nope"], "unknown workload 'nope'"),
                           (["tune", "digits-mlp", "--db", str(tmp_path / "no" / "x.db")], "does not exist"),
-                          (["tune", "digits-mlp", "--trials", "0"], "--trials must be >= 1")]:
+                          (["tune", "digits-mlp", "--trials", "0"], "trials: Input should be greater than or equal to 1"),
+                          (["tune", "digits-mlp", "--time-budget", "-3"], "time_budget_s: Input should be greater than 0"),
+                          (["tune", "hpobench:australian", "--time-scale", "-1"], "time_scale"),
+                          (["tune", "digits-mlp", "--space", str(tmp_path / "none.yaml")], "none.yaml")]:
         done = subprocess.run([sys.executable, "-m", "asap.agent.cli", *args], capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 2 and message in done.stdout + done.stderr
+
+
+@pytest.mark.e2e
+def test_ctrl_c_stops_cleanly_and_the_study_resumes(tmp_path):
+    db = tmp_path / "int.db"
+    cmd = [sys.executable, "-m", "asap.agent.cli", "tune", "digits-mlp", "--trials", "30",
+           "--db", str(db), "--study", "int"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait for one finished trial and a second one training
+        time.sleep(0.5)
+        if db.exists() and Ledger(db).has_study("int"):
+            trials = Ledger(db).open_study("int").trials()
+            if len(trials) >= 2 and trials[-1].status == "running":
+                break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in out + err
+    study = Ledger(db).open_study("int")
+    trials = study.trials()
+    assert all(t.status != "running" for t in trials)  # nothing left half-done
+    assert trials[-1].status == "failed" and "Ctrl-C" in trials[-1].error
+    assert study.events("session")[-1]["detail"]["interrupted"] is True
+    done = subprocess.run([*cmd[:5], "--trials", str(len(trials) + 1), *cmd[7:], "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["trials"] == len(trials) + 1

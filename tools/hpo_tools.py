@@ -8,6 +8,7 @@ structured ``{"error": ...}`` artifact, never a stack trace.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -65,8 +66,10 @@ class Toolbox:
     trainer: Trainer
 
     def suggest(self, library: str, algorithm: str, n: int) -> tuple[str, dict[str, Any]]:
+        start = time.time()
         configs = self.portfolio.ask(library, algorithm, n)
         tool = f"{library}:{algorithm}"
+        self.study.log_timing("tool_call", start, time.time(), tool=tool, n=n)
         lines = "\n".join(json.dumps(c) for c in configs)
         return f"{tool} proposes:\n{lines}", {"tool": tool, "configs": configs}
 

@@ -7,6 +7,7 @@ tells each of them only the trials it has not seen.
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from asap.agent.ledger import Study
@@ -32,7 +33,9 @@ class Portfolio:
             if library not in LIBRARIES:
                 raise ValueError(f"unknown library {library!r}; choose one of {list(LIBRARIES)}")
             cls = LIBRARIES[library]
-            self._optimizers[key] = cls(self.study.space, self.study.direction, algorithm, self.seed)
+            # One seed per tool: with a shared seed their random start-up samples coincide.
+            seed = (self.seed + zlib.crc32(key.encode())) % 2**31
+            self._optimizers[key] = cls(self.study.space, self.study.direction, algorithm, seed)
             self._told[key] = set()
         self.sync()
         return self._optimizers[key]

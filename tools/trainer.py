@@ -38,6 +38,7 @@ class TrainingJob:
     _thread: threading.Thread | None = None
     _result: list[Trial] = field(default_factory=list)
     _cancel: threading.Event = field(default_factory=threading.Event)
+    _reason: str = "cancelled"
 
     def done(self) -> bool:
         return not self._thread.is_alive()
@@ -46,8 +47,9 @@ class TrainingJob:
         self._thread.join(timeout)
         return self._result[0] if self._result else None
 
-    def cancel(self) -> None:
-        """Kill the worker; the trial is recorded as failed ("cancelled")."""
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Kill the worker; the trial is recorded as failed with ``reason``."""
+        self._reason = reason
         self._cancel.set()
 
 
@@ -77,9 +79,14 @@ class Trainer:
         return job
 
     def run(self, config: dict[str, Any], *, tool: str, fidelity: int | None = None) -> Trial:
-        """Start a trial and wait for it."""
+        """Start a trial and wait for it; Ctrl-C records it as failed ("interrupted") first."""
         job = self.start(config, tool=tool, fidelity=fidelity)
-        result = job.wait()
+        try:
+            result = job.wait()
+        except KeyboardInterrupt:
+            job.cancel("interrupted by the user (Ctrl-C)")
+            job.wait(30)
+            raise
         assert result is not None
         return result
 
@@ -96,7 +103,7 @@ class Trainer:
         try:
             while True:
                 if job._cancel.is_set():
-                    error = "cancelled"
+                    error = job._reason
                     break
                 now = time.time()
                 if now > deadline or (pruned_at and now > pruned_at + self.prune_grace_s):
@@ -161,6 +168,8 @@ class Trainer:
 
 def _worker(conn, target: str, config: dict, fidelity: int | None, kwargs: dict, cwd: str) -> None:
     """Runs in the child: train, reporting each step and obeying prune decisions."""
+    # A terminal's Ctrl-C reaches the whole process group; the parent decides what it means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
 

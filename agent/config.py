@@ -1,0 +1,52 @@
+"""One validated configuration for a tuning session; CLI flags and the Python API map onto it.
+
+Why pydantic: every bad value (a zero trial budget, a negative time scale, an unknown protocol)
+fails before anything starts, with a message naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from asap.agent.llm import DecideMode
+from asap.agent.prompt import PromptMode
+
+
+class ConfigError(ValueError):
+    """A session setting is invalid; the message names the setting."""
+
+
+class TuneConfig(BaseModel):
+    """Budgets, endpoint and switches of one ``asap tune`` session."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workload: str = Field(min_length=1)
+    trials: int = Field(default=20, ge=1, le=100_000, description="trial budget")
+    time_budget_s: float | None = Field(default=None, gt=0, description="wall-clock budget")
+    study: str | None = Field(default=None, min_length=1, description="default: from the workload")
+    db: str = "asap.db"
+    space: str | None = Field(default=None, description="search space file (YAML/JSON)")
+    base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint")
+    model: str | None = Field(default=None, description="model name, or a GGUF for embedded")
+    api_key: str | None = None
+    decide: DecideMode = "auto"
+    prompt: PromptMode = "stable"
+    time_scale: float = Field(default=0.0, ge=0, description="simulated clock for tables")
+    max_retries: int = Field(default=2, ge=0, le=10)
+    pruner: Literal["none", "median", "sha", "hyperband"] = "none"
+
+    @property
+    def study_name(self) -> str:
+        return self.study or self.workload.replace(":", "-").replace("/", "-")
+
+    @classmethod
+    def make(cls, **values: object) -> TuneConfig:
+        """Validate, turning pydantic's report into one line per bad setting."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+            raise ConfigError("invalid setting: " + "; ".join(lines)) from None
