@@ -7,10 +7,11 @@ tells each of them only the trials it has not seen.
 
 from __future__ import annotations
 
+import copy
 import zlib
 from typing import Any
 
-from asap.agent.ledger import Study
+from asap.agent.ledger import Study, Trial
 from asap.tools.nevergrad_tool import NevergradOptimizer
 from asap.tools.optimizer import Optimizer
 from asap.tools.optuna_tool import OptunaOptimizer
@@ -26,6 +27,7 @@ class Portfolio:
         self.seed = seed
         self._optimizers: dict[str, Optimizer] = {}
         self._told: dict[str, set[int]] = {}
+        self._hypothetical: list[Trial] = []  # told to every optimizer of a fork (speculation)
 
     def optimizer(self, library: str, algorithm: str) -> Optimizer:
         key = f"{library}:{algorithm}"
@@ -36,7 +38,11 @@ class Portfolio:
             # One seed per tool: with a shared seed their random start-up samples coincide.
             seed = (self.seed + zlib.crc32(key.encode())) % 2**31
             self._optimizers[key] = cls(self.study.space, self.study.direction, algorithm, seed)
-            self._told[key] = set()
+            # A hypothetical trial stands in for its real one, which the fork must not be told.
+            self._told[key] = {t.id for t in self._hypothetical}
+            self.sync()
+            for trial in self._hypothetical:
+                self._optimizers[key].tell(trial)
         self.sync()
         return self._optimizers[key]
 
@@ -54,6 +60,22 @@ class Portfolio:
                     opt.tell(new[tid])
                     told.add(tid)
         return len(new)
+
+    def fork(self, hypothetical: list[Trial]) -> Portfolio:
+        """A deep copy of every optimizer, told ``hypothetical`` trials (speculation).
+
+        The ledger and this portfolio's optimizers stay as they were, so a prediction that turns
+        out wrong leaves nothing behind; optimizers the fork creates later are told them too.
+        """
+        self.sync()
+        twin = Portfolio(self.study, self.seed)
+        twin._optimizers = copy.deepcopy(self._optimizers)
+        twin._told = {k: v | {t.id for t in hypothetical} for k, v in self._told.items()}
+        twin._hypothetical = [*self._hypothetical, *hypothetical]
+        for opt in twin._optimizers.values():
+            for trial in hypothetical:
+                opt.tell(trial)
+        return twin
 
     def ask(self, library: str, algorithm: str, n: int = 1) -> list[dict[str, Any]]:
         return self.optimizer(library, algorithm).ask(n)

@@ -1,0 +1,155 @@
+"""The self-tuning policy: read the timing logs, adjust tau, speculation depth and context length.
+
+It runs off the critical path every few trials. The policy is a pure function of the numbers it
+reads (:class:`Observed`) and the current :class:`Knobs`: deterministic, bounded by
+:class:`Bounds`, and each rule moves one knob one step, so a noisy reading cannot swing a session.
+
+Rules, in order:
+
+- depth: when an LLM decision takes longer than a training run (``llm_s > train_s``) and
+  speculation is paying off (accept rate >= ``accept_ok``), chain one more round ahead; when the
+  accept rate is poor (< ``accept_low``), one round less, since deeper chains multiply rejections.
+- tau: a poor accept rate with cheap misses (wasted speculative time under ``waste_ok`` of the
+  wall-clock) loosens tau one step (x1.5); a high accept rate with expensive misses tightens it
+  (/1.5).
+- context: when the prompt's tokens grow the LLM latency (the latency trend per round is above
+  ``trend_high`` seconds) or the cached share falls under ``cache_low``, carry fewer rounds
+  (x0.75); when latency is flat and the cache is warm, carry more (x1.25). Compaction stays a rare
+  large step because the builder only folds rows when the carried count is passed.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from asap.agent.ledger import Study
+
+
+class Bounds(BaseModel):
+    """Where the knobs may go, and the thresholds of the rules."""
+
+    tau_min: float = Field(default=0.005, gt=0)
+    tau_max: float = Field(default=0.5, gt=0)
+    depth_min: int = Field(default=1, ge=1)
+    depth_max: int = Field(default=4, ge=1)
+    context_min: int = Field(default=6, ge=2)
+    context_max: int = Field(default=48, ge=2)
+    accept_ok: float = Field(default=0.6, ge=0, le=1)
+    accept_low: float = Field(default=0.3, ge=0, le=1)
+    waste_ok: float = Field(default=0.1, ge=0, le=1)
+    trend_high: float = Field(default=0.1, ge=0, description="seconds of LLM latency per round")
+    cache_low: float = Field(default=0.8, ge=0, le=1)
+
+
+@dataclass(frozen=True)
+class Knobs:
+    tau: float = 0.05
+    depth: int = 1
+    context: int = 24
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the timing table says about the recent window of trials."""
+
+    llm_s: float  # median LLM latency per decision
+    llm_trend: float  # least-squares slope of LLM latency per call, seconds
+    train_s: float  # median training time per trial
+    accept_rate: float | None  # speculative rounds accepted / judged; None: none judged yet
+    wasted_share: float  # speculative LLM seconds thrown away / wall-clock of the window
+    cached_share: float | None
+    prompt_tokens: float  # median prompt length
+
+
+def decide(knobs: Knobs, seen: Observed, bounds: Bounds | None = None) -> tuple[Knobs, list[str]]:
+    """The next knobs and one reason per change (empty when nothing changes)."""
+    b = bounds or Bounds()
+    new, why = knobs, []
+    accept = seen.accept_rate
+    if accept is not None:
+        if seen.llm_s > seen.train_s and accept >= b.accept_ok and knobs.depth < b.depth_max:
+            new = replace(new, depth=knobs.depth + 1)
+            why.append(f"depth {knobs.depth}->{new.depth}: LLM {seen.llm_s:.2f}s > training "
+                       f"{seen.train_s:.2f}s with accept rate {accept:.0%}")
+        elif accept < b.accept_low and knobs.depth > b.depth_min:
+            new = replace(new, depth=knobs.depth - 1)
+            why.append(f"depth {knobs.depth}->{new.depth}: accept rate {accept:.0%}")
+        if accept < b.accept_low and seen.wasted_share < b.waste_ok:
+            tau = min(b.tau_max, knobs.tau * 1.5)
+            if tau != knobs.tau:
+                new = replace(new, tau=tau)
+                why.append(f"tau {knobs.tau:.4g}->{tau:.4g}: accept rate {accept:.0%}, misses "
+                           f"cheap ({seen.wasted_share:.0%} of wall-clock wasted)")
+        elif accept >= b.accept_ok and seen.wasted_share >= b.waste_ok:
+            tau = max(b.tau_min, knobs.tau / 1.5)
+            if tau != knobs.tau:
+                new = replace(new, tau=tau)
+                why.append(f"tau {knobs.tau:.4g}->{tau:.4g}: misses cost "
+                           f"{seen.wasted_share:.0%} of wall-clock")
+    cold = seen.cached_share is not None and seen.cached_share < b.cache_low
+    if seen.llm_trend > b.trend_high or cold:
+        context = max(b.context_min, int(knobs.context * 0.75))
+        cause = (f"LLM latency grows {seen.llm_trend:.3f}s per call" if seen.llm_trend > b.trend_high
+                 else f"cached share {seen.cached_share:.0%}")
+        if context != knobs.context:
+            new = replace(new, context=context)
+            why.append(f"context {knobs.context}->{context} rounds: {cause}")
+    elif seen.llm_trend <= b.trend_high / 4 and not cold:
+        context = min(b.context_max, int(knobs.context * 1.25))
+        if context != knobs.context:
+            new = replace(new, context=context)
+            why.append(f"context {knobs.context}->{context} rounds: LLM latency flat "
+                       f"({seen.llm_trend:.3f}s per call)")
+    return new, why
+
+
+def observe(study: Study, window: int = 8) -> Observed | None:
+    """The last ``window`` trials' numbers from the ledger; None until there are enough."""
+    calls = [c for c in study.timings("llm_call") if not c["detail"].get("speculative")][-window:]
+    trains = study.timings("train")[-window:]
+    if len(calls) < 3 or len(trains) < 3:
+        return None
+    judged = study.events("speculation")[-window:]
+    accepted = sum(e["detail"].get("accepted", False) for e in judged)
+    start = min(c["start"] for c in calls[:1] + trains[:1])
+    end = max(c["end"] for c in calls[-1:] + trains[-1:])
+    wasted = sum(t["duration"] for t in study.timings("speculation")
+                 if t["start"] >= start and t["detail"].get("wasted"))
+    known = [(c["prompt_tokens"], c["cached_tokens"]) for c in calls
+             if c["prompt_tokens"] and c["cached_tokens"] is not None]
+    return Observed(
+        llm_s=statistics.median(c["duration"] for c in calls),
+        llm_trend=_slope([c["duration"] for c in calls]),
+        train_s=statistics.median(t["duration"] for t in trains),
+        accept_rate=accepted / len(judged) if judged else None,
+        wasted_share=wasted / (end - start) if end > start else 0.0,
+        cached_share=sum(c for _, c in known) / sum(p for p, _ in known) if known else None,
+        prompt_tokens=statistics.median(c["prompt_tokens"] or 0 for c in calls))
+
+
+def _slope(ys: list[float]) -> float:
+    """Least-squares slope of ``ys`` against 0, 1, 2, ..."""
+    n = len(ys)
+    mx, my = (n - 1) / 2, sum(ys) / n
+    den = sum((x - mx) ** 2 for x in range(n))
+    return sum((x - mx) * (y - my) for x, y in enumerate(ys)) / den if den else 0.0
+
+
+def selftune(study: Study, knobs: Knobs, bounds: Bounds | None = None) -> Knobs:
+    """Observe, decide, and write each adjustment to the ledger with the numbers behind it."""
+    start = time.time()
+    seen = observe(study)
+    if seen is None:
+        return knobs
+    new, why = decide(knobs, seen, bounds)
+    study.log_timing("selftune", start, time.time(), changed=bool(why))
+    if why:
+        detail: dict[str, Any] = {"before": vars(knobs), "after": vars(new), "why": why,
+                                  "observed": vars(seen)}
+        study.log_event("selftune", **detail)
+    return new

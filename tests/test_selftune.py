@@ -1,0 +1,76 @@
+"""The self-tuning policy on synthetic logs: deterministic, bounded, one step per rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from asap.agent.selftune import Bounds, Knobs, Observed, decide, observe, selftune
+
+
+def seen(**kw) -> Observed:
+    base = dict(llm_s=1.0, llm_trend=0.05, train_s=5.0, accept_rate=0.5, wasted_share=0.05,
+                cached_share=0.95, prompt_tokens=2000)
+    return Observed(**{**base, **kw})
+
+
+def test_llm_slower_than_training_deepens_speculation():
+    knobs, why = decide(Knobs(depth=1), seen(llm_s=6.0, train_s=5.0, accept_rate=0.8))
+    assert knobs.depth == 2 and "depth 1->2" in why[0]
+
+
+def test_poor_accept_rate_shallows_and_loosens_tau_when_misses_are_cheap():
+    knobs, why = decide(Knobs(tau=0.05, depth=3), seen(accept_rate=0.1, wasted_share=0.02))
+    assert knobs.depth == 2 and knobs.tau == pytest.approx(0.075) and len(why) == 2
+
+
+def test_costly_misses_tighten_tau():
+    knobs, _ = decide(Knobs(tau=0.09), seen(accept_rate=0.9, wasted_share=0.3))
+    assert knobs.tau == pytest.approx(0.06)
+
+
+def test_growing_latency_or_a_cold_cache_carries_fewer_rounds():
+    assert decide(Knobs(context=24), seen(llm_trend=0.3))[0].context == 18
+    assert decide(Knobs(context=24), seen(cached_share=0.4))[0].context == 18
+    assert decide(Knobs(context=24), seen(llm_trend=0.0))[0].context == 30
+
+
+def test_knobs_stay_inside_their_bounds():
+    b = Bounds(depth_max=2, tau_max=0.06, context_min=6, context_max=24)
+    knobs = Knobs(tau=0.05, depth=2, context=7)
+    for _ in range(10):
+        knobs, _ = decide(knobs, seen(llm_s=9.0, accept_rate=0.9, llm_trend=1.0), b)
+    assert knobs.depth == 2 and knobs.context == 6
+    for _ in range(10):
+        knobs, _ = decide(knobs, seen(accept_rate=0.0, wasted_share=0.0, llm_trend=0.0), b)
+    assert knobs.tau == 0.06 and knobs.depth == 1 and knobs.context == 24
+
+
+def test_no_speculation_yet_leaves_tau_and_depth_alone():
+    knobs, why = decide(Knobs(), seen(accept_rate=None, llm_s=50.0))
+    assert (knobs.tau, knobs.depth) == (Knobs().tau, Knobs().depth)
+
+
+def test_same_logs_same_decision():
+    assert decide(Knobs(), seen(llm_trend=0.2)) == decide(Knobs(), seen(llm_trend=0.2))
+
+
+def test_observe_and_selftune_read_and_write_the_ledger(ledger, toy_space):
+    study = ledger.create_study("st", toy_space, metric="loss", direction="minimize")
+    t = 0.0
+    for i in range(6):  # LLM latency grows 0.5 s per call; training 2 s
+        study.log_timing("llm_call", t, t + 1.0 + 0.5 * i, prompt_tokens=1000 + 300 * i,
+                         cached_tokens=900 + 300 * i)
+        t += 1.0 + 0.5 * i
+        study.log_timing("train", t, t + 2.0)
+        t += 2.0
+    assert observe(study, window=2) is None  # fewer than 3 calls: too few to judge
+    got = observe(study)
+    assert got.llm_trend == pytest.approx(0.5) and got.train_s == pytest.approx(2.0)
+    assert got.accept_rate is None and got.cached_share == pytest.approx(
+        sum(900 + 300 * i for i in range(6)) / sum(1000 + 300 * i for i in range(6)))
+    knobs = selftune(study, Knobs(context=24))
+    assert knobs.context == 18
+    event = study.events("selftune")[0]["detail"]
+    assert event["before"]["context"] == 24 and event["after"]["context"] == 18
+    assert event["observed"]["llm_trend"] == pytest.approx(0.5) and "grows" in event["why"][0]
+    assert len(study.timings("selftune")) == 1
