@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print a study's trials and summary")
     show.add_argument("study")
     show.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
+    report = sub.add_parser("report", help="wall-clock decomposition and a timeline PNG")
+    report.add_argument("study")
+    report.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
+    report.add_argument("--out", help="PNG path (default: STUDY-timeline.png)")
     return p
 
 
@@ -64,6 +68,34 @@ def _show(study_name: str, db: str, *, trials: bool = True) -> int:
                           f"{t.duration:.1f}" if t.duration else "-", t.error or str(t.config))
         console.print(table)
     print_summary(summarize(study), console)
+    return 0
+
+
+def _report(study_name: str, db: str, out: str | None) -> int:
+    from asap.agent.report import decompose, timeline
+    if not Path(db).exists():
+        console.print(f"[red]error:[/] no ledger at {db}")
+        return 2
+    study = Ledger(db).open_study(study_name)
+    d = decompose(study)
+    png = timeline(study, out or f"{study.name}-timeline.png")
+    table = Table("", "value", title=f"study {study.name}: wall-clock decomposition")
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x:.1%}"
+    for name, value in [
+            ("wall-clock", f"{d['wall_s']:.1f} s"), ("training", f"{d['train_s']:.1f} s"),
+            ("LLM on the critical path", f"{d['llm_s']:.1f} s"),
+            ("  exposed (trainer idle)", f"{d['exposed_llm_s']:.1f} s ({pct(d['exposed_share'])})"),
+            ("  hidden (overlaps training)", f"{d['hidden_llm_s']:.1f} s"),
+            ("speculative LLM", f"{d['speculative_llm_s']:.1f} s"),
+            ("wasted speculation", f"{d['wasted_s']:.1f} s"),
+            ("accept rate", pct(d["accept_rate"])), ("cached-token share", pct(d["cached_share"]))]:
+        table.add_row(name, value)
+    console.print(table)
+    for k in d["knobs"]:
+        console.print(f"self-tuning: tau={k['tau']:.4g} depth={k['depth']} context={k['context']}")
+    console.print(f"timeline: {png}")
     return 0
 
 
@@ -115,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             return _tune(args)
         if args.command == "show":
             return _show(args.study, args.db)
+        if args.command == "report":
+            return _report(args.study, args.db, args.out)
     except KeyboardInterrupt:
         console.print("interrupted: everything finished so far is saved; re-run to resume")
         return 130
