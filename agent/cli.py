@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--prompt", choices=["stable", "naive"], default="stable",
                       help="naive: a status header rewritten each round (ablation)")
     tune.add_argument("--pruner", choices=["none", "median", "sha", "hyperband"], default="none")
+    tune.add_argument("--speculation", choices=["auto", "off", "threshold"], default="auto",
+                      help="decide the next round while the current trial trains; auto: only "
+                      "when training and the LLM do not share the CPU")
+    tune.add_argument("--tau", type=float, default=0.05,
+                      help="keep a speculative round when |predicted-actual|/|actual| <= tau")
     tune.add_argument("--json", action="store_true", help="print the summary as JSON")
     show = sub.add_parser("show", help="print a study's trials and summary")
     show.add_argument("study")
@@ -109,7 +114,8 @@ def _tune(args: argparse.Namespace) -> int:
         workload=args.workload, trials=args.trials, time_budget_s=args.time_budget,
         study=args.study, db=args.db, space=args.space, base_url=args.base_url, model=args.model,
         api_key=os.environ.get("OPENAI_API_KEY"), decide=args.decide, prompt=args.prompt,
-        time_scale=args.time_scale, pruner=args.pruner)
+        time_scale=args.time_scale, pruner=args.pruner, speculation=args.speculation,
+        tau=args.tau)
     result = tune(cfg)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -37,6 +37,8 @@ class TuneConfig(BaseModel):
     time_scale: float = Field(default=0.0, ge=0, description="simulated clock for tables")
     max_retries: int = Field(default=2, ge=0, le=10)
     pruner: Literal["none", "median", "sha", "hyperband"] = "none"
+    speculation: Literal["auto", "off", "threshold"] = "auto"
+    tau: float = Field(default=0.05, ge=0, le=10, description="accept test's relative error")
 
     @property
     def study_name(self) -> str:

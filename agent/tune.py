@@ -10,7 +10,10 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
@@ -78,14 +81,52 @@ def tune(cfg: TuneConfig, *, console: Console | None = None) -> dict[str, Any]:
                          Trainer(study, wl, pruner=Pruner(study, cfg.pruner)),
                          PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt), llm, protocol=protocol,
                          max_trials=cfg.trials, time_budget_s=cfg.time_budget_s,
-                         max_retries=cfg.max_retries, on_trial=on_trial)
+                         max_retries=cfg.max_retries, on_trial=on_trial,
+                         speculation=speculation_mode(cfg), tau=cfg.tau)
             if len(study.finished_ids()) < cfg.trials:
-                build_tuning_graph(rt).invoke({}, {"recursion_limit": recursion_limit(rt)})
+                with _cancel_on_ctrl_c(rt):
+                    build_tuning_graph(rt).invoke({}, {"recursion_limit": recursion_limit(rt)})
         interrupted = False
     finally:
         study.log_event("session", start=started, end=time.time(), protocol=protocol,
                         prompt=cfg.prompt, interrupted=interrupted)
     return summarize(study)
+
+
+@contextlib.contextmanager
+def _cancel_on_ctrl_c(rt: Runtime) -> Iterator[None]:
+    """Ctrl-C cancels the trial in flight at once, then interrupts as usual.
+
+    Why a handler: the trial is awaited on a LangGraph worker thread, and the graph lets running
+    branches finish before the KeyboardInterrupt reaches us; cancelling first makes that prompt.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers live in the main thread only
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        if rt._job is not None and not rt._job.done():
+            rt._job.cancel("interrupted by the user (Ctrl-C)")
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def speculation_mode(cfg: TuneConfig) -> str:
+    """``auto``: speculate when training and the LLM run on different hardware.
+
+    Measured on a 2-core CPU: overlapping the embedded LLM with torch training made 10 digits-mlp
+    trials take 229.8 s instead of ~100 s serially (each slowed the other ~3x). With training on
+    a GPU, or the LLM at a remote endpoint, the two really run in parallel.
+    """
+    if cfg.speculation != "auto":
+        return cfg.speculation
+    import torch
+    return "threshold" if cfg.base_url or torch.cuda.is_available() else "off"
 
 
 def _progress(console: Console) -> Progress:

@@ -1,8 +1,15 @@
-"""The tuning graph: propose -> agent (LLM) -> guard -> train, until the budget or a stop.
+"""The tuning graph: propose -> agent (LLM) -> guard -> dispatch training, until the budget or a stop.
 
-    propose --> agent --> guard --+--> train --> propose | END
-                  ^               |
-                  +---------------+  (retry, reminder, suggest-tool results)
+    propose -> agent -> guard -+-> dispatch -+-> await_train -+-> reconcile -> dispatch | propose | END
+                 ^             |             +-> speculate ---+
+                 +-------------+  (retry, reminder, suggest-tool results)
+
+``dispatch`` starts the trial in its worker process; ``await_train`` and ``speculate`` are
+parallel branches (one LangGraph step), writing different keys. ``speculate`` predicts the running
+trial, tells a fork of the tools and asks the LLM for the next round; ``reconcile`` closes the
+round with the real result and keeps the speculative round when the prediction was within ``tau``
+(the next trial then starts at once), else drops it. With ``speculation="off"`` the speculative
+branch returns at once: the serial loop.
 
 Nodes are module-level functions; the study, tools, trainer, chat model and prompt builder are
 injected through :class:`Runtime` (``functools.partial``), never globals. Each round starts from
@@ -12,12 +19,13 @@ feedback) lives in ``messages`` and is dropped when the round closes.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Annotated, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -36,9 +44,10 @@ from asap.agent.llm import (
     timed_invoke,
 )
 from asap.agent.prompt import PromptBuilder, label
+from asap.agent.speculation import Surrogate, accept
 from asap.tools.hpo_tools import Toolbox
 from asap.tools.portfolio import Portfolio
-from asap.tools.trainer import Trainer
+from asap.tools.trainer import Trainer, TrainingJob
 
 PANEL = (("optuna", "tpe"), ("optuna", "cmaes"), ("nevergrad", "NGOpt"), ("nevergrad", "DE"))
 # What langchain-openai raises besides openai's own errors on a malformed response.
@@ -59,9 +68,12 @@ class Runtime:
     time_budget_s: float | None = None
     max_retries: int = 2  # answers with a problem sent back per round, then the fallback
     max_steps: int = 6  # LLM calls per round (suggest-tool exploration included)
+    speculation: Literal["off", "threshold"] = "off"
+    tau: float = 0.05  # threshold mode: accept when the relative prediction error is below
     started: float = field(default_factory=time.time)
     on_trial: Callable[[Trial, str], None] | None = None  # progress displays
     _caller: ToolCaller | None = None
+    _job: TrainingJob | None = None
     _tools: dict[str, BaseTool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -84,6 +96,9 @@ class TuningState(TypedDict, total=False):
     error: str | None
     choice: Offer | None
     stop: bool
+    trial_id: int  # the trial in flight
+    trained: int  # the training branch's result (a trial id)
+    spec: dict[str, Any] | None  # the speculative branch's result
     retries: Annotated[int, operator.add]
     fallbacks: Annotated[int, operator.add]
 
@@ -172,49 +187,115 @@ def _fall_back(state: TuningState, rt: Runtime, reason: str) -> TuningState:
     return {"choice": choice, "fallbacks": 1}
 
 
-def train(state: TuningState, *, rt: Runtime) -> TuningState:
-    """Train the chosen configuration; close the round in the prompt log."""
+def dispatch(state: TuningState, *, rt: Runtime) -> TuningState:
+    """Start training the chosen configuration and go on: the trial runs in its worker."""
     tool, config = state["choice"]
-    trial = rt.trainer.run(config, tool=tool)
+    rt._job = rt.trainer.start(config, tool=tool)
+    return {"trial_id": rt._job.trial_id, "spec": None}
+
+
+def await_train(state: TuningState, *, rt: Runtime) -> TuningState:
+    """The training branch: wait for the trial (the speculative branch runs meanwhile)."""
+    trial = rt._job.wait()
+    return {"trained": trial.id}
+
+
+def speculate(state: TuningState, *, rt: Runtime) -> TuningState:
+    """The speculative branch: predict the running trial, ask a fork of the tools and the LLM.
+
+    Nothing here writes a trial: the tools are a fork told the prediction, the prompt log is a
+    copy, and the decision waits in ``spec`` for :func:`reconcile` to accept or drop.
+    """
+    if rt.speculation == "off" or len(rt.study.trials()) >= rt.max_trials:
+        return {"spec": None}  # off, or the trial in flight is the budget's last
+    start = time.time()
+    running = rt.study.trial(state["trial_id"])
+    predicted = Surrogate(rt.study).predict(running.config)
+    if predicted is None:
+        return {"spec": None}
+    guess = dataclasses.replace(running, status="complete", value=predicted,
+                                metrics={rt.study.metric: predicted})
+    fork = rt.portfolio.fork([guess])
+    proposals = [(f"{lib}:{alg}", fork.ask(lib, alg, 1)[0]) for lib, alg in PANEL]
+    tool, config = state["choice"]
+    closed = state["current"] + rt.builder.outcome_text(
+        f"{_label(state['proposals'], tool, config)} ({tool})", guess)
+    builder = dataclasses.replace(rt.builder, log=[*rt.builder.log, closed])
+    current = builder.round_text(state["round"] + 1, proposals)
+    messages = [HumanMessage(builder.prompt(current))]
+    try:
+        answer = _ask(rt, messages, len(proposals), {"round": state["round"] + 1, "speculative": True})
+    except LLM_ERRORS:
+        return {"spec": None}
+    verdict = (check_tools(answer, proposals, rt.study.space, rt._tools) if rt.protocol == "tools"
+               else check_json(answer, proposals, rt.study.space))
+    return {"spec": {"predicted": predicted, "proposals": proposals, "current": current,
+                     "choice": verdict.choice if verdict.kind == "train" else None,
+                     "start": start, "end": time.time()}}
+
+
+def reconcile(state: TuningState, *, rt: Runtime) -> TuningState:
+    """The real result is in: close the round, then keep the speculative round or drop it."""
+    trial = rt.study.trial(state["trained"])
     rt.portfolio.sync()
-    chosen = next((label(i) for i, p in enumerate(state["proposals"]) if p == (tool, config)),
-                  "own")
-    rt.builder.close_round(state["current"], rt.builder.outcome_text(f"{chosen} ({tool})", trial))
+    tool, config = state["choice"]
+    decision = f"{_label(state['proposals'], tool, config)} ({tool})"
+    rt.builder.close_round(state["current"], rt.builder.outcome_text(decision, trial))
     if rt.on_trial:
         rt.on_trial(trial, tool)
-    return {}
+    spec = state.get("spec")
+    if spec is None:
+        return {"choice": None}
+    ok = (spec["choice"] is not None and trial.value is not None
+          and accept(spec["predicted"], trial.value, rt.tau))
+    rt.study.log_timing("speculation", spec["start"], spec["end"], trial_number=trial.number,
+                        wasted=not ok)
+    rt.study.log_event("speculation", accepted=ok, predicted=spec["predicted"],
+                       actual=trial.value, tau=rt.tau, round=state["round"] + 1)
+    if not ok:
+        return {"choice": None, "spec": None}
+    return {"round": state["round"] + 1, "proposals": spec["proposals"],
+            "offers": spec["proposals"], "current": spec["current"], "choice": spec["choice"],
+            "spec": None}
+
+
+def _label(proposals: list[Offer], tool: str, config: dict) -> str:
+    return next((label(i) for i, p in enumerate(proposals) if p == (tool, config)), "own")
 
 
 def after_guard(state: TuningState) -> str:
     if state.get("stop"):
         return END
-    return "train" if state.get("choice") else "agent"
+    return "dispatch" if state.get("choice") else "agent"
 
 
-def after_train(state: TuningState, *, rt: Runtime) -> str:
+def after_reconcile(state: TuningState, *, rt: Runtime) -> str:
     if len(rt.study.finished_ids()) >= rt.max_trials:
         return END
     if rt.time_budget_s is not None and time.time() - rt.started >= rt.time_budget_s:
         return END
-    return "propose"
+    return "dispatch" if state.get("choice") else "propose"
 
 
 def build_tuning_graph(rt: Runtime):
-    """propose -> agent -> guard -> (agent | train | END); train -> (propose | END)."""
+    """propose -> agent -> guard -> dispatch -> (await_train || speculate) -> reconcile."""
     g = StateGraph(TuningState)
-    g.add_node("propose", partial(propose, rt=rt))
-    g.add_node("agent", partial(agent, rt=rt))
-    g.add_node("guard", partial(guard, rt=rt))
-    g.add_node("train", partial(train, rt=rt))
+    for name, fn in [("propose", propose), ("agent", agent), ("guard", guard),
+                     ("dispatch", dispatch), ("await_train", await_train),
+                     ("speculate", speculate), ("reconcile", reconcile)]:
+        g.add_node(name, partial(fn, rt=rt))
     g.add_edge(START, "propose")
     g.add_edge("propose", "agent")
     g.add_edge("agent", "guard")
-    g.add_conditional_edges("guard", after_guard, ["agent", "train", END])
-    g.add_conditional_edges("train", partial(after_train, rt=rt), ["propose", END])
+    g.add_conditional_edges("guard", after_guard, ["agent", "dispatch", END])
+    g.add_edge("dispatch", "await_train")
+    g.add_edge("dispatch", "speculate")
+    g.add_edge(["await_train", "speculate"], "reconcile")
+    g.add_conditional_edges("reconcile", partial(after_reconcile, rt=rt),
+                            ["dispatch", "propose", END])
     return g.compile()
 
 
 def recursion_limit(rt: Runtime) -> int:
     """LangGraph's step bound for a whole session: every round may use all its LLM steps."""
-    return rt.max_trials * (2 + 2 * rt.max_steps) + 10
-
+    return rt.max_trials * (4 + 2 * rt.max_steps) + 10

@@ -198,3 +198,39 @@ def test_auto_protocol_probes_the_model(ledger, toy_space, script, refuse, expec
     assert pick_protocol(ScriptedModel(script, refuse), "auto", study) == expected
     assert study.events("protocol")[0]["detail"]["chosen"] == expected
     assert pick_protocol(ScriptedModel(script), "json") == "json"
+
+
+def test_speculation_overlaps_training_and_accepts_within_tau(tmp_path):
+    wl = resolve("hpobench:australian", time_scale=0.02)  # the table's train_time, scaled: ~0.1-1 s
+    study = Ledger(tmp_path / "s.db").create_study("s", wl.space, metric=wl.metric,
+                                                   direction=wl.direction, workload=wl.ref)
+    model = ScriptedModel(copy_a)
+    rt = Runtime(study, Portfolio(study), Trainer(study, wl), PromptBuilder(study, TOOLS_TEXT),
+                 model, protocol="tools", max_trials=6, speculation="threshold", tau=1e9)
+    build_tuning_graph(rt).invoke({}, {"recursion_limit": recursion_limit(rt)})
+    calls = study.timings("llm_call")
+    spec = [c for c in calls if c["detail"].get("speculative")]
+    trains = study.timings("train")
+    assert spec and len(study.trials()) == 6
+    for c in spec:  # each speculative call ran while a trial was training
+        assert any(t["start"] <= c["start"] and c["end"] <= t["end"] for t in trains)
+    judged = events(study, "speculation")
+    assert judged and all(e["accepted"] for e in judged)
+    # Accepted rounds need no critical-path call. Rounds 1 and 2 ask: while trial 0 trains no
+    # trial has finished, so there is nothing to predict from. No speculation past the budget.
+    assert len(calls) - len(spec) == 2 and len(spec) == 4
+
+
+def test_rejected_speculation_leaves_only_the_serial_trials(tmp_path):
+    wl = resolve("hpobench:australian", time_scale=0.02)
+    study = Ledger(tmp_path / "r.db").create_study("r", wl.space, metric=wl.metric,
+                                                   direction=wl.direction, workload=wl.ref)
+    rt = Runtime(study, Portfolio(study), Trainer(study, wl), PromptBuilder(study, TOOLS_TEXT),
+                 ScriptedModel(copy_a), protocol="tools", max_trials=4, speculation="threshold",
+                 tau=0.0)
+    build_tuning_graph(rt).invoke({}, {"recursion_limit": recursion_limit(rt)})
+    judged = events(study, "speculation")
+    assert judged and not any(e["accepted"] for e in judged if e["predicted"] != e["actual"])
+    assert len(study.trials()) == 4 and all(t.status == "complete" for t in study.trials())
+    wasted = [t for t in study.timings("speculation") if t["detail"]["wasted"]]
+    assert len(wasted) == sum(not e["accepted"] for e in judged)

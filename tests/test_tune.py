@@ -100,3 +100,16 @@ def test_ctrl_c_stops_cleanly_and_the_study_resumes(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout)["trials"] == len(trials) + 1
+
+
+def test_auto_speculation_only_when_training_and_llm_do_not_share_the_cpu():
+    import torch
+
+    from asap.agent.config import TuneConfig
+    from asap.agent.tune import speculation_mode
+    local = TuneConfig(workload="digits-mlp")
+    assert speculation_mode(local) == ("threshold" if torch.cuda.is_available() else "off")
+    assert speculation_mode(TuneConfig(workload="digits-mlp", base_url="http://127.0.0.1:8000/v1")
+                            ) == "threshold"
+    assert speculation_mode(TuneConfig(workload="digits-mlp", speculation="off",
+                                       base_url="http://127.0.0.1:8000/v1")) == "off"
