@@ -41,11 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--prompt", choices=["stable", "naive"], default="stable",
                       help="naive: a status header rewritten each round (ablation)")
     tune.add_argument("--pruner", choices=["none", "median", "sha", "hyperband"], default="none")
-    tune.add_argument("--speculation", choices=["auto", "off", "threshold"], default="auto",
+    tune.add_argument("--speculation", choices=["auto", "off", "threshold", "lossless"],
+                      default="auto",
                       help="decide the next round while the current trial trains; auto: only "
                       "when training and the LLM do not share the CPU")
     tune.add_argument("--tau", type=float, default=0.05,
                       help="keep a speculative round when |predicted-actual|/|actual| <= tau")
+    tune.add_argument("--context", default="auto",
+                      help="rounds the prompt carries before compaction: N, or auto (self-tuned)")
+    tune.add_argument("--no-selftune", action="store_true",
+                      help="keep tau and the context fixed (ablation)")
     tune.add_argument("--json", action="store_true", help="print the summary as JSON")
     show = sub.add_parser("show", help="print a study's trials and summary")
     show.add_argument("study")
@@ -74,6 +79,13 @@ def _show(study_name: str, db: str, *, trials: bool = True) -> int:
         console.print(table)
     print_summary(summarize(study), console)
     return 0
+
+
+def _int(text: str, flag: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{flag} must be an integer or auto, got {text!r}") from None
 
 
 def _report(study_name: str, db: str, out: str | None) -> int:
@@ -115,7 +127,8 @@ def _tune(args: argparse.Namespace) -> int:
         study=args.study, db=args.db, space=args.space, base_url=args.base_url, model=args.model,
         api_key=os.environ.get("OPENAI_API_KEY"), decide=args.decide, prompt=args.prompt,
         time_scale=args.time_scale, pruner=args.pruner, speculation=args.speculation,
-        tau=args.tau)
+        tau=args.tau, context=None if args.context == "auto" else _int(args.context, "--context"),
+        selftune=not args.no_selftune)
     result = tune(cfg)
     if args.json:
         print(json.dumps(result, indent=2))

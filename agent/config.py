@@ -37,8 +37,12 @@ class TuneConfig(BaseModel):
     time_scale: float = Field(default=0.0, ge=0, description="simulated clock for tables")
     max_retries: int = Field(default=2, ge=0, le=10)
     pruner: Literal["none", "median", "sha", "hyperband"] = "none"
-    speculation: Literal["auto", "off", "threshold"] = "auto"
+    speculation: Literal["auto", "off", "threshold", "lossless"] = "auto"
     tau: float = Field(default=0.05, ge=0, le=10, description="accept test's relative error")
+    context: int | None = Field(default=None, ge=2, le=1000,
+                                description="rounds the prompt carries; None: 24, self-tuned")
+    selftune: bool = True
+    selftune_every: int = Field(default=4, ge=1, le=1000)
 
     @property
     def study_name(self) -> str:

@@ -80,27 +80,27 @@ def decide(knobs: Knobs, seen: Observed, bounds: Bounds | None = None) -> tuple[
             new = replace(new, depth=knobs.depth - 1)
             why.append(f"depth {knobs.depth}->{new.depth}: accept rate {accept:.0%}")
         if accept < b.accept_low and seen.wasted_share < b.waste_ok:
-            tau = min(b.tau_max, knobs.tau * 1.5)
+            tau = max(knobs.tau, min(b.tau_max, knobs.tau * 1.5))  # never the wrong way
             if tau != knobs.tau:
                 new = replace(new, tau=tau)
                 why.append(f"tau {knobs.tau:.4g}->{tau:.4g}: accept rate {accept:.0%}, misses "
                            f"cheap ({seen.wasted_share:.0%} of wall-clock wasted)")
         elif accept >= b.accept_ok and seen.wasted_share >= b.waste_ok:
-            tau = max(b.tau_min, knobs.tau / 1.5)
+            tau = min(knobs.tau, max(b.tau_min, knobs.tau / 1.5))
             if tau != knobs.tau:
                 new = replace(new, tau=tau)
                 why.append(f"tau {knobs.tau:.4g}->{tau:.4g}: misses cost "
                            f"{seen.wasted_share:.0%} of wall-clock")
     cold = seen.cached_share is not None and seen.cached_share < b.cache_low
     if seen.llm_trend > b.trend_high or cold:
-        context = max(b.context_min, int(knobs.context * 0.75))
+        context = min(knobs.context, max(b.context_min, int(knobs.context * 0.75)))
         cause = (f"LLM latency grows {seen.llm_trend:.3f}s per call" if seen.llm_trend > b.trend_high
                  else f"cached share {seen.cached_share:.0%}")
         if context != knobs.context:
             new = replace(new, context=context)
             why.append(f"context {knobs.context}->{context} rounds: {cause}")
     elif seen.llm_trend <= b.trend_high / 4 and not cold:
-        context = min(b.context_max, int(knobs.context * 1.25))
+        context = max(knobs.context, min(b.context_max, int(knobs.context * 1.25)))
         if context != knobs.context:
             new = replace(new, context=context)
             why.append(f"context {knobs.context}->{context} rounds: LLM latency flat "

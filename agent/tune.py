@@ -79,10 +79,15 @@ def tune(cfg: TuneConfig, *, console: Console | None = None) -> dict[str, Any]:
 
             rt = Runtime(study, Portfolio(study),
                          Trainer(study, wl, pruner=Pruner(study, cfg.pruner)),
-                         PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt), llm, protocol=protocol,
+                         PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, context=cfg.context or 24),
+                         llm, protocol=protocol,
                          max_trials=cfg.trials, time_budget_s=cfg.time_budget_s,
                          max_retries=cfg.max_retries, on_trial=on_trial,
-                         speculation=speculation_mode(cfg), tau=cfg.tau)
+                         speculation=speculation_mode(cfg), tau=cfg.tau,
+                         selftune_every=cfg.selftune_every if cfg.selftune else 0)
+            if cfg.context is not None:  # a fixed context: self-tuning leaves it alone
+                rt.bounds = rt.bounds.model_copy(update={"context_min": cfg.context,
+                                                         "context_max": cfg.context})
             if len(study.finished_ids()) < cfg.trials:
                 with _cancel_on_ctrl_c(rt):
                     build_tuning_graph(rt).invoke({}, {"recursion_limit": recursion_limit(rt)})

@@ -44,6 +44,7 @@ from asap.agent.llm import (
     timed_invoke,
 )
 from asap.agent.prompt import PromptBuilder, label
+from asap.agent.selftune import Bounds, Knobs, selftune
 from asap.agent.speculation import Surrogate, accept
 from asap.tools.hpo_tools import Toolbox
 from asap.tools.portfolio import Portfolio
@@ -68,8 +69,10 @@ class Runtime:
     time_budget_s: float | None = None
     max_retries: int = 2  # answers with a problem sent back per round, then the fallback
     max_steps: int = 6  # LLM calls per round (suggest-tool exploration included)
-    speculation: Literal["off", "threshold"] = "off"
+    speculation: Literal["off", "threshold", "lossless"] = "off"
     tau: float = 0.05  # threshold mode: accept when the relative prediction error is below
+    selftune_every: int = 0  # trials between self-tuning passes (0: off)
+    bounds: Bounds = field(default_factory=lambda: Bounds(depth_max=1))  # depth 1 for now
     started: float = field(default_factory=time.time)
     on_trial: Callable[[Trial, str], None] | None = None  # progress displays
     _caller: ToolCaller | None = None
@@ -99,6 +102,7 @@ class TuningState(TypedDict, total=False):
     trial_id: int  # the trial in flight
     trained: int  # the training branch's result (a trial id)
     spec: dict[str, Any] | None  # the speculative branch's result
+    verify: dict[str, Any] | None  # lossless mode: the speculative decision awaiting the serial one
     retries: Annotated[int, operator.add]
     fallbacks: Annotated[int, operator.add]
 
@@ -190,8 +194,15 @@ def _fall_back(state: TuningState, rt: Runtime, reason: str) -> TuningState:
 def dispatch(state: TuningState, *, rt: Runtime) -> TuningState:
     """Start training the chosen configuration and go on: the trial runs in its worker."""
     tool, config = state["choice"]
+    verify = state.get("verify")
+    if verify is not None:  # lossless: the serial decision is made; was the speculative one it?
+        ok = verify["choice"] == (tool, config)
+        rt.study.log_timing("speculation", verify["start"], verify["end"],
+                            trial_number=verify["trial"], wasted=not ok)
+        rt.study.log_event("speculation", accepted=ok, mode="lossless", round=state["round"],
+                           predicted=verify["predicted"], actual=verify["actual"])
     rt._job = rt.trainer.start(config, tool=tool)
-    return {"trial_id": rt._job.trial_id, "spec": None}
+    return {"trial_id": rt._job.trial_id, "spec": None, "verify": None}
 
 
 def await_train(state: TuningState, *, rt: Runtime) -> TuningState:
@@ -206,6 +217,7 @@ def speculate(state: TuningState, *, rt: Runtime) -> TuningState:
     Nothing here writes a trial: the tools are a fork told the prediction, the prompt log is a
     copy, and the decision waits in ``spec`` for :func:`reconcile` to accept or drop.
     """
+    _selftune(rt)
     if rt.speculation == "off" or len(rt.study.trials()) >= rt.max_trials:
         return {"spec": None}  # off, or the trial in flight is the budget's last
     start = time.time()
@@ -234,6 +246,18 @@ def speculate(state: TuningState, *, rt: Runtime) -> TuningState:
                      "start": start, "end": time.time()}}
 
 
+def _selftune(rt: Runtime) -> None:
+    """Every ``selftune_every`` finished trials, retune tau and the context from the timing log.
+
+    It runs on the speculative branch, in parallel with training: off the critical path.
+    """
+    done = len(rt.study.finished_ids())
+    if not rt.selftune_every or done == 0 or done % rt.selftune_every:
+        return
+    knobs = selftune(rt.study, Knobs(tau=rt.tau, depth=1, context=rt.builder.context), rt.bounds)
+    rt.tau, rt.builder.context = knobs.tau, knobs.context
+
+
 def reconcile(state: TuningState, *, rt: Runtime) -> TuningState:
     """The real result is in: close the round, then keep the speculative round or drop it."""
     trial = rt.study.trial(state["trained"])
@@ -246,6 +270,9 @@ def reconcile(state: TuningState, *, rt: Runtime) -> TuningState:
     spec = state.get("spec")
     if spec is None:
         return {"choice": None}
+    if rt.speculation == "lossless":  # the serial round runs; dispatch compares the decisions
+        return {"choice": None, "spec": None, "verify": {
+            **spec, "trial": trial.number, "actual": trial.value}}
     ok = (spec["choice"] is not None and trial.value is not None
           and accept(spec["predicted"], trial.value, rt.tau))
     rt.study.log_timing("speculation", spec["start"], spec["end"], trial_number=trial.number,

@@ -234,3 +234,43 @@ def test_rejected_speculation_leaves_only_the_serial_trials(tmp_path):
     assert len(study.trials()) == 4 and all(t.status == "complete" for t in study.trials())
     wasted = [t for t in study.timings("speculation") if t["detail"]["wasted"]]
     assert len(wasted) == sum(not e["accepted"] for e in judged)
+
+
+def _session(tmp_path, name, speculation):
+    wl = resolve("hpobench:australian", time_scale=0.01)
+    study = Ledger(tmp_path / f"{name}.db").create_study(name, wl.space, metric=wl.metric,
+                                                         direction=wl.direction, workload=wl.ref)
+    rt = Runtime(study, Portfolio(study, seed=7), Trainer(study, wl),
+                 PromptBuilder(study, TOOLS_TEXT), ScriptedModel(copy_a), protocol="tools",
+                 max_trials=6, speculation=speculation, tau=0.05)
+    build_tuning_graph(rt).invoke({}, {"recursion_limit": recursion_limit(rt)})
+    return study
+
+
+def test_lossless_mode_makes_exactly_the_serial_decisions(tmp_path):
+    serial = _session(tmp_path, "serial", "off")
+    lossless = _session(tmp_path, "lossless", "lossless")
+    assert [(t.tool, t.config) for t in lossless.trials()] == [
+        (t.tool, t.config) for t in serial.trials()]
+    judged = events(lossless, "speculation")
+    assert judged and all(e["mode"] == "lossless" for e in judged)
+    assert not serial.events("speculation")
+    # Every round still asks the LLM on the critical path (that is what makes it lossless).
+    critical = [c for c in lossless.timings("llm_call") if not c["detail"].get("speculative")]
+    assert len(critical) == 6
+
+
+def test_the_selftune_node_runs_beside_training_and_moves_the_knobs(tmp_path):
+    wl = resolve("hpobench:australian", time_scale=0.02)
+    study = Ledger(tmp_path / "t.db").create_study("t", wl.space, metric=wl.metric,
+                                                   direction=wl.direction, workload=wl.ref)
+    rt = Runtime(study, Portfolio(study), Trainer(study, wl), PromptBuilder(study, TOOLS_TEXT),
+                 ScriptedModel(copy_a), protocol="tools", max_trials=7, speculation="threshold",
+                 selftune_every=3)
+    build_tuning_graph(rt).invoke({}, {"recursion_limit": recursion_limit(rt)})
+    tuned = events(study, "selftune")
+    assert tuned and tuned[0]["before"]["context"] == 24
+    assert rt.builder.context == tuned[-1]["after"]["context"] != 24  # flat fake latency: more rows
+    trains = study.timings("train")
+    for row in study.timings("selftune"):  # off the critical path: while a trial trained
+        assert any(t["start"] <= row["start"] and row["end"] <= t["end"] for t in trains)
