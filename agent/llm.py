@@ -18,6 +18,7 @@ not report stays unknown (NULL), never zero.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -135,11 +136,43 @@ def usage_of(message: AIMessage) -> tuple[int | None, int | None, int | None]:
     return None, None, None
 
 
+class Cancelled(RuntimeError):
+    """A cancellable call was cancelled before its answer was complete."""
+
+
+def _streamed(model: Runnable, messages: list[BaseMessage], cancel: threading.Event) -> AIMessage:
+    """Stream the answer so that ``cancel`` can cut it off: closing the stream closes the HTTP
+    connection, and llama.cpp / vLLM stop generating for a closed connection."""
+    answer = None
+    for chunk in model.stream(messages):
+        if cancel.is_set():
+            raise Cancelled("cancelled")
+        answer = chunk if answer is None else answer + chunk
+    if answer is None:
+        raise ValueError("the server streamed no answer")
+    return AIMessage(content=answer.content, tool_calls=answer.tool_calls,
+                     invalid_tool_calls=answer.invalid_tool_calls,
+                     response_metadata=answer.response_metadata,
+                     usage_metadata=answer.usage_metadata)
+
+
 def timed_invoke(model: Runnable, messages: Sequence[BaseMessage], *, study: Study | None,
-                 protocol: Protocol, trial_number: int | None = None, **detail: Any) -> AIMessage:
-    """One chat call, logged as an ``llm_call`` timing row with its token counts."""
+                 protocol: Protocol, trial_number: int | None = None,
+                 cancel: threading.Event | None = None, **detail: Any) -> AIMessage:
+    """One chat call, logged as an ``llm_call`` timing row with its token counts.
+
+    With ``cancel``, the answer is streamed and :class:`Cancelled` is raised once the event is
+    set; the row then has ``cancelled`` in its detail and unknown token counts.
+    """
     start = time.time()
-    message = model.invoke(list(messages))
+    try:
+        message = (model.invoke(list(messages)) if cancel is None
+                   else _streamed(model, list(messages), cancel))
+    except Cancelled:
+        if study is not None:
+            study.log_timing("llm_call", start, time.time(), trial_number=trial_number,
+                             protocol=protocol, cancelled=True, **detail)
+        raise
     end = time.time()
     if study is not None:
         prompt, cached, completion = usage_of(message)
@@ -166,14 +199,15 @@ class ToolCaller:
     def tool_choice(self) -> str | None:
         return TOOL_CHOICES[self.index]
 
-    def invoke(self, messages: Sequence[BaseMessage], **detail: Any) -> AIMessage:
+    def invoke(self, messages: Sequence[BaseMessage], cancel: threading.Event | None = None,
+               **detail: Any) -> AIMessage:
         while True:
             choice = self.tool_choice
             bound = (self.llm.bind_tools(self.tools, tool_choice=choice) if choice
                      else self.llm.bind_tools(self.tools))
             try:
                 return timed_invoke(bound, messages, study=self.study, protocol="tools",
-                                    tool_choice=choice, **detail)
+                                    cancel=cancel, tool_choice=choice, **detail)
             except openai.APIStatusError as exc:
                 last = self.index == len(TOOL_CHOICES) - 1
                 if exc.status_code not in REFUSALS or last or is_context_overflow(exc):

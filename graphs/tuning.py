@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from langgraph.graph import END, START, StateGraph
 from asap.agent.guard import Offer, check_json, check_tools, fallback, stop_tool
 from asap.agent.ledger import Study, Trial
 from asap.agent.llm import (
+    Cancelled,
     Protocol,
     ToolCaller,
     decision_schema,
@@ -77,6 +79,8 @@ class Runtime:
     on_trial: Callable[[Trial, str], None] | None = None  # progress displays
     _caller: ToolCaller | None = None
     _job: TrainingJob | None = None
+    _predicted: float | None = None  # the speculative branch's prediction for the trial in flight
+    _cancel: threading.Event = field(default_factory=threading.Event)
     _tools: dict[str, BaseTool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -139,13 +143,14 @@ def agent(state: TuningState, *, rt: Runtime) -> TuningState:
     return {"error": "the prompt does not fit the server's context"}
 
 
-def _ask(rt: Runtime, messages: list[BaseMessage], n_labels: int, detail: dict) -> BaseMessage:
+def _ask(rt: Runtime, messages: list[BaseMessage], n_labels: int, detail: dict,
+         cancel: threading.Event | None = None) -> BaseMessage:
     trial_number = len(rt.study.trials())
     if rt._caller is not None:
-        return rt._caller.invoke(messages, trial_number=trial_number, **detail)
+        return rt._caller.invoke(messages, cancel=cancel, trial_number=trial_number, **detail)
     model = json_model(rt.llm, decision_schema([label(i) for i in range(n_labels)], rt.study.space))
     return timed_invoke(model, messages, study=rt.study, protocol="json",
-                        trial_number=trial_number, **detail)
+                        trial_number=trial_number, cancel=cancel, **detail)
 
 
 def _llm_error(rt: Runtime, state: TuningState, exc: Exception) -> TuningState:
@@ -202,13 +207,24 @@ def dispatch(state: TuningState, *, rt: Runtime) -> TuningState:
         rt.study.log_event("speculation", accepted=ok, mode="lossless", round=state["round"],
                            predicted=verify["predicted"], actual=verify["actual"])
     rt._job = rt.trainer.start(config, tool=tool)
+    rt._predicted, rt._cancel = None, threading.Event()
     return {"trial_id": rt._job.trial_id, "spec": None, "verify": None}
 
 
 def await_train(state: TuningState, *, rt: Runtime) -> TuningState:
     """The training branch: wait for the trial (the speculative branch runs meanwhile)."""
     trial = rt._job.wait()
+    if rt.speculation == "threshold" and _missed(rt):
+        rt._cancel.set()  # the speculative round can no longer be used: stop its LLM call
     return {"trained": trial.id}
+
+
+def _missed(rt: Runtime) -> bool:
+    """The real result is in and the prediction is outside tau (or there is no value)."""
+    if rt._predicted is None or not rt._job.done():
+        return False
+    trial = rt._job.wait(0)
+    return trial is None or trial.value is None or not accept(rt._predicted, trial.value, rt.tau)
 
 
 def speculate(state: TuningState, *, rt: Runtime) -> TuningState:
@@ -223,7 +239,8 @@ def speculate(state: TuningState, *, rt: Runtime) -> TuningState:
     start = time.time()
     running = rt.study.trial(state["trial_id"])
     predicted = Surrogate(rt.study).predict(running.config)
-    if predicted is None:
+    rt._predicted = predicted
+    if predicted is None or (rt.speculation == "threshold" and _missed(rt)):
         return {"spec": None}
     guess = dataclasses.replace(running, status="complete", value=predicted,
                                 metrics={rt.study.metric: predicted})
@@ -236,7 +253,11 @@ def speculate(state: TuningState, *, rt: Runtime) -> TuningState:
     current = builder.round_text(state["round"] + 1, proposals)
     messages = [HumanMessage(builder.prompt(current))]
     try:
-        answer = _ask(rt, messages, len(proposals), {"round": state["round"] + 1, "speculative": True})
+        answer = _ask(rt, messages, len(proposals), {"round": state["round"] + 1,
+                                                      "speculative": True}, cancel=rt._cancel)
+    except Cancelled:
+        return {"spec": {"predicted": predicted, "choice": None, "start": start,
+                         "end": time.time(), "cancelled": True}}
     except LLM_ERRORS:
         return {"spec": None}
     verdict = (check_tools(answer, proposals, rt.study.space, rt._tools) if rt.protocol == "tools"
@@ -276,7 +297,7 @@ def reconcile(state: TuningState, *, rt: Runtime) -> TuningState:
     ok = (spec["choice"] is not None and trial.value is not None
           and accept(spec["predicted"], trial.value, rt.tau))
     rt.study.log_timing("speculation", spec["start"], spec["end"], trial_number=trial.number,
-                        wasted=not ok)
+                        wasted=not ok, cancelled=spec.get("cancelled", False))
     rt.study.log_event("speculation", accepted=ok, predicted=spec["predicted"],
                        actual=trial.value, tau=rt.tau, round=state["round"] + 1)
     if not ok:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import openai
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 Script = Callable[[list[BaseMessage], dict[str, Any]], AIMessage]
 
@@ -26,9 +27,22 @@ class ScriptedModel(GenericFakeChatModel):
     script: Script
     refuse: tuple[str | None, ...] = ()
     calls: list[tuple[list[BaseMessage], dict[str, Any]]] = []
+    stream_delay: float = 0.0  # streamed answers: this long (in 20 empty chunks) before the answer
 
-    def __init__(self, script: Script, refuse: tuple[str | None, ...] = ()) -> None:
-        super().__init__(messages=iter(()), script=script, refuse=refuse, calls=[])
+    def __init__(self, script: Script, refuse: tuple[str | None, ...] = (),
+                 stream_delay: float = 0.0) -> None:
+        super().__init__(messages=iter(()), script=script, refuse=refuse, calls=[],
+                         stream_delay=stream_delay)
+
+    def _stream(self, messages, stop=None, run_manager=None, **kwargs):
+        message = self._generate(messages, stop, run_manager, **kwargs).generations[0].message
+        for _ in range(20):
+            time.sleep(self.stream_delay / 20)
+            yield ChatGenerationChunk(message=AIMessageChunk(content=""))
+        yield ChatGenerationChunk(message=AIMessageChunk(
+            content=message.content, tool_call_chunks=[
+                {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i}
+                for i, c in enumerate(message.tool_calls)]))
 
     def bind_tools(self, tools, *, tool_choice=None, **kwargs):
         return self.bind(tools=[t.name for t in tools], tool_choice=tool_choice, **kwargs)

@@ -274,3 +274,19 @@ def test_the_selftune_node_runs_beside_training_and_moves_the_knobs(tmp_path):
     trains = study.timings("train")
     for row in study.timings("selftune"):  # off the critical path: while a trial trained
         assert any(t["start"] <= row["start"] and row["end"] <= t["end"] for t in trains)
+
+
+def test_a_missed_prediction_cancels_the_speculative_call(tmp_path):
+    wl = resolve("hpobench:australian", time_scale=0.01)  # trials of ~0.1-0.5 s
+    study = Ledger(tmp_path / "c.db").create_study("c", wl.space, metric=wl.metric,
+                                                   direction=wl.direction, workload=wl.ref)
+    model = ScriptedModel(copy_a, stream_delay=3.0)  # a speculative answer would take 3 s
+    rt = Runtime(study, Portfolio(study), Trainer(study, wl), PromptBuilder(study, TOOLS_TEXT),
+                 model, protocol="tools", max_trials=5, speculation="threshold", tau=0.0)
+    build_tuning_graph(rt).invoke({}, {"recursion_limit": recursion_limit(rt)})
+    cancelled = [c for c in study.timings("llm_call") if c["detail"].get("cancelled")]
+    assert cancelled and all(c["duration"] < 2.0 for c in cancelled)  # cut short, not 3 s
+    assert all(c["detail"]["speculative"] for c in cancelled)
+    rows = [t for t in study.timings("speculation") if t["detail"]["cancelled"]]
+    assert rows and all(t["detail"]["wasted"] for t in rows)
+    assert len(study.trials(status="complete")) == 5
