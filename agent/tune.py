@@ -30,6 +30,7 @@ from asap.tools.pruning import Pruner
 from asap.tools.trainer import Trainer
 from asap.tools.workloads import Workload, resolve
 
+SIMULATED = ("hpobench:", "nasbench201:")  # tabular workloads: training is a sleep
 TOOLS_TEXT = "\n".join(f"- {lib}:{alg}" for lib, alg in PANEL) + \
     "\n- llm (your own configuration)"
 
@@ -122,16 +123,19 @@ def _cancel_on_ctrl_c(rt: Runtime) -> Iterator[None]:
 
 
 def speculation_mode(cfg: TuneConfig) -> str:
-    """``auto``: speculate when training and the LLM run on different hardware.
+    """``auto``: speculate when training and the LLM do not compete for the same cores.
 
     Measured on a 2-core CPU: overlapping the embedded LLM with torch training made 10 digits-mlp
     trials take 229.8 s instead of ~100 s serially (each slowed the other ~3x). With training on
-    a GPU, or the LLM at a remote endpoint, the two really run in parallel.
+    a GPU, the LLM at a remote endpoint, or a tabular workload's simulated clock (a sleep), the
+    two really run in parallel.
     """
     if cfg.speculation != "auto":
         return cfg.speculation
+    if cfg.base_url or cfg.workload.startswith(SIMULATED):
+        return "threshold"
     import torch
-    return "threshold" if cfg.base_url or torch.cuda.is_available() else "off"
+    return "threshold" if torch.cuda.is_available() else "off"
 
 
 def _progress(console: Console) -> Progress:

@@ -111,5 +111,23 @@ def test_auto_speculation_only_when_training_and_llm_do_not_share_the_cpu():
     assert speculation_mode(local) == ("threshold" if torch.cuda.is_available() else "off")
     assert speculation_mode(TuneConfig(workload="digits-mlp", base_url="http://127.0.0.1:8000/v1")
                             ) == "threshold"
+    assert speculation_mode(TuneConfig(workload="hpobench:australian")) == "threshold"
     assert speculation_mode(TuneConfig(workload="digits-mlp", speculation="off",
                                        base_url="http://127.0.0.1:8000/v1")) == "off"
+
+
+@pytest.mark.e2e
+def test_speculation_runs_on_the_real_llm_beside_a_simulated_clock(tmp_path):
+    db = tmp_path / "spec.db"
+    done = subprocess.run([sys.executable, "-m", "asap.agent.cli", "tune", "hpobench:australian",
+                           "--trials", "6", "--time-scale", "0.3", "--db", str(db), "--json"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["complete"] == 6
+    study = Ledger(db).open_study("hpobench-australian")
+    spec = [c for c in study.timings("llm_call") if c["detail"].get("speculative")]
+    judged = study.events("speculation")
+    assert spec and judged and len(judged) == len(study.timings("speculation"))
+    trains = study.timings("train")
+    for c in spec:  # the speculative decisions were asked while a trial trained
+        assert any(t["start"] <= c["start"] <= t["end"] for t in trains)
