@@ -1,7 +1,7 @@
 """``asap report``: where a study's wall-clock went, as numbers and as a timeline PNG.
 
-Exposed LLM time is LLM time on the critical path while no trial trains (the trainer idles,
-waiting for a decision); hidden LLM time overlaps training. Speculative calls (timing rows with
+Exposed LLM time is time when an LLM call runs and no trial trains (the trainer idles, waiting
+for a decision); hidden LLM time is critical-path LLM time that overlapped training. Speculative calls (timing rows with
 ``detail.speculative``) get their own lane; accept/reject marks come from ``speculation`` events.
 """
 
@@ -39,6 +39,10 @@ def decompose(study: Study) -> dict[str, Any]:
     critical = [c for c in calls if not c["detail"].get("speculative")]
     busy = merge([(t["start"], t["end"]) for t in trains])
     llm_s = sum(c["duration"] for c in critical)
+    # Exposed: some LLM call (critical, or a speculative one the join waits for) runs and no
+    # trial trains. Hidden: critical-path LLM time that overlapped training.
+    waiting = merge([(c["start"], c["end"]) for c in calls])
+    exposed = sum(e - s - overlap((s, e), busy) for s, e in waiting)
     hidden = sum(overlap((c["start"], c["end"]), busy) for c in critical)
     judged = study.events("speculation")
     sessions = study.events("session")
@@ -50,9 +54,9 @@ def decompose(study: Study) -> dict[str, Any]:
         "wall_s": wall,
         "train_s": sum(t["duration"] for t in trains),
         "llm_s": llm_s,
-        "exposed_llm_s": llm_s - hidden,
+        "exposed_llm_s": exposed,
         "hidden_llm_s": hidden,
-        "exposed_share": (llm_s - hidden) / wall if wall else None,
+        "exposed_share": exposed / wall if wall else None,
         "speculative_llm_s": sum(c["duration"] for c in calls if c["detail"].get("speculative")),
         "wasted_s": sum(t["duration"] for t in study.timings("speculation")
                         if t["detail"].get("wasted")),

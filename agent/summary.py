@@ -24,14 +24,19 @@ def cached_share(calls: list[dict[str, Any]]) -> float | None:
 
 
 def summarize(study: Study) -> dict[str, Any]:
-    """The study's summary as plain JSON-serializable data."""
+    """The study's summary as plain JSON-serializable data.
+
+    The time split adds up to the wall-clock: training, LLM time while no trial trained
+    (exposed), tools, other. LLM time hidden behind training is reported beside it.
+    """
+    from asap.agent.report import decompose
     trials = study.trials()
     best = study.best()
     calls = study.timings("llm_call")
     sessions = study.events("session")
     wall = sum(s["detail"]["end"] - s["detail"]["start"] for s in sessions)
     train_s = sum(t["duration"] for t in study.timings("train"))
-    llm_s = sum(c["duration"] for c in calls)
+    d = decompose(study)
     tools_s = sum(t["duration"] for t in study.timings("tool_call"))
     protocol = next((e["detail"]["chosen"] for e in reversed(study.events("protocol"))), None)
     return {
@@ -53,8 +58,12 @@ def summarize(study: Study) -> dict[str, Any]:
         "fallbacks": len(study.events("fallback")),
         "llm_errors": len(study.events("llm_error")),
         "stopped_by_llm": bool(study.events("stop")),
-        "time": {"wall_s": wall, "train_s": train_s, "llm_s": llm_s, "tools_s": tools_s,
-                 "other_s": max(0.0, wall - train_s - llm_s - tools_s) if wall else None},
+        "accept_rate": d["accept_rate"],
+        "time": {"wall_s": wall, "train_s": train_s, "llm_s": d["llm_s"],
+                 "exposed_llm_s": d["exposed_llm_s"], "hidden_llm_s": d["hidden_llm_s"],
+                 "speculative_llm_s": d["speculative_llm_s"], "tools_s": tools_s,
+                 "other_s": max(0.0, wall - train_s - d["exposed_llm_s"] - tools_s)
+                 if wall else None},
     }
 
 
@@ -72,11 +81,13 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     console.print(tools)
     t = s["time"]
     split = Table("wall-clock", "seconds", "share", title="time split")
-    for key, name in (("train_s", "training"), ("llm_s", "LLM"), ("tools_s", "tools"),
-                      ("other_s", "other")):
+    for key, name in (("train_s", "training"), ("exposed_llm_s", "LLM, trainer idle"),
+                      ("tools_s", "tools"), ("other_s", "other")):
         share = f"{t[key] / t['wall_s']:.0%}" if t["wall_s"] and t[key] is not None else "-"
         split.add_row(name, f"{t[key]:.1f}" if t[key] is not None else "-", share)
     split.add_row("total", f"{t['wall_s']:.1f}", "")
+    split.add_row("LLM hidden behind training", f"{t['hidden_llm_s']:.1f}", "")
+    split.add_row("speculative LLM", f"{t['speculative_llm_s']:.1f}", "")
     console.print(split)
     median = f"{s['llm_median_s']:.2f}s" if s["llm_median_s"] is not None else "-"
     cached = f"{s['cached_share']:.0%}" if s["cached_share"] is not None else "unknown"

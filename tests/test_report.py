@@ -45,3 +45,11 @@ def test_timeline_png_and_cli(timed, tmp_path, capsys):
     assert main(["report", "rep", "--db", str(tmp_path / "ledger.db"), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "exposed (trainer idle)" in text and "3.0 s (18.8%)" in text and out.exists()
+
+
+def test_a_speculative_call_outlasting_training_is_exposed(ledger, toy_space):
+    study = ledger.create_study("late", toy_space, metric="loss", direction="minimize")
+    study.log_timing("train", 0, 4)
+    study.log_timing("llm_call", 3, 6, speculative=True)  # the join waits 2 s for it
+    d = decompose(study)
+    assert d["exposed_llm_s"] == 2 and d["hidden_llm_s"] == 0 and d["llm_s"] == 0
