@@ -24,14 +24,15 @@ from asap.tools.workloads import resolve
 GOOD = {"alpha": 1e-4, "batch_size": 32, "depth": 2, "learning_rate_init": 1e-3, "width": 128}
 
 
-def run(tmp_path, model, *, protocol="tools", trials=3, **kw):
-    wl = resolve("hpobench:australian")
-    study = Ledger(tmp_path / "g.db").create_study("g", wl.space, metric=wl.metric,
-                                                   direction=wl.direction, workload=wl.ref)
-    rt = Runtime(study, Portfolio(study), Trainer(study, wl), PromptBuilder(study, TOOLS_TEXT),
-                 model, protocol=protocol, max_trials=trials, **kw)
+def run(tmp_path, model, *, protocol="tools", trials=3, time_scale=0.0, name="g", seed=0, **kw):
+    """A session on the australian table; ``time_scale`` > 0 makes trials take (simulated) time."""
+    wl = resolve("hpobench:australian", time_scale=time_scale)
+    study = Ledger(tmp_path / f"{name}.db").create_study(name, wl.space, metric=wl.metric,
+                                                         direction=wl.direction, workload=wl.ref)
+    rt = Runtime(study, Portfolio(study, seed=seed), Trainer(study, wl),
+                 PromptBuilder(study, TOOLS_TEXT), model, protocol=protocol, max_trials=trials, **kw)
     state = build_tuning_graph(rt).invoke({}, {"recursion_limit": recursion_limit(rt)})
-    return study, state
+    return study, state, rt
 
 
 def events(study, kind):
@@ -45,7 +46,7 @@ def copy_a(messages, kwargs):
 
 def test_valid_tool_calls_train_the_copied_proposal(tmp_path):
     model = ScriptedModel(copy_a)
-    study, state = run(tmp_path, model)
+    study, state, _ = run(tmp_path, model)
     trials = study.trials()
     assert [t.status for t in trials] == ["complete"] * 3
     assert all(t.tool == "optuna:tpe" for t in trials)  # proposal A is TPE's, attributed to it
@@ -64,7 +65,7 @@ def test_malformed_arguments_go_back_as_a_tool_message(tmp_path):
                 {"name": "train_on_gpu", "args": '{"params": {', "id": "bad", "error": "JSON"}])
         return call("train_on_gpu", {"params": GOOD}, 1)
     model = ScriptedModel(script)
-    study, state = run(tmp_path, model, trials=2)
+    study, state, _ = run(tmp_path, model, trials=2)
     assert len(study.trials(status="complete")) == 2 and state["retries"] == 2
     retry_msgs = model.calls[1][0]
     assert isinstance(retry_msgs[-2], AIMessage)  # the answer, then one ToolMessage per call id
@@ -81,7 +82,7 @@ def test_unknown_tool_is_named_and_retried(tmp_path):
             return call("sklearn_magic", {"x": 1})
         return copy_a(messages, kwargs)
     model = ScriptedModel(script)
-    study, _ = run(tmp_path, model, trials=1)
+    study, _, _ = run(tmp_path, model, trials=1)
     assert "unknown tool 'sklearn_magic'" in model.calls[1][0][-1].content
     assert len(events(study, "guard_retry")) == 1 and study.trials()[0].status == "complete"
 
@@ -89,7 +90,7 @@ def test_unknown_tool_is_named_and_retried(tmp_path):
 def test_out_of_space_configs_never_train_and_end_in_the_fallback(tmp_path):
     bad = {**GOOD, "learning_rate_init": 5.0}
     model = ScriptedModel(lambda m, k: call("train_on_gpu", {"params": bad}))
-    study, state = run(tmp_path, model, trials=2, max_retries=2)
+    study, state, _ = run(tmp_path, model, trials=2, max_retries=2)
     # Per round: 3 answers (first + 2 retries), then the fallback decides.
     assert len(model.calls) == 6 and state["retries"] == 4 and state["fallbacks"] == 2
     assert "learning_rate_init" in model.calls[1][0][-1].content
@@ -100,7 +101,7 @@ def test_out_of_space_configs_never_train_and_end_in_the_fallback(tmp_path):
 
 def test_plain_text_gets_one_reminder_then_the_fallback(tmp_path):
     model = ScriptedModel(lambda m, k: AIMessage(content="I think B looks good."))
-    study, state = run(tmp_path, model, trials=2)
+    study, state, _ = run(tmp_path, model, trials=2)
     assert len(model.calls) == 4  # text, reminder, text, fallback - per round
     assert "Answer with a tool call" in model.calls[1][0][-1].content
     assert len(events(study, "guard_reminder")) == 2 and state["fallbacks"] == 2
@@ -114,7 +115,7 @@ def test_suggest_tools_explore_and_their_configs_are_attributed(tmp_path):
             return call("train_on_gpu", {"params": last.artifact["configs"][0], "tool": "whatever"}, 2)
         return call("optuna_suggest", {"sampler": "random", "n": 2}, 1)
     model = ScriptedModel(script)
-    study, _ = run(tmp_path, model, trials=2)
+    study, _, _ = run(tmp_path, model, trials=2)
     assert [t.tool for t in study.trials()] == ["optuna:random"] * 2
     assert len(study.timings("tool_call")) >= 4  # panel asks and the explicit suggest calls
 
@@ -125,21 +126,21 @@ def test_bad_suggest_arguments_are_a_retry(tmp_path):
             return call("optuna_suggest", {"sampler": "magic"})
         return copy_a(messages, kwargs)
     model = ScriptedModel(script)
-    study, _ = run(tmp_path, model, trials=1)
+    study, _, _ = run(tmp_path, model, trials=1)
     assert "sampler" in model.calls[1][0][-1].content and len(events(study, "guard_retry")) == 1
 
 
 def test_stop_ends_the_session(tmp_path):
     model = ScriptedModel(lambda m, k: call("stop", {"reason": "converged"}) if rounds(m) == 2
                           else copy_a(m, k))
-    study, state = run(tmp_path, model, trials=5)
+    study, state, _ = run(tmp_path, model, trials=5)
     assert state["stop"] and len(study.trials()) == 1
     assert events(study, "stop")[0]["reason"] == "converged"
 
 
 def test_refused_tool_choice_moves_on_without_breaking_the_session(tmp_path):
     model = ScriptedModel(copy_a, refuse=("required",))
-    study, _ = run(tmp_path, model, trials=2)
+    study, _, _ = run(tmp_path, model, trials=2)
     assert len(study.trials(status="complete")) == 2
     assert events(study, "tool_choice") == [
         {"refused": "required", "next": "auto", "status": 400,
@@ -150,7 +151,7 @@ def test_refused_tool_choice_moves_on_without_breaking_the_session(tmp_path):
 def test_unreachable_llm_falls_back_every_round(tmp_path):
     def script(messages, kwargs):
         raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:9/v1"))
-    study, state = run(tmp_path, ScriptedModel(script), trials=2)
+    study, state, _ = run(tmp_path, ScriptedModel(script), trials=2)
     assert state["fallbacks"] == 2 and len(events(study, "llm_error")) == 2
     assert "APIConnectionError" in events(study, "llm_error")[0]["reason"]
 
@@ -166,7 +167,7 @@ def test_a_prompt_past_the_context_window_compacts_the_log_and_goes_on(tmp_path)
                                          response=httpx.Response(400, request=request), body=None)
         return copy_a(messages, kwargs)
     model = ScriptedModel(script)
-    study, state = run(tmp_path, model, trials=10)
+    study, state, _ = run(tmp_path, model, trials=10)
     shrinks = events(study, "context_shrink")
     assert shrinks and not study.events("llm_error") and state["fallbacks"] == 0
     assert len(study.trials(status="complete")) == 10
@@ -180,7 +181,7 @@ def test_json_protocol_maps_onto_the_same_choices(tmp_path):
                     '{"action": "own", "params": ' + str(GOOD).replace("'", '"') + '}',
                     '{"action": "stop"}'])
     model = ScriptedModel(lambda m, k: AIMessage(content=next(answers)))
-    study, state = run(tmp_path, model, protocol="json", trials=5)
+    study, state, _ = run(tmp_path, model, protocol="json", trials=5)
     assert "response_format" in model.calls[0][1]
     assert [t.tool for t in study.trials()] == ["optuna:cmaes", "llm"]  # B is CMA-ES's
     assert study.trials()[1].config == GOOD
@@ -201,13 +202,9 @@ def test_auto_protocol_probes_the_model(ledger, toy_space, script, refuse, expec
 
 
 def test_speculation_overlaps_training_and_accepts_within_tau(tmp_path):
-    wl = resolve("hpobench:australian", time_scale=0.02)  # the table's train_time, scaled: ~0.1-1 s
-    study = Ledger(tmp_path / "s.db").create_study("s", wl.space, metric=wl.metric,
-                                                   direction=wl.direction, workload=wl.ref)
-    model = ScriptedModel(copy_a)
-    rt = Runtime(study, Portfolio(study), Trainer(study, wl), PromptBuilder(study, TOOLS_TEXT),
-                 model, protocol="tools", max_trials=6, speculation="threshold", tau=1e9)
-    build_tuning_graph(rt).invoke({}, {"recursion_limit": recursion_limit(rt)})
+    # The table's train_time, scaled: trials of ~0.1-1 s.
+    study, _, _ = run(tmp_path, ScriptedModel(copy_a), trials=6, time_scale=0.02,
+                      speculation="threshold", tau=1e9)
     calls = study.timings("llm_call")
     spec = [c for c in calls if c["detail"].get("speculative")]
     trains = study.timings("train")
@@ -222,13 +219,8 @@ def test_speculation_overlaps_training_and_accepts_within_tau(tmp_path):
 
 
 def test_rejected_speculation_leaves_only_the_serial_trials(tmp_path):
-    wl = resolve("hpobench:australian", time_scale=0.02)
-    study = Ledger(tmp_path / "r.db").create_study("r", wl.space, metric=wl.metric,
-                                                   direction=wl.direction, workload=wl.ref)
-    rt = Runtime(study, Portfolio(study), Trainer(study, wl), PromptBuilder(study, TOOLS_TEXT),
-                 ScriptedModel(copy_a), protocol="tools", max_trials=4, speculation="threshold",
-                 tau=0.0)
-    build_tuning_graph(rt).invoke({}, {"recursion_limit": recursion_limit(rt)})
+    study, _, _ = run(tmp_path, ScriptedModel(copy_a), trials=4, time_scale=0.02,
+                      speculation="threshold", tau=0.0)
     judged = events(study, "speculation")
     assert judged and not any(e["accepted"] for e in judged if e["predicted"] != e["actual"])
     assert len(study.trials()) == 4 and all(t.status == "complete" for t in study.trials())
@@ -237,14 +229,8 @@ def test_rejected_speculation_leaves_only_the_serial_trials(tmp_path):
 
 
 def _session(tmp_path, name, speculation):
-    wl = resolve("hpobench:australian", time_scale=0.01)
-    study = Ledger(tmp_path / f"{name}.db").create_study(name, wl.space, metric=wl.metric,
-                                                         direction=wl.direction, workload=wl.ref)
-    rt = Runtime(study, Portfolio(study, seed=7), Trainer(study, wl),
-                 PromptBuilder(study, TOOLS_TEXT), ScriptedModel(copy_a), protocol="tools",
-                 max_trials=6, speculation=speculation, tau=0.05)
-    build_tuning_graph(rt).invoke({}, {"recursion_limit": recursion_limit(rt)})
-    return study
+    return run(tmp_path, ScriptedModel(copy_a), trials=6, time_scale=0.01, name=name, seed=7,
+               speculation=speculation, tau=0.05)[0]
 
 
 def test_lossless_mode_makes_exactly_the_serial_decisions(tmp_path):
@@ -261,13 +247,8 @@ def test_lossless_mode_makes_exactly_the_serial_decisions(tmp_path):
 
 
 def test_the_selftune_node_runs_beside_training_and_moves_the_knobs(tmp_path):
-    wl = resolve("hpobench:australian", time_scale=0.02)
-    study = Ledger(tmp_path / "t.db").create_study("t", wl.space, metric=wl.metric,
-                                                   direction=wl.direction, workload=wl.ref)
-    rt = Runtime(study, Portfolio(study), Trainer(study, wl), PromptBuilder(study, TOOLS_TEXT),
-                 ScriptedModel(copy_a), protocol="tools", max_trials=7, speculation="threshold",
-                 selftune_every=3)
-    build_tuning_graph(rt).invoke({}, {"recursion_limit": recursion_limit(rt)})
+    study, _, rt = run(tmp_path, ScriptedModel(copy_a), trials=7, time_scale=0.02,
+                       speculation="threshold", selftune_every=3)
     tuned = events(study, "selftune")
     assert tuned and tuned[0]["before"]["context"] == 24
     assert rt.builder.context == tuned[-1]["after"]["context"] != 24  # flat fake latency: more rows
@@ -277,13 +258,9 @@ def test_the_selftune_node_runs_beside_training_and_moves_the_knobs(tmp_path):
 
 
 def test_a_missed_prediction_cancels_the_speculative_call(tmp_path):
-    wl = resolve("hpobench:australian", time_scale=0.01)  # trials of ~0.1-0.5 s
-    study = Ledger(tmp_path / "c.db").create_study("c", wl.space, metric=wl.metric,
-                                                   direction=wl.direction, workload=wl.ref)
     model = ScriptedModel(copy_a, stream_delay=3.0)  # a speculative answer would take 3 s
-    rt = Runtime(study, Portfolio(study), Trainer(study, wl), PromptBuilder(study, TOOLS_TEXT),
-                 model, protocol="tools", max_trials=5, speculation="threshold", tau=0.0)
-    build_tuning_graph(rt).invoke({}, {"recursion_limit": recursion_limit(rt)})
+    study, _, _ = run(tmp_path, model, trials=5, time_scale=0.01,  # trials of ~0.1-0.5 s
+                      speculation="threshold", tau=0.0)
     cancelled = [c for c in study.timings("llm_call") if c["detail"].get("cancelled")]
     assert cancelled and all(c["duration"] < 2.0 for c in cancelled)  # cut short, not 3 s
     assert all(c["detail"]["speculative"] for c in cancelled)
