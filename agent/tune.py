@@ -99,6 +99,9 @@ def tune(cfg: TuneConfig, *, console: Console | None = None) -> dict[str, Any]:
     return summarize(study)
 
 
+CTRL_C = "interrupted by the user (Ctrl-C)"
+
+
 @contextlib.contextmanager
 def _cancel_on_ctrl_c(rt: Runtime) -> Iterator[None]:
     """Ctrl-C cancels the trial in flight at once, then interrupts as usual.
@@ -111,13 +114,18 @@ def _cancel_on_ctrl_c(rt: Runtime) -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        if rt._job is not None and not rt._job.done():
-            rt._job.cancel("interrupted by the user (Ctrl-C)")
+        rt.trainer.cancel_all(CTRL_C)
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, interrupt)
     try:
         yield
+    except KeyboardInterrupt:
+        # The signal can land between a trial's row and its job (or the graph may have dropped
+        # a branch): wait for the cancelled workers to be recorded, then close any row left open.
+        rt.trainer.cancel_all(CTRL_C, wait_s=30)
+        rt.study.fail_running(CTRL_C)
+        raise
     finally:
         signal.signal(signal.SIGINT, previous)
 

@@ -70,6 +70,28 @@ def test_cancel(user):
     assert job.wait(15).error == "cancelled"
 
 
+def test_cancel_all_records_every_job_in_flight(user):
+    study, trainer = user("hangs")
+    jobs = [trainer.start({"x": x}, tool="llm") for x in (0.2, 0.4)]
+    trainer.cancel_all("stop now", wait_s=15)
+    assert [j.wait(0).error for j in jobs] == ["stop now", "stop now"]
+    assert study.trials(status="running") == []
+
+
+def test_ctrl_c_closes_a_row_that_has_no_job_yet(user):
+    """The signal can land between the trial's row and its worker: nothing stays 'running'."""
+    from types import SimpleNamespace
+
+    from asap.agent.tune import _cancel_on_ctrl_c
+    study, trainer = user("hangs")
+    job = trainer.start({"x": 0.1}, tool="llm")
+    orphan = study.start_trial({"x": 0.3}, tool="llm")
+    with pytest.raises(KeyboardInterrupt), _cancel_on_ctrl_c(SimpleNamespace(study=study, trainer=trainer)):
+        raise KeyboardInterrupt
+    assert "Ctrl-C" in job.wait(0).error
+    assert study.trial(orphan).status == "failed" and "Ctrl-C" in study.trial(orphan).error
+
+
 def test_user_workload_reports_and_fidelity(user):
     study, trainer = user("ok")
     trial = trainer.run({"x": 0.5}, tool="llm")

@@ -65,6 +65,7 @@ class Trainer:
         self.time_limit_s = time_limit_s
         self.pruner = pruner
         self.prune_grace_s = prune_grace_s
+        self._jobs: list[TrainingJob] = []
 
     def start(self, config: dict[str, Any], *, tool: str, fidelity: int | None = None,
               meta: dict[str, Any] | None = None) -> TrainingJob:
@@ -75,8 +76,17 @@ class Trainer:
         job = TrainingJob(trial_id, config)
         job._thread = threading.Thread(target=self._supervise, args=(job, fidelity),
                                        name=f"trial-{trial_id}", daemon=True)
+        self._jobs = [j for j in self._jobs if not j.done()] + [job]
         job._thread.start()
         return job
+
+    def cancel_all(self, reason: str, *, wait_s: float = 0.0) -> None:
+        """Cancel every trial in flight (Ctrl-C), optionally waiting for each to be recorded."""
+        jobs = list(self._jobs)
+        for job in jobs:
+            job.cancel(reason)
+        for job in jobs if wait_s > 0 else ():
+            job.wait(wait_s)
 
     def run(self, config: dict[str, Any], *, tool: str, fidelity: int | None = None) -> Trial:
         """Start a trial and wait for it; Ctrl-C records it as failed ("interrupted") first."""
