@@ -41,6 +41,8 @@ class TuneConfig(BaseModel):
     tau: float = Field(default=0.05, ge=0, le=10, description="accept test's relative error")
     context: int | None = Field(default=None, ge=2, le=1000,
                                 description="rounds the prompt carries; None: 24, self-tuned")
+    depth: int | None = Field(default=None, ge=1, le=16,
+                              description="speculative rounds ahead; None: 1, self-tuned up to 4")
     selftune: bool = True
     selftune_every: int = Field(default=4, ge=1, le=1000)
 

@@ -66,7 +66,8 @@ def chat_model(base_url: str, model: str, *, api_key: str | None = None, max_tok
     """``ChatOpenAI`` for one endpoint: greedy, bounded answers, the client's own retries."""
     from langchain_openai import ChatOpenAI
     return ChatOpenAI(base_url=base_url, model=model, api_key=api_key or "not-needed",
-                      temperature=0, max_tokens=max_tokens, max_retries=2, timeout=timeout_s)
+                      temperature=0, max_tokens=max_tokens, max_retries=2, timeout=timeout_s,
+                      stream_usage=True)  # streamed (cancellable) calls report tokens too
 
 
 def params_schema(space: Space) -> dict[str, Any]:

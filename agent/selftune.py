@@ -6,9 +6,13 @@ reads (:class:`Observed`) and the current :class:`Knobs`: deterministic, bounded
 
 Rules, in order:
 
-- depth: when an LLM decision takes longer than a training run (``llm_s > train_s``) and
-  speculation is paying off (accept rate >= ``accept_ok``), chain one more round ahead; when the
-  accept rate is poor (< ``accept_low``), one round less, since deeper chains multiply rejections.
+- depth: chained rounds are asked only while the trainer is busy, so they pay off when decisions
+  usually fit inside a training run but some do not: median LLM latency below the median
+  training time, its 90th percentile above it, and speculation accepted (>= ``accept_ok``):
+  chain one more round, banking decisions for the slow calls. When the LLM is slower than
+  training at the median, a deeper chain cannot help (the LLM is the bottleneck and chained
+  decisions are sequential), so depth stays. A poor accept rate (< ``accept_low``) or cancelled
+  chained calls wasting ``waste_ok`` of the wall-clock takes one round off.
 - tau: a poor accept rate with cheap misses (wasted speculative time under ``waste_ok`` of the
   wall-clock) loosens tau one step (x1.5); a high accept rate with expensive misses tightens it
   (/1.5).
@@ -64,6 +68,7 @@ class Observed:
     wasted_share: float  # speculative LLM seconds thrown away / wall-clock of the window
     cached_share: float | None
     prompt_tokens: float  # median prompt length
+    llm_p90: float | None = None  # 90th percentile of LLM latency; None: as the median
 
 
 def decide(knobs: Knobs, seen: Observed, bounds: Bounds | None = None) -> tuple[Knobs, list[str]]:
@@ -72,13 +77,18 @@ def decide(knobs: Knobs, seen: Observed, bounds: Bounds | None = None) -> tuple[
     new, why = knobs, []
     accept = seen.accept_rate
     if accept is not None:
-        if seen.llm_s > seen.train_s and accept >= b.accept_ok and knobs.depth < b.depth_max:
-            new = replace(new, depth=knobs.depth + 1)
-            why.append(f"depth {knobs.depth}->{new.depth}: LLM {seen.llm_s:.2f}s > training "
-                       f"{seen.train_s:.2f}s with accept rate {accept:.0%}")
-        elif accept < b.accept_low and knobs.depth > b.depth_min:
+        p90 = seen.llm_p90 if seen.llm_p90 is not None else seen.llm_s
+        shallower = accept < b.accept_low or (knobs.depth > 1 and seen.wasted_share >= b.waste_ok)
+        if shallower and knobs.depth > b.depth_min:
             new = replace(new, depth=knobs.depth - 1)
-            why.append(f"depth {knobs.depth}->{new.depth}: accept rate {accept:.0%}")
+            why.append(f"depth {knobs.depth}->{new.depth}: accept rate {accept:.0%}, "
+                       f"{seen.wasted_share:.0%} of wall-clock wasted")
+        elif (seen.llm_s < seen.train_s < p90 and accept >= b.accept_ok
+              and knobs.depth < b.depth_max):
+            new = replace(new, depth=knobs.depth + 1)
+            why.append(f"depth {knobs.depth}->{new.depth}: LLM median {seen.llm_s:.2f}s fits in "
+                       f"training {seen.train_s:.2f}s but p90 {p90:.2f}s does not; accept rate "
+                       f"{accept:.0%}")
         if accept < b.accept_low and seen.wasted_share < b.waste_ok:
             tau = max(knobs.tau, min(b.tau_max, knobs.tau * 1.5))  # never the wrong way
             if tau != knobs.tau:
@@ -124,6 +134,7 @@ def observe(study: Study, window: int = 8) -> Observed | None:
              if c["prompt_tokens"] and c["cached_tokens"] is not None]
     return Observed(
         llm_s=statistics.median(c["duration"] for c in calls),
+        llm_p90=statistics.quantiles([c["duration"] for c in calls], n=10, method="inclusive")[-1],
         llm_trend=_slope([c["duration"] for c in calls]),
         train_s=statistics.median(t["duration"] for t in trains),
         accept_rate=accepted / len(judged) if judged else None,

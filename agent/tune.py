@@ -23,6 +23,7 @@ from asap.agent.config import TuneConfig
 from asap.agent.ledger import Ledger, Study, Trial
 from asap.agent.llm import chat_model, pick_protocol
 from asap.agent.prompt import PromptBuilder
+from asap.agent.selftune import Bounds
 from asap.agent.summary import cached_share, summarize
 from asap.graphs.tuning import PANEL, Runtime, build_tuning_graph, recursion_limit
 from asap.tools.portfolio import Portfolio
@@ -84,11 +85,9 @@ def tune(cfg: TuneConfig, *, console: Console | None = None) -> dict[str, Any]:
                          llm, protocol=protocol,
                          max_trials=cfg.trials, time_budget_s=cfg.time_budget_s,
                          max_retries=cfg.max_retries, on_trial=on_trial,
-                         speculation=speculation_mode(cfg), tau=cfg.tau,
+                         speculation=speculation_mode(cfg), tau=cfg.tau, depth=cfg.depth or 1,
+                         bounds=_bounds(cfg),
                          selftune_every=cfg.selftune_every if cfg.selftune else 0)
-            if cfg.context is not None:  # a fixed context: self-tuning leaves it alone
-                rt.bounds = rt.bounds.model_copy(update={"context_min": cfg.context,
-                                                         "context_max": cfg.context})
             if len(study.finished_ids()) < cfg.trials:
                 with _cancel_on_ctrl_c(rt):
                     build_tuning_graph(rt).invoke({}, {"recursion_limit": recursion_limit(rt)})
@@ -97,6 +96,16 @@ def tune(cfg: TuneConfig, *, console: Console | None = None) -> dict[str, Any]:
         study.log_event("session", start=started, end=time.time(), protocol=protocol,
                         prompt=cfg.prompt, interrupted=interrupted)
     return summarize(study)
+
+
+def _bounds(cfg: TuneConfig) -> Bounds:
+    """Self-tuning's bounds; a knob the user set is pinned to their value."""
+    fixed: dict[str, int] = {}
+    if cfg.context is not None:
+        fixed |= {"context_min": cfg.context, "context_max": cfg.context}
+    if cfg.depth is not None:
+        fixed |= {"depth_min": cfg.depth, "depth_max": cfg.depth}
+    return Bounds().model_copy(update=fixed)
 
 
 CTRL_C = "interrupted by the user (Ctrl-C)"

@@ -267,3 +267,44 @@ def test_a_missed_prediction_cancels_the_speculative_call(tmp_path):
     rows = [t for t in study.timings("speculation") if t["detail"]["cancelled"]]
     assert rows and all(t["detail"]["wasted"] for t in rows)
     assert len(study.trials(status="complete")) == 5
+
+
+def _decisions(study):
+    """Critical-path LLM calls plus accepted speculative rounds: one per trial, never more."""
+    critical = [c for c in study.timings("llm_call") if not c["detail"].get("speculative")]
+    return len(critical) + sum(e["accepted"] for e in events(study, "speculation"))
+
+
+def test_depth_chains_rounds_while_training_and_carries_them(tmp_path):
+    study, _, rt = run(tmp_path, ScriptedModel(copy_a), trials=7, time_scale=0.05,
+                       speculation="threshold", tau=1e9, depth=3)
+    spec = [c for c in study.timings("llm_call") if c["detail"].get("speculative")]
+    trains = study.timings("train")
+    assert {c["detail"]["level"] for c in spec} >= {0, 1}  # rounds chained past the nearest one
+    for c in spec:  # every speculative call started while a trial was training
+        assert any(t["start"] <= c["start"] <= t["end"] for t in trains)
+    judged = events(study, "speculation")
+    assert max(e["depth"] for e in judged) >= 2 and all(e["accepted"] for e in judged)
+    assert [t.status for t in study.trials()] == ["complete"] * 7
+    assert _decisions(study) == 7
+    # Each accepted chained round trained what its speculative answer chose: TPE's proposal A.
+    assert all(t.tool == "optuna:tpe" for t in study.trials())
+
+
+def test_a_miss_drops_the_whole_chain_and_nothing_of_it_trains(tmp_path):
+    study, _, _ = run(tmp_path, ScriptedModel(copy_a), trials=6, time_scale=0.05,
+                      speculation="threshold", tau=0.0, depth=3)
+    judged = events(study, "speculation")
+    assert judged and not any(e["accepted"] for e in judged if e["predicted"] != e["actual"])
+    rows = study.timings("speculation")
+    assert sum(not r["detail"]["wasted"] for r in rows) == sum(e["accepted"] for e in judged)
+    assert len(rows) > len(judged)  # chained rounds dropped with the missed one: wasted too
+    assert len(study.trials()) == 6 and _decisions(study) == 6
+
+
+def test_lossless_mode_never_chains(tmp_path):
+    study, _, rt = run(tmp_path, ScriptedModel(copy_a), trials=4, time_scale=0.02,
+                       speculation="lossless", depth=3)
+    assert rt.depth == 1 and rt.bounds.depth_max == 1
+    assert all(c["detail"]["level"] == 0 for c in study.timings("llm_call")
+               if c["detail"].get("speculative"))

@@ -13,9 +13,22 @@ def seen(**kw) -> Observed:
     return Observed(**{**base, **kw})
 
 
-def test_llm_slower_than_training_deepens_speculation():
-    knobs, why = decide(Knobs(depth=1), seen(llm_s=6.0, train_s=5.0, accept_rate=0.8))
+def test_slow_calls_past_training_deepen_speculation():
+    knobs, why = decide(Knobs(depth=1), seen(llm_s=3.0, llm_p90=7.0, train_s=5.0, accept_rate=0.8))
     assert knobs.depth == 2 and "depth 1->2" in why[0]
+
+
+def test_an_llm_slower_than_training_at_the_median_gains_nothing_from_depth():
+    # Chained decisions are sequential: when the LLM is the bottleneck more depth adds nothing.
+    knobs, _ = decide(Knobs(depth=1), seen(llm_s=6.0, llm_p90=9.0, train_s=5.0, accept_rate=0.8))
+    assert knobs.depth == 1
+    knobs, _ = decide(Knobs(depth=1), seen(llm_s=1.0, llm_p90=2.0, train_s=5.0, accept_rate=0.8))
+    assert knobs.depth == 1  # every call fits: depth 1 already hides them
+
+
+def test_wasted_chained_calls_shallow_the_chain():
+    knobs, why = decide(Knobs(depth=3), seen(accept_rate=0.9, wasted_share=0.2))
+    assert knobs.depth == 2 and "20% of wall-clock wasted" in why[0]
 
 
 def test_poor_accept_rate_shallows_and_loosens_tau_when_misses_are_cheap():
@@ -38,7 +51,7 @@ def test_knobs_stay_inside_their_bounds():
     b = Bounds(depth_max=2, tau_max=0.06, context_min=6, context_max=24)
     knobs = Knobs(tau=0.05, depth=2, context=7)
     for _ in range(10):
-        knobs, _ = decide(knobs, seen(llm_s=9.0, accept_rate=0.9, llm_trend=1.0), b)
+        knobs, _ = decide(knobs, seen(llm_s=3.0, llm_p90=9.0, accept_rate=0.9, llm_trend=1.0), b)
     assert knobs.depth == 2 and knobs.context == 6
     for _ in range(10):
         knobs, _ = decide(knobs, seen(accept_rate=0.0, wasted_share=0.0, llm_trend=0.0), b)
