@@ -43,6 +43,7 @@ class TuneConfig(BaseModel):
                                 description="rounds the prompt carries; None: 24, self-tuned")
     depth: int | None = Field(default=None, ge=1, le=16,
                               description="speculative rounds ahead; None: 1, self-tuned up to 4")
+    seed: int = Field(default=0, ge=0, description="seeds the tools' samplers")
     selftune: bool = True
     selftune_every: int = Field(default=4, ge=1, le=1000)
 

@@ -140,6 +140,13 @@ class Ledger:
     def has_study(self, name: str) -> bool:
         return bool(self.db["studies"].count_where("name = ?", [name]))
 
+    def delete_study(self, name: str) -> None:
+        """Remove a study and everything recorded for it, in one transaction (evals redo cells)."""
+        with self.transaction():
+            for table in ("trials", "timing", "events"):
+                self.db.execute(f"DELETE FROM {table} WHERE study = ?", [name])
+            self.db.execute("DELETE FROM studies WHERE name = ?", [name])
+
     def study_names(self) -> list[str]:
         return [r["name"] for r in self.db["studies"].rows_where(order_by="created_at")]
 

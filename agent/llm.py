@@ -61,12 +61,20 @@ class Decision(BaseModel):
     params: dict[str, Any] | None = None
 
 
+# What a chat call raises on a failed or malformed response: openai's errors and what
+# langchain-openai raises while parsing one.
+LLM_ERRORS = (openai.OpenAIError, ValueError, KeyError, TypeError)
+
+
 def chat_model(base_url: str, model: str, *, api_key: str | None = None, max_tokens: int = 300,
-               timeout_s: float = 120.0) -> BaseChatModel:
-    """``ChatOpenAI`` for one endpoint: greedy, bounded answers, the client's own retries."""
+               timeout_s: float = 120.0, temperature: float = 0.0,
+               seed: int | None = None) -> BaseChatModel:
+    """``ChatOpenAI`` for one endpoint: greedy (by default), bounded answers, the client's own
+    retries."""
     from langchain_openai import ChatOpenAI
     return ChatOpenAI(base_url=base_url, model=model, api_key=api_key or "not-needed",
-                      temperature=0, max_tokens=max_tokens, max_retries=2, timeout=timeout_s,
+                      temperature=temperature, seed=seed, max_tokens=max_tokens, max_retries=2,
+                      timeout=timeout_s,
                       stream_usage=True)  # streamed (cancellable) calls report tokens too
 
 

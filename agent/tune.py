@@ -79,7 +79,7 @@ def tune(cfg: TuneConfig, *, console: Console | None = None) -> dict[str, Any]:
                 progress.update(task, completed=len(study.finished_ids()),
                                 info=_live_info(study, tool))
 
-            rt = Runtime(study, Portfolio(study),
+            rt = Runtime(study, Portfolio(study, seed=cfg.seed),
                          Trainer(study, wl, pruner=Pruner(study, cfg.pruner)),
                          PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, context=cfg.context or 24),
                          llm, protocol=protocol,

@@ -55,14 +55,15 @@ def main() -> None:
         summary = tune(cfg, console=console)
         rows[name] = (summary, decompose(Ledger(db).open_study(cfg.study_name)))
     base = rows.get("serial naive", next(iter(rows.values())))[1]["wall_s"]
-    table = Table("variant", "wall-clock s", "vs serial naive", "exposed LLM", "cached",
-                  "accept", "best", title=f"{args.workload}, {args.trials} trials (ledger {db})")
+    table = Table("variant", "wall-clock s", "vs serial naive", "training s", "exposed LLM",
+                  "cached", "accept", "wasted s", "best", title=f"{args.workload}, {args.trials} trials (ledger {db})")
 
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{x:.1%}"
     for name, (s, d) in rows.items():
         table.add_row(name, f"{d['wall_s']:.1f}", f"{d['wall_s'] / base:.2f}x",
-                      pct(d["exposed_share"]), pct(d["cached_share"]), pct(d["accept_rate"]),
+                      f"{d['train_s']:.1f}", pct(d["exposed_share"]), pct(d["cached_share"]),
+                      pct(d["accept_rate"]), f"{d['wasted_s']:.1f}",
                       f"{s['best_value']:.4f}" if s["best_value"] is not None else "-")
     Console().print(table)
 

@@ -14,14 +14,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypedDict
 
-import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.tools import BaseTool
 
 from asap.agent.guard import Offer, stop_tool
 from asap.agent.ledger import Study, Trial
-from asap.agent.llm import Protocol, ToolCaller, decision_schema, json_model, timed_invoke
+from asap.agent.llm import (
+    Protocol,
+    ToolCaller,
+    decision_schema,
+    json_model,
+    timed_invoke,
+)
 from asap.agent.prompt import PromptBuilder, label
 from asap.agent.selftune import Bounds
 from asap.tools.hpo_tools import Toolbox
@@ -29,8 +34,6 @@ from asap.tools.portfolio import Portfolio
 from asap.tools.trainer import Trainer, TrainingJob
 
 PANEL = (("optuna", "tpe"), ("optuna", "cmaes"), ("nevergrad", "NGOpt"), ("nevergrad", "DE"))
-# What langchain-openai raises besides openai's own errors on a malformed response.
-LLM_ERRORS = (openai.OpenAIError, ValueError, KeyError, TypeError)
 
 
 @dataclass

@@ -21,10 +21,10 @@ from typing import Any
 from langchain_core.messages import HumanMessage
 
 from asap.agent.guard import check_json, check_tools
-from asap.agent.llm import Cancelled
+from asap.agent.llm import LLM_ERRORS, Cancelled
 from asap.agent.selftune import Knobs, selftune
 from asap.agent.speculation import Surrogate, accept
-from asap.graphs.runtime import LLM_ERRORS, PANEL, Runtime, TuningState, ask, decision_text
+from asap.graphs.runtime import PANEL, Runtime, TuningState, ask, decision_text
 
 
 def await_train(state: TuningState, *, rt: Runtime) -> TuningState:

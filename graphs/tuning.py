@@ -27,8 +27,8 @@ from langchain_core.messages import HumanMessage
 from langgraph.graph import END, START, StateGraph
 
 from asap.agent.guard import check_json, check_tools, fallback
-from asap.agent.llm import is_context_overflow
-from asap.graphs.runtime import LLM_ERRORS, PANEL, Runtime, TuningState, ask
+from asap.agent.llm import LLM_ERRORS, is_context_overflow
+from asap.graphs.runtime import PANEL, Runtime, TuningState, ask
 from asap.graphs.speculative import await_train, reconcile, speculate
 
 __all__ = ["PANEL", "Runtime", "TuningState", "build_tuning_graph", "recursion_limit"]

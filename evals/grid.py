@@ -1,0 +1,116 @@
+"""Run a grid of tasks x methods x seeds, one study per cell, resumable, with a progress bar.
+
+Cells are rows of the ``eval_cells`` table in the eval's ledger (sqlite-utils). A re-run skips
+cells marked done; a cell that was cut off (its row says running) is deleted with its study and
+run again, so every finished cell ran from scratch under the same budget. LLM methods share one
+endpoint: the embedded server, started once for the grid, unless ``base_url`` names one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from asap.agent.ledger import Ledger
+from asap.evals.methods import LLM_METHODS, METHODS, Cell
+from asap.tools.workloads import resolve
+
+TASKS = ["hpobench:australian", "hpobench:car", "hpobench:credit_g", "hpobench:kc1",
+         "nasbench201:cifar10", "digits-mlp", "charlm"]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What to run: every task x method x seed, each under the same budget."""
+
+    tasks: list[str]
+    methods: list[str]
+    seeds: int = 5
+    trials: int = 30
+    time_s: float = 600.0
+    time_scale: float = 0.1
+    db: str = "asap-eval.db"
+    base_url: str | None = None
+    model: str | None = None
+    reference: str = "llm-naive"  # whose final quality is the time-to-target target
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
+        if self.seeds < 1 or self.trials < 1 or self.time_s <= 0 or self.time_scale < 0:
+            raise ValueError("seeds and trials must be >= 1, time_s > 0 and time_scale >= 0")
+        for task in self.tasks:
+            resolve(task)  # raises WorkloadError naming an unknown task
+
+    def cells(self, base_url: str | None = None, model: str = "default") -> list[Cell]:
+        return [Cell(t, m, s, self.trials, self.time_s, self.time_scale, self.db,
+                     base_url if m in LLM_METHODS else None, model)
+                for t in self.tasks for m in self.methods for s in range(self.seeds)]
+
+
+PROFILES = {
+    # ~12 minutes on a 2-core CPU with the embedded SmolLM2 (see the README's eval section).
+    "quick": dict(tasks=["hpobench:australian", "hpobench:credit_g"],
+                  methods=["asap", "llm-naive", "portfolio", "tpe", "random"],
+                  seeds=5, trials=8, time_s=60.0, time_scale=0.02),
+    # Every task and method, 5 seeds, 30 trials or 10 minutes a cell: ~30 hours on that CPU.
+    "full": dict(tasks=TASKS, methods=list(METHODS), seeds=5, trials=30, time_s=600.0,
+                 time_scale=0.1),
+}
+
+
+def run_grid(grid: Grid, console: Console | None = None) -> Ledger:
+    """Run every cell not done yet; returns the ledger holding cells, studies and trials."""
+    console = console or Console(stderr=True)
+    ledger = Ledger(grid.db)
+    table = ledger.db["eval_cells"]
+    cells = grid.cells()
+    todo = [c for c in cells if not _is_done(table, c)]
+    with contextlib.ExitStack() as stack:
+        base_url, model = grid.base_url, grid.model or "default"
+        if base_url is None and any(c.method in LLM_METHODS for c in todo):
+            from asap.agent.server import EmbeddedServer
+            srv = stack.enter_context(EmbeddedServer(grid.model, say=console.print))
+            base_url, model = srv.base_url, "default"
+        progress = stack.enter_context(_progress(console))
+        task = progress.add_task("grid", total=len(cells), completed=len(cells) - len(todo),
+                                 info="")
+        for cell in todo:
+            cell = Cell(**{**cell.__dict__, "base_url": base_url if cell.method in LLM_METHODS
+                           else None, "model": model})
+            progress.update(task, info=f"{cell.task} {cell.method} seed {cell.seed}")
+            _run_cell(ledger, cell)
+            progress.advance(task)
+    return ledger
+
+
+def _is_done(table, cell: Cell) -> bool:
+    return table.exists() and bool(table.count_where("id = ? AND status = 'done'", [cell.study]))
+
+
+def _run_cell(ledger: Ledger, cell: Cell) -> None:
+    if ledger.has_study(cell.study):  # cut off last time: start the cell over
+        ledger.delete_study(cell.study)
+    row = {"id": cell.study, "task": cell.task, "method": cell.method, "seed": cell.seed,
+           "trials_budget": cell.trials, "time_budget_s": cell.time_s, "status": "running",
+           "started": time.time(), "ended": None}
+    with ledger.transaction():
+        ledger.db["eval_cells"].upsert(row, pk="id")
+    wl = resolve(cell.task, time_scale=cell.time_scale)
+    METHODS[cell.method](cell, wl)
+    with ledger.transaction():
+        ledger.db["eval_cells"].update(cell.study, {"status": "done", "ended": time.time()})
+
+
+@contextlib.contextmanager
+def _progress(console: Console) -> Iterator[Progress]:
+    with Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console,
+                  transient=False) as progress:
+        yield progress

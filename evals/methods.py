@@ -1,0 +1,156 @@
+"""The decision-makers an eval compares. Each runs one cell (task, seed, budget) into its study.
+
+Every method goes through the same ledger, :class:`~asap.tools.trainer.Trainer` and workload, so
+only the decision-maker differs. Budgets are the same for all: ``trials`` and ``time_s``, whichever
+ends first (an LLM method pays its decisions out of the same wall-clock as training).
+
+- ``asap`` and its ablations (``asap-nospec``, ``asap-naive``, ``asap-noselftune``): the agent.
+- ``tpe``, ``cmaes``, ``ngopt``, ``random``: one tool alone, ask-and-tell.
+- ``portfolio``: the same panel of tools with no LLM: UCB1 on each tool's improvement rate.
+- ``llm-naive``: the LLM writes configurations itself from the history sorted by score, serially
+  (Zhang et al. 2023 / OPRO style: temperature 1, the prompt rebuilt each round).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import HumanMessage
+from rich.console import Console
+
+from asap.agent.config import TuneConfig
+from asap.agent.ledger import Ledger, Study
+from asap.agent.llm import LLM_ERRORS, chat_model, json_model, params_schema, timed_invoke
+from asap.agent.tune import speculation_mode, tune
+from asap.tools.portfolio import Portfolio
+from asap.tools.space import SpaceError
+from asap.tools.trainer import Trainer
+from asap.tools.workloads import Workload
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid: where it writes and what it may spend."""
+
+    task: str
+    method: str
+    seed: int
+    trials: int
+    time_s: float
+    time_scale: float
+    db: str
+    base_url: str | None = None  # the LLM endpoint; None for methods without an LLM
+    model: str = "default"
+
+    @property
+    def study(self) -> str:
+        return f"{self.task.replace(':', '-')}.{self.method}.s{self.seed}"
+
+
+def _done(study: Study, cell: Cell, started: float) -> bool:
+    return (len(study.finished_ids()) >= cell.trials
+            or time.time() - started >= cell.time_s)
+
+
+def _new_study(cell: Cell, wl: Workload) -> Study:
+    return Ledger(cell.db).create_study(cell.study, wl.space, metric=wl.metric,
+                                        direction=wl.direction, workload=wl.ref,
+                                        meta={"method": cell.method, "seed": cell.seed})
+
+
+def single(library: str, algorithm: str) -> Callable[[Cell, Workload], None]:
+    """One tool alone: ask, train, tell, until the budget."""
+    def run(cell: Cell, wl: Workload) -> None:
+        study, started = _new_study(cell, wl), time.time()
+        portfolio, trainer = Portfolio(study, seed=cell.seed), Trainer(study, wl)
+        while not _done(study, cell, started):
+            trainer.run(portfolio.ask(library, algorithm)[0], tool=f"{library}:{algorithm}")
+    return run
+
+
+PANEL = (("optuna", "tpe"), ("optuna", "cmaes"), ("nevergrad", "NGOpt"), ("nevergrad", "DE"))
+
+
+def bandit(cell: Cell, wl: Workload) -> None:
+    """The no-LLM portfolio: UCB1 over the panel, reward 1 when a trial improves the best."""
+    study, started = _new_study(cell, wl), time.time()
+    portfolio, trainer = Portfolio(study, seed=cell.seed), Trainer(study, wl)
+    pulls = {f"{lib}:{alg}": [0, 0] for lib, alg in PANEL}  # tool -> [trials, improvements]
+    while not _done(study, cell, started):
+        n = sum(p for p, _ in pulls.values())
+        tool = max(pulls, key=lambda k: math.inf if not pulls[k][0] else
+                   pulls[k][1] / pulls[k][0] + math.sqrt(2 * math.log(n) / pulls[k][0]))
+        best = study.best()
+        lib, alg = tool.split(":")
+        trial = trainer.run(portfolio.ask(lib, alg)[0], tool=tool)
+        improved = trial.value is not None and (best is None or study.better(trial.value, best.value))
+        pulls[tool][0] += 1
+        pulls[tool][1] += int(improved)
+
+
+def agent(**switches: Any) -> Callable[[Cell, Workload], None]:
+    """The asap agent with ``switches`` (ablations) on the shared endpoint."""
+    def run(cell: Cell, wl: Workload) -> None:
+        cfg = TuneConfig(workload=cell.task, trials=cell.trials, time_budget_s=cell.time_s,
+                         study=cell.study, db=cell.db, base_url=cell.base_url, model=cell.model,
+                         seed=cell.seed, time_scale=cell.time_scale, **switches)
+        if cfg.speculation == "auto":  # as if embedded: the shared server is on this machine
+            cfg = cfg.model_copy(update={"speculation": speculation_mode(
+                cfg.model_copy(update={"base_url": None}))})
+        tune(cfg, console=Console(quiet=True))
+    return run
+
+
+OPRO = """You are optimizing the hyperparameters of {workload} to {direction} {metric}.
+Search space:
+{space}
+
+Configurations tried so far with their {metric}, sorted from worst to best:
+{history}
+
+Write a new configuration, different from all of the above, that you expect to reach a better
+{metric}. Answer with one JSON object of parameter values."""
+
+
+def llm_naive(cell: Cell, wl: Workload) -> None:
+    """The LLM proposes configurations directly; invalid answers are replaced by a random one."""
+    study, started = _new_study(cell, wl), time.time()
+    trainer, portfolio = Trainer(study, wl), Portfolio(study, seed=cell.seed)
+    llm = json_model(chat_model(cell.base_url, cell.model, temperature=1.0, seed=cell.seed),
+                     params_schema(study.space))
+    while not _done(study, cell, started):
+        done = sorted((t for t in study.trials(status="complete")),
+                      key=lambda t: t.value if study.direction == "maximize" else -t.value)
+        history = "\n".join(f"{json.dumps(t.config)} -> {t.value:.4g}" for t in done[-20:])
+        prompt = OPRO.format(workload=wl.ref, direction=study.direction[:-1], metric=study.metric,
+                             space=study.space.describe(), history=history or "(none yet)")
+        tool, config = "llm", None
+        try:
+            answer = timed_invoke(llm, [HumanMessage(prompt)], study=study, protocol="json",
+                                  trial_number=len(study.trials()))
+            raw = json.loads(answer.content)
+            config = study.space.validate({p.name: raw[p.name] for p in study.space.active(raw)})
+        except (*LLM_ERRORS, json.JSONDecodeError, KeyError, SpaceError) as exc:
+            study.log_event("fallback", tool="optuna:random", reason=f"{type(exc).__name__}: {exc}"[:200])
+            tool, config = "optuna:random", portfolio.ask("optuna", "random")[0]
+        trainer.run(config, tool=tool)
+
+
+METHODS: dict[str, Callable[[Cell, Workload], None]] = {
+    "asap": agent(),
+    "asap-nospec": agent(speculation="off"),
+    "asap-naive": agent(prompt="naive"),
+    "asap-noselftune": agent(selftune=False),
+    "tpe": single("optuna", "tpe"),
+    "cmaes": single("optuna", "cmaes"),
+    "ngopt": single("nevergrad", "NGOpt"),
+    "random": single("optuna", "random"),
+    "portfolio": bandit,
+    "llm-naive": llm_naive,
+}
+LLM_METHODS = {"asap", "asap-nospec", "asap-naive", "asap-noselftune", "llm-naive"}

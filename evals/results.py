@@ -1,0 +1,164 @@
+"""From a finished grid to numbers: per-cell curves and metrics, per method x task summaries.
+
+Normalized regret uses the table's optimum and worst value for tabular tasks (the whole grid is
+looked up once); for real-training tasks, whose optimum is unknown, the best and worst values
+any cell of the grid reached stand in (empirical regret, said so in the report). The
+time-to-target target is the median final quality of the reference method (the serial naive LLM
+loop) on that task.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from asap.agent.ledger import Ledger
+from asap.evals.metrics import (
+    Curve,
+    area_under_regret,
+    best_so_far,
+    bootstrap_ci,
+    normalized_regret,
+    ranks,
+    regret_curve,
+    time_to_target,
+    value_at,
+)
+
+
+@dataclass
+class CellResult:
+    id: str
+    task: str
+    method: str
+    seed: int
+    maximize: bool
+    time_budget_s: float
+    wall_s: float
+    trials: int
+    by_time: Curve  # best-so-far against seconds since the cell began
+    by_trial: Curve  # best-so-far against the trial count
+    optimum: float = 0.0
+    worst: float = 0.0
+    exact_optimum: bool = False
+    target: float | None = None
+
+    @property
+    def best(self) -> float | None:
+        return self.by_time[-1][1] if self.by_time else None
+
+    @property
+    def regret(self) -> float:
+        return normalized_regret(self.best, self.optimum, self.worst)
+
+    def regret_at(self, t: float) -> float:
+        return normalized_regret(value_at(self.by_time, t), self.optimum, self.worst)
+
+    @property
+    def auc(self) -> float:
+        return area_under_regret(regret_curve(self.by_time, self.optimum, self.worst),
+                                 self.time_budget_s)
+
+    @property
+    def time_to_target(self) -> float | None:
+        return None if self.target is None else time_to_target(self.by_time, self.target,
+                                                                self.maximize)
+
+    def row(self) -> dict[str, Any]:
+        return {"id": self.id, "task": self.task, "method": self.method, "seed": self.seed,
+                "trials": self.trials, "wall_s": round(self.wall_s, 3), "best": self.best,
+                "regret": round(self.regret, 6), "auc": round(self.auc, 6),
+                "time_to_target_s": self.time_to_target, "target": self.target,
+                "optimum": self.optimum, "exact_optimum": self.exact_optimum}
+
+
+def collect(ledger: Ledger, reference: str = "llm-naive") -> list[CellResult]:
+    """Every finished cell of the ledger's grid with its curves, optimum and target."""
+    out: list[CellResult] = []
+    for cell in ledger.db["eval_cells"].rows_where("status = 'done'", order_by="started"):
+        study = ledger.open_study(cell["id"])
+        done = [t for t in study.trials() if t.status != "running"]
+        maximize = study.direction == "maximize"
+        out.append(CellResult(
+            cell["id"], cell["task"], cell["method"], cell["seed"], maximize,
+            cell["time_budget_s"], cell["ended"] - cell["started"], len(done),
+            best_so_far([(t.ended_at - cell["started"], t.value) for t in done], maximize),
+            best_so_far([(i + 1, t.value) for i, t in enumerate(done)], maximize)))
+    _set_optima(out)
+    _set_targets(out, reference)
+    return out
+
+
+def _set_optima(cells: list[CellResult]) -> None:
+    from asap.tools.workloads import tabular
+    by_task: dict[str, list[CellResult]] = defaultdict(list)
+    for c in cells:
+        by_task[c.task].append(c)
+    for task, group in by_task.items():
+        bench, _, dataset = task.partition(":")
+        if bench in tabular.BENCHES:
+            best, worst = tabular.extremes(bench, dataset)
+            exact = True
+        else:  # real training: the best and worst any cell reached
+            seen = [v for c in group for _, v in c.by_trial] or [0.0]
+            best, worst = (max(seen), min(seen)) if group[0].maximize else (min(seen), max(seen))
+            exact = False
+        for c in group:
+            c.optimum, c.worst, c.exact_optimum = best, worst, exact
+
+
+def _set_targets(cells: list[CellResult], reference: str) -> None:
+    finals: dict[str, list[float]] = defaultdict(list)
+    for c in cells:
+        if c.method == reference and c.best is not None:
+            finals[c.task].append(c.best)
+    for c in cells:
+        c.target = statistics.median(finals[c.task]) if finals.get(c.task) else None
+
+
+def summary(cells: list[CellResult]) -> dict[str, Any]:
+    """Per method x task: regret at the budget (mean and 95 % bootstrap CI over seeds), AUC,
+    time-to-target, rank; per method: average rank across tasks."""
+    groups: dict[tuple[str, str], list[CellResult]] = defaultdict(list)
+    for c in cells:
+        groups[(c.method, c.task)].append(c)
+    table: dict[tuple[str, str], dict[str, Any]] = {}
+    for key, group in groups.items():
+        mean, lo, hi = bootstrap_ci([c.regret for c in group])
+        reached = [c.time_to_target for c in group if c.time_to_target is not None]
+        table[key] = {"regret": mean, "ci": (lo, hi), "auc": statistics.mean(c.auc for c in group),
+                      "ttt": statistics.median(reached) if reached else None,
+                      "reached": len(reached), "seeds": len(group),
+                      "wall_s": statistics.mean(c.wall_s for c in group)}
+    tasks = sorted({t for _, t in groups})
+    methods = sorted({m for m, _ in groups})
+    for task in tasks:
+        here = {m: table[(m, task)]["regret"] for m in methods if (m, task) in table}
+        for m, r in ranks(here).items():
+            table[(m, task)]["rank"] = r
+    avg_rank = {m: statistics.mean(table[(m, t)]["rank"] for t in tasks if (m, t) in table)
+                for m in methods}
+    return {"tasks": tasks, "methods": sorted(methods, key=lambda m: avg_rank[m]),
+            "table": table, "avg_rank": avg_rank}
+
+
+def rank_over_time(cells: list[CellResult], times: list[float]) -> dict[str, list[float]]:
+    """Average rank across tasks of each method's mean regret, at each of ``times``."""
+    groups: dict[tuple[str, str], list[CellResult]] = defaultdict(list)
+    for c in cells:
+        groups[(c.method, c.task)].append(c)
+    tasks = sorted({t for _, t in groups})
+    methods = sorted({m for m, _ in groups})
+    out: dict[str, list[float]] = {m: [] for m in methods}
+    for t in times:
+        per_task = defaultdict(list)
+        for task in tasks:
+            here = {m: statistics.mean(c.regret_at(t) for c in groups[(m, task)])
+                    for m in methods if (m, task) in groups}
+            for m, r in ranks(here).items():
+                per_task[m].append(r)
+        for m in methods:
+            out[m].append(statistics.mean(per_task[m]))
+    return out
