@@ -62,7 +62,41 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("study")
     report.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
     report.add_argument("--out", help="PNG path (default: STUDY-timeline.png)")
+    ev = sub.add_parser("eval", help="compare asap with the tools it orchestrates on a grid")
+    ev.add_argument("--profile", choices=["quick", "full"], default="quick",
+                    help="quick: ~12 min on 2 CPU cores; full: every task and method")
+    ev.add_argument("--tasks", help="comma-separated workloads (default: the profile's)")
+    ev.add_argument("--methods", help="comma-separated methods (default: the profile's)")
+    ev.add_argument("--seeds", type=int, help="seeds per task and method")
+    ev.add_argument("--trials", type=int, help="trial budget per run")
+    ev.add_argument("--time-budget", type=float, help="wall-clock budget per run, seconds")
+    ev.add_argument("--time-scale", type=float, help="simulated clock of the tabular tasks")
+    ev.add_argument("--db", default="asap-eval.db", help="the eval's ledger (resumes a grid)")
+    ev.add_argument("--out", default="asap-eval", help="directory for the report and plots")
+    ev.add_argument("--base-url", help="OpenAI-compatible endpoint for the LLM methods")
+    ev.add_argument("--model", help="model name at --base-url, or a GGUF for the embedded server")
     return p
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from asap.evals.grid import PROFILES, Grid, run_grid
+    from asap.evals.report import write_report
+    spec = dict(PROFILES[args.profile])
+    for key, value in [("tasks", args.tasks), ("methods", args.methods)]:
+        if value:
+            spec[key] = [v.strip() for v in value.split(",") if v.strip()]
+    for key, value in [("seeds", args.seeds), ("trials", args.trials),
+                       ("time_s", args.time_budget), ("time_scale", args.time_scale)]:
+        if value is not None:
+            spec[key] = value
+    grid = Grid(**spec, db=args.db, base_url=args.base_url, model=args.model)
+    ledger = run_grid(grid)
+    path = write_report(ledger, args.out, title=f"asap eval ({args.profile} profile)")
+    from rich.markdown import Markdown
+    text = "\n".join(x for x in path.read_text().splitlines() if not x.startswith("!["))
+    console.print(Markdown(text))
+    console.print(f"report: {path}")
+    return 0
 
 
 def _show(study_name: str, db: str, *, trials: bool = True) -> int:
@@ -172,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             return _show(args.study, args.db)
         if args.command == "report":
             return _report(args.study, args.db, args.out)
+        if args.command == "eval":
+            return _eval(args)
     except KeyboardInterrupt:
         console.print("interrupted: everything finished so far is saved; re-run to resume")
         return 130

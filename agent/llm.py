@@ -82,7 +82,8 @@ def params_schema(space: Space) -> dict[str, Any]:
     """The space as JSON schema: typed, bounded properties and nothing else.
 
     A free-form object lets a small model ramble until max_tokens; a closed one keeps its answer
-    short. Conditions are not expressible here, so the guard still validates the config.
+    short, and listing the unconditional parameters as required stops it from leaving some out.
+    Conditions are not expressible here, so the guard still validates the config.
     """
     props: dict[str, Any] = {}
     for p in space.params:
@@ -91,7 +92,9 @@ def params_schema(space: Space) -> dict[str, Any]:
         else:
             kind = "number" if isinstance(p, FloatParam) else "integer"
             props[p.name] = {"type": kind, "minimum": p.low, "maximum": p.high}
-    return {"type": "object", "properties": props, "additionalProperties": False}
+    required = [p.name for p in space.params if p.when is None]  # conditional ones may be absent
+    return {"type": "object", "properties": props, "required": required,
+            "additionalProperties": False}
 
 
 def decision_schema(labels: list[str], space: Space) -> dict[str, Any]:

@@ -70,6 +70,10 @@ def run_grid(grid: Grid, console: Console | None = None) -> Ledger:
     console = console or Console(stderr=True)
     ledger = Ledger(grid.db)
     table = ledger.db["eval_cells"]
+    if not table.exists():
+        table.create({"id": str, "task": str, "method": str, "seed": int, "trials_budget": int,
+                      "time_budget_s": float, "status": str, "started": float, "ended": float},
+                     pk="id")
     cells = grid.cells()
     todo = [c for c in cells if not _is_done(table, c)]
     with contextlib.ExitStack() as stack:

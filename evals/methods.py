@@ -8,7 +8,8 @@ ends first (an LLM method pays its decisions out of the same wall-clock as train
 - ``tpe``, ``cmaes``, ``ngopt``, ``random``: one tool alone, ask-and-tell.
 - ``portfolio``: the same panel of tools with no LLM: UCB1 on each tool's improvement rate.
 - ``llm-naive``: the LLM writes configurations itself from the history sorted by score, serially
-  (Zhang et al. 2023 / OPRO style: temperature 1, the prompt rebuilt each round).
+  (Zhang et al. 2023 / OPRO style: temperature 1, the prompt rebuilt each round); numbers outside
+  the bounds are clipped, an unusable answer is replaced by a random configuration (an event).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from asap.agent.ledger import Ledger, Study
 from asap.agent.llm import LLM_ERRORS, chat_model, json_model, params_schema, timed_invoke
 from asap.agent.tune import speculation_mode, tune
 from asap.tools.portfolio import Portfolio
-from asap.tools.space import SpaceError
+from asap.tools.space import CategoricalParam, IntParam, Space, SpaceError
 from asap.tools.trainer import Trainer
 from asap.tools.workloads import Workload
 
@@ -133,12 +134,27 @@ def llm_naive(cell: Cell, wl: Workload) -> None:
         try:
             answer = timed_invoke(llm, [HumanMessage(prompt)], study=study, protocol="json",
                                   trial_number=len(study.trials()))
-            raw = json.loads(answer.content)
-            config = study.space.validate({p.name: raw[p.name] for p in study.space.active(raw)})
+            config = study.space.validate(_clip(study.space, json.loads(answer.content)))
         except (*LLM_ERRORS, json.JSONDecodeError, KeyError, SpaceError) as exc:
             study.log_event("fallback", tool="optuna:random", reason=f"{type(exc).__name__}: {exc}"[:200])
             tool, config = "optuna:random", portfolio.ask("optuna", "random")[0]
         trainer.run(config, tool=tool)
+
+
+def _clip(space: Space, raw: dict[str, Any]) -> dict[str, Any]:
+    """The active parameters of ``raw`` with numbers clipped into their bounds.
+
+    llama.cpp's JSON-schema grammar enforces types but not float bounds, so a small model writes
+    e.g. ``alpha: 1e-20``; the baseline keeps the answer's intent rather than discarding it.
+    """
+    out: dict[str, Any] = {}
+    for p in space.active(raw):
+        v = raw[p.name]
+        if not isinstance(p, CategoricalParam) and isinstance(v, int | float):
+            v = min(max(v, p.low), p.high)
+            v = int(round(v)) if isinstance(p, IntParam) else float(v)
+        out[p.name] = v
+    return out
 
 
 METHODS: dict[str, Callable[[Cell, Workload], None]] = {

@@ -1,0 +1,172 @@
+"""The eval's outputs: results table (CSV and SQLite), PNG plots and a markdown report."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asap.agent.ledger import Ledger
+from asap.agent.report import decompose, timeline
+from asap.evals.metrics import bootstrap_ci
+from asap.evals.results import CellResult, collect, rank_over_time, summary
+
+
+def write_report(ledger: Ledger, out: str | Path, *, reference: str = "llm-naive",
+                 title: str = "asap eval") -> Path:
+    """Write results.csv, the ``eval_results`` table, the plots and report.md; returns its path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cells = collect(ledger, reference)
+    if not cells:
+        raise ValueError(f"no finished cells in {ledger.path}: run the grid first")
+    rows = [c.row() for c in cells]
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with ledger.transaction():
+        ledger.db["eval_results"].upsert_all(rows, pk="id")
+    s = summary(cells)
+    horizon = max(c.time_budget_s for c in cells)
+    plots = [_regret_plot(cells, out / "regret_vs_time.png", horizon),
+             _trials_plot(cells, out / "regret_vs_trials.png"),
+             _rank_plot(cells, out / "rank_vs_time.png", horizon)]
+    asap = next((c for c in cells if c.method == "asap"), None)
+    decomposition = None
+    if asap is not None:
+        study = ledger.open_study(asap.id)
+        plots.append(timeline(study, out / "asap_timeline.png"))
+        decomposition = (asap.id, decompose(study))
+    path = out / "report.md"
+    path.write_text(_markdown(title, s, cells, reference, plots, decomposition))
+    return path
+
+
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _markdown(title: str, s: dict[str, Any], cells: list[CellResult], reference: str,
+              plots: list[Path], decomposition: tuple[str, dict] | None) -> str:
+    tasks, methods, table = s["tasks"], s["methods"], s["table"]
+    seeds = max(v["seeds"] for v in table.values())
+    lines = [f"# {title}", "",
+             f"{len(cells)} runs: {len(tasks)} tasks x {len(methods)} methods x {seeds} seeds. "
+             "Normalized regret at the budget (0 = the optimum, 1 = the worst value), mean over "
+             "seeds with a 95 % bootstrap CI, and the rank on each task (1 = best).", ""]
+    exact = {c.task: c.exact_optimum for c in cells}
+    lines.append("| method | " + " | ".join(
+        t + ("" if exact[t] else " (empirical)") for t in tasks) + " | avg rank |")
+    lines.append("|---" * (len(tasks) + 2) + "|")
+    for m in methods:
+        cols = []
+        for t in tasks:
+            v = table.get((m, t))
+            cols.append("-" if v is None else
+                        f"{v['regret']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}] (#{v['rank']:g})")
+        lines.append(f"| {m} | " + " | ".join(cols) + f" | {s['avg_rank'][m]:.2f} |")
+    lines += ["", f"Area under the regret curve over the wall-clock budget (lower is better) and "
+              f"time to reach the target (the median final quality of `{reference}`), median over "
+              "the seeds that reached it:", "",
+              "| method | " + " | ".join(f"{t} AUC | {t} time-to-target" for t in tasks) + " |",
+              "|---" * (2 * len(tasks) + 1) + "|"]
+    for m in methods:
+        cols = []
+        for t in tasks:
+            v = table.get((m, t))
+            cols += ["-", "-"] if v is None else [
+                f"{v['auc']:.3f}", f"{_fmt(v['ttt'], '.1f')} s ({v['reached']}/{v['seeds']})"]
+        lines.append(f"| {m} | " + " | ".join(cols) + " |")
+    lines += ["", "Mean wall-clock per run (s):", "",
+              "| method | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for m in methods:
+        lines.append(f"| {m} | " + " | ".join(
+            _fmt(table[(m, t)]["wall_s"], ".1f") if (m, t) in table else "-" for t in tasks) + " |")
+    if decomposition:
+        sid, d = decomposition
+        lines += ["", f"Wall-clock decomposition of `{sid}`: {d['wall_s']:.1f} s, training "
+                  f"{d['train_s']:.1f} s, exposed LLM {d['exposed_llm_s']:.1f} s "
+                  f"({_fmt(d['exposed_share'], '.1%')}), hidden LLM {d['hidden_llm_s']:.1f} s, "
+                  f"speculative LLM {d['speculative_llm_s']:.1f} s (wasted {d['wasted_s']:.1f} s), "
+                  f"accept rate {_fmt(d['accept_rate'], '.0%')}, cached prompt tokens "
+                  f"{_fmt(d['cached_share'], '.1%')}."]
+    lines += [""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    return "\n".join(lines)
+
+
+def _by(cells: list[CellResult]) -> dict[str, dict[str, list[CellResult]]]:
+    out: dict[str, dict[str, list[CellResult]]] = defaultdict(lambda: defaultdict(list))
+    for c in cells:
+        out[c.task][c.method].append(c)
+    return out
+
+
+def _band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and 95 % bootstrap band of ``values`` (seeds x points), point by point."""
+    stats = np.array([bootstrap_ci(col, n=500) for col in values.T])
+    return stats[:, 0], stats[:, 1], stats[:, 2]
+
+
+def _figure(n: int):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return plt, fig, axes.flat
+
+
+def _regret_plot(cells: list[CellResult], path: Path, horizon: float) -> Path:
+    by = _by(cells)
+    plt, fig, axes = _figure(len(by))
+    times = np.linspace(0, horizon, 60)
+    for ax, (task, methods) in zip(axes, sorted(by.items()), strict=False):
+        for m, group in sorted(methods.items()):
+            mean, lo, hi = _band(np.array([[c.regret_at(t) for t in times] for c in group]))
+            ax.plot(times, mean, label=m)
+            ax.fill_between(times, lo, hi, alpha=0.2)
+        ax.set(title=task, xlabel="wall-clock (s)", ylabel="normalized regret")
+    axes[0].legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+def _trials_plot(cells: list[CellResult], path: Path) -> Path:
+    from asap.evals.metrics import normalized_regret, value_at
+    by = _by(cells)
+    plt, fig, axes = _figure(len(by))
+    n = max(c.trials for c in cells)
+    counts = np.arange(1, n + 1)
+    for ax, (task, methods) in zip(axes, sorted(by.items()), strict=False):
+        for m, group in sorted(methods.items()):
+            mean, lo, hi = _band(np.array([[normalized_regret(value_at(c.by_trial, k), c.optimum,
+                                                              c.worst) for k in counts]
+                                           for c in group]))
+            ax.plot(counts, mean, label=m)
+            ax.fill_between(counts, lo, hi, alpha=0.2)
+        ax.set(title=task, xlabel="trials", ylabel="normalized regret")
+    axes[0].legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+def _rank_plot(cells: list[CellResult], path: Path, horizon: float) -> Path:
+    plt, fig, axes = _figure(1)
+    times = list(np.linspace(horizon / 60, horizon, 60))
+    for m, series in sorted(rank_over_time(cells, times).items()):
+        axes[0].plot(times, series, label=m)
+    axes[0].set(title="average rank across tasks", xlabel="wall-clock (s)", ylabel="rank (1 = best)")
+    axes[0].legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
