@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
                       "(starts at 1, self-tuned up to 4)")
     tune.add_argument("--no-selftune", action="store_true",
                       help="keep tau, depth and the context fixed (ablation)")
+    tune.add_argument("--seed", type=int, default=0, help="seed of the tools' samplers")
     tune.add_argument("--json", action="store_true", help="print the summary as JSON")
     show = sub.add_parser("show", help="print a study's trials and summary")
     show.add_argument("study")
@@ -165,7 +166,7 @@ def _tune(args: argparse.Namespace) -> int:
         api_key=os.environ.get("OPENAI_API_KEY"), decide=args.decide, prompt=args.prompt,
         time_scale=args.time_scale, pruner=args.pruner, speculation=args.speculation,
         tau=args.tau, context=None if args.context == "auto" else _int(args.context, "--context"),
-        depth=None if args.depth == "auto" else _int(args.depth, "--depth"),
+        depth=None if args.depth == "auto" else _int(args.depth, "--depth"), seed=args.seed,
         selftune=not args.no_selftune)
     result = tune(cfg)
     if args.json:

@@ -68,6 +68,10 @@ def test_bad_input_is_a_clear_error(tmp_path):
                           (["tune", "digits-mlp", "--trials", "0"], "trials: Input should be greater than or equal to 1"),
                           (["tune", "digits-mlp", "--time-budget", "-3"], "time_budget_s: Input should be greater than 0"),
                           (["tune", "hpobench:australian", "--time-scale", "-1"], "time_scale"),
+                          (["tune", "digits-mlp", "--depth", "0"], "depth: Input should be greater than or equal to 1"),
+                          (["tune", "digits-mlp", "--depth", "deep"], "--depth must be an integer or auto"),
+                          (["eval", "--methods", "tpe,nope"], "unknown method(s) ['nope']"),
+                          (["eval", "--tasks", "hpobench:mars"], "unknown hpobench dataset 'mars'"),
                           (["tune", "digits-mlp", "--space", str(tmp_path / "none.yaml")], "none.yaml")]:
         done = subprocess.run([sys.executable, "-m", "asap.agent.cli", *args], capture_output=True,
                               text=True, timeout=120)
