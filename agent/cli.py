@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("study")
     report.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
     report.add_argument("--out", help="PNG path (default: STUDY-timeline.png)")
+    ch = sub.add_parser("chat", help="tune in a conversation: say what to tune, confirm, ask")
+    ch.add_argument("--thread", help="resume this thread")
+    ch.add_argument("--list", action="store_true", help="list the threads and exit")
+    ch.add_argument("--db", default="asap.db", help="ledger file (threads are stored in it too)")
+    ch.add_argument("--base-url", help="OpenAI-compatible endpoint (default: the embedded server)")
+    ch.add_argument("--model", help="model name at --base-url, or a GGUF for the embedded server")
     ev = sub.add_parser("eval", help="compare asap with the tools it orchestrates on a grid")
     ev.add_argument("--profile", choices=["quick", "full"], default="quick",
                     help="quick: ~12 min on 2 CPU cores; full: every task and method")
@@ -77,6 +83,21 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--base-url", help="OpenAI-compatible endpoint for the LLM methods")
     ev.add_argument("--model", help="model name at --base-url, or a GGUF for the embedded server")
     return p
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from asap.agent.chat import chat, default_runtime, threads
+    Ledger(args.db)  # a missing directory is a clear error before anything starts
+    if args.list:
+        table = Table("thread", "messages", "study", "first request", title=f"chats in {args.db}")
+        for t in threads(args.db):
+            table.add_row(t["thread"], str(t["messages"]), t["study"] or "-", t["first"])
+        console.print(table)
+        return 0
+    rt, stack = default_runtime(args.db, args.base_url, args.model)
+    with stack:
+        chat(rt, thread=args.thread, console=console)
+    return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -209,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args.study, args.db, args.out)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "chat":
+            return _chat(args)
     except KeyboardInterrupt:
         console.print("interrupted: everything finished so far is saved; re-run to resume")
         return 130

@@ -129,10 +129,10 @@ def parse_decision(text: str, labels: list[str]) -> Decision:
     return decision
 
 
-def json_model(llm: BaseChatModel, schema: dict[str, Any]) -> Runnable:
+def json_model(llm: BaseChatModel, schema: dict[str, Any], name: str = "decision") -> Runnable:
     """``llm`` constrained to ``schema`` through ``response_format`` (the JSON protocol)."""
     return llm.bind(response_format={"type": "json_schema", "json_schema": {
-        "name": "decision", "schema": schema, "strict": True}})
+        "name": name, "schema": schema, "strict": True}})
 
 
 def usage_of(message: AIMessage) -> tuple[int | None, int | None, int | None]:

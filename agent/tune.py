@@ -13,9 +13,10 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -51,8 +52,13 @@ def open_study(ledger: Ledger, cfg: TuneConfig, wl: Workload, console: Console) 
     return study
 
 
-def tune(cfg: TuneConfig, *, console: Console | None = None) -> dict[str, Any]:
+def tune(cfg: TuneConfig, *, console: Console | None = None, llm: BaseChatModel | None = None,
+         on_trial: Callable[[Trial, str], None] | None = None) -> dict[str, Any]:
     """Run (or resume) a tuning session; returns the summary that ``--json`` prints.
+
+    ``llm``: a chat model to decide with instead of the endpoint in ``cfg`` (an agent under
+    evaluation, or a fake in tests); no server is started then. ``on_trial(trial, tool)`` is
+    called as each trial finishes (the chat streams progress with it).
 
     Ctrl-C (KeyboardInterrupt) cancels the running trial, records it as failed, logs the session
     and re-raises: everything finished is in the ledger and a re-run resumes.
@@ -64,27 +70,30 @@ def tune(cfg: TuneConfig, *, console: Console | None = None) -> dict[str, Any]:
     started, protocol, interrupted = time.time(), None, True
     try:
         with contextlib.ExitStack() as stack:
-            base_url, model = cfg.base_url, cfg.model
-            if base_url is None:
-                from asap.agent.server import EmbeddedServer
-                srv = stack.enter_context(EmbeddedServer(model, say=console.print))
-                base_url, model = srv.base_url, "default"
-            llm = chat_model(base_url, model or "default", api_key=cfg.api_key)
+            if llm is None:
+                base_url, model = cfg.base_url, cfg.model
+                if base_url is None:
+                    from asap.agent.server import EmbeddedServer
+                    srv = stack.enter_context(EmbeddedServer(model, say=console.print))
+                    base_url, model = srv.base_url, "default"
+                llm = chat_model(base_url, model or "default", api_key=cfg.api_key)
             protocol = pick_protocol(llm, cfg.decide, study)
             progress = stack.enter_context(_progress(console))
             task = progress.add_task("tuning", total=cfg.trials, info=f"{protocol} protocol",
                                      completed=len(study.finished_ids()))
 
-            def on_trial(trial: Trial, tool: str) -> None:
+            def trial_done(trial: Trial, tool: str) -> None:
                 progress.update(task, completed=len(study.finished_ids()),
                                 info=_live_info(study, tool))
+                if on_trial is not None:
+                    on_trial(trial, tool)
 
             rt = Runtime(study, Portfolio(study, seed=cfg.seed),
                          Trainer(study, wl, pruner=Pruner(study, cfg.pruner)),
                          PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, context=cfg.context or 24),
                          llm, protocol=protocol,
                          max_trials=cfg.trials, time_budget_s=cfg.time_budget_s,
-                         max_retries=cfg.max_retries, on_trial=on_trial,
+                         max_retries=cfg.max_retries, on_trial=trial_done,
                          speculation=speculation_mode(cfg), tau=cfg.tau, depth=cfg.depth or 1,
                          bounds=_bounds(cfg),
                          selftune_every=cfg.selftune_every if cfg.selftune else 0)

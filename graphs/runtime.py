@@ -64,6 +64,12 @@ class Runtime:
     _cancel: threading.Event = field(default_factory=threading.Event)
     _tools: dict[str, BaseTool] = field(default_factory=dict)
 
+    def spent(self) -> bool:
+        """The trial or the wall-clock budget is used up."""
+        return (len(self.study.finished_ids()) >= self.max_trials
+                or (self.time_budget_s is not None
+                    and time.time() - self.started >= self.time_budget_s))
+
     def __post_init__(self) -> None:
         self.builder.protocol = self.protocol
         if self.speculation == "lossless":  # each decision is verified serially: no chains

@@ -152,8 +152,10 @@ def reconcile(state: TuningState, *, rt: Runtime) -> TuningState:
                         wasted=not ok, cancelled=head.get("cancelled", False), round=head["round"])
     rt.study.log_event("speculation", accepted=ok, predicted=head["predicted"],
                        actual=trial.value, tau=rt.tau, round=head["round"], depth=len(chain))
-    if not ok:
+    if not ok or rt.spent():  # a miss, or the session ends here: the rest is never used
         drop(rt, rest)
+        rest = []
+    if not ok:
         return {"choice": None, "chain": []}
     return {"round": head["round"], "proposals": head["proposals"], "offers": head["proposals"],
             "current": head["current"], "choice": head["choice"], "chain": rest}

@@ -137,9 +137,7 @@ def after_guard(state: TuningState) -> str:
 
 
 def after_reconcile(state: TuningState, *, rt: Runtime) -> str:
-    if len(rt.study.finished_ids()) >= rt.max_trials:
-        return END
-    if rt.time_budget_s is not None and time.time() - rt.started >= rt.time_budget_s:
+    if rt.spent():
         return END
     return "dispatch" if state.get("choice") else "propose"
 

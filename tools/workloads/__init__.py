@@ -54,14 +54,15 @@ def resolve(ref: str, *, space_file: str | Path | None = None, metric: str | Non
         return Workload(ref, target, space, metric or m, direction or d, fid)
     bench, _, dataset = ref.partition(":")
     if bench in ("hpobench", "nasbench201"):
-        return _tabular(ref, bench, dataset, time_scale)
+        return _tabular(ref, bench, dataset, time_scale, space_file)
     if ":" in ref:
         return _user(ref, space_file, metric, direction)
     raise WorkloadError(f"unknown workload {ref!r}; use one of {sorted(BUILTIN)}, "
                         "hpobench:<dataset>, nasbench201:<dataset> or package.module:function")
 
 
-def _tabular(ref: str, bench: str, dataset: str, time_scale: float) -> Workload:
+def _tabular(ref: str, bench: str, dataset: str, time_scale: float,
+             space_file: str | Path | None = None) -> Workload:
     from asap.tools.workloads import tabular
 
     names = tabular.BENCHES[bench].available_dataset_names
@@ -69,9 +70,15 @@ def _tabular(ref: str, bench: str, dataset: str, time_scale: float) -> Workload:
         raise WorkloadError(f"unknown {bench} dataset {dataset!r}; choose one of {names}")
     if time_scale < 0:
         raise WorkloadError(f"time_scale must be >= 0, got {time_scale}")
-    return Workload(ref, "asap.tools.workloads.tabular:lookup",
-                    Space.from_dict(tabular.space_dict(bench)), "val_acc", "maximize", None,
-                    {"bench": bench, "dataset": dataset, "time_scale": time_scale})
+    space = Space.from_dict(tabular.space_dict(bench))
+    if space_file is not None:  # a narrowed space (values are snapped to the table's grid)
+        custom = Space.from_file(space_file)
+        if sorted(custom.names) != sorted(space.names):
+            raise WorkloadError(f"a {bench} space must have exactly the parameters "
+                                f"{space.names}; {space_file} has {custom.names}")
+        space = custom
+    return Workload(ref, "asap.tools.workloads.tabular:lookup", space, "val_acc", "maximize",
+                    None, {"bench": bench, "dataset": dataset, "time_scale": time_scale})
 
 
 def _user(ref: str, space_file: Any, metric: str | None, direction: str | None) -> Workload:

@@ -1,0 +1,34 @@
+"""asap's tools in someone else's agent: LangGraph's prebuilt ReAct agent tunes a table.
+
+    python examples/react_agent.py --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-7B-Instruct
+
+The agent needs a model that makes native tool calls (vLLM with a tool-call parser, or any
+OpenAI-compatible endpoint that does). Every trial lands in the ledger like ``asap tune``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from langchain_core.language_models import BaseChatModel
+from langgraph.prebuilt import create_react_agent
+
+from asap.tools import study_tools
+
+TASK = ("Tune the MLP on the australian table for val_acc. Ask optuna_suggest (tpe) for one "
+        "configuration, train it with train_on_gpu, then report the accuracy.")
+
+
+def main(model: BaseChatModel, db: str = "asap.db") -> dict:
+    agent = create_react_agent(model, study_tools("hpobench:australian", db=db, study="react"))
+    return agent.invoke({"messages": [("user", TASK)]})
+
+
+if __name__ == "__main__":
+    from asap.agent.llm import chat_model
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base-url", required=True)
+    ap.add_argument("--model", required=True)
+    args = ap.parse_args()
+    final = main(chat_model(args.base_url, args.model))
+    print(final["messages"][-1].content)
