@@ -72,8 +72,11 @@ def chat(rt: ChatRuntime, *, thread: str | None = None, console: Console | None 
             if not text:
                 continue
             turn = Command(resume=text) if pending else {"messages": [HumanMessage(text)]}
-            _render(graph.stream(turn, config, stream_mode=["messages", "custom", "updates"]),
-                    console)
+            try:
+                _render(graph.stream(turn, config, stream_mode=["messages", "custom", "updates"]),
+                        console)
+            except KeyboardInterrupt:  # the tune node stops its session itself when it can
+                _say(console, "Interrupted. Everything finished is saved in the ledger.")
             pending = _pending(graph, config)
             _say(console, pending)
     return thread
