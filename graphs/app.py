@@ -1,4 +1,5 @@
-"""A compiled graph that runs one tuning task, for other LangGraph apps and ``langgraph.json``.
+"""Compiled graphs for other LangGraph apps and ``langgraph.json``: ``graph`` runs one tuning
+task; ``chat_graph`` is the chat.
 
 Input state: ``{"workload": str, "trials": int, "settings": {TuneConfig fields}}``.
 Output state adds ``"result"``: :class:`~asap.agent.api.TaskResult` as a dict.
@@ -36,4 +37,18 @@ def build_tune_graph(llm: BaseChatModel | None = None):
     return g.compile()
 
 
+def _chat_graph():
+    """The chat graph for LangGraph's dev tooling: the LLM at ``ASAP_BASE_URL`` / ``ASAP_MODEL``
+    (nothing connects until a message arrives); the platform supplies the checkpointer."""
+    import os
+
+    from asap.agent.llm import chat_model
+    from asap.graphs.chat import ChatRuntime, build_chat_graph
+    base_url = os.environ.get("ASAP_BASE_URL", "http://127.0.0.1:8080/v1")
+    model = os.environ.get("ASAP_MODEL", "default")
+    return build_chat_graph(ChatRuntime(llm=chat_model(base_url, model), base_url=base_url,
+                                        model=model, db=os.environ.get("ASAP_DB", "asap.db")))
+
+
 graph = build_tune_graph()  # what langgraph.json loads
+chat_graph = _chat_graph()

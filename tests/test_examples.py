@@ -94,3 +94,14 @@ def test_langgraph_json_names_loadable_graphs():
         path, _, attr = ref.partition(":")
         graph = getattr(load(EXAMPLES.parent / path, "langgraph_json_graph"), attr)
         assert hasattr(graph, "invoke") and "tune" in graph.get_graph().nodes
+    assert set(spec["graphs"]) == {"tune", "chat"}
+
+
+def test_chat_graph_example_confirms_then_answers(tmp_path):
+    from test_chat import chat_script
+    model = ScriptedModel(chat_script)
+    said = example("chat_graph")["converse"](model, db=str(tmp_path / "c.db"), tune_llm=model,
+                                             turns=("tune hpobench:australian, 3 trials",
+                                                    "what were the top 5?"))
+    assert said[0].endswith("Proceed? (yes, or say what to change)")
+    assert said[1].startswith("Done.") and said[2].startswith("Top 3 of 3 complete trials")
