@@ -6,9 +6,10 @@ fails before anything starts, with a message naming the field.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from asap.agent.llm import DecideMode
 from asap.agent.prompt import PromptMode
@@ -32,6 +33,8 @@ class TuneConfig(BaseModel):
     base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint")
     model: str | None = Field(default=None, description="model name, or a GGUF for embedded")
     api_key: str | None = None
+    llm_timeout_s: float = Field(default=120.0, gt=0, le=3600,
+                                 description="per LLM request; the client retries twice")
     decide: DecideMode = "auto"
     prompt: PromptMode = "stable"
     time_scale: float = Field(default=0.0, ge=0, description="simulated clock for tables")
@@ -46,6 +49,13 @@ class TuneConfig(BaseModel):
     seed: int = Field(default=0, ge=0, description="seeds the tools' samplers")
     selftune: bool = True
     selftune_every: int = Field(default=4, ge=1, le=1000)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"must be an http(s) URL such as http://127.0.0.1:8000/v1, got {v!r}")
+        return v
 
     @property
     def study_name(self) -> str:

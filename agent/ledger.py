@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -183,7 +184,8 @@ class Study:
             return self.db["trials"].insert({
                 "study": self.name, "number": number, "config": json.dumps(config),
                 "tool": tool, "status": "running", "intermediate": "{}", "metrics": "{}",
-                "fidelity": fidelity, "started_at": time.time(), "meta": json.dumps(meta or {}),
+                "fidelity": fidelity, "started_at": time.time(),
+                "meta": json.dumps({**(meta or {}), "pid": os.getpid()}),
             }).last_pk
 
     def report(self, trial_id: int, step: int, value: float) -> None:
@@ -215,10 +217,14 @@ class Study:
         return self.trial(trial_id)
 
     def fail_running(self, reason: str) -> list[int]:
-        """Mark trials left 'running' by a dead process as failed; returns their ids."""
+        """Mark trials left 'running' by a dead process as failed; returns their ids.
+
+        A trial another live process is running (two sessions on one study) is left alone.
+        """
         with self.ledger.transaction():
             ids = [r["id"] for r in self.db["trials"].rows_where(
-                "study = ? AND status = 'running'", [self.name])]
+                "study = ? AND status = 'running'", [self.name])
+                if not _alive_elsewhere(json.loads(r["meta"] or "{}").get("pid"))]
             now = time.time()
             for tid in ids:
                 self.db.execute(
@@ -302,6 +308,19 @@ class Study:
         for r in rows:
             r["detail"] = json.loads(r["detail"])
         return rows
+
+
+def _alive_elsewhere(pid: Any) -> bool:
+    """Whether ``pid`` is another process of this machine that is still running."""
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _num(v: Any) -> float:

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from asap.agent.config import TuneConfig
-from asap.agent.ledger import Ledger, Study, Trial
+from asap.agent.ledger import Ledger, LedgerError, Study, Trial
 from asap.agent.llm import chat_model, pick_protocol
 from asap.agent.prompt import PromptBuilder
 from asap.agent.selftune import Bounds
@@ -40,8 +40,12 @@ TOOLS_TEXT = "\n".join(f"- {lib}:{alg}" for lib, alg in PANEL) + \
 def open_study(ledger: Ledger, cfg: TuneConfig, wl: Workload, console: Console) -> Study:
     """The study named by ``cfg``: resumed if it exists (interrupted trials marked failed)."""
     if not ledger.has_study(cfg.study_name):
-        return ledger.create_study(cfg.study_name, wl.space, metric=wl.metric,
-                                   direction=wl.direction, workload=cfg.workload)
+        try:
+            return ledger.create_study(cfg.study_name, wl.space, metric=wl.metric,
+                                       direction=wl.direction, workload=cfg.workload)
+        except LedgerError:  # another process created it a moment ago: join it
+            if not ledger.has_study(cfg.study_name):
+                raise
     study = ledger.open_study(cfg.study_name)
     if study.workload and study.workload != cfg.workload:
         raise ValueError(f"study '{study.name}' tunes {study.workload}, not {cfg.workload}; "
@@ -64,8 +68,9 @@ def tune(cfg: TuneConfig, *, console: Console | None = None, llm: BaseChatModel 
     and re-raises: everything finished is in the ledger and a re-run resumes.
     """
     console = console or Console(stderr=True)
-    ledger = Ledger(cfg.db)  # raises LedgerError naming a missing directory
     wl = resolve(cfg.workload, space_file=cfg.space, time_scale=cfg.time_scale)
+    ledger = Ledger(cfg.db)  # raises LedgerError naming a missing directory
+    new = not ledger.has_study(cfg.study_name)
     study = open_study(ledger, cfg, wl, console)
     started, protocol, interrupted = time.time(), None, True
     try:
@@ -76,7 +81,8 @@ def tune(cfg: TuneConfig, *, console: Console | None = None, llm: BaseChatModel 
                     from asap.agent.server import EmbeddedServer
                     srv = stack.enter_context(EmbeddedServer(model, say=console.print))
                     base_url, model = srv.base_url, "default"
-                llm = chat_model(base_url, model or "default", api_key=cfg.api_key)
+                llm = chat_model(base_url, model or "default", api_key=cfg.api_key,
+                                 timeout_s=cfg.llm_timeout_s)
             protocol = pick_protocol(llm, cfg.decide, study)
             progress = stack.enter_context(_progress(console))
             task = progress.add_task("tuning", total=cfg.trials, info=f"{protocol} protocol",
@@ -101,9 +107,19 @@ def tune(cfg: TuneConfig, *, console: Console | None = None, llm: BaseChatModel 
                 with _cancel_on_ctrl_c(rt):
                     build_tuning_graph(rt).invoke({}, {"recursion_limit": recursion_limit(rt)})
         interrupted = False
-    finally:
+    except Exception:
+        if new and not study.trials():  # failed before its first trial: leave nothing behind
+            ledger.delete_study(study.name)
+            raise
         study.log_event("session", start=started, end=time.time(), protocol=protocol,
-                        prompt=cfg.prompt, interrupted=interrupted)
+                        prompt=cfg.prompt, interrupted=True)
+        raise
+    except BaseException:  # Ctrl-C: the session is logged as interrupted
+        study.log_event("session", start=started, end=time.time(), protocol=protocol,
+                        prompt=cfg.prompt, interrupted=True)
+        raise
+    study.log_event("session", start=started, end=time.time(), protocol=protocol,
+                    prompt=cfg.prompt, interrupted=interrupted)
     return summarize(study)
 
 

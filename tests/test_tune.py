@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +136,34 @@ def test_speculation_runs_on_the_real_llm_beside_a_simulated_clock(tmp_path):
     trains = study.timings("train")
     for c in spec:  # the speculative decisions were asked while a trial trained
         assert any(t["start"] <= c["start"] <= t["end"] for t in trains)
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"x": {"type": "quantum", "low": 0, "high": 1}}, "quantum"),
+    ({"x": {"type": "float", "low": 2.0, "high": 1.0}}, "low"),
+    ({"x": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}, "log"),
+    ({"a": {"type": "int", "low": 0, "high": 3, "when": {"parent": "b", "ge": 1}},
+      "b": {"type": "int", "low": 0, "high": 3, "when": {"parent": "a", "ge": 1}}}, "cycle"),
+])
+def test_an_invalid_space_file_is_one_clear_line_and_writes_nothing(tmp_path, space, message):
+    path = tmp_path / "space.yaml"
+    path.write_text(json.dumps({"metric": "score", "params": space}))
+    db = tmp_path / "none.db"
+    done = subprocess.run([sys.executable, "-m", "asap.agent.cli", "tune", "faulty:ok", "--space",
+                           str(path), "--db", str(db)], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).parent / "userwl")
+    assert done.returncode == 2 and message in done.stdout and "Traceback" not in done.stderr
+    assert not db.exists()
+
+
+def test_bad_workloads_and_endpoints_write_nothing(tmp_path):
+    db = tmp_path / "x.db"
+    for args, message in [
+            (["tune", "nosuchmodule:fit"], "cannot import module 'nosuchmodule'"),
+            (["tune", "hpobench:australian", "--base-url", "localhost:8000"], "http(s) URL"),
+            (["tune", "hpobench:australian", "--base-url", "http://127.0.0.1:9/v1",
+              "--trials", "2"], "the LLM endpoint failed")]:
+        done = subprocess.run([sys.executable, "-m", "asap.agent.cli", *args, "--db", str(db)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and message in done.stdout, done.stdout + done.stderr
+        assert not db.exists() or not Ledger(db).study_names()  # no half-made study
