@@ -16,10 +16,12 @@ Rules, in order:
 - tau: a poor accept rate with cheap misses (wasted speculative time under ``waste_ok`` of the
   wall-clock) loosens tau one step (x1.5); a high accept rate with expensive misses tightens it
   (/1.5).
-- context: when the prompt's tokens grow the LLM latency (the latency trend per round is above
-  ``trend_high`` seconds) or the cached share falls under ``cache_low``, carry fewer rounds
-  (x0.75); when latency is flat and the cache is warm, carry more (x1.25). Compaction stays a rare
-  large step because the builder only folds rows when the carried count is passed.
+- context: when the prompt's growth makes the LLM slower (latency trend above ``trend_high``
+  seconds per call) and that time is exposed (median LLM latency above the median training
+  time), carry fewer rounds (x0.75); when latency is flat, carry more (x1.25). The cached share is
+  not a reason to shrink: a shorter log does not warm the cache (each compaction re-reads the
+  prompt once, and the per-round new tokens become a larger share). Compaction stays a rare large
+  step because the builder only folds rows when the carried count is passed.
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ class Bounds(BaseModel):
     accept_low: float = Field(default=0.3, ge=0, le=1)
     waste_ok: float = Field(default=0.1, ge=0, le=1)
     trend_high: float = Field(default=0.1, ge=0, description="seconds of LLM latency per round")
-    cache_low: float = Field(default=0.8, ge=0, le=1)
 
 
 @dataclass(frozen=True)
@@ -101,15 +102,15 @@ def decide(knobs: Knobs, seen: Observed, bounds: Bounds | None = None) -> tuple[
                 new = replace(new, tau=tau)
                 why.append(f"tau {knobs.tau:.4g}->{tau:.4g}: misses cost "
                            f"{seen.wasted_share:.0%} of wall-clock")
-    cold = seen.cached_share is not None and seen.cached_share < b.cache_low
-    if seen.llm_trend > b.trend_high or cold:
+    exposed = seen.llm_s > seen.train_s
+    if seen.llm_trend > b.trend_high and exposed:
         context = min(knobs.context, max(b.context_min, int(knobs.context * 0.75)))
-        cause = (f"LLM latency grows {seen.llm_trend:.3f}s per call" if seen.llm_trend > b.trend_high
-                 else f"cached share {seen.cached_share:.0%}")
         if context != knobs.context:
             new = replace(new, context=context)
-            why.append(f"context {knobs.context}->{context} rounds: {cause}")
-    elif seen.llm_trend <= b.trend_high / 4 and not cold:
+            why.append(f"context {knobs.context}->{context} rounds: LLM latency grows "
+                       f"{seen.llm_trend:.3f}s per call and its median {seen.llm_s:.2f}s exceeds "
+                       f"training {seen.train_s:.2f}s")
+    elif seen.llm_trend <= b.trend_high / 4:
         context = max(knobs.context, min(b.context_max, int(knobs.context * 1.25)))
         if context != knobs.context:
             new = replace(new, context=context)
@@ -120,7 +121,9 @@ def decide(knobs: Knobs, seen: Observed, bounds: Bounds | None = None) -> tuple[
 
 def observe(study: Study, window: int = 8) -> Observed | None:
     """The last ``window`` trials' numbers from the ledger; None until there are enough."""
-    calls = [c for c in study.timings("llm_call") if not c["detail"].get("speculative")][-window:]
+    # Every decision call counts, speculative ones included (under speculation they are most of
+    # them); a cancelled call says nothing about latency or the cache.
+    calls = [c for c in study.timings("llm_call") if not c["detail"].get("cancelled")][-window:]
     trains = study.timings("train")[-window:]
     if len(calls) < 3 or len(trains) < 3:
         return None

@@ -41,17 +41,22 @@ def test_costly_misses_tighten_tau():
     assert knobs.tau == pytest.approx(0.06)
 
 
-def test_growing_latency_or_a_cold_cache_carries_fewer_rounds():
-    assert decide(Knobs(context=24), seen(llm_trend=0.3))[0].context == 18
-    assert decide(Knobs(context=24), seen(cached_share=0.4))[0].context == 18
+def test_growing_exposed_latency_carries_fewer_rounds():
+    assert decide(Knobs(context=24), seen(llm_trend=0.3, llm_s=6.0))[0].context == 18
+    # Hidden behind training, a longer prompt costs nothing: keep the rows.
+    assert decide(Knobs(context=24), seen(llm_trend=0.3, llm_s=2.0))[0].context == 24
     assert decide(Knobs(context=24), seen(llm_trend=0.0))[0].context == 30
+
+
+def test_a_cold_cache_is_no_reason_to_compact():
+    assert decide(Knobs(context=24), seen(cached_share=0.4, llm_trend=0.05))[0].context == 24
 
 
 def test_knobs_stay_inside_their_bounds():
     b = Bounds(depth_max=2, tau_max=0.06, context_min=6, context_max=24)
     knobs = Knobs(tau=0.05, depth=2, context=7)
     for _ in range(10):
-        knobs, _ = decide(knobs, seen(llm_s=3.0, llm_p90=9.0, accept_rate=0.9, llm_trend=1.0), b)
+        knobs, _ = decide(knobs, seen(llm_s=6.0, llm_p90=9.0, accept_rate=0.9, llm_trend=1.0), b)
     assert knobs.depth == 2 and knobs.context == 6
     for _ in range(10):
         knobs, _ = decide(knobs, seen(accept_rate=0.0, wasted_share=0.0, llm_trend=0.0), b)
