@@ -55,11 +55,13 @@ class Grid:
 
 
 PROFILES = {
-    # ~12 minutes on a 2-core CPU with the embedded SmolLM2 (see the README's eval section).
+    # 8 trials took 17.7 min on a 2-core CPU with the embedded SmolLM2 (asap 37 s a run,
+    # llm-naive 24 s, the others 13-18 s); 6 trials: ~13 min.
     "quick": dict(tasks=["hpobench:australian", "hpobench:credit_g"],
                   methods=["asap", "llm-naive", "portfolio", "tpe", "random"],
-                  seeds=5, trials=8, time_s=60.0, time_scale=0.02),
-    # Every task and method, 5 seeds, 30 trials or 10 minutes a cell: ~30 hours on that CPU.
+                  seeds=5, trials=6, time_s=60.0, time_scale=0.02),
+    # Every task and method, 5 seeds, 30 trials or 10 minutes a run: 350 runs, about a day on
+    # that CPU (tabular runs ~4 min, digits-mlp/charlm up to their 10-minute cap).
     "full": dict(tasks=TASKS, methods=list(METHODS), seeds=5, trials=30, time_s=600.0,
                  time_scale=0.1),
 }

@@ -36,7 +36,7 @@ class FakeOpenAI:
                 with fake._lock:
                     fault = fake.faults.popleft() if fake.faults else "ok"
                     fake.served[fault] += 1
-                    fake.requests.append({"fault": fault, "headers": dict(self.headers)})
+                    fake.requests.append({"fault": fault, "headers": {k.lower(): v for k, v in self.headers.items()}})
                 time.sleep(fake.delay_s)  # every answer takes this long, like a real model
                 if fault == "reset":
                     self.connection.shutdown(socket.SHUT_RDWR)
