@@ -1,7 +1,9 @@
 """The real embedded llama.cpp server (xllamacpp) on the default model."""
 
+import socket
 import urllib.error
 import urllib.request
+from pathlib import Path
 from urllib.parse import urlparse
 
 import openai
@@ -10,11 +12,31 @@ import pytest
 from asap.agent.server import EmbeddedServer, ServerError
 
 
+def listening_on(port: int) -> set[str]:
+    """The local addresses a TCP port listens on, from the kernel's table (/proc/net/tcp*)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            addr, hexport = local.split(":")
+            if int(hexport, 16) == port and state == "0A":  # 0A: LISTEN
+                found.add(socket.inet_ntop(socket.AF_INET if len(addr) == 8 else socket.AF_INET6,
+                                           _unhex(addr)))
+    return found
+
+
+def _unhex(addr: str) -> bytes:
+    """/proc/net/tcp writes each 32-bit word of the address in host (little-endian) order."""
+    raw = bytes.fromhex(addr)
+    return b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+
+
 @pytest.mark.e2e
 def test_serves_on_loopback_with_prefix_cache_and_stops():
     srv = EmbeddedServer(say=lambda m: None).start()
     url = srv.url
     assert urlparse(url).hostname == "127.0.0.1"
+    assert listening_on(urlparse(url).port) == {"127.0.0.1"}  # the socket itself, not the URL
     client = openai.OpenAI(base_url=srv.base_url, api_key="local")
     system = "You tune hyperparameters. " * 40  # a long static prefix, as in asap's prompts
     usage = []
