@@ -35,7 +35,15 @@ from asap.agent.config import ConfigError, TuneConfig
 from asap.agent.ledger import Ledger, Trial
 from asap.agent.llm import LLM_ERRORS, json_model
 from asap.agent.tune import tune
-from asap.tools.space import ALIASES, Space, SpaceError, narrow, propose_space, restrict
+from asap.tools.space import (
+    ALIASES,
+    KNOWN_RANGES,
+    Space,
+    SpaceError,
+    narrow,
+    propose_space,
+    restrict,
+)
 from asap.tools.workloads import BUILTIN, WorkloadError, resolve
 
 
@@ -111,12 +119,43 @@ def _ask_json(rt: ChatRuntime, system: str, text: str, schema: type[BaseModel],
         return None
 
 
+def parse_request(text: str) -> dict[str, Any]:
+    """The unambiguous parts of a request, read without the LLM: workload references, "N
+    trials", "N minutes/hours", known parameter names, maximize/minimize."""
+    out: dict[str, Any] = {}
+    ref = re.search(r"\b((?:hpobench|nasbench201):\w+|" + "|".join(map(re.escape, BUILTIN))
+                    + r"|[A-Za-z_][\w.]*\.py:\w+|[A-Za-z_][\w.]*:[A-Za-z_]\w*)", text)
+    if ref:
+        out["workload"] = re.sub(r"\.py:", ":", ref.group(1))
+    if m := re.search(r"(\d+)\s*trials?\b", text, re.I):
+        out["trials"] = int(m.group(1))
+    if m := re.search(r"(\d+(?:\.\d+)?)\s*(minutes?|mins?|hours?|h)\b", text, re.I):
+        out["minutes"] = float(m.group(1)) * (60 if m.group(2).lower().startswith("h") else 1)
+    words = text.lower()
+    names = [n for n in [*ALIASES, *KNOWN_RANGES] if re.search(rf"\b{re.escape(n)}\b", words)]
+    if names:  # "learning rate" and "lr" name the same parameter: keep one of each
+        seen = {}
+        for n in names:
+            seen.setdefault(ALIASES.get(n, n), n)
+        out["params"] = list(seen.values())
+    if m := re.search(r"\b(maximi[sz]e|minimi[sz]e)\b", words):
+        out["direction"] = "maximize" if m.group(1).startswith("maxi") else "minimize"
+    if m := re.search(r"\bfor (?:the )?((?:\w*_)?(?:loss|acc\w*|error|score|f1|auc)\w*)\b",
+                      words):
+        out["metric"] = m.group(1)
+    return out
+
+
 def gather(state: ChatState, *, rt: ChatRuntime) -> ChatState:
-    """Extract the request from the person's words; ask for what is missing, else plan."""
+    """Read the request (the unambiguous parts directly, the rest through the LLM as JSON);
+    ask for what is missing, else plan."""
     text = state["messages"][-1].content
-    got = _ask_json(rt, EXTRACT.format(builtins=", ".join(BUILTIN)), text, Request, "request")
-    request = {**state.get("request", {}),
-               **({k: v for k, v in got.model_dump().items() if v is not None} if got else {})}
+    request = {**state.get("request", {}), **parse_request(text)}
+    if _missing(request) is not None:  # the LLM only for what plain reading did not find
+        got = _ask_json(rt, EXTRACT.format(builtins=", ".join(BUILTIN)), text, Request,
+                        "request")
+        found = {k: v for k, v in got.model_dump().items() if v is not None} if got else {}
+        request = {**found, **request}
     question = _missing(request)
     if question is None:
         try:
@@ -234,10 +273,35 @@ def run_tuning(state: ChatState, *, rt: ChatRuntime) -> ChatState:
             "study": plan["study"], "phase": "done"}
 
 
+def parse_intent(text: str) -> Intent | None:
+    """Plain questions and commands read without the LLM; None when unsure."""
+    t = text.lower()
+    n = re.search(r"\b(\d+)\b", t)
+    if re.search(r"\btop\b|\bbest \d+", t):
+        return Intent(action="top", n=int(n.group(1)) if n else 5)
+    if m := re.search(r"narrow (?:the )?(\w[\w ]*?) to ([-\d.e+]+)\s*(?:\.\.|-|to)\s*([-\d.e+]+)",
+                      t):
+        return Intent(action="narrow", param=m.group(1), low=float(m.group(2)),
+                      high=float(m.group(3)))
+    if re.search(r"\b(more|extend|another|longer)\b", t):
+        minutes = re.search(r"(\d+(?:\.\d+)?)\s*min", t)
+        return Intent(action="extend", minutes=float(minutes.group(1)) if minutes else None,
+                      trials=int(n.group(1)) if n and not minutes else None)
+    if t.startswith("why"):
+        tool = re.search(r"\b(tpe|cma-?es|ngopt|de|random|llm|qmc|gp)\b", t)
+        return Intent(action="why", tool=tool.group(1).replace("-", "") if tool else None)
+    if re.search(r"\b(time|long|wall-?clock)\b", t):
+        return Intent(action="time")
+    if re.fullmatch(r"\s*(stop|halt|enough)\W*", t):
+        return Intent(action="stop")
+    return None
+
+
 def respond(state: ChatState, *, rt: ChatRuntime) -> ChatState:
     """Answer from the ledger, or change the plan (extend, narrow) and go back to confirm."""
     text = state["messages"][-1].content
-    intent = _ask_json(rt, CLASSIFY, text, Intent, "intent") or Intent(action="other")
+    intent = (parse_intent(text) or _ask_json(rt, CLASSIFY, text, Intent, "intent")
+              or Intent(action="other"))
     study = Ledger(rt.db).open_study(state["study"])
     plan = state["plan"]
     try:

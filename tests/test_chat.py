@@ -105,3 +105,20 @@ def test_a_thread_waits_at_the_confirmation_across_processes(tmp_path):
     cli = subprocess.run([sys.executable, "-m", "asap.agent.cli", "chat", "--list", "--db",
                           str(db)], capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0 and "t1" in cli.stdout
+
+
+def test_plain_requests_and_questions_are_read_without_the_llm():
+    from asap.graphs.chat import parse_intent, parse_request
+    assert parse_request("tune the learning rate and width of my model in train.py:fit for "
+                         "accuracy, 20 minutes") == {
+        "workload": "train:fit", "minutes": 20.0, "params": ["learning rate", "width"],
+        "metric": "accuracy"}
+    assert parse_request("hpobench:kc1, 12 trials, minimize") == {
+        "workload": "hpobench:kc1", "trials": 12, "direction": "minimize"}
+    assert parse_request("make it good") == {}
+    assert parse_intent("what were the top 3?").n == 3
+    assert parse_intent("why CMA-ES?").tool == "cmaes"
+    assert parse_intent("10 more trials").trials == 10
+    assert parse_intent("narrow lr to 0.001..0.01").model_dump(include={"param", "low", "high"}) \
+        == {"param": "lr", "low": 0.001, "high": 0.01}
+    assert parse_intent("tell me a joke") is None  # the LLM's turn
