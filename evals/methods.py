@@ -28,6 +28,7 @@ from asap.agent.config import TuneConfig
 from asap.agent.ledger import Ledger, Study
 from asap.agent.llm import LLM_ERRORS, chat_model, json_model, params_schema, timed_invoke
 from asap.agent.tune import speculation_mode, tune
+from asap.graphs.runtime import PANEL
 from asap.tools.portfolio import Portfolio
 from asap.tools.space import CategoricalParam, IntParam, Space, SpaceError
 from asap.tools.trainer import Trainer
@@ -74,11 +75,9 @@ def single(library: str, algorithm: str) -> Callable[[Cell, Workload], None]:
     return run
 
 
-PANEL = (("optuna", "tpe"), ("optuna", "cmaes"), ("nevergrad", "NGOpt"), ("nevergrad", "DE"))
-
-
 def bandit(cell: Cell, wl: Workload) -> None:
-    """The no-LLM portfolio: UCB1 over the panel, reward 1 when a trial improves the best."""
+    """The no-LLM portfolio: UCB1 over the agent's panel of tools, reward 1 when a trial
+    improves the best."""
     study, started = _new_study(cell, wl), time.time()
     portfolio, trainer = Portfolio(study, seed=cell.seed), Trainer(study, wl)
     pulls = {f"{lib}:{alg}": [0, 0] for lib, alg in PANEL}  # tool -> [trials, improvements]

@@ -40,6 +40,7 @@ from asap.tools.space import (
     KNOWN_RANGES,
     Space,
     SpaceError,
+    canonical,
     narrow,
     propose_space,
     restrict,
@@ -134,9 +135,9 @@ def parse_request(text: str) -> dict[str, Any]:
     words = text.lower()
     names = [n for n in [*ALIASES, *KNOWN_RANGES] if re.search(rf"\b{re.escape(n)}\b", words)]
     if names:  # "learning rate" and "lr" name the same parameter: keep one of each
-        seen = {}
+        seen: dict[str, str] = {}
         for n in names:
-            seen.setdefault(ALIASES.get(n, n), n)
+            seen.setdefault(canonical(n), n)
         out["params"] = list(seen.values())
     if m := re.search(r"\b(maximi[sz]e|minimi[sz]e)\b", words):
         out["direction"] = "maximize" if m.group(1).startswith("maxi") else "minimize"
@@ -217,8 +218,7 @@ def _match(names: list[str], space: Space) -> list[str]:
     """Space parameters for the person's words ("learning rate" -> lr or learning_rate_init)."""
     out = []
     for raw in names:
-        plain = raw.strip().lower().replace(" ", "_").replace("-", "_")
-        keys = {plain, ALIASES.get(raw.strip().lower(), plain)}
+        keys = {raw.strip().lower().replace(" ", "_").replace("-", "_"), canonical(raw)}
         hits = [n for n in space.names if any(n == k or k in n for k in keys)]
         if not hits:
             raise SpaceError(f"'{raw}' is not a parameter of this workload ({space.names})")

@@ -351,12 +351,18 @@ ALIASES = {"learning rate": "lr", "learning-rate": "lr", "wd": "weight_decay",
            "batch size": "batch_size", "batch": "batch_size"}
 
 
+def canonical(name: str) -> str:
+    """A person's name for a parameter as a key: "learning rate" -> lr, "Batch size" -> batch_size."""
+    plain = name.strip().lower()
+    return ALIASES.get(plain, plain.replace(" ", "_").replace("-", "_"))
+
+
 def propose_space(names: list[str]) -> tuple[Space, list[str]]:
     """A space over the named parameters from :data:`KNOWN_RANGES`; returns it and the names
     it does not know (the caller asks for their ranges)."""
     specs, unknown = {}, []
     for raw in names:
-        key = ALIASES.get(raw.strip().lower(), raw.strip().lower().replace(" ", "_"))
+        key = canonical(raw)
         if key in KNOWN_RANGES:
             specs[key] = KNOWN_RANGES[key]
         else:
