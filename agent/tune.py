@@ -110,16 +110,12 @@ def tune(cfg: TuneConfig, *, console: Console | None = None, llm: BaseChatModel 
     except Exception:
         if new and not study.trials():  # failed before its first trial: leave nothing behind
             ledger.delete_study(study.name)
-            raise
-        study.log_event("session", start=started, end=time.time(), protocol=protocol,
-                        prompt=cfg.prompt, interrupted=True)
+            study = None
         raise
-    except BaseException:  # Ctrl-C: the session is logged as interrupted
-        study.log_event("session", start=started, end=time.time(), protocol=protocol,
-                        prompt=cfg.prompt, interrupted=True)
-        raise
-    study.log_event("session", start=started, end=time.time(), protocol=protocol,
-                    prompt=cfg.prompt, interrupted=interrupted)
+    finally:
+        if study is not None:  # Ctrl-C and errors log the session as interrupted
+            study.log_event("session", start=started, end=time.time(), protocol=protocol,
+                            prompt=cfg.prompt, interrupted=interrupted)
     return summarize(study)
 
 

@@ -9,6 +9,7 @@ endpoint: the embedded server, started once for the grid, unless ``base_url`` na
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,9 +49,9 @@ class Grid:
         for task in self.tasks:
             resolve(task)  # raises WorkloadError naming an unknown task
 
-    def cells(self, base_url: str | None = None, model: str = "default") -> list[Cell]:
-        return [Cell(t, m, s, self.trials, self.time_s, self.time_scale, self.db,
-                     base_url if m in LLM_METHODS else None, model)
+    def cells(self) -> list[Cell]:
+        """Every run of the grid; LLM methods get the endpoint when the grid starts."""
+        return [Cell(t, m, s, self.trials, self.time_s, self.time_scale, self.db)
                 for t in self.tasks for m in self.methods for s in range(self.seeds)]
 
 
@@ -88,8 +89,8 @@ def run_grid(grid: Grid, console: Console | None = None) -> Ledger:
         task = progress.add_task("grid", total=len(cells), completed=len(cells) - len(todo),
                                  info="")
         for cell in todo:
-            cell = Cell(**{**cell.__dict__, "base_url": base_url if cell.method in LLM_METHODS
-                           else None, "model": model})
+            if cell.method in LLM_METHODS:
+                cell = dataclasses.replace(cell, base_url=base_url, model=model)
             progress.update(task, info=f"{cell.task} {cell.method} seed {cell.seed}")
             _run_cell(ledger, cell)
             progress.advance(task)

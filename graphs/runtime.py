@@ -101,6 +101,11 @@ class TuningState(TypedDict, total=False):
     fallbacks: Annotated[int, operator.add]
 
 
+def panel_offers(portfolio: Portfolio) -> list[Offer]:
+    """One proposal from each tool of the panel, labelled by tool."""
+    return [(f"{lib}:{alg}", portfolio.ask(lib, alg, 1)[0]) for lib, alg in PANEL]
+
+
 def ask(rt: Runtime, messages: list[BaseMessage], n_labels: int, detail: dict,
         cancel: threading.Event | None = None) -> BaseMessage:
     """One LLM call in the session's protocol, timed into the ledger."""

@@ -24,7 +24,7 @@ from asap.agent.guard import check_json, check_tools
 from asap.agent.llm import LLM_ERRORS, Cancelled
 from asap.agent.selftune import Knobs, selftune
 from asap.agent.speculation import Surrogate, accept
-from asap.graphs.runtime import PANEL, Runtime, TuningState, ask, decision_text
+from asap.graphs.runtime import Runtime, TuningState, ask, decision_text, panel_offers
 
 
 def await_train(state: TuningState, *, rt: Runtime) -> TuningState:
@@ -89,7 +89,7 @@ def _one_ahead(rt: Runtime, state: TuningState, chain: list[dict[str, Any]]) -> 
                                 metrics={rt.study.metric: predicted})
     closed = current + rt.builder.outcome_text(decision_text(proposals, choice), guess)
     fork = rt.portfolio.fork([*(e["guess"] for e in chain), guess])
-    offers = [(f"{lib}:{alg}", fork.ask(lib, alg, 1)[0]) for lib, alg in PANEL]
+    offers = panel_offers(fork)
     builder = dataclasses.replace(rt.builder, log=[*rt.builder.log, *(e["closed"] for e in chain),
                                                    closed])
     round_no = state["round"] + len(chain) + 1

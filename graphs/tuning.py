@@ -28,7 +28,7 @@ from langgraph.graph import END, START, StateGraph
 
 from asap.agent.guard import check_json, check_tools, fallback
 from asap.agent.llm import LLM_ERRORS, is_context_overflow
-from asap.graphs.runtime import PANEL, Runtime, TuningState, ask
+from asap.graphs.runtime import PANEL, Runtime, TuningState, ask, panel_offers
 from asap.graphs.speculative import await_train, reconcile, speculate
 
 __all__ = ["PANEL", "Runtime", "TuningState", "build_tuning_graph", "recursion_limit"]
@@ -38,7 +38,7 @@ def propose(state: TuningState, *, rt: Runtime) -> TuningState:
     """Fresh proposals from the panel of tools; the round's prompt."""
     round_no = state.get("round", 0) + 1
     start = time.time()
-    proposals = [(f"{lib}:{alg}", rt.portfolio.ask(lib, alg, 1)[0]) for lib, alg in PANEL]
+    proposals = panel_offers(rt.portfolio)
     rt.study.log_timing("tool_call", start, time.time(), round=round_no, tools=len(PANEL))
     current = rt.builder.round_text(round_no, proposals)
     return {"round": round_no, "proposals": proposals, "offers": proposals, "current": current,
