@@ -6,9 +6,8 @@ LLM only decides which one a question asks for.
 
 from __future__ import annotations
 
-from asap.agent.ledger import Study
-from asap.agent.prompt import tool_records
-from asap.agent.summary import summarize
+from asap.agent.stats import pct, summarize, tool_records
+from asap.tools.ledger import Study
 
 
 def top(study: Study, n: int = 5) -> str:
@@ -46,7 +45,7 @@ def time_split(study: Study) -> str:
             f"({t['train_s'] / wall:.0%}), LLM while the trainer waited {t['exposed_llm_s']:.1f} s "
             f"({t['exposed_llm_s'] / wall:.0%}), tools {t['tools_s']:.1f} s; LLM time hidden "
             f"behind training {t['hidden_llm_s']:.1f} s, speculative {t['speculative_llm_s']:.1f} s. "
-            f"{s['llm_calls']} LLM calls, {_pct(s['cached_share'])} of prompt tokens from the cache.")
+            f"{s['llm_calls']} LLM calls, {pct(s['cached_share'])} of prompt tokens from the cache.")
 
 
 def best(study: Study) -> str:
@@ -55,7 +54,3 @@ def best(study: Study) -> str:
         return f"{study.name}: {s['trials']} trials, none complete yet."
     return (f"{study.name}: best {study.metric} {s['best_value']:.4g} (trial {s['best_trial']}, "
             f"{s['best_tool']}) after {s['trials']} trials; config {s['best_config']}")
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.0%}"

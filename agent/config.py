@@ -11,8 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from asap.agent.llm import DecideMode
-from asap.agent.prompt import PromptMode
+Protocol = Literal["tools", "json"]  # how the LLM answers: native tool calls or a JSON schema
+DecideMode = Literal["tools", "json", "auto"]  # auto: probe the model once
+PromptMode = Literal["stable", "naive"]  # naive: a status header rewritten every round (ablation)
 
 
 class ConfigError(ValueError):

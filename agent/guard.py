@@ -15,16 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, Field, ValidationError
+from langchain_core.tools import BaseTool
+from pydantic import ValidationError
 
-from asap.agent.ledger import Study
-from asap.agent.llm import DecisionError, parse_decision
-from asap.agent.prompt import fmt, label, render, tool_records
+from asap.agent.decision import DecisionError, parse_decision
+from asap.agent.prompt import fmt, label
+from asap.agent.stats import tool_records
+from asap.prompts import render
 from asap.tools.hpo_tools import TrainArgs
+from asap.tools.ledger import Study
+from asap.tools.portfolio import Offer
 from asap.tools.space import Space, SpaceError
-
-Offer = tuple[str, dict[str, Any]]  # (tool, config)
 
 
 @dataclass
@@ -40,18 +41,6 @@ class Verdict:
     feedback: list[BaseMessage] = field(default_factory=list)
     reason: str = ""
     offers: list[Offer] = field(default_factory=list)
-
-
-class StopArgs(BaseModel):
-    """End the tuning session now, because more trials will not improve the best value."""
-
-    reason: str = Field(default="", description="why more trials will not help")
-
-
-def stop_tool() -> BaseTool:
-    """The ``stop`` tool the LLM calls to end a session (the graph acts on it, not the tool)."""
-    return StructuredTool.from_function(func=lambda reason="": "stopping", name="stop",
-                                        args_schema=StopArgs, description=StopArgs.__doc__)
 
 
 def same_config(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

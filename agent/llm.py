@@ -21,20 +21,18 @@ import json
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from asap.agent.ledger import Study
-from asap.tools.space import CategoricalParam, FloatParam, Space
+from asap.agent.config import DecideMode, Protocol
+from asap.tools.ledger import Study
 
-Protocol = Literal["tools", "json"]
-DecideMode = Literal["tools", "json", "auto"]
 TOOL_CHOICES: tuple[str | None, ...] = ("required", "auto", None)
 # Status codes with which servers refuse a tool_choice value: 400/422 (vLLM, OpenAI), 500
 # (llama-cpp-python on "required"), 501 (not implemented).
@@ -49,21 +47,15 @@ def is_context_overflow(exc: Exception) -> bool:
     return isinstance(exc, openai.BadRequestError) and "context" in str(exc).lower()
 
 
-class DecisionError(ValueError):
-    """The LLM's answer is not a usable decision; the message says why (it goes back to the LLM)."""
+class EmptyAnswer(RuntimeError):
+    """The server closed a streamed answer without sending any of it."""
 
 
-class Decision(BaseModel):
-    """What the LLM decided this round: train a labelled proposal, its own config, or stop."""
-
-    action: Literal["train", "own", "stop"]
-    choice: str | None = None
-    params: dict[str, Any] | None = None
-
-
-# What a chat call raises on a failed or malformed response: openai's errors and what
-# langchain-openai raises while parsing one.
-LLM_ERRORS = (openai.OpenAIError, ValueError, KeyError, TypeError)
+# What a chat call raises on a failed or malformed response: the transport's errors (openai's,
+# which langchain-openai re-raises under its own subclasses), a body that is not JSON, and a
+# stream with no answer. A bug in asap's own code (a KeyError, a TypeError) is not among them:
+# it surfaces as a bug instead of being logged as an LLM error and silently falling back.
+LLM_ERRORS: tuple[type[Exception], ...] = (openai.OpenAIError, json.JSONDecodeError, EmptyAnswer)
 
 
 def chat_model(base_url: str, model: str, *, api_key: str | None = None, max_tokens: int = 300,
@@ -76,57 +68,6 @@ def chat_model(base_url: str, model: str, *, api_key: str | None = None, max_tok
                       temperature=temperature, seed=seed, max_tokens=max_tokens, max_retries=2,
                       timeout=timeout_s,
                       stream_usage=True)  # streamed (cancellable) calls report tokens too
-
-
-def params_schema(space: Space) -> dict[str, Any]:
-    """The space as JSON schema: typed, bounded properties and nothing else.
-
-    A free-form object lets a small model ramble until max_tokens; a closed one keeps its answer
-    short, and listing the unconditional parameters as required stops it from leaving some out.
-    Conditions are not expressible here, so the guard still validates the config.
-    """
-    props: dict[str, Any] = {}
-    for p in space.params:
-        if isinstance(p, CategoricalParam):
-            props[p.name] = {"enum": p.choices}
-        else:
-            kind = "number" if isinstance(p, FloatParam) else "integer"
-            props[p.name] = {"type": kind, "minimum": p.low, "maximum": p.high}
-    required = [p.name for p in space.params if p.when is None]  # conditional ones may be absent
-    return {"type": "object", "properties": props, "required": required,
-            "additionalProperties": False}
-
-
-def decision_schema(labels: list[str], space: Space) -> dict[str, Any]:
-    """One round's decision as JSON schema: one closed object per action (``anyOf``).
-
-    Per-action objects keep a small model from filling fields the action does not need: with one
-    object holding an optional ``params``, SmolLM2 wrote params on every "train" answer (68-77
-    tokens, 1.2-1.9 s); split, a "train" answer is 32 tokens in 0.55 s.
-    """
-    def closed(props: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "object", "properties": props, "required": list(props),
-                "additionalProperties": False}
-    return {"anyOf": [
-        closed({"action": {"const": "train"}, "choice": {"enum": labels}}),
-        closed({"action": {"const": "own"}, "params": params_schema(space)}),
-        closed({"action": {"const": "stop"}}),
-    ]}
-
-
-def parse_decision(text: str, labels: list[str]) -> Decision:
-    """The JSON answer as a :class:`Decision`; :class:`DecisionError` names what is wrong."""
-    try:
-        decision = Decision.model_validate(json.loads(text))
-    except json.JSONDecodeError as exc:
-        raise DecisionError(f"the answer is not JSON ({exc.msg} at {exc.pos}): {text[:120]!r}") from None
-    except ValidationError as exc:
-        raise DecisionError(f"the answer does not match the decision schema: {exc.errors()[0]['msg']}") from None
-    if decision.action == "train" and decision.choice not in labels:
-        raise DecisionError(f"unknown proposal {decision.choice!r}; choose one of {labels}")
-    if decision.action == "own" and not decision.params:
-        raise DecisionError("action 'own' needs 'params' with your configuration")
-    return decision
 
 
 def json_model(llm: BaseChatModel, schema: dict[str, Any], name: str = "decision") -> Runnable:
@@ -161,7 +102,7 @@ def _streamed(model: Runnable, messages: list[BaseMessage], cancel: threading.Ev
             raise Cancelled("cancelled")
         answer = chunk if answer is None else answer + chunk
     if answer is None:
-        raise ValueError("the server streamed no answer")
+        raise EmptyAnswer("the server streamed no answer")
     return AIMessage(content=answer.content, tool_calls=answer.tool_calls,
                      invalid_tool_calls=answer.invalid_tool_calls,
                      response_metadata=answer.response_metadata,

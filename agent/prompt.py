@@ -6,38 +6,21 @@ above the log changes between rounds, the log only grows at its end, and every n
 deterministically (fixed float format, space order for keys, no timestamps). ``mode="naive"``
 puts a status header (round, current best) above the log, rewritten each round: the ablation.
 
-Templates are files in ``asap.prompts`` rendered with ``string.Template.substitute``: a missing
-variable is an error, never a silent blank.
+The log is an immutable :class:`PromptLog` carried in the graph's state; :class:`PromptBuilder`
+renders text from it and returns new logs, so a speculative branch extends a copy for free.
 """
 
 from __future__ import annotations
 
 import json
-import string
-from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
-from asap.agent.ledger import FINISHED, Study, Trial
-
-PromptMode = Literal["stable", "naive"]
-
-
-@cache
-def template(name: str) -> string.Template:
-    return string.Template(resources.files("asap.prompts").joinpath(name).read_text())
-
-
-def placeholders(name: str) -> set[str]:
-    """The variables a template needs (for the test that code and files agree)."""
-    return {m.group("named") or m.group("braced")
-            for m in template(name).pattern.finditer(template(name).template)
-            if m.group("named") or m.group("braced")}
-
-
-def render(name: str, **values: Any) -> str:
-    return template(name).substitute(values)
+from asap.agent.config import PromptMode, Protocol
+from asap.agent.stats import tool_records
+from asap.prompts import render
+from asap.tools.ledger import Study
+from asap.tools.types import Trial
 
 
 def fmt(value: Any) -> str:
@@ -63,39 +46,34 @@ def fmt_config(config: dict[str, Any], order: list[str]) -> str:
     return " ".join(fmt(config[k]) if k in config else "-" for k in order)
 
 
-@dataclass
-class ToolRecord:
-    trials: int = 0
-    improvements: int = 0
+@dataclass(frozen=True)
+class PromptLog:
+    """The append-only part of the prompt: closed rounds, the oldest folded into a summary row.
 
-
-def tool_records(study: Study) -> dict[str, ToolRecord]:
-    """Per tool: finished trials it proposed and how many improved the best so far.
-
-    The first complete trial counts as an improvement (over nothing).
+    ``compacted`` counts the rounds folded so far; when it is positive the first row is their
+    summary line.
     """
-    records: dict[str, ToolRecord] = {}
-    best = None
-    for t in study.trials(status=FINISHED):
-        rec = records.setdefault(t.tool, ToolRecord())
-        rec.trials += 1
-        if t.status == "complete" and study.better(t.value, best):
-            rec.improvements += 1
-            best = t.value
-    return records
+
+    rows: tuple[str, ...] = ()
+    compacted: int = 0
+
+    @property
+    def rounds(self) -> int:
+        """Rounds the log stands for, folded ones included."""
+        return self.compacted + len(self.rows) - (1 if self.compacted else 0)
+
+    def plus(self, *rows: str) -> PromptLog:
+        return PromptLog((*self.rows, *rows), self.compacted)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PromptBuilder:
-    """Builds each round's prompt; ``log`` is the append-only part, grown by :meth:`close_round`."""
+    """Renders each round's prompt for one study; holds no state of the session."""
 
     study: Study
     tools_text: str
     mode: PromptMode = "stable"
-    protocol: Literal["tools", "json"] = "json"
-    context: int = 24  # rounds the log carries; past it, the oldest half is compacted at once
-    log: list[str] = field(default_factory=list)
-    compacted: int = 0  # rounds folded into the log's summary line so far
+    protocol: Protocol = "json"
 
     def static(self) -> str:
         s = self.study
@@ -125,41 +103,38 @@ class PromptBuilder:
             result = f"trial {trial.number} {trial.status} ({trial.error or 'no value'})"
         return render("outcome.txt", decision=decision, result=result)
 
-    def prompt(self, current_round: str) -> str:
+    def prompt(self, log: PromptLog, current_round: str) -> str:
         """Static text, (naive: a status header,) the log so far, then this round's block."""
         header = ""
         if self.mode == "naive":
             best = self.study.best()
-            rounds = self.compacted + len(self.log) - (1 if self.compacted else 0)
-            header = render("naive_header.txt", round=rounds + 1,
+            header = render("naive_header.txt", round=log.rounds + 1,
                             best="none yet" if best is None else fmt(best.value))
-        return self.static() + header + "".join(self.log) + current_round
+        return self.static() + header + "".join(log.rows) + current_round
 
-    def close_round(self, current_round: str, outcome: str) -> None:
-        """Append the finished round to the log (the only way the log changes between steps).
+    def close(self, log: PromptLog, row: str, context: int) -> PromptLog:
+        """The log with a finished round appended (the only way it grows between steps).
 
-        When the log passes ``context`` rounds, its oldest half becomes one summary line: a rare
+        When it passes ``context`` rounds, its oldest half becomes one summary line: a rare
         large step (every ``context // 2`` rounds) instead of a window sliding every round, which
         would change the prefix, and lose the KV cache, each time.
         """
-        self.log.append(current_round + outcome)
-        if len(self.log) > self.context:
-            self.compact(self.context // 2)
+        log = log.plus(row)
+        return self.compact(log, context // 2) if len(log.rows) > context else log
 
-    def compact(self, keep: int) -> None:
+    def compact(self, log: PromptLog, keep: int) -> PromptLog:
         """Fold all but the last ``keep`` rounds of the log into one summary line."""
-        head = 1 if self.compacted else 0  # the current summary line, if any
-        if len(self.log) - head <= keep:
-            return
-        folded = self.compacted + len(self.log) - head - keep
-        self.log = [self._summary_line(folded), *(self.log[-keep:] if keep else [])]
-        self.compacted = folded
+        head = 1 if log.compacted else 0  # the current summary line, if any
+        if len(log.rows) - head <= keep:
+            return log
+        folded = log.compacted + len(log.rows) - head - keep
+        return PromptLog((self._summary_line(folded), *(log.rows[-keep:] if keep else ())),
+                         folded)
 
-    def shrink(self) -> int:
+    def shrink(self, log: PromptLog, context: int) -> tuple[PromptLog, int]:
         """The prompt did not fit the server's context: halve ``context`` and compact now."""
-        self.context = max(2, min(self.context, len(self.log)) // 2)
-        self.compact(self.context // 2)
-        return self.context
+        context = max(2, min(context, len(log.rows)) // 2)
+        return self.compact(log, context // 2), context
 
     def _summary_line(self, rounds: int) -> str:
         best = self.study.best()

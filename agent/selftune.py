@@ -33,7 +33,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from asap.agent.ledger import Study
+from asap.agent.stats import cached_share
+from asap.tools.ledger import Study
 
 
 class Bounds(BaseModel):
@@ -133,8 +134,6 @@ def observe(study: Study, window: int = 8) -> Observed | None:
     end = max(c["end"] for c in calls[-1:] + trains[-1:])
     wasted = sum(t["duration"] for t in study.timings("speculation")
                  if t["start"] >= start and t["detail"].get("wasted"))
-    known = [(c["prompt_tokens"], c["cached_tokens"]) for c in calls
-             if c["prompt_tokens"] and c["cached_tokens"] is not None]
     return Observed(
         llm_s=statistics.median(c["duration"] for c in calls),
         llm_p90=statistics.quantiles([c["duration"] for c in calls], n=10, method="inclusive")[-1],
@@ -142,7 +141,7 @@ def observe(study: Study, window: int = 8) -> Observed | None:
         train_s=statistics.median(t["duration"] for t in trains),
         accept_rate=accepted / len(judged) if judged else None,
         wasted_share=wasted / (end - start) if end > start else 0.0,
-        cached_share=sum(c for _, c in known) / sum(p for p, _ in known) if known else None,
+        cached_share=cached_share(calls),
         prompt_tokens=statistics.median(c["prompt_tokens"] or 0 for c in calls))
 
 

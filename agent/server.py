@@ -13,11 +13,13 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from asap.agent.model import pull
@@ -100,3 +102,13 @@ def wait_healthy(url: str, timeout_s: float = 60.0) -> None:
             last = str(exc)
         time.sleep(0.2)
     raise ServerError(f"llama.cpp server at {url} not healthy after {timeout_s:g}s ({last})")
+
+
+def endpoint(stack: contextlib.ExitStack, base_url: str | None, model: str | None, *,
+             say: Callable[[str], object] = print) -> tuple[str, str]:
+    """``(base_url, model)`` to talk to: the one given, else the embedded server, started on
+    ``stack`` (it stops when the stack closes); ``model`` is then a GGUF path or the default."""
+    if base_url is not None:
+        return base_url, model or "default"
+    srv = stack.enter_context(EmbeddedServer(model, say=say))
+    return srv.base_url, "default"

@@ -23,9 +23,9 @@ from rich.console import Console
 from rich.table import Table
 
 from asap.agent.config import TuneConfig
-from asap.agent.ledger import Ledger
-from asap.agent.report import decompose
-from asap.agent.tune import tune
+from asap.agent.stats import decompose
+from asap.graphs.session import tune
+from asap.tools.ledger import Ledger
 
 VARIANTS = {
     "all on": dict(speculation="threshold", prompt="stable", selftune=True),
@@ -52,7 +52,7 @@ def main() -> None:
                          study=name.replace(" ", "-"), time_scale=args.time_scale,
                          **VARIANTS[name])
         console.rule(f"{name}: {args.trials} trials of {args.workload}")
-        summary = tune(cfg, console=console)
+        summary = tune(cfg)
         rows[name] = (summary, decompose(Ledger(db).open_study(cfg.study_name)))
     base = rows.get("serial naive", next(iter(rows.values())))[1]["wall_s"]
     table = Table("variant", "wall-clock s", "vs serial naive", "training s", "exposed LLM",

@@ -20,7 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from asap.agent.ledger import Ledger
+from asap.tools.ledger import Ledger
 from asap.tools.nevergrad_tool import NevergradOptimizer
 from asap.tools.optuna_tool import OptunaOptimizer
 from asap.tools.portfolio import Portfolio

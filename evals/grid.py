@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from asap.agent.ledger import Ledger
+from asap.agent.server import endpoint
 from asap.evals.methods import LLM_METHODS, METHODS, Cell
+from asap.tools.ledger import Ledger
 from asap.tools.workloads import resolve
 
 TASKS = ["hpobench:australian", "hpobench:car", "hpobench:credit_g", "hpobench:kc1",
@@ -82,9 +83,7 @@ def run_grid(grid: Grid, console: Console | None = None) -> Ledger:
     with contextlib.ExitStack() as stack:
         base_url, model = grid.base_url, grid.model or "default"
         if base_url is None and any(c.method in LLM_METHODS for c in todo):
-            from asap.agent.server import EmbeddedServer
-            srv = stack.enter_context(EmbeddedServer(grid.model, say=console.print))
-            base_url, model = srv.base_url, "default"
+            base_url, model = endpoint(stack, None, grid.model, say=console.print)
         progress = stack.enter_context(_progress(console))
         task = progress.add_task("grid", total=len(cells), completed=len(cells) - len(todo),
                                  info="")

@@ -22,14 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import HumanMessage
-from rich.console import Console
 
 from asap.agent.config import TuneConfig
-from asap.agent.ledger import Ledger, Study
-from asap.agent.llm import LLM_ERRORS, chat_model, json_model, params_schema, timed_invoke
-from asap.agent.tune import speculation_mode, tune
-from asap.graphs.runtime import PANEL
-from asap.tools.portfolio import Portfolio
+from asap.agent.llm import LLM_ERRORS, chat_model, json_model, timed_invoke
+from asap.agent.speculation import speculation_mode
+from asap.graphs.session import tune
+from asap.tools.ledger import Ledger, Study
+from asap.tools.portfolio import PANEL, Portfolio
 from asap.tools.space import CategoricalParam, IntParam, Space, SpaceError
 from asap.tools.trainer import Trainer
 from asap.tools.workloads import Workload
@@ -102,7 +101,7 @@ def agent(**switches: Any) -> Callable[[Cell, Workload], None]:
         if cfg.speculation == "auto":  # as if embedded: the shared server is on this machine
             cfg = cfg.model_copy(update={"speculation": speculation_mode(
                 cfg.model_copy(update={"base_url": None}))})
-        tune(cfg, console=Console(quiet=True))
+        tune(cfg)
     return run
 
 
@@ -122,7 +121,7 @@ def llm_naive(cell: Cell, wl: Workload) -> None:
     study, started = _new_study(cell, wl), time.time()
     trainer, portfolio = Trainer(study, wl), Portfolio(study, seed=cell.seed)
     llm = json_model(chat_model(cell.base_url, cell.model, temperature=1.0, seed=cell.seed),
-                     params_schema(study.space))
+                     study.space.json_schema())
     while not _done(study, cell, started):
         done = sorted((t for t in study.trials(status="complete")),
                       key=lambda t: t.value if study.direction == "maximize" else -t.value)

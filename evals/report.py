@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from asap.agent.ledger import Ledger
-from asap.agent.report import decompose, timeline
+from asap.agent.stats import decompose
+from asap.agent.timeline import timeline
 from asap.evals.metrics import bootstrap_ci
 from asap.evals.results import CellResult, collect, rank_over_time, summary
+from asap.tools.ledger import Ledger
 
 
 def write_report(ledger: Ledger, out: str | Path, *, reference: str = "llm-naive",
@@ -112,20 +113,19 @@ def _band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _figure(n: int):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no process-wide backend or figure state
     cols = min(n, 3)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    fig = Figure(figsize=(5 * cols, 3.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
-    return plt, fig, axes.flat
+    return fig, axes.flat
 
 
 def _regret_plot(cells: list[CellResult], path: Path, horizon: float) -> Path:
     by = _by(cells)
-    plt, fig, axes = _figure(len(by))
+    fig, axes = _figure(len(by))
     times = np.linspace(0, horizon, 60)
     for ax, (task, methods) in zip(axes, sorted(by.items()), strict=False):
         for m, group in sorted(methods.items()):
@@ -134,13 +134,13 @@ def _regret_plot(cells: list[CellResult], path: Path, horizon: float) -> Path:
             ax.fill_between(times, lo, hi, alpha=0.2)
         ax.set(title=task, xlabel="wall-clock (s)", ylabel="normalized regret")
     axes[0].legend(fontsize=7)
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
 def _trials_plot(cells: list[CellResult], path: Path) -> Path:
     from asap.evals.metrics import normalized_regret, value_at
     by = _by(cells)
-    plt, fig, axes = _figure(len(by))
+    fig, axes = _figure(len(by))
     n = max(c.trials for c in cells)
     counts = np.arange(1, n + 1)
     for ax, (task, methods) in zip(axes, sorted(by.items()), strict=False):
@@ -152,21 +152,20 @@ def _trials_plot(cells: list[CellResult], path: Path) -> Path:
             ax.fill_between(counts, lo, hi, alpha=0.2)
         ax.set(title=task, xlabel="trials", ylabel="normalized regret")
     axes[0].legend(fontsize=7)
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
 def _rank_plot(cells: list[CellResult], path: Path, horizon: float) -> Path:
-    plt, fig, axes = _figure(1)
+    fig, axes = _figure(1)
     times = list(np.linspace(horizon / 60, horizon, 60))
     for m, series in sorted(rank_over_time(cells, times).items()):
         axes[0].plot(times, series, label=m)
     axes[0].set(title="average rank across tasks", xlabel="wall-clock (s)", ylabel="rank (1 = best)")
     axes[0].legend(fontsize=7)
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
-def _save(plt, fig, path: Path) -> Path:
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path

@@ -14,7 +14,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from asap.agent.ledger import Ledger
 from asap.evals.metrics import (
     Curve,
     area_under_regret,
@@ -26,6 +25,7 @@ from asap.evals.metrics import (
     time_to_target,
     value_at,
 )
+from asap.tools.ledger import Ledger
 
 
 @dataclass

@@ -12,21 +12,24 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from asap.graphs.chat import ChatRuntime, build_chat_graph
+from asap.graphs.chat import ChatContext, build_chat_graph
 
 
 def converse(llm: BaseChatModel, db: str = "asap.db", tune_llm: BaseChatModel | None = None,
              turns: tuple[str, ...] = ("tune hpobench:australian, 3 trials",
                                        "what were the top 5?")) -> list[str]:
-    """Send ``turns`` (saying yes to any confirmation); returns what the agent said."""
-    graph = build_chat_graph(ChatRuntime(llm=llm, db=db, tune_llm=tune_llm), InMemorySaver())
+    """Send ``turns`` (saying yes to any confirmation); returns what the agent said.
+
+    The confirmed search space is written beside the ledger ``db``."""
+    graph = build_chat_graph(InMemorySaver())
+    ctx = ChatContext(llm=llm, db=db, tune_llm=tune_llm)
     config = {"configurable": {"thread_id": "example"}}
     said: list[str] = []
     for text in turns:
-        state = graph.invoke({"messages": [("user", text)]}, config)
+        state = graph.invoke({"messages": [("user", text)]}, config, context=ctx)
         while state.get("__interrupt__"):  # the plan awaits a yes before any compute is spent
             said.append(state["__interrupt__"][0].value["question"])
-            state = graph.invoke(Command(resume="yes"), config)
+            state = graph.invoke(Command(resume="yes"), config, context=ctx)
         said.append(state["messages"][-1].content)
     return said
 

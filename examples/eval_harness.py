@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from langchain_core.language_models import BaseChatModel
 
-from asap.agent.api import TaskResult, run_task
+from asap.graphs.api import TaskResult, run_task
 
 
 def score(agents: dict[str, BaseChatModel | None], db: str = "asap.db",

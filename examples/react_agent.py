@@ -1,5 +1,6 @@
-"""asap's tools in someone else's agent: LangGraph's prebuilt ReAct agent tunes a table.
+"""asap's tools in someone else's agent: LangChain's ``create_agent`` tunes a table.
 
+    pip install -e ".[examples]"   # langchain>=1
     python examples/react_agent.py --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-7B-Instruct
 
 The agent needs a model that makes native tool calls (vLLM with a tool-call parser, or any
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from langchain_core.language_models import BaseChatModel
-from langgraph.prebuilt import create_react_agent
+from langchain.agents import create_agent
 
 from asap.tools import study_tools
 
@@ -20,7 +21,7 @@ TASK = ("Tune the MLP on the australian table for val_acc. Ask optuna_suggest (t
 
 
 def main(model: BaseChatModel, db: str = "asap.db") -> dict:
-    agent = create_react_agent(model, study_tools("hpobench:australian", db=db, study="react"))
+    agent = create_agent(model, study_tools("hpobench:australian", db=db, study="react"))
     return agent.invoke({"messages": [("user", TASK)]})
 
 

@@ -1,8 +1,14 @@
-"""Compiled graphs for other LangGraph apps and ``langgraph.json``: ``graph`` runs one tuning
-task; ``chat_graph`` is the chat.
+"""Compiled graphs for other LangGraph apps and ``langgraph.json``.
 
-Input state: ``{"workload": str, "trials": int, "settings": {TuneConfig fields}}``.
-Output state adds ``"result"``: :class:`~asap.agent.api.TaskResult` as a dict.
+- ``tuning_graph``: the tuning loop itself (propose -> agent -> guard -> dispatch ->
+  await_train || speculate -> reconcile), as LangGraph's tooling draws it. It runs on a live
+  :class:`~asap.graphs.state.TuneContext` (a study, tools, a trainer, a chat model), which only an
+  in-process caller can hand it: :func:`asap.graphs.session.tune` builds one.
+- ``graph``: one tuning task from plain JSON, for servers and parent graphs. Input state:
+  ``{"workload": str, "trials": int, "settings": {TuneConfig fields}}``; output adds ``"result"``:
+  :class:`~asap.graphs.api.TaskResult` as a dict.
+- ``chat_graph``: the chat (its LLM from the run's context, else ``ASAP_BASE_URL``/``ASAP_MODEL``;
+  the platform supplies the checkpointer).
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from typing import Any, NotRequired, TypedDict
 from langchain_core.language_models import BaseChatModel
 from langgraph.graph import END, START, StateGraph
 
-from asap.agent.api import run_task
+from asap.graphs.api import run_task
+from asap.graphs.chat import build_chat_graph
+from asap.graphs.tuning import graph as tuning_graph
 
 
 class TuneTask(TypedDict):
@@ -37,18 +45,6 @@ def build_tune_graph(llm: BaseChatModel | None = None):
     return g.compile()
 
 
-def _chat_graph():
-    """The chat graph for LangGraph's dev tooling: the LLM at ``ASAP_BASE_URL`` / ``ASAP_MODEL``
-    (nothing connects until a message arrives); the platform supplies the checkpointer."""
-    import os
-
-    from asap.agent.llm import chat_model
-    from asap.graphs.chat import ChatRuntime, build_chat_graph
-    base_url = os.environ.get("ASAP_BASE_URL", "http://127.0.0.1:8080/v1")
-    model = os.environ.get("ASAP_MODEL", "default")
-    return build_chat_graph(ChatRuntime(llm=chat_model(base_url, model), base_url=base_url,
-                                        model=model, db=os.environ.get("ASAP_DB", "asap.db")))
-
-
-graph = build_tune_graph()  # what langgraph.json loads
-chat_graph = _chat_graph()
+graph = build_tune_graph()
+chat_graph = build_chat_graph()
+__all__ = ["build_tune_graph", "chat_graph", "graph", "tuning_graph"]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from asap.agent.ledger import Ledger
+from asap.tools.ledger import Ledger
 from asap.tools.space import Space
 
 TOY = {

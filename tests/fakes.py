@@ -1,17 +1,31 @@
-"""A scripted tool-calling chat model for graph tests (langchain-core's fake, plus bind_tools).
+"""The tests' one fakes module: a scripted chat model, a misbehaving OpenAI server, sessions.
 
 ``ScriptedModel(script)`` answers each call with ``script(messages, kwargs)``: a test writes the
 model's turns as a function of what it was shown, the way langgraph's own tests do with
-``FakeToolCallingModel``. Values of ``tool_choice`` listed in ``refuse`` get HTTP 400, like a
-server that does not accept them.
+``FakeToolCallingModel`` (langchain-core's fake, plus ``bind_tools``). Values of ``tool_choice``
+listed in ``refuse`` get HTTP 400, like a server that does not accept them.
+
+``FakeOpenAI`` is a small OpenAI-compatible server on 127.0.0.1 that misbehaves on purpose (fault
+injection): JSON-schema requests get a decision (proposal A), other requests a line of text.
+``faults`` is a queue of what the next requests get instead: ``"500"``, ``"garbled"`` (a body
+that is not JSON), ``"truncated"`` (a decision cut off mid-JSON), ``"slow"`` (no answer before
+the client's timeout), ``"reset"`` (the connection closed without an answer: a server that died).
+Every request is counted by what it got.
+
+``australian`` and ``run_graph`` set up and run the tuning graph on the HPOBench australian table
+(milliseconds per trial; ``time_scale`` > 0 makes trials take simulated time).
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import re
+import socket
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -19,6 +33,15 @@ import openai
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+from asap.agent.prompt import PromptBuilder
+from asap.graphs.session import TOOLS_TEXT
+from asap.graphs.state import TuneContext, TuningState
+from asap.graphs.tuning import graph
+from asap.tools.ledger import Ledger, Study
+from asap.tools.portfolio import Portfolio
+from asap.tools.trainer import Trainer
+from asap.tools.workloads import resolve
 
 Script = Callable[[list[BaseMessage], dict[str, Any]], AIMessage]
 
@@ -83,3 +106,116 @@ def _value(text: str) -> Any:
 
 def rounds(messages: list[BaseMessage]) -> int:
     return messages[0].content.count("## Round")
+
+
+def australian(tmp_path, model, *, protocol="json", trials=3, time_scale=0.0, name="g", seed=0,
+               **settings: Any) -> tuple[Study, TuneContext]:
+    """A new study on the australian table and a run context deciding with ``model``."""
+    wl = resolve("hpobench:australian", time_scale=time_scale)
+    study = Ledger(tmp_path / f"{name}.db").create_study(name, wl.space, metric=wl.metric,
+                                                         direction=wl.direction, workload=wl.ref)
+    ctx = TuneContext(study, Portfolio(study, seed=seed), Trainer(study, wl),
+                      PromptBuilder(study, TOOLS_TEXT, protocol=protocol), model,
+                      protocol=protocol, max_trials=trials, **settings)
+    return study, ctx
+
+
+def run_graph(ctx: TuneContext, *, tau: float = 0.05, depth: int = 1,
+              context: int = 24) -> TuningState:
+    """Run the compiled tuning graph on ``ctx`` to the end; returns the final state."""
+    return graph.invoke(ctx.initial_state(tau, depth, context),
+                        {"recursion_limit": ctx.recursion_limit()}, context=ctx)
+
+
+def chat_script(messages, kwargs):
+    """The chat's model: request extraction, intent, tuning decisions, the tuning probe."""
+    kind = kwargs.get("response_format", {}).get("json_schema", {}).get("name")
+    text = messages[-1].content
+    if kind == "request":
+        got = {}
+        if "australian" in text:
+            got |= {"workload": "hpobench:australian", "params": ["learning rate", "width"]}
+        if "trials" in text:
+            got["trials"] = 3
+        return AIMessage(json.dumps(got))
+    if kind == "intent":
+        for word, intent in [("top", {"action": "top", "n": 5}),
+                             ("why", {"action": "why", "tool": "tpe"}),
+                             ("time", {"action": "time"}),
+                             ("more", {"action": "extend", "trials": 2}),
+                             ("narrow", {"action": "narrow", "param": "width", "low": 32,
+                                         "high": 64})]:
+            if word in text:
+                return AIMessage(json.dumps(intent))
+        return AIMessage('{"action": "other"}')
+    if kind == "decision":
+        return AIMessage('{"action": "train", "choice": "A"}')
+    return AIMessage("Ready.")  # the tuning's protocol probe, and free answers
+
+
+class FakeOpenAI:
+    def __init__(self, slow_s: float = 5.0, answer: str = '{"action": "train", "choice": "A"}',
+                 delay_s: float = 0.0):
+        self.faults: collections.deque[str] = collections.deque()
+        self.served: collections.Counter[str] = collections.Counter()
+        self.requests: list[dict] = []
+        self.slow_s, self.answer, self.delay_s = slow_s, answer, delay_s
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with fake._lock:
+                    fault = fake.faults.popleft() if fake.faults else "ok"
+                    fake.served[fault] += 1
+                    fake.requests.append({"fault": fault, "headers": {k.lower(): v for k, v in self.headers.items()}})
+                time.sleep(fake.delay_s)  # every answer takes this long, like a real model
+                if fault == "reset":
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if fault == "slow":
+                    time.sleep(fake.slow_s)
+                if fault == "500":
+                    return self._send(500, b'{"error": {"message": "injected"}}')
+                if fault == "garbled":
+                    return self._send(200, b"{this is not json")
+                content = (fake.answer if "response_format" in body else "Ready.")
+                if fault == "truncated":
+                    content = fake.answer[:len(fake.answer) // 2]
+                reply = {"id": "x", "object": "chat.completion", "created": 0,
+                         "model": body.get("model", "fake"),
+                         "choices": [{"index": 0, "finish_reason": "stop",
+                                      "message": {"role": "assistant", "content": content}}],
+                         "usage": {"prompt_tokens": 10, "completion_tokens": 5,
+                                   "total_tokens": 15, "prompt_tokens_details":
+                                   {"cached_tokens": 0}}}
+                self._send(200, json.dumps(reply).encode())
+
+            def _send(self, code: int, data: bytes) -> None:
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def start(self) -> FakeOpenAI:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,7 +1,10 @@
 """asap's tools: search spaces, the HPO tools (Optuna, Nevergrad), ``train_on_gpu`` and workloads.
 
 :func:`study_tools` returns the tools as LangChain ``BaseTool``s bound to one study, for any
-tool-calling agent (e.g. ``langgraph.prebuilt.create_react_agent``).
+tool-calling agent (e.g. ``langchain.agents.create_agent``).
+
+The layer of the HPO domain: types, search spaces, the SQLite ledger, optimizers, the portfolio,
+pruning, the trainer and workloads. Nothing here knows an LLM or LangGraph.
 """
 
 from __future__ import annotations
@@ -19,16 +22,15 @@ def study_tools(workload: str, *, db: str | Path = "asap.db", study: str | None 
     """``optuna_suggest``, ``nevergrad_suggest``, ``llm_propose`` and ``train_on_gpu``, bound to
     the study ``study`` (default: named after the workload) in the ledger ``db``, created on first
     use and resumed after; every trial lands in that ledger as with ``asap tune``."""
-    from asap.agent.ledger import Ledger
     from asap.tools.hpo_tools import Toolbox
+    from asap.tools.ledger import Ledger
     from asap.tools.portfolio import Portfolio
     from asap.tools.trainer import Trainer
     from asap.tools.workloads import resolve
 
     wl = resolve(workload, space_file=space, time_scale=time_scale)
-    ledger, name = Ledger(db), study or workload.replace(":", "-").replace("/", "-")
-    st = (ledger.open_study(name) if ledger.has_study(name) else
-          ledger.create_study(name, wl.space, metric=wl.metric, direction=wl.direction,
-                              workload=wl.ref))
+    name = study or workload.replace(":", "-").replace("/", "-")
+    st = Ledger(db).open_or_create(name, wl.space, metric=wl.metric, direction=wl.direction,
+                                   workload=wl.ref)
     st.fail_running("interrupted: the process using these tools stopped during this trial")
     return Toolbox(st, Portfolio(st, seed=seed), Trainer(st, wl, time_limit_s=time_limit_s)).tools()

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
-from asap.agent.ledger import Study
+from asap.tools.ledger import Study
 from asap.tools.nevergrad_tool import NevergradOptimizer
 from asap.tools.optuna_tool import OptunaOptimizer
 from asap.tools.portfolio import Portfolio
@@ -55,6 +55,18 @@ class TrainArgs(BaseModel):
     params: dict[str, Any] = Field(description="a configuration valid in the search space")
     fidelity: int | None = Field(default=None, ge=1, description="epochs/steps; default if omitted")
     tool: str = Field(default="llm", description="which tool proposed this configuration")
+
+
+class StopArgs(BaseModel):
+    """End the tuning session now, because more trials will not improve the best value."""
+
+    reason: str = Field(default="", description="why more trials will not help")
+
+
+def stop_tool() -> BaseTool:
+    """The ``stop`` tool the LLM calls to end a session (the graph acts on it, not the tool)."""
+    return StructuredTool.from_function(func=lambda reason="": "stopping", name="stop",
+                                        args_schema=StopArgs, description=StopArgs.__doc__)
 
 
 @dataclass

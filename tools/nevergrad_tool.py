@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import nevergrad as ng
 import numpy as np
 
-from asap.agent.ledger import Direction, Trial
-from asap.tools.optimizer import Optimizer
+from asap.tools.optimizer import Optimizer, quiet
 from asap.tools.space import CategoricalParam, FloatParam, IntParam, Space
-
-warnings.filterwarnings("ignore", module="nevergrad")
-
+from asap.tools.types import Direction, Trial
 
 _DUMMY = "__asap_constant_space__"
 
@@ -53,7 +49,7 @@ def decode(space: Space, value: dict[str, Any]) -> dict[str, Any]:
     """Nevergrad value -> config with only the active parameters, clipped into bounds."""
     config: dict[str, Any] = {}
     for p in space.params:
-        if p.when is not None and not (p.when.parent in config and p.when.holds(config[p.when.parent])):
+        if not space.is_active(p, config):
             continue
         if p.name not in value:  # a constant parameter
             config[p.name] = p.choices[0] if isinstance(p, CategoricalParam) else p.low
@@ -96,13 +92,15 @@ class NevergradOptimizer(Optimizer):
 
     library = "nevergrad"
     algorithms = ("NGOpt", "CMA", "DE", "TwoPointsDE", "PSO", "OnePlusOne", "TBPSA", "RandomSearch")
+    warnings_ignored = {"module": "nevergrad"}  # budget and settings advice
 
     def __init__(self, space: Space, direction: Direction, algorithm: str, seed: int = 0,
                  budget: int = 200) -> None:
         super().__init__(space, direction, algorithm, seed)
         # NGOpt picks its inner algorithm from the budget; num_workers allows a few open asks.
-        self.opt = ng.optimizers.registry[algorithm](
-            parametrization=parametrization(space, seed), budget=budget, num_workers=4)
+        with quiet(self.warnings_ignored):
+            self.opt = ng.optimizers.registry[algorithm](
+                parametrization=parametrization(space, seed), budget=budget, num_workers=4)
 
     def _ask(self) -> tuple[dict[str, Any], Any]:
         cand = self.opt.ask()

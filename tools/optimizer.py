@@ -7,12 +7,28 @@ own proposals would stay blind to most of the history.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any
 
-from asap.agent.ledger import Direction, Trial
 from asap.tools.space import Space
+from asap.tools.types import Direction, Trial
+
+
+@contextlib.contextmanager
+def quiet(ignored: dict[str, Any]) -> Iterator[None]:
+    """``warnings.filterwarnings("ignore", **ignored)`` for the ``with`` block only.
+
+    Scoped, never a process-wide filter at import: the libraries' advice is noise inside asap's
+    adapters but stays visible to the user's own code.
+    """
+    with warnings.catch_warnings():
+        if ignored:
+            warnings.filterwarnings("ignore", **ignored)
+        yield
 
 
 def config_key(config: dict[str, Any]) -> str:
@@ -29,6 +45,7 @@ class Optimizer(ABC):
 
     library: str = ""
     algorithms: tuple[str, ...] = ()
+    warnings_ignored: dict[str, Any] = {}  # the library's warnings silenced inside ask and tell
 
     def __init__(self, space: Space, direction: Direction, algorithm: str, seed: int = 0) -> None:
         if algorithm not in self.algorithms:
@@ -49,7 +66,8 @@ class Optimizer(ABC):
         """Return ``n`` configurations, each valid in the space."""
         out = []
         for _ in range(n):
-            config, handle = self._ask()
+            with quiet(self.warnings_ignored):
+                config, handle = self._ask()
             config = self.space.validate(config)
             self._pending[config_key(config)] = handle
             out.append(config)
@@ -58,7 +76,8 @@ class Optimizer(ABC):
     def tell(self, trial: Trial) -> None:
         """Learn from a finished trial, whoever proposed it."""
         handle = self._pending.pop(config_key(trial.config), None)
-        self._tell(trial, handle)
+        with quiet(self.warnings_ignored):
+            self._tell(trial, handle)
         self.n_told += 1
 
     def loss(self, value: float) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import optuna
@@ -14,12 +13,9 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState, create_trial
 
-from asap.agent.ledger import Direction, Trial
-from asap.tools.optimizer import Optimizer
+from asap.tools.optimizer import Optimizer, quiet
 from asap.tools.space import CategoricalParam, FloatParam, Space
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+from asap.tools.types import Direction, Trial
 
 _STATES = {"complete": TrialState.COMPLETE, "failed": TrialState.FAIL, "pruned": TrialState.PRUNED}
 
@@ -47,7 +43,7 @@ def suggest_config(space: Space, trial: optuna.Trial) -> dict[str, Any]:
     """Define-by-run sampling: inactive conditional parameters are never suggested."""
     config: dict[str, Any] = {}
     for p in space.params:
-        if p.when is not None and not (p.when.parent in config and p.when.holds(config[p.when.parent])):
+        if not space.is_active(p, config):
             continue
         if isinstance(p, CategoricalParam):
             config[p.name] = trial.suggest_categorical(p.name, p.choices)
@@ -77,10 +73,14 @@ class OptunaOptimizer(Optimizer):
 
     library = "optuna"
     algorithms = ("tpe", "cmaes", "gp", "qmc", "random")
+    # Experimental-feature warnings, silenced for asap's own calls only (a user's own Optuna code
+    # keeps them); the INFO log of each in-memory trial is left to Optuna's verbosity.
+    warnings_ignored = {"category": optuna.exceptions.ExperimentalWarning}
 
     def __init__(self, space: Space, direction: Direction, algorithm: str, seed: int = 0) -> None:
         super().__init__(space, direction, algorithm, seed)
-        self.study = optuna.create_study(direction=direction, sampler=_sampler(algorithm, seed))
+        with quiet(self.warnings_ignored):
+            self.study = optuna.create_study(direction=direction, sampler=_sampler(algorithm, seed))
 
     def _ask(self) -> tuple[dict[str, Any], Any]:
         trial = self.study.ask()

@@ -11,12 +11,16 @@ import copy
 import zlib
 from typing import Any
 
-from asap.agent.ledger import Study, Trial
+from asap.tools.ledger import Study
 from asap.tools.nevergrad_tool import NevergradOptimizer
 from asap.tools.optimizer import Optimizer
 from asap.tools.optuna_tool import OptunaOptimizer
+from asap.tools.types import Trial
 
 LIBRARIES: dict[str, type[Optimizer]] = {"optuna": OptunaOptimizer, "nevergrad": NevergradOptimizer}
+# The tools that propose every round, in the order the prompt shows them.
+PANEL = (("optuna", "tpe"), ("optuna", "cmaes"), ("nevergrad", "NGOpt"), ("nevergrad", "DE"))
+Offer = tuple[str, dict[str, Any]]  # (tool, config): one proposal of a round
 
 
 class Portfolio:
@@ -79,3 +83,7 @@ class Portfolio:
 
     def ask(self, library: str, algorithm: str, n: int = 1) -> list[dict[str, Any]]:
         return self.optimizer(library, algorithm).ask(n)
+
+    def panel_offers(self) -> list[Offer]:
+        """One proposal from each tool of the :data:`PANEL`, labelled by tool."""
+        return [(f"{lib}:{alg}", self.ask(lib, alg, 1)[0]) for lib, alg in PANEL]

@@ -13,7 +13,7 @@ from typing import Literal
 import optuna
 from optuna.trial import TrialState, create_trial
 
-from asap.agent.ledger import Study
+from asap.tools.ledger import Study
 
 PrunerKind = Literal["none", "median", "sha", "hyperband"]
 

@@ -263,10 +263,33 @@ class Space(BaseModel):
                 return p
         raise KeyError(name)
 
+    @staticmethod
+    def is_active(param: FloatParam | IntParam | CategoricalParam, config: dict[str, Any]) -> bool:
+        """Whether ``param`` is active under ``config`` (its parent's value read from it)."""
+        return param.when is None or (
+            param.when.parent in config and param.when.holds(config[param.when.parent]))
+
     def active(self, config: dict[str, Any]) -> list[FloatParam | IntParam | CategoricalParam]:
         """The parameters active under ``config`` (parents are read from ``config``)."""
-        return [p for p in self.params if p.when is None or (
-            p.when.parent in config and p.when.holds(config[p.when.parent]))]
+        return [p for p in self.params if self.is_active(p, config)]
+
+    def json_schema(self) -> dict[str, Any]:
+        """The space as JSON schema: typed, bounded properties and nothing else.
+
+        A free-form object lets a small model ramble until max_tokens; a closed one keeps its
+        answer short, and listing the unconditional parameters as required stops it from leaving
+        some out. Conditions are not expressible here, so configs are still validated.
+        """
+        props: dict[str, Any] = {}
+        for p in self.params:
+            if isinstance(p, CategoricalParam):
+                props[p.name] = {"enum": p.choices}
+            else:
+                kind = "number" if isinstance(p, FloatParam) else "integer"
+                props[p.name] = {"type": kind, "minimum": p.low, "maximum": p.high}
+        required = [p.name for p in self.params if p.when is None]
+        return {"type": "object", "properties": props, "required": required,
+                "additionalProperties": False}
 
     def validate(self, config: Any) -> dict[str, Any]:
         """Check ``config`` and return it in canonical order; raise SpaceError naming the problem.
@@ -281,8 +304,7 @@ class Space(BaseModel):
             raise SpaceError(f"unknown parameter(s) {unknown}; the space has {self.names}")
         out: dict[str, Any] = {}
         for p in self.params:
-            active = p.when is None or (p.when.parent in out and p.when.holds(out[p.when.parent]))
-            if not active:
+            if not self.is_active(p, out):
                 if p.name in config:
                     raise SpaceError(f"parameter '{p.name}' is inactive here (needs {p.when.describe()})")
                 continue
@@ -329,83 +351,3 @@ def _explain(exc: ValidationError, items: list[Any]) -> str:
     if msg.startswith("parameter '") or not where:
         return msg
     return f"{where}: {msg}"
-
-
-# Common hyperparameter names and the ranges a practitioner would start from: what the chat
-# proposes for a user's own workload when they name parameters but bring no space file.
-KNOWN_RANGES: dict[str, dict[str, Any]] = {
-    "lr": {"type": "float", "low": 1.0e-5, "high": 0.1, "log": True},
-    "learning_rate": {"type": "float", "low": 1.0e-5, "high": 0.1, "log": True},
-    "weight_decay": {"type": "float", "low": 1.0e-6, "high": 1.0e-2, "log": True},
-    "width": {"type": "int", "low": 16, "high": 512, "log": True},
-    "hidden_size": {"type": "int", "low": 16, "high": 512, "log": True},
-    "depth": {"type": "int", "low": 1, "high": 6},
-    "n_layers": {"type": "int", "low": 1, "high": 6},
-    "dropout": {"type": "float", "low": 0.0, "high": 0.5},
-    "batch_size": {"type": "categorical", "choices": [16, 32, 64, 128, 256]},
-    "momentum": {"type": "float", "low": 0.0, "high": 0.99},
-    "epochs": {"type": "int", "low": 1, "high": 50},
-}
-ALIASES = {"learning rate": "lr", "learning-rate": "lr", "wd": "weight_decay",
-           "weight decay": "weight_decay", "layers": "n_layers", "hidden": "hidden_size",
-           "batch size": "batch_size", "batch": "batch_size"}
-
-
-def canonical(name: str) -> str:
-    """A person's name for a parameter as a key: "learning rate" -> lr, "Batch size" -> batch_size."""
-    plain = name.strip().lower()
-    return ALIASES.get(plain, plain.replace(" ", "_").replace("-", "_"))
-
-
-def propose_space(names: list[str]) -> tuple[Space, list[str]]:
-    """A space over the named parameters from :data:`KNOWN_RANGES`; returns it and the names
-    it does not know (the caller asks for their ranges)."""
-    specs, unknown = {}, []
-    for raw in names:
-        key = canonical(raw)
-        if key in KNOWN_RANGES:
-            specs[key] = KNOWN_RANGES[key]
-        else:
-            unknown.append(raw)
-    if not specs:
-        raise SpaceError(f"no known parameter among {names}; known: {sorted(KNOWN_RANGES)}")
-    return Space.from_dict(specs), unknown
-
-
-def restrict(space: Space, keep: list[str]) -> tuple[Space, dict[str, Any]]:
-    """Search only ``keep``; pin every other parameter to one value (the middle of its range, on
-    a log scale for log parameters; the first choice) so the workload still receives it.
-
-    Returns the new space and the pinned values.
-    """
-    missing = [k for k in keep if k not in space.names]
-    if missing:
-        raise SpaceError(f"unknown parameter(s) {missing}; the space has {space.names}")
-    spec, pinned = space.to_dict(), {}
-    for p in space.params:
-        if p.name in keep:
-            continue
-        if isinstance(p, CategoricalParam):
-            value = p.choices[0]
-        else:
-            lo, hi = float(p.low), float(p.high)
-            value = math.sqrt(lo * hi) if p.log else (lo + hi) / 2
-            value = int(round(value)) if isinstance(p, IntParam) else value
-        pinned[p.name] = value
-        spec[p.name] = {"type": "categorical", "choices": [value],
-                        **({"when": spec[p.name]["when"]} if "when" in spec[p.name] else {})}
-    return Space.from_dict(spec), pinned
-
-
-def narrow(space: Space, name: str, low: float, high: float) -> Space:
-    """The same space with ``name``'s range cut to ``[low, high]`` (inside the old one)."""
-    p = space[name] if name in space.names else None
-    if p is None or isinstance(p, CategoricalParam):
-        raise SpaceError(f"'{name}' is not a numeric parameter of the space ({space.names})")
-    if not float(p.low) <= low < high <= float(p.high):
-        raise SpaceError(f"the new range of '{name}' must lie inside [{p.low}, {p.high}] with "
-                         f"low < high, got [{low}, {high}]")
-    spec = space.to_dict()
-    spec[name] = {**spec[name], "low": int(low) if isinstance(p, IntParam) else low,
-                  "high": int(high) if isinstance(p, IntParam) else high}
-    return Space.from_dict(spec)

@@ -9,6 +9,7 @@ out-of-memory, timeout, crash, bad metric) into a failed trial with a readable r
 
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing as mp
 import os
@@ -20,13 +21,21 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from asap.agent.ledger import Study, Trial
+from asap.tools.ledger import Study
 from asap.tools.pruning import Pruner
+from asap.tools.types import Trial
 from asap.tools.workloads import Workload, call, load_target
 
-_CTX = mp.get_context("forkserver")
-# Importing torch once in the fork server makes each trial's worker start in milliseconds.
-_CTX.set_forkserver_preload(["torch", "asap.tools.workloads.common"])
+
+@functools.cache
+def _context() -> mp.context.BaseContext:
+    """The forkserver context, set up on the first trial rather than at import.
+
+    Importing torch once in the fork server makes each trial's worker start in milliseconds.
+    """
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "asap.tools.workloads.common"])
+    return ctx
 
 
 @dataclass
@@ -104,8 +113,9 @@ class Trainer:
         start = time.time()
         status, metrics, error, pruned_at = "failed", {}, None, None
         should_prune = self.pruner.for_trial() if self.pruner else (lambda s, v: False)
-        parent, child = _CTX.Pipe()
-        proc = _CTX.Process(target=_worker, name=f"asap-trial-{job.trial_id}", daemon=True, args=(
+        ctx = _context()
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker, name=f"asap-trial-{job.trial_id}", daemon=True, args=(
             child, self.workload.target, job.config, fidelity, self.workload.kwargs, os.getcwd()))
         proc.start()
         child.close()

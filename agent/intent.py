@@ -1,0 +1,107 @@
+"""What a person's chat message asks for: a tuning request, or a question about a session.
+
+Unambiguous parts (workload references, "N trials", "N minutes", known parameter names, top/why/
+time/more/narrow/stop) are read with plain patterns; the chat asks the LLM, as JSON in the
+:class:`Request` and :class:`Intent` schemas, only for what these miss. Pure functions: tested
+without a model.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from asap.tools.space_edit import ALIASES, KNOWN_RANGES, canonical
+from asap.tools.workloads import BUILTIN
+
+
+class Request(BaseModel):
+    """What the person asked for; the LLM fills what the conversation says, null otherwise."""
+
+    workload: str | None = None
+    metric: str | None = None
+    direction: Literal["maximize", "minimize"] | None = None
+    trials: int | None = None
+    minutes: float | None = None
+    params: list[str] | None = None
+    space_file: str | None = None
+
+
+class Intent(BaseModel):
+    """What a message after a session asks for."""
+
+    action: Literal["top", "why", "time", "best", "extend", "narrow", "stop", "new", "other"]
+    n: int | None = None
+    tool: str | None = None
+    trials: int | None = None
+    minutes: float | None = None
+    param: str | None = None
+    low: float | None = None
+    high: float | None = None
+
+
+EXTRACT = """You turn a request to tune a model into JSON. Fields (null when not said):
+workload: one of {builtins}, hpobench:<dataset>, nasbench201:<dataset>, or the user's code as
+module:function (e.g. "train.py:fit" is "train:fit"); metric: the metric name; direction:
+maximize or minimize; trials: a number of trials; minutes: a time budget in minutes; params: the
+hyperparameters to tune; space_file: a search space file if one is named."""
+
+CLASSIFY = """After a tuning session the user writes a message. Classify it as JSON: action is top
+(the best trials; n how many), why (why a tool was used; tool), time (where the time went), best,
+extend (more budget: trials or minutes), narrow (a parameter's new range: param, low, high), stop,
+new (a different tuning request), or other."""
+
+YES = re.compile(r"^\s*(y|yes|ok|okay|sure|go|go ahead|proceed|start|do it|confirm)\b", re.I)
+
+
+def parse_request(text: str) -> dict[str, Any]:
+    """The unambiguous parts of a request, read without the LLM: workload references, "N
+    trials", "N minutes/hours", known parameter names, maximize/minimize."""
+    out: dict[str, Any] = {}
+    ref = re.search(r"\b((?:hpobench|nasbench201):\w+|" + "|".join(map(re.escape, BUILTIN))
+                    + r"|[A-Za-z_][\w.]*\.py:\w+|[A-Za-z_][\w.]*:[A-Za-z_]\w*)", text)
+    if ref:
+        out["workload"] = re.sub(r"\.py:", ":", ref.group(1))
+    if m := re.search(r"(\d+)\s*trials?\b", text, re.I):
+        out["trials"] = int(m.group(1))
+    if m := re.search(r"(\d+(?:\.\d+)?)\s*(minutes?|mins?|hours?|h)\b", text, re.I):
+        out["minutes"] = float(m.group(1)) * (60 if m.group(2).lower().startswith("h") else 1)
+    words = text.lower()
+    names = [n for n in [*ALIASES, *KNOWN_RANGES] if re.search(rf"\b{re.escape(n)}\b", words)]
+    if names:  # "learning rate" and "lr" name the same parameter: keep one of each
+        seen: dict[str, str] = {}
+        for n in names:
+            seen.setdefault(canonical(n), n)
+        out["params"] = list(seen.values())
+    if m := re.search(r"\b(maximi[sz]e|minimi[sz]e)\b", words):
+        out["direction"] = "maximize" if m.group(1).startswith("maxi") else "minimize"
+    if m := re.search(r"\bfor (?:the )?((?:\w*_)?(?:loss|acc\w*|error|score|f1|auc)\w*)\b",
+                      words):
+        out["metric"] = m.group(1)
+    return out
+
+
+def parse_intent(text: str) -> Intent | None:
+    """Plain questions and commands read without the LLM; None when unsure."""
+    t = text.lower()
+    n = re.search(r"\b(\d+)\b", t)
+    if re.search(r"\btop\b|\bbest \d+", t):
+        return Intent(action="top", n=int(n.group(1)) if n else 5)
+    if m := re.search(r"narrow (?:the )?(\w[\w ]*?) to ([-\d.e+]+)\s*(?:\.\.|-|to)\s*([-\d.e+]+)",
+                      t):
+        return Intent(action="narrow", param=m.group(1), low=float(m.group(2)),
+                      high=float(m.group(3)))
+    if re.search(r"\b(more|extend|another|longer)\b", t):
+        minutes = re.search(r"(\d+(?:\.\d+)?)\s*min", t)
+        return Intent(action="extend", minutes=float(minutes.group(1)) if minutes else None,
+                      trials=int(n.group(1)) if n and not minutes else None)
+    if t.startswith("why"):
+        tool = re.search(r"\b(tpe|cma-?es|ngopt|de|random|llm|qmc|gp)\b", t)
+        return Intent(action="why", tool=tool.group(1).replace("-", "") if tool else None)
+    if re.search(r"\b(time|long|wall-?clock)\b", t):
+        return Intent(action="time")
+    if re.fullmatch(r"\s*(stop|halt|enough)\W*", t):
+        return Intent(action="stop")
+    return None

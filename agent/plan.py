@@ -1,0 +1,102 @@
+"""The chat's plan: from a gathered request to the session the person is asked to confirm.
+
+Nothing is written here: the plan carries its search space as data, and the chat writes the
+space file only after the person's yes (:func:`write_space`), into a directory its caller gives.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from asap.agent.config import TuneConfig
+from asap.tools.ledger import Ledger
+from asap.tools.space import Space, SpaceError
+from asap.tools.space_edit import canonical, propose_space, restrict
+from asap.tools.workloads import BUILTIN, resolve
+
+TABULAR = ("hpobench:", "nasbench201:")
+
+
+def is_user_code(ref: str) -> bool:
+    """A ``module:function`` reference (the person's own code), not a built-in or a table."""
+    return ":" in ref and not ref.startswith(TABULAR)
+
+
+def missing(request: dict[str, Any]) -> str | None:
+    """The question to ask next, or None when the request is complete."""
+    if not request.get("workload"):
+        return ("What should I tune? Name the workload: a built-in (" + ", ".join(BUILTIN)
+                + ", hpobench:<dataset>) or your code as module:function.")
+    if is_user_code(request["workload"]) and not request.get("metric"):
+        return "Which metric does your function return, and should it go up or down?"
+    if not request.get("trials") and not request.get("minutes"):
+        return "What budget: how many trials, or how many minutes?"
+    return None
+
+
+def make_plan(request: dict[str, Any], *, study: str, space: Space | None = None
+              ) -> dict[str, Any]:
+    """The session to propose: workload, study, space (as data), budget. Plain JSON types, so a
+    checkpointer stores it as it is."""
+    ref = request["workload"]
+    builtin = not is_user_code(ref)
+    metric, direction = request.get("metric"), request.get("direction")
+    pinned: dict[str, Any] = {}
+    if space is None and request.get("space_file"):
+        space = Space.from_file(request["space_file"])
+    if builtin:
+        wl = resolve(ref)
+        metric, direction = wl.metric, wl.direction
+    if space is None and builtin:
+        space = wl.space
+        if request.get("params"):
+            space, pinned = restrict(space, match(request["params"], space))
+    elif space is None:
+        space, unknown = propose_space(request.get("params") or [])
+        if unknown:
+            raise SpaceError(f"I know no range for {unknown}: give one, or a space file")
+    if not builtin:
+        direction = direction or ("minimize" if re.search(r"loss|error|rmse|mae", metric or "")
+                                  else "maximize")
+    minutes = request.get("minutes")
+    plan = {"workload": ref, "study": study, "metric": metric, "direction": direction,
+            "pinned": pinned, "params": space.to_dict(), "space": space.describe(),
+            "trials": int(request.get("trials") or 1000),
+            "time_budget_s": float(minutes) * 60 if minutes else None}
+    TuneConfig.make(workload=ref, trials=plan["trials"], time_budget_s=plan["time_budget_s"])
+    return plan
+
+
+def write_space(plan: dict[str, Any], directory: Path) -> Path:
+    """The confirmed plan's space as ``{study}.space.yaml`` in ``directory`` (what ``asap tune
+    --space`` reads, so the person can re-run the session without the chat)."""
+    path = directory / f"{plan['study']}.space.yaml"
+    path.write_text(yaml.safe_dump({"metric": plan["metric"], "direction": plan["direction"],
+                                    "params": plan["params"]}, sort_keys=False))
+    return path
+
+
+def match(names: list[str], space: Space) -> list[str]:
+    """Space parameters for the person's words ("learning rate" -> lr or learning_rate_init)."""
+    out = []
+    for raw in names:
+        keys = {raw.strip().lower().replace(" ", "_").replace("-", "_"), canonical(raw)}
+        hits = [n for n in space.names if any(n == k or k in n for k in keys)]
+        if not hits:
+            raise SpaceError(f"'{raw}' is not a parameter of this workload ({space.names})")
+        out.append(hits[0])
+    return out
+
+
+def new_study_name(db: str, ref: str, directory: Path) -> str:
+    """``chat-<workload>-<n>``, the first n that names neither a study nor a space file."""
+    ledger = Ledger(db)
+    stem = "chat-" + re.sub(r"[^A-Za-z0-9]+", "-", ref).strip("-")
+    n = 1
+    while ledger.has_study(f"{stem}-{n}") or (directory / f"{stem}-{n}.space.yaml").exists():
+        n += 1
+    return f"{stem}-{n}"

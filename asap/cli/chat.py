@@ -1,0 +1,137 @@
+"""``asap chat``: the terminal around the chat graph (rich rendering, streamed tokens, threads).
+
+Each person turn is one run of the graph on the thread; a pending ``interrupt`` (the plan
+awaiting a yes) is answered with ``Command(resume=...)``. Threads live in the ledger file through
+LangGraph's ``SqliteSaver``, so ``asap chat --thread ID`` resumes one in a new process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
+from langgraph.types import Command
+from rich.console import Console
+
+from asap.graphs.chat import ChatContext, build_chat_graph
+
+EXIT = {"exit", "quit", "bye", ":q"}
+
+
+@contextlib.contextmanager
+def checkpointer(db: str) -> Iterator[Any]:
+    """LangGraph's SQLite checkpointer on the ledger file (its own tables)."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    conn = sqlite3.connect(db, check_same_thread=False)
+    try:
+        yield SqliteSaver(conn)
+    finally:
+        conn.close()
+
+
+def threads(db: str) -> list[dict[str, Any]]:
+    """Every chat thread in ``db``: id, turns, and its first request."""
+    out: dict[str, dict[str, Any]] = {}
+    with checkpointer(db) as saver:
+        for cp in saver.list(None):
+            tid = cp.config["configurable"]["thread_id"]
+            if tid in out:
+                continue  # newest first: the first seen is the latest state
+            msgs = cp.checkpoint["channel_values"].get("messages", [])
+            first = next((m.content for m in msgs if isinstance(m, HumanMessage)), "")
+            out[tid] = {"thread": tid, "messages": len(msgs), "first": first[:70],
+                        "study": cp.checkpoint["channel_values"].get("study")}
+    return list(out.values())
+
+
+def chat(ctx: ChatContext, *, thread: str | None = None, console: Console | None = None,
+         ask: Callable[[str], str] | None = None) -> str:
+    """Run the conversation until the person types exit (or input ends); returns the thread."""
+    console = console or Console()
+    ask = ask or (lambda prompt: console.input(prompt))
+    thread = thread or uuid.uuid4().hex[:8]
+    config = {"configurable": {"thread_id": thread}}
+    with checkpointer(ctx.db) as saver:
+        graph = build_chat_graph(saver)
+        console.print(f"[dim]thread {thread} (asap chat --thread {thread} resumes it); "
+                      "exit to leave[/]")
+        pending = _pending(graph, config)
+        _say(console, pending)
+        while True:
+            try:
+                text = ask("[bold green]you>[/] ").strip()
+            except EOFError:
+                break
+            if text.lower() in EXIT:
+                break
+            if not text:
+                continue
+            turn = Command(resume=text) if pending else {"messages": [HumanMessage(text)]}
+            try:
+                _render(graph.stream(turn, config, stream_mode=["messages", "custom", "updates"],
+                                     context=ctx), console)
+            except KeyboardInterrupt:  # the tune node stops its session itself when it can
+                _say(console, "Interrupted. Everything finished is saved in the ledger.")
+            pending = _pending(graph, config)
+            _say(console, pending)
+    return thread
+
+
+def _say(console: Console, text: str | None) -> None:
+    if text:
+        console.print("[bold cyan]asap>[/] ", end="")
+        console.print(text, markup=False, highlight=False)
+
+
+def _pending(graph: Any, config: dict) -> str | None:
+    """The question of an interrupt waiting on this thread, if any."""
+    snap = graph.get_state(config)
+    for item in getattr(snap, "interrupts", ()) or ():
+        return item.value["question"]
+    return None
+
+
+def _render(stream: Any, console: Console) -> None:
+    """Stream LLM tokens of free answers, trial progress, and each node's new AI messages."""
+    streamed = False
+    for mode, chunk in stream:
+        if mode == "messages":
+            msg, meta = chunk
+            if isinstance(msg, AIMessageChunk) and meta.get("langgraph_node") == "respond" \
+                    and msg.content:
+                console.print(msg.content, end="", markup=False, highlight=False)
+                streamed = True
+        elif mode == "custom" and "trial" in chunk:
+            value = "-" if chunk["value"] is None else f"{chunk['value']:.4g}"
+            console.print(f"[dim]  trial {chunk['trial']} {chunk['status']} {value} "
+                          f"({chunk['tool']})[/]")
+        elif mode == "updates":
+            for node, update in chunk.items():
+                if node.startswith("__") or not update:
+                    continue
+                said = update.get("messages", [])
+                if node == "confirm":
+                    said = said[2:]  # the question was shown with the interrupt, then the reply
+                for m in said:
+                    if isinstance(m, AIMessage) and not (streamed and node == "respond"):
+                        _say(console, m.content)
+    if streamed:
+        console.print()
+
+
+def default_context(db: str, base_url: str | None, model: str | None,
+                    llm: BaseChatModel | None = None) -> tuple[ChatContext, Any]:
+    """The chat's context and a stack to close: the embedded server unless an endpoint is given
+    (one server for the chat and its tuning sessions)."""
+    from asap.agent.llm import chat_model
+    from asap.agent.server import endpoint
+    stack = contextlib.ExitStack()
+    if llm is None:
+        base_url, model = endpoint(stack, base_url, model)
+        llm = chat_model(base_url, model)
+    return ChatContext(llm=llm, db=db, base_url=base_url, model=model), stack

@@ -1,0 +1,246 @@
+"""The ``asap`` command line: argparse, and the rich rendering of what the library returns.
+
+Process-wide settings belong here, not in the library: Optuna's verbosity is lowered for the
+command only (its in-memory mirrors would log every trial).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import openai
+from rich.console import Console
+from rich.table import Table
+
+from asap.tools.ledger import Ledger, LedgerError
+
+console = Console()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="asap", description="Agentic hyperparameter optimization.")
+    sub = p.add_subparsers(dest="command", required=True)
+    llm = sub.add_parser("llm", help="the embedded LLM").add_subparsers(dest="llm_cmd", required=True)
+    pull = llm.add_parser("pull", help="fetch the default model (SmolLM2-135M-Instruct GGUF)")
+    pull.add_argument("--force", action="store_true", help="fetch again even if cached")
+    serve = llm.add_parser("serve", help="run the embedded llama.cpp server on 127.0.0.1")
+    serve.add_argument("--model", help="a GGUF file (default: SmolLM2-135M-Instruct)")
+    serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    serve.add_argument("--ctx", type=int, default=8192, help="context length per request, in tokens")
+    tune = sub.add_parser("tune", help="tune a workload with the LLM orchestrating the tools")
+    tune.add_argument("workload", help="digits-mlp, digits-cnn, charlm, hpobench:<ds>, "
+                      "nasbench201:<ds> or package.module:function (runs your code)")
+    tune.add_argument("--space", help="search space file (YAML/JSON)")
+    tune.add_argument("--trials", type=int, default=20, help="trial budget (default 20)")
+    tune.add_argument("--time-budget", type=float, help="wall-clock budget in seconds")
+    tune.add_argument("--study", help="study name (default: from the workload); re-run to resume")
+    tune.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
+    tune.add_argument("--base-url", help="OpenAI-compatible endpoint (default: embedded llama.cpp)")
+    tune.add_argument("--model", help="model name at --base-url, or a GGUF path for the embedded server")
+    tune.add_argument("--time-scale", type=float, default=0.0, help="simulated clock for tables")
+    tune.add_argument("--decide", choices=["auto", "tools", "json"], default="auto",
+                      help="decision protocol: native tool calls, JSON schema, or probe (auto)")
+    tune.add_argument("--prompt", choices=["stable", "naive"], default="stable",
+                      help="naive: a status header rewritten each round (ablation)")
+    tune.add_argument("--pruner", choices=["none", "median", "sha", "hyperband"], default="none")
+    tune.add_argument("--speculation", choices=["auto", "off", "threshold", "lossless"],
+                      default="auto",
+                      help="decide the next round while the current trial trains; auto: only "
+                      "when training and the LLM do not share the CPU")
+    tune.add_argument("--tau", type=float, default=0.05,
+                      help="keep a speculative round when |predicted-actual|/|actual| <= tau")
+    tune.add_argument("--context", default="auto",
+                      help="rounds the prompt carries before compaction: N, or auto (self-tuned)")
+    tune.add_argument("--depth", default="auto",
+                      help="speculative rounds chained ahead of the trial in flight: N, or auto "
+                      "(starts at 1, self-tuned up to 4)")
+    tune.add_argument("--no-selftune", action="store_true",
+                      help="keep tau, depth and the context fixed (ablation)")
+    tune.add_argument("--seed", type=int, default=0, help="seed of the tools' samplers")
+    tune.add_argument("--json", action="store_true", help="print the summary as JSON")
+    show = sub.add_parser("show", help="print a study's trials and summary")
+    show.add_argument("study")
+    show.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
+    report = sub.add_parser("report", help="wall-clock decomposition and a timeline PNG")
+    report.add_argument("study")
+    report.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
+    report.add_argument("--out", help="PNG path (default: STUDY-timeline.png)")
+    ch = sub.add_parser("chat", help="tune in a conversation: say what to tune, confirm, ask")
+    ch.add_argument("--thread", help="resume this thread")
+    ch.add_argument("--list", action="store_true", help="list the threads and exit")
+    ch.add_argument("--db", default="asap.db", help="ledger file (threads are stored in it too)")
+    ch.add_argument("--base-url", help="OpenAI-compatible endpoint (default: the embedded server)")
+    ch.add_argument("--model", help="model name at --base-url, or a GGUF for the embedded server")
+    ev = sub.add_parser("eval", help="compare asap with the tools it orchestrates on a grid")
+    ev.add_argument("--profile", choices=["quick", "full"], default="quick",
+                    help="quick: ~12 min on 2 CPU cores; full: every task and method")
+    ev.add_argument("--tasks", help="comma-separated workloads (default: the profile's)")
+    ev.add_argument("--methods", help="comma-separated methods (default: the profile's)")
+    ev.add_argument("--seeds", type=int, help="seeds per task and method")
+    ev.add_argument("--trials", type=int, help="trial budget per run")
+    ev.add_argument("--time-budget", type=float, help="wall-clock budget per run, seconds")
+    ev.add_argument("--time-scale", type=float, help="simulated clock of the tabular tasks")
+    ev.add_argument("--db", default="asap-eval.db", help="the eval's ledger (resumes a grid)")
+    ev.add_argument("--out", default="asap-eval", help="directory for the report and plots")
+    ev.add_argument("--base-url", help="OpenAI-compatible endpoint for the LLM methods")
+    ev.add_argument("--model", help="model name at --base-url, or a GGUF for the embedded server")
+    return p
+
+
+def _quiet_optuna() -> None:
+    """Optuna's INFO log would print every trial asap mirrors into its in-memory studies."""
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from asap.cli.chat import chat, default_context, threads
+    Ledger(args.db)  # a missing directory is a clear error before anything starts
+    if args.list:
+        table = Table("thread", "messages", "study", "first request", title=f"chats in {args.db}")
+        for t in threads(args.db):
+            table.add_row(t["thread"], str(t["messages"]), t["study"] or "-", t["first"])
+        console.print(table)
+        return 0
+    _quiet_optuna()
+    ctx, stack = default_context(args.db, args.base_url, args.model)
+    with stack:
+        chat(ctx, thread=args.thread, console=console)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from asap.evals.grid import PROFILES, Grid, run_grid
+    from asap.evals.report import write_report
+    _quiet_optuna()
+    spec = dict(PROFILES[args.profile])
+    for key, value in [("tasks", args.tasks), ("methods", args.methods)]:
+        if value:
+            spec[key] = [v.strip() for v in value.split(",") if v.strip()]
+    for key, value in [("seeds", args.seeds), ("trials", args.trials),
+                       ("time_s", args.time_budget), ("time_scale", args.time_scale)]:
+        if value is not None:
+            spec[key] = value
+    grid = Grid(**spec, db=args.db, base_url=args.base_url, model=args.model)
+    ledger = run_grid(grid)
+    path = write_report(ledger, args.out, title=f"asap eval ({args.profile} profile)")
+    from rich.markdown import Markdown
+    text = "\n".join(x for x in path.read_text().splitlines() if not x.startswith("!["))
+    console.print(Markdown(text))
+    console.print(f"report: {path}")
+    return 0
+
+
+def _show(study_name: str, db: str, *, trials: bool = True) -> int:
+    from asap.agent.stats import summarize
+    from asap.cli.render import print_summary, trials_table
+    if not Path(db).exists():
+        console.print(f"[red]error:[/] no ledger at {db}")
+        return 2
+    study = Ledger(db).open_study(study_name)
+    if trials:
+        console.print(trials_table(study))
+    print_summary(summarize(study), console)
+    return 0
+
+
+def _int(text: str, flag: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{flag} must be an integer or auto, got {text!r}") from None
+
+
+def _report(study_name: str, db: str, out: str | None) -> int:
+    from asap.agent.stats import decompose
+    from asap.agent.timeline import timeline
+    from asap.cli.render import decomposition_table
+    if not Path(db).exists():
+        console.print(f"[red]error:[/] no ledger at {db}")
+        return 2
+    study = Ledger(db).open_study(study_name)
+    d = decompose(study)
+    png = timeline(study, out or f"{study.name}-timeline.png")
+    console.print(decomposition_table(study, d))
+    for k in d["knobs"]:
+        console.print(f"self-tuning: tau={k['tau']:.4g} depth={k['depth']} context={k['context']}")
+    console.print(f"timeline: {png}")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from asap.agent.config import TuneConfig
+    from asap.cli.render import RichProgress
+    from asap.graphs.session import tune
+    _quiet_optuna()
+    cfg = TuneConfig.make(
+        workload=args.workload, trials=args.trials, time_budget_s=args.time_budget,
+        study=args.study, db=args.db, space=args.space, base_url=args.base_url, model=args.model,
+        api_key=os.environ.get("OPENAI_API_KEY"), decide=args.decide, prompt=args.prompt,
+        time_scale=args.time_scale, pruner=args.pruner, speculation=args.speculation,
+        tau=args.tau, context=None if args.context == "auto" else _int(args.context, "--context"),
+        depth=None if args.depth == "auto" else _int(args.depth, "--depth"), seed=args.seed,
+        selftune=not args.no_selftune)
+    result = tune(cfg, callbacks=[RichProgress(Console(stderr=True))])
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _show(result["study"], args.db, trials=False)
+    return 0 if result["complete"] > 0 else 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import time
+
+    from asap.agent.server import EmbeddedServer
+    with EmbeddedServer(args.model, port=args.port, n_ctx=args.ctx,
+                        say=lambda m: console.print(m)) as srv:
+        console.print(f"serving on {srv.base_url} (Ctrl-C stops)")
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            console.print("stopping")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one ``asap`` command; returns its exit code (2: a clear error, 130: Ctrl-C)."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "llm" and args.llm_cmd == "pull":
+            from asap.agent.model import pull
+            path = pull(force=args.force, say=lambda m: console.print(m))
+            console.print(f"default model ready: {path}")
+            return 0
+        if args.command == "llm" and args.llm_cmd == "serve":
+            return _serve(args)
+        if args.command == "tune":
+            return _tune(args)
+        if args.command == "show":
+            return _show(args.study, args.db)
+        if args.command == "report":
+            return _report(args.study, args.db, args.out)
+        if args.command == "eval":
+            return _eval(args)
+        if args.command == "chat":
+            return _chat(args)
+    except KeyboardInterrupt:
+        console.print("interrupted: everything finished so far is saved; re-run to resume")
+        return 130
+    except (LedgerError, RuntimeError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    except openai.OpenAIError as exc:
+        console.print(f"[red]error:[/] the LLM endpoint failed: {type(exc).__name__}: {exc}")
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""What the terminal shows: the live progress of a session, trial tables, summaries, reports.
+
+The library reports through callbacks and returns numbers; this module alone turns them into
+rich output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from asap.agent.config import Protocol
+from asap.agent.stats import cached_share, pct
+from asap.graphs.session import TuneCallback
+from asap.tools.ledger import Study
+from asap.tools.types import Trial
+
+
+class RichProgress(TuneCallback):
+    """A progress bar for one session: trials done, best value, last tool, LLM latency, cache."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    def on_message(self, text: str) -> None:
+        self.console.print(text)
+
+    def on_session_start(self, study: Study, total: int, protocol: Protocol | None) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(),
+            TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), console=self.console)
+        self.progress.start()
+        self.task = self.progress.add_task("tuning", total=total, info=f"{protocol} protocol",
+                                           completed=len(study.finished_ids()))
+
+    def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=len(study.finished_ids()),
+                                 info=live_info(study, tool))
+
+    def on_session_end(self, study: Study | None, interrupted: bool) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def live_info(study: Study, tool: str) -> str:
+    """Best value, last tool, last LLM latency and the cache reuse so far."""
+    best, calls = study.best(), study.timings("llm_call")
+    parts = [f"best {best.value:.4f}" if best else "no complete trial", f"last {tool}"]
+    if calls:
+        parts.append(f"llm {calls[-1]['duration']:.1f}s")
+        share = cached_share(calls)
+        parts.append(f"cache {share:.0%}" if share is not None else "cache unknown")
+    return " | ".join(parts)
+
+
+def trials_table(study: Study) -> Table:
+    table = Table(title=f"study {study.name}: {study.direction} {study.metric}")
+    for col in ("#", "tool", "status", study.metric, "seconds", "config / error"):
+        table.add_column(col)
+    for t in study.trials():
+        value = f"{t.value:.4f}" if t.value is not None else "-"
+        table.add_row(str(t.number), t.tool, t.status, value,
+                      f"{t.duration:.1f}" if t.duration else "-", t.error or str(t.config))
+    return table
+
+
+def decomposition_table(study: Study, d: dict[str, Any]) -> Table:
+    table = Table("", "value", title=f"study {study.name}: wall-clock decomposition")
+    for name, value in [
+            ("wall-clock", f"{d['wall_s']:.1f} s"), ("training", f"{d['train_s']:.1f} s"),
+            ("LLM on the critical path", f"{d['llm_s']:.1f} s"),
+            ("  exposed (trainer idle)",
+             f"{d['exposed_llm_s']:.1f} s ({pct(d['exposed_share'], '.1%')})"),
+            ("  hidden (overlaps training)", f"{d['hidden_llm_s']:.1f} s"),
+            ("speculative LLM", f"{d['speculative_llm_s']:.1f} s"),
+            ("wasted speculation", f"{d['wasted_s']:.1f} s"),
+            ("accept rate", pct(d["accept_rate"], ".1%")),
+            ("cached-token share", pct(d["cached_share"], ".1%"))]:
+        table.add_row(name, value)
+    return table
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    """The end-of-session report: best config, per-tool record, LLM numbers, time split."""
+    s = summary
+    if s["best_value"] is None:
+        console.print(f"[bold]{s['study']}[/]: no complete trial ({s['trials']} trials)")
+    else:
+        console.print(f"[bold]{s['study']}[/]: best {s['metric']} = {s['best_value']:.6g} "
+                      f"(trial {s['best_trial']}, {s['best_tool']})\n  config {s['best_config']}")
+    tools = Table("tool", "trials", "improved the best", title="per-tool record")
+    for tool, rec in s["per_tool"].items():
+        tools.add_row(tool, str(rec["trials"]), str(rec["improvements"]))
+    console.print(tools)
+    t = s["time"]
+    split = Table("wall-clock", "seconds", "share", title="time split")
+    for key, name in (("train_s", "training"), ("exposed_llm_s", "LLM, trainer idle"),
+                      ("tools_s", "tools"), ("other_s", "other")):
+        share = f"{t[key] / t['wall_s']:.0%}" if t["wall_s"] and t[key] is not None else "-"
+        split.add_row(name, f"{t[key]:.1f}" if t[key] is not None else "-", share)
+    split.add_row("total", f"{t['wall_s']:.1f}", "")
+    split.add_row("LLM hidden behind training", f"{t['hidden_llm_s']:.1f}", "")
+    split.add_row("speculative LLM", f"{t['speculative_llm_s']:.1f}", "")
+    console.print(split)
+    median = f"{s['llm_median_s']:.2f}s" if s["llm_median_s"] is not None else "-"
+    cached = f"{s['cached_share']:.0%}" if s["cached_share"] is not None else "unknown"
+    console.print(f"LLM: {s['llm_calls']} calls ({s['protocol'] or 'no'} protocol), median "
+                  f"{median}, prompt tokens from cache {cached}; guard: {s['retries']} retries, "
+                  f"{s['reminders']} reminders, {s['fallbacks']} fallbacks, "
+                  f"{s['llm_errors']} LLM errors")

@@ -1,0 +1,185 @@
+"""A tuning session: open or resume a study, reach the LLM, run the tuning graph, summarize.
+
+This is the facade over :mod:`asap.graphs.tuning`. It reports through callbacks
+(:class:`TuneCallback`, like syne-tune's ``TunerCallback`` and Optuna's ``callbacks``), never a
+console: the CLI renders them with rich, the chat streams them, a library user passes their own.
+
+Example::
+
+    from asap.agent.config import TuneConfig
+    from asap.graphs.session import tune
+    summary = tune(TuneConfig(workload="digits-mlp", trials=10))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from asap.agent.config import Protocol, TuneConfig
+from asap.agent.llm import chat_model, pick_protocol
+from asap.agent.prompt import PromptBuilder
+from asap.agent.selftune import Bounds
+from asap.agent.server import endpoint
+from asap.agent.speculation import speculation_mode
+from asap.agent.stats import summarize
+from asap.graphs.state import TuneContext
+from asap.graphs.tuning import graph
+from asap.tools.ledger import Ledger, Study
+from asap.tools.portfolio import PANEL, Portfolio
+from asap.tools.pruning import Pruner
+from asap.tools.trainer import Trainer
+from asap.tools.types import Trial
+from asap.tools.workloads import resolve
+
+TOOLS_TEXT = "\n".join(f"- {lib}:{alg}" for lib, alg in PANEL) + \
+    "\n- llm (your own configuration)"
+CTRL_C = "interrupted by the user (Ctrl-C)"
+
+
+class TuneCallback:
+    """Hooks a session calls as it runs; each does nothing unless overridden."""
+
+    def on_message(self, text: str) -> None:
+        """A line worth showing a person (resuming a study, starting the embedded server)."""
+
+    def on_session_start(self, study: Study, total: int, protocol: Protocol | None) -> None:
+        """The study is open and the LLM reachable; ``total`` trials is the budget."""
+
+    def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
+        """A trial finished (complete, failed or pruned); ``tool`` proposed it."""
+
+    def on_session_end(self, study: Study | None, interrupted: bool) -> None:
+        """The session is over (also after an error or Ctrl-C)."""
+
+
+def open_study(ledger: Ledger, cfg: TuneConfig, space: Any, metric: str, direction: str,
+               say: TuneCallback) -> Study:
+    """The study named by ``cfg``: resumed if it exists (interrupted trials marked failed)."""
+    existed = ledger.has_study(cfg.study_name)
+    study = ledger.open_or_create(cfg.study_name, space, metric=metric, direction=direction,
+                                  workload=cfg.workload)
+    if existed:
+        lost = study.fail_running("interrupted: the tuning process stopped during this trial")
+        say.on_message(f"resuming study '{study.name}' ({len(study.finished_ids())} finished "
+                       "trials" + (f", {len(lost)} interrupted marked failed" if lost else "")
+                       + ")")
+    return study
+
+
+def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
+         callbacks: Sequence[TuneCallback] = ()) -> dict[str, Any]:
+    """Run (or resume) a tuning session; returns the summary that ``--json`` prints.
+
+    ``llm``: a chat model to decide with instead of the endpoint in ``cfg`` (an agent under
+    evaluation, or a fake in tests); no server is started then.
+
+    Ctrl-C (KeyboardInterrupt) cancels the running trial, records it as failed, logs the session
+    and re-raises: everything finished is in the ledger and a re-run resumes.
+    """
+    say = _Fanout(callbacks)
+    wl = resolve(cfg.workload, space_file=cfg.space, time_scale=cfg.time_scale)
+    ledger = Ledger(cfg.db)  # raises LedgerError naming a missing directory
+    new = not ledger.has_study(cfg.study_name)
+    study: Study | None = open_study(ledger, cfg, wl.space, wl.metric, wl.direction, say)
+    started, protocol, interrupted = time.time(), None, True
+    try:
+        with contextlib.ExitStack() as stack:
+            if llm is None:
+                base_url, model = endpoint(stack, cfg.base_url, cfg.model, say=say.on_message)
+                llm = chat_model(base_url, model, api_key=cfg.api_key,
+                                 timeout_s=cfg.llm_timeout_s)
+            protocol = pick_protocol(llm, cfg.decide, study)
+            say.on_session_start(study, cfg.trials, protocol)
+            ctx = TuneContext(
+                study, Portfolio(study, seed=cfg.seed),
+                Trainer(study, wl, pruner=Pruner(study, cfg.pruner)),
+                PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, protocol=protocol), llm,
+                protocol=protocol, max_trials=cfg.trials, time_budget_s=cfg.time_budget_s,
+                max_retries=cfg.max_retries, speculation=speculation_mode(cfg),
+                bounds=_bounds(cfg), selftune_every=cfg.selftune_every if cfg.selftune else 0,
+                on_trial=lambda trial, tool: say.on_trial_complete(study, trial, tool))
+            if len(study.finished_ids()) < cfg.trials:
+                with _cancel_on_ctrl_c(ctx):
+                    graph.invoke(ctx.initial_state(cfg.tau, cfg.depth or 1, cfg.context or 24),
+                                 {"recursion_limit": ctx.recursion_limit()}, context=ctx)
+        interrupted = False
+    except Exception:
+        if new and not study.trials():  # failed before its first trial: leave nothing behind
+            ledger.delete_study(study.name)
+            study = None
+        raise
+    finally:
+        if study is not None:  # Ctrl-C and errors log the session as interrupted
+            study.log_event("session", start=started, end=time.time(), protocol=protocol,
+                            prompt=cfg.prompt, interrupted=interrupted)
+        say.on_session_end(study, interrupted)
+    return summarize(study)
+
+
+class _Fanout(TuneCallback):
+    """Every callback of a session, called in order."""
+
+    def __init__(self, callbacks: Sequence[TuneCallback]) -> None:
+        self.callbacks = list(callbacks)
+
+    def on_message(self, text: str) -> None:
+        for c in self.callbacks:
+            c.on_message(text)
+
+    def on_session_start(self, study: Study, total: int, protocol: Protocol | None) -> None:
+        for c in self.callbacks:
+            c.on_session_start(study, total, protocol)
+
+    def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
+        for c in self.callbacks:
+            c.on_trial_complete(study, trial, tool)
+
+    def on_session_end(self, study: Study | None, interrupted: bool) -> None:
+        for c in self.callbacks:
+            c.on_session_end(study, interrupted)
+
+
+def _bounds(cfg: TuneConfig) -> Bounds:
+    """Self-tuning's bounds; a knob the user set is pinned to their value."""
+    fixed: dict[str, int] = {}
+    if cfg.context is not None:
+        fixed |= {"context_min": cfg.context, "context_max": cfg.context}
+    if cfg.depth is not None:
+        fixed |= {"depth_min": cfg.depth, "depth_max": cfg.depth}
+    return Bounds().model_copy(update=fixed)
+
+
+@contextlib.contextmanager
+def _cancel_on_ctrl_c(ctx: TuneContext) -> Iterator[None]:
+    """Ctrl-C cancels the trials in flight at once, then interrupts as usual.
+
+    Why a handler: the trial is awaited on a LangGraph worker thread, and the graph lets running
+    branches finish before the KeyboardInterrupt reaches us; cancelling first makes that prompt.
+    It is installed for the session only (main thread only) and the previous one restored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers live in the main thread only
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        ctx.trainer.cancel_all(CTRL_C)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        # The signal can land between a trial's row and its job (or the graph may have dropped
+        # a branch): wait for the cancelled workers to be recorded, then close any row left open.
+        ctx.trainer.cancel_all(CTRL_C, wait_s=30)
+        ctx.study.fail_running(CTRL_C)
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,214 @@
+"""What the tuning graph carries: its run context, its state, and the in-flight channel.
+
+Following LangGraph's split (``StateGraph(State, context_schema=Context)``):
+
+- :class:`TuneContext`: the run's dependencies and fixed settings (study, tools, trainer, chat
+  model, prompt builder, budgets, callbacks): frozen, passed as ``graph.invoke(..., context=...)``
+  and read by nodes as ``runtime.context``.
+- :class:`TuningState`: what evolves during the run: the round, the knobs (tau, depth, context),
+  the prompt log, the speculative chain as typed :class:`SpecRound` records.
+- :class:`InFlight`: the one thing two parallel branches share while a trial trains (the job, the
+  prediction, the chained level, the cancel signal), lock-guarded, one per trial in flight, kept
+  by the context's :class:`Flights`.
+"""
+
+from __future__ import annotations
+
+import operator
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.tools import BaseTool
+
+from asap.agent.config import Protocol
+from asap.agent.decision import decision_schema
+from asap.agent.llm import ToolCaller, json_model, timed_invoke
+from asap.agent.prompt import PromptBuilder, PromptLog, label
+from asap.agent.selftune import Bounds, Knobs
+from asap.agent.speculation import SpeculationMode
+from asap.tools.hpo_tools import Toolbox, stop_tool
+from asap.tools.ledger import Study
+from asap.tools.portfolio import Offer, Portfolio
+from asap.tools.trainer import Trainer, TrainingJob
+from asap.tools.types import Trial
+
+
+class InFlight:
+    """The channel between a running trial and the speculative branch (one per trial).
+
+    ``await_train`` and ``speculate`` run on different threads: the prediction and the chained
+    level are written by one and read by the other, so they live behind a lock; ``cancel`` cuts
+    off the speculative LLM call once its answer can no longer be used.
+    """
+
+    def __init__(self, job: TrainingJob) -> None:
+        self.job = job
+        self.cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._predicted: float | None = None
+        self._level = -1  # which chained round the speculative branch is asking for (-1: none)
+
+    @property
+    def predicted(self) -> float | None:
+        with self._lock:
+            return self._predicted
+
+    @predicted.setter
+    def predicted(self, value: float | None) -> None:
+        with self._lock:
+            self._predicted = value
+
+    @property
+    def level(self) -> int:
+        with self._lock:
+            return self._level
+
+    @level.setter
+    def level(self, value: int) -> None:
+        with self._lock:
+            self._level = value
+
+
+class Flights:
+    """The trials in flight of one run, by trial id."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_id: dict[int, InFlight] = {}
+
+    def start(self, job: TrainingJob) -> InFlight:
+        flight = InFlight(job)
+        with self._lock:
+            self._by_id[job.trial_id] = flight
+        return flight
+
+    def get(self, trial_id: int) -> InFlight:
+        with self._lock:
+            return self._by_id[trial_id]
+
+    def end(self, trial_id: int) -> None:
+        with self._lock:
+            self._by_id.pop(trial_id, None)
+
+
+@dataclass(frozen=True)
+class TuneContext:
+    """Everything the nodes act on and nothing that changes. ``llm=None``: the fallback decides."""
+
+    study: Study
+    portfolio: Portfolio
+    trainer: Trainer
+    builder: PromptBuilder
+    llm: BaseChatModel | None
+    protocol: Protocol = "json"
+    max_trials: int = 20
+    time_budget_s: float | None = None
+    max_retries: int = 2  # answers with a problem sent back per round, then the fallback
+    max_steps: int = 6  # LLM calls per round (suggest-tool exploration included)
+    speculation: SpeculationMode = "off"
+    selftune_every: int = 0  # trials between self-tuning passes (0: off)
+    bounds: Bounds = field(default_factory=Bounds)
+    started: float = field(default_factory=time.time)
+    on_trial: Callable[[Trial, str], None] | None = None  # progress displays
+    flights: Flights = field(default_factory=Flights)
+    caller: ToolCaller | None = field(default=None, init=False)
+    tools: Mapping[str, BaseTool] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        if self.builder.protocol != self.protocol:
+            raise ValueError(f"the prompt builder renders the {self.builder.protocol} protocol, "
+                             f"the context asks for {self.protocol}")
+        if self.speculation == "lossless":  # each decision is verified serially: no chains
+            object.__setattr__(self, "bounds", self.bounds.model_copy(update={"depth_max": 1}))
+        if self.llm is not None and self.protocol == "tools":
+            box = Toolbox(self.study, self.portfolio, self.trainer).tools()
+            object.__setattr__(self, "tools", {t.name: t for t in box if t.name != "train_on_gpu"})
+            object.__setattr__(self, "caller", ToolCaller(self.llm, [*box, stop_tool()], self.study))
+
+    def spent(self) -> bool:
+        """The trial or the wall-clock budget is used up."""
+        return (len(self.study.finished_ids()) >= self.max_trials
+                or (self.time_budget_s is not None
+                    and time.time() - self.started >= self.time_budget_s))
+
+    def initial_state(self, tau: float = 0.05, depth: int = 1, context: int = 24) -> TuningState:
+        """The state a run starts from: the knobs inside their bounds and an empty prompt log."""
+        b = self.bounds
+        return {"knobs": Knobs(tau=tau, depth=min(max(depth, b.depth_min), b.depth_max),
+                               context=context), "log": PromptLog()}
+
+    def recursion_limit(self) -> int:
+        """LangGraph's step bound for a whole session: every round may use all its LLM steps."""
+        return self.max_trials * (4 + 2 * self.max_steps) + 10
+
+
+@dataclass(frozen=True)
+class SpecRound:
+    """One speculative round, decided ahead of the trial in flight (nearest first in a chain)."""
+
+    predicted: float | None  # the value assumed for the trial this round follows
+    guess: Trial  # that trial with the predicted value (a negative id: not in the ledger)
+    closed: str  # that trial's prompt row, closed on the predicted value
+    proposals: list[Offer]  # what the forked tools offered for this round
+    current: str  # this round's prompt block
+    round: int
+    start: float
+    end: float = 0.0
+    choice: Offer | None = None  # the LLM's decision; None when it gave none
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Lossless mode: a speculative decision waiting to be compared with the serial one."""
+
+    spec: SpecRound
+    trial: int  # the number of the trial it followed
+    actual: float | None  # that trial's real value
+
+
+class TuningState(TypedDict, total=False):
+    round: int
+    proposals: list[Offer]
+    offers: list[Offer]  # proposals plus what suggest tools returned this round
+    current: str  # this round's prompt block
+    messages: list[BaseMessage]  # this round's conversation
+    attempts: int
+    reminded: bool
+    steps: int
+    error: str | None
+    choice: Offer | None
+    stop: bool
+    spent: bool  # the budget is used up (reconcile decides)
+    trial_id: int  # the trial in flight
+    trained: int  # the training branch's result (a trial id)
+    chain: list[SpecRound]  # speculative rounds ahead of the trial in flight
+    verify: Verification | None
+    knobs: Knobs  # tau, speculation depth, rounds the prompt carries: self-tuned
+    log: PromptLog  # the prompt's append-only part
+    retries: Annotated[int, operator.add]
+    fallbacks: Annotated[int, operator.add]
+
+
+def ask(ctx: TuneContext, messages: list[BaseMessage], n_labels: int, detail: dict[str, Any],
+        cancel: threading.Event | None = None) -> BaseMessage:
+    """One LLM call in the session's protocol, timed into the ledger."""
+    trial_number = len(ctx.study.trials())
+    if ctx.caller is not None:
+        return ctx.caller.invoke(messages, cancel=cancel, trial_number=trial_number, **detail)
+    model = json_model(ctx.llm, decision_schema([label(i) for i in range(n_labels)],
+                                                ctx.study.space))
+    return timed_invoke(model, messages, study=ctx.study, protocol="json",
+                        trial_number=trial_number, cancel=cancel, **detail)
+
+
+def decision_text(proposals: list[Offer], choice: Offer) -> str:
+    """How the log records a decision: the round's label ("A", ...) or "own", and the tool."""
+    tool, config = choice
+    lab = next((label(i) for i, p in enumerate(proposals) if p == (tool, config)), "own")
+    return f"{lab} ({tool})"

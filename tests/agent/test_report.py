@@ -1,0 +1,56 @@
+"""``asap report``: exposed vs hidden LLM time from a synthetic timeline, and the PNG."""
+
+from __future__ import annotations
+
+import pytest
+
+from asap.agent.stats import decompose, merge, overlap
+from asap.agent.timeline import timeline
+from asap.cli.main import main
+
+
+def test_interval_arithmetic():
+    assert merge([(5, 7), (0, 2), (1, 3)]) == [(0, 3), (5, 7)]
+    assert overlap((2, 6), [(0, 3), (5, 7)]) == 2
+
+
+@pytest.fixture
+def timed(ledger, toy_space):
+    study = ledger.create_study("rep", toy_space, metric="loss", direction="minimize")
+    # Serial round: LLM 0-2 (trainer idle), train 2-10; speculative call 3-5 during training,
+    # critical call 9-11 half hidden; train 11-15.
+    study.log_timing("llm_call", 0, 2, prompt_tokens=100, cached_tokens=0)
+    study.log_timing("train", 2, 10)
+    study.log_timing("llm_call", 3, 5, prompt_tokens=200, cached_tokens=180, speculative=True)
+    study.log_timing("speculation", 3, 5, wasted=True)
+    study.log_event("speculation", accepted=False)
+    study.log_timing("llm_call", 9, 11, prompt_tokens=300, cached_tokens=290)
+    study.log_timing("train", 11, 15)
+    study.log_event("session", start=0, end=16, interrupted=False)
+    return study
+
+
+def test_decompose_splits_exposed_and_hidden(timed):
+    d = decompose(timed)
+    assert d["wall_s"] == 16 and d["train_s"] == 12 and d["llm_s"] == 4
+    assert d["exposed_llm_s"] == 3 and d["hidden_llm_s"] == 1
+    assert d["exposed_share"] == pytest.approx(3 / 16)
+    assert d["speculative_llm_s"] == 2 and d["wasted_s"] == 2 and d["accept_rate"] == 0.0
+    assert d["cached_share"] == pytest.approx(470 / 600)
+
+
+def test_timeline_png_and_cli(timed, tmp_path, capsys):
+    png = timeline(timed, tmp_path / "t.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    out = tmp_path / "cli.png"
+    assert main(["report", "rep", "--db", str(tmp_path / "ledger.db"), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "exposed (trainer idle)" in text and "3.0 s (18.8%)" in text and out.exists()
+
+
+def test_a_speculative_call_outlasting_training_is_exposed(ledger, toy_space):
+    study = ledger.create_study("late", toy_space, metric="loss", direction="minimize")
+    study.log_timing("train", 0, 4)
+    study.log_timing("llm_call", 3, 6, speculative=True)  # the join waits 2 s for it
+    d = decompose(study)
+    assert d["exposed_llm_s"] == 2 and d["hidden_llm_s"] == 0 and d["llm_s"] == 0

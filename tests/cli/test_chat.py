@@ -1,0 +1,82 @@
+"""The chat: a scripted person and a scripted chat model, real tuning, real checkpointer."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from fakes import ScriptedModel, chat_script
+from rich.console import Console
+
+from asap.cli.chat import chat, threads
+from asap.graphs.chat import ChatContext
+from asap.tools.ledger import Ledger
+
+HERE = Path(__file__).parent
+
+
+def session(db: Path, turns: list[str], thread: str = "t1") -> str:
+    out = io.StringIO()
+    model = ScriptedModel(chat_script)
+    ctx = ChatContext(llm=model, db=str(db), tune_llm=model, space_dir=db.parent)
+    said = iter(turns)
+
+    def ask(prompt: str) -> str:
+        try:
+            return next(said)
+        except StopIteration:
+            raise EOFError from None
+    chat(ctx, thread=thread, console=Console(file=out, width=300), ask=ask)
+    return out.getvalue()
+
+
+def test_request_to_confirmed_space_to_tuning_to_answers(tmp_path):
+    db = tmp_path / "c.db"
+    out = session(db, ["tune the learning rate and width of my model on hpobench:australian",
+                       "3 trials please", "yes", "what were the top 5?", "why tpe?",
+                       "how much time went to the LLM?", "2 more trials", "yes",
+                       "narrow the width to 32..64", "no", "exit"])
+    assert "What budget" in out  # it asked for what was missing
+    assert "Proceed?" in out and "learning_rate_init" in out and "Fixed:" in out
+    study = Ledger(db).open_study("chat-hpobench-australian-1")
+    free = [p.name for p in study.space.params if not (
+        getattr(p, "choices", None) and len(p.choices) == 1)]
+    assert free == ["learning_rate_init", "width"]  # the other parameters were pinned
+    assert "trial 2 complete" in out and "Done." in out
+    assert "Top 3 of 3 complete trials" in out  # answered from the ledger
+    assert "optuna:tpe: 3 trials" in out and "Wall-clock" in out
+    assert len(study.trials()) == 5  # extended by 2 after a second confirmation
+    assert "Nothing started" in out  # the narrowed plan was refused: no compute spent
+    assert not Ledger(db).has_study("chat-hpobench-australian-2")
+
+
+def test_a_thread_waits_at_the_confirmation_across_processes(tmp_path):
+    db = tmp_path / "x.db"
+    run = textwrap.dedent(f"""
+        import sys
+        sys.path[:0] = [{str(HERE)!r}, {str(HERE.parent)!r}]
+        from pathlib import Path
+        from test_chat import session
+        print(session(Path({str(db)!r}), sys.argv[1:]))
+    """)
+    first = subprocess.run([sys.executable, "-c", run, "tune hpobench:australian, 3 trials"],
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "Proceed?" in first.stdout and not Ledger(db).has_study("chat-hpobench-australian-1")
+    assert not list(tmp_path.glob("*.space.yaml"))  # nothing is written before the yes
+    second = subprocess.run([sys.executable, "-c", run, "yes"], capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout.count("Proceed?") == 1  # the pending question, shown on resume
+    assert "Done." in second.stdout
+    assert [p.name for p in tmp_path.glob("*.space.yaml")] == [
+        "chat-hpobench-australian-1.space.yaml"]  # after the yes, where the caller said
+    assert len(Ledger(db).open_study("chat-hpobench-australian-1").trials()) == 3
+    listed = threads(str(db))
+    assert [t["thread"] for t in listed] == ["t1"] and listed[0]["study"] is not None
+    cli = subprocess.run([sys.executable, "-m", "asap.cli", "chat", "--list", "--db",
+                          str(db)], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0 and "t1" in cli.stdout

@@ -1,0 +1,91 @@
+"""The command line, in-process through ``main([...])``: every bad input is one clear line."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asap.agent import model
+from asap.cli.main import main
+from asap.tools.ledger import Ledger
+
+USERWL = Path(__file__).parents[1] / "userwl"
+
+
+def test_show_prints_trials(tmp_path, toy_space, capsys):
+    from asap.tools.ledger import Ledger
+    study = Ledger(tmp_path / "l.db").create_study("demo", toy_space, metric="loss", direction="minimize")
+    tid = study.start_trial({"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}, tool="optuna:tpe")
+    study.finish_trial(tid, status="complete", metrics={"loss": 0.25})
+    assert main(["show", "demo", "--db", str(tmp_path / "l.db")]) == 0
+    out = capsys.readouterr().out
+    assert "optuna:tpe" in out and "best loss = 0.25 (trial 0, optuna:tpe)" in out
+    assert main(["show", "nope", "--db", str(tmp_path / "l.db")]) == 2
+    assert main(["show", "demo", "--db", str(tmp_path / "absent.db")]) == 2
+
+
+def test_default_model_is_pulled_and_intact():
+    """The README's install pulls the model (``asap llm pull``, or the first ``asap tune``);
+    here we check, without downloading, that the cached file is really it."""
+    path = model.default_model_path()
+    assert path.is_file(), f"no default model at {path}: run `asap llm pull` first"
+    assert path.stat().st_size > 90_000_000
+    assert model.sha256(path) == model.SHA256
+
+
+def test_console_script_is_installed():
+    """The one subprocess here: ``python -m asap.cli`` is how the e2e tests run the command."""
+    done = subprocess.run([sys.executable, "-m", "asap.cli", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "llm" in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["tune", "nope"], "unknown workload 'nope'"),
+    (["tune", "digits-mlp", "--db", "{tmp}/no/x.db"], "does not exist"),
+    (["tune", "digits-mlp", "--trials", "0"], "trials: Input should be greater than or equal to 1"),
+    (["tune", "digits-mlp", "--time-budget", "-3"], "time_budget_s: Input should be greater than 0"),
+    (["tune", "hpobench:australian", "--time-scale", "-1"], "time_scale"),
+    (["tune", "digits-mlp", "--depth", "0"], "depth: Input should be greater than or equal to 1"),
+    (["tune", "digits-mlp", "--depth", "deep"], "--depth must be an integer or auto"),
+    (["eval", "--methods", "tpe,nope"], "unknown method(s) ['nope']"),
+    (["eval", "--tasks", "hpobench:mars"], "unknown hpobench dataset 'mars'"),
+    (["tune", "digits-mlp", "--space", "{tmp}/none.yaml"], "none.yaml"),
+])
+def test_bad_input_is_a_clear_error(tmp_path, capsys, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert main(args) == 2
+    out = capsys.readouterr()
+    assert message in out.out + out.err
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"x": {"type": "quantum", "low": 0, "high": 1}}, "quantum"),
+    ({"x": {"type": "float", "low": 2.0, "high": 1.0}}, "low"),
+    ({"x": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}, "log"),
+    ({"a": {"type": "int", "low": 0, "high": 3, "when": {"parent": "b", "ge": 1}},
+      "b": {"type": "int", "low": 0, "high": 3, "when": {"parent": "a", "ge": 1}}}, "cycle"),
+])
+def test_an_invalid_space_file_is_one_clear_line_and_writes_nothing(tmp_path, capsys, monkeypatch,
+                                                                    space, message):
+    path = tmp_path / "space.yaml"
+    path.write_text(json.dumps({"metric": "score", "params": space}))
+    db = tmp_path / "none.db"
+    monkeypatch.chdir(USERWL)
+    assert main(["tune", "faulty:ok", "--space", str(path), "--db", str(db)]) == 2
+    assert message in capsys.readouterr().out
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["tune", "nosuchmodule:fit"], "cannot import module 'nosuchmodule'"),
+    (["tune", "hpobench:australian", "--base-url", "localhost:8000"], "http(s) URL"),
+    (["tune", "hpobench:australian", "--base-url", "http://127.0.0.1:9/v1", "--trials", "2"],
+     "the LLM endpoint failed"),
+])
+def test_bad_workloads_and_endpoints_write_nothing(tmp_path, capsys, args, message):
+    db = tmp_path / "x.db"
+    assert main([*args, "--db", str(db)]) == 2
+    assert message in capsys.readouterr().out
+    assert not db.exists() or not Ledger(db).study_names()  # no half-made study

@@ -1,0 +1,35 @@
+"""The real embedded llama.cpp server on SmolLM2: JSON-schema decisions and prefix reuse."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+from asap.agent.decision import decision_schema, parse_decision
+from asap.agent.llm import chat_model, json_model, timed_invoke
+from asap.agent.prompt import PromptBuilder, PromptLog
+from asap.agent.server import EmbeddedServer
+
+
+@pytest.mark.e2e
+def test_smollm2_decides_through_the_schema_and_reuses_the_prefix(ledger, toy_space):
+    study = ledger.create_study("llm", toy_space, metric="loss", direction="minimize", workload="toy")
+    builder, log = PromptBuilder(study, tools_text="- optuna_suggest\n- nevergrad_suggest"), PromptLog()
+    with EmbeddedServer(say=lambda m: None) as srv:
+        llm = json_model(chat_model(srv.base_url, "default"), decision_schema(["A", "B"], toy_space))
+        for r in range(1, 4):
+            cfg = {"x": 1.0 / r, "lr": 0.01, "n_layers": 1, "optimizer": "adam"}
+            proposals = [("optuna:tpe", cfg), ("nevergrad:NGOpt", {**cfg, "x": -cfg["x"]})]
+            current = builder.round_text(r, proposals)
+            answer = timed_invoke(llm, [HumanMessage(builder.prompt(log, current))], study=study,
+                                  protocol="json", trial_number=r)
+            decision = parse_decision(answer.content, ["A", "B"])
+            tid = study.start_trial(cfg, tool="optuna:tpe")
+            trial = study.finish_trial(tid, status="complete", metrics={"loss": cfg["x"]})
+            log = builder.close(log, current + builder.outcome_text(decision.choice or "stop", trial), 24)
+    calls = study.timings("llm_call")
+    assert len(calls) == 3 and all(c["prompt_tokens"] > 200 for c in calls)
+    # The stable prefix is reused: almost all of the previous call's prompt comes from the KV cache
+    # (what is new each round is the round just closed and the next round's block).
+    for before, after in zip(calls, calls[1:], strict=False):
+        assert after["cached_tokens"] >= 0.95 * before["prompt_tokens"]

@@ -1,0 +1,77 @@
+"""Whole ``asap tune`` sessions as a person runs them: subprocesses on the embedded llama.cpp server."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from asap.tools.ledger import Ledger
+
+
+@pytest.mark.e2e
+def test_asap_tune_runs_real_digits_trials_on_the_embedded_llm(tmp_path):
+    db = tmp_path / "e2e.db"
+    done = subprocess.run([sys.executable, "-m", "asap.cli", "tune", "digits-mlp",
+                           "--trials", "5", "--db", str(db), "--json"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["complete"] == 5 and result["best_value"] > 0.5  # chance is 0.1
+    study = Ledger(db).open_study("digits-mlp")
+    calls = study.timings("llm_call")
+    assert result["protocol"] == "json"  # auto: SmolLM2 answers the tools probe with text
+    assert len(calls) >= 5 and all(c["cached_tokens"] is not None for c in calls)
+    assert max(c["cached_tokens"] for c in calls) > 0
+    # Resuming with a larger budget continues the same study.
+    again = subprocess.run([sys.executable, "-m", "asap.cli", "tune", "digits-mlp",
+                            "--trials", "6", "--db", str(db), "--json"],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and json.loads(again.stdout)["trials"] == 6
+
+
+@pytest.mark.e2e
+def test_ctrl_c_stops_cleanly_and_the_study_resumes(tmp_path):
+    db = tmp_path / "int.db"
+    cmd = [sys.executable, "-m", "asap.cli", "tune", "digits-mlp", "--trials", "30",
+           "--db", str(db), "--study", "int"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait for one finished trial and a second one training
+        time.sleep(0.5)
+        if db.exists() and Ledger(db).has_study("int"):
+            trials = Ledger(db).open_study("int").trials()
+            if len(trials) >= 2 and trials[-1].status == "running":
+                break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in out + err
+    study = Ledger(db).open_study("int")
+    trials = study.trials()
+    assert all(t.status != "running" for t in trials)  # nothing left half-done
+    assert trials[-1].status == "failed" and "Ctrl-C" in trials[-1].error
+    assert study.events("session")[-1]["detail"]["interrupted"] is True
+    done = subprocess.run([*cmd[:5], "--trials", str(len(trials) + 1), *cmd[7:], "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["trials"] == len(trials) + 1
+
+
+@pytest.mark.e2e
+def test_speculation_runs_on_the_real_llm_beside_a_simulated_clock(tmp_path):
+    db = tmp_path / "spec.db"
+    done = subprocess.run([sys.executable, "-m", "asap.cli", "tune", "hpobench:australian",
+                           "--trials", "6", "--time-scale", "0.3", "--db", str(db), "--json"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["complete"] == 6
+    study = Ledger(db).open_study("hpobench-australian")
+    spec = [c for c in study.timings("llm_call") if c["detail"].get("speculative")]
+    judged = study.events("speculation")
+    assert spec and judged and len(judged) == len(study.timings("speculation"))
+    trains = study.timings("train")
+    for c in spec:  # the speculative decisions were asked while a trial trained
+        assert any(t["start"] <= c["start"] <= t["end"] for t in trains)

@@ -1,0 +1,96 @@
+"""The eval suite: metric code on hand-made curves, grid resumability, a tiny real grid."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from asap.evals.grid import Grid, run_grid
+from asap.evals.metrics import (
+    area_under_regret,
+    best_so_far,
+    bootstrap_ci,
+    normalized_regret,
+    ranks,
+    regret_curve,
+    time_to_target,
+    value_at,
+)
+from asap.evals.report import write_report
+from asap.evals.results import collect, summary
+from asap.tools.ledger import Ledger
+
+
+def test_best_so_far_skips_failures_and_keeps_only_improvements():
+    points = [(3.0, 0.5), (1.0, 0.2), (2.0, None), (4.0, 0.4), (5.0, 0.9)]
+    assert best_so_far(points, maximize=True) == [(1.0, 0.2), (3.0, 0.5), (5.0, 0.9)]
+    assert best_so_far(points, maximize=False) == [(1.0, 0.2)]
+    curve = best_so_far(points, maximize=True)
+    assert value_at(curve, 0.5) is None and value_at(curve, 3.0) == 0.5 and value_at(curve, 9) == 0.9
+
+
+def test_normalized_regret_for_both_directions():
+    assert normalized_regret(0.9, optimum=1.0, worst=0.5) == pytest.approx(0.2)
+    assert normalized_regret(2.0, optimum=1.0, worst=6.0) == pytest.approx(0.2)  # minimizing
+    assert normalized_regret(None, 1.0, 0.5) == 1.0 and normalized_regret(1.0, 1.0, 0.5) == 0.0
+
+
+def test_time_to_target_and_area_under_regret():
+    curve = [(2.0, 0.6), (6.0, 0.8), (8.0, 1.0)]
+    assert time_to_target(curve, 0.8, maximize=True) == 6.0
+    assert time_to_target(curve, 1.1, maximize=True) is None
+    regret = regret_curve(curve, optimum=1.0, worst=0.0)  # 0.4 from t=2, 0.2 from 6, 0 from 8
+    # 1 over [0, 2), 0.4 over [2, 6), 0.2 over [6, 8), 0 over [8, 10]: (2 + 1.6 + 0.4) / 10
+    assert area_under_regret(regret, 10.0) == pytest.approx(0.4)
+    assert area_under_regret([], 10.0) == 1.0
+
+
+def test_ranks_share_ties():
+    assert ranks({"a": 0.1, "b": 0.3, "c": 0.1, "d": 0.5}) == {"a": 1.5, "c": 1.5, "b": 3, "d": 4}
+
+
+def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_agreement():
+    mean, lo, hi = bootstrap_ci([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert mean == pytest.approx(0.3) and lo < mean < hi
+    assert bootstrap_ci([0.2] * 5) == (pytest.approx(0.2), pytest.approx(0.2), pytest.approx(0.2))
+    assert bootstrap_ci([0.1, 0.2, 0.3, 0.4, 0.5], seed=3) == bootstrap_ci(
+        [0.1, 0.2, 0.3, 0.4, 0.5], seed=3)
+
+
+def test_bad_grid_settings_are_named():
+    with pytest.raises(ValueError, match="unknown method"):
+        Grid(tasks=["hpobench:australian"], methods=["nope"])
+    with pytest.raises(ValueError, match="unknown workload"):
+        Grid(tasks=["nope"], methods=["tpe"])
+
+
+def test_a_tiny_real_grid_end_to_end_and_resumes(tmp_path):
+    grid = Grid(tasks=["hpobench:australian"], methods=["tpe", "portfolio"], seeds=2, trials=4,
+                time_s=30, time_scale=0.0, db=str(tmp_path / "eval.db"))
+    ledger = run_grid(grid)
+    cells = collect(ledger)
+    assert sorted((c.method, c.seed) for c in cells) == [
+        ("portfolio", 0), ("portfolio", 1), ("tpe", 0), ("tpe", 1)]
+    assert all(c.trials == 4 and c.exact_optimum and 0 <= c.regret <= 1 for c in cells)
+    assert cells[0].optimum == pytest.approx(0.9725756699440911)  # the table's best val_acc
+    s = summary(cells)
+    assert sorted(s["avg_rank"].values()) in ([1.0, 2.0], [1.5, 1.5])
+    report = write_report(ledger, tmp_path / "out")
+    text = report.read_text()
+    assert "| tpe |" in text and "| portfolio |" in text
+    for png in ("regret_vs_time", "regret_vs_trials", "rank_vs_time"):
+        assert (tmp_path / "out" / f"{png}.png").stat().st_size > 1000
+    with (tmp_path / "out" / "results.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 4
+    assert ledger.db["eval_results"].count == 4
+
+    # Resume: a cut-off cell (marked running, half its trials) is redone; done cells are skipped.
+    before = {c.id: [t.id for t in ledger.open_study(c.id).trials()] for c in cells}
+    cut = cells[0].id
+    ledger.db["eval_cells"].update(cut, {"status": "running"})
+    again = run_grid(grid)
+    after = {c.id: [t.id for t in again.open_study(c.id).trials()] for c in collect(again)}
+    assert len(after) == 4 and len(after[cut]) == 4 and after[cut] != before[cut]
+    assert all(after[k] == v for k, v in before.items() if k != cut)  # untouched
+    Ledger(grid.db).close()

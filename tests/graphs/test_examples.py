@@ -1,0 +1,112 @@
+"""The library API and the runnable examples, with a scripted chat model where an LLM is needed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from fakes import ScriptedModel, call, chat_script
+from langchain_core.messages import AIMessage, ToolMessage
+
+from asap.agent.config import ConfigError
+from asap.graphs.api import TaskResult, run_task
+from asap.tools import study_tools
+from asap.tools.ledger import Ledger
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def example(name: str) -> dict:
+    """Import an example file as a module (registered, so its type hints resolve)."""
+    return vars(load(EXAMPLES / f"{name}.py", f"example_{name}"))
+
+
+def load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def json_decider(messages, kwargs):
+    """A JSON-protocol model: text to the probe (so auto picks json), then always proposal A."""
+    if "response_format" not in kwargs:
+        return AIMessage(content="Ready.")
+    return AIMessage(content='{"action": "train", "choice": "A"}')
+
+
+def test_study_tools_are_base_tools_bound_to_a_study(tmp_path):
+    tools = {t.name: t for t in study_tools("hpobench:australian", db=tmp_path / "t.db", study="s")}
+    assert set(tools) == {"optuna_suggest", "nevergrad_suggest", "llm_propose", "train_on_gpu"}
+    msg = tools["optuna_suggest"].invoke({"type": "tool_call", "id": "1", "name": "optuna_suggest",
+                                          "args": {"sampler": "tpe"}})
+    config = msg.artifact["configs"][0]
+    done = tools["train_on_gpu"].invoke({"params": config, "tool": "optuna:tpe"})
+    assert "trial 0 complete" in done
+    assert Ledger(tmp_path / "t.db").open_study("s").trials()[0].config == config
+
+
+def test_react_agent_example_tunes_with_the_tools(tmp_path):
+    def script(messages, kwargs):
+        last = messages[-1]
+        if not isinstance(last, ToolMessage):
+            return call("optuna_suggest", {"sampler": "tpe", "n": 1})
+        if last.name == "optuna_suggest":
+            config = json.loads(last.content.splitlines()[1])
+            return call("train_on_gpu", {"params": config, "tool": "optuna:tpe"}, 1)
+        return AIMessage(content=f"Done: {last.content}")
+    final = example("react_agent")["main"](ScriptedModel(script), db=str(tmp_path / "r.db"))
+    assert "trial 0 complete: val_acc=" in final["messages"][-1].content
+    trials = Ledger(tmp_path / "r.db").open_study("react").trials()
+    assert [(t.tool, t.status) for t in trials] == [("optuna:tpe", "complete")]
+
+
+def test_tuning_graph_as_a_node_of_another_app(tmp_path):
+    app = example("subgraph")["build"](ScriptedModel(json_decider), db=str(tmp_path / "p.db"))
+    out = app.invoke({})
+    assert out["result"]["trials"] == 4 and out["result"]["best_tool"] == "optuna:tpe"
+    assert out["verdict"].startswith("best val_acc 0.")
+
+
+def test_eval_harness_example_scores_agents_with_typed_results(tmp_path):
+    results = example("eval_harness")["score"](
+        {"a": ScriptedModel(json_decider)}, db=str(tmp_path / "h.db"), trials=3)
+    r = results["a"]
+    assert isinstance(r, TaskResult) and r.trials == 3 and r.complete == 3
+    assert 0 < r.best_value <= 1 and r.fallbacks == 0 and r.llm_calls >= 3
+    assert r.wall_clock_s > 0 and 0 <= r.llm_share <= 1
+
+
+def test_run_task_names_a_bad_setting(tmp_path):
+    with pytest.raises(ConfigError, match="trials"):
+        run_task("hpobench:australian", trials=0, db=str(tmp_path / "x.db"))
+    with pytest.raises(ConfigError, match="nonsense"):
+        run_task("hpobench:australian", nonsense=1, db=str(tmp_path / "x.db"))
+
+
+def test_langgraph_json_names_loadable_graphs():
+    spec = json.loads((EXAMPLES.parent / "langgraph.json").read_text())
+    nodes = {}
+    for name, ref in spec["graphs"].items():
+        path, _, attr = ref.partition(":")
+        graph = getattr(load(EXAMPLES.parent / path, "langgraph_json_graph"), attr)
+        assert hasattr(graph, "invoke")
+        nodes[name] = set(graph.get_graph().nodes)
+    assert set(spec["graphs"]) == {"tune", "tuning", "chat"}
+    assert "tune" in nodes["tune"] and "tune" in nodes["chat"]
+    # The real tuning loop, node by node, as LangGraph's tooling draws it.
+    assert {"propose", "agent", "guard", "dispatch", "await_train", "speculate",
+            "reconcile"} <= nodes["tuning"]
+
+
+def test_chat_graph_example_confirms_then_answers(tmp_path):
+    model = ScriptedModel(chat_script)
+    said = example("chat_graph")["converse"](model, db=str(tmp_path / "c.db"), tune_llm=model,
+                                             turns=("tune hpobench:australian, 3 trials",
+                                                    "what were the top 5?"))
+    assert said[0].endswith("Proceed? (yes, or say what to change)")
+    assert said[1].startswith("Done.") and said[2].startswith("Top 3 of 3 complete trials")

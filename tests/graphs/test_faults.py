@@ -1,0 +1,82 @@
+"""Faults of the LLM endpoint, injected for real over HTTP on 127.0.0.1; secrets never logged."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from fakes import FakeOpenAI
+
+from asap.agent.config import TuneConfig
+from asap.graphs.session import tune
+from asap.tools.ledger import Ledger
+
+SECRET = "sk-test-DO-NOT-LOG-7f3a9c"
+
+
+@pytest.fixture
+def server():
+    fake = FakeOpenAI(slow_s=3.0).start()
+    yield fake
+    fake.stop()
+
+
+def session(db, server, trials, **kw):
+    cfg = TuneConfig(workload="hpobench:australian", trials=trials, db=str(db), study="f",
+                     base_url=server.base_url, model="fake", api_key=SECRET, decide="json",
+                     speculation="off", llm_timeout_s=1.0, **kw)
+    return tune(cfg)
+
+
+def test_every_kind_of_endpoint_fault_falls_back_and_the_llm_comes_back(tmp_path, server):
+    # Round 1 answers; in rounds 2-4 a fault meets all 3 attempts (the client's 2 retries with
+    # backoff) and in round 5 a body that is not JSON (not retried): fallback rounds. Round 6 gets
+    # half a decision (the guard asks again), rounds 7-8 answer.
+    server.faults.append("ok")  # round 1 (--decide json: no protocol probe)
+    for kind in ["500", "reset", "slow"]:
+        server.faults.extend([kind] * 3)
+    server.faults.extend(["garbled", "truncated"])
+    s = session(tmp_path / "f.db", server, trials=8)
+    study = Ledger(tmp_path / "f.db").open_study("f")
+    assert s["trials"] == 8 and s["complete"] == 8  # the session never stalled
+    assert server.served["500"] == 3 and server.served["reset"] == 3 and server.served["slow"] == 3
+    reasons = [e["detail"]["reason"] for e in study.events("llm_error")]
+    assert [r.split(":")[0] for r in reasons] == [
+        "OpenAIAPIError", "OpenAIConnectionError", "OpenAITimeoutError", "JSONDecodeError"]
+    assert "500" in reasons[0]
+    fell = {e["detail"]["round"] for e in study.events("fallback")}
+    assert fell == {2, 3, 4, 5}  # one fallback per faulty round, with its reason logged
+    assert s["retries"] == 1  # round 6: the truncated answer went back once, then it answered
+    assert all(c["duration"] < 30 for c in study.timings("llm_call"))
+
+
+def test_a_truncated_decision_is_retried_then_answered(tmp_path, server):
+    server.faults.append("truncated")  # half a JSON object
+    s = session(tmp_path / "t.db", server, trials=2)
+    study = Ledger(tmp_path / "t.db").open_study("f")
+    assert s["complete"] == 2 and s["retries"] == 1 and s["fallbacks"] == 0
+    assert study.events("guard_retry")
+
+
+def test_the_api_key_reaches_the_server_and_nowhere_else(tmp_path, server):
+    db = tmp_path / "k.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "asap.cli", "tune", "hpobench:australian", "--trials", "3",
+         "--db", str(db), "--base-url", server.base_url, "--model", "fake", "--decide", "json",
+         "--speculation", "off", "--json"],
+        capture_output=True, text=True, timeout=300, env={**_env(), "OPENAI_API_KEY": SECRET})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert all(r["headers"].get("authorization") == f"Bearer {SECRET}" for r in server.requests)
+    report = subprocess.run([sys.executable, "-m", "asap.cli", "report", "hpobench-australian",
+                             "--db", str(db), "--out", str(tmp_path / "t.png")],
+                            capture_output=True, text=True, timeout=120)
+    for text in (done.stdout, done.stderr, report.stdout, report.stderr):
+        assert SECRET not in text
+    for path in tmp_path.iterdir():  # the ledger, its WAL, the report
+        assert SECRET.encode() not in path.read_bytes()
+
+
+def _env() -> dict[str, str]:
+    import os
+    return {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}

@@ -1,0 +1,301 @@
+"""The tuning graph driven by a scripted fake chat model; assertions on what the ledger holds.
+
+Training is real (the HPOBench table for australian: milliseconds per trial), the tools are real
+Optuna / Nevergrad; only the chat model is scripted.
+"""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+from fakes import ScriptedModel, australian, call, proposals, rounds, run_graph
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+from asap.agent.llm import pick_protocol
+
+GOOD = {"alpha": 1e-4, "batch_size": 32, "depth": 2, "learning_rate_init": 1e-3, "width": 128}
+
+
+def run(tmp_path, model, *, protocol="tools", tau=0.05, depth=1, **settings):
+    """A session on the australian table; ``time_scale`` > 0 makes trials take (simulated) time.
+
+    Returns the study, the final state and the run context."""
+    study, ctx = australian(tmp_path, model, protocol=protocol, **settings)
+    return study, run_graph(ctx, tau=tau, depth=depth), ctx
+
+
+def events(study, kind):
+    return [e["detail"] for e in study.events(kind)]
+
+
+def copy_a(messages, kwargs):
+    tool, cfg = proposals(messages)["A"]
+    return call("train_on_gpu", {"params": cfg, "tool": tool})
+
+
+def test_valid_tool_calls_train_the_copied_proposal(tmp_path):
+    model = ScriptedModel(copy_a)
+    study, state, _ = run(tmp_path, model)
+    trials = study.trials()
+    assert [t.status for t in trials] == ["complete"] * 3
+    assert all(t.tool == "optuna:tpe" for t in trials)  # proposal A is TPE's, attributed to it
+    assert state["retries"] == 0 and state["fallbacks"] == 0
+    assert len(study.timings("llm_call")) == 3
+    assert all(c["detail"]["protocol"] == "tools" for c in study.timings("llm_call"))
+    assert model.calls[0][1]["tool_choice"] == "required"
+    assert set(model.calls[0][1]["tools"]) == {"optuna_suggest", "nevergrad_suggest", "llm_propose",
+                                               "train_on_gpu", "stop"}
+
+
+def test_malformed_arguments_go_back_as_a_tool_message(tmp_path):
+    def script(messages, kwargs):
+        if isinstance(messages[-1], HumanMessage):  # first answer of each round is malformed
+            return AIMessage(content="", invalid_tool_calls=[
+                {"name": "train_on_gpu", "args": '{"params": {', "id": "bad", "error": "JSON"}])
+        return call("train_on_gpu", {"params": GOOD}, 1)
+    model = ScriptedModel(script)
+    study, state, _ = run(tmp_path, model, trials=2)
+    assert len(study.trials(status="complete")) == 2 and state["retries"] == 2
+    retry_msgs = model.calls[1][0]
+    assert isinstance(retry_msgs[-2], AIMessage)  # the answer, then one ToolMessage per call id
+    tm = retry_msgs[-1]
+    assert isinstance(tm, ToolMessage) and tm.status == "error" and tm.tool_call_id == "bad"
+    assert "not valid JSON" in tm.content
+    assert [e["reason"] for e in events(study, "guard_retry")][0].startswith("the arguments of")
+    assert all(t.tool == "llm" and t.config == GOOD for t in study.trials())
+
+
+def test_unknown_tool_is_named_and_retried(tmp_path):
+    def script(messages, kwargs):
+        if isinstance(messages[-1], HumanMessage):
+            return call("sklearn_magic", {"x": 1})
+        return copy_a(messages, kwargs)
+    model = ScriptedModel(script)
+    study, _, _ = run(tmp_path, model, trials=1)
+    assert "unknown tool 'sklearn_magic'" in model.calls[1][0][-1].content
+    assert len(events(study, "guard_retry")) == 1 and study.trials()[0].status == "complete"
+
+
+def test_out_of_space_configs_never_train_and_end_in_the_fallback(tmp_path):
+    bad = {**GOOD, "learning_rate_init": 5.0}
+    model = ScriptedModel(lambda m, k: call("train_on_gpu", {"params": bad}))
+    study, state, _ = run(tmp_path, model, trials=2, max_retries=2)
+    # Per round: 3 answers (first + 2 retries), then the fallback decides.
+    assert len(model.calls) == 6 and state["retries"] == 4 and state["fallbacks"] == 2
+    assert "learning_rate_init" in model.calls[1][0][-1].content
+    assert all(study.space.is_valid(t.config) for t in study.trials())
+    assert [e["tool"] for e in events(study, "fallback")][0] == "optuna:tpe"
+    assert all(t.config["learning_rate_init"] <= 1.0 for t in study.trials())
+
+
+def test_plain_text_gets_one_reminder_then_the_fallback(tmp_path):
+    model = ScriptedModel(lambda m, k: AIMessage(content="I think B looks good."))
+    study, state, _ = run(tmp_path, model, trials=2)
+    assert len(model.calls) == 4  # text, reminder, text, fallback - per round
+    assert "Answer with a tool call" in model.calls[1][0][-1].content
+    assert len(events(study, "guard_reminder")) == 2 and state["fallbacks"] == 2
+    assert len(study.trials(status="complete")) == 2
+
+
+def test_suggest_tools_explore_and_their_configs_are_attributed(tmp_path):
+    def script(messages, kwargs):
+        last = messages[-1]
+        if isinstance(last, ToolMessage):
+            return call("train_on_gpu", {"params": last.artifact["configs"][0], "tool": "whatever"}, 2)
+        return call("optuna_suggest", {"sampler": "random", "n": 2}, 1)
+    model = ScriptedModel(script)
+    study, _, _ = run(tmp_path, model, trials=2)
+    assert [t.tool for t in study.trials()] == ["optuna:random"] * 2
+    assert len(study.timings("tool_call")) >= 4  # panel asks and the explicit suggest calls
+
+
+def test_bad_suggest_arguments_are_a_retry(tmp_path):
+    def script(messages, kwargs):
+        if isinstance(messages[-1], HumanMessage):
+            return call("optuna_suggest", {"sampler": "magic"})
+        return copy_a(messages, kwargs)
+    model = ScriptedModel(script)
+    study, _, _ = run(tmp_path, model, trials=1)
+    assert "sampler" in model.calls[1][0][-1].content and len(events(study, "guard_retry")) == 1
+
+
+def test_stop_ends_the_session(tmp_path):
+    model = ScriptedModel(lambda m, k: call("stop", {"reason": "converged"}) if rounds(m) == 2
+                          else copy_a(m, k))
+    study, state, _ = run(tmp_path, model, trials=5)
+    assert state["stop"] and len(study.trials()) == 1
+    assert events(study, "stop")[0]["reason"] == "converged"
+
+
+def test_refused_tool_choice_moves_on_without_breaking_the_session(tmp_path):
+    model = ScriptedModel(copy_a, refuse=("required",))
+    study, _, _ = run(tmp_path, model, trials=2)
+    assert len(study.trials(status="complete")) == 2
+    assert events(study, "tool_choice") == [
+        {"refused": "required", "next": "auto", "status": 400,
+         "reason": events(study, "tool_choice")[0]["reason"]}]
+    assert [k.get("tool_choice") for _, k in model.calls] == ["required", "auto", "auto"]
+
+
+def test_unreachable_llm_falls_back_every_round(tmp_path):
+    def script(messages, kwargs):
+        raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:9/v1"))
+    study, state, _ = run(tmp_path, ScriptedModel(script), trials=2)
+    assert state["fallbacks"] == 2 and len(events(study, "llm_error")) == 2
+    assert "APIConnectionError" in events(study, "llm_error")[0]["reason"]
+
+
+def test_a_prompt_past_the_context_window_compacts_the_log_and_goes_on(tmp_path):
+    limit = {}
+
+    def script(messages, kwargs):
+        limit.setdefault("chars", len(messages[0].content) + 2500)  # about 4 rounds fit
+        if len(messages[0].content) > limit["chars"]:
+            request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
+            raise openai.BadRequestError("request (4286 tokens) exceeds the available context size",
+                                         response=httpx.Response(400, request=request), body=None)
+        return copy_a(messages, kwargs)
+    model = ScriptedModel(script)
+    study, state, _ = run(tmp_path, model, trials=10)
+    shrinks = events(study, "context_shrink")
+    assert shrinks and not study.events("llm_error") and state["fallbacks"] == 0
+    assert len(study.trials(status="complete")) == 10
+    assert "summarized" in model.calls[-1][0][0].content
+    assert [k.get("tool_choice") for _, k in model.calls[-2:]] == ["required", "required"]
+
+
+def test_json_protocol_maps_onto_the_same_choices(tmp_path):
+    answers = iter(['not json at all', '{"action": "train", "choice": "B"}',
+                    '{"action": "own", "params": {"alpha": 7}}',
+                    '{"action": "own", "params": ' + str(GOOD).replace("'", '"') + '}',
+                    '{"action": "stop"}'])
+    model = ScriptedModel(lambda m, k: AIMessage(content=next(answers)))
+    study, state, _ = run(tmp_path, model, protocol="json", trials=5)
+    assert "response_format" in model.calls[0][1]
+    assert [t.tool for t in study.trials()] == ["optuna:cmaes", "llm"]  # B is CMA-ES's
+    assert study.trials()[1].config == GOOD
+    assert len(events(study, "guard_reminder")) == 1 and len(events(study, "guard_retry")) == 1
+    assert "alpha" in events(study, "guard_retry")[0]["reason"] and state["stop"]
+
+
+@pytest.mark.parametrize("script, refuse, expected", [
+    (lambda m, k: call("report_ready", {"ready": True}), (), "tools"),
+    (lambda m, k: AIMessage(content="Sure! I am ready."), (), "json"),
+    (lambda m, k: call("report_ready", {"ready": True}), ("required", "auto", None), "json"),
+])
+def test_auto_protocol_probes_the_model(ledger, toy_space, script, refuse, expected):
+    study = ledger.create_study("p", toy_space, metric="loss", direction="minimize")
+    assert pick_protocol(ScriptedModel(script, refuse), "auto", study) == expected
+    assert study.events("protocol")[0]["detail"]["chosen"] == expected
+    assert pick_protocol(ScriptedModel(script), "json") == "json"
+
+
+def test_speculation_overlaps_training_and_accepts_within_tau(tmp_path):
+    # The table's train_time, scaled: trials of ~0.1-1 s.
+    study, _, _ = run(tmp_path, ScriptedModel(copy_a), trials=6, time_scale=0.02,
+                      speculation="threshold", tau=1e9)
+    calls = study.timings("llm_call")
+    spec = [c for c in calls if c["detail"].get("speculative")]
+    trains = study.timings("train")
+    assert spec and len(study.trials()) == 6
+    for c in spec:  # each speculative call ran while a trial was training
+        assert any(t["start"] <= c["start"] and c["end"] <= t["end"] for t in trains)
+    judged = events(study, "speculation")
+    assert judged and all(e["accepted"] for e in judged)
+    # Accepted rounds need no critical-path call. Rounds 1 and 2 ask: while trial 0 trains no
+    # trial has finished, so there is nothing to predict from. No speculation past the budget.
+    assert len(calls) - len(spec) == 2 and len(spec) == 4
+
+
+def test_rejected_speculation_leaves_only_the_serial_trials(tmp_path):
+    study, _, _ = run(tmp_path, ScriptedModel(copy_a), trials=4, time_scale=0.02,
+                      speculation="threshold", tau=0.0)
+    judged = events(study, "speculation")
+    assert judged and not any(e["accepted"] for e in judged if e["predicted"] != e["actual"])
+    assert len(study.trials()) == 4 and all(t.status == "complete" for t in study.trials())
+    wasted = [t for t in study.timings("speculation") if t["detail"]["wasted"]]
+    assert len(wasted) == sum(not e["accepted"] for e in judged)
+
+
+def _session(tmp_path, name, speculation):
+    return run(tmp_path, ScriptedModel(copy_a), trials=6, time_scale=0.01, name=name, seed=7,
+               speculation=speculation, tau=0.05)[0]
+
+
+def test_lossless_mode_makes_exactly_the_serial_decisions(tmp_path):
+    serial = _session(tmp_path, "serial", "off")
+    lossless = _session(tmp_path, "lossless", "lossless")
+    assert [(t.tool, t.config) for t in lossless.trials()] == [
+        (t.tool, t.config) for t in serial.trials()]
+    judged = events(lossless, "speculation")
+    assert judged and all(e["mode"] == "lossless" for e in judged)
+    assert not serial.events("speculation")
+    # Every round still asks the LLM on the critical path (that is what makes it lossless).
+    critical = [c for c in lossless.timings("llm_call") if not c["detail"].get("speculative")]
+    assert len(critical) == 6
+
+
+def test_the_selftune_node_runs_beside_training_and_moves_the_knobs(tmp_path):
+    study, state, _ = run(tmp_path, ScriptedModel(copy_a), trials=7, time_scale=0.02,
+                          speculation="threshold", selftune_every=3)
+    tuned = events(study, "selftune")
+    assert tuned and tuned[0]["before"]["context"] == 24
+    # Flat fake latency: carry more rows; the state carries the knob on.
+    assert state["knobs"].context == tuned[-1]["after"]["context"] != 24
+    trains = study.timings("train")
+    for row in study.timings("selftune"):  # off the critical path: while a trial trained
+        assert any(t["start"] <= row["start"] and row["end"] <= t["end"] for t in trains)
+
+
+def test_a_missed_prediction_cancels_the_speculative_call(tmp_path):
+    model = ScriptedModel(copy_a, stream_delay=3.0)  # a speculative answer would take 3 s
+    study, _, _ = run(tmp_path, model, trials=5, time_scale=0.01,  # trials of ~0.1-0.5 s
+                      speculation="threshold", tau=0.0)
+    cancelled = [c for c in study.timings("llm_call") if c["detail"].get("cancelled")]
+    assert cancelled and all(c["duration"] < 2.0 for c in cancelled)  # cut short, not 3 s
+    assert all(c["detail"]["speculative"] for c in cancelled)
+    rows = [t for t in study.timings("speculation") if t["detail"]["cancelled"]]
+    assert rows and all(t["detail"]["wasted"] for t in rows)
+    assert len(study.trials(status="complete")) == 5
+
+
+def _decisions(study):
+    """Critical-path LLM calls plus accepted speculative rounds: one per trial, never more."""
+    critical = [c for c in study.timings("llm_call") if not c["detail"].get("speculative")]
+    return len(critical) + sum(e["accepted"] for e in events(study, "speculation"))
+
+
+def test_depth_chains_rounds_while_training_and_carries_them(tmp_path):
+    study, _, rt = run(tmp_path, ScriptedModel(copy_a), trials=7, time_scale=0.05,
+                       speculation="threshold", tau=1e9, depth=3)
+    spec = [c for c in study.timings("llm_call") if c["detail"].get("speculative")]
+    trains = study.timings("train")
+    assert {c["detail"]["level"] for c in spec} >= {0, 1}  # rounds chained past the nearest one
+    for c in spec:  # every speculative call started while a trial was training
+        assert any(t["start"] <= c["start"] <= t["end"] for t in trains)
+    judged = events(study, "speculation")
+    assert max(e["depth"] for e in judged) >= 2 and all(e["accepted"] for e in judged)
+    assert [t.status for t in study.trials()] == ["complete"] * 7
+    assert _decisions(study) == 7
+    # Each accepted chained round trained what its speculative answer chose: TPE's proposal A.
+    assert all(t.tool == "optuna:tpe" for t in study.trials())
+
+
+def test_a_miss_drops_the_whole_chain_and_nothing_of_it_trains(tmp_path):
+    study, _, _ = run(tmp_path, ScriptedModel(copy_a), trials=6, time_scale=0.05,
+                      speculation="threshold", tau=0.0, depth=3)
+    judged = events(study, "speculation")
+    assert judged and not any(e["accepted"] for e in judged if e["predicted"] != e["actual"])
+    rows = study.timings("speculation")
+    assert sum(not r["detail"]["wasted"] for r in rows) == sum(e["accepted"] for e in judged)
+    assert len(rows) > len(judged)  # chained rounds dropped with the missed one: wasted too
+    assert len(study.trials()) == 6 and _decisions(study) == 6
+
+
+def test_lossless_mode_never_chains(tmp_path):
+    study, state, ctx = run(tmp_path, ScriptedModel(copy_a), trials=4, time_scale=0.02,
+                            speculation="lossless", depth=3)
+    assert state["knobs"].depth == 1 and ctx.bounds.depth_max == 1
+    assert all(c["detail"]["level"] == 0 for c in study.timings("llm_call")
+               if c["detail"].get("speculative"))

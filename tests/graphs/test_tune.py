@@ -1,0 +1,39 @@
+"""The session around the graph: the fallback path offline, the speculation policy."""
+
+from fakes import australian, run_graph
+
+from asap.agent.guard import fallback
+from asap.agent.speculation import speculation_mode
+
+
+def test_without_an_llm_the_fallback_decides_every_round(tmp_path):
+    study, ctx = australian(tmp_path, None, trials=4)
+    state = run_graph(ctx)
+    assert len(study.trials(status="complete")) == 4
+    assert state["fallbacks"] == 4 and len(study.events("fallback")) == 4
+    assert study.trials()[0].tool == "optuna:tpe"  # no record yet: TPE
+    log = state["log"].rows
+    assert len(log) == 4 and "Decision: A (optuna:tpe)." in log[0]
+
+
+def test_fallback_prefers_the_best_record(ledger, toy_space):
+    study = ledger.create_study("r", toy_space, metric="loss", direction="minimize")
+    cfg = {"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}
+    for tool, loss in [("optuna:tpe", 3.0), ("nevergrad:DE", 2.0), ("optuna:tpe", 2.5), ("nevergrad:DE", 1.0)]:
+        tid = study.start_trial(cfg, tool=tool)
+        study.finish_trial(tid, status="complete", metrics={"loss": loss})
+    proposals = [("optuna:tpe", {"a": 1}), ("nevergrad:DE", {"b": 2})]
+    assert fallback(study, proposals) == ("nevergrad:DE", {"b": 2})
+
+
+def test_auto_speculation_only_when_training_and_llm_do_not_share_the_cpu():
+    import torch
+
+    from asap.agent.config import TuneConfig
+    local = TuneConfig(workload="digits-mlp")
+    assert speculation_mode(local) == ("threshold" if torch.cuda.is_available() else "off")
+    assert speculation_mode(TuneConfig(workload="digits-mlp", base_url="http://127.0.0.1:8000/v1")
+                            ) == "threshold"
+    assert speculation_mode(TuneConfig(workload="hpobench:australian")) == "threshold"
+    assert speculation_mode(TuneConfig(workload="digits-mlp", speculation="off",
+                                       base_url="http://127.0.0.1:8000/v1")) == "off"

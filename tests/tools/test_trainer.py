@@ -1,0 +1,157 @@
+"""train_on_gpu's engine with real worker processes, real torch and the real tables."""
+
+import time
+from pathlib import Path
+
+import pytest
+
+from asap.tools.pruning import Pruner
+from asap.tools.trainer import Trainer
+from asap.tools.workloads import WorkloadError, resolve
+
+HERE = Path(__file__).parents[1] / "userwl"
+
+
+@pytest.fixture
+def user(ledger, monkeypatch):
+    monkeypatch.chdir(HERE)
+
+    def make(fn: str, **kw):
+        wl = resolve(f"faulty:{fn}", space_file=HERE / "space.yaml")
+        study = ledger.create_study(fn, wl.space, metric=wl.metric, direction=wl.direction)
+        return study, Trainer(study, wl, **kw)
+    return make
+
+
+def test_digits_mlp_trains_for_real_and_beats_chance(ledger):
+    wl = resolve("digits-mlp")
+    study = ledger.create_study("d", wl.space, metric=wl.metric, direction=wl.direction)
+    cfg = {"lr": 0.003, "weight_decay": 1e-4, "width": 64, "depth": 2, "dropout": 0.1,
+           "batch_size": 32, "optimizer": "adam", "beta1": 0.9}
+    trial = Trainer(study, wl).run(cfg, tool="llm", fidelity=4)
+    assert trial.status == "complete", trial.error
+    assert trial.value > 0.5  # chance is 0.1 on ten classes
+    assert sorted(trial.intermediate) == [1, 2, 3, 4]
+    assert study.timings("train")[0]["duration"] > 0
+
+
+@pytest.mark.parametrize("fn, reason", [
+    ("raises", "ValueError: bad hyperparameters"),
+    ("nan_loss", "is nan"),
+    ("oom", "out of memory"),
+    ("segfault", "worker crashed: killed by SIGABRT"),
+    ("non_numeric", "metric 'score' is not a number"),
+    ("missing_metric", "returned no 'score' metric"),
+])
+def test_failures_become_failed_trials_with_reasons(user, fn, reason):
+    study, trainer = user(fn)
+    trial = trainer.run({"x": 0.5}, tool="llm")
+    assert trial.status == "failed"
+    assert reason in trial.error
+    ok_study, ok_trainer = user("ok")
+    assert ok_trainer.run({"x": 0.5}, tool="llm").status == "complete"  # the study goes on
+
+
+def test_timeout_kills_the_worker(user):
+    study, trainer = user("hangs", time_limit_s=2)
+    t0 = time.time()
+    job = trainer.start({"x": 0.5}, tool="llm")
+    assert not job.done()  # the caller is free while it trains
+    trial = job.wait(30)
+    assert trial.status == "failed" and "timeout" in trial.error
+    assert time.time() - t0 < 15
+
+
+def test_cancel(user):
+    study, trainer = user("hangs")
+    job = trainer.start({"x": 0.5}, tool="llm")
+    time.sleep(0.5)
+    job.cancel()
+    assert job.wait(15).error == "cancelled"
+
+
+def test_cancel_all_records_every_job_in_flight(user):
+    study, trainer = user("hangs")
+    jobs = [trainer.start({"x": x}, tool="llm") for x in (0.2, 0.4)]
+    trainer.cancel_all("stop now", wait_s=15)
+    assert [j.wait(0).error for j in jobs] == ["stop now", "stop now"]
+    assert study.trials(status="running") == []
+
+
+def test_ctrl_c_closes_a_row_that_has_no_job_yet(user):
+    """The signal can land between the trial's row and its worker: nothing stays 'running'."""
+    from types import SimpleNamespace
+
+    from asap.graphs.session import _cancel_on_ctrl_c
+    study, trainer = user("hangs")
+    job = trainer.start({"x": 0.1}, tool="llm")
+    orphan = study.start_trial({"x": 0.3}, tool="llm")
+    with pytest.raises(KeyboardInterrupt), _cancel_on_ctrl_c(SimpleNamespace(study=study, trainer=trainer)):
+        raise KeyboardInterrupt
+    assert "Ctrl-C" in job.wait(0).error
+    assert study.trial(orphan).status == "failed" and "Ctrl-C" in study.trial(orphan).error
+
+
+def test_user_workload_reports_and_fidelity(user):
+    study, trainer = user("ok")
+    trial = trainer.run({"x": 0.5}, tool="llm")
+    assert trial.intermediate == {1: 0.5, 2: 1.0, 3: 1.5} and trial.value == 0.5
+    study2, trainer2 = user("with_fidelity")
+    assert trainer2.run({"x": 0.1}, tool="llm", fidelity=7).value == 7.0
+
+
+def test_median_pruner_stops_a_bad_trial(user):
+    study, trainer = user("slow_bad")
+    for x in (0.9, 0.8, 0.7, 0.6):
+        tid = study.start_trial({"x": x}, tool="seed")
+        for step in range(1, 30):
+            study.report(tid, step, x)
+        study.finish_trial(tid, status="complete", metrics={"score": x})
+    trainer.pruner = Pruner(study, "median")
+    trial = trainer.run({"x": 0.1}, tool="llm")
+    assert trial.status == "pruned"
+    assert max(trial.intermediate) < 29
+
+
+def test_hpobench_lookup_with_simulated_clock(ledger):
+    wl = resolve("hpobench:australian", time_scale=0.01)
+    study = ledger.create_study("h", wl.space, metric=wl.metric, direction=wl.direction)
+    cfg = {"alpha": 1e-8, "batch_size": 4, "depth": 1, "learning_rate_init": 1e-5, "width": 16}
+    trial = Trainer(study, wl).run(cfg, tool="llm")
+    assert trial.status == "complete" and 0.5 < trial.value < 1.0
+    assert trial.duration >= 0.01 * trial.metrics["train_time"]
+
+
+def test_nasbench201_and_charlm(ledger):
+    wl = resolve("nasbench201:cifar10")
+    study = ledger.create_study("n", wl.space, metric=wl.metric, direction=wl.direction)
+    trial = Trainer(study, wl).run({f"Op{i}": "nor_conv_3x3" for i in range(6)}, tool="llm")
+    assert trial.status == "complete" and trial.value > 50  # percent accuracy
+    lm = resolve("charlm")
+    study = ledger.create_study("c", lm.space, metric=lm.metric, direction=lm.direction)
+    cfg = {"lr": 3e-3, "warmup": 10, "width": 64, "layers": 1, "heads": 2, "dropout": 0.0}
+    trial = Trainer(study, lm).run(cfg, tool="llm", fidelity=100)
+    assert trial.status == "complete" and trial.intermediate[50] > trial.intermediate[100]
+
+
+@pytest.mark.parametrize("ref, kw, message", [
+    ("nope", {}, "unknown workload 'nope'"),
+    ("hpobench:mars", {}, "unknown hpobench dataset 'mars'"),
+    ("no_such_module_xyz:fn", {}, "cannot import module 'no_such_module_xyz'"),
+    ("faulty:absent", {"space_file": HERE / "space.yaml"}, "has no function 'absent'"),
+    ("faulty:ok", {}, "needs a search space file"),
+])
+def test_bad_workload_refs(monkeypatch, ref, kw, message):
+    monkeypatch.chdir(HERE)
+    with pytest.raises(WorkloadError, match=message):
+        resolve(ref, **kw)
+
+
+def test_device_prefers_cuda_when_present(monkeypatch):
+    import torch
+
+    from asap.tools.workloads.common import device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device().type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert device().type == "cuda"

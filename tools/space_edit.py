@@ -1,0 +1,91 @@
+"""A person's words about a search space: parameter vocabulary, proposed ranges, space edits.
+
+The chat uses these to turn "tune the learning rate and width" into a space; they sit apart from
+the space's schema (:mod:`asap.tools.space`) because they are conversation helpers, not rules.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from asap.tools.space import CategoricalParam, IntParam, Space, SpaceError
+
+# Common hyperparameter names and the ranges a practitioner would start from: what the chat
+# proposes for a user's own workload when they name parameters but bring no space file.
+KNOWN_RANGES: dict[str, dict[str, Any]] = {
+    "lr": {"type": "float", "low": 1.0e-5, "high": 0.1, "log": True},
+    "learning_rate": {"type": "float", "low": 1.0e-5, "high": 0.1, "log": True},
+    "weight_decay": {"type": "float", "low": 1.0e-6, "high": 1.0e-2, "log": True},
+    "width": {"type": "int", "low": 16, "high": 512, "log": True},
+    "hidden_size": {"type": "int", "low": 16, "high": 512, "log": True},
+    "depth": {"type": "int", "low": 1, "high": 6},
+    "n_layers": {"type": "int", "low": 1, "high": 6},
+    "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+    "batch_size": {"type": "categorical", "choices": [16, 32, 64, 128, 256]},
+    "momentum": {"type": "float", "low": 0.0, "high": 0.99},
+    "epochs": {"type": "int", "low": 1, "high": 50},
+}
+ALIASES = {"learning rate": "lr", "learning-rate": "lr", "wd": "weight_decay",
+           "weight decay": "weight_decay", "layers": "n_layers", "hidden": "hidden_size",
+           "batch size": "batch_size", "batch": "batch_size"}
+
+
+def canonical(name: str) -> str:
+    """A person's name for a parameter as a key: "learning rate" -> lr, "Batch size" -> batch_size."""
+    plain = name.strip().lower()
+    return ALIASES.get(plain, plain.replace(" ", "_").replace("-", "_"))
+
+
+def propose_space(names: list[str]) -> tuple[Space, list[str]]:
+    """A space over the named parameters from :data:`KNOWN_RANGES`; returns it and the names
+    it does not know (the caller asks for their ranges)."""
+    specs, unknown = {}, []
+    for raw in names:
+        key = canonical(raw)
+        if key in KNOWN_RANGES:
+            specs[key] = KNOWN_RANGES[key]
+        else:
+            unknown.append(raw)
+    if not specs:
+        raise SpaceError(f"no known parameter among {names}; known: {sorted(KNOWN_RANGES)}")
+    return Space.from_dict(specs), unknown
+
+
+def restrict(space: Space, keep: list[str]) -> tuple[Space, dict[str, Any]]:
+    """Search only ``keep``; pin every other parameter to one value (the middle of its range, on
+    a log scale for log parameters; the first choice) so the workload still receives it.
+
+    Returns the new space and the pinned values.
+    """
+    missing = [k for k in keep if k not in space.names]
+    if missing:
+        raise SpaceError(f"unknown parameter(s) {missing}; the space has {space.names}")
+    spec, pinned = space.to_dict(), {}
+    for p in space.params:
+        if p.name in keep:
+            continue
+        if isinstance(p, CategoricalParam):
+            value = p.choices[0]
+        else:
+            lo, hi = float(p.low), float(p.high)
+            value = math.sqrt(lo * hi) if p.log else (lo + hi) / 2
+            value = int(round(value)) if isinstance(p, IntParam) else value
+        pinned[p.name] = value
+        spec[p.name] = {"type": "categorical", "choices": [value],
+                        **({"when": spec[p.name]["when"]} if "when" in spec[p.name] else {})}
+    return Space.from_dict(spec), pinned
+
+
+def narrow(space: Space, name: str, low: float, high: float) -> Space:
+    """The same space with ``name``'s range cut to ``[low, high]`` (inside the old one)."""
+    p = space[name] if name in space.names else None
+    if p is None or isinstance(p, CategoricalParam):
+        raise SpaceError(f"'{name}' is not a numeric parameter of the space ({space.names})")
+    if not float(p.low) <= low < high <= float(p.high):
+        raise SpaceError(f"the new range of '{name}' must lie inside [{p.low}, {p.high}] with "
+                         f"low < high, got [{low}, {high}]")
+    spec = space.to_dict()
+    spec[name] = {**spec[name], "low": int(low) if isinstance(p, IntParam) else low,
+                  "high": int(high) if isinstance(p, IntParam) else high}
+    return Space.from_dict(spec)

@@ -1,0 +1,42 @@
+"""Plain data at the bottom of the house: a trial as stored, its states, a study's direction.
+
+Everything above (the ledger, the optimizers, the agent) speaks in these types; they import
+nothing of asap, as ``optuna/trial/_frozen.py`` sits below Optuna's storages and samplers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Direction = Literal["minimize", "maximize"]
+Status = Literal["running", "complete", "failed", "pruned"]
+TimingKind = Literal["llm_call", "tool_call", "train", "speculation", "selftune"]
+FINISHED: tuple[Status, ...] = ("complete", "failed", "pruned")
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial as stored; ``value`` is the objective metric, or None if it has none."""
+
+    id: int
+    number: int
+    config: dict[str, Any]
+    tool: str
+    status: Status
+    value: float | None
+    metrics: dict[str, float]
+    intermediate: dict[int, float]
+    error: str | None
+    fidelity: int | None
+    started_at: float
+    ended_at: float | None
+    duration: float | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def better(direction: Direction, a: float, b: float | None) -> bool:
+    """True when value ``a`` is strictly better than ``b`` under ``direction``."""
+    if b is None:
+        return True
+    return a > b if direction == "maximize" else a < b
