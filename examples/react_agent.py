@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from langchain_core.language_models import BaseChatModel
 from langchain.agents import create_agent
+from langchain_core.language_models import BaseChatModel
 
 from asap.tools import study_tools
 

@@ -159,6 +159,7 @@ class FakeOpenAI:
         self.faults: collections.deque[str] = collections.deque()
         self.served: collections.Counter[str] = collections.Counter()
         self.requests: list[dict] = []
+        self.arrived = threading.Event()
         self.slow_s, self.answer, self.delay_s = slow_s, answer, delay_s
         self._lock = threading.Lock()
         fake = self
@@ -173,6 +174,7 @@ class FakeOpenAI:
                     fault = fake.faults.popleft() if fake.faults else "ok"
                     fake.served[fault] += 1
                     fake.requests.append({"fault": fault, "headers": {k.lower(): v for k, v in self.headers.items()}})
+                fake.arrived.set()  # a request is in flight: what a crash test waits for
                 time.sleep(fake.delay_s)  # every answer takes this long, like a real model
                 if fault == "reset":
                     self.connection.shutdown(socket.SHUT_RDWR)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage
@@ -78,10 +79,15 @@ def _passes(verdict) -> None:
         assert SPACE.validate(cfg) == cfg  # only valid configurations ever reach the trainer
 
 
-def test_fuzzed_tool_calls_never_escape_the_guard(tmp_path_factory):
+# A few hundred examples on every run; the full 5,000 each (10,000 in all) with ``-m fuzz``.
+EXAMPLES = [300, pytest.param(5000, marks=pytest.mark.fuzz)]
+
+
+@pytest.mark.parametrize("examples", EXAMPLES)
+def test_fuzzed_tool_calls_never_escape_the_guard(tmp_path_factory, examples):
     tools = _toolbox(tmp_path_factory)
 
-    @settings(max_examples=5000, deadline=None, derandomize=True,
+    @settings(max_examples=examples, deadline=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(calls=calls, bad=invalid, content=st.text(max_size=20))
     def one(calls, bad, content):
@@ -93,13 +99,17 @@ def test_fuzzed_tool_calls_never_escape_the_guard(tmp_path_factory):
     one()
 
 
-@settings(max_examples=5000, deadline=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
-@given(answer=st.one_of(
-    st.text(max_size=40),
-    st.builds(lambda a, c, p: json.dumps({"action": a, "choice": c, "params": p}, default=str),
-              st.sampled_from(["train", "own", "stop", "explode", None]),
-              st.one_of(st.sampled_from(["A", "B", "C", "a", ""]), junk), config),
-    st.builds(lambda p: json.dumps({"action": "own", "params": p}, default=str), config)))
-def test_fuzzed_json_answers_never_escape_the_guard(answer):
-    _passes(check_json(AIMessage(content=answer), OFFERS, SPACE))
+@pytest.mark.parametrize("examples", EXAMPLES)
+def test_fuzzed_json_answers_never_escape_the_guard(examples):
+    @settings(max_examples=examples, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(answer=st.one_of(
+        st.text(max_size=40),
+        st.builds(lambda a, c, p: json.dumps({"action": a, "choice": c, "params": p},
+                                             default=str),
+                  st.sampled_from(["train", "own", "stop", "explode", None]),
+                  st.one_of(st.sampled_from(["A", "B", "C", "a", ""]), junk), config),
+        st.builds(lambda p: json.dumps({"action": "own", "params": p}, default=str), config)))
+    def one(answer):
+        _passes(check_json(AIMessage(content=answer), OFFERS, SPACE))
+    one()
