@@ -11,11 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from asap.agent.server import endpoint
 from asap.evals.methods import LLM_METHODS, METHODS, Cell
@@ -69,9 +65,20 @@ PROFILES = {
 }
 
 
-def run_grid(grid: Grid, console: Console | None = None) -> Ledger:
+class GridCallback:
+    """What a grid reports as it runs (the CLI draws a progress bar); each does nothing unless
+    overridden."""
+
+    def on_message(self, text: str) -> None:
+        """A line worth showing (the embedded server starting)."""
+
+    def on_cell(self, done: int, total: int, cell: Cell | None) -> None:
+        """``done`` of ``total`` cells are finished; ``cell`` runs next (None: the grid ends)."""
+
+
+def run_grid(grid: Grid, callback: GridCallback | None = None) -> Ledger:
     """Run every cell not done yet; returns the ledger holding cells, studies and trials."""
-    console = console or Console(stderr=True)
+    callback = callback or GridCallback()
     ledger = Ledger(grid.db)
     table = ledger.db["eval_cells"]
     if not table.exists():
@@ -83,16 +90,15 @@ def run_grid(grid: Grid, console: Console | None = None) -> Ledger:
     with contextlib.ExitStack() as stack:
         base_url, model = grid.base_url, grid.model or "default"
         if base_url is None and any(c.method in LLM_METHODS for c in todo):
-            base_url, model = endpoint(stack, None, grid.model, say=console.print)
-        progress = stack.enter_context(_progress(console))
-        task = progress.add_task("grid", total=len(cells), completed=len(cells) - len(todo),
-                                 info="")
+            base_url, model = endpoint(stack, None, grid.model, say=callback.on_message)
+        done = len(cells) - len(todo)
         for cell in todo:
             if cell.method in LLM_METHODS:
                 cell = dataclasses.replace(cell, base_url=base_url, model=model)
-            progress.update(task, info=f"{cell.task} {cell.method} seed {cell.seed}")
+            callback.on_cell(done, len(cells), cell)
             _run_cell(ledger, cell)
-            progress.advance(task)
+            done += 1
+        callback.on_cell(done, len(cells), None)
     return ledger
 
 
@@ -112,11 +118,3 @@ def _run_cell(ledger: Ledger, cell: Cell) -> None:
     METHODS[cell.method](cell, wl)
     with ledger.transaction():
         ledger.db["eval_cells"].update(cell.study, {"status": "done", "ended": time.time()})
-
-
-@contextlib.contextmanager
-def _progress(console: Console) -> Iterator[Progress]:
-    with Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console,
-                  transient=False) as progress:
-        yield progress

@@ -16,8 +16,6 @@ Example::
 from __future__ import annotations
 
 import json
-import math
-import os
 import sqlite3
 import threading
 import time
@@ -29,11 +27,10 @@ from typing import Any
 import sqlite_utils
 
 from asap.tools.space import Space
-from asap.tools.types import FINISHED, Direction, Status, TimingKind, Trial, better
+from asap.tools.study import LedgerError, Study
+from asap.tools.types import Direction
 
-
-class LedgerError(RuntimeError):
-    """The ledger cannot do what was asked (unknown study, bad state change, locked file...)."""
+__all__ = ["Ledger", "LedgerError", "Study"]
 
 
 _SCHEMA = {
@@ -148,186 +145,3 @@ class Ledger:
 
     def close(self) -> None:
         self.db.conn.close()
-
-
-class Study:
-    """A handle on one study in a ledger; all reads come from SQLite, so handles never go stale."""
-
-    def __init__(self, ledger: Ledger, name: str) -> None:
-        self.ledger = ledger
-        self.name = name
-        row = ledger.db["studies"].get(name)
-        self.space = Space.from_dict(json.loads(row["space"]))
-        self.metric: str = row["metric"]
-        self.direction: Direction = row["direction"]
-        self.workload: str = row["workload"]
-        self.meta: dict[str, Any] = json.loads(row["meta"])
-
-    @property
-    def db(self) -> sqlite_utils.Database:
-        return self.ledger.db
-
-    # -- trials ---------------------------------------------------------------------------------
-    def start_trial(self, config: dict[str, Any], *, tool: str, fidelity: int | None = None,
-                    meta: dict[str, Any] | None = None) -> int:
-        """Validate and insert a running trial; returns its id. Invalid configs never get in."""
-        config = self.space.validate(config)
-        with self.ledger.transaction():
-            number = self.db.execute(
-                "SELECT COALESCE(MAX(number), -1) + 1 FROM trials WHERE study = ?", [self.name]
-            ).fetchone()[0]
-            return self.db["trials"].insert({
-                "study": self.name, "number": number, "config": json.dumps(config),
-                "tool": tool, "status": "running", "intermediate": "{}", "metrics": "{}",
-                "fidelity": fidelity, "started_at": time.time(),
-                "meta": json.dumps({**(meta or {}), "pid": os.getpid()}),
-            }).last_pk
-
-    def report(self, trial_id: int, step: int, value: float) -> None:
-        """Record an intermediate value (one fidelity step) of a running trial."""
-        with self.ledger.transaction():
-            row = self._running(trial_id)
-            inter = json.loads(row["intermediate"])
-            inter[str(step)] = _num(value)
-            self.db["trials"].update(trial_id, {"intermediate": json.dumps(inter)})
-
-    def finish_trial(self, trial_id: int, *, status: Status, metrics: dict[str, float] | None = None,
-                     error: str | None = None, intermediate: dict[int, float] | None = None) -> Trial:
-        """Close a running trial in one transaction: status, metrics, value, error, end time."""
-        if status not in FINISHED:
-            raise LedgerError(f"a trial finishes as one of {FINISHED}, not {status!r}")
-        metrics = {k: _num(v) for k, v in (metrics or {}).items()}
-        value = metrics.get(self.metric)
-        if status == "complete" and (value is None or not math.isfinite(value)):
-            raise LedgerError(f"a complete trial needs a finite '{self.metric}' metric")
-        with self.ledger.transaction():
-            row = self._running(trial_id)
-            now = time.time()
-            update = {"status": status, "metrics": json.dumps(metrics), "error": error,
-                      "value": value if value is not None and math.isfinite(value) else None,
-                      "ended_at": now, "duration": now - row["started_at"]}
-            if intermediate is not None:
-                update["intermediate"] = json.dumps({str(k): _num(v) for k, v in intermediate.items()})
-            self.db["trials"].update(trial_id, update)
-        return self.trial(trial_id)
-
-    def fail_running(self, reason: str) -> list[int]:
-        """Mark trials left 'running' by a dead process as failed; returns their ids.
-
-        A trial another live process is running (two sessions on one study) is left alone.
-        """
-        with self.ledger.transaction():
-            ids = [r["id"] for r in self.db["trials"].rows_where(
-                "study = ? AND status = 'running'", [self.name])
-                if not _alive_elsewhere(json.loads(r["meta"] or "{}").get("pid"))]
-            now = time.time()
-            for tid in ids:
-                self.db.execute(
-                    "UPDATE trials SET status='failed', error=?, ended_at=?, duration=?-started_at "
-                    "WHERE id=?", [reason, now, now, tid])
-        return ids
-
-    def _running(self, trial_id: int) -> dict[str, Any]:
-        rows = list(self.db["trials"].rows_where("id = ? AND study = ?", [trial_id, self.name]))
-        if not rows:
-            raise LedgerError(f"no trial {trial_id} in study '{self.name}'")
-        if rows[0]["status"] != "running":
-            raise LedgerError(f"trial {trial_id} is already {rows[0]['status']}")
-        return rows[0]
-
-    def trial(self, trial_id: int) -> Trial:
-        rows = list(self.db["trials"].rows_where("id = ? AND study = ?", [trial_id, self.name]))
-        if not rows:
-            raise LedgerError(f"no trial {trial_id} in study '{self.name}'")
-        return _to_trial(rows[0])
-
-    def trials(self, *, status: Status | tuple[Status, ...] | None = None,
-               after_id: int = 0) -> list[Trial]:
-        """Trials in id order, optionally filtered by status and newer than ``after_id``."""
-        where, args = "study = ? AND id > ?", [self.name, after_id]
-        if status is not None:
-            statuses = (status,) if isinstance(status, str) else status
-            where += f" AND status IN ({','.join('?' * len(statuses))})"
-            args += list(statuses)
-        return [_to_trial(r) for r in self.db["trials"].rows_where(where, args, order_by="id")]
-
-    def finished_ids(self) -> list[int]:
-        """Ids of finished trials, without decoding them (cheap enough for every round)."""
-        return [r[0] for r in self.db.execute(
-            "SELECT id FROM trials WHERE study = ? AND status != 'running' ORDER BY id",
-            [self.name]).fetchall()]
-
-    def best(self) -> Trial | None:
-        order = "value DESC" if self.direction == "maximize" else "value ASC"
-        rows = list(self.db["trials"].rows_where(
-            "study = ? AND status = 'complete'", [self.name], order_by=f"{order}, id", limit=1))
-        return _to_trial(rows[0]) if rows else None
-
-    def better(self, a: float, b: float | None) -> bool:
-        """True when value ``a`` is strictly better than ``b`` under this study's direction."""
-        return better(self.direction, a, b)
-
-    # -- timing and events ----------------------------------------------------------------------
-    def log_timing(self, kind: TimingKind, start: float, end: float, *, trial_number: int | None = None,
-                   prompt_tokens: int | None = None, cached_tokens: int | None = None,
-                   completion_tokens: int | None = None, **detail: Any) -> None:
-        """One timing event; token counts stay NULL when unknown (unknown is not zero)."""
-        with self.ledger.transaction():
-            self.db["timing"].insert({
-                "study": self.name, "kind": kind, "start": start, "end": end,
-                "duration": end - start, "trial_number": trial_number,
-                "prompt_tokens": prompt_tokens, "cached_tokens": cached_tokens,
-                "completion_tokens": completion_tokens, "detail": json.dumps(detail, default=str),
-            })
-
-    def timings(self, kind: TimingKind | None = None) -> list[dict[str, Any]]:
-        where, args = ("study = ?", [self.name]) if kind is None else (
-            "study = ? AND kind = ?", [self.name, kind])
-        rows = list(self.db["timing"].rows_where(where, args, order_by="id"))
-        for r in rows:
-            r["detail"] = json.loads(r["detail"] or "{}")
-        return rows
-
-    def log_event(self, kind: str, **detail: Any) -> None:
-        """A decision worth keeping: a guard retry, a fallback, a self-tuning adjustment."""
-        with self.ledger.transaction():
-            self.db["events"].insert({"study": self.name, "kind": kind, "at": time.time(),
-                                      "detail": json.dumps(detail, default=str)})
-
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        where, args = ("study = ?", [self.name]) if kind is None else (
-            "study = ? AND kind = ?", [self.name, kind])
-        rows = list(self.db["events"].rows_where(where, args, order_by="id"))
-        for r in rows:
-            r["detail"] = json.loads(r["detail"])
-        return rows
-
-
-def _alive_elsewhere(pid: Any) -> bool:
-    """Whether ``pid`` is another process of this machine that is still running."""
-    if not isinstance(pid, int) or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _num(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        raise LedgerError(f"metric value {v!r} is not a number") from None
-
-
-def _to_trial(row: dict[str, Any]) -> Trial:
-    return Trial(
-        id=row["id"], number=row["number"], config=json.loads(row["config"]), tool=row["tool"],
-        status=row["status"], value=row["value"], metrics=json.loads(row["metrics"] or "{}"),
-        intermediate={int(k): v for k, v in json.loads(row["intermediate"] or "{}").items()},
-        error=row["error"], fidelity=row["fidelity"], started_at=row["started_at"],
-        ended_at=row["ended_at"], duration=row["duration"], meta=json.loads(row["meta"] or "{}"),
-    )

@@ -19,157 +19,24 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-Scalar = bool | int | float | str
+from asap.tools.params import (
+    CategoricalParam,
+    Condition,
+    FloatParam,
+    IntParam,
+    Param,
+    Scalar,
+    SpaceError,
+)
 
-
-class SpaceError(ValueError):
-    """A search space, or a configuration checked against one, is invalid."""
-
-
-class Condition(BaseModel):
-    """Activates a parameter only when its parent's value passes every given test."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    parent: str
-    in_: list[Scalar] | None = Field(default=None, alias="in")
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    lt: float | None = None
-
-    @model_validator(mode="after")
-    def _has_a_test(self) -> Condition:
-        if self.in_ is None and all(v is None for v in (self.ge, self.gt, self.le, self.lt)):
-            raise ValueError(f"condition on '{self.parent}' needs 'in' or one of ge/gt/le/lt")
-        return self
-
-    def holds(self, value: Any) -> bool:
-        """True when ``value`` (the parent's value) activates the child."""
-        if self.in_ is not None and value not in self.in_:
-            return False
-        bounds = ((self.ge, lambda v, b: v >= b), (self.gt, lambda v, b: v > b),
-                  (self.le, lambda v, b: v <= b), (self.lt, lambda v, b: v < b))
-        for bound, test in bounds:
-            if bound is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float) or not test(value, bound):
-                return False
-        return True
-
-    def describe(self) -> str:
-        parts = []
-        if self.in_ is not None:
-            parts.append(f"{self.parent} in {json.dumps(self.in_)}")
-        for op, bound in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-            if getattr(self, op) is not None:
-                parts.append(f"{self.parent} {bound} {getattr(self, op):g}")
-        return " and ".join(parts)
-
-
-class _Param(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1)
-    when: Condition | None = None
-
-
-class FloatParam(_Param):
-    type: Literal["float"] = "float"
-    low: float
-    high: float
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _bounds(self) -> FloatParam:
-        _check_bounds(self.name, self.low, self.high, self.log)
-        return self
-
-    def check(self, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SpaceError(f"parameter '{self.name}': expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise SpaceError(f"parameter '{self.name}': {value!r} is not finite")
-        if not self.low <= value <= self.high:
-            raise SpaceError(
-                f"parameter '{self.name}': {value!r} is outside [{self.low:g}, {self.high:g}]"
-            )
-
-    def describe(self) -> str:
-        return f"float in [{self.low:g}, {self.high:g}]" + (" log" if self.log else "")
-
-
-class IntParam(_Param):
-    type: Literal["int"] = "int"
-    low: int
-    high: int
-    log: bool = False
-    step: int = Field(default=1, ge=1)
-
-    @model_validator(mode="after")
-    def _bounds(self) -> IntParam:
-        _check_bounds(self.name, self.low, self.high, self.log)
-        if self.log and self.step != 1:
-            raise ValueError(f"parameter '{self.name}': log and step > 1 cannot be combined")
-        if (self.high - self.low) % self.step:
-            raise ValueError(f"parameter '{self.name}': high - low must be a multiple of step {self.step}")
-        return self
-
-    def check(self, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SpaceError(f"parameter '{self.name}': expected an integer, got {value!r}")
-        if isinstance(value, float) and not value.is_integer():
-            raise SpaceError(f"parameter '{self.name}': expected an integer, got {value!r}")
-        if not self.low <= value <= self.high:
-            raise SpaceError(f"parameter '{self.name}': {value!r} is outside [{self.low}, {self.high}]")
-        if (int(value) - self.low) % self.step:
-            raise SpaceError(
-                f"parameter '{self.name}': {value!r} is not on the grid {self.low} + k*{self.step}"
-            )
-
-    def describe(self) -> str:
-        extra = " log" if self.log else (f" step {self.step}" if self.step != 1 else "")
-        return f"int in [{self.low}, {self.high}]{extra}"
-
-
-class CategoricalParam(_Param):
-    type: Literal["categorical"] = "categorical"
-    choices: list[Scalar] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _unique(self) -> CategoricalParam:
-        if len({json.dumps(c) for c in self.choices}) != len(self.choices):
-            raise ValueError(f"parameter '{self.name}': choices must be unique")
-        return self
-
-    def check(self, value: Any) -> None:
-        # Exact type match: True is not 1, and "1" is not 1.
-        if not any(type(value) is type(c) and value == c for c in self.choices):
-            raise SpaceError(
-                f"parameter '{self.name}': {value!r} is not one of {json.dumps(self.choices)}"
-            )
-
-    def describe(self) -> str:
-        return f"one of {json.dumps(self.choices)}"
-
-
-Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
-
-
-def _check_bounds(name: str, low: float, high: float, log: bool) -> None:
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise ValueError(f"parameter '{name}': bounds must be finite")
-    if low > high:
-        raise ValueError(f"parameter '{name}': low {low:g} is greater than high {high:g}")
-    if log and low <= 0:
-        raise ValueError(f"parameter '{name}': a log scale needs low > 0, got {low:g}")
+__all__ = ["CategoricalParam", "Condition", "FloatParam", "IntParam", "Param", "Scalar", "Space",
+           "SpaceError"]
 
 
 class Space(BaseModel):

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import openai
 from rich.console import Console
-from rich.table import Table
 
 from asap.tools.ledger import Ledger, LedgerError
 
@@ -99,10 +98,8 @@ def _chat(args: argparse.Namespace) -> int:
     from asap.cli.chat import chat, default_context, threads
     Ledger(args.db)  # a missing directory is a clear error before anything starts
     if args.list:
-        table = Table("thread", "messages", "study", "first request", title=f"chats in {args.db}")
-        for t in threads(args.db):
-            table.add_row(t["thread"], str(t["messages"]), t["study"] or "-", t["first"])
-        console.print(table)
+        from asap.cli.render import threads_table
+        console.print(threads_table(threads(args.db), args.db))
         return 0
     _quiet_optuna()
     ctx, stack = default_context(args.db, args.base_url, args.model)
@@ -124,7 +121,12 @@ def _eval(args: argparse.Namespace) -> int:
         if value is not None:
             spec[key] = value
     grid = Grid(**spec, db=args.db, base_url=args.base_url, model=args.model)
-    ledger = run_grid(grid)
+    from asap.cli.render import GridProgress
+    progress = GridProgress(Console(stderr=True))
+    try:
+        ledger = run_grid(grid, progress)
+    finally:
+        progress.progress.stop()
     path = write_report(ledger, args.out, title=f"asap eval ({args.profile} profile)")
     from rich.markdown import Markdown
     text = "\n".join(x for x in path.read_text().splitlines() if not x.startswith("!["))

@@ -9,14 +9,28 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from asap.agent.config import Protocol
 from asap.agent.stats import cached_share, pct
+from asap.evals.grid import GridCallback
+from asap.evals.methods import Cell
 from asap.graphs.session import TuneCallback
 from asap.tools.ledger import Study
 from asap.tools.types import Trial
+
+
+def bar(console: Console, label: str) -> Progress:
+    """The one progress bar of the CLI: label, bar, n/total, elapsed, and an info field."""
+    return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console)
 
 
 class RichProgress(TuneCallback):
@@ -31,10 +45,7 @@ class RichProgress(TuneCallback):
         self.console.print(text)
 
     def on_session_start(self, study: Study, total: int, protocol: Protocol | None) -> None:
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(),
-            TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), console=self.console)
+        self.progress = bar(self.console, "tuning")
         self.progress.start()
         self.task = self.progress.add_task("tuning", total=total, info=f"{protocol} protocol",
                                            completed=len(study.finished_ids()))
@@ -48,6 +59,27 @@ class RichProgress(TuneCallback):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+class GridProgress(GridCallback):
+    """A progress bar over an eval grid's cells."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = bar(console, "eval")
+        self.task: Any = None
+
+    def on_message(self, text: str) -> None:
+        self.console.print(text)
+
+    def on_cell(self, done: int, total: int, cell: Cell | None) -> None:
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task("grid", total=total, info="")
+        info = f"{cell.task} {cell.method} seed {cell.seed}" if cell else "done"
+        self.progress.update(self.task, completed=done, info=info)
+        if cell is None:
+            self.progress.stop()
 
 
 def live_info(study: Study, tool: str) -> str:
@@ -69,6 +101,13 @@ def trials_table(study: Study) -> Table:
         value = f"{t.value:.4f}" if t.value is not None else "-"
         table.add_row(str(t.number), t.tool, t.status, value,
                       f"{t.duration:.1f}" if t.duration else "-", t.error or str(t.config))
+    return table
+
+
+def threads_table(threads: list[dict[str, Any]], db: str) -> Table:
+    table = Table("thread", "messages", "study", "first request", title=f"chats in {db}")
+    for t in threads:
+        table.add_row(t["thread"], str(t["messages"]), t["study"] or "-", t["first"])
     return table
 
 
