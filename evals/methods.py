@@ -68,7 +68,7 @@ def single(library: str, algorithm: str) -> Callable[[Cell, Workload], None]:
     """One tool alone: ask, train, tell, until the budget."""
     def run(cell: Cell, wl: Workload) -> None:
         study, started = _new_study(cell, wl), time.time()
-        portfolio, trainer = Portfolio(study, seed=cell.seed), Trainer(study, wl)
+        portfolio, trainer = Portfolio(study, seed=cell.seed), Trainer(study, wl, seed=cell.seed)
         while not _done(study, cell, started):
             trainer.run(portfolio.ask(library, algorithm)[0], tool=f"{library}:{algorithm}")
     return run
@@ -78,7 +78,7 @@ def bandit(cell: Cell, wl: Workload) -> None:
     """The no-LLM portfolio: UCB1 over the agent's panel of tools, reward 1 when a trial
     improves the best."""
     study, started = _new_study(cell, wl), time.time()
-    portfolio, trainer = Portfolio(study, seed=cell.seed), Trainer(study, wl)
+    portfolio, trainer = Portfolio(study, seed=cell.seed), Trainer(study, wl, seed=cell.seed)
     pulls = {f"{lib}:{alg}": [0, 0] for lib, alg in PANEL}  # tool -> [trials, improvements]
     while not _done(study, cell, started):
         n = sum(p for p, _ in pulls.values())
@@ -119,7 +119,7 @@ Write a new configuration, different from all of the above, that you expect to r
 def llm_naive(cell: Cell, wl: Workload) -> None:
     """The LLM proposes configurations directly; invalid answers are replaced by a random one."""
     study, started = _new_study(cell, wl), time.time()
-    trainer, portfolio = Trainer(study, wl), Portfolio(study, seed=cell.seed)
+    trainer, portfolio = Trainer(study, wl, seed=cell.seed), Portfolio(study, seed=cell.seed)
     llm = json_model(chat_model(cell.base_url, cell.model, temperature=1.0, seed=cell.seed),
                      study.space.json_schema())
     while not _done(study, cell, started):

@@ -8,11 +8,13 @@ All functions are pure: the eval's report and the tests call them on the same ki
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
 Curve = list[tuple[float, float]]
+T = TypeVar("T")
 
 
 def best_so_far(points: Sequence[tuple[float, float | None]], maximize: bool) -> Curve:
@@ -23,6 +25,25 @@ def best_so_far(points: Sequence[tuple[float, float | None]], maximize: bool) ->
             continue
         if not out or (v > out[-1][1] if maximize else v < out[-1][1]):
             out.append((t, v))
+    return out
+
+
+def incumbent_curve(points: Sequence[tuple[float, float | None, T]], maximize: bool,
+                    worth: Callable[[T, float], float]) -> Curve:
+    """The worth of what a method would return at each point: its best *observed* trial so far
+    (the incumbent), scored by ``worth(config, observed)``, one step per change of incumbent.
+
+    On a tabular benchmark ``worth`` is the table's mean over its seeds, so a lucky noisy draw
+    does not count as quality; with ``worth`` returning the observed value this is
+    :func:`best_so_far`.
+    """
+    out: Curve = []
+    best: float | None = None
+    for t, v, config in sorted(points, key=lambda p: p[0]):
+        if v is None or (best is not None and not (v > best if maximize else v < best)):
+            continue
+        best = v
+        out.append((t, worth(config, v)))
     return out
 
 

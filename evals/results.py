@@ -1,8 +1,10 @@
 """From a finished grid to numbers: per-cell curves and metrics, per method x task summaries.
 
-Normalized regret uses the table's optimum and worst value for tabular tasks (the whole grid is
-looked up once); for real-training tasks, whose optimum is unknown, the best and worst values
-any cell of the grid reached stand in (empirical regret, said so in the report). The
+A run is scored by the worth of what it would return, its best observed trial: on tabular tasks
+the table's MEAN over its training seeds for that configuration (a trial sees one noisy draw),
+and normalized regret uses the best and worst mean over the whole grid; for real-training tasks,
+whose optimum is unknown, the observed values and the best and worst any cell of the grid
+reached stand in (empirical regret, said so in the report). The
 time-to-target target is the median final quality of the reference method (the serial naive LLM
 loop) on that task.
 """
@@ -11,14 +13,15 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from asap.evals.metrics import (
     Curve,
     area_under_regret,
-    best_so_far,
     bootstrap_ci,
+    incumbent_curve,
     normalized_regret,
     ranks,
     regret_curve,
@@ -38,8 +41,8 @@ class CellResult:
     time_budget_s: float
     wall_s: float
     trials: int
-    by_time: Curve  # best-so-far against seconds since the cell began
-    by_trial: Curve  # best-so-far against the trial count
+    by_time: Curve  # the incumbent's worth against seconds since the cell began
+    by_trial: Curve  # the incumbent's worth against the trial count
     optimum: float = 0.0
     worst: float = 0.0
     exact_optimum: bool = False
@@ -80,15 +83,27 @@ def collect(ledger: Ledger, reference: str = "llm-naive") -> list[CellResult]:
     for cell in ledger.db["eval_cells"].rows_where("status = 'done'", order_by="started"):
         study = ledger.open_study(cell["id"])
         done = [t for t in study.trials() if t.status != "running"]
-        maximize = study.direction == "maximize"
+        maximize, worth = study.direction == "maximize", worth_of(cell["task"])
         out.append(CellResult(
             cell["id"], cell["task"], cell["method"], cell["seed"], maximize,
             cell["time_budget_s"], cell["ended"] - cell["started"], len(done),
-            best_so_far([(t.ended_at - cell["started"], t.value) for t in done], maximize),
-            best_so_far([(i + 1, t.value) for i, t in enumerate(done)], maximize)))
+            incumbent_curve([(t.ended_at - cell["started"], t.value, t.config) for t in done],
+                            maximize, worth),
+            incumbent_curve([(i + 1, t.value, t.config) for i, t in enumerate(done)],
+                            maximize, worth)))
     _set_optima(out)
     _set_targets(out, reference)
     return out
+
+
+def worth_of(task: str) -> Callable[[dict[str, Any], float], float]:
+    """How a returned configuration is scored: the table's mean over its seeds on a tabular
+    task (the value a trial saw is one noisy draw), the observed value on real training."""
+    from asap.tools.workloads import tabular
+    bench, _, dataset = task.partition(":")
+    if bench in tabular.BENCHES:
+        return lambda config, observed: tabular.true_mean(bench, dataset, config)
+    return lambda config, observed: observed
 
 
 def _set_optima(cells: list[CellResult]) -> None:

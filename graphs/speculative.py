@@ -33,6 +33,7 @@ from asap.graphs.state import (
     TuningState,
     Verification,
     ask,
+    catch_up,
     decision_text,
 )
 
@@ -63,6 +64,7 @@ def speculate(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     chain = list(state.get("chain") or [])
     if ctx.speculation == "off":
         return {"chain": [], "knobs": knobs}
+    catch_up(ctx, state)  # off the critical path, before the forks copy the tools
     flight = ctx.flights.get(state["trial_id"])
     in_flight = len(ctx.study.trials())  # trials started, the one training included
     while len(chain) < knobs.depth and in_flight + len(chain) < ctx.max_trials:
@@ -79,7 +81,7 @@ def speculate(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
         if entry.choice is None:
             break
     flight.level = -1
-    return {"chain": chain, "knobs": knobs}
+    return {"chain": chain, "knobs": knobs, "lag": 0}
 
 
 def _one_ahead(ctx: TuneContext, state: TuningState, chain: list[SpecRound], flight: InFlight,
@@ -177,4 +179,4 @@ def reconcile(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
         return {"choice": None, "chain": [], "log": log, "spent": spent}
     return {"round": head.round, "proposals": head.proposals, "offers": head.proposals,
             "current": head.current, "choice": head.choice, "chain": rest, "log": log,
-            "spent": spent}
+            "spent": spent, "lag": state.get("lag", 0) + 1}

@@ -189,6 +189,7 @@ class TuningState(TypedDict, total=False):
     trained: int  # the training branch's result (a trial id)
     chain: list[SpecRound]  # speculative rounds ahead of the trial in flight
     verify: Verification | None
+    lag: int  # accepted speculative rounds the real tools have not caught up with
     knobs: Knobs  # tau, speculation depth, rounds the prompt carries: self-tuned
     log: PromptLog  # the prompt's append-only part
     retries: Annotated[int, operator.add]
@@ -212,3 +213,10 @@ def decision_text(proposals: list[Offer], choice: Offer) -> str:
     tool, config = choice
     lab = next((label(i) for i, p in enumerate(proposals) if p == (tool, config)), "own")
     return f"{lab} ({tool})"
+
+
+def catch_up(ctx: TuneContext, state: TuningState) -> None:
+    """Advance the real tools past the proposals accepted speculative rounds took from their
+    forks, so they do not offer them again (see :meth:`Portfolio.advance`)."""
+    if state.get("lag"):
+        ctx.portfolio.advance(state["lag"])

@@ -29,8 +29,10 @@ from langgraph.runtime import Runtime
 from asap.agent.guard import check_json, check_tools, fallback
 from asap.agent.llm import LLM_ERRORS, is_context_overflow
 from asap.graphs.speculative import await_train, reconcile, speculate
-from asap.graphs.state import TuneContext, TuningState, Verification, ask
-from asap.tools.portfolio import PANEL
+from asap.graphs.state import TuneContext, TuningState, Verification, ask, catch_up
+from asap.tools.ledger import RepeatError
+from asap.tools.portfolio import LIBRARIES, PANEL, Offer
+from asap.tools.trainer import TrainingJob
 
 __all__ = ["TuneContext", "TuningState", "build_tuning_graph", "graph"]
 
@@ -40,10 +42,12 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     ctx = runtime.context
     round_no = state.get("round", 0) + 1
     start = time.time()
+    catch_up(ctx, state)
     proposals = ctx.portfolio.panel_offers()
     ctx.study.log_timing("tool_call", start, time.time(), round=round_no, tools=len(PANEL))
     current = ctx.builder.round_text(round_no, proposals)
-    return {"round": round_no, "proposals": proposals, "offers": proposals, "current": current,
+    return {"round": round_no, "lag": 0, "proposals": proposals, "offers": proposals,
+            "current": current,
             "messages": [HumanMessage(ctx.builder.prompt(state["log"], current))], "attempts": 0,
             "reminded": False, "steps": 0, "error": None, "choice": None}
 
@@ -120,10 +124,9 @@ def _fall_back(state: TuningState, ctx: TuneContext, reason: str) -> TuningState
 def dispatch(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     """Start training the chosen configuration and go on: the trial runs in its worker."""
     ctx = runtime.context
-    tool, config = state["choice"]
     if (verify := state.get("verify")) is not None:  # lossless: was the speculative one it?
         _record_verdict(ctx, verify, state["choice"], state["round"])
-    flight = ctx.flights.start(ctx.trainer.start(config, tool=tool))
+    flight = ctx.flights.start(_start_fresh(ctx, state["choice"], state["round"]))
     chain = list(state.get("chain") or [])
     if chain:  # a carried chain's nearest round assumed this trial: give its guess the real id
         trial = ctx.study.trial(flight.job.trial_id)
@@ -131,6 +134,23 @@ def dispatch(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
             chain[0].guess, id=trial.id, number=trial.number))
         flight.predicted = chain[0].predicted
     return {"trial_id": flight.job.trial_id, "chain": chain, "verify": None}
+
+
+def _start_fresh(ctx: TuneContext, choice: Offer, round_no: int, tries: int = 5) -> TrainingJob:
+    """Start the chosen trial; a configuration that already ran (the LLM's own config copying an
+    old one, or another process on the study starting it a moment ago) is never trained twice:
+    the tool that offered it (random sampling for the LLM's own) is asked for a fresh one."""
+    tool, config = choice
+    for _ in range(tries):
+        try:
+            return ctx.trainer.start(config, tool=tool, allow_repeat=False)
+        except RepeatError as exc:
+            lib, _, alg = tool.partition(":")
+            if lib not in LIBRARIES:
+                tool, lib, alg = "optuna:random", "optuna", "random"
+            ctx.study.log_event("repeat_avoided", tool=tool, round=round_no, trial=exc.number)
+            config = ctx.portfolio.ask(lib, alg, 1)[0]
+    return ctx.trainer.start(config, tool=tool)  # a space this small repeats by necessity
 
 
 def _record_verdict(ctx: TuneContext, verify: Verification, choice: tuple, round_no: int) -> None:

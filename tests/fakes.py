@@ -114,7 +114,7 @@ def australian(tmp_path, model, *, protocol="json", trials=3, time_scale=0.0, na
     wl = resolve("hpobench:australian", time_scale=time_scale)
     study = Ledger(tmp_path / f"{name}.db").create_study(name, wl.space, metric=wl.metric,
                                                          direction=wl.direction, workload=wl.ref)
-    ctx = TuneContext(study, Portfolio(study, seed=seed), Trainer(study, wl),
+    ctx = TuneContext(study, Portfolio(study, seed=seed), Trainer(study, wl, seed=seed),
                       PromptBuilder(study, TOOLS_TEXT, protocol=protocol), model,
                       protocol=protocol, max_trials=trials, **settings)
     return study, ctx

@@ -27,10 +27,10 @@ from typing import Any
 import sqlite_utils
 
 from asap.tools.space import Space
-from asap.tools.study import LedgerError, Study
+from asap.tools.study import LedgerError, RepeatError, Study
 from asap.tools.types import Direction
 
-__all__ = ["Ledger", "LedgerError", "Study"]
+__all__ = ["Ledger", "LedgerError", "RepeatError", "Study"]
 
 
 _SCHEMA = {

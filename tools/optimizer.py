@@ -8,14 +8,13 @@ own proposals would stay blind to most of the history.
 from __future__ import annotations
 
 import contextlib
-import json
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
 from asap.tools.space import Space
-from asap.tools.types import Direction, Trial
+from asap.tools.types import Direction, Trial, config_key
 
 
 @contextlib.contextmanager
@@ -29,11 +28,6 @@ def quiet(ignored: dict[str, Any]) -> Iterator[None]:
         if ignored:
             warnings.filterwarnings("ignore", **ignored)
         yield
-
-
-def config_key(config: dict[str, Any]) -> str:
-    """A canonical string for a config, used to match a finished trial to a pending ask."""
-    return json.dumps(config, sort_keys=True)
 
 
 class Optimizer(ABC):

@@ -15,12 +15,19 @@ from asap.tools.ledger import Study
 from asap.tools.nevergrad_tool import NevergradOptimizer
 from asap.tools.optimizer import Optimizer
 from asap.tools.optuna_tool import OptunaOptimizer
-from asap.tools.types import Trial
+from asap.tools.types import Trial, config_key
 
 LIBRARIES: dict[str, type[Optimizer]] = {"optuna": OptunaOptimizer, "nevergrad": NevergradOptimizer}
 # The tools that propose every round, in the order the prompt shows them.
 PANEL = (("optuna", "tpe"), ("optuna", "cmaes"), ("nevergrad", "NGOpt"), ("nevergrad", "DE"))
 Offer = tuple[str, dict[str, Any]]  # (tool, config): one proposal of a round
+
+
+def tool_seed(seed: int, tool: str, seen: int) -> int:
+    """A tool's seed: one per tool (with a shared seed their random start-up samples coincide),
+    and one per point of the study where it is created (``seen`` finished trials), so a resumed
+    or extended study continues each tool's sequence instead of replaying its start-up."""
+    return (seed + zlib.crc32(tool.encode()) + 7919 * seen) % 2**31
 
 
 class Portfolio:
@@ -39,8 +46,7 @@ class Portfolio:
             if library not in LIBRARIES:
                 raise ValueError(f"unknown library {library!r}; choose one of {list(LIBRARIES)}")
             cls = LIBRARIES[library]
-            # One seed per tool: with a shared seed their random start-up samples coincide.
-            seed = (self.seed + zlib.crc32(key.encode())) % 2**31
+            seed = tool_seed(self.seed, key, len(self.study.finished_ids()))
             self._optimizers[key] = cls(self.study.space, self.study.direction, algorithm, seed)
             # A hypothetical trial stands in for its real one, which the fork must not be told.
             self._told[key] = {t.id for t in self._hypothetical}
@@ -84,6 +90,39 @@ class Portfolio:
     def ask(self, library: str, algorithm: str, n: int = 1) -> list[dict[str, Any]]:
         return self.optimizer(library, algorithm).ask(n)
 
-    def panel_offers(self) -> list[Offer]:
-        """One proposal from each tool of the :data:`PANEL`, labelled by tool."""
-        return [(f"{lib}:{alg}", self.ask(lib, alg, 1)[0]) for lib, alg in PANEL]
+    def panel_offers(self, retries: int = 3) -> list[Offer]:
+        """One proposal from each tool of the :data:`PANEL`, labelled by tool, none a repeat.
+
+        A configuration that already ran in the study (or that a fork assumed), or that another
+        tool offers this round, is asked again up to ``retries`` times; a tool that keeps
+        repeating itself (a converged CMA-ES) is replaced this round by a random sample.
+        """
+        seen = self.study.config_keys() | {config_key(t.config) for t in self._hypothetical}
+        offers: list[Offer] = []
+        for lib, alg in PANEL:
+            tool, config = f"{lib}:{alg}", None
+            for _ in range(retries + 1):
+                config = self.ask(lib, alg, 1)[0]
+                if config_key(config) not in seen:
+                    break
+            else:
+                tool, config = "optuna:random", self._fresh_random(seen)
+            seen.add(config_key(config))
+            offers.append((tool, config))
+        return offers
+
+    def advance(self, rounds: int) -> None:
+        """Skip ``rounds`` proposals of each panel tool: the ones speculative forks (copies of
+        these tools) already made and the session trained, which these tools would otherwise
+        propose next (during start-up their proposals depend on their random state alone)."""
+        for lib, alg in PANEL:
+            self.ask(lib, alg, rounds)
+
+    def _fresh_random(self, seen: set[str], tries: int = 100) -> dict[str, Any]:
+        """A random configuration not in ``seen`` (the last try if the space is that small)."""
+        config: dict[str, Any] = {}
+        for _ in range(tries):
+            config = self.ask("optuna", "random", 1)[0]
+            if config_key(config) not in seen:
+                break
+        return config

@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 import sqlite_utils
 
 from asap.tools.space import Space
-from asap.tools.types import FINISHED, Direction, Status, TimingKind, Trial, better
+from asap.tools.types import (
+    FINISHED,
+    Direction,
+    Status,
+    TimingKind,
+    Trial,
+    better,
+    config_key,
+)
 
 if TYPE_CHECKING:
     from asap.tools.ledger import Ledger
@@ -23,6 +31,14 @@ if TYPE_CHECKING:
 
 class LedgerError(RuntimeError):
     """The ledger cannot do what was asked (unknown study, bad state change, locked file...)."""
+
+
+class RepeatError(LedgerError):
+    """The configuration already ran in this study (as trial ``number``)."""
+
+    def __init__(self, message: str, number: int) -> None:
+        super().__init__(message)
+        self.number = number
 
 
 class Study:
@@ -44,19 +60,34 @@ class Study:
 
     # -- trials ---------------------------------------------------------------------------------
     def start_trial(self, config: dict[str, Any], *, tool: str, fidelity: int | None = None,
-                    meta: dict[str, Any] | None = None) -> int:
-        """Validate and insert a running trial; returns its id. Invalid configs never get in."""
+                    meta: dict[str, Any] | None = None, allow_repeat: bool = True) -> int:
+        """Validate and insert a running trial; returns its id. Invalid configs never get in.
+
+        With ``allow_repeat=False`` a configuration that already ran (or is running) in the study
+        raises :class:`RepeatError`; checked in the inserting transaction, so two processes on one
+        study cannot both start it.
+        """
         config = self.space.validate(config)
+        key = config_key(config)
         with self.ledger.transaction():
+            if not allow_repeat and (row := self.db.execute(
+                    "SELECT number FROM trials WHERE study = ? AND config = ? LIMIT 1",
+                    [self.name, key]).fetchone()):
+                raise RepeatError(f"this configuration already ran as trial {row[0]}", row[0])
             number = self.db.execute(
                 "SELECT COALESCE(MAX(number), -1) + 1 FROM trials WHERE study = ?", [self.name]
             ).fetchone()[0]
             return self.db["trials"].insert({
-                "study": self.name, "number": number, "config": json.dumps(config),
+                "study": self.name, "number": number, "config": key,
                 "tool": tool, "status": "running", "intermediate": "{}", "metrics": "{}",
                 "fidelity": fidelity, "started_at": time.time(),
                 "meta": json.dumps({**(meta or {}), "pid": os.getpid()}),
             }).last_pk
+
+    def config_keys(self) -> set[str]:
+        """:func:`config_key` of every trial of the study, running ones included."""
+        return {r[0] for r in self.db.execute(
+            "SELECT config FROM trials WHERE study = ?", [self.name]).fetchall()}
 
     def report(self, trial_id: int, step: int, value: float) -> None:
         """Record an intermediate value (one fidelity step) of a running trial."""

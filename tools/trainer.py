@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import traceback
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,7 @@ class TrainingJob:
 
     trial_id: int
     config: dict[str, Any]
+    seed: int = 0  # the trial's own seed: what a workload's randomness draws from
     _thread: threading.Thread | None = None
     _result: list[Trial] = field(default_factory=list)
     _cancel: threading.Event = field(default_factory=threading.Event)
@@ -66,7 +68,8 @@ class Trainer:
     """Runs trials of one workload for one study."""
 
     def __init__(self, study: Study, workload: Workload, *, time_limit_s: float = 600.0,
-                 pruner: Pruner | None = None, prune_grace_s: float = 10.0) -> None:
+                 pruner: Pruner | None = None, prune_grace_s: float = 10.0,
+                 seed: int = 0) -> None:
         if time_limit_s <= 0:
             raise ValueError(f"time_limit_s must be positive, got {time_limit_s}")
         self.study = study
@@ -74,15 +77,17 @@ class Trainer:
         self.time_limit_s = time_limit_s
         self.pruner = pruner
         self.prune_grace_s = prune_grace_s
+        self.seed = seed
         self._jobs: list[TrainingJob] = []
 
     def start(self, config: dict[str, Any], *, tool: str, fidelity: int | None = None,
-              meta: dict[str, Any] | None = None) -> TrainingJob:
+              meta: dict[str, Any] | None = None, allow_repeat: bool = True) -> TrainingJob:
         """Validate, record a running trial, start its worker and return at once."""
         fidelity = fidelity if fidelity is not None else self.workload.default_fidelity
-        trial_id = self.study.start_trial(config, tool=tool, fidelity=fidelity, meta=meta)
-        config = self.study.trial(trial_id).config
-        job = TrainingJob(trial_id, config)
+        trial_id = self.study.start_trial(config, tool=tool, fidelity=fidelity, meta=meta,
+                                          allow_repeat=allow_repeat)
+        trial = self.study.trial(trial_id)
+        job = TrainingJob(trial_id, trial.config, trial_seed(self.seed, trial.number))
         job._thread = threading.Thread(target=self._supervise, args=(job, fidelity),
                                        name=f"trial-{trial_id}", daemon=True)
         self._jobs = [j for j in self._jobs if not j.done()] + [job]
@@ -116,7 +121,8 @@ class Trainer:
         ctx = _context()
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=_worker, name=f"asap-trial-{job.trial_id}", daemon=True, args=(
-            child, self.workload.target, job.config, fidelity, self.workload.kwargs, os.getcwd()))
+            child, self.workload.target, job.config, fidelity, self.workload.kwargs, os.getcwd(),
+            job.seed))
         proc.start()
         child.close()
         deadline = start + self.time_limit_s
@@ -186,7 +192,14 @@ class Trainer:
         return "complete", clean, None
 
 
-def _worker(conn, target: str, config: dict, fidelity: int | None, kwargs: dict, cwd: str) -> None:
+def trial_seed(seed: int, number: int) -> int:
+    """Trial ``number``'s seed in a session seeded ``seed``: fresh for every trial, the same for
+    the same trial of another run with that seed (methods compared at equal seeds draw alike)."""
+    return zlib.crc32(f"{seed}:{number}".encode())
+
+
+def _worker(conn, target: str, config: dict, fidelity: int | None, kwargs: dict, cwd: str,
+            seed: int) -> None:
     """Runs in the child: train, reporting each step and obeying prune decisions."""
     # A terminal's Ctrl-C reaches the whole process group; the parent decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -200,7 +213,7 @@ def _worker(conn, target: str, config: dict, fidelity: int | None, kwargs: dict,
 
     try:
         fn = load_target(target)
-        metrics = call(fn, config, report, fidelity, kwargs)
+        metrics = call(fn, config, report, fidelity, kwargs, seed)
         conn.send(("done", metrics))
     except MemoryError as exc:
         conn.send(("error", f"out of memory: {exc}"))

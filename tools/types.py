@@ -6,6 +6,7 @@ nothing of asap, as ``optuna/trial/_frozen.py`` sits below Optuna's storages and
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,3 +41,9 @@ def better(direction: Direction, a: float, b: float | None) -> bool:
     if b is None:
         return True
     return a > b if direction == "maximize" else a < b
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """One string per validated configuration (JSON in the space's order): how the ledger stores
+    it, how repeats are found, how a told trial is matched to a pending ask."""
+    return json.dumps(config)

@@ -8,6 +8,7 @@ slow machine only makes each wait longer; the bounds on the waits are guards, no
 from __future__ import annotations
 
 import itertools
+import json
 import signal
 import subprocess
 import sys
@@ -147,3 +148,4 @@ def test_two_processes_on_one_ledger(tmp_path, server):
     assert len(trials) >= 10 and all(t.status == "complete" for t in trials)
     pids = {t.meta["pid"] for t in trials}
     assert len(pids) == 2  # both processes trained trials of the study
+    assert len({json.dumps(t.config) for t in trials}) == len(trials)  # never the same config

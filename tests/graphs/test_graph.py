@@ -6,6 +6,8 @@ Optuna / Nevergrad; only the chat model is scripted.
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -63,7 +65,9 @@ def test_malformed_arguments_go_back_as_a_tool_message(tmp_path):
     assert isinstance(tm, ToolMessage) and tm.status == "error" and tm.tool_call_id == "bad"
     assert "not valid JSON" in tm.content
     assert [e["reason"] for e in events(study, "guard_retry")][0].startswith("the arguments of")
-    assert all(t.tool == "llm" and t.config == GOOD for t in study.trials())
+    first, second = study.trials()
+    assert first.tool == "llm" and first.config == GOOD
+    assert second.config != GOOD and len(events(study, "repeat_avoided")) == 1  # never twice
 
 
 def test_unknown_tool_is_named_and_retried(tmp_path):
@@ -206,6 +210,8 @@ def test_speculation_overlaps_training_and_accepts_within_tau(tmp_path):
     # Accepted rounds need no critical-path call. Rounds 1 and 2 ask: while trial 0 trains no
     # trial has finished, so there is nothing to predict from. No speculation past the budget.
     assert len(calls) - len(spec) == 2 and len(spec) == 4
+    # The forks' proposals never come back as repeats from the real tools.
+    assert len({json.dumps(t.config) for t in study.trials()}) == 6
 
 
 def test_rejected_speculation_leaves_only_the_serial_trials(tmp_path):
@@ -278,8 +284,9 @@ def test_depth_chains_rounds_while_training_and_carries_them(tmp_path):
     assert max(e["depth"] for e in judged) >= 2 and all(e["accepted"] for e in judged)
     assert [t.status for t in study.trials()] == ["complete"] * 7
     assert _decisions(study) == 7
+    assert len({json.dumps(t.config) for t in study.trials()}) == 7  # no repeat
     # Each accepted chained round trained what its speculative answer chose: TPE's proposal A.
-    assert all(t.tool == "optuna:tpe" for t in study.trials())
+    assert all(t.tool == "optuna:tpe" for t in study.trials()), [t.tool for t in study.trials()]
 
 
 def test_a_miss_drops_the_whole_chain_and_nothing_of_it_trains(tmp_path):
@@ -299,3 +306,27 @@ def test_lossless_mode_never_chains(tmp_path):
     assert state["knobs"].depth == 1 and ctx.bounds.depth_max == 1
     assert all(c["detail"]["level"] == 0 for c in study.timings("llm_call")
                if c["detail"].get("speculative"))
+
+
+def test_an_own_config_that_already_ran_is_never_trained_twice(tmp_path):
+    def own_good(messages, kwargs):
+        return call("train_on_gpu", {"params": GOOD, "tool": "llm"})
+    study, _, _ = run(tmp_path, ScriptedModel(own_good), trials=3)
+    trials = study.trials()
+    assert trials[0].config == GOOD and trials[0].tool == "llm"
+    assert len({json.dumps(t.config) for t in trials}) == 3  # the repeats were replaced
+    assert [e["trial"] for e in events(study, "repeat_avoided")] == [0, 0]
+
+
+def test_extending_a_study_trains_new_configurations(tmp_path):
+    study, ctx = australian(tmp_path, ScriptedModel(copy_a), protocol="tools", trials=2)
+    run_graph(ctx)
+    # "--trials 4" on the same study: a new session, new tools, the same seed.
+    from dataclasses import replace
+
+    from asap.tools.portfolio import Portfolio
+    more = replace(ctx, portfolio=Portfolio(study, seed=0), max_trials=4)
+    run_graph(more)
+    assert len(study.trials()) == 4
+    assert len({json.dumps(t.config) for t in study.trials()}) == 4
+    assert not study.events("repeat_avoided")  # the tools continued instead of replaying

@@ -81,3 +81,15 @@ def test_crash_mid_write_leaves_nothing_half_written(tmp_path, toy_space):
     assert again.timings() == []
     assert again.fail_running("interrupted") == [tid]
     assert again.trial(tid).status == "failed" and again.trial(tid).error == "interrupted"
+
+
+def test_a_repeat_is_refused_in_the_inserting_transaction(ledger, toy_space):
+    from asap.tools.ledger import RepeatError
+    study = ledger.create_study("rep", toy_space, metric="loss", direction="minimize")
+    cfg = {"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}
+    study.start_trial(cfg, tool="a")  # running: a repeat already
+    with pytest.raises(RepeatError, match="already ran as trial 0") as info:
+        study.start_trial(dict(reversed(cfg.items())), tool="b", allow_repeat=False)
+    assert info.value.number == 0 and len(study.trials()) == 1  # nothing written
+    study.start_trial(cfg, tool="c")  # asked for explicitly: allowed
+    assert len(study.trials()) == 2

@@ -1,5 +1,6 @@
 """The contract every optimizer adapter passes, against the real Optuna and Nevergrad."""
 
+import json
 import math
 
 import pytest
@@ -141,3 +142,31 @@ def test_every_suggestion_validates_on_random_spaces(tmp_path_factory, space, to
         study.finish_trial(tid, status="complete", metrics={"m": float(i)})
     for cfg in portfolio.ask(*tool, n=2):  # after learning from those trials
         assert space.validate(cfg) == cfg
+
+
+def test_the_panel_never_offers_a_configuration_the_study_has_run(tmp_path, toy_space):
+    from asap.tools.types import config_key
+    study = Ledger(tmp_path / "p.db").create_study("p", toy_space, metric="loss",
+                                                   direction="minimize")
+    portfolio = Portfolio(study, seed=3)
+    for _ in range(12):  # CMA-ES and DE converge on a toy space: repeats get asked again
+        offers = portfolio.panel_offers()
+        keys = [config_key(c) for _, c in offers]
+        assert len(set(keys)) == len(keys) and not set(keys) & study.config_keys()
+        tool, config = offers[0]
+        tid = study.start_trial(config, tool=tool, allow_repeat=False)
+        study.finish_trial(tid, status="complete", metrics={"loss": toy_objective(config)})
+        portfolio.sync()
+
+
+def test_a_resumed_study_continues_each_tools_sequence(tmp_path, toy_space):
+    study = Ledger(tmp_path / "r.db").create_study("r", toy_space, metric="loss",
+                                                   direction="minimize")
+    first = Portfolio(study, seed=0)
+    for _ in range(2):
+        config = first.ask("optuna", "tpe")[0]
+        tid = study.start_trial(config, tool="optuna:tpe")
+        study.finish_trial(tid, status="complete", metrics={"loss": toy_objective(config)})
+    resumed = Portfolio(study, seed=0)  # a new process, the same --seed
+    again = resumed.ask("optuna", "tpe", 2)
+    assert not {json.dumps(c) for c in again} & study.config_keys()

@@ -155,3 +155,24 @@ def test_device_prefers_cuda_when_present(monkeypatch):
     assert device().type == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert device().type == "cuda"
+
+
+def test_each_trial_draws_its_own_seed_from_a_table(ledger):
+    """The table holds several training seeds per grid point: trial n of a session seeded s
+    sees draw trial_seed(s, n), so repeats of a config see different draws, sessions with the
+    same seed the same ones."""
+    from asap.tools.trainer import trial_seed
+    from asap.tools.workloads import tabular
+    wl = resolve("hpobench:australian")
+    cfg = {"alpha": 1e-4, "batch_size": 32, "depth": 2, "learning_rate_init": 1e-3, "width": 128}
+    values = []
+    for seed in (0, 0, 1):
+        study = ledger.create_study(f"s{len(values)}", wl.space, metric=wl.metric,
+                                    direction=wl.direction)
+        trainer = Trainer(study, wl, seed=seed)
+        values.append([trainer.run(cfg, tool="llm").value for _ in range(6)])
+    assert values[0] == values[1] and values[0] != values[2]  # by seed, reproducibly
+    assert len(set(values[0])) > 1  # a fresh draw per trial
+    expected = [tabular.lookup(cfg, lambda s, v: False, "hpobench", "australian",
+                               seed=trial_seed(0, n))["val_acc"] for n in range(6)]
+    assert values[0] == expected

@@ -2,7 +2,8 @@
 
 Built-ins: ``digits-mlp``, ``digits-cnn``, ``charlm``, ``hpobench:<dataset>``,
 ``nasbench201:<dataset>``. Anything else of the form ``package.module:function`` is a user
-workload: ``function(config, report) -> dict[str, float]`` (it may also take ``fidelity``), with
+workload: ``function(config, report) -> dict[str, float]`` (it may also take ``fidelity``, and
+``seed``: the trial's own seed), with
 its search space from a YAML/JSON file. Note that a user workload runs the user's own code.
 """
 
@@ -114,10 +115,15 @@ def load_target(target: str):
     return fn
 
 
-def call(fn, config: dict, report, fidelity: int | None, kwargs: dict) -> Any:
-    """Call a workload function, passing ``fidelity`` only to functions that accept it."""
-    if fidelity is not None and "fidelity" in inspect.signature(fn).parameters:
+def call(fn, config: dict, report, fidelity: int | None, kwargs: dict, seed: int | None = None
+         ) -> Any:
+    """Call a workload function, passing ``fidelity`` and the trial's ``seed`` only to functions
+    that accept them."""
+    accepts = inspect.signature(fn).parameters
+    if fidelity is not None and "fidelity" in accepts:
         kwargs = {**kwargs, "fidelity": fidelity}
+    if seed is not None and "seed" in accepts:
+        kwargs = {**kwargs, "seed": seed}
     return fn(config, report, **kwargs)
 
 
