@@ -139,14 +139,16 @@ def _first_error(exc: ValidationError) -> str:
     return f"argument {where!r}: {err['msg']}"
 
 
-def fallback(study: Study, proposals: Sequence[Offer]) -> Offer:
-    """The proposal of the tool with the best improvement record so far, else TPE's.
+def fallback(study: Study, proposals: Sequence[Offer], scored: bool = False) -> Offer:
+    """What trains when the LLM does not decide: the prior's pick (A) once the prior has scored
+    the round; before that, the proposal of the tool with the best improvement record so far,
+    else the first (TPE's, in the panel's order).
 
     Deterministic given the ledger: ties go to the earlier proposal.
     """
+    if scored:
+        return proposals[0]
     records = tool_records(study)
-    offered = dict(proposals)
-    ranked = sorted((r.improvements / r.trials, -i, tool) for i, (tool, r) in enumerate(
-        (t, records[t]) for t in offered if t in records and records[t].trials))
-    tool = ranked[-1][2] if ranked else "optuna:tpe"
-    return tool, offered[tool]
+    ranked = sorted((r.improvements / r.trials, -i) for i, (tool, _) in enumerate(proposals)
+                    if (r := records.get(tool)) is not None and r.trials)
+    return proposals[-ranked[-1][1]] if ranked else proposals[0]

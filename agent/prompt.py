@@ -13,10 +13,12 @@ renders text from it and returns new logs, so a speculative branch extends a cop
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from asap.agent.config import PromptMode, Protocol
+from asap.agent.prior import Score, describe
 from asap.agent.stats import tool_records
 from asap.prompts import render
 from asap.tools.ledger import Study
@@ -82,7 +84,11 @@ class PromptBuilder:
                       columns=", ".join(s.space.names),
                       answer=render(f"answer_{self.protocol}.txt").rstrip("\n"))
 
-    def round_text(self, round_no: int, proposals: list[tuple[str, dict[str, Any]]]) -> str:
+    def round_text(self, round_no: int, proposals: list[tuple[str, dict[str, Any]]],
+                   scores: Sequence[Score | None] = ()) -> str:
+        """The round's block: best so far, each tool's record, the proposals in the prior's
+        order with what the prior predicts of each (see :mod:`asap.agent.prior`)."""
+        scores = list(scores) or [None] * len(proposals)
         best = self.study.best()
         records = tool_records(self.study)
         order = self.study.space.names
@@ -91,8 +97,9 @@ class PromptBuilder:
             best="none yet" if best is None else f"{fmt(best.value)} (trial {best.number})",
             record=", ".join(f"{k} {r.trials}/{r.improvements}" for k, r in sorted(records.items()))
             or "none yet",
-            proposals="\n".join(f"{label(i)} {tool}: {fmt_config(cfg, order)}"
-                                for i, (tool, cfg) in enumerate(proposals)))
+            proposals="\n".join(f"{label(i)} {tool}: {fmt_config(cfg, order)}{describe(score)}"
+                                for i, ((tool, cfg), score) in enumerate(
+                                    zip(proposals, scores, strict=True))))
 
     def outcome_text(self, decision: str, trial: Trial | None) -> str:
         if trial is None:

@@ -31,11 +31,11 @@ def distance(space: Space, a: dict[str, Any], b: dict[str, Any]) -> float:
         elif isinstance(p, CategoricalParam):
             total += 0.0 if a[p.name] == b[p.name] else 1.0
         else:
-            total += (_unit(p, a[p.name]) - _unit(p, b[p.name])) ** 2
+            total += (unit(p, a[p.name]) - unit(p, b[p.name])) ** 2
     return math.sqrt(total)
 
 
-def _unit(p: Any, value: float) -> float:
+def unit(p: Any, value: float) -> float:
     lo, hi, v = float(p.low), float(p.high), float(value)
     if p.log:
         lo, hi, v = math.log(lo), math.log(hi), math.log(v)

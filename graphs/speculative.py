@@ -23,6 +23,7 @@ from langgraph.runtime import Runtime
 
 from asap.agent.guard import check_json, check_tools
 from asap.agent.llm import LLM_ERRORS, Cancelled
+from asap.agent.prior import rank
 from asap.agent.selftune import Knobs, selftune
 from asap.agent.speculation import accept
 from asap.agent.surrogate import Surrogate
@@ -106,13 +107,13 @@ def _one_ahead(ctx: TuneContext, state: TuningState, chain: list[SpecRound], fli
     guess = dataclasses.replace(trial, status="complete", value=predicted,
                                 metrics={ctx.study.metric: predicted})
     closed = current + ctx.builder.outcome_text(decision_text(proposals, choice), guess)
-    fork = ctx.portfolio.fork([*(e.guess for e in chain), guess])
-    offers = fork.panel_offers()
+    assumed = [*(e.guess for e in chain), guess]
+    offers, scores = rank(ctx.study, ctx.portfolio.fork(assumed).panel_offers(), extra=assumed)
     log = state["log"].plus(*(e.closed for e in chain), closed)
     round_no = state["round"] + len(chain) + 1
-    nxt = ctx.builder.round_text(round_no, offers)
+    nxt = ctx.builder.round_text(round_no, offers, scores)
     entry = SpecRound(predicted=predicted, guess=guess, closed=closed, proposals=offers,
-                      current=nxt, round=round_no, start=start)
+                      scores=scores, current=nxt, round=round_no, start=start)
     try:
         answer = ask(ctx, [HumanMessage(ctx.builder.prompt(log, nxt))], len(offers),
                      {"round": round_no, "speculative": True, "level": len(chain)},
@@ -178,5 +179,5 @@ def reconcile(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     if not ok:
         return {"choice": None, "chain": [], "log": log, "spent": spent}
     return {"round": head.round, "proposals": head.proposals, "offers": head.proposals,
-            "current": head.current, "choice": head.choice, "chain": rest, "log": log,
+            "scores": head.scores, "decided_by": "llm", "current": head.current, "choice": head.choice, "chain": rest, "log": log,
             "spent": spent, "lag": state.get("lag", 0) + 1}

@@ -28,6 +28,7 @@ from langchain_core.tools import BaseTool
 from asap.agent.config import Protocol
 from asap.agent.decision import decision_schema
 from asap.agent.llm import ToolCaller, json_model, timed_invoke
+from asap.agent.prior import Score
 from asap.agent.prompt import PromptBuilder, PromptLog, label
 from asap.agent.selftune import Bounds, Knobs
 from asap.agent.speculation import SpeculationMode
@@ -154,7 +155,8 @@ class SpecRound:
     predicted: float | None  # the value assumed for the trial this round follows
     guess: Trial  # that trial with the predicted value (a negative id: not in the ledger)
     closed: str  # that trial's prompt row, closed on the predicted value
-    proposals: list[Offer]  # what the forked tools offered for this round
+    proposals: list[Offer]  # what the forked tools offered for this round, in the prior's order
+    scores: list[Score | None]
     current: str  # this round's prompt block
     round: int
     start: float
@@ -174,7 +176,9 @@ class Verification:
 
 class TuningState(TypedDict, total=False):
     round: int
-    proposals: list[Offer]
+    proposals: list[Offer]  # the panel's, in the prior's order
+    scores: list[Score | None]  # what the prior says of each proposal (None: too few trials)
+    decided_by: str  # "llm", or "fallback" when the guard gave up on the LLM's answers
     offers: list[Offer]  # proposals plus what suggest tools returned this round
     current: str  # this round's prompt block
     messages: list[BaseMessage]  # this round's conversation

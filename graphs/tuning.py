@@ -28,8 +28,16 @@ from langgraph.runtime import Runtime
 
 from asap.agent.guard import check_json, check_tools, fallback
 from asap.agent.llm import LLM_ERRORS, is_context_overflow
+from asap.agent.prior import rank
 from asap.graphs.speculative import await_train, reconcile, speculate
-from asap.graphs.state import TuneContext, TuningState, Verification, ask, catch_up
+from asap.graphs.state import (
+    TuneContext,
+    TuningState,
+    Verification,
+    ask,
+    catch_up,
+    decision_text,
+)
 from asap.tools.ledger import RepeatError
 from asap.tools.portfolio import LIBRARIES, PANEL, Offer
 from asap.tools.trainer import TrainingJob
@@ -43,11 +51,11 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     round_no = state.get("round", 0) + 1
     start = time.time()
     catch_up(ctx, state)
-    proposals = ctx.portfolio.panel_offers()
+    proposals, scores = rank(ctx.study, ctx.portfolio.panel_offers())
     ctx.study.log_timing("tool_call", start, time.time(), round=round_no, tools=len(PANEL))
-    current = ctx.builder.round_text(round_no, proposals)
+    current = ctx.builder.round_text(round_no, proposals, scores)
     return {"round": round_no, "lag": 0, "proposals": proposals, "offers": proposals,
-            "current": current,
+            "scores": scores, "decided_by": "llm", "current": current,
             "messages": [HumanMessage(ctx.builder.prompt(state["log"], current))], "attempts": 0,
             "reminded": False, "steps": 0, "error": None, "choice": None}
 
@@ -116,9 +124,10 @@ def guard(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
 
 
 def _fall_back(state: TuningState, ctx: TuneContext, reason: str) -> TuningState:
-    choice = fallback(ctx.study, state["proposals"])
+    scored = any(score is not None for score in state.get("scores") or ())
+    choice = fallback(ctx.study, state["proposals"], scored)
     ctx.study.log_event("fallback", tool=choice[0], reason=reason, round=state["round"])
-    return {"choice": choice, "fallbacks": 1}
+    return {"choice": choice, "fallbacks": 1, "decided_by": "fallback"}
 
 
 def dispatch(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
@@ -127,6 +136,7 @@ def dispatch(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     if (verify := state.get("verify")) is not None:  # lossless: was the speculative one it?
         _record_verdict(ctx, verify, state["choice"], state["round"])
     flight = ctx.flights.start(_start_fresh(ctx, state["choice"], state["round"]))
+    _record_decision(ctx, state, flight.job.trial_id)
     chain = list(state.get("chain") or [])
     if chain:  # a carried chain's nearest round assumed this trial: give its guess the real id
         trial = ctx.study.trial(flight.job.trial_id)
@@ -151,6 +161,20 @@ def _start_fresh(ctx: TuneContext, choice: Offer, round_no: int, tries: int = 5)
             ctx.study.log_event("repeat_avoided", tool=tool, round=round_no, trial=exc.number)
             config = ctx.portfolio.ask(lib, alg, 1)[0]
     return ctx.trainer.start(config, tool=tool)  # a space this small repeats by necessity
+
+
+def _record_decision(ctx: TuneContext, state: TuningState, trial_id: int) -> None:
+    """The round as an event: what was offered (in the prior's order, with its scores), what
+    was chosen and by whom, and which trial trained it; the eval measures decision quality
+    from these."""
+    proposals, choice = state["proposals"], state["choice"]
+    trial = ctx.study.trial(trial_id)
+    ctx.study.log_event(
+        "decision", round=state["round"], trial=trial.number, by=state.get("decided_by", "llm"),
+        choice=decision_text(proposals, choice), trained=[trial.tool, trial.config],
+        offers=[[tool, config] for tool, config in proposals],
+        scores=[None if sc is None else [sc.mean, sc.sd, sc.ei]
+                for sc in state.get("scores") or [None] * len(proposals)])
 
 
 def _record_verdict(ctx: TuneContext, verify: Verification, choice: tuple, round_no: int) -> None:

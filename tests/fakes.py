@@ -93,7 +93,8 @@ def proposals(messages: list[BaseMessage]) -> dict[str, tuple[str, dict[str, Any
     order = re.search(r"values in this order: (.*) \(", prompt).group(1).split(", ")
     block = prompt.rsplit("## Round", 1)[1]
     found = re.findall(r"^([A-Z]) (\S+): (.*)$", block, re.M)
-    return {lab: (tool, {k: _value(v) for k, v in zip(order, values.split(), strict=True) if v != "-"})
+    return {lab: (tool, {k: _value(v) for k, v in zip(
+        order, values.split(" | ")[0].split(), strict=True) if v != "-"})
             for lab, tool, values in found}
 
 

@@ -37,3 +37,17 @@ def test_auto_speculation_only_when_training_and_llm_do_not_share_the_cpu():
     assert speculation_mode(TuneConfig(workload="hpobench:australian")) == "threshold"
     assert speculation_mode(TuneConfig(workload="digits-mlp", speculation="off",
                                        base_url="http://127.0.0.1:8000/v1")) == "off"
+
+
+def test_once_the_prior_scores_a_round_the_fallback_trains_its_pick(tmp_path):
+    study, ctx = australian(tmp_path, None, trials=5)
+    run_graph(ctx)
+    decisions = [e["detail"] for e in study.events("decision")]
+    assert [d["trial"] for d in decisions] == list(range(5))
+    assert all(d["by"] == "fallback" for d in decisions)
+    unscored, scored = decisions[:3], decisions[3:]  # the prior needs three finished trials
+    assert all(s is None for d in unscored for s in d["scores"])
+    for d in scored:
+        assert all(s is not None for s in d["scores"]) and d["trained"] == d["offers"][0]
+        eis = [s[2] for s in d["scores"]]
+        assert eis == sorted(eis, reverse=True)  # offered in the prior's order
