@@ -48,6 +48,8 @@ class TuneConfig(BaseModel):
     depth: int | None = Field(default=None, ge=1, le=16,
                               description="speculative rounds ahead; None: 1, self-tuned up to 4")
     seed: int = Field(default=0, ge=0, description="seeds the tools' samplers")
+    isolate: bool = Field(default=True, description="each trial in its own worker process; "
+                          "False: in-process, for table lookups (no time limit, no crash guard)")
     selftune: bool = True
     selftune_every: int = Field(default=4, ge=1, le=1000)
 

@@ -49,6 +49,10 @@ class Cell:
     model: str = "default"
 
     @property
+    def tabular(self) -> bool:
+        return self.task.startswith(("hpobench:", "nasbench201:"))
+
+    @property
     def study(self) -> str:
         return f"{self.task.replace(':', '-')}.{self.method}.s{self.seed}"
 
@@ -64,11 +68,17 @@ def _new_study(cell: Cell, wl: Workload) -> Study:
                                         meta={"method": cell.method, "seed": cell.seed})
 
 
+def _trainer(study: Study, wl: Workload, cell: Cell) -> Trainer:
+    """Every method's trainer; table lookups run in-process (same records, no worker start-up:
+    the grids run thousands of them)."""
+    return Trainer(study, wl, seed=cell.seed, in_process=cell.tabular)
+
+
 def single(library: str, algorithm: str) -> Callable[[Cell, Workload], None]:
     """One tool alone: ask, train, tell, until the budget."""
     def run(cell: Cell, wl: Workload) -> None:
         study, started = _new_study(cell, wl), time.time()
-        portfolio, trainer = Portfolio(study, seed=cell.seed), Trainer(study, wl, seed=cell.seed)
+        portfolio, trainer = Portfolio(study, seed=cell.seed), _trainer(study, wl, cell)
         while not _done(study, cell, started):
             trainer.run(portfolio.ask(library, algorithm)[0], tool=f"{library}:{algorithm}")
     return run
@@ -78,7 +88,7 @@ def bandit(cell: Cell, wl: Workload) -> None:
     """The no-LLM portfolio: UCB1 over the agent's panel of tools, reward 1 when a trial
     improves the best."""
     study, started = _new_study(cell, wl), time.time()
-    portfolio, trainer = Portfolio(study, seed=cell.seed), Trainer(study, wl, seed=cell.seed)
+    portfolio, trainer = Portfolio(study, seed=cell.seed), _trainer(study, wl, cell)
     pulls = {f"{lib}:{alg}": [0, 0] for lib, alg in PANEL}  # tool -> [trials, improvements]
     while not _done(study, cell, started):
         n = sum(p for p, _ in pulls.values())
@@ -97,7 +107,8 @@ def agent(**switches: Any) -> Callable[[Cell, Workload], None]:
     def run(cell: Cell, wl: Workload) -> None:
         cfg = TuneConfig(workload=cell.task, trials=cell.trials, time_budget_s=cell.time_s,
                          study=cell.study, db=cell.db, base_url=cell.base_url, model=cell.model,
-                         seed=cell.seed, time_scale=cell.time_scale, **switches)
+                         seed=cell.seed, time_scale=cell.time_scale, isolate=not cell.tabular,
+                         **switches)
         if cfg.speculation == "auto":  # as if embedded: the shared server is on this machine
             cfg = cfg.model_copy(update={"speculation": speculation_mode(
                 cfg.model_copy(update={"base_url": None}))})
@@ -119,7 +130,7 @@ Write a new configuration, different from all of the above, that you expect to r
 def llm_naive(cell: Cell, wl: Workload) -> None:
     """The LLM proposes configurations directly; invalid answers are replaced by a random one."""
     study, started = _new_study(cell, wl), time.time()
-    trainer, portfolio = Trainer(study, wl, seed=cell.seed), Portfolio(study, seed=cell.seed)
+    trainer, portfolio = _trainer(study, wl, cell), Portfolio(study, seed=cell.seed)
     llm = json_model(chat_model(cell.base_url, cell.model, temperature=1.0, seed=cell.seed),
                      study.space.json_schema())
     while not _done(study, cell, started):

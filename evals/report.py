@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 
 from asap.agent.stats import decompose
 from asap.agent.timeline import timeline
+from asap.evals.decisions import Picks, decision_quality
 from asap.evals.metrics import bootstrap_ci
 from asap.evals.results import CellResult, collect, rank_over_time, summary
 from asap.tools.ledger import Ledger
@@ -42,9 +44,61 @@ def write_report(ledger: Ledger, out: str | Path, *, reference: str = "llm-naive
         study = ledger.open_study(asap.id)
         plots.append(timeline(study, out / "asap_timeline.png"))
         decomposition = (asap.id, decompose(study))
+    rows = list(ledger.db["eval_cells"].rows_where("status = 'done'"))
+    extra = _decisions_md(decision_quality(ledger, rows)) + _targets_md(s)
     path = out / "report.md"
-    path.write_text(_markdown(title, s, cells, reference, plots, decomposition))
+    path.write_text(_markdown(title, s, cells, reference, plots, decomposition) + extra)
     return path
+
+
+SINGLE = ("tpe", "cmaes", "ngopt", "random")  # the tools asap orchestrates, each alone
+
+
+def _decisions_md(quality: dict[str, Picks]) -> str:
+    """Decision quality per method, with the reference pickers on the same rounds."""
+    if not quality:
+        return ""
+    lines = ["", "## Decision quality", "",
+             "Each round's offers looked up in the table (mean over its seeds): how often the pick "
+             "was the best offer, and its mean rank (1 = best); the reference pickers are scored "
+             "on the same rounds (random: in expectation).", "",
+             "| method | rounds | picker | best pick | mean rank |", "|---|---|---|---|---|"]
+    for method, q in sorted(quality.items()):
+        for picker in ("asap", "always A", "bandit", "random"):
+            lines.append(f"| {method} | {q.rounds} | {picker} | {_fmt(q.share(picker), '.1%')} "
+                         f"| {_fmt(q.rank(picker), '.2f')} |")
+        if q.overrides:
+            lines.append(f"| {method} | | LLM overrides of A | {q.overrides} "
+                         f"({q.better} better, {q.worse} worse by the table) | |")
+    return "\n".join(lines) + "\n"
+
+
+def _targets_md(s: dict[str, Any]) -> str:
+    """The orchestrator's targets, checked on this grid's numbers (true-mean regret)."""
+    table, tasks, methods = s["table"], s["tasks"], s["methods"]
+    singles = [m for m in SINGLE if m in methods]
+    if "asap" not in methods or not singles:
+        return ""
+
+    def regret(m: str, t: str) -> float | None:
+        return table[(m, t)]["regret"] if (m, t) in table else None
+    lines = ["", "## Targets", ""]
+    wins = [t for t in tasks if regret("asap", t) is not None and all(
+        regret(m, t) is None or regret("asap", t) <= regret(m, t) for m in singles)]
+    lines.append(f"- asap <= the best single tool ({', '.join(singles)}): {len(wins)} of "
+                 f"{len(tasks)} tasks ({', '.join(wins) or 'none'}).")
+    means = {m: statistics.mean(r for t in tasks if (r := regret(m, t)) is not None)
+             for m in methods if any((m, t) in table for t in tasks)}
+    for other in ("portfolio", "random", "asap-naive", "llm-naive"):
+        if other in means:
+            lines.append(f"- mean regret over the tasks: asap {means['asap']:.4f}, {other} "
+                         f"{means[other]:.4f} ({'met' if means['asap'] <= means[other] else 'missed'}"
+                         f": asap <= {other}).")
+    if "random" in methods:
+        worse = [t for t in tasks if (a := regret("asap", t)) is not None
+                 and (r := regret("random", t)) is not None and a > r]
+        lines.append(f"- worse than random on: {', '.join(worse) or 'no task'}.")
+    return "\n".join(lines) + "\n"
 
 
 def _fmt(x: float | None, spec: str = ".3f") -> str:

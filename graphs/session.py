@@ -99,7 +99,8 @@ def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
             say.on_session_start(study, cfg.trials, protocol)
             ctx = TuneContext(
                 study, Portfolio(study, seed=cfg.seed),
-                Trainer(study, wl, pruner=Pruner(study, cfg.pruner), seed=cfg.seed),
+                Trainer(study, wl, pruner=Pruner(study, cfg.pruner), seed=cfg.seed,
+                        in_process=not cfg.isolate),
                 PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, protocol=protocol), llm,
                 protocol=protocol, max_trials=cfg.trials, time_budget_s=cfg.time_budget_s,
                 max_retries=cfg.max_retries, speculation=speculation_mode(cfg),

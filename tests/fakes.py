@@ -189,19 +189,27 @@ class FakeOpenAI:
                 content = (fake.answer if "response_format" in body else "Ready.")
                 if fault == "truncated":
                     content = fake.answer[:len(fake.answer) // 2]
-                reply = {"id": "x", "object": "chat.completion", "created": 0,
-                         "model": body.get("model", "fake"),
+                usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+                         "prompt_tokens_details": {"cached_tokens": 0}}
+                head = {"id": "x", "created": 0, "model": body.get("model", "fake")}
+                if body.get("stream"):  # server-sent events, as llama.cpp and vLLM stream
+                    chunks = [{**head, "object": "chat.completion.chunk", "choices": [
+                        {"index": 0, "delta": {"role": "assistant", "content": content},
+                         "finish_reason": "stop"}]},
+                        {**head, "object": "chat.completion.chunk", "choices": [],
+                         "usage": usage}]
+                    data = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks)
+                    return self._send(200, (data + "data: [DONE]\n\n").encode(),
+                                      "text/event-stream")
+                reply = {**head, "object": "chat.completion", "usage": usage,
                          "choices": [{"index": 0, "finish_reason": "stop",
-                                      "message": {"role": "assistant", "content": content}}],
-                         "usage": {"prompt_tokens": 10, "completion_tokens": 5,
-                                   "total_tokens": 15, "prompt_tokens_details":
-                                   {"cached_tokens": 0}}}
+                                      "message": {"role": "assistant", "content": content}}]}
                 self._send(200, json.dumps(reply).encode())
 
-            def _send(self, code: int, data: bytes) -> None:
+            def _send(self, code: int, data: bytes, kind: str = "application/json") -> None:
                 try:
                     self.send_response(code)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", kind)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)

@@ -69,7 +69,7 @@ class Trainer:
 
     def __init__(self, study: Study, workload: Workload, *, time_limit_s: float = 600.0,
                  pruner: Pruner | None = None, prune_grace_s: float = 10.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, in_process: bool = False) -> None:
         if time_limit_s <= 0:
             raise ValueError(f"time_limit_s must be positive, got {time_limit_s}")
         self.study = study
@@ -78,6 +78,9 @@ class Trainer:
         self.pruner = pruner
         self.prune_grace_s = prune_grace_s
         self.seed = seed
+        # A table lookup needs no isolation: in-process trials skip the worker's start-up (the
+        # eval's simulated-clock grids run 1,000s of them). No time limit can stop them.
+        self.in_process = in_process
         self._jobs: list[TrainingJob] = []
 
     def start(self, config: dict[str, Any], *, tool: str, fidelity: int | None = None,
@@ -115,6 +118,8 @@ class Trainer:
         return result
 
     def _supervise(self, job: TrainingJob, fidelity: int | None) -> None:
+        if self.in_process:
+            return self._run_here(job, fidelity)
         start = time.time()
         status, metrics, error, pruned_at = "failed", {}, None, None
         should_prune = self.pruner.for_trial() if self.pruner else (lambda s, v: False)
@@ -168,6 +173,30 @@ class Trainer:
         finally:
             _stop(proc)
             parent.close()
+        self._record(job, start, status, metrics, error)
+
+    def _run_here(self, job: TrainingJob, fidelity: int | None) -> None:
+        """The trial in this thread: the same reports, judging and records, no worker."""
+        start, pruned = time.time(), False
+        should_prune = self.pruner.for_trial() if self.pruner else (lambda s, v: False)
+
+        def report(step: int, value: float) -> bool:
+            nonlocal pruned
+            if not math.isfinite(value):
+                return True
+            self.study.report(job.trial_id, step, value)
+            pruned = pruned or should_prune(step, value)
+            return pruned
+        try:
+            metrics = call(load_target(self.workload.target), job.config, report, fidelity,
+                           self.workload.kwargs, job.seed)
+            status, metrics, error = self._judge(metrics, pruned)
+        except Exception as exc:  # noqa: BLE001 - a failing workload is a failed trial
+            status, metrics, error = "failed", {}, _describe(exc)
+        self._record(job, start, status, metrics, error)
+
+    def _record(self, job: TrainingJob, start: float, status: str, metrics: dict[str, float],
+                error: str | None) -> None:
         result = self.study.finish_trial(job.trial_id, status=status, metrics=metrics, error=error)
         self.study.log_timing("train", start, time.time(), trial_number=result.number,
                               status=status, tool=result.tool)

@@ -73,8 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     ch.add_argument("--base-url", help="OpenAI-compatible endpoint (default: the embedded server)")
     ch.add_argument("--model", help="model name at --base-url, or a GGUF for the embedded server")
     ev = sub.add_parser("eval", help="compare asap with the tools it orchestrates on a grid")
-    ev.add_argument("--profile", choices=["quick", "full"], default="quick",
-                    help="quick: ~12 min on 2 CPU cores; full: every task and method")
+    ev.add_argument("--profile", choices=["quick", "dev", "gpu", "full"], default="quick",
+                    help="quick: a smoke run (~12 min on 2 CPU cores); dev: 5 tables x 40 trials "
+                    "x 5 seeds, asap against each tool; gpu: dev plus real training, for a "
+                    "--base-url (vLLM) host; full: every task and method")
     ev.add_argument("--tasks", help="comma-separated workloads (default: the profile's)")
     ev.add_argument("--methods", help="comma-separated methods (default: the profile's)")
     ev.add_argument("--seeds", type=int, help="seeds per task and method")
@@ -112,6 +114,9 @@ def _eval(args: argparse.Namespace) -> int:
     from asap.evals.grid import PROFILES, Grid, run_grid
     from asap.evals.report import write_report
     _quiet_optuna()
+    if args.profile == "gpu" and not args.base_url:
+        raise ValueError("the gpu profile runs against a larger model: give --base-url "
+                         "(e.g. a vLLM server) and --model")
     spec = dict(PROFILES[args.profile])
     for key, value in [("tasks", args.tasks), ("methods", args.methods)]:
         if value:

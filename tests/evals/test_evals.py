@@ -106,3 +106,25 @@ def test_a_tiny_real_grid_end_to_end_and_resumes(tmp_path):
     assert len(after) == 4 and len(after[cut]) == 4 and after[cut] != before[cut]
     assert all(after[k] == v for k, v in before.items() if k != cut)  # untouched
     Ledger(grid.db).close()
+
+
+def test_decision_quality_and_targets_are_reported(tmp_path):
+    from fakes import FakeOpenAI
+    server = FakeOpenAI().start()  # decides "A" every round, like SmolLM2 does
+    try:
+        grid = Grid(tasks=["hpobench:australian"], methods=["asap", "tpe", "random"], seeds=1,
+                    trials=6, time_s=120, time_scale=0.0, db=str(tmp_path / "d.db"),
+                    base_url=server.base_url, model="fake")
+        ledger = run_grid(grid)
+    finally:
+        server.stop()
+    from asap.evals.decisions import decision_quality
+    rows = list(ledger.db["eval_cells"].rows_where("status = 'done'"))
+    quality = decision_quality(ledger, rows)
+    q = quality["asap"]
+    assert set(quality) == {"asap"} and q.rounds == 6
+    assert q.by["asap"] == q.by["always A"]  # it picked A every round
+    assert all(0 <= b <= 1 and 1 <= r <= 4 for b, r in q.by["random"])
+    text = write_report(ledger, tmp_path / "out").read_text()
+    assert "## Decision quality" in text and "| asap | 6 | bandit |" in text
+    assert "## Targets" in text and "asap <= the best single tool (tpe, random)" in text

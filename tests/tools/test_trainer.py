@@ -176,3 +176,22 @@ def test_each_trial_draws_its_own_seed_from_a_table(ledger):
     expected = [tabular.lookup(cfg, lambda s, v: False, "hpobench", "australian",
                                seed=trial_seed(0, n))["val_acc"] for n in range(6)]
     assert values[0] == expected
+
+
+def test_in_process_trials_record_the_same_as_workers(ledger):
+    """A table lookup run in-process (the eval's grids) lands in the ledger like a worker's."""
+    wl = resolve("hpobench:australian")
+    cfg = {"alpha": 1e-4, "batch_size": 32, "depth": 2, "learning_rate_init": 1e-3, "width": 128}
+    runs = []
+    for name, here in (("w", False), ("i", True)):
+        study = ledger.create_study(name, wl.space, metric=wl.metric, direction=wl.direction)
+        trial = Trainer(study, wl, seed=4, in_process=here).run(cfg, tool="t")
+        runs.append((trial.status, trial.value, trial.intermediate, len(study.timings("train"))))
+    assert runs[0] == runs[1] and runs[0][0] == "complete"
+
+
+def test_an_in_process_failure_is_a_failed_trial(user):
+    study, _ = user("raises")
+    wl = resolve("faulty:raises", space_file=HERE / "space.yaml")
+    trial = Trainer(study, wl, in_process=True).run({"x": 0.5}, tool="llm")
+    assert trial.status == "failed" and "ValueError: bad hyperparameters" in trial.error
