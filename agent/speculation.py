@@ -25,11 +25,14 @@ def speculation_mode(cfg: TuneConfig) -> SpeculationMode:
     Measured on a 2-core CPU: overlapping the embedded LLM with torch training made 10 digits-mlp
     trials take 229.8 s instead of ~100 s serially (each slowed the other ~3x). With training on
     a GPU, the LLM at a remote endpoint, or a tabular workload's simulated clock (a sleep), the
-    two really run in parallel.
+    two really run in parallel. A table at ``time_scale`` 0 trains in no time: there is nothing
+    to hide a speculative call behind, so it would only double the LLM's work.
     """
     if cfg.speculation != "auto":
         return cfg.speculation
-    if cfg.base_url or cfg.workload.startswith(SIMULATED):
+    if cfg.workload.startswith(SIMULATED):
+        return "threshold" if cfg.time_scale > 0 else "off"
+    if cfg.base_url:
         return "threshold"
     import torch
     return "threshold" if torch.cuda.is_available() else "off"
