@@ -41,6 +41,7 @@ from asap.graphs.state import (
 from asap.tools.ledger import RepeatError
 from asap.tools.portfolio import LIBRARIES, PANEL, Offer
 from asap.tools.trainer import TrainingJob
+from asap.tools.types import Trial
 
 __all__ = ["TuneContext", "TuningState", "build_tuning_graph", "graph"]
 
@@ -136,10 +137,10 @@ def dispatch(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     if (verify := state.get("verify")) is not None:  # lossless: was the speculative one it?
         _record_verdict(ctx, verify, state["choice"], state["round"])
     flight = ctx.flights.start(_start_fresh(ctx, state["choice"], state["round"]))
-    _record_decision(ctx, state, flight.job.trial_id)
+    trial = ctx.study.trial(flight.job.trial_id)
+    _record_decision(ctx, state, trial)
     chain = list(state.get("chain") or [])
     if chain:  # a carried chain's nearest round assumed this trial: give its guess the real id
-        trial = ctx.study.trial(flight.job.trial_id)
         chain[0] = dataclasses.replace(chain[0], guess=dataclasses.replace(
             chain[0].guess, id=trial.id, number=trial.number))
         flight.predicted = chain[0].predicted
@@ -163,12 +164,11 @@ def _start_fresh(ctx: TuneContext, choice: Offer, round_no: int, tries: int = 5)
     return ctx.trainer.start(config, tool=tool)  # a space this small repeats by necessity
 
 
-def _record_decision(ctx: TuneContext, state: TuningState, trial_id: int) -> None:
+def _record_decision(ctx: TuneContext, state: TuningState, trial: Trial) -> None:
     """The round as an event: what was offered (in the prior's order, with its scores), what
     was chosen and by whom, and which trial trained it; the eval measures decision quality
     from these."""
     proposals, choice = state["proposals"], state["choice"]
-    trial = ctx.study.trial(trial_id)
     ctx.study.log_event(
         "decision", round=state["round"], trial=trial.number, by=state.get("decided_by", "llm"),
         choice=decision_text(proposals, choice), trained=[trial.tool, trial.config],
