@@ -83,10 +83,11 @@ def _targets_md(s: dict[str, Any]) -> str:
     def regret(m: str, t: str) -> float | None:
         return table[(m, t)]["regret"] if (m, t) in table else None
     lines = ["", "## Targets", ""]
-    wins = [t for t in tasks if regret("asap", t) is not None and all(
+    ran = [t for t in tasks if regret("asap", t) is not None]
+    wins = [t for t in ran if all(
         regret(m, t) is None or regret("asap", t) <= regret(m, t) for m in singles)]
-    lines.append(f"- asap <= the best single tool ({', '.join(singles)}): {len(wins)} of "
-                 f"{len(tasks)} tasks ({', '.join(wins) or 'none'}).")
+    lines.append(f"- asap <= the best single tool ({', '.join(singles)}): {len(wins)} of the "
+                 f"{len(ran)} tasks asap ran ({', '.join(wins) or 'none'}).")
     for other in ("portfolio", "random", "asap-naive", "llm-naive"):
         common = [t for t in tasks if regret("asap", t) is not None
                   and regret(other, t) is not None]

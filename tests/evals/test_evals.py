@@ -128,3 +128,4 @@ def test_decision_quality_and_targets_are_reported(tmp_path):
     text = write_report(ledger, tmp_path / "out").read_text()
     assert "## Decision quality" in text and "| asap | 6 | bandit |" in text
     assert "## Targets" in text and "asap <= the best single tool (tpe, random)" in text
+    assert "of the 1 tasks asap ran" in text
