@@ -16,14 +16,12 @@ from asap.agent.config import TuneConfig
 from asap.tools.ledger import Ledger
 from asap.tools.space import Space, SpaceError
 from asap.tools.space_edit import canonical, propose_space, restrict
-from asap.tools.workloads import BUILTIN, resolve
-
-TABULAR = ("hpobench:", "nasbench201:")
+from asap.tools.workloads import BUILTIN, is_tabular, resolve
 
 
 def is_user_code(ref: str) -> bool:
     """A ``module:function`` reference (the person's own code), not a built-in or a table."""
-    return ":" in ref and not ref.startswith(TABULAR)
+    return ":" in ref and not is_tabular(ref)
 
 
 def missing(request: dict[str, Any]) -> str | None:

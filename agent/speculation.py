@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Literal
 
 from asap.agent.config import TuneConfig
+from asap.tools.workloads import is_tabular
 
 SpeculationMode = Literal["off", "threshold", "lossless"]
-SIMULATED = ("hpobench:", "nasbench201:")  # tabular workloads: training is a sleep
 
 
 def accept(predicted: float, actual: float, tau: float, eps: float = 1e-12) -> bool:
@@ -30,7 +30,7 @@ def speculation_mode(cfg: TuneConfig) -> SpeculationMode:
     """
     if cfg.speculation != "auto":
         return cfg.speculation
-    if cfg.workload.startswith(SIMULATED):
+    if is_tabular(cfg.workload):  # training is a sleep of the simulated clock
         return "threshold" if cfg.time_scale > 0 else "off"
     if cfg.base_url:
         return "threshold"

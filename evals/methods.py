@@ -31,7 +31,7 @@ from asap.tools.ledger import Ledger, Study
 from asap.tools.portfolio import PANEL, Portfolio
 from asap.tools.space import CategoricalParam, IntParam, Space, SpaceError
 from asap.tools.trainer import Trainer
-from asap.tools.workloads import Workload
+from asap.tools.workloads import Workload, is_tabular
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Cell:
 
     @property
     def tabular(self) -> bool:
-        return self.task.startswith(("hpobench:", "nasbench201:"))
+        return is_tabular(self.task)
 
     @property
     def study(self) -> str:

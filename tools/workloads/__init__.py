@@ -28,6 +28,14 @@ BUILTIN = {
 }
 
 
+TABLES = ("hpobench", "nasbench201")  # tabular benchmarks: a lookup, training time simulated
+
+
+def is_tabular(ref: str) -> bool:
+    """``hpobench:<dataset>`` or ``nasbench201:<dataset>``: a table lookup, not real training."""
+    return ref.partition(":")[0] in TABLES and ":" in ref
+
+
 class WorkloadError(ValueError):
     """A workload reference cannot be resolved (unknown name, bad import, missing space...)."""
 
@@ -54,7 +62,7 @@ def resolve(ref: str, *, space_file: str | Path | None = None, metric: str | Non
             yaml.safe_load(resources.files("asap.tools.workloads").joinpath(f"{ref}.yaml").read_text()))
         return Workload(ref, target, space, metric or m, direction or d, fid)
     bench, _, dataset = ref.partition(":")
-    if bench in ("hpobench", "nasbench201"):
+    if bench in TABLES:
         return _tabular(ref, bench, dataset, time_scale, space_file)
     if ":" in ref:
         return _user(ref, space_file, metric, direction)
@@ -127,4 +135,5 @@ def call(fn, config: dict, report, fidelity: int | None, kwargs: dict, seed: int
     return fn(config, report, **kwargs)
 
 
-__all__ = ["Workload", "WorkloadError", "resolve", "load_target", "SpaceError", "BUILTIN"]
+__all__ = ["Workload", "WorkloadError", "resolve", "load_target", "SpaceError", "BUILTIN",
+           "is_tabular"]
