@@ -47,6 +47,9 @@ class TuneConfig(BaseModel):
                                 description="rounds the prompt carries; None: 24, self-tuned")
     depth: int | None = Field(default=None, ge=1, le=16,
                               description="speculative rounds ahead; None: 1, self-tuned up to 4")
+    plan: int | None = Field(default=None, ge=1, le=64,
+                             description="rounds one LLM decision covers; None: 1, self-tuned "
+                             "up to 8 while the LLM is slower than training")
     seed: int = Field(default=0, ge=0, description="seeds the tools' samplers")
     isolate: bool = Field(default=True, description="each trial in its own worker process; "
                           "False: in-process, for table lookups (no time limit, no crash guard)")

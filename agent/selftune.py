@@ -16,10 +16,17 @@ Rules, in order:
 - tau: a poor accept rate with cheap misses (wasted speculative time under ``waste_ok`` of the
   wall-clock) loosens tau one step (x1.5); a high accept rate with expensive misses tightens it
   (/1.5).
+- plan: when the LLM is slower than training (median latency above ``plan_ratio`` times the
+  median training time), neither speculation nor a deeper chain can hide it, so one decision
+  covers more rounds (x2, up to ``plan_max``): the LLM's pick holds for the next ``plan`` rounds
+  (the prior's order, or the tool it chose), and the calls it saves are pure wall-clock. When
+  training outlasts even slow calls (its median above the LLM's 90th percentile), a decision
+  fits inside a trial again: halve it.
 - context: when the prompt's growth makes the LLM slower (latency trend above ``trend_high``
   seconds per call) and that time is exposed (median LLM latency above the median training
   time), carry fewer rounds (x0.75); when latency is flat, carry more (x1.25). The cached share is
-  not a reason to shrink: a shorter log does not warm the cache (each compaction re-reads the
+  not a reason to shrink, and neither is growth under a plan > 1 (the calls then read the rows
+  of the rounds the plan decided, which compaction does not remove): a shorter log does not warm the cache (each compaction re-reads the
   prompt once, and the per-round new tokens become a larger share). Compaction stays a rare large
   step because the builder only folds rows when the carried count is passed.
 """
@@ -44,6 +51,9 @@ class Bounds(BaseModel):
     tau_max: float = Field(default=0.5, gt=0)
     depth_min: int = Field(default=1, ge=1)
     depth_max: int = Field(default=4, ge=1)
+    plan_min: int = Field(default=1, ge=1)
+    plan_max: int = Field(default=8, ge=1)
+    plan_ratio: float = Field(default=1.0, gt=0, description="LLM/training latency to plan at")
     context_min: int = Field(default=6, ge=2)
     context_max: int = Field(default=48, ge=2)
     accept_ok: float = Field(default=0.6, ge=0, le=1)
@@ -57,6 +67,7 @@ class Knobs:
     tau: float = 0.05
     depth: int = 1
     context: int = 24
+    plan: int = 1  # rounds one LLM decision covers
 
 
 @dataclass(frozen=True)
@@ -103,8 +114,11 @@ def decide(knobs: Knobs, seen: Observed, bounds: Bounds | None = None) -> tuple[
                 new = replace(new, tau=tau)
                 why.append(f"tau {knobs.tau:.4g}->{tau:.4g}: misses cost "
                            f"{seen.wasted_share:.0%} of wall-clock")
+    new, why = _plan(new, seen, b, why)
     exposed = seen.llm_s > seen.train_s
-    if seen.llm_trend > b.trend_high and exposed:
+    # Under a plan each call also reads the rows of the rounds it did not decide, so its latency
+    # grows with the plan, not the context: compacting would only make the next call cold.
+    if seen.llm_trend > b.trend_high and exposed and knobs.plan == 1:
         context = min(knobs.context, max(b.context_min, int(knobs.context * 0.75)))
         if context != knobs.context:
             new = replace(new, context=context)
@@ -118,6 +132,22 @@ def decide(knobs: Knobs, seen: Observed, bounds: Bounds | None = None) -> tuple[
             why.append(f"context {knobs.context}->{context} rounds: LLM latency flat "
                        f"({seen.llm_trend:.3f}s per call)")
     return new, why
+
+
+def _plan(knobs: Knobs, seen: Observed, b: Bounds, why: list[str]) -> tuple[Knobs, list[str]]:
+    p90 = seen.llm_p90 if seen.llm_p90 is not None else seen.llm_s
+    if seen.llm_s > b.plan_ratio * seen.train_s:
+        plan = max(knobs.plan, min(b.plan_max, knobs.plan * 2))
+        reason = (f"LLM median {seen.llm_s:.2f}s exceeds training {seen.train_s:.2f}s: one "
+                  f"decision covers more rounds")
+    elif seen.train_s > p90:
+        plan = min(knobs.plan, max(b.plan_min, knobs.plan // 2))
+        reason = f"training {seen.train_s:.2f}s outlasts the LLM's p90 {p90:.2f}s"
+    else:
+        return knobs, why
+    if plan == knobs.plan:
+        return knobs, why
+    return replace(knobs, plan=plan), [*why, f"plan {knobs.plan}->{plan} rounds: {reason}"]
 
 
 def observe(study: Study, window: int = 8) -> Observed | None:

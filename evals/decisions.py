@@ -27,6 +27,8 @@ class Picks:
 
     rounds: int = 0
     by: dict[str, list[tuple[float, float]]] = field(default_factory=lambda: defaultdict(list))
+    llm_rounds: int = 0  # rounds the LLM's own answer decided
+    planned: int = 0  # rounds an earlier answer's plan decided
     overrides: int = 0
     better: int = 0
     worse: int = 0
@@ -61,6 +63,8 @@ def _score_round(picks: Picks, study: Study, d: dict[str, Any], bench: str, data
     if index is None or index >= len(offers):
         return  # the LLM's own configuration: not one of the offers
     picks.rounds += 1
+    picks.llm_rounds += d.get("by") == "llm"
+    picks.planned += d.get("by") == "plan"
     ranks = [1 + sum(w > v for w in worth) for v in worth]  # 1 = the best; ties share
     best = [float(r == 1) for r in ranks]
     picks.by["asap"].append((best[index], ranks[index]))

@@ -61,13 +61,13 @@ PROFILES = {
     # The one that separates methods: every HPOBench developer table and NAS-Bench-201, 40
     # trials, 5 seeds, no clock (decisions and ranking do not need it; table lookups run
     # in-process), asap against each tool it orchestrates, the no-LLM portfolio and the OPRO floor.
-    "dev": dict(tasks=TASKS[:5], methods=["asap", "llm-naive", "portfolio", "tpe", "cmaes",
-                                          "ngopt", "random"],
+    "dev": dict(tasks=TASKS[:5], methods=["asap", "llm-naive", "portfolio", "prior", "tpe",
+                                          "cmaes", "ngopt", "random"],
                 seeds=5, trials=40, time_s=3600.0, time_scale=0.0),
     # The same against a larger model on a GPU host (--base-url, a vLLM server), real training
     # included.
-    "gpu": dict(tasks=TASKS, methods=["asap", "llm-naive", "portfolio", "tpe", "cmaes", "ngopt",
-                                      "random"],
+    "gpu": dict(tasks=TASKS, methods=["asap", "llm-naive", "portfolio", "prior", "tpe", "cmaes",
+                                      "ngopt", "random"],
                 seeds=5, trials=40, time_s=1800.0, time_scale=0.1),
     # Every task and method, 5 seeds, 30 trials or 10 minutes a run: 350 runs, about a day on
     # that CPU (tabular runs ~4 min, digits-mlp/charlm up to their 10-minute cap).

@@ -7,6 +7,8 @@ ends first (an LLM method pays its decisions out of the same wall-clock as train
 - ``asap`` and its ablations (``asap-nospec``, ``asap-naive``, ``asap-noselftune``): the agent.
 - ``tpe``, ``cmaes``, ``ngopt``, ``random``: one tool alone, ask-and-tell.
 - ``portfolio``: the same panel of tools with no LLM: UCB1 on each tool's improvement rate.
+- ``prior``: the agent's panel and its GP prior with no LLM: each round trains the proposal with
+  the highest expected improvement (the agent's "A"). asap against it is what the LLM adds.
 - ``llm-naive``: the LLM writes configurations itself from the history sorted by score, serially
   (Zhang et al. 2023 / OPRO style: temperature 1, the prompt rebuilt each round); numbers outside
   the bounds are clipped, an unusable answer is replaced by a random configuration (an event).
@@ -25,6 +27,7 @@ from langchain_core.messages import HumanMessage
 
 from asap.agent.config import TuneConfig
 from asap.agent.llm import LLM_ERRORS, chat_model, json_model, timed_invoke
+from asap.agent.prior import rank
 from asap.agent.speculation import speculation_mode
 from asap.graphs.session import tune
 from asap.tools.ledger import Ledger, Study
@@ -102,6 +105,15 @@ def bandit(cell: Cell, wl: Workload) -> None:
         pulls[tool][1] += int(improved)
 
 
+def prior(cell: Cell, wl: Workload) -> None:
+    """The agent's rounds without the LLM: the panel proposes, the prior ranks, A trains."""
+    study, started = _new_study(cell, wl), time.time()
+    portfolio, trainer = Portfolio(study, seed=cell.seed), _trainer(study, wl, cell)
+    while not _done(study, cell, started):
+        tool, config = rank(study, portfolio.panel_offers())[0][0]
+        trainer.run(config, tool=tool)
+
+
 def agent(**switches: Any) -> Callable[[Cell, Workload], None]:
     """The asap agent with ``switches`` (ablations) on the shared endpoint."""
     def run(cell: Cell, wl: Workload) -> None:
@@ -176,6 +188,7 @@ METHODS: dict[str, Callable[[Cell, Workload], None]] = {
     "ngopt": single("nevergrad", "NGOpt"),
     "random": single("optuna", "random"),
     "portfolio": bandit,
+    "prior": prior,
     "llm-naive": llm_naive,
 }
 LLM_METHODS = {"asap", "asap-nospec", "asap-naive", "asap-noselftune", "llm-naive"}

@@ -67,6 +67,10 @@ def _decisions_md(quality: dict[str, Picks]) -> str:
         for picker in ("asap", "always A", "bandit", "random"):
             lines.append(f"| {method} | {q.rounds} | {picker} | {_fmt(q.share(picker), '.1%')} "
                          f"| {_fmt(q.rank(picker), '.2f')} |")
+        if q.rounds:
+            lines.append(f"| {method} | | rounds the LLM decided | {q.llm_rounds} "
+                         f"(the rest: its plan {q.planned}, the fallback "
+                         f"{q.rounds - q.llm_rounds - q.planned}) | |")
         if q.overrides:
             lines.append(f"| {method} | | LLM overrides of A | {q.overrides} "
                          f"({q.better} better, {q.worse} worse by the table) | |")
@@ -88,7 +92,7 @@ def _targets_md(s: dict[str, Any]) -> str:
         regret(m, t) is None or regret("asap", t) <= regret(m, t) for m in singles)]
     lines.append(f"- asap <= the best single tool ({', '.join(singles)}): {len(wins)} of the "
                  f"{len(ran)} tasks asap ran ({', '.join(wins) or 'none'}).")
-    for other in ("portfolio", "random", "asap-naive", "llm-naive"):
+    for other in ("portfolio", "prior", "random", "asap-naive", "llm-naive"):
         common = [t for t in tasks if regret("asap", t) is not None
                   and regret(other, t) is not None]
         if other in methods and common:

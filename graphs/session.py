@@ -108,7 +108,8 @@ def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
                 on_trial=lambda trial, tool: say.on_trial_complete(study, trial, tool))
             if len(study.finished_ids()) < cfg.trials:
                 with _cancel_on_ctrl_c(ctx):
-                    graph.invoke(ctx.initial_state(cfg.tau, cfg.depth or 1, cfg.context or 24),
+                    graph.invoke(ctx.initial_state(cfg.tau, cfg.depth or 1, cfg.context or 24,
+                                                   cfg.plan or 1),
                                  {"recursion_limit": ctx.recursion_limit()}, context=ctx)
         interrupted = False
     except Exception:
@@ -154,6 +155,8 @@ def _bounds(cfg: TuneConfig) -> Bounds:
         fixed |= {"context_min": cfg.context, "context_max": cfg.context}
     if cfg.depth is not None:
         fixed |= {"depth_min": cfg.depth, "depth_max": cfg.depth}
+    if cfg.plan is not None:
+        fixed |= {"plan_min": cfg.plan, "plan_max": cfg.plan}
     return Bounds().model_copy(update=fixed)
 
 

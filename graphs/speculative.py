@@ -35,6 +35,7 @@ from asap.graphs.state import (
     Verification,
     ask,
     catch_up,
+    commit,
     decision_text,
 )
 
@@ -63,12 +64,14 @@ def speculate(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     ctx = runtime.context
     knobs = _selftune(ctx, state["knobs"])
     chain = list(state.get("chain") or [])
-    if ctx.speculation == "off":
+    if ctx.speculation == "off" or state.get("plan_left", 0) > 0:
+        drop(ctx, chain)  # a round the plan covers needs no LLM: nothing to decide ahead
         return {"chain": [], "knobs": knobs}
     catch_up(ctx, state)  # off the critical path, before the forks copy the tools
     flight = ctx.flights.get(state["trial_id"])
     in_flight = len(ctx.study.trials())  # trials started, the one training included
-    while len(chain) < knobs.depth and in_flight + len(chain) < ctx.max_trials:
+    depth = knobs.depth if knobs.plan == 1 else 1  # a plan decides the rounds after the next
+    while len(chain) < depth and in_flight + len(chain) < ctx.max_trials:
         flight.level = len(chain)
         if chain and flight.job.done():
             break  # chained rounds only while the trainer is busy
@@ -91,13 +94,13 @@ def _one_ahead(ctx: TuneContext, state: TuningState, chain: list[SpecRound], fli
     start = time.time()
     if chain:
         prev = chain[-1]
-        current, proposals, choice = prev.current, prev.proposals, prev.choice
+        closing, proposals, choice = prev.round, prev.proposals, prev.choice
         basis = chain[0].guess
         number = basis.number + len(chain)
         trial = dataclasses.replace(basis, id=-1 - number, number=number, tool=choice[0],
                                     config=choice[1])  # not in the ledger: a negative id
     else:
-        current, proposals, choice = state["current"], state["proposals"], state["choice"]
+        closing, proposals, choice = state["round"], state["proposals"], state["choice"]
         trial = ctx.study.trial(state["trial_id"])
     predicted = Surrogate(ctx.study).predict(trial.config)
     if not chain:
@@ -106,12 +109,12 @@ def _one_ahead(ctx: TuneContext, state: TuningState, chain: list[SpecRound], fli
             return None
     guess = dataclasses.replace(trial, status="complete", value=predicted,
                                 metrics={ctx.study.metric: predicted})
-    closed = current + ctx.builder.outcome_text(decision_text(proposals, choice), guess)
+    closed = ctx.builder.row(closing, decision_text(proposals, choice), guess)
     assumed = [*(e.guess for e in chain), guess]
     offers, scores = rank(ctx.study, ctx.portfolio.fork(assumed).panel_offers(), extra=assumed)
     log = state["log"].plus(*(e.closed for e in chain), closed)
     round_no = state["round"] + len(chain) + 1
-    nxt = ctx.builder.round_text(round_no, offers, scores)
+    nxt = ctx.builder.round_text(round_no, offers, scores, plan=knobs.plan)
     entry = SpecRound(predicted=predicted, guess=guess, closed=closed, proposals=offers,
                       scores=scores, current=nxt, round=round_no, start=start)
     try:
@@ -152,8 +155,8 @@ def reconcile(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     ctx.flights.end(state["trial_id"])
     trial = ctx.study.trial(state["trained"])
     ctx.portfolio.sync()
-    row = state["current"] + ctx.builder.outcome_text(
-        decision_text(state["proposals"], state["choice"]), trial)
+    row = ctx.builder.row(state["round"], decision_text(state["proposals"], state["choice"]),
+                          trial)
     log = ctx.builder.close(state["log"], row, state["knobs"].context)
     if ctx.on_trial:
         ctx.on_trial(trial, state["choice"][0])
@@ -179,5 +182,7 @@ def reconcile(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     if not ok:
         return {"choice": None, "chain": [], "log": log, "spent": spent}
     return {"round": head.round, "proposals": head.proposals, "offers": head.proposals,
-            "scores": head.scores, "decided_by": "llm", "current": head.current, "choice": head.choice, "chain": rest, "log": log,
-            "spent": spent, "lag": state.get("lag", 0) + 1}
+            "scores": head.scores, "decided_by": "llm", "current": head.current,
+            "choice": head.choice, "chain": rest, "log": log, "spent": spent,
+            "lag": state.get("lag", 0) + 1,
+            **commit(state["knobs"], head.proposals, head.choice)}

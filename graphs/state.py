@@ -137,11 +137,13 @@ class TuneContext:
                 or (self.time_budget_s is not None
                     and time.time() - self.started >= self.time_budget_s))
 
-    def initial_state(self, tau: float = 0.05, depth: int = 1, context: int = 24) -> TuningState:
+    def initial_state(self, tau: float = 0.05, depth: int = 1, context: int = 24,
+                      plan: int = 1) -> TuningState:
         """The state a run starts from: the knobs inside their bounds and an empty prompt log."""
         b = self.bounds
         return {"knobs": Knobs(tau=tau, depth=min(max(depth, b.depth_min), b.depth_max),
-                               context=context), "log": PromptLog()}
+                               context=context, plan=min(max(plan, b.plan_min), b.plan_max)),
+                "log": PromptLog(), "plan_left": 0}
 
     def recursion_limit(self) -> int:
         """LangGraph's step bound for a whole session: every round may use all its LLM steps."""
@@ -194,7 +196,9 @@ class TuningState(TypedDict, total=False):
     chain: list[SpecRound]  # speculative rounds ahead of the trial in flight
     verify: Verification | None
     lag: int  # accepted speculative rounds the real tools have not caught up with
-    knobs: Knobs  # tau, speculation depth, rounds the prompt carries: self-tuned
+    knobs: Knobs  # tau, speculation depth, rounds the prompt carries, plan: self-tuned
+    plan_left: int  # rounds the last LLM decision still covers (see :func:`commit`)
+    plan_tool: str | None  # the tool it committed to; None: the prior's pick
     log: PromptLog  # the prompt's append-only part
     retries: Annotated[int, operator.add]
     fallbacks: Annotated[int, operator.add]
@@ -217,6 +221,22 @@ def decision_text(proposals: list[Offer], choice: Offer) -> str:
     tool, config = choice
     lab = next((label(i) for i, p in enumerate(proposals) if p == (tool, config)), "own")
     return f"{lab} ({tool})"
+
+
+def commit(knobs: Knobs, proposals: list[Offer], choice: Offer) -> TuningState:
+    """What an LLM decision commits to when one decision covers ``knobs.plan`` rounds: picking A
+    (the prior's first) means "follow the prior", another proposal means "that tool", and an own
+    configuration falls back to the prior (it has no tool to continue)."""
+    tool = None
+    if choice in proposals[1:]:
+        tool = choice[0]
+    return {"plan_left": knobs.plan - 1, "plan_tool": tool}
+
+
+def planned(state: TuningState, proposals: list[Offer]) -> Offer:
+    """A round the plan decides: the committed tool's proposal, else the prior's first."""
+    tool = state.get("plan_tool")
+    return next((p for p in proposals if p[0] == tool), proposals[0]) if tool else proposals[0]
 
 
 def catch_up(ctx: TuneContext, state: TuningState) -> None:

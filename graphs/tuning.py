@@ -1,8 +1,9 @@
 """The tuning graph: propose -> agent (LLM) -> guard -> dispatch training, until the budget or a stop.
 
     propose -> agent -> guard -+-> dispatch -+-> await_train -+-> reconcile -> dispatch | propose | END
-                 ^             |             +-> speculate ---+
-                 +-------------+  (retry, reminder, suggest-tool results)
+       |         ^             |      ^      +-> speculate ---+
+       |         +-------------+      |  (retry, reminder, suggest-tool results)
+       +------------------------------+  (a round the last decision's plan covers)
 
 ``dispatch`` starts the trial in its worker process; ``await_train`` and ``speculate`` are
 parallel branches (one LangGraph step), writing different keys; ``reconcile`` joins them (see
@@ -11,7 +12,10 @@ parallel branches (one LangGraph step), writing different keys; ``reconcile`` jo
 
 The graph is compiled once (:data:`graph`); a run passes its :class:`~asap.graphs.state.TuneContext`
 (``graph.invoke(ctx.initial_state(), {...}, context=ctx)``) and nodes read it as
-``runtime.context``. Each round starts from the prefix-stable prompt; the round's own conversation
+``runtime.context``. When the self-tuner sets ``plan`` > 1 (the LLM is slower than training),
+one LLM decision covers that many rounds (:func:`~asap.graphs.state.commit`): the rounds it
+covers are still proposed, ranked and logged, but go from ``propose`` straight to ``dispatch``.
+Each round starts from the prefix-stable prompt; the round's own conversation
 (the LLM's answers, tool results, guard feedback) lives in ``messages`` and is dropped when the
 round closes.
 """
@@ -36,7 +40,9 @@ from asap.graphs.state import (
     Verification,
     ask,
     catch_up,
+    commit,
     decision_text,
+    planned,
 )
 from asap.tools.ledger import RepeatError
 from asap.tools.portfolio import LIBRARIES, PANEL, Offer
@@ -54,11 +60,16 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     catch_up(ctx, state)
     proposals, scores = rank(ctx.study, ctx.portfolio.panel_offers())
     ctx.study.log_timing("tool_call", start, time.time(), round=round_no, tools=len(PANEL))
-    current = ctx.builder.round_text(round_no, proposals, scores)
-    return {"round": round_no, "lag": 0, "proposals": proposals, "offers": proposals,
-            "scores": scores, "decided_by": "llm", "current": current,
-            "messages": [HumanMessage(ctx.builder.prompt(state["log"], current))], "attempts": 0,
-            "reminded": False, "steps": 0, "error": None, "choice": None}
+    base: TuningState = {"round": round_no, "lag": 0, "proposals": proposals, "offers": proposals,
+                         "scores": scores, "attempts": 0, "reminded": False, "steps": 0,
+                         "error": None}
+    if state.get("plan_left", 0) > 0:  # the last decision covers this round: no LLM call
+        return {**base, "choice": planned(state, proposals), "decided_by": "plan",
+                "plan_left": state["plan_left"] - 1, "messages": [],
+                "current": ctx.builder.round_text(round_no, proposals, scores)}
+    current = ctx.builder.round_text(round_no, proposals, scores, plan=state["knobs"].plan)
+    return {**base, "decided_by": "llm", "current": current, "choice": None,
+            "messages": [HumanMessage(ctx.builder.prompt(state["log"], current))]}
 
 
 def agent(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
@@ -103,7 +114,8 @@ def guard(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     else:
         verdict = check_json(answer, state["offers"], ctx.study.space)
     if verdict.kind == "train":
-        return {"choice": verdict.choice}
+        return {"choice": verdict.choice,
+                **commit(state["knobs"], state["proposals"], verdict.choice)}
     if verdict.kind == "stop":
         ctx.study.log_event("stop", reason=verdict.reason, round=state["round"])
         return {"stop": True}
@@ -185,6 +197,10 @@ def _record_verdict(ctx: TuneContext, verify: Verification, choice: tuple, round
                         predicted=verify.spec.predicted, actual=verify.actual)
 
 
+def after_propose(state: TuningState) -> str:
+    return "dispatch" if state.get("choice") else "agent"
+
+
 def after_guard(state: TuningState) -> str:
     if state.get("stop"):
         return END
@@ -203,7 +219,7 @@ def build_tuning_graph():
     for node in (propose, agent, guard, dispatch, await_train, speculate, reconcile):
         g.add_node(node.__name__, node)
     g.add_edge(START, "propose")
-    g.add_edge("propose", "agent")
+    g.add_conditional_edges("propose", after_propose, ["agent", "dispatch"])
     g.add_edge("agent", "guard")
     g.add_conditional_edges("guard", after_guard, ["agent", "dispatch", END])
     g.add_edge("dispatch", "await_train")

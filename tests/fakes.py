@@ -106,7 +106,9 @@ def _value(text: str) -> Any:
 
 
 def rounds(messages: list[BaseMessage]) -> int:
-    return messages[0].content.count("## Round")
+    """The round a prompt asks about: the closed rounds' lines plus the current block."""
+    text = messages[0].content
+    return text.count("\nRound ") + text.count("## Round ")
 
 
 def australian(tmp_path, model, *, protocol="json", trials=3, time_scale=0.0, name="g", seed=0,
@@ -122,9 +124,9 @@ def australian(tmp_path, model, *, protocol="json", trials=3, time_scale=0.0, na
 
 
 def run_graph(ctx: TuneContext, *, tau: float = 0.05, depth: int = 1,
-              context: int = 24) -> TuningState:
+              context: int = 24, plan: int = 1) -> TuningState:
     """Run the compiled tuning graph on ``ctx`` to the end; returns the final state."""
-    return graph.invoke(ctx.initial_state(tau, depth, context),
+    return graph.invoke(ctx.initial_state(tau, depth, context, plan),
                         {"recursion_limit": ctx.recursion_limit()}, context=ctx)
 
 

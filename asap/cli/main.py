@@ -55,8 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--depth", default="auto",
                       help="speculative rounds chained ahead of the trial in flight: N, or auto "
                       "(starts at 1, self-tuned up to 4)")
+    tune.add_argument("--plan", default="auto",
+                      help="rounds one LLM decision covers: N, or auto (starts at 1, self-tuned "
+                      "up to 8 while the LLM is slower than training)")
     tune.add_argument("--no-selftune", action="store_true",
-                      help="keep tau, depth and the context fixed (ablation)")
+                      help="keep tau, depth, the context and the plan fixed (ablation)")
     tune.add_argument("--seed", type=int, default=0, help="seed of the tools' samplers")
     tune.add_argument("--json", action="store_true", help="print the summary as JSON")
     show = sub.add_parser("show", help="print a study's trials and summary")
@@ -172,7 +175,8 @@ def _report(study_name: str, db: str, out: str | None) -> int:
     png = timeline(study, out or f"{study.name}-timeline.png")
     console.print(decomposition_table(study, d))
     for k in d["knobs"]:
-        console.print(f"self-tuning: tau={k['tau']:.4g} depth={k['depth']} context={k['context']}")
+        console.print(f"self-tuning: tau={k['tau']:.4g} depth={k['depth']} context={k['context']} "
+                      f"plan={k.get('plan', 1)}")
     console.print(f"timeline: {png}")
     return 0
 
@@ -191,7 +195,8 @@ def _tune(args: argparse.Namespace) -> int:
         api_key=os.environ.get("OPENAI_API_KEY"), decide=args.decide, prompt=args.prompt,
         time_scale=args.time_scale, pruner=args.pruner, speculation=args.speculation,
         tau=args.tau, context=None if args.context == "auto" else _int(args.context, "--context"),
-        depth=None if args.depth == "auto" else _int(args.depth, "--depth"), seed=args.seed,
+        depth=None if args.depth == "auto" else _int(args.depth, "--depth"),
+        plan=None if args.plan == "auto" else _int(args.plan, "--plan"), seed=args.seed,
         selftune=not args.no_selftune)
     result = tune(cfg, callbacks=[RichProgress(Console(stderr=True))])
     if args.json:

@@ -7,39 +7,60 @@ from asap.agent.stats import tool_records
 from asap.prompts import placeholders, render
 
 
-def _rounds(ledger, toy_space, mode, n=6, context=24):
+def _rounds(ledger, toy_space, mode, n=6, context=24, with_blocks=False):
     study = ledger.create_study(f"p-{mode}", toy_space, metric="loss", direction="minimize",
                                 workload="toy")
     builder = PromptBuilder(study, tools_text="- optuna_suggest\n- nevergrad_suggest", mode=mode)
-    log, prompts = PromptLog(), []
+    log, prompts, blocks = PromptLog(), [], []
     for r in range(1, n + 1):
         cfg = {"x": 1.0 / r, "lr": 0.1, "n_layers": 1 + r % 4, "optimizer": "adam"}
         if cfg["n_layers"] >= 3:
             cfg["units_l3"] = 16
         current = builder.round_text(r, [("optuna:tpe", cfg), ("nevergrad:NGOpt", cfg)])
         prompts.append(builder.prompt(log, current))
+        blocks.append(current)
         tid = study.start_trial(cfg, tool="optuna:tpe" if r % 2 else "nevergrad:NGOpt")
         trial = study.finish_trial(tid, status="complete", metrics={"loss": 1.0 / r + 0.123456789})
-        log = builder.close(log, current + builder.outcome_text("A", trial), context)
-    return prompts
+        log = builder.close(log, builder.row(r, "A (optuna:tpe)", trial), context)
+    return (prompts, blocks) if with_blocks else prompts
 
 
-def test_each_prompt_starts_with_the_previous_one_byte_for_byte(ledger, toy_space):
-    prompts = _rounds(ledger, toy_space, "stable")
-    for before, after in zip(prompts, prompts[1:], strict=False):
-        assert after.startswith(before) and len(after) > len(before)
-    assert "loss=0.6235" in prompts[-1]  # fixed 4-significant-digit formatting
+def test_each_prompt_extends_the_previous_one_minus_its_round_block(ledger, toy_space):
+    prompts, blocks = _rounds(ledger, toy_space, "stable", with_blocks=True)
+    for r, (before, block, after) in enumerate(zip(prompts, blocks, prompts[1:]), start=1):
+        assert before.endswith(block)
+        kept = before[: len(before) - len(block)]  # the static text and the log: byte for byte
+        assert after.startswith(kept)
+        new = after[len(kept):]  # one line for the closed round, then the next round's block
+        assert new.startswith(f"Round {r}: A (optuna:tpe) ") and new.count("\n") == 1 + blocks[r].count("\n")
+    assert "trial 1: 0.6235" in prompts[-1]  # fixed 4-significant-digit formatting
 
 
 def test_the_log_is_compacted_in_rare_large_steps(ledger, toy_space):
-    prompts = _rounds(ledger, toy_space, "stable", n=14, context=6)
-    breaks = [i + 1 for i, (a, b) in enumerate(zip(prompts, prompts[1:], strict=False)) if not b.startswith(a)]
+    prompts, blocks = _rounds(ledger, toy_space, "stable", n=14, context=6, with_blocks=True)
+    kept = [p[: len(p) - len(b)] for p, b in zip(prompts, blocks, strict=True)]
+    breaks = [i + 1 for i, (a, b) in enumerate(zip(kept, prompts[1:], strict=False)) if not b.startswith(a)]
     # Round 7 closes the 7th round: the oldest 4 fold into one line; then every 3 rounds.
     assert breaks == [7, 10, 13]
     assert "## Rounds 1-4 (summarized): 7 trials finished" in prompts[7]
     assert "## Rounds 1-10 (summarized): 13 trials finished" in prompts[13]
-    assert prompts[13].count("## Round ") == 4  # three carried rounds and the current one
+    assert prompts[13].count("\nRound ") == 3  # three carried rounds, one line each
+    assert prompts[13].count("## Round ") == 1  # and the current round's block
     assert len(prompts[13]) < len(prompts[6])
+
+
+def test_a_closed_round_is_one_bounded_line(ledger, toy_space):
+    study = ledger.create_study("rows", toy_space, metric="loss", direction="minimize")
+    builder = PromptBuilder(study, tools_text="- tool")
+    cfg = {"x": 0.5, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}
+    ok = study.finish_trial(study.start_trial(cfg, tool="optuna:tpe"), status="complete",
+                            metrics={"loss": 0.25})
+    assert builder.row(3, "B (optuna:tpe)", ok) == (
+        "Round 3: B (optuna:tpe) 0.5 0.1 1 - adam - -> trial 0: 0.25\n")
+    bad = study.finish_trial(study.start_trial({**cfg, "x": 0.6}, tool="optuna:tpe"),
+                             status="failed", error="Traceback\n" + "x" * 50_000)
+    line = builder.row(4, "A (optuna:tpe)", bad)
+    assert line.count("\n") == 1 and len(line) < 250 and line.rstrip().endswith("...)")
 
 
 def test_naive_mode_rewrites_its_header(ledger, toy_space):
@@ -56,7 +77,7 @@ def test_templates_and_code_agree():
     for name in ("answer_json.txt", "answer_tools.txt", "reminder_json.txt", "reminder_tools.txt"):
         assert placeholders(name) == set()
     assert placeholders("round.txt") == {"round", "best", "record", "proposals"}
-    assert placeholders("outcome.txt") == {"decision", "result"}
+    assert placeholders("outcome.txt") == {"round", "decision", "config", "result"}
     with pytest.raises(KeyError):
         render("outcome.txt", decision="A")  # strict: a missing variable is an error
 

@@ -46,6 +46,22 @@ def test_growing_exposed_latency_carries_fewer_rounds():
     # Hidden behind training, a longer prompt costs nothing: keep the rows.
     assert decide(Knobs(context=24), seen(llm_trend=0.3, llm_s=2.0))[0].context == 24
     assert decide(Knobs(context=24), seen(llm_trend=0.0))[0].context == 30
+    # Under a plan the calls read the plan's rows: growth is not the context's doing.
+    assert decide(Knobs(context=24, plan=4), seen(llm_trend=0.3, llm_s=6.0))[0].context == 24
+
+
+def test_an_llm_slower_than_training_makes_one_decision_cover_more_rounds():
+    knobs, why = decide(Knobs(plan=1), seen(llm_s=3.0, llm_p90=4.0, train_s=0.01))
+    assert knobs.plan == 2 and "plan 1->2" in why[-1]
+    for _ in range(5):
+        knobs, _ = decide(knobs, seen(llm_s=3.0, llm_p90=4.0, train_s=0.01))
+    assert knobs.plan == Bounds().plan_max
+    # Training outlasts even the slow calls again: a decision fits inside a trial, halve.
+    knobs, why = decide(knobs, seen(llm_s=1.0, llm_p90=2.0, train_s=30.0))
+    assert knobs.plan == Bounds().plan_max // 2 and "outlasts" in why[-1]
+    # In between (the LLM faster at the median, slower at p90): leave it.
+    assert decide(Knobs(plan=4), seen(llm_s=2.0, llm_p90=6.0, train_s=3.0))[0].plan == 4
+    assert decide(Knobs(plan=3), seen(llm_s=9.0), Bounds(plan_max=3))[0].plan == 3
 
 
 def test_a_cold_cache_is_no_reason_to_compact():
@@ -87,8 +103,9 @@ def test_observe_and_selftune_read_and_write_the_ledger(ledger, toy_space):
     assert got.accept_rate is None and got.cached_share == pytest.approx(
         sum(900 + 300 * i for i in range(6)) / sum(1000 + 300 * i for i in range(6)))
     knobs = selftune(study, Knobs(context=24))
-    assert knobs.context == 18
+    assert knobs.context == 18 and knobs.plan == 2  # slower than training: plan two rounds
     event = study.events("selftune")[0]["detail"]
     assert event["before"]["context"] == 24 and event["after"]["context"] == 18
-    assert event["observed"]["llm_trend"] == pytest.approx(0.5) and "grows" in event["why"][0]
+    assert event["observed"]["llm_trend"] == pytest.approx(0.5)
+    assert "plan 1->2" in event["why"][0] and "grows" in event["why"][1]
     assert len(study.timings("selftune")) == 1

@@ -26,10 +26,11 @@ def test_smollm2_decides_through_the_schema_and_reuses_the_prefix(ledger, toy_sp
             decision = parse_decision(answer.content, ["A", "B"])
             tid = study.start_trial(cfg, tool="optuna:tpe")
             trial = study.finish_trial(tid, status="complete", metrics={"loss": cfg["x"]})
-            log = builder.close(log, current + builder.outcome_text(decision.choice or "stop", trial), 24)
+            log = builder.close(log, builder.row(r, decision.choice or "stop", trial), 24)
     calls = study.timings("llm_call")
     assert len(calls) == 3 and all(c["prompt_tokens"] > 200 for c in calls)
     # The stable prefix is reused: almost all of the previous call's prompt comes from the KV cache
-    # (what is new each round is the round just closed and the next round's block).
+    # (what is new each round is the line of the round just closed and the next round's block,
+    # a few dozen tokens for two proposals).
     for before, after in zip(calls, calls[1:], strict=False):
-        assert after["cached_tokens"] >= 0.95 * before["prompt_tokens"]
+        assert after["cached_tokens"] >= before["prompt_tokens"] - 120

@@ -112,7 +112,7 @@ def test_decision_quality_and_targets_are_reported(tmp_path):
     from fakes import FakeOpenAI
     server = FakeOpenAI().start()  # decides "A" every round, like SmolLM2 does
     try:
-        grid = Grid(tasks=["hpobench:australian"], methods=["asap", "tpe", "random"], seeds=1,
+        grid = Grid(tasks=["hpobench:australian"], methods=["asap", "prior", "tpe", "random"], seeds=1,
                     trials=6, time_s=120, time_scale=0.0, db=str(tmp_path / "d.db"),
                     base_url=server.base_url, model="fake")
         ledger = run_grid(grid)
@@ -125,7 +125,13 @@ def test_decision_quality_and_targets_are_reported(tmp_path):
     assert set(quality) == {"asap"} and q.rounds == 6
     assert q.by["asap"] == q.by["always A"]  # it picked A every round
     assert all(0 <= b <= 1 and 1 <= r <= 4 for b, r in q.by["random"])
+    assert q.llm_rounds + q.planned == 6
+    # Picking A every round is the prior's pick: asap then trains exactly what "prior" trains.
+    trained = {m: [t.config for t in ledger.open_study(f"hpobench-australian.{m}.s0").trials()]
+               for m in ("asap", "prior")}
+    assert trained["asap"] == trained["prior"] and len(trained["asap"]) == 6
     text = write_report(ledger, tmp_path / "out").read_text()
     assert "## Decision quality" in text and "| asap | 6 | bandit |" in text
     assert "## Targets" in text and "asap <= the best single tool (tpe, random)" in text
-    assert "of the 1 tasks asap ran" in text
+    assert "of the 1 tasks asap ran" in text and "asap 0." in text and "prior 0." in text
+    assert "rounds the LLM decided" in text

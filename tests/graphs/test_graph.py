@@ -15,6 +15,7 @@ from fakes import ScriptedModel, australian, call, proposals, rounds, run_graph
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from asap.agent.llm import pick_protocol
+from asap.agent.selftune import Bounds
 
 GOOD = {"alpha": 1e-4, "batch_size": 32, "depth": 2, "learning_rate_init": 1e-3, "width": 128}
 
@@ -154,7 +155,7 @@ def test_a_prompt_past_the_context_window_compacts_the_log_and_goes_on(tmp_path)
     limit = {}
 
     def script(messages, kwargs):
-        limit.setdefault("chars", len(messages[0].content) + 2500)  # about 4 rounds fit
+        limit.setdefault("chars", len(messages[0].content) + 700)  # ~6 closed rounds fit
         if len(messages[0].content) > limit["chars"]:
             request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
             raise openai.BadRequestError("request (4286 tokens) exceeds the available context size",
@@ -167,6 +168,25 @@ def test_a_prompt_past_the_context_window_compacts_the_log_and_goes_on(tmp_path)
     assert len(study.trials(status="complete")) == 10
     assert "summarized" in model.calls[-1][0][0].content
     assert [k.get("tool_choice") for _, k in model.calls[-2:]] == ["required", "required"]
+
+
+def test_one_decision_covers_plan_rounds_and_commits_to_the_tool_it_chose(tmp_path):
+    picks = iter("BA")
+    model = ScriptedModel(lambda m, k: AIMessage(json.dumps(
+        {"action": "train", "choice": next(picks)})))
+    study, ctx = australian(tmp_path, model, trials=6,
+                            bounds=Bounds(plan_min=3, plan_max=3))
+    run_graph(ctx, plan=3)
+    assert len(model.calls) == 2  # rounds 1 and 4; the plan decides 2, 3, 5 and 6
+    assert "This answer decides 3 rounds" in model.calls[0][0][0].content
+    decisions = events(study, "decision")
+    assert [d["by"] for d in decisions] == ["llm", "plan", "plan"] * 2
+    trials = study.trials()
+    # "B" commits to B's tool for the plan's rounds; "A" follows the prior's order.
+    b_tool = decisions[0]["offers"][1][0]
+    assert [t.tool for t in trials[:3]] == [b_tool] * 3
+    assert all(d["choice"].startswith("A ") for d in decisions[4:])
+    assert len({json.dumps(t.config, sort_keys=True) for t in trials}) == 6
 
 
 def test_json_protocol_maps_onto_the_same_choices(tmp_path):
