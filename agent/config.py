@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from asap.tools.types import STUDY_NAME, safe_name
+
 Protocol = Literal["tools", "json"]  # how the LLM answers: native tool calls or a JSON schema
 DecideMode = Literal["tools", "json", "auto"]  # auto: probe the model once
 PromptMode = Literal["stable", "naive"]  # naive: a status header rewritten every round (ablation)
@@ -23,12 +25,13 @@ class ConfigError(ValueError):
 class TuneConfig(BaseModel):
     """Budgets, endpoint and switches of one ``asap tune`` session."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # inf/nan: never meant
 
     workload: str = Field(min_length=1)
     trials: int = Field(default=20, ge=1, le=100_000, description="trial budget")
     time_budget_s: float | None = Field(default=None, gt=0, description="wall-clock budget")
-    study: str | None = Field(default=None, min_length=1, description="default: from the workload")
+    study: str | None = Field(default=None,
+                              description="default: from the workload; letters, digits, . _ -")
     db: str = "asap.db"
     space: str | None = Field(default=None, description="search space file (YAML/JSON)")
     base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint")
@@ -63,9 +66,17 @@ class TuneConfig(BaseModel):
             raise ValueError(f"must be an http(s) URL such as http://127.0.0.1:8000/v1, got {v!r}")
         return v
 
+    @field_validator("study")
+    @classmethod
+    def _safe_study(cls, v: str | None) -> str | None:
+        if v is not None and not STUDY_NAME.match(v):
+            raise ValueError(f"{v!r} is not a study name: use up to 128 letters, digits, '.', "
+                             f"'_' or '-', starting with a letter or digit (e.g. {safe_name(v)!r})")
+        return v
+
     @property
     def study_name(self) -> str:
-        return self.study or self.workload.replace(":", "-").replace("/", "-")
+        return self.study or safe_name(self.workload)
 
     @classmethod
     def make(cls, **values: object) -> TuneConfig:

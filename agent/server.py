@@ -57,8 +57,7 @@ class EmbeddedServer:
             raise ServerError("the embedded server needs the 'local' extra: "
                               "pip install 'asap-hpo[local]'") from None
         model = self.model or pull(say=self.say)
-        if not model.is_file():
-            raise ServerError(f"model file {model} does not exist")
+        check_gguf(model)
         params = xllamacpp.CommonParams()
         params.model.path = str(model)
         params.hostnames = [LOOPBACK]  # never beyond loopback
@@ -104,11 +103,58 @@ def wait_healthy(url: str, timeout_s: float = 60.0) -> None:
     raise ServerError(f"llama.cpp server at {url} not healthy after {timeout_s:g}s ({last})")
 
 
+def check_gguf(model: Path) -> None:
+    """Refuse a model path that is not a readable GGUF file, naming what it is instead."""
+    if not model.is_file():
+        raise ServerError(f"model file {model} does not exist")
+    try:
+        with open(model, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise ServerError(f"cannot read model file {model}: {exc.strerror}") from None
+    if magic != b"GGUF":
+        raise ServerError(f"{model} is not a GGUF model file (it starts with {magic!r}); the "
+                          "embedded server reads llama.cpp's GGUF format")
+
+
+def probe(base_url: str, api_key: str | None = None, timeout_s: float = 10.0) -> None:
+    """Check that an OpenAI-compatible server answers at ``base_url`` (``GET /models``), and say
+    in words what is wrong when it does not: nothing listening, an HTTP error, not JSON."""
+    request = urllib.request.Request(f"{base_url.rstrip('/')}/models")
+    if api_key:
+        request.add_header("Authorization", f"Bearer {api_key}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as r:  # noqa: S310 - http(s) only
+            body = r.read(4096)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise ServerError(f"{base_url} refused the API key (HTTP {exc.code}); set "
+                              "OPENAI_API_KEY") from None
+        if exc.code == 404:
+            return  # no model list here; the chat endpoint may still answer
+        raise ServerError(f"{base_url} answered HTTP {exc.code} to GET /models; is it an "
+                          "OpenAI-compatible endpoint (ending in /v1)?") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ServerError(f"nothing answers at {base_url} ({reason}); start the server or fix "
+                          "--base-url") from None
+    try:
+        json.loads(body)
+    except ValueError:
+        shown = body[:60].decode("utf-8", "replace")
+        raise ServerError(f"{base_url} answered GET /models with {shown!r}, not the JSON an "
+                          "OpenAI-compatible endpoint sends; check --base-url (it usually ends "
+                          "in /v1)") from None
+
+
 def endpoint(stack: contextlib.ExitStack, base_url: str | None, model: str | None, *,
-             say: Callable[[str], object] = print) -> tuple[str, str]:
-    """``(base_url, model)`` to talk to: the one given, else the embedded server, started on
-    ``stack`` (it stops when the stack closes); ``model`` is then a GGUF path or the default."""
+             api_key: str | None = None, say: Callable[[str], object] = print
+             ) -> tuple[str, str]:
+    """``(base_url, model)`` to talk to: the one given (checked to answer), else the embedded
+    server, started on ``stack`` (it stops when the stack closes); ``model`` is then a GGUF path
+    or the default."""
     if base_url is not None:
+        probe(base_url, api_key)
         return base_url, model or "default"
     srv = stack.enter_context(EmbeddedServer(model, say=say))
     return srv.base_url, "default"

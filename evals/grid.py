@@ -8,6 +8,8 @@ endpoint: the embedded server, started once for the grid, unless ``base_url`` na
 
 from __future__ import annotations
 
+import math
+
 import contextlib
 import dataclasses
 import time
@@ -43,6 +45,8 @@ class Grid:
             raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
         if self.seeds < 1 or self.trials < 1 or self.time_s <= 0 or self.time_scale < 0:
             raise ValueError("seeds and trials must be >= 1, time_s > 0 and time_scale >= 0")
+        if not (math.isfinite(self.time_s) and math.isfinite(self.time_scale)):
+            raise ValueError("the time budget and time scale must be finite numbers")
         for task in self.tasks:
             resolve(task)  # raises WorkloadError naming an unknown task
 

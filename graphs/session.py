@@ -31,16 +31,17 @@ from asap.agent.speculation import speculation_mode
 from asap.agent.stats import summarize
 from asap.graphs.state import TuneContext
 from asap.graphs.tuning import graph
-from asap.tools.ledger import Ledger, Study
+from asap.tools.ledger import Ledger, Study, check_ledger_path
 from asap.tools.portfolio import PANEL, Portfolio
 from asap.tools.pruning import Pruner
 from asap.tools.trainer import Trainer
-from asap.tools.types import Trial
-from asap.tools.workloads import resolve
+from asap.tools.types import Terminated, Trial
+from asap.tools.workloads import Workload, resolve
 
 TOOLS_TEXT = "\n".join(f"- {lib}:{alg}" for lib, alg in PANEL) + \
     "\n- llm (your own configuration)"
 CTRL_C = "interrupted by the user (Ctrl-C)"
+SIGTERM = "terminated (SIGTERM)"
 
 
 class TuneCallback:
@@ -80,37 +81,45 @@ def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
     ``llm``: a chat model to decide with instead of the endpoint in ``cfg`` (an agent under
     evaluation, or a fake in tests); no server is started then.
 
-    Ctrl-C (KeyboardInterrupt) cancels the running trial, records it as failed, logs the session
-    and re-raises: everything finished is in the ledger and a re-run resumes.
+    Ctrl-C (KeyboardInterrupt) or SIGTERM (:class:`Terminated`) cancels the running trial,
+    records it as failed, logs the session and re-raises: everything finished is in the ledger
+    and a re-run resumes.
     """
     say = _Fanout(callbacks)
     wl = resolve(cfg.workload, space_file=cfg.space, time_scale=cfg.time_scale)
-    ledger = Ledger(cfg.db)  # raises LedgerError naming a missing directory
+    check_ledger_path(cfg.db)  # everything is checked before the ledger file is created
+    with contextlib.ExitStack() as stack:
+        if llm is None:
+            base_url, model = endpoint(stack, cfg.base_url, cfg.model, api_key=cfg.api_key,
+                                       say=say.on_message)
+            llm = chat_model(base_url, model, api_key=cfg.api_key, timeout_s=cfg.llm_timeout_s)
+        return _session(cfg, wl, llm, say)
+
+
+def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallback
+             ) -> dict[str, Any]:
+    """The session proper, on a reachable LLM: open the study, run the graph, log, summarize."""
+    ledger = Ledger(cfg.db)
     new = not ledger.has_study(cfg.study_name)
     study: Study | None = open_study(ledger, cfg, wl.space, wl.metric, wl.direction, say)
     started, protocol, interrupted = time.time(), None, True
     try:
-        with contextlib.ExitStack() as stack:
-            if llm is None:
-                base_url, model = endpoint(stack, cfg.base_url, cfg.model, say=say.on_message)
-                llm = chat_model(base_url, model, api_key=cfg.api_key,
-                                 timeout_s=cfg.llm_timeout_s)
-            protocol = pick_protocol(llm, cfg.decide, study)
-            say.on_session_start(study, cfg.trials, protocol)
-            ctx = TuneContext(
-                study, Portfolio(study, seed=cfg.seed),
-                Trainer(study, wl, pruner=Pruner(study, cfg.pruner), seed=cfg.seed,
-                        in_process=not cfg.isolate),
-                PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, protocol=protocol), llm,
-                protocol=protocol, max_trials=cfg.trials, time_budget_s=cfg.time_budget_s,
-                max_retries=cfg.max_retries, speculation=speculation_mode(cfg),
-                bounds=_bounds(cfg), selftune_every=cfg.selftune_every if cfg.selftune else 0,
-                on_trial=lambda trial, tool: say.on_trial_complete(study, trial, tool))
-            if len(study.finished_ids()) < cfg.trials:
-                with _cancel_on_ctrl_c(ctx):
-                    graph.invoke(ctx.initial_state(cfg.tau, cfg.depth or 1, cfg.context or 24,
-                                                   cfg.plan or 1),
-                                 {"recursion_limit": ctx.recursion_limit()}, context=ctx)
+        protocol = pick_protocol(llm, cfg.decide, study)
+        say.on_session_start(study, cfg.trials, protocol)
+        ctx = TuneContext(
+            study, Portfolio(study, seed=cfg.seed),
+            Trainer(study, wl, pruner=Pruner(study, cfg.pruner), seed=cfg.seed,
+                    in_process=not cfg.isolate),
+            PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, protocol=protocol), llm,
+            protocol=protocol, max_trials=cfg.trials, time_budget_s=cfg.time_budget_s,
+            max_retries=cfg.max_retries, speculation=speculation_mode(cfg),
+            bounds=_bounds(cfg), selftune_every=cfg.selftune_every if cfg.selftune else 0,
+            on_trial=lambda trial, tool: say.on_trial_complete(study, trial, tool))
+        if len(study.finished_ids()) < cfg.trials:
+            with _cancel_on_signals(ctx):
+                graph.invoke(ctx.initial_state(cfg.tau, cfg.depth or 1, cfg.context or 24,
+                                               cfg.plan or 1),
+                             {"recursion_limit": ctx.recursion_limit()}, context=ctx)
         interrupted = False
     except Exception:
         if new and not study.trials():  # failed before its first trial: leave nothing behind
@@ -161,29 +170,33 @@ def _bounds(cfg: TuneConfig) -> Bounds:
 
 
 @contextlib.contextmanager
-def _cancel_on_ctrl_c(ctx: TuneContext) -> Iterator[None]:
-    """Ctrl-C cancels the trials in flight at once, then interrupts as usual.
+def _cancel_on_signals(ctx: TuneContext) -> Iterator[None]:
+    """Ctrl-C and SIGTERM cancel the trials in flight at once, then interrupt as usual
+    (SIGTERM as :class:`~asap.tools.types.Terminated`, a KeyboardInterrupt).
 
     Why a handler: the trial is awaited on a LangGraph worker thread, and the graph lets running
     branches finish before the KeyboardInterrupt reaches us; cancelling first makes that prompt.
-    It is installed for the session only (main thread only) and the previous one restored.
+    They are installed for the session only (main thread only) and the previous ones restored.
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers live in the main thread only
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        ctx.trainer.cancel_all(CTRL_C)
-        raise KeyboardInterrupt
+        term = signum == signal.SIGTERM
+        ctx.trainer.cancel_all(SIGTERM if term else CTRL_C)
+        raise Terminated if term else KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # The signal can land between a trial's row and its job (or the graph may have dropped
         # a branch): wait for the cancelled workers to be recorded, then close any row left open.
-        ctx.trainer.cancel_all(CTRL_C, wait_s=30)
-        ctx.study.fail_running(CTRL_C)
+        reason = SIGTERM if isinstance(exc, Terminated) else CTRL_C
+        ctx.trainer.cancel_all(reason, wait_s=30)
+        ctx.study.fail_running(reason)
         raise
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

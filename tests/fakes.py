@@ -164,12 +164,17 @@ class FakeOpenAI:
         self.requests: list[dict] = []
         self.arrived = threading.Event()
         self.slow_s, self.answer, self.delay_s = slow_s, answer, delay_s
+        self.models = b'{"object": "list", "data": [{"id": "fake", "object": "model"}]}'
         self._lock = threading.Lock()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):  # quiet
                 pass
+
+            def do_GET(self):  # GET /models: what asap checks before a session
+                kind = "text/html" if fake.models.startswith(b"<") else "application/json"
+                self._send(200, fake.models, kind)
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -28,9 +29,9 @@ import sqlite_utils
 
 from asap.tools.space import Space
 from asap.tools.study import LedgerError, RepeatError, Study
-from asap.tools.types import Direction
+from asap.tools.types import STUDY_NAME, Direction
 
-__all__ = ["Ledger", "LedgerError", "RepeatError", "Study"]
+__all__ = ["Ledger", "LedgerError", "RepeatError", "Study", "check_ledger_path"]
 
 
 _SCHEMA = {
@@ -46,32 +47,123 @@ _SCHEMA = {
 }
 
 
+APPLICATION_ID = 0x41534150  # "ASAP" in SQLite's application_id header field
+SCHEMA_VERSION = 1  # PRAGMA user_version; bump with a step in _MIGRATIONS
+_MIGRATIONS: dict[int, list[str]] = {
+    # version -> the statements that bring a ledger of the version before it up to it.
+    # 0 -> 1: ledgers written before the schema had a version: the same tables, now stamped.
+    1: [],
+}
+
+
+_CHECKPOINT_TABLES = {"checkpoints", "writes"}  # LangGraph's SqliteSaver: the chat's threads
+
+
+def check_ledger_path(path: str | Path) -> Path:
+    """Refuse a path that cannot be, or is not, an asap ledger, without writing anything.
+
+    Why before anything else: a session validates everything (this, the endpoint, the model)
+    before it creates the ledger, so a refusal leaves no file behind.
+    """
+    path = Path(path)
+    if str(path) == ":memory:":
+        return path
+    if path.is_dir():
+        raise LedgerError(f"{path} is a directory; --db names the ledger file (e.g. {path}/asap.db)")
+    if not path.parent.exists():
+        raise LedgerError(f"the directory {path.parent} for the ledger does not exist")
+    if path.exists() and path.stat().st_size:
+        _identify(path)
+    elif not os.access(path.parent, os.W_OK):
+        raise LedgerError(f"cannot create the ledger {path}: the directory {path.parent} is "
+                          "not writable")
+    return path
+
+
+def _identify(path: Path) -> int:
+    """The schema version of the asap ledger at ``path`` (0: written before versions); a file
+    that is not one is refused, unchanged, with what it is instead."""
+    with open(path, "rb") as f:
+        header = f.read(100)
+    if not header.startswith(b"SQLite format 3\x00"):
+        raise LedgerError(f"{path} is not an asap ledger (not a SQLite database); "
+                          "pass another --db")
+    # The header's fields can be stale while a writer's WAL holds newer pages: ask SQLite, read
+    # only (it then sees the WAL), and fall back to the header when that cannot open.
+    app_id, version = int.from_bytes(header[68:72], "big"), int.from_bytes(header[60:64], "big")
+    tables: set[str] = set()
+    cols: set[str] = set()
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            cols = {r[1] for r in conn.execute("PRAGMA table_info(studies)")}
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        pass  # e.g. a WAL file without its shared-memory index in a read-only directory
+    except sqlite3.DatabaseError as exc:
+        raise LedgerError(f"{path} cannot be read as a SQLite database ({exc})") from None
+    if app_id == APPLICATION_ID:
+        if version > SCHEMA_VERSION:
+            raise LedgerError(f"{path} was written by a newer asap (ledger schema {version}, this "
+                              f"one reads up to {SCHEMA_VERSION}); upgrade asap-hpo")
+        return version
+    if app_id:
+        raise LedgerError(f"{path} is another application's SQLite database "
+                          f"(application id {app_id:#x}); pass another --db")
+    # No id: a ledger from before versions (adopted, as is a chat file that holds LangGraph's
+    # checkpoints and no study yet), or someone else's database.
+    ours = set(_SCHEMA["studies"][0]) <= cols and "trials" in tables
+    if tables and not ours and not tables <= _CHECKPOINT_TABLES:
+        raise LedgerError(f"{path} is another application's SQLite database (tables: "
+                          f"{', '.join(sorted(tables))}); asap keeps its own ledger: pass "
+                          "another --db")
+    return 0
+
+
 class Ledger:
-    """A SQLite ledger file; cheap to open, safe to share between processes (WAL + busy timeout)."""
+    """A SQLite ledger file; cheap to open, safe to share between processes (WAL + busy timeout).
+
+    The file carries asap's application id and a schema version (SQLite's header fields): any
+    other file is refused unchanged, an older ledger is migrated in one transaction on open.
+    """
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
-        path = Path(path)
-        if str(path) != ":memory:" and not path.parent.exists():
-            raise LedgerError(f"the directory {path.parent} for the ledger does not exist")
+        path = check_ledger_path(path)
         self.path = path
         self._lock = threading.RLock()  # one connection, shared by the supervisor threads
-        conn = sqlite3.connect(str(path), timeout=busy_timeout_s, check_same_thread=False,
-                               isolation_level=None)
-        self.db = sqlite_utils.Database(conn)
-        self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        if str(path) != ":memory:":
-            self.db.enable_wal()
-        self.db.execute("PRAGMA synchronous = NORMAL")
-        self._ensure_schema()
+        try:
+            conn = sqlite3.connect(str(path), timeout=busy_timeout_s, check_same_thread=False,
+                                   isolation_level=None)
+            self.db = sqlite_utils.Database(conn)
+            self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            if str(path) != ":memory:":
+                self.db.enable_wal()
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self._ensure_schema()
+        except sqlite3.DatabaseError as exc:  # read-only file, full disk, locked for good
+            raise LedgerError(f"cannot open the ledger {path}: {exc}") from None
 
     def _ensure_schema(self) -> None:
         with self.transaction():
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if self.db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+                version = 0  # new, or written before versions (check_ledger_path vetted it)
             for name, (columns, pk) in _SCHEMA.items():
                 table = self.db.table(name)
                 if not table.exists():
                     table.create(columns, pk=pk, not_null={pk} if pk == "name" else None)
             self.db["trials"].create_index(["study", "number"], unique=True, if_not_exists=True)
             self.db["timing"].create_index(["study", "kind"], if_not_exists=True)
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[step]:
+                    self.db.execute(statement)
+            if version != SCHEMA_VERSION:
+                self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -94,8 +186,9 @@ class Ledger:
                      workload: str = "", meta: dict[str, Any] | None = None) -> Study:
         if direction not in ("minimize", "maximize"):
             raise LedgerError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
-        if not name or not name.strip():
-            raise LedgerError("a study needs a non-empty name")
+        if not STUDY_NAME.match(name or ""):
+            raise LedgerError(f"{name!r} is not a study name: use up to 128 letters, digits, "
+                              "'.', '_' or '-', starting with a letter or digit")
         with self.transaction():
             if self.db["studies"].count_where("name = ?", [name]):
                 raise LedgerError(f"study '{name}' already exists in {self.path}")

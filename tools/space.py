@@ -95,10 +95,7 @@ class Space(BaseModel):
             text = path.read_text()
         except OSError as exc:
             raise SpaceError(f"cannot read search space file {path}: {exc.strerror}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise SpaceError(f"search space file {path} is not valid YAML/JSON: {exc}") from None
+        data = load_yaml(text, f"search space file {path}")
         try:
             return cls.from_dict(data)
         except SpaceError as exc:
@@ -218,3 +215,45 @@ def _explain(exc: ValidationError, items: list[Any]) -> str:
     if msg.startswith("parameter '") or not where:
         return msg
     return f"{where}: {msg}"
+
+
+MAX_YAML_BYTES = 1_000_000
+MAX_YAML_NODES = 100_000  # after alias expansion
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many nodes ``node`` stands for once aliases are expanded, counted over the shared
+    graph (linear in the document): nested aliases ("billion laughs") grow this exponentially."""
+    key = id(node)
+    if key not in memo:
+        memo[key] = 0  # a recursive alias counts once
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        memo[key] = 1 + sum(_expanded_size(c, memo) for c in children)
+    return memo[key]
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """YAML (or JSON) from a person's file, bounded in size before and after alias expansion; a
+    :class:`SpaceError` names ``source`` and the problem."""
+    if len(text) > MAX_YAML_BYTES:
+        raise SpaceError(f"{source} is {len(text)} bytes; a search space file is at most "
+                         f"{MAX_YAML_BYTES}")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {})
+        if size > MAX_YAML_NODES:
+            raise SpaceError(f"{source} expands to {size} values through its aliases (*name); "
+                             f"at most {MAX_YAML_NODES} are read")
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise SpaceError(f"{source} is not valid YAML/JSON: {exc}") from None
+    finally:
+        loader.dispose()

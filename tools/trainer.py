@@ -127,7 +127,7 @@ class Trainer:
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=_worker, name=f"asap-trial-{job.trial_id}", daemon=True, args=(
             child, self.workload.target, job.config, fidelity, self.workload.kwargs, os.getcwd(),
-            job.seed))
+            job.seed, os.getpid()))
         proc.start()
         child.close()
         deadline = start + self.time_limit_s
@@ -228,10 +228,11 @@ def trial_seed(seed: int, number: int) -> int:
 
 
 def _worker(conn, target: str, config: dict, fidelity: int | None, kwargs: dict, cwd: str,
-            seed: int) -> None:
+            seed: int, tuner: int) -> None:
     """Runs in the child: train, reporting each step and obeying prune decisions."""
     # A terminal's Ctrl-C reaches the whole process group; the parent decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_die_with, args=(tuner,), name="asap-watchdog", daemon=True).start()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
 
@@ -250,6 +251,29 @@ def _worker(conn, target: str, config: dict, fidelity: int | None, kwargs: dict,
         conn.send(("error", _describe(exc)))
     finally:
         conn.close()
+
+
+def _die_with(tuner: int, every_s: float = 0.5) -> None:
+    """Exit when the tuning process is gone (SIGKILLed, crashed): a worker is a grandchild (the
+    fork server starts it), so nothing else stops it, and on a GPU host it would hold the
+    device's memory and keep computing for a session that no longer exists."""
+    while _alive(tuner):
+        time.sleep(every_s)
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed parent not yet reaped is a zombie: as good as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _describe(exc: BaseException) -> str:

@@ -7,6 +7,7 @@ nothing of asap, as ``optuna/trial/_frozen.py`` sits below Optuna's storages and
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -47,3 +48,20 @@ def config_key(config: dict[str, Any]) -> str:
     """One string per validated configuration (JSON in the space's order): how the ledger stores
     it, how repeats are found, how a told trial is matched to a pending ask."""
     return json.dumps(config)
+
+
+# A study's name becomes file names (reports, the chat's space files) and comes from people, an
+# LLM's extraction and the LangGraph server API: letters, digits, dot, underscore and dash only,
+# starting with a letter or digit (no path separators, no "..", no hidden files).
+STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def safe_name(text: str) -> str:
+    """``text`` as a study or file name: each run of other characters becomes one dash."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip(".-_")[:128]
+    return name or "study"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers, systemd and container runtimes send): a session stops as on
+    Ctrl-C (trials in flight marked, the session logged) and the CLI exits 143."""

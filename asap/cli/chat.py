@@ -19,14 +19,20 @@ from langgraph.types import Command
 from rich.console import Console
 
 from asap.graphs.chat import ChatContext, build_chat_graph
+from asap.tools.ledger import Ledger
 
 EXIT = {"exit", "quit", "bye", ":q"}
 
 
 @contextlib.contextmanager
 def checkpointer(db: str) -> Iterator[Any]:
-    """LangGraph's SQLite checkpointer on the ledger file (its own tables)."""
+    """LangGraph's SQLite checkpointer on the ledger file (its own tables).
+
+    The ledger is opened first: it refuses a file that is not asap's and stamps a new one as a
+    ledger before the checkpointer adds its tables.
+    """
     from langgraph.checkpoint.sqlite import SqliteSaver
+    Ledger(db).close()
     conn = sqlite3.connect(db, check_same_thread=False)
     try:
         yield SqliteSaver(conn)

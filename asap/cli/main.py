@@ -14,8 +14,10 @@ import openai
 from rich.console import Console
 
 from asap.tools.ledger import Ledger, LedgerError
+from asap.tools.types import Terminated, safe_name
 
 console = Console()
+err = Console(stderr=True)  # errors and notices: stdout carries only results (--json)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -147,7 +149,7 @@ def _show(study_name: str, db: str, *, trials: bool = True) -> int:
     from asap.agent.stats import summarize
     from asap.cli.render import print_summary, trials_table
     if not Path(db).exists():
-        console.print(f"[red]error:[/] no ledger at {db}")
+        err.print(f"[red]error:[/] no ledger at {db}", soft_wrap=True)
         return 2
     study = Ledger(db).open_study(study_name)
     if trials:
@@ -168,11 +170,11 @@ def _report(study_name: str, db: str, out: str | None) -> int:
     from asap.agent.timeline import timeline
     from asap.cli.render import decomposition_table
     if not Path(db).exists():
-        console.print(f"[red]error:[/] no ledger at {db}")
+        err.print(f"[red]error:[/] no ledger at {db}", soft_wrap=True)
         return 2
     study = Ledger(db).open_study(study_name)
     d = decompose(study)
-    png = timeline(study, out or f"{study.name}-timeline.png")
+    png = timeline(study, out or f"{safe_name(study.name)}-timeline.png")  # stays in this dir
     console.print(decomposition_table(study, d))
     for k in d["knobs"]:
         console.print(f"self-tuning: tau={k['tau']:.4g} depth={k['depth']} context={k['context']} "
@@ -242,14 +244,18 @@ def main(argv: list[str] | None = None) -> int:
             return _eval(args)
         if args.command == "chat":
             return _chat(args)
+    except Terminated:
+        err.print("terminated (SIGTERM): everything finished so far is saved; re-run to resume")
+        return 143
     except KeyboardInterrupt:
-        console.print("interrupted: everything finished so far is saved; re-run to resume")
+        err.print("interrupted: everything finished so far is saved; re-run to resume")
         return 130
     except (LedgerError, RuntimeError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
         return 2
     except openai.OpenAIError as exc:
-        console.print(f"[red]error:[/] the LLM endpoint failed: {type(exc).__name__}: {exc}")
+        err.print(f"[red]error:[/] the LLM endpoint failed: {type(exc).__name__}: {exc}",
+                  soft_wrap=True)
         return 2
     return 1
 

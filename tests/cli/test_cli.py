@@ -74,18 +74,74 @@ def test_an_invalid_space_file_is_one_clear_line_and_writes_nothing(tmp_path, ca
     db = tmp_path / "none.db"
     monkeypatch.chdir(USERWL)
     assert main(["tune", "faulty:ok", "--space", str(path), "--db", str(db)]) == 2
-    assert message in capsys.readouterr().out
+    assert message in capsys.readouterr().err
     assert not db.exists()
+
+
+BOMB = "\n".join([f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)])
 
 
 @pytest.mark.parametrize("args, message", [
     (["tune", "nosuchmodule:fit"], "cannot import module 'nosuchmodule'"),
     (["tune", "hpobench:australian", "--base-url", "localhost:8000"], "http(s) URL"),
     (["tune", "hpobench:australian", "--base-url", "http://127.0.0.1:9/v1", "--trials", "2"],
-     "the LLM endpoint failed"),
+     "nothing answers at http://127.0.0.1:9/v1"),
+    (["tune", "hpobench:australian", "--model", "{tmp}/none.gguf"], "does not exist"),
+    (["tune", "hpobench:australian", "--model", "{tmp}/notes.txt"], "is not a GGUF model file"),
+    (["tune", "hpobench:australian", "--time-scale", "inf"], "finite number"),
+    (["tune", "hpobench:australian", "--tau", "nan"], "tau: Input should be a finite number"),
+    (["tune", "hpobench:australian", "--study", "../../evil"], "is not a study name"),
+    (["tune", "faulty:ok", "--space", "{tmp}/bomb.yaml"], "through its aliases"),
 ])
-def test_bad_workloads_and_endpoints_write_nothing(tmp_path, capsys, args, message):
+def test_refusals_write_nothing(tmp_path, capsys, monkeypatch, args, message):
+    (tmp_path / "notes.txt").write_text("not a model\n")
+    (tmp_path / "bomb.yaml").write_text("l0: &l0 [lol]\n" + BOMB + "\nparams: *l8\n")
+    monkeypatch.chdir(USERWL)
     db = tmp_path / "x.db"
-    assert main([*args, "--db", str(db)]) == 2
-    assert message in capsys.readouterr().out
-    assert not db.exists() or not Ledger(db).study_names()  # no half-made study
+    assert main([*(a.replace("{tmp}", str(tmp_path)) for a in args), "--db", str(db)]) == 2
+    out = capsys.readouterr()
+    assert message in out.err and out.out == ""  # errors on stderr; stdout is for results
+    assert "\n" not in out.err.strip()  # one line, not wrapped at 80 columns
+    assert not db.exists()  # validated before the ledger is created
+
+
+def _other_app(path):
+    import sqlite3
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE trials (id INTEGER, payload TEXT)")
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.mkdir(), "is a directory"),
+    (lambda p: p.write_bytes(bytes(range(256)) * 16), "not an asap ledger"),
+    (_other_app, "another application's SQLite database (tables: trials)"),
+])
+@pytest.mark.parametrize("command", [["tune", "hpobench:australian", "--trials", "1"],
+                                     ["show", "s"], ["report", "s"]])
+def test_a_file_that_is_not_an_asap_ledger_is_refused_unchanged(tmp_path, capsys, make, message,
+                                                                command):
+    db = tmp_path / "x.db"
+    make(db)
+    before = db.read_bytes() if db.is_file() else None
+    assert main([*command, "--db", str(db)]) == 2
+    assert message in capsys.readouterr().err
+    assert (db.read_bytes() if db.is_file() else None) == before
+    assert not (tmp_path / "x.db-wal").exists()
+
+
+def test_a_garbage_endpoint_is_named_before_anything_is_written(tmp_path, capsys):
+    from fakes import FakeOpenAI
+    server = FakeOpenAI()
+    server.models = b"<html><body>502 Bad Gateway</body></html>"
+    server.start()
+    try:
+        db = tmp_path / "x.db"
+        assert main(["tune", "hpobench:australian", "--base-url", server.base_url,
+                     "--db", str(db)]) == 2
+    finally:
+        server.stop()
+    err = capsys.readouterr().err
+    assert f"{server.base_url} answered GET /models with '<html><body>502" in err
+    assert not db.exists()

@@ -149,3 +149,33 @@ def test_two_processes_on_one_ledger(tmp_path, server):
     pids = {t.meta["pid"] for t in trials}
     assert len(pids) == 2  # both processes trained trials of the study
     assert len({json.dumps(t.config) for t in trials}) == len(trials)  # never the same config
+
+
+@pytest.mark.e2e
+def test_a_sigkilled_session_leaves_no_worker_computing(tmp_path, server):
+    """The worker is the fork server's child: it must notice the tuner is gone and exit."""
+    import os
+    userwl = Path(__file__).parents[1] / "userwl"
+    pidfile = tmp_path / "worker.pid"
+    cmd = [sys.executable, "-m", "asap.cli", "tune", "faulty:pid_then_hangs", "--space",
+           str(userwl / "space.yaml"), "--trials", "1", "--db", str(tmp_path / "o.db"),
+           "--base-url", server.base_url, "--model", "fake", "--decide", "json"]
+    proc = subprocess.Popen(cmd, cwd=userwl, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "ASAP_TEST_PIDFILE": str(pidfile)})
+    assert until(proc, pidfile.exists), "the session ended before its trial started"
+    while not pidfile.read_text():  # written, not yet flushed
+        time.sleep(0.01)
+    worker = int(pidfile.read_text())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + GUARD_S
+    while Path(f"/proc/{worker}").exists() and _state(worker) != "Z":
+        assert time.monotonic() < deadline, "the worker outlived its session"
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"

@@ -93,3 +93,41 @@ def test_a_repeat_is_refused_in_the_inserting_transaction(ledger, toy_space):
     assert info.value.number == 0 and len(study.trials()) == 1  # nothing written
     study.start_trial(cfg, tool="c")  # asked for explicitly: allowed
     assert len(study.trials()) == 2
+
+
+def test_a_ledger_carries_asaps_id_and_schema_version(tmp_path, toy_space):
+    import sqlite3
+
+    from asap.tools.ledger import APPLICATION_ID, SCHEMA_VERSION
+    Ledger(tmp_path / "v.db").create_study("s", toy_space, metric="loss", direction="minimize")
+    conn = sqlite3.connect(tmp_path / "v.db")
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+def test_a_ledger_from_before_versions_is_migrated_and_a_newer_one_refused(tmp_path, toy_space):
+    import sqlite3
+
+    from asap.tools.ledger import SCHEMA_VERSION
+    path = tmp_path / "old.db"
+    Ledger(path).create_study("s", toy_space, metric="loss", direction="minimize")
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA application_id = 0")  # as ledgers were written before versions
+    conn.execute("PRAGMA user_version = 0")
+    conn.commit()
+    conn.close()
+    assert Ledger(path).study_names() == ["s"]  # adopted, its studies intact
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(LedgerError, match="written by a newer asap"):
+        Ledger(path)
+
+
+@pytest.mark.parametrize("name", ["../../evil", "/abs/path", ".hidden", "a b", "x" * 129, ""])
+def test_study_names_cannot_become_paths(ledger, toy_space, name):
+    with pytest.raises(LedgerError, match="is not a study name"):
+        ledger.create_study(name, toy_space, metric="loss", direction="minimize")

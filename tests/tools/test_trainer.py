@@ -82,11 +82,11 @@ def test_ctrl_c_closes_a_row_that_has_no_job_yet(user):
     """The signal can land between the trial's row and its worker: nothing stays 'running'."""
     from types import SimpleNamespace
 
-    from asap.graphs.session import _cancel_on_ctrl_c
+    from asap.graphs.session import _cancel_on_signals
     study, trainer = user("hangs")
     job = trainer.start({"x": 0.1}, tool="llm")
     orphan = study.start_trial({"x": 0.3}, tool="llm")
-    with pytest.raises(KeyboardInterrupt), _cancel_on_ctrl_c(SimpleNamespace(study=study, trainer=trainer)):
+    with pytest.raises(KeyboardInterrupt), _cancel_on_signals(SimpleNamespace(study=study, trainer=trainer)):
         raise KeyboardInterrupt
     assert "Ctrl-C" in job.wait(0).error
     assert study.trial(orphan).status == "failed" and "Ctrl-C" in study.trial(orphan).error

@@ -37,6 +37,13 @@ def hangs(config, report):
     time.sleep(600)
 
 
+def pid_then_hangs(config, report):
+    """Writes its worker's pid where ``ASAP_TEST_PIDFILE`` says, then hangs."""
+    with open(os.environ["ASAP_TEST_PIDFILE"], "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(600)
+
+
 def non_numeric(config, report):
     return {"score": "high"}
 

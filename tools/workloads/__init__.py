@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from asap.tools.space import Space, SpaceError
+from asap.tools.space import Space, SpaceError, load_yaml
 
 BUILTIN = {
     "digits-mlp": ("asap.tools.workloads.digits:digits_mlp", "val_accuracy", "maximize", 20),
@@ -95,12 +95,12 @@ def _user(ref: str, space_file: Any, metric: str | None, direction: str | None) 
     if space_file is None:
         raise WorkloadError(f"workload {ref!r} needs a search space file (--space FILE)")
     space = Space.from_file(space_file)
-    data = yaml.safe_load(Path(space_file).read_text())  # valid: from_file just read it
+    data = load_yaml(Path(space_file).read_text(), str(space_file))  # from_file vetted it
     meta = data if isinstance(data, dict) and "params" in data else {}
     metric = metric or meta.get("metric")
     direction = direction or meta.get("direction", "maximize")
     if not metric:
-        raise WorkloadError(f"workload {ref!r}: name the metric (--metric or 'metric:' in the space file)")
+        raise WorkloadError(f"workload {ref!r}: name the metric: add a 'metric:' line to the space file")
     if direction not in ("minimize", "maximize"):
         raise WorkloadError(f"direction must be minimize or maximize, got {direction!r}")
     return Workload(ref, ref, space, metric, direction, meta.get("fidelity"))
