@@ -29,7 +29,10 @@ class TuneConfig(BaseModel):
 
     workload: str = Field(min_length=1)
     trials: int = Field(default=20, ge=1, le=100_000, description="trial budget")
-    time_budget_s: float | None = Field(default=None, gt=0, description="wall-clock budget")
+    time_budget_s: float | None = Field(default=None, gt=0,
+                                        description="wall-clock budget; a trial still running "
+                                        "when it ends is stopped")
+    trial_timeout_s: float = Field(default=600.0, gt=0, description="per-trial time limit")
     study: str | None = Field(default=None,
                               description="default: from the workload; letters, digits, . _ -")
     db: str = "asap.db"

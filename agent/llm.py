@@ -126,6 +126,12 @@ def timed_invoke(model: Runnable, messages: Sequence[BaseMessage], *, study: Stu
             study.log_timing("llm_call", start, time.time(), trial_number=trial_number,
                              protocol=protocol, cancelled=True, **detail)
         raise
+    except LLM_ERRORS as exc:  # a failed call took its time too: it counts, marked failed
+        if study is not None:
+            study.log_timing("llm_call", start, time.time(), trial_number=trial_number,
+                             protocol=protocol, failed=f"{type(exc).__name__}: {exc}"[:200],
+                             **detail)
+        raise
     end = time.time()
     if study is not None:
         prompt, cached, completion = usage_of(message)

@@ -153,8 +153,9 @@ def _plan(knobs: Knobs, seen: Observed, b: Bounds, why: list[str]) -> tuple[Knob
 def observe(study: Study, window: int = 8) -> Observed | None:
     """The last ``window`` trials' numbers from the ledger; None until there are enough."""
     # Every decision call counts, speculative ones included (under speculation they are most of
-    # them); a cancelled call says nothing about latency or the cache.
-    calls = [c for c in study.timings("llm_call") if not c["detail"].get("cancelled")][-window:]
+    # them); a cancelled or failed call says nothing about latency or the cache.
+    calls = [c for c in study.timings("llm_call")
+             if not (c["detail"].get("cancelled") or c["detail"].get("failed"))][-window:]
     trains = study.timings("train")[-window:]
     if len(calls) < 3 or len(trains) < 3:
         return None

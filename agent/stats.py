@@ -63,10 +63,9 @@ def summarize(study: Study) -> dict[str, Any]:
     trials = study.trials()
     best = study.best()
     calls = study.timings("llm_call")
-    sessions = study.events("session")
-    wall = sum(s["detail"]["end"] - s["detail"]["start"] for s in sessions)
     train_s = sum(t["duration"] for t in study.timings("train"))
     d = decompose(study)
+    wall = d["wall_s"]
     tools_s = sum(t["duration"] for t in study.timings("tool_call"))
     protocol = next((e["detail"]["chosen"] for e in reversed(study.events("protocol"))), None)
     return {
@@ -80,6 +79,7 @@ def summarize(study: Study) -> dict[str, Any]:
         "per_tool": {k: {"trials": r.trials, "improvements": r.improvements}
                      for k, r in sorted(tool_records(study).items())},
         "protocol": protocol, "llm_calls": len(calls),
+        "llm_failed_calls": sum(bool(c["detail"].get("failed")) for c in calls),
         "llm_median_s": statistics.median(c["duration"] for c in calls) if calls else None,
         "cached_share": cached_share(calls),
         "prompt_tokens": sum(c["prompt_tokens"] or 0 for c in calls),
@@ -116,6 +116,17 @@ def overlap(a: Interval, busy: list[Interval]) -> float:
     return sum(max(0.0, min(a[1], e) - max(a[0], s)) for s, e in busy)
 
 
+def wall_clock(study: Study, rows: list[dict[str, Any]]) -> float:
+    """Seconds the study was worked on: the union of its sessions and of every timed row.
+
+    A session killed before it logged itself (SIGKILL, a crash) still spent its rows' time, so
+    summing the logged sessions alone undercounts, and shares of it passed 100 %.
+    """
+    spans = [(e["detail"]["start"], e["detail"]["end"]) for e in study.events("session")]
+    spans += [(r["start"], r["end"]) for r in rows]
+    return sum(e - s for s, e in merge(spans))
+
+
 def decompose(study: Study) -> dict[str, Any]:
     """Exposed and hidden LLM time, speculation's accept rate and waste, cache share, knobs."""
     trains = study.timings("train")
@@ -129,11 +140,7 @@ def decompose(study: Study) -> dict[str, Any]:
     exposed = sum(e - s - overlap((s, e), busy) for s, e in waiting)
     hidden = sum(overlap((c["start"], c["end"]), busy) for c in critical)
     judged = study.events("speculation")
-    sessions = study.events("session")
-    wall = sum(s["detail"]["end"] - s["detail"]["start"] for s in sessions)
-    if not wall and (trains or calls):
-        rows = trains + calls
-        wall = max(r["end"] for r in rows) - min(r["start"] for r in rows)
+    wall = wall_clock(study, trains + calls)
     return {
         "wall_s": wall,
         "train_s": sum(t["duration"] for t in trains),

@@ -109,12 +109,14 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
         ctx = TuneContext(
             study, Portfolio(study, seed=cfg.seed),
             Trainer(study, wl, pruner=Pruner(study, cfg.pruner), seed=cfg.seed,
-                    in_process=not cfg.isolate),
+                    in_process=not cfg.isolate, time_limit_s=cfg.trial_timeout_s,
+                    stop_at=None if cfg.time_budget_s is None else started + cfg.time_budget_s),
             PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, protocol=protocol), llm,
             protocol=protocol, max_trials=cfg.trials, time_budget_s=cfg.time_budget_s,
             max_retries=cfg.max_retries, speculation=speculation_mode(cfg),
             bounds=_bounds(cfg), selftune_every=cfg.selftune_every if cfg.selftune else 0,
-            on_trial=lambda trial, tool: say.on_trial_complete(study, trial, tool))
+            on_trial=lambda trial, tool: say.on_trial_complete(study, trial, tool),
+            say=say.on_message)
         if len(study.finished_ids()) < cfg.trials:
             with _cancel_on_signals(ctx):
                 graph.invoke(ctx.initial_state(cfg.tau, cfg.depth or 1, cfg.context or 24,

@@ -45,8 +45,11 @@ def await_train(state: TuningState, runtime: Runtime[TuneContext]) -> TuningStat
     ctx = runtime.context
     flight = ctx.flights.get(state["trial_id"])
     trial = flight.job.wait()
-    if ctx.speculation == "threshold" and (flight.level >= 1 or _missed(flight, state["knobs"])):
-        flight.cancel.set()  # a chained call would delay the next trial; a missed one is useless
+    if not ctx.breaker.closed() or (ctx.speculation == "threshold" and (
+            flight.level >= 1 or _missed(flight, state["knobs"]))):
+        # A chained call would delay the next trial, a missed one is useless, and one on a
+        # failing endpoint must not hold up the critical path.
+        flight.cancel.set()
     return {"trained": trial.id}
 
 
@@ -64,7 +67,7 @@ def speculate(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     ctx = runtime.context
     knobs = _selftune(ctx, state["knobs"])
     chain = list(state.get("chain") or [])
-    if ctx.speculation == "off" or state.get("plan_left", 0) > 0:
+    if ctx.speculation == "off" or state.get("plan_left", 0) > 0 or not ctx.breaker.closed():
         drop(ctx, chain)  # a round the plan covers needs no LLM: nothing to decide ahead
         return {"chain": [], "knobs": knobs}
     catch_up(ctx, state)  # off the critical path, before the forks copy the tools

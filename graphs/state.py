@@ -27,7 +27,15 @@ from langchain_core.tools import BaseTool
 
 from asap.agent.config import Protocol
 from asap.agent.decision import decision_schema
-from asap.agent.llm import ToolCaller, json_model, timed_invoke
+from asap.agent.breaker import Breaker
+from asap.agent.llm import (
+    LLM_ERRORS,
+    EmptyAnswer,
+    ToolCaller,
+    is_context_overflow,
+    json_model,
+    timed_invoke,
+)
 from asap.agent.prior import Score
 from asap.agent.prompt import PromptBuilder, PromptLog, label
 from asap.agent.selftune import Bounds, Knobs
@@ -117,10 +125,14 @@ class TuneContext:
     started: float = field(default_factory=time.time)
     on_trial: Callable[[Trial, str], None] | None = None  # progress displays
     flights: Flights = field(default_factory=Flights)
+    say: Callable[[str], None] | None = None  # notices for a person (the circuit breaker)
+    breaker: Breaker = field(default_factory=Breaker)
     caller: ToolCaller | None = field(default=None, init=False)
     tools: Mapping[str, BaseTool] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
+        if self.breaker.on_change is None:
+            self.breaker.on_change = self._breaker_changed
         if self.builder.protocol != self.protocol:
             raise ValueError(f"the prompt builder renders the {self.builder.protocol} protocol, "
                              f"the context asks for {self.protocol}")
@@ -130,6 +142,11 @@ class TuneContext:
             box = Toolbox(self.study, self.portfolio, self.trainer).tools()
             object.__setattr__(self, "tools", {t.name: t for t in box if t.name != "train_on_gpu"})
             object.__setattr__(self, "caller", ToolCaller(self.llm, [*box, stop_tool()], self.study))
+
+    def _breaker_changed(self, state: str, reason: str) -> None:
+        self.study.log_event("llm_breaker", state=state, reason=reason)
+        if self.say is not None:
+            self.say(f"LLM circuit {state}: {reason}")
 
     def spent(self) -> bool:
         """The trial or the wall-clock budget is used up."""
@@ -208,12 +225,21 @@ def ask(ctx: TuneContext, messages: list[BaseMessage], n_labels: int, detail: di
         cancel: threading.Event | None = None) -> BaseMessage:
     """One LLM call in the session's protocol, timed into the ledger."""
     trial_number = len(ctx.study.trials())
-    if ctx.caller is not None:
-        return ctx.caller.invoke(messages, cancel=cancel, trial_number=trial_number, **detail)
-    model = json_model(ctx.llm, decision_schema([label(i) for i in range(n_labels)],
-                                                ctx.study.space))
-    return timed_invoke(model, messages, study=ctx.study, protocol="json",
-                        trial_number=trial_number, cancel=cancel, **detail)
+    try:
+        if ctx.caller is not None:
+            answer = ctx.caller.invoke(messages, cancel=cancel, trial_number=trial_number,
+                                       **detail)
+        else:
+            model = json_model(ctx.llm, decision_schema([label(i) for i in range(n_labels)],
+                                                        ctx.study.space))
+            answer = timed_invoke(model, messages, study=ctx.study, protocol="json",
+                                  trial_number=trial_number, cancel=cancel, **detail)
+    except LLM_ERRORS as exc:
+        if not (is_context_overflow(exc) or isinstance(exc, EmptyAnswer)):
+            ctx.breaker.failure(type(exc).__name__)  # (those two: the endpoint itself works)
+        raise
+    ctx.breaker.success()
+    return answer
 
 
 def decision_text(proposals: list[Offer], choice: Offer) -> str:

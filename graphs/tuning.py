@@ -44,7 +44,7 @@ from asap.graphs.state import (
     decision_text,
     planned,
 )
-from asap.tools.ledger import RepeatError
+from asap.tools.ledger import BudgetSpent, RepeatError
 from asap.tools.portfolio import LIBRARIES, PANEL, Offer
 from asap.tools.trainer import TrainingJob
 from asap.tools.types import Trial
@@ -77,6 +77,8 @@ def agent(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     ctx = runtime.context
     if ctx.llm is None:
         return {"error": "no LLM configured"}
+    if not ctx.breaker.allow():
+        return {"error": "the LLM circuit is open after failed calls: the prior decides"}
     messages, detail = state["messages"], {"round": state["round"], "step": state["steps"] + 1}
     log, knobs, update = state["log"], state["knobs"], {}
     for _ in range(3):
@@ -148,7 +150,11 @@ def dispatch(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     ctx = runtime.context
     if (verify := state.get("verify")) is not None:  # lossless: was the speculative one it?
         _record_verdict(ctx, verify, state["choice"], state["round"])
-    flight = ctx.flights.start(_start_fresh(ctx, state["choice"], state["round"]))
+    try:
+        job = _start_fresh(ctx, state["choice"], state["round"])
+    except BudgetSpent:  # other processes on this study took the last slots
+        return {"spent": True, "verify": None}
+    flight = ctx.flights.start(job)
     trial = ctx.study.trial(flight.job.trial_id)
     _record_decision(ctx, state, trial)
     chain = list(state.get("chain") or [])
@@ -166,14 +172,15 @@ def _start_fresh(ctx: TuneContext, choice: Offer, round_no: int, tries: int = 5)
     tool, config = choice
     for _ in range(tries):
         try:
-            return ctx.trainer.start(config, tool=tool, allow_repeat=False)
+            return ctx.trainer.start(config, tool=tool, allow_repeat=False, limit=ctx.max_trials)
         except RepeatError as exc:
             lib, _, alg = tool.partition(":")
             if lib not in LIBRARIES:
                 tool, lib, alg = "optuna:random", "optuna", "random"
             ctx.study.log_event("repeat_avoided", tool=tool, round=round_no, trial=exc.number)
             config = ctx.portfolio.ask(lib, alg, 1)[0]
-    return ctx.trainer.start(config, tool=tool)  # a space this small repeats by necessity
+    # a space this small repeats by necessity
+    return ctx.trainer.start(config, tool=tool, limit=ctx.max_trials)
 
 
 def _record_decision(ctx: TuneContext, state: TuningState, trial: Trial) -> None:
@@ -201,6 +208,11 @@ def after_propose(state: TuningState) -> str:
     return "dispatch" if state.get("choice") else "agent"
 
 
+def after_dispatch(state: TuningState) -> str | list[str]:
+    """Train and speculate side by side; or end, when no trial slot was left to start."""
+    return END if state.get("spent") else ["await_train", "speculate"]
+
+
 def after_guard(state: TuningState) -> str:
     if state.get("stop"):
         return END
@@ -222,8 +234,7 @@ def build_tuning_graph():
     g.add_conditional_edges("propose", after_propose, ["agent", "dispatch"])
     g.add_edge("agent", "guard")
     g.add_conditional_edges("guard", after_guard, ["agent", "dispatch", END])
-    g.add_edge("dispatch", "await_train")
-    g.add_edge("dispatch", "speculate")
+    g.add_conditional_edges("dispatch", after_dispatch, ["await_train", "speculate", END])
     g.add_edge(["await_train", "speculate"], "reconcile")
     g.add_conditional_edges("reconcile", after_reconcile, ["dispatch", "propose", END])
     return g.compile()

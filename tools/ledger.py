@@ -28,10 +28,10 @@ from typing import Any
 import sqlite_utils
 
 from asap.tools.space import Space
-from asap.tools.study import LedgerError, RepeatError, Study
+from asap.tools.study import BudgetSpent, LedgerError, RepeatError, Study
 from asap.tools.types import STUDY_NAME, Direction
 
-__all__ = ["Ledger", "LedgerError", "RepeatError", "Study", "check_ledger_path"]
+__all__ = ["BudgetSpent", "Ledger", "LedgerError", "RepeatError", "Study", "check_ledger_path"]
 
 
 _SCHEMA = {

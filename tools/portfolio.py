@@ -39,6 +39,7 @@ class Portfolio:
         self._optimizers: dict[str, Optimizer] = {}
         self._told: dict[str, set[int]] = {}
         self._hypothetical: list[Trial] = []  # told to every optimizer of a fork (speculation)
+        self.broken: dict[str, str] = {}  # tool -> why it failed: left out of later rounds
 
     def optimizer(self, library: str, algorithm: str) -> Optimizer:
         key = f"{library}:{algorithm}"
@@ -61,14 +62,17 @@ class Portfolio:
         if not self._optimizers:
             return 0
         finished = self.study.finished_ids()
-        seen = set.intersection(*self._told.values())
+        seen = set.intersection(*self._told.values()) if self._told else set()
         new = {i: self.study.trial(i) for i in finished if i not in seen}
-        for key, opt in self._optimizers.items():
+        for key, opt in list(self._optimizers.items()):
             told = self._told[key]
-            for tid in sorted(new):
-                if tid not in told:
-                    opt.tell(new[tid])
-                    told.add(tid)
+            try:
+                for tid in sorted(new):
+                    if tid not in told:
+                        opt.tell(new[tid])
+                        told.add(tid)
+            except Exception as exc:  # noqa: BLE001 - as in panel_offers
+                self._drop(key, exc)
         return len(new)
 
     def fork(self, hypothetical: list[Trial]) -> Portfolio:
@@ -82,9 +86,13 @@ class Portfolio:
         twin._optimizers = copy.deepcopy(self._optimizers)
         twin._told = {k: v | {t.id for t in hypothetical} for k, v in self._told.items()}
         twin._hypothetical = [*self._hypothetical, *hypothetical]
-        for opt in twin._optimizers.values():
-            for trial in hypothetical:
-                opt.tell(trial)
+        twin.broken = dict(self.broken)
+        for key, opt in list(twin._optimizers.items()):
+            try:
+                for trial in hypothetical:
+                    opt.tell(trial)
+            except Exception as exc:  # noqa: BLE001 - as in panel_offers
+                twin._drop(key, exc)
         return twin
 
     def ask(self, library: str, algorithm: str, n: int = 1) -> list[dict[str, Any]]:
@@ -101,22 +109,46 @@ class Portfolio:
         offers: list[Offer] = []
         for lib, alg in PANEL:
             tool, config = f"{lib}:{alg}", None
-            for _ in range(retries + 1):
-                config = self.ask(lib, alg, 1)[0]
-                if config_key(config) not in seen:
-                    break
-            else:
-                tool, config = "optuna:random", self._fresh_random(seen)
+            if tool in self.broken:
+                continue
+            try:
+                for _ in range(retries + 1):
+                    config = self.ask(lib, alg, 1)[0]
+                    if config_key(config) not in seen:
+                        break
+                else:
+                    tool, config = "optuna:random", self._fresh_random(seen)
+            except Exception as exc:  # noqa: BLE001 - a library bug must not end the session
+                self._drop(tool, exc)
+                continue
             seen.add(config_key(config))
             offers.append((tool, config))
+        if not offers:  # every tool of the panel failed: random sampling still proposes
+            offers.append(("optuna:random", self._fresh_random(seen)))
         return offers
+
+    def _drop(self, tool: str, exc: Exception) -> None:
+        """Leave a failing tool out of this session's rounds, and say why in the ledger.
+
+        Measured: Nevergrad's NGOpt raised a TypeError inside its metamodel at the 13th trial
+        of a one-parameter space, every round after, and again on every resume.
+        """
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        self.broken[tool] = reason
+        self._optimizers.pop(tool, None)
+        self._told.pop(tool, None)
+        self.study.log_event("tool_failed", tool=tool, reason=reason)
 
     def advance(self, rounds: int) -> None:
         """Skip ``rounds`` proposals of each panel tool: the ones speculative forks (copies of
         these tools) already made and the session trained, which these tools would otherwise
         propose next (during start-up their proposals depend on their random state alone)."""
         for lib, alg in PANEL:
-            self.ask(lib, alg, rounds)
+            if f"{lib}:{alg}" not in self.broken:
+                try:
+                    self.ask(lib, alg, rounds)
+                except Exception as exc:  # noqa: BLE001 - as in panel_offers
+                    self._drop(f"{lib}:{alg}", exc)
 
     def _fresh_random(self, seen: set[str], tries: int = 100) -> dict[str, Any]:
         """A random configuration not in ``seen`` (the last try if the space is that small)."""

@@ -29,6 +29,17 @@ if TYPE_CHECKING:
     from asap.tools.ledger import Ledger
 
 
+MAX_ERROR_CHARS = 2000  # a workload's exception text can be megabytes; its tail says most
+
+
+def bounded(error: str | None) -> str | None:
+    """An error as the ledger stores it: at most :data:`MAX_ERROR_CHARS`, head and tail kept."""
+    if error is None or len(error) <= MAX_ERROR_CHARS:
+        return error
+    half = MAX_ERROR_CHARS // 2 - 20
+    return f"{error[:half]} ... [{len(error) - 2 * half} characters cut] ... {error[-half:]}"
+
+
 class LedgerError(RuntimeError):
     """The ledger cannot do what was asked (unknown study, bad state change, locked file...)."""
 
@@ -39,6 +50,11 @@ class RepeatError(LedgerError):
     def __init__(self, message: str, number: int) -> None:
         super().__init__(message)
         self.number = number
+
+
+class BudgetSpent(LedgerError):
+    """The study already has its trial budget of trials (another process may have started the
+    last ones): no slot is left to claim."""
 
 
 class Study:
@@ -60,12 +76,15 @@ class Study:
 
     # -- trials ---------------------------------------------------------------------------------
     def start_trial(self, config: dict[str, Any], *, tool: str, fidelity: int | None = None,
-                    meta: dict[str, Any] | None = None, allow_repeat: bool = True) -> int:
+                    meta: dict[str, Any] | None = None, allow_repeat: bool = True,
+                    limit: int | None = None) -> int:
         """Validate and insert a running trial; returns its id. Invalid configs never get in.
 
         With ``allow_repeat=False`` a configuration that already ran (or is running) in the study
-        raises :class:`RepeatError`; checked in the inserting transaction, so two processes on one
-        study cannot both start it.
+        raises :class:`RepeatError`; with ``limit``, a study that already has ``limit`` trials
+        (running ones included) raises :class:`BudgetSpent`. Both are checked in the inserting
+        transaction, so processes sharing a study can neither start one configuration twice nor
+        run past the budget together (four processes with 30 trials each ran 33).
         """
         config = self.space.validate(config)
         key = config_key(config)
@@ -77,6 +96,8 @@ class Study:
             number = self.db.execute(
                 "SELECT COALESCE(MAX(number), -1) + 1 FROM trials WHERE study = ?", [self.name]
             ).fetchone()[0]
+            if limit is not None and number >= limit:
+                raise BudgetSpent(f"study '{self.name}' already has its {limit} trials")
             return self.db["trials"].insert({
                 "study": self.name, "number": number, "config": key,
                 "tool": tool, "status": "running", "intermediate": "{}", "metrics": "{}",
@@ -109,7 +130,7 @@ class Study:
         with self.ledger.transaction():
             row = self._running(trial_id)
             now = time.time()
-            update = {"status": status, "metrics": json.dumps(metrics), "error": error,
+            update = {"status": status, "metrics": json.dumps(metrics), "error": bounded(error),
                       "value": value if value is not None and math.isfinite(value) else None,
                       "ended_at": now, "duration": now - row["started_at"]}
             if intermediate is not None:

@@ -69,9 +69,9 @@ class Trainer:
 
     def __init__(self, study: Study, workload: Workload, *, time_limit_s: float = 600.0,
                  pruner: Pruner | None = None, prune_grace_s: float = 10.0,
-                 seed: int = 0, in_process: bool = False) -> None:
-        if time_limit_s <= 0:
-            raise ValueError(f"time_limit_s must be positive, got {time_limit_s}")
+                 seed: int = 0, in_process: bool = False, stop_at: float | None = None) -> None:
+        if not (time_limit_s > 0 and math.isfinite(time_limit_s)):
+            raise ValueError(f"time_limit_s must be a positive number, got {time_limit_s}")
         self.study = study
         self.workload = workload
         self.time_limit_s = time_limit_s
@@ -81,14 +81,18 @@ class Trainer:
         # A table lookup needs no isolation: in-process trials skip the worker's start-up (the
         # eval's simulated-clock grids run 1,000s of them). No time limit can stop them.
         self.in_process = in_process
+        # The session's wall-clock budget ends here (a time.time() stamp): a trial still running
+        # then is stopped and failed, so the budget holds while a trial runs, not only between.
+        self.stop_at = stop_at
         self._jobs: list[TrainingJob] = []
 
     def start(self, config: dict[str, Any], *, tool: str, fidelity: int | None = None,
-              meta: dict[str, Any] | None = None, allow_repeat: bool = True) -> TrainingJob:
+              meta: dict[str, Any] | None = None, allow_repeat: bool = True,
+              limit: int | None = None) -> TrainingJob:
         """Validate, record a running trial, start its worker and return at once."""
         fidelity = fidelity if fidelity is not None else self.workload.default_fidelity
         trial_id = self.study.start_trial(config, tool=tool, fidelity=fidelity, meta=meta,
-                                          allow_repeat=allow_repeat)
+                                          allow_repeat=allow_repeat, limit=limit)
         trial = self.study.trial(trial_id)
         job = TrainingJob(trial_id, trial.config, trial_seed(self.seed, trial.number))
         job._thread = threading.Thread(target=self._supervise, args=(job, fidelity),
@@ -137,9 +141,12 @@ class Trainer:
                     error = job._reason
                     break
                 now = time.time()
+                if self.stop_at is not None and now > self.stop_at and not pruned_at:
+                    error = "stopped: the session's time budget ran out during this trial"
+                    break
                 if now > deadline or (pruned_at and now > pruned_at + self.prune_grace_s):
-                    error = (f"timeout: exceeded the {self.time_limit_s:g}s time limit"
-                             if not pruned_at else None)
+                    error = (f"timeout: exceeded the {self.time_limit_s:g}s time limit "
+                             "(--trial-timeout)" if not pruned_at else None)
                     status = "pruned" if pruned_at else "failed"
                     break
                 if not parent.poll(0.05):

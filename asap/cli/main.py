@@ -35,7 +35,10 @@ def _parser() -> argparse.ArgumentParser:
                       "nasbench201:<ds> or package.module:function (runs your code)")
     tune.add_argument("--space", help="search space file (YAML/JSON)")
     tune.add_argument("--trials", type=int, default=20, help="trial budget (default 20)")
-    tune.add_argument("--time-budget", type=float, help="wall-clock budget in seconds")
+    tune.add_argument("--time-budget", type=float,
+                      help="wall-clock budget in seconds (a trial running at its end is stopped)")
+    tune.add_argument("--trial-timeout", type=float, default=600.0,
+                      help="per-trial time limit in seconds (default 600)")
     tune.add_argument("--study", help="study name (default: from the workload); re-run to resume")
     tune.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
     tune.add_argument("--base-url", help="OpenAI-compatible endpoint (default: embedded llama.cpp)")
@@ -193,6 +196,7 @@ def _tune(args: argparse.Namespace) -> int:
     _quiet_optuna()
     cfg = TuneConfig.make(
         workload=args.workload, trials=args.trials, time_budget_s=args.time_budget,
+        trial_timeout_s=args.trial_timeout,
         study=args.study, db=args.db, space=args.space, base_url=args.base_url, model=args.model,
         api_key=os.environ.get("OPENAI_API_KEY"), decide=args.decide, prompt=args.prompt,
         time_scale=args.time_scale, pruner=args.pruner, speculation=args.speculation,

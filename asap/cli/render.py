@@ -151,7 +151,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     console.print(split)
     median = f"{s['llm_median_s']:.2f}s" if s["llm_median_s"] is not None else "-"
     cached = f"{s['cached_share']:.0%}" if s["cached_share"] is not None else "unknown"
-    console.print(f"LLM: {s['llm_calls']} calls ({s['protocol'] or 'no'} protocol), median "
+    failed = f", {s['llm_failed_calls']} failed" if s.get("llm_failed_calls") else ""
+    console.print(f"LLM: {s['llm_calls']} calls{failed} ({s['protocol'] or 'no'} protocol), median "
                   f"{median}, prompt tokens from cache {cached}; guard: {s['retries']} retries, "
                   f"{s['reminders']} reminders, {s['fallbacks']} fallbacks, "
                   f"{s['llm_errors']} LLM errors")

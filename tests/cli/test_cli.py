@@ -48,6 +48,7 @@ def test_console_script_is_installed():
     (["tune", "digits-mlp", "--time-budget", "-3"], "time_budget_s: Input should be greater than 0"),
     (["tune", "hpobench:australian", "--time-scale", "-1"], "time_scale"),
     (["tune", "digits-mlp", "--depth", "0"], "depth: Input should be greater than or equal to 1"),
+    (["tune", "digits-mlp", "--trial-timeout", "0"], "trial_timeout_s: Input should be greater than 0"),
     (["tune", "digits-mlp", "--depth", "deep"], "--depth must be an integer or auto"),
     (["eval", "--methods", "tpe,nope"], "unknown method(s) ['nope']"),
     (["eval", "--tasks", "hpobench:mars"], "unknown hpobench dataset 'mars'"),

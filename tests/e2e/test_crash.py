@@ -140,14 +140,16 @@ def test_two_processes_on_one_ledger(tmp_path, server):
         assert all(t.status == "complete" for t in trials)
     # Then the same study: every trial is recorded once, none is left running or lost.
     procs = [subprocess.Popen(tune_cmd(server, db, "same", 10), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
     for p in procs:
         assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
     trials = Ledger(db).open_study("same").trials()
     assert [t.number for t in trials] == list(range(len(trials)))
-    assert len(trials) >= 10 and all(t.status == "complete" for t in trials)
+    # Each slot is claimed in the transaction that starts the trial: together they run exactly
+    # the budget, not one trial more per process.
+    assert len(trials) == 10 and all(t.status == "complete" for t in trials)
     pids = {t.meta["pid"] for t in trials}
-    assert len(pids) == 2  # both processes trained trials of the study
+    assert len(pids) >= 2  # the processes shared the study's trials
     assert len({json.dumps(t.config) for t in trials}) == len(trials)  # never the same config
 
 

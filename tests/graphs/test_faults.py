@@ -30,25 +30,43 @@ def session(db, server, trials, **kw):
 
 
 def test_every_kind_of_endpoint_fault_falls_back_and_the_llm_comes_back(tmp_path, server):
-    # Round 1 answers; in rounds 2-4 a fault meets all 3 attempts (the client's 2 retries with
-    # backoff) and in round 5 a body that is not JSON (not retried): fallback rounds. Round 6 gets
-    # half a decision (the guard asks again), rounds 7-8 answer.
-    server.faults.append("ok")  # round 1 (--decide json: no protocol probe)
+    # Odd rounds answer; in rounds 2, 4 and 6 a fault meets all 3 attempts (the client's 2
+    # retries with backoff) and in round 8 a body that is not JSON (not retried): fallback
+    # rounds (never two in a row, so the circuit stays closed). Round 9 gets half a decision
+    # (the guard asks again), round 10 answers.
     for kind in ["500", "reset", "slow"]:
-        server.faults.extend([kind] * 3)
-    server.faults.extend(["garbled", "truncated"])
-    s = session(tmp_path / "f.db", server, trials=8)
+        server.faults.extend(["ok", *[kind] * 3])
+    server.faults.extend(["ok", "garbled", "truncated"])
+    s = session(tmp_path / "f.db", server, trials=10)
     study = Ledger(tmp_path / "f.db").open_study("f")
-    assert s["trials"] == 8 and s["complete"] == 8  # the session never stalled
+    assert s["trials"] == 10 and s["complete"] == 10  # the session never stalled
     assert server.served["500"] == 3 and server.served["reset"] == 3 and server.served["slow"] == 3
     reasons = [e["detail"]["reason"] for e in study.events("llm_error")]
     assert [r.split(":")[0] for r in reasons] == [
         "OpenAIAPIError", "OpenAIConnectionError", "OpenAITimeoutError", "JSONDecodeError"]
     assert "500" in reasons[0]
     fell = {e["detail"]["round"] for e in study.events("fallback")}
-    assert fell == {2, 3, 4, 5}  # one fallback per faulty round, with its reason logged
-    assert s["retries"] == 1  # round 6: the truncated answer went back once, then it answered
+    assert fell == {2, 4, 6, 8}  # one fallback per faulty round, with its reason logged
+    assert s["retries"] == 1  # round 9: the truncated answer went back once, then it answered
+    assert s["llm_failed_calls"] == 4 and not study.events("llm_breaker")
     assert all(c["duration"] < 30 for c in study.timings("llm_call"))
+
+
+def test_a_dead_endpoint_opens_the_circuit_and_a_probe_closes_it(tmp_path, server):
+    # Every request fails for the first 9 (3 failed calls of 3 attempts each), then it answers.
+    server.faults.extend(["reset"] * 9)
+    s = session(tmp_path / "b.db", server, trials=18)
+    study = Ledger(tmp_path / "b.db").open_study("f")
+    assert s["complete"] == 18
+    states = [(e["detail"]["state"]) for e in study.events("llm_breaker")]
+    assert states == ["open", "open", "closed"]
+    # Rounds 1-2 fail: open for 4 rounds (3-6, no request); round 7's probe fails: open for 8
+    # (8-15); round 16's probe answers: closed, and rounds 17-18 ask as usual.
+    asked = sorted({c["detail"]["round"] for c in study.timings("llm_call")})
+    assert asked == [1, 2, 7, 16, 17, 18]
+    assert server.served["reset"] == 9 and server.served["ok"] == 3
+    fell = sorted(e["detail"]["round"] for e in study.events("fallback"))
+    assert fell == [r for r in range(1, 16)]  # every round up to the probe that answered
 
 
 def test_a_truncated_decision_is_retried_then_answered(tmp_path, server):
@@ -80,3 +98,15 @@ def test_the_api_key_reaches_the_server_and_nowhere_else(tmp_path, server):
 def _env() -> dict[str, str]:
     import os
     return {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+
+
+def test_the_time_budget_stops_a_trial_that_is_still_running(tmp_path, server, monkeypatch):
+    userwl = __import__("pathlib").Path(__file__).parents[1] / "userwl"
+    monkeypatch.chdir(userwl)
+    cfg = TuneConfig(workload="faulty:hangs", space=str(userwl / "space.yaml"), trials=5,
+                     time_budget_s=2.0, db=str(tmp_path / "h.db"), study="h",
+                     base_url=server.base_url, model="fake", decide="json", speculation="off")
+    s = tune(cfg)
+    trials = Ledger(tmp_path / "h.db").open_study("h").trials()
+    assert s["trials"] == 1 and trials[0].status == "failed"
+    assert trials[0].error == "stopped: the session's time budget ran out during this trial"

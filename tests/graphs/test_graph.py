@@ -189,6 +189,27 @@ def test_one_decision_covers_plan_rounds_and_commits_to_the_tool_it_chose(tmp_pa
     assert len({json.dumps(t.config, sort_keys=True) for t in trials}) == 6
 
 
+def test_an_llm_answer_cannot_run_code_or_write_files(tmp_path, monkeypatch):
+    """Answers are data: parsed by a schema, labels looked up, own configurations validated
+    against the space; nothing in them is imported, evaluated or used as a path."""
+    marker = tmp_path / "pwned"
+    payload = f"__import__('os').system('touch {marker}')"
+    answers = iter([
+        json.dumps({"action": "own", "params": {**GOOD, "alpha": payload}}),
+        json.dumps({"action": "own", "params": {**GOOD, "width": f"{marker}"}}),
+        json.dumps({"action": "train", "choice": f"open('{marker}', 'w')"}),
+    ] * 3)
+    model = ScriptedModel(lambda m, k: AIMessage(content=next(answers, '{"action": "stop"}')))
+    monkeypatch.chdir(tmp_path)
+    study, state, _ = run(tmp_path, model, protocol="json", trials=2)
+    assert not marker.exists() and not list(tmp_path.glob("*pwned*"))
+    space = study.space
+    for t in study.trials():
+        assert space.validate(t.config) == t.config  # every trained config is a valid one
+        assert payload not in json.dumps(t.config)
+    assert state["fallbacks"] >= 1  # the answers were refused, the prior decided
+
+
 def test_json_protocol_maps_onto_the_same_choices(tmp_path):
     answers = iter(['not json at all', '{"action": "train", "choice": "B"}',
                     '{"action": "own", "params": {"alpha": 7}}',

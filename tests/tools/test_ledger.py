@@ -131,3 +131,24 @@ def test_a_ledger_from_before_versions_is_migrated_and_a_newer_one_refused(tmp_p
 def test_study_names_cannot_become_paths(ledger, toy_space, name):
     with pytest.raises(LedgerError, match="is not a study name"):
         ledger.create_study(name, toy_space, metric="loss", direction="minimize")
+
+
+def test_a_huge_error_is_stored_bounded_with_its_head_and_tail(ledger, toy_space):
+    from asap.tools.study import MAX_ERROR_CHARS
+    study = ledger.create_study("e", toy_space, metric="loss", direction="minimize")
+    tid = study.start_trial({"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}, tool="t")
+    error = "Traceback (most recent call last):\n" + "x" * 5_000_000 + "\nValueError: the cause"
+    trial = study.finish_trial(tid, status="failed", error=error)
+    assert len(trial.error) <= MAX_ERROR_CHARS
+    assert trial.error.startswith("Traceback") and trial.error.endswith("ValueError: the cause")
+
+
+def test_a_trial_slot_is_claimed_in_the_starting_transaction(ledger, toy_space):
+    from asap.tools.ledger import BudgetSpent
+    study = ledger.create_study("b", toy_space, metric="loss", direction="minimize")
+    cfg = {"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}
+    for x in (1.0, 2.0):
+        study.start_trial({**cfg, "x": x}, tool="t", limit=2)  # running ones hold their slot
+    with pytest.raises(BudgetSpent, match="already has its 2 trials"):
+        study.start_trial({**cfg, "x": 3.0}, tool="t", limit=2)
+    assert len(study.trials()) == 2

@@ -170,3 +170,37 @@ def test_a_resumed_study_continues_each_tools_sequence(tmp_path, toy_space):
     resumed = Portfolio(study, seed=0)  # a new process, the same --seed
     again = resumed.ask("optuna", "tpe", 2)
     assert not {json.dumps(c) for c in again} & study.config_keys()
+
+
+def test_a_one_parameter_space_runs_every_round_and_a_failing_tool_is_dropped(ledger):
+    """Nevergrad's NGOpt raised inside its metamodel at the 13th trial of a one-parameter space,
+    and took the session down with it; a failing tool now leaves the round, logged."""
+    space = Space.from_dict({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+    study = ledger.create_study("one", space, metric="score", direction="maximize")
+    portfolio = Portfolio(study, seed=0)
+    for i in range(30):
+        offers = portfolio.panel_offers()
+        assert offers and all(space.validate(c) == c for _, c in offers)
+        tool, config = offers[i % len(offers)]
+        tid = study.start_trial(config, tool=tool)
+        study.finish_trial(tid, status="complete", metrics={"score": -(config["x"] - 0.3) ** 2})
+    failed = [e["detail"] for e in study.events("tool_failed")]
+    assert {f["tool"] for f in failed} == set(portfolio.broken)
+    assert len(failed) == len(portfolio.broken)  # logged once, then left out of every round
+
+
+def test_a_tool_that_raises_is_left_out_of_the_round(ledger, toy_space, monkeypatch):
+    study = ledger.create_study("boom", toy_space, metric="loss", direction="minimize")
+    portfolio = Portfolio(study, seed=0)
+    real = portfolio.ask
+
+    def ask(library, algorithm, n=1):
+        if algorithm == "DE":
+            raise TypeError("only 0-dimensional arrays can be converted to Python scalars")
+        return real(library, algorithm, n)
+    monkeypatch.setattr(portfolio, "ask", ask)
+    tools = [t for t, _ in portfolio.panel_offers()]
+    assert "nevergrad:DE" not in tools and len(tools) == 3
+    assert portfolio.broken["nevergrad:DE"].startswith("TypeError: only 0-dimensional")
+    assert [e["detail"]["tool"] for e in study.events("tool_failed")] == ["nevergrad:DE"]
+    assert len(portfolio.panel_offers()) == 3  # not asked again
