@@ -3,8 +3,10 @@
 On a tabular task every proposal of every round can be looked up in the table, so each recorded
 ``decision`` event (the round's offers in the order shown, the choice, who decided) is scored
 directly: was the pick the best offer by the table's mean, and what was its rank. Reference
-pickers are scored on the very same rounds: "always A" (the first offer), a uniform random pick
-(in expectation) and the UCB1 tool bandit (from the tool record before that round). For the LLM,
+pickers are scored on the very same rounds: "always A" (the first offer: the prior's pick once
+it has three trials), "always TPE" (the panel's first tool, what A was before the prior), a
+uniform random pick (in expectation) and the UCB1 tool bandit (from the tool record before that
+round). For the LLM,
 overrides (a pick other than A) are counted and judged against A counterfactually.
 """
 
@@ -17,8 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asap.tools.ledger import Ledger, Study
+from asap.tools.portfolio import PANEL
 from asap.tools.types import better
 from asap.tools.workloads import tabular
+
+
+FIRST_TOOL = ":".join(PANEL[0])
+PICKERS = ("asap", "always A", "always TPE", "bandit", "random")
 
 
 @dataclass
@@ -69,6 +76,9 @@ def _score_round(picks: Picks, study: Study, d: dict[str, Any], bench: str, data
     best = [float(r == 1) for r in ranks]
     picks.by["asap"].append((best[index], ranks[index]))
     picks.by["always A"].append((best[0], ranks[0]))
+    # Before the prior ordered the offers, "A" was always the panel's first tool (TPE).
+    first = next((i for i, (tool, _) in enumerate(offers) if tool == FIRST_TOOL), 0)
+    picks.by["always TPE"].append((best[first], ranks[first]))
     picks.by["random"].append((statistics.mean(best), statistics.mean(ranks)))
     b = _bandit_pick(study, d["trial"], [tool for tool, _ in offers])
     picks.by["bandit"].append((best[b], ranks[b]))

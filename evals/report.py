@@ -12,7 +12,7 @@ import numpy as np
 
 from asap.agent.stats import decompose
 from asap.agent.timeline import timeline
-from asap.evals.decisions import Picks, decision_quality
+from asap.evals.decisions import PICKERS, Picks, decision_quality
 from asap.evals.metrics import bootstrap_ci
 from asap.evals.results import CellResult, collect, rank_over_time, summary
 from asap.tools.ledger import Ledger
@@ -45,7 +45,8 @@ def write_report(ledger: Ledger, out: str | Path, *, reference: str = "llm-naive
         plots.append(timeline(study, out / "asap_timeline.png"))
         decomposition = (asap.id, decompose(study))
     rows = list(ledger.db["eval_cells"].rows_where("status = 'done'"))
-    extra = _decisions_md(decision_quality(ledger, rows)) + _targets_md(s)
+    quality = decision_quality(ledger, rows)
+    extra = _decisions_md(quality) + _targets_md(s, quality.get("asap"))
     path = out / "report.md"
     path.write_text(_markdown(title, s, cells, reference, plots, decomposition) + extra)
     return path
@@ -64,7 +65,7 @@ def _decisions_md(quality: dict[str, Picks]) -> str:
              "on the same rounds (random: in expectation).", "",
              "| method | rounds | picker | best pick | mean rank |", "|---|---|---|---|---|"]
     for method, q in sorted(quality.items()):
-        for picker in ("asap", "always A", "bandit", "random"):
+        for picker in PICKERS:
             lines.append(f"| {method} | {q.rounds} | {picker} | {_fmt(q.share(picker), '.1%')} "
                          f"| {_fmt(q.rank(picker), '.2f')} |")
         if q.rounds:
@@ -77,7 +78,7 @@ def _decisions_md(quality: dict[str, Picks]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _targets_md(s: dict[str, Any]) -> str:
+def _targets_md(s: dict[str, Any], picks: Picks | None = None) -> str:
     """The orchestrator's targets, checked on this grid's numbers (true-mean regret)."""
     table, tasks, methods = s["table"], s["tasks"], s["methods"]
     singles = [m for m in SINGLE if m in methods]
@@ -104,6 +105,12 @@ def _targets_md(s: dict[str, Any]) -> str:
         worse = [t for t in tasks if (a := regret("asap", t)) is not None
                  and (r := regret("random", t)) is not None and a > r]
         lines.append(f"- worse than random on: {', '.join(worse) or 'no task'}.")
+    if picks is not None and picks.rounds:
+        share = {p: picks.share(p) for p in ("asap", "always TPE", "bandit")}
+        met = all(share["asap"] > share[p] for p in ("always TPE", "bandit"))
+        lines.append(f"- asap's pick was the round's best offer in {share['asap']:.1%} of "
+                     f"{picks.rounds} rounds; always TPE {share['always TPE']:.1%}, the bandit "
+                     f"{share['bandit']:.1%} ({'met' if met else 'missed'}: asap above both).")
     return "\n".join(lines) + "\n"
 
 

@@ -124,6 +124,14 @@ def _identify(path: Path) -> int:
     return 0
 
 
+def space_difference(old: Space, new: Space) -> str:
+    """What differs between two spaces, in words ("" when they are the same)."""
+    a, b = old.to_dict(), new.to_dict()
+    parts = [f"'{k}' {'added' if k not in a else 'removed' if k not in b else f'{a[k]} -> {b[k]}'}"
+             for k in sorted(set(a) | set(b), key=lambda k: (k not in a, k)) if a.get(k) != b.get(k)]
+    return "; ".join(parts[:5]) + (f"; and {len(parts) - 5} more" if len(parts) > 5 else "")
+
+
 class Ledger:
     """A SQLite ledger file; cheap to open, safe to share between processes (WAL + busy timeout).
 
@@ -216,6 +224,9 @@ class Ledger:
         if study.workload and workload and study.workload != workload:
             raise LedgerError(f"study '{name}' tunes {study.workload}, not {workload}; "
                               "pick another study name")
+        if (diff := space_difference(study.space, space)):
+            raise LedgerError(f"study '{name}' was started with another search space ({diff}); "
+                              "resume it with its own space, or pick another study name")
         return study
 
     def open_study(self, name: str) -> Study:

@@ -105,6 +105,13 @@ class Study:
                 "meta": json.dumps({**(meta or {}), "pid": os.getpid()}),
             }).last_pk
 
+    def annotate(self, trial_id: int, **meta: Any) -> None:
+        """Merge ``meta`` into a trial's meta (e.g. where its output was logged)."""
+        with self.ledger.transaction():
+            row = self.db.execute("SELECT meta FROM trials WHERE id = ?", [trial_id]).fetchone()
+            merged = {**json.loads(row[0] or "{}"), **meta}
+            self.db.execute("UPDATE trials SET meta = ? WHERE id = ?", [json.dumps(merged), trial_id])
+
     def config_keys(self) -> set[str]:
         """:func:`config_key` of every trial of the study, running ones included."""
         return {r[0] for r in self.db.execute(

@@ -9,22 +9,27 @@ out-of-memory, timeout, crash, bad metric) into a failed trial with a readable r
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import multiprocessing as mp
+import multiprocessing.util
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from asap.tools.ledger import Study
 from asap.tools.pruning import Pruner
-from asap.tools.types import Trial
+from asap.tools.types import Trial, safe_name
 from asap.tools.workloads import Workload, call, load_target
 
 
@@ -34,9 +39,31 @@ def _context() -> mp.context.BaseContext:
 
     Importing torch once in the fork server makes each trial's worker start in milliseconds.
     """
+    _own_temp_dir()
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "asap.tools.workloads.common"])
     return ctx
+
+
+def _own_temp_dir() -> None:
+    """Give multiprocessing a temp folder named by this process, and remove the folders of
+    processes that are gone.
+
+    Why: the fork server's socket lives in a ``pymp-*`` folder that only a normal exit removes;
+    SIGKILLed sessions left one behind each. Named ``asap-mp-<pid>``, a later session can tell
+    which are leftovers.
+    """
+    base = Path(tempfile.gettempdir())
+    for old in base.glob("asap-mp-*"):
+        pid = old.name.rpartition("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    process = mp.current_process()
+    if process._config.get("tempdir") is None:  # what multiprocessing.util.get_temp_dir reads
+        mine = base / f"asap-mp-{os.getpid()}"
+        mine.mkdir(exist_ok=True)
+        process._config["tempdir"] = str(mine)
+        mp.util.Finalize(None, shutil.rmtree, args=(str(mine), True), exitpriority=-100)
 
 
 @dataclass
@@ -129,9 +156,10 @@ class Trainer:
         should_prune = self.pruner.for_trial() if self.pruner else (lambda s, v: False)
         ctx = _context()
         parent, child = ctx.Pipe()
+        log = self.log_path(self.study.trial(job.trial_id).number)
         proc = ctx.Process(target=_worker, name=f"asap-trial-{job.trial_id}", daemon=True, args=(
             child, self.workload.target, job.config, fidelity, self.workload.kwargs, os.getcwd(),
-            job.seed, os.getpid()))
+            job.seed, os.getpid(), str(log)))
         proc.start()
         child.close()
         deadline = start + self.time_limit_s
@@ -180,7 +208,25 @@ class Trainer:
         finally:
             _stop(proc)
             parent.close()
+        if log.exists() and log.stat().st_size:
+            self.study.annotate(job.trial_id, log=str(log))
+        else:  # nothing printed: leave no empty file or folder behind
+            log.unlink(missing_ok=True)
+            for folder in (log.parent, log.parent.parent):
+                with contextlib.suppress(OSError):  # not empty: another trial's log is there
+                    folder.rmdir()
         self._record(job, start, status, metrics, error)
+
+    def log_path(self, number: int) -> Path:
+        """Where trial ``number``'s worker writes what the workload prints (stdout and stderr):
+        ``<ledger>-logs/<study>/trial-<n>.log`` beside the ledger. Kept (and named in the
+        trial's meta as ``log``) when the workload printed something."""
+        ledger = Path(self.study.ledger.path)
+        base = (Path(tempfile.gettempdir()) / "asap-logs" if str(ledger) == ":memory:"
+                else ledger.parent / f"{ledger.name}-logs")
+        folder = base / safe_name(self.study.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"trial-{number}.log"
 
     def _run_here(self, job: TrainingJob, fidelity: int | None) -> None:
         """The trial in this thread: the same reports, judging and records, no worker."""
@@ -235,8 +281,13 @@ def trial_seed(seed: int, number: int) -> int:
 
 
 def _worker(conn, target: str, config: dict, fidelity: int | None, kwargs: dict, cwd: str,
-            seed: int, tuner: int) -> None:
+            seed: int, tuner: int, log: str) -> None:
     """Runs in the child: train, reporting each step and obeying prune decisions."""
+    # What the workload prints goes to the trial's log, never to the tuner's stdout (--json).
+    out = open(log, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    os.dup2(out.fileno(), 1)
+    os.dup2(out.fileno(), 2)
+    sys.stdout = sys.stderr = out
     # A terminal's Ctrl-C reaches the whole process group; the parent decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_die_with, args=(tuner,), name="asap-watchdog", daemon=True).start()

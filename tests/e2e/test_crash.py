@@ -162,8 +162,11 @@ def test_a_sigkilled_session_leaves_no_worker_computing(tmp_path, server):
     cmd = [sys.executable, "-m", "asap.cli", "tune", "faulty:pid_then_hangs", "--space",
            str(userwl / "space.yaml"), "--trials", "1", "--db", str(tmp_path / "o.db"),
            "--base-url", server.base_url, "--model", "fake", "--decide", "json"]
+    tmp = tmp_path / "tmp"  # the sessions' temp directory, to see what they leave there
+    tmp.mkdir()
+    env = {**os.environ, "ASAP_TEST_PIDFILE": str(pidfile), "TMPDIR": str(tmp)}
     proc = subprocess.Popen(cmd, cwd=userwl, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "ASAP_TEST_PIDFILE": str(pidfile)})
+                            env=env)
     assert until(proc, pidfile.exists), "the session ended before its trial started"
     while not pidfile.read_text():  # written, not yet flushed
         time.sleep(0.01)
@@ -174,6 +177,14 @@ def test_a_sigkilled_session_leaves_no_worker_computing(tmp_path, server):
     while Path(f"/proc/{worker}").exists() and _state(worker) != "Z":
         assert time.monotonic() < deadline, "the worker outlived its session"
         time.sleep(0.05)
+    # The killed session's multiprocessing folder is left behind; the next session removes it,
+    # and its own goes when it exits.
+    assert (tmp / f"asap-mp-{proc.pid}").exists() and not list(tmp.glob("pymp-*"))
+    cmd[4], cmd[10] = "faulty:ok", str(tmp_path / "next.db")
+    done = subprocess.run(cmd, cwd=userwl, capture_output=True, text=True, env=env,
+                          timeout=GUARD_S)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not list(tmp.glob("asap-mp-*")) and not list(tmp.glob("pymp-*"))
 
 
 def _state(pid: int) -> str:

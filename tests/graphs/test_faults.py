@@ -91,8 +91,8 @@ def test_the_api_key_reaches_the_server_and_nowhere_else(tmp_path, server):
                             capture_output=True, text=True, timeout=120)
     for text in (done.stdout, done.stderr, report.stdout, report.stderr):
         assert SECRET not in text
-    for path in tmp_path.iterdir():  # the ledger, its WAL, the report
-        assert SECRET.encode() not in path.read_bytes()
+    for path in tmp_path.rglob("*"):  # the ledger, its WAL, the report, any trial log
+        assert path.is_dir() or SECRET.encode() not in path.read_bytes()
 
 
 def _env() -> dict[str, str]:
@@ -110,3 +110,22 @@ def test_the_time_budget_stops_a_trial_that_is_still_running(tmp_path, server, m
     trials = Ledger(tmp_path / "h.db").open_study("h").trials()
     assert s["trials"] == 1 and trials[0].status == "failed"
     assert trials[0].error == "stopped: the session's time budget ran out during this trial"
+
+
+def test_what_the_workload_prints_goes_to_its_trial_log_not_stdout(tmp_path, server):
+    import json
+    from pathlib import Path
+    userwl = Path(__file__).parents[1] / "userwl"
+    db = tmp_path / "p.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "asap.cli", "tune", "faulty:chatty", "--space",
+         str(userwl / "space.yaml"), "--trials", "2", "--db", str(db), "--base-url",
+         server.base_url, "--model", "fake", "--decide", "json", "--json"],
+        capture_output=True, text=True, timeout=300, cwd=userwl)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["complete"] == 2  # stdout is the result alone
+    assert "epoch 1" not in done.stdout + done.stderr
+    for t in Ledger(db).open_study("faulty-chatty").trials():
+        text = Path(t.meta["log"]).read_text()
+        assert f"epoch 1: x={t.config['x']}" in text and "a warning" in text
+        assert Path(t.meta["log"]).is_relative_to(tmp_path)  # beside the ledger

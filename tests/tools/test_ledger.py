@@ -152,3 +152,13 @@ def test_a_trial_slot_is_claimed_in_the_starting_transaction(ledger, toy_space):
     with pytest.raises(BudgetSpent, match="already has its 2 trials"):
         study.start_trial({**cfg, "x": 3.0}, tool="t", limit=2)
     assert len(study.trials()) == 2
+
+
+def test_resuming_with_another_space_is_refused_with_the_difference(ledger, toy_space):
+    from asap.tools.space import Space
+    ledger.open_or_create("s", toy_space, metric="loss", direction="minimize", workload="w")
+    assert ledger.open_or_create("s", toy_space, metric="loss", direction="minimize",
+                                 workload="w").name == "s"  # the same space resumes
+    other = Space.from_dict({**toy_space.to_dict(), "extra": {"type": "int", "low": 1, "high": 3}})
+    with pytest.raises(LedgerError, match="another search space \\('extra' added\\)"):
+        ledger.open_or_create("s", other, metric="loss", direction="minimize", workload="w")

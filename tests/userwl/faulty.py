@@ -58,3 +58,11 @@ def slow_bad(config, report):
             return {"score": -100.0}
         time.sleep(0.01)
     return {"score": -100.0}
+
+
+def chatty(config, report):
+    """Prints like a training script does, on both streams."""
+    import sys
+    print(f"epoch 1: x={config['x']}")
+    print("a warning", file=sys.stderr)
+    return {"score": config["x"]}
