@@ -290,6 +290,7 @@ def _worker(conn, target: str, config: dict, fidelity: int | None, kwargs: dict,
     sys.stdout = sys.stderr = out
     # A terminal's Ctrl-C reaches the whole process group; the parent decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _kill_with_parent()
     threading.Thread(target=_die_with, args=(tuner,), name="asap-watchdog", daemon=True).start()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
@@ -309,6 +310,17 @@ def _worker(conn, target: str, config: dict, fidelity: int | None, kwargs: dict,
         conn.send(("error", _describe(exc)))
     finally:
         conn.close()
+
+
+def _kill_with_parent() -> None:
+    """Linux: the kernel SIGKILLs this worker when its parent (the fork server, which exits when
+    the tuner is gone) dies; needs no Python thread, so it holds even in C code that never
+    releases the GIL. Elsewhere the watchdog thread alone."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _die_with(tuner: int, every_s: float = 0.5) -> None:

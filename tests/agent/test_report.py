@@ -54,3 +54,18 @@ def test_a_speculative_call_outlasting_training_is_exposed(ledger, toy_space):
     study.log_timing("llm_call", 3, 6, speculative=True)  # the join waits 2 s for it
     d = decompose(study)
     assert d["exposed_llm_s"] == 2 and d["hidden_llm_s"] == 0 and d["llm_s"] == 0
+
+
+def test_a_killed_session_counts_in_the_wall_clock_so_no_share_passes_100(ledger, toy_space):
+    from asap.agent.stats import summarize
+    study = ledger.create_study("killed", toy_space, metric="loss", direction="minimize")
+    # A session SIGKILLed before it logged itself (0-300 s of rows), then one that did (300-400).
+    study.log_timing("llm_call", 0, 250, prompt_tokens=10, cached_tokens=0)
+    study.log_timing("train", 250, 300)
+    study.log_timing("llm_call", 300, 320, prompt_tokens=10, cached_tokens=0)
+    study.log_timing("train", 320, 400)
+    study.log_event("session", start=300, end=400, interrupted=False)
+    d = decompose(study)
+    assert d["wall_s"] == 400 and d["exposed_llm_s"] == 270 and d["exposed_share"] <= 1
+    t = summarize(study)["time"]
+    assert t["wall_s"] == 400 and t["train_s"] + t["exposed_llm_s"] + t["other_s"] <= 400

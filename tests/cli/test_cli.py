@@ -93,9 +93,11 @@ BOMB = "\n".join([f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]" for i in
     (["tune", "hpobench:australian", "--tau", "nan"], "tau: Input should be a finite number"),
     (["tune", "hpobench:australian", "--study", "../../evil"], "is not a study name"),
     (["tune", "faulty:ok", "--space", "{tmp}/bomb.yaml"], "through its aliases"),
+    (["tune", "faulty:ok", "--space", "{tmp}/nometric.yaml"], "add a 'metric:' line to the space file"),
 ])
 def test_refusals_write_nothing(tmp_path, capsys, monkeypatch, args, message):
     (tmp_path / "notes.txt").write_text("not a model\n")
+    (tmp_path / "nometric.yaml").write_text("params:\n  x: {type: float, low: 0, high: 1}\n")
     (tmp_path / "bomb.yaml").write_text("l0: &l0 [lol]\n" + BOMB + "\nparams: *l8\n")
     monkeypatch.chdir(USERWL)
     db = tmp_path / "x.db"
