@@ -57,6 +57,8 @@ class TuneConfig(BaseModel):
                              description="rounds one LLM decision covers; None: 1, self-tuned "
                              "up to 8 while the LLM is slower than training")
     seed: int = Field(default=0, ge=0, description="seeds the tools' samplers")
+    optuna_storage: str | None = Field(default=None, description="mirror every finished trial "
+                                       "into this Optuna storage URL (sqlite:///optuna.db)")
     isolate: bool = Field(default=True, description="each trial in its own worker process; "
                           "False: in-process, for table lookups (no time limit, no crash guard)")
     selftune: bool = True

@@ -5,3 +5,12 @@ The subpackages live in top-level folders of the repository (``agent/``, ``tools
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # noqa: ANN202 - PEP 562: asap.optimize, loaded on first use
+    """``asap.optimize``: the root imports nothing until it is used (``import asap`` stays free
+    of torch, LangGraph and the rest)."""
+    if name == "optimize":
+        from asap.graphs.api import optimize
+        return optimize
+    raise AttributeError(f"module 'asap' has no attribute {name!r}")

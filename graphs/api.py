@@ -1,11 +1,24 @@
-"""One tuning task in, one typed result out: the entry point for agent eval harnesses.
+"""One tuning task in, one typed result out: :func:`optimize` for a Python objective (as short
+as Optuna's ``study.optimize``), :func:`run_task` for a workload reference.
 
 A harness scores agents (or LLMs) on tuning tasks: it calls :func:`run_task` with the agent's chat
 model (any LangChain ``BaseChatModel``) or an endpoint, and compares the :class:`TaskResult`s.
+
+Example::
+
+    import asap
+
+    def objective(config, report):
+        return (config["x"] - 2) ** 2
+
+    result = asap.optimize(objective, {"x": {"type": "float", "low": -5, "high": 5}},
+                           n_trials=20, direction="minimize")
 """
 
 from __future__ import annotations
 
+import pickle
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -13,6 +26,10 @@ from pydantic import BaseModel, Field
 
 from asap.agent.config import TuneConfig
 from asap.graphs.session import TuneCallback, tune
+from asap.tools.ledger import Study
+from asap.tools.space import Space
+from asap.tools.types import Trial, safe_name
+from asap.tools.workloads import Workload
 
 
 class TaskResult(BaseModel):
@@ -57,3 +74,50 @@ def run_task(workload: str, *, llm: BaseChatModel | None = None, trials: int = 2
     """
     cfg = TuneConfig.make(workload=workload, trials=trials, **settings)
     return TaskResult.from_summary(tune(cfg, llm=llm, callbacks=callbacks))
+
+
+def optimize(objective: Callable[..., float | dict[str, float]],
+             space: Space | Mapping[str, Any], *, n_trials: int = 20, metric: str = "value",
+             direction: str = "maximize", llm: BaseChatModel | None = None,
+             callbacks: Sequence[Callable[[Study, Trial], None]] = (),
+             **settings: Any) -> TaskResult:
+    """Tune ``objective(config, report) -> float | dict`` over ``space`` (a dict in the space
+    file's form, or a :class:`Space`), like Optuna's ``study.optimize``.
+
+    The objective runs in a worker process, pickled by reference: define it with ``def`` at the
+    top level of a module (a script's own functions work when it guards its entry point with
+    ``if __name__ == "__main__":``); a lambda or a closure gets a clear error before anything
+    starts. A float return is the ``metric`` value; a dict names its metrics. ``callbacks`` are
+    called as ``fn(study, trial)`` after each finished trial, as in Optuna. ``settings`` are
+    :class:`~asap.agent.config.TuneConfig` fields (``db``, ``study``, ``time_budget_s``,
+    ``base_url``, ``isolate=False`` to run in this process, ...).
+    """
+    if direction not in ("minimize", "maximize"):
+        raise ValueError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
+    space = space if isinstance(space, Space) else Space.from_dict(dict(space))
+    if settings.get("isolate", True):
+        try:
+            pickle.dumps(objective)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise ValueError(f"the objective {getattr(objective, '__qualname__', objective)!r} "
+                             "cannot run in a worker process (it is pickled by reference: a "
+                             "lambda or a function defined inside another one cannot be); "
+                             "define it with def at the top level of a module, or pass "
+                             f"isolate=False to run it in this process ({exc})") from None
+    ref = f"{getattr(objective, '__module__', 'objective')}:" \
+          f"{getattr(objective, '__qualname__', 'objective')}"
+    settings.setdefault("study", safe_name(ref))
+    cfg = TuneConfig.make(workload=ref, trials=n_trials, **settings)
+    wl = Workload(ref, objective, space, metric, direction)
+    hooks = [*(_Callback(fn) for fn in callbacks)]
+    return TaskResult.from_summary(tune(cfg, llm=llm, callbacks=hooks, workload=wl))
+
+
+class _Callback(TuneCallback):
+    """An Optuna-style ``fn(study, trial)`` called after each finished trial."""
+
+    def __init__(self, fn: Callable[[Study, Trial], None]) -> None:
+        self.fn = fn
+
+    def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
+        self.fn(study, trial)

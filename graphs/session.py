@@ -32,6 +32,7 @@ from asap.agent.stats import summarize
 from asap.graphs.state import TuneContext
 from asap.graphs.tuning import graph
 from asap.tools.ledger import Ledger, Study, check_ledger_path
+from asap.tools.optuna_mirror import OptunaMirror, check_storage
 from asap.tools.portfolio import PANEL, Portfolio
 from asap.tools.pruning import Pruner
 from asap.tools.trainer import Trainer
@@ -75,19 +76,23 @@ def open_study(ledger: Ledger, cfg: TuneConfig, space: Any, metric: str, directi
 
 
 def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
-         callbacks: Sequence[TuneCallback] = ()) -> dict[str, Any]:
+         callbacks: Sequence[TuneCallback] = (), workload: Workload | None = None
+         ) -> dict[str, Any]:
     """Run (or resume) a tuning session; returns the summary that ``--json`` prints.
 
     ``llm``: a chat model to decide with instead of the endpoint in ``cfg`` (an agent under
-    evaluation, or a fake in tests); no server is started then.
+    evaluation, or a fake in tests); no server is started then. ``workload``: one already
+    resolved (``asap.optimize``'s objective), instead of resolving ``cfg.workload``.
 
     Ctrl-C (KeyboardInterrupt) or SIGTERM (:class:`Terminated`) cancels the running trial,
     records it as failed, logs the session and re-raises: everything finished is in the ledger
     and a re-run resumes.
     """
     say = _Fanout(callbacks)
-    wl = resolve(cfg.workload, space_file=cfg.space, time_scale=cfg.time_scale)
+    wl = workload or resolve(cfg.workload, space_file=cfg.space, time_scale=cfg.time_scale)
     check_ledger_path(cfg.db)  # everything is checked before the ledger file is created
+    if cfg.optuna_storage:
+        check_storage(cfg.optuna_storage, cfg.study_name, wl.space.to_json(), wl.direction)
     with contextlib.ExitStack() as stack:
         if llm is None:
             base_url, model = endpoint(stack, cfg.base_url, cfg.model, api_key=cfg.api_key,
@@ -102,8 +107,12 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
     ledger = Ledger(cfg.db)
     new = not ledger.has_study(cfg.study_name)
     study: Study | None = open_study(ledger, cfg, wl.space, wl.metric, wl.direction, say)
-    started, protocol, interrupted = time.time(), None, True
+    started, protocol, interrupted, mirror = time.time(), None, True, None
     try:
+        if cfg.optuna_storage:  # every finished trial is mirrored as it lands
+            mirror = OptunaMirror(study, cfg.optuna_storage)
+            mirror.sync()
+            say = _Fanout([say, _Mirroring(mirror)])
         protocol = pick_protocol(llm, cfg.decide, study)
         say.on_session_start(study, cfg.trials, protocol)
         ctx = TuneContext(
@@ -127,6 +136,8 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
         if new and not study.trials():  # failed before its first trial: leave nothing behind
             ledger.delete_study(study.name)
             study = None
+            if mirror is not None:
+                mirror.drop_if_empty()
         raise
     finally:
         if study is not None:  # Ctrl-C and errors log the session as interrupted
@@ -134,6 +145,20 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
                             prompt=cfg.prompt, interrupted=interrupted)
         say.on_session_end(study, interrupted)
     return summarize(study)
+
+
+class _Mirroring(TuneCallback):
+    """Keeps an Optuna storage mirror of the study current (``--optuna-storage``)."""
+
+    def __init__(self, mirror: OptunaMirror) -> None:
+        self.mirror = mirror
+
+    def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
+        self.mirror.sync()
+
+    def on_session_end(self, study: Study | None, interrupted: bool) -> None:
+        if study is not None:
+            self.mirror.sync()
 
 
 class _Fanout(TuneCallback):

@@ -175,6 +175,30 @@ class Study:
             raise LedgerError(f"no trial {trial_id} in study '{self.name}'")
         return _to_trial(rows[0])
 
+    def to_records(self) -> list[dict[str, Any]]:
+        """One flat row per trial: number, tool, status, value, each metric (``metric_<name>``),
+        each parameter (``param_<name>``, None when inactive), error, times, duration."""
+        rows = []
+        for t in self.trials():
+            row: dict[str, Any] = {"number": t.number, "tool": t.tool, "status": t.status,
+                                   "value": t.value}
+            row |= {f"metric_{k}": v for k, v in sorted(t.metrics.items())}
+            row |= {f"param_{p}": t.config.get(p) for p in self.space.names}
+            row |= {"error": t.error, "started_at": t.started_at, "ended_at": t.ended_at,
+                    "duration": t.duration}
+            rows.append(row)
+        return rows
+
+    def to_dataframe(self) -> Any:
+        """:meth:`to_records` as a pandas DataFrame (like ``optuna.Study.trials_dataframe``);
+        pandas is optional, and named when missing."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Study.to_dataframe needs pandas: pip install pandas "
+                              "(to_records() gives the same rows without it)") from None
+        return pd.DataFrame.from_records(self.to_records())
+
     def trials(self, *, status: Status | tuple[Status, ...] | None = None,
                after_id: int = 0) -> list[Trial]:
         """Trials in id order, optionally filtered by status and newer than ``after_id``."""

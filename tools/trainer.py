@@ -258,6 +258,8 @@ class Trainer:
     def _judge(self, metrics: Any, pruned: bool) -> tuple[str, dict[str, float], str | None]:
         """Check what the workload returned; a missing or non-numeric metric fails the trial."""
         name = self.workload.metric
+        if isinstance(metrics, int | float) and not isinstance(metrics, bool):
+            metrics = {name: metrics}  # an objective may return its value alone, as in Optuna
         if not isinstance(metrics, dict):
             return "failed", {}, f"workload returned {type(metrics).__name__}, expected a dict of metrics"
         clean: dict[str, float] = {}

@@ -7,6 +7,8 @@ command only (its in-memory mirrors would log every trial).
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import sys
 from pathlib import Path
 
@@ -20,8 +22,17 @@ console = Console()
 err = Console(stderr=True)  # errors and notices: stdout carries only results (--json)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("asap-hpo")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asap", description="Agentic hyperparameter optimization.")
+    p.add_argument("--version", action="version", version=f"asap-hpo {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     llm = sub.add_parser("llm", help="the embedded LLM").add_subparsers(dest="llm_cmd", required=True)
     pull = llm.add_parser("pull", help="fetch the default model (SmolLM2-135M-Instruct GGUF)")
@@ -67,10 +78,24 @@ def _parser() -> argparse.ArgumentParser:
                       help="keep tau, depth, the context and the plan fixed (ablation)")
     tune.add_argument("--seed", type=int, default=0, help="seed of the tools' samplers")
     tune.add_argument("--json", action="store_true", help="print the summary as JSON")
+    tune.add_argument("--optuna-storage", metavar="URL",
+                      help="mirror every finished trial into this Optuna storage (e.g. "
+                      "sqlite:///optuna.db): watch it with optuna-dashboard URL")
+    export = sub.add_parser("export", help="mirror a study into an Optuna storage")
+    export.add_argument("study")
+    export.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
+    export.add_argument("--optuna-storage", metavar="URL", required=True,
+                        help="Optuna storage URL, e.g. sqlite:///optuna.db")
     show = sub.add_parser("show", help="print a study's trials and summary")
     show.add_argument("study")
     show.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
-    report = sub.add_parser("report", help="wall-clock decomposition and a timeline PNG")
+    form = show.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="the summary and every trial as JSON")
+    form.add_argument("--csv", action="store_true", help="one CSV row per trial")
+    studies = sub.add_parser("studies", help="list the studies in a ledger")
+    studies.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
+    report = sub.add_parser("report", help="wall-clock decomposition; timeline, optimization "
+                            "history and parameter importance PNGs")
     report.add_argument("study")
     report.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
     report.add_argument("--out", help="PNG path (default: STUDY-timeline.png)")
@@ -148,16 +173,47 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(study_name: str, db: str, *, trials: bool = True) -> int:
+def _show(study_name: str, db: str, *, trials: bool = True, form: str = "table") -> int:
     from asap.agent.stats import summarize
     from asap.cli.render import print_summary, trials_table
     if not Path(db).exists():
         err.print(f"[red]error:[/] no ledger at {db}", soft_wrap=True)
         return 2
     study = Ledger(db).open_study(study_name)
+    if form == "json":
+        print(json.dumps({"summary": summarize(study), "trials": study.to_records()}, indent=2))
+        return 0
+    if form == "csv":
+        rows = study.to_records()
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["number"])
+        writer.writeheader()
+        writer.writerows(rows)
+        return 0
     if trials:
         console.print(trials_table(study))
     print_summary(summarize(study), console)
+    return 0
+
+
+def _export(study_name: str, db: str, url: str) -> int:
+    from asap.tools.optuna_mirror import OptunaMirror
+    _quiet_optuna()
+    if not Path(db).exists():
+        err.print(f"[red]error:[/] no ledger at {db}", soft_wrap=True)
+        return 2
+    study = Ledger(db).open_study(study_name)
+    added = OptunaMirror(study, url).sync()
+    console.print(f"{added} trials of '{study.name}' mirrored into {url} "
+                  f"(optuna-dashboard {url})")
+    return 0
+
+
+def _studies(db: str) -> int:
+    from asap.cli.render import studies_table
+    if not Path(db).exists():
+        err.print(f"[red]error:[/] no ledger at {db}", soft_wrap=True)
+        return 2
+    console.print(studies_table(Ledger(db), db))
     return 0
 
 
@@ -169,6 +225,7 @@ def _int(text: str, flag: str) -> int:
 
 
 def _report(study_name: str, db: str, out: str | None) -> int:
+    from asap.agent.plots import history, importance
     from asap.agent.stats import decompose
     from asap.agent.timeline import timeline
     from asap.cli.render import decomposition_table
@@ -183,11 +240,18 @@ def _report(study_name: str, db: str, out: str | None) -> int:
         console.print(f"self-tuning: tau={k['tau']:.4g} depth={k['depth']} context={k['context']} "
                       f"plan={k.get('plan', 1)}")
     console.print(f"timeline: {png}")
+    # The other plots sit beside the timeline: STUDY-history.png, STUDY-importance.png.
+    stem = Path(png).with_name(Path(png).name.removesuffix(".png").removesuffix("-timeline"))
+    made = history(study, f"{stem}-history.png")
+    console.print(f"optimization history: {made}" if made else
+                  "optimization history: no complete trial yet")
+    _quiet_optuna()
+    made, why = importance(study, f"{stem}-importance.png")
+    console.print(f"parameter importance: {made}" if made else f"parameter importance: {why}")
     return 0
 
 
 def _tune(args: argparse.Namespace) -> int:
-    import json
     import os
 
     from asap.agent.config import TuneConfig
@@ -196,7 +260,7 @@ def _tune(args: argparse.Namespace) -> int:
     _quiet_optuna()
     cfg = TuneConfig.make(
         workload=args.workload, trials=args.trials, time_budget_s=args.time_budget,
-        trial_timeout_s=args.trial_timeout,
+        trial_timeout_s=args.trial_timeout, optuna_storage=args.optuna_storage,
         study=args.study, db=args.db, space=args.space, base_url=args.base_url, model=args.model,
         api_key=os.environ.get("OPENAI_API_KEY"), decide=args.decide, prompt=args.prompt,
         time_scale=args.time_scale, pruner=args.pruner, speculation=args.speculation,
@@ -241,7 +305,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tune":
             return _tune(args)
         if args.command == "show":
-            return _show(args.study, args.db)
+            return _show(args.study, args.db,
+                         form="json" if args.json else "csv" if args.csv else "table")
+        if args.command == "studies":
+            return _studies(args.db)
+        if args.command == "export":
+            return _export(args.study, args.db, args.optuna_storage)
         if args.command == "report":
             return _report(args.study, args.db, args.out)
         if args.command == "eval":

@@ -6,6 +6,7 @@ rich output.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Console
@@ -23,7 +24,7 @@ from asap.agent.stats import cached_share, pct
 from asap.evals.grid import GridCallback
 from asap.evals.methods import Cell
 from asap.graphs.session import TuneCallback
-from asap.tools.ledger import Study
+from asap.tools.ledger import Ledger, Study
 from asap.tools.types import Trial
 
 
@@ -101,6 +102,20 @@ def trials_table(study: Study) -> Table:
         value = f"{t.value:.4f}" if t.value is not None else "-"
         table.add_row(str(t.number), t.tool, t.status, value,
                       f"{t.duration:.1f}" if t.duration else "-", t.error or str(t.config))
+    return table
+
+
+def studies_table(ledger: Ledger, db: str) -> Table:
+    """Every study of a ledger: workload, trials, best value, last activity (local time)."""
+    table = Table("study", "workload", "trials", "best", "last activity", title=f"studies in {db}")
+    for name in ledger.study_names():
+        study = ledger.open_study(name)
+        trials, best = study.trials(), study.best()
+        last = max([t.ended_at or t.started_at or 0 for t in trials] or [0])
+        table.add_row(name, study.workload or "-", str(len(trials)),
+                      "-" if best is None else f"{best.value:.6g} ({study.direction[:3]} "
+                      f"{study.metric})",
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(last)) if last else "-")
     return table
 
 

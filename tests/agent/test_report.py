@@ -69,3 +69,26 @@ def test_a_killed_session_counts_in_the_wall_clock_so_no_share_passes_100(ledger
     assert d["wall_s"] == 400 and d["exposed_llm_s"] == 270 and d["exposed_share"] <= 1
     t = summarize(study)["time"]
     assert t["wall_s"] == 400 and t["train_s"] + t["exposed_llm_s"] + t["other_s"] <= 400
+
+
+def test_report_draws_the_history_and_the_importance_beside_the_timeline(tmp_path, capsys):
+    from asap.tools.ledger import Ledger
+    from asap.tools.space import Space
+    space = Space.from_dict({"x": {"type": "float", "low": 0, "high": 1},
+                             "y": {"type": "float", "low": 0, "high": 1}})
+    study = Ledger(tmp_path / "h.db").create_study("h", space, metric="loss",
+                                                   direction="minimize")
+    for i in range(12):
+        config = {"x": (i * 0.37) % 1, "y": (i * 0.61) % 1}
+        tid = study.start_trial(config, tool="optuna:tpe" if i % 2 else "nevergrad:DE")
+        study.finish_trial(tid, status="complete", metrics={"loss": 10 * config["x"] + config["y"]})
+    out = tmp_path / "h-timeline.png"
+    assert main(["report", "h", "--db", str(tmp_path / "h.db"), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for name in ("h-history.png", "h-importance.png"):
+        png = tmp_path / name
+        assert str(png) in text and png.read_bytes()[:4] == b"\x89PNG"
+    from asap.agent.plots import importance
+    _, why = importance(Ledger(tmp_path / "h.db").create_study(
+        "none", space, metric="loss", direction="minimize"), tmp_path / "n.png")
+    assert "at least 2 complete trials" in why

@@ -26,6 +26,38 @@ def test_show_prints_trials(tmp_path, toy_space, capsys):
     assert main(["show", "demo", "--db", str(tmp_path / "absent.db")]) == 2
 
 
+def test_show_as_json_and_csv_and_the_studies_list(tmp_path, toy_space, capsys):
+    import csv as csv_module
+    db = tmp_path / "l.db"
+    study = Ledger(db).create_study("demo", toy_space, metric="loss", direction="minimize",
+                                    workload="toy")
+    for x, loss in [(1.0, 0.5), (2.0, 0.25)]:
+        tid = study.start_trial({"x": x, "lr": 0.1, "n_layers": 1, "optimizer": "adam"},
+                                tool="optuna:tpe")
+        study.finish_trial(tid, status="complete", metrics={"loss": loss})
+    Ledger(db).create_study("empty", toy_space, metric="loss", direction="minimize")
+    assert main(["show", "demo", "--db", str(db), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["summary"]["best_value"] == 0.25
+    assert [(r["number"], r["param_x"], r["value"]) for r in got["trials"]] == [
+        (0, 1.0, 0.5), (1, 2.0, 0.25)]
+    assert got["trials"][0]["param_units_l3"] is None  # inactive: present, empty
+    assert main(["show", "demo", "--db", str(db), "--csv"]) == 0
+    rows = list(csv_module.DictReader(capsys.readouterr().out.splitlines()))
+    assert [r["value"] for r in rows] == ["0.5", "0.25"] and rows[1]["metric_loss"] == "0.25"
+    assert main(["studies", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "toy" in out and "0.25" in out and "empty" in out
+    frame = Ledger(db).open_study("demo").to_dataframe()
+    assert list(frame["value"]) == [0.5, 0.25]
+
+
+def test_version():
+    done = subprocess.run([sys.executable, "-m", "asap.cli", "--version"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and done.stdout.startswith("asap-hpo 0.")
+
+
 def test_default_model_is_pulled_and_intact():
     """The README's install pulls the model (``asap llm pull``, or the first ``asap tune``);
     here we check, without downloading, that the cached file is really it."""

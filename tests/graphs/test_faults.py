@@ -129,3 +129,29 @@ def test_what_the_workload_prints_goes_to_its_trial_log_not_stdout(tmp_path, ser
         text = Path(t.meta["log"]).read_text()
         assert f"epoch 1: x={t.config['x']}" in text and "a warning" in text
         assert Path(t.meta["log"]).is_relative_to(tmp_path)  # beside the ledger
+
+
+def test_asap_optimize_takes_a_python_objective_and_optuna_style_callbacks(tmp_path, server,
+                                                                           monkeypatch):
+    import sys
+    from pathlib import Path
+
+    import asap
+    userwl = Path(__file__).parents[1] / "userwl"
+    monkeypatch.syspath_prepend(str(userwl))
+    monkeypatch.chdir(userwl)  # the worker imports the objective's module from here
+    import faulty
+    seen = []
+    result = asap.optimize(faulty.quadratic, {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+                           n_trials=3, direction="minimize", db=str(tmp_path / "o.db"),
+                           base_url=server.base_url, model="fake", decide="json",
+                           callbacks=[lambda study, trial: seen.append((study.name, trial.number))])
+    assert result.complete == 3 and result.study == "faulty-quadratic"
+    assert result.best_value == min(t.value for t in
+                                    Ledger(tmp_path / "o.db").open_study(result.study).trials())
+    assert seen == [("faulty-quadratic", 0), ("faulty-quadratic", 1), ("faulty-quadratic", 2)]
+    with pytest.raises(ValueError, match="cannot run in a worker process"):
+        asap.optimize(lambda config, report: 1.0, {"x": {"type": "float", "low": 0, "high": 1}},
+                      db=str(tmp_path / "l.db"), base_url=server.base_url, model="fake")
+    assert not (tmp_path / "l.db").exists()
+    del sys.modules["faulty"]

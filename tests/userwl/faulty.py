@@ -66,3 +66,8 @@ def chatty(config, report):
     print(f"epoch 1: x={config['x']}")
     print("a warning", file=sys.stderr)
     return {"score": config["x"]}
+
+
+def quadratic(config, report):
+    """An Optuna-style objective: the value alone."""
+    return (config["x"] - 0.3) ** 2

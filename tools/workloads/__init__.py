@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -42,10 +43,11 @@ class WorkloadError(ValueError):
 
 @dataclass(frozen=True)
 class Workload:
-    """What the trainer needs: an importable target, its space and objective, fixed kwargs."""
+    """What the trainer needs: an importable target (or a module-level function, pickled by
+    reference into the worker), its space and objective, fixed kwargs."""
 
     ref: str
-    target: str
+    target: str | Callable[..., Any]
     space: Space
     metric: str
     direction: str
@@ -106,8 +108,11 @@ def _user(ref: str, space_file: Any, metric: str | None, direction: str | None) 
     return Workload(ref, ref, space, metric, direction, meta.get("fidelity"))
 
 
-def load_target(target: str):
-    """Import ``package.module:function``; the current directory is importable, like ``python -m``."""
+def load_target(target: str | Callable[..., Any]):
+    """Import ``package.module:function`` (the current directory is importable, like
+    ``python -m``); a callable (``asap.optimize``'s objective) is its own target."""
+    if callable(target):
+        return target
     module_name, _, func_name = target.partition(":")
     if not module_name or not func_name:
         raise WorkloadError(f"workload {target!r} must look like package.module:function")
