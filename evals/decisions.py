@@ -23,7 +23,6 @@ from asap.tools.portfolio import PANEL
 from asap.tools.types import better
 from asap.tools.workloads import tabular
 
-
 FIRST_TOOL = ":".join(PANEL[0])
 PICKERS = ("asap", "always A", "always TPE", "bandit", "random")
 

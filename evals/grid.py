@@ -8,10 +8,9 @@ endpoint: the embedded server, started once for the grid, unless ``base_url`` na
 
 from __future__ import annotations
 
-import math
-
 import contextlib
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 

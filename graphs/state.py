@@ -25,9 +25,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.tools import BaseTool
 
+from asap.agent.breaker import Breaker
 from asap.agent.config import Protocol
 from asap.agent.decision import decision_schema
-from asap.agent.breaker import Breaker
 from asap.agent.llm import (
     LLM_ERRORS,
     EmptyAnswer,

@@ -27,7 +27,8 @@ def _rounds(ledger, toy_space, mode, n=6, context=24, with_blocks=False):
 
 def test_each_prompt_extends_the_previous_one_minus_its_round_block(ledger, toy_space):
     prompts, blocks = _rounds(ledger, toy_space, "stable", with_blocks=True)
-    for r, (before, block, after) in enumerate(zip(prompts, blocks, prompts[1:]), start=1):
+    for r, (before, block, after) in enumerate(zip(prompts, blocks, prompts[1:], strict=False),
+                                               start=1):
         assert before.endswith(block)
         kept = before[: len(before) - len(block)]  # the static text and the log: byte for byte
         assert after.startswith(kept)
