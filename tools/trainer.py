@@ -224,9 +224,7 @@ class Trainer:
         ledger = Path(self.study.ledger.path)
         base = (Path(tempfile.gettempdir()) / "asap-logs" if str(ledger) == ":memory:"
                 else ledger.parent / f"{ledger.name}-logs")
-        folder = base / safe_name(self.study.name)
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"trial-{number}.log"
+        return base / safe_name(self.study.name) / f"trial-{number}.log"  # the worker makes it
 
     def _run_here(self, job: TrainingJob, fidelity: int | None) -> None:
         """The trial in this thread: the same reports, judging and records, no worker."""
@@ -286,7 +284,7 @@ def _worker(conn, target: str, config: dict, fidelity: int | None, kwargs: dict,
             seed: int, tuner: int, log: str) -> None:
     """Runs in the child: train, reporting each step and obeying prune decisions."""
     # What the workload prints goes to the trial's log, never to the tuner's stdout (--json).
-    out = open(log, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    out = _open_log(log)
     os.dup2(out.fileno(), 1)
     os.dup2(out.fileno(), 2)
     sys.stdout = sys.stderr = out
@@ -312,6 +310,16 @@ def _worker(conn, target: str, config: dict, fidelity: int | None, kwargs: dict,
         conn.send(("error", _describe(exc)))
     finally:
         conn.close()
+
+
+def _open_log(log: str, tries: int = 5) -> Any:
+    """The trial's log file, its folder made again if another session's cleanup just removed it
+    (an empty folder is removed after a quiet trial); /dev/null if it cannot be had."""
+    for _ in range(tries):
+        os.makedirs(os.path.dirname(log), exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            return open(log, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    return open(os.devnull, "w")  # noqa: SIM115
 
 
 def _kill_with_parent() -> None:
