@@ -63,7 +63,9 @@ PROFILES = {
                   seeds=5, trials=6, time_s=60.0, time_scale=0.02),
     # The one that separates methods: every HPOBench developer table and NAS-Bench-201, 40
     # trials, 5 seeds, no clock (decisions and ranking do not need it; table lookups run
-    # in-process), asap against each tool it orchestrates, the no-LLM portfolio and the OPRO floor.
+    # in-process), asap against each tool it orchestrates, the no-LLM portfolio and prior, and
+    # the OPRO floor. Measured on a 2-core CPU: 34.7 min without llm-naive (asap 54-112 s a run);
+    # llm-naive is serial and took 3-5 min a run (~1.5-2 h more for its 25 runs).
     "dev": dict(tasks=TASKS[:5], methods=["asap", "llm-naive", "portfolio", "prior", "tpe",
                                           "cmaes", "ngopt", "random"],
                 seeds=5, trials=40, time_s=3600.0, time_scale=0.0),
