@@ -237,7 +237,10 @@ def build_tuning_graph():
     g.add_conditional_edges("dispatch", after_dispatch, ["await_train", "speculate", END])
     g.add_edge(["await_train", "speculate"], "reconcile")
     g.add_conditional_edges("reconcile", after_reconcile, ["dispatch", "propose", END])
-    return g.compile()
+    # Never checkpointed, even inside a checkpointed parent (the chat): the ledger is its
+    # persistence, its state holds live objects, and a parent's SQLite saver on the ledger's
+    # file would contend with the ledger's writes at every step.
+    return g.compile(checkpointer=False)
 
 
 graph = build_tuning_graph()  # compiled once; every run brings its own context

@@ -374,3 +374,28 @@ def test_extending_a_study_trains_new_configurations(tmp_path):
     assert len(study.trials()) == 4
     assert len({json.dumps(t.config) for t in study.trials()}) == 4
     assert not study.events("repeat_avoided")  # the tools continued instead of replaying
+
+
+def test_the_tuning_graph_is_not_checkpointed_inside_a_checkpointed_parent(tmp_path):
+    from typing import TypedDict
+
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.graph import END, START, StateGraph
+
+    class Outer(TypedDict, total=False):
+        trials: int
+
+    study, ctx = australian(tmp_path, ScriptedModel(copy_a), protocol="tools", trials=2)
+
+    def tune_node(state: Outer) -> Outer:
+        run_graph(ctx)
+        return {"trials": len(study.trials())}
+    g = StateGraph(Outer)
+    g.add_node("tune", tune_node)
+    g.add_edge(START, "tune")
+    g.add_edge("tune", END)
+    saver = InMemorySaver()
+    out = g.compile(checkpointer=saver).invoke({}, {"configurable": {"thread_id": "t"}})
+    assert out["trials"] == 2
+    namespaces = {c.config["configurable"].get("checkpoint_ns", "") for c in saver.list(None)}
+    assert namespaces == {""}  # only the parent's checkpoints: no tuning-graph state stored
