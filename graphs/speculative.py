@@ -68,7 +68,9 @@ def speculate(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     knobs = _selftune(ctx, state["knobs"])
     chain = list(state.get("chain") or [])
     if ctx.speculation == "off" or state.get("plan_left", 0) > 0 or not ctx.breaker.closed():
-        drop(ctx, chain)  # a round the plan covers needs no LLM: nothing to decide ahead
+        # Off, the next round is the plan's (no LLM), or the endpoint is failing: nothing to
+        # decide ahead, and a carried chain will not be used.
+        drop(ctx, chain)
         return {"chain": [], "knobs": knobs}
     catch_up(ctx, state)  # off the critical path, before the forks copy the tools
     flight = ctx.flights.get(state["trial_id"])

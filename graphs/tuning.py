@@ -64,9 +64,9 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
                          "scores": scores, "attempts": 0, "reminded": False, "steps": 0,
                          "error": None}
     if state.get("plan_left", 0) > 0:  # the last decision covers this round: no LLM call
+        # No prompt block either: the log gets the round's line when it closes (reconcile).
         return {**base, "choice": planned(state, proposals), "decided_by": "plan",
-                "plan_left": state["plan_left"] - 1, "messages": [],
-                "current": ctx.builder.round_text(round_no, proposals, scores)}
+                "plan_left": state["plan_left"] - 1, "messages": [], "current": ""}
     current = ctx.builder.round_text(round_no, proposals, scores, plan=state["knobs"].plan)
     return {**base, "decided_by": "llm", "current": current, "choice": None,
             "messages": [HumanMessage(ctx.builder.prompt(state["log"], current))]}

@@ -7,8 +7,10 @@ tells each of them only the trials it has not seen.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 from asap.tools.ledger import Study
@@ -66,13 +68,11 @@ class Portfolio:
         new = {i: self.study.trial(i) for i in finished if i not in seen}
         for key, opt in list(self._optimizers.items()):
             told = self._told[key]
-            try:
+            with self._guard(key):
                 for tid in sorted(new):
                     if tid not in told:
                         opt.tell(new[tid])
                         told.add(tid)
-            except Exception as exc:  # noqa: BLE001 - as in panel_offers
-                self._drop(key, exc)
         return len(new)
 
     def fork(self, hypothetical: list[Trial]) -> Portfolio:
@@ -88,11 +88,9 @@ class Portfolio:
         twin._hypothetical = [*self._hypothetical, *hypothetical]
         twin.broken = dict(self.broken)
         for key, opt in list(twin._optimizers.items()):
-            try:
+            with twin._guard(key):
                 for trial in hypothetical:
                     opt.tell(trial)
-            except Exception as exc:  # noqa: BLE001 - as in panel_offers
-                twin._drop(key, exc)
         return twin
 
     def ask(self, library: str, algorithm: str, n: int = 1) -> list[dict[str, Any]]:
@@ -108,24 +106,31 @@ class Portfolio:
         seen = self.study.config_keys() | {config_key(t.config) for t in self._hypothetical}
         offers: list[Offer] = []
         for lib, alg in PANEL:
-            tool, config = f"{lib}:{alg}", None
-            if tool in self.broken:
+            if f"{lib}:{alg}" in self.broken:
                 continue
-            try:
-                for _ in range(retries + 1):
-                    config = self.ask(lib, alg, 1)[0]
-                    if config_key(config) not in seen:
-                        break
-                else:
-                    tool, config = "optuna:random", self._fresh_random(seen)
-            except Exception as exc:  # noqa: BLE001 - a library bug must not end the session
-                self._drop(tool, exc)
-                continue
-            seen.add(config_key(config))
-            offers.append((tool, config))
+            with self._guard(f"{lib}:{alg}"):
+                offers.append(self._unseen_offer(lib, alg, seen, retries))
+                seen.add(config_key(offers[-1][1]))
         if not offers:  # every tool of the panel failed: random sampling still proposes
             offers.append(("optuna:random", self._fresh_random(seen)))
         return offers
+
+    def _unseen_offer(self, lib: str, alg: str, seen: set[str], retries: int) -> Offer:
+        """The tool's next proposal not in ``seen``, else (it keeps repeating) a random one."""
+        for _ in range(retries + 1):
+            config = self.ask(lib, alg, 1)[0]
+            if config_key(config) not in seen:
+                return f"{lib}:{alg}", config
+        return "optuna:random", self._fresh_random(seen)
+
+    @contextlib.contextmanager
+    def _guard(self, tool: str) -> Iterator[None]:
+        """Whatever ``tool`` raises inside leaves it out of the session (:meth:`_drop`): a
+        library bug must not end the session."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - any library error
+            self._drop(tool, exc)
 
     def _drop(self, tool: str, exc: Exception) -> None:
         """Leave a failing tool out of this session's rounds, and say why in the ledger.
@@ -145,10 +150,8 @@ class Portfolio:
         propose next (during start-up their proposals depend on their random state alone)."""
         for lib, alg in PANEL:
             if f"{lib}:{alg}" not in self.broken:
-                try:
+                with self._guard(f"{lib}:{alg}"):
                     self.ask(lib, alg, rounds)
-                except Exception as exc:  # noqa: BLE001 - as in panel_offers
-                    self._drop(f"{lib}:{alg}", exc)
 
     def _fresh_random(self, seen: set[str], tries: int = 100) -> dict[str, Any]:
         """A random configuration not in ``seen`` (the last try if the space is that small)."""

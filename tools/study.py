@@ -263,15 +263,23 @@ class Study:
 
 def _alive_elsewhere(pid: Any) -> bool:
     """Whether ``pid`` is another process of this machine that is still running."""
-    if not isinstance(pid, int) or pid == os.getpid():
-        return False
+    return isinstance(pid, int) and pid != os.getpid() and process_alive(pid)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` is still running on this machine; a killed one not yet reaped
+    (a zombie) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): kill(pid, 0) said it exists
 
 
 def _num(v: Any) -> float:

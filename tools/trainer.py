@@ -29,6 +29,7 @@ from typing import Any
 
 from asap.tools.ledger import Study
 from asap.tools.pruning import Pruner
+from asap.tools.study import process_alive
 from asap.tools.types import Trial, safe_name
 from asap.tools.workloads import Workload, call, load_target
 
@@ -56,7 +57,7 @@ def _own_temp_dir() -> None:
     base = Path(tempfile.gettempdir())
     for old in base.glob("asap-mp-*"):
         pid = old.name.rpartition("-")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     process = mp.current_process()
     if process._config.get("tempdir") is None:  # what multiprocessing.util.get_temp_dir reads
@@ -73,6 +74,7 @@ class TrainingJob:
     trial_id: int
     config: dict[str, Any]
     seed: int = 0  # the trial's own seed: what a workload's randomness draws from
+    number: int = 0  # the trial's number in its study
     _thread: threading.Thread | None = None
     _result: list[Trial] = field(default_factory=list)
     _cancel: threading.Event = field(default_factory=threading.Event)
@@ -121,7 +123,8 @@ class Trainer:
         trial_id = self.study.start_trial(config, tool=tool, fidelity=fidelity, meta=meta,
                                           allow_repeat=allow_repeat, limit=limit)
         trial = self.study.trial(trial_id)
-        job = TrainingJob(trial_id, trial.config, trial_seed(self.seed, trial.number))
+        job = TrainingJob(trial_id, trial.config, trial_seed(self.seed, trial.number),
+                          trial.number)
         job._thread = threading.Thread(target=self._supervise, args=(job, fidelity),
                                        name=f"trial-{trial_id}", daemon=True)
         self._jobs = [j for j in self._jobs if not j.done()] + [job]
@@ -156,7 +159,7 @@ class Trainer:
         should_prune = self.pruner.for_trial() if self.pruner else (lambda s, v: False)
         ctx = _context()
         parent, child = ctx.Pipe()
-        log = self.log_path(self.study.trial(job.trial_id).number)
+        log = self.log_path(job.number)
         proc = ctx.Process(target=_worker, name=f"asap-trial-{job.trial_id}", daemon=True, args=(
             child, self.workload.target, job.config, fidelity, self.workload.kwargs, os.getcwd(),
             job.seed, os.getpid(), str(log)))
@@ -337,23 +340,9 @@ def _die_with(tuner: int, every_s: float = 0.5) -> None:
     """Exit when the tuning process is gone (SIGKILLed, crashed): a worker is a grandchild (the
     fork server starts it), so nothing else stops it, and on a GPU host it would hold the
     device's memory and keep computing for a session that no longer exists."""
-    while _alive(tuner):
+    while process_alive(tuner):
         time.sleep(every_s)
     os._exit(1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed parent not yet reaped is a zombie: as good as gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _describe(exc: BaseException) -> str:
