@@ -16,8 +16,8 @@ def top(study: Study, n: int = 5) -> str:
     done.sort(key=lambda t: t.value, reverse=study.direction == "maximize")
     if not done:
         return f"No trial of {study.name} has completed yet."
-    rows = [f"{i + 1}. trial {t.number} ({t.tool}): {study.metric}={t.value:.4g}  {t.config}"
-            for i, t in enumerate(done[:n])]
+    rows = [f"{i + 1}. trial {t.number} ({t.tool}): {study.metric}={t.value:.4g}  "
+            f"{study.space.format(t.evaluated)}" for i, t in enumerate(done[:n])]
     return f"Top {min(n, len(done))} of {len(done)} complete trials:\n" + "\n".join(rows)
 
 
@@ -53,4 +53,5 @@ def best(study: Study) -> str:
     if s["best_value"] is None:
         return f"{study.name}: {s['trials']} trials, none complete yet."
     return (f"{study.name}: best {study.metric} {s['best_value']:.4g} (trial {s['best_trial']}, "
-            f"{s['best_tool']}) after {s['trials']} trials; config {s['best_config']}")
+            f"{s['best_tool']}) after {s['trials']} trials; config "
+            f"{study.space.format(s['best_config'])}")

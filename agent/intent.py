@@ -32,7 +32,8 @@ class Request(BaseModel):
 class Intent(BaseModel):
     """What a message after a session asks for."""
 
-    action: Literal["top", "why", "time", "best", "extend", "narrow", "stop", "new", "other"]
+    action: Literal["top", "why", "time", "best", "extend", "narrow", "pin", "stop", "new",
+                    "other"]
     n: int | None = None
     tool: str | None = None
     trials: int | None = None
@@ -40,6 +41,7 @@ class Intent(BaseModel):
     param: str | None = None
     low: float | None = None
     high: float | None = None
+    value: str | None = None  # pin: the choice to fix ("adam")
 
 
 EXTRACT = """You turn a request to tune a model into JSON. Fields (null when not said):
@@ -50,10 +52,36 @@ hyperparameters to tune; space_file: a search space file if one is named."""
 
 CLASSIFY = """After a tuning session the user writes a message. Classify it as JSON: action is top
 (the best trials; n how many), why (why a tool was used; tool), time (where the time went), best,
-extend (more budget: trials or minutes), narrow (a parameter's new range: param, low, high), stop,
-new (a different tuning request), or other."""
+extend (more budget: trials or minutes; also "make it better"), narrow (a parameter's new range:
+param, low, high), pin (try one value of a parameter: param, value), stop, new (a different
+tuning request), or other."""
 
-YES = re.compile(r"^\s*(y|yes|ok|okay|sure|go|go ahead|proceed|start|do it|confirm)\b", re.I)
+YES = re.compile(r"^\s*(y|yes|ok|okay|sure|go|go ahead|proceed|start|do it|confirm)\b(?!.*\d)",
+                 re.I)
+NO = re.compile(r"^\s*(n|no|nope|cancel|abort|stop|never ?mind|don'?t)\W*$", re.I)
+
+
+def grounded(found: dict[str, Any], text: str) -> dict[str, Any]:
+    """The LLM-read request fields that ``text`` supports: a workload or file named in it (a
+    small model copies its prompt's example "train.py:fit"), numbers it contains, parameter
+    names it mentions. The rest is dropped, so the chat asks instead of keeping a guess."""
+    words, out = text.lower(), {}
+    numbers = {float(n) for n in re.findall(r"\d+(?:\.\d+)?", words)}
+    for key, value in found.items():
+        if key in ("workload", "space_file", "metric"):
+            stem = str(value).lower().replace(".py:", ":")
+            ok = stem in words.replace(".py:", ":") or str(value).lower() in words
+        elif key in ("trials", "minutes"):
+            ok = float(value) in numbers or (key == "minutes" and float(value) / 60 in numbers)
+        elif key == "params":
+            value = [p for p in value if canonical(p).replace("_", " ") in words
+                     or p.lower() in words or canonical(p) in words]
+            ok = bool(value)
+        else:
+            ok = True
+        if ok:
+            out[key] = value
+    return out
 
 
 def parse_request(text: str) -> dict[str, Any]:
@@ -93,7 +121,10 @@ def parse_intent(text: str) -> Intent | None:
                       t):
         return Intent(action="narrow", param=m.group(1), low=float(m.group(2)),
                       high=float(m.group(3)))
-    if re.search(r"\b(more|extend|another|longer)\b", t):
+    if m := re.search(r"\b(?:try|use|switch to)\s+([a-z][\w.-]*)(?:\s+(?:instead|rather))?", t):
+        if m.group(1) not in ("more", "again", "another", "it", "the", "a"):
+            return Intent(action="pin", value=m.group(1))
+    if re.search(r"\b(more|extend|another|longer|better|improve|keep going|continue)\b", t):
         minutes = re.search(r"(\d+(?:\.\d+)?)\s*min", t)
         return Intent(action="extend", minutes=float(minutes.group(1)) if minutes else None,
                       trials=int(n.group(1)) if n and not minutes else None)

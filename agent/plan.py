@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 
 from asap.agent.config import TuneConfig
-from asap.tools.ledger import Ledger
-from asap.tools.space import Space, SpaceError
+from asap.tools.ledger import Ledger, Study
+from asap.tools.space import Space, SpaceError, format_value
 from asap.tools.space_edit import canonical, propose_space, restrict
 from asap.tools.workloads import BUILTIN, is_tabular, resolve
 
@@ -52,7 +52,7 @@ def make_plan(request: dict[str, Any], *, study: str, space: Space | None = None
     if space is None and builtin:
         space = wl.space
         if request.get("params"):
-            space, pinned = restrict(space, match(request["params"], space))
+            space, pinned = restrict(space, match(request["params"], space), wl.defaults)
     elif space is None:
         space, unknown = propose_space(request.get("params") or [])
         if unknown:
@@ -62,11 +62,41 @@ def make_plan(request: dict[str, Any], *, study: str, space: Space | None = None
                                   else "maximize")
     minutes = request.get("minutes")
     plan = {"workload": ref, "study": study, "metric": metric, "direction": direction,
-            "pinned": pinned, "params": space.to_dict(), "space": space.describe(),
+            "pinned": pinned, "fixed": _fixed(space, pinned), "params": space.to_dict(),
+            "space": space.describe(free_only=True),
             "trials": int(request.get("trials") or 1000),
             "time_budget_s": float(minutes) * 60 if minutes else None}
     TuneConfig.make(workload=ref, trials=plan["trials"], time_budget_s=plan["time_budget_s"])
     return plan
+
+
+def plan_of(study: Study) -> dict[str, Any]:
+    """The plan that runs ``study`` again (to extend it): its workload, space and trials."""
+    return {"workload": study.workload, "study": study.name, "metric": study.metric,
+            "direction": study.direction, "pinned": {}, "fixed": "",
+            "params": study.space.to_dict(), "space": study.space.describe(free_only=True),
+            "trials": len(study.finished_ids()), "time_budget_s": None}
+
+
+def budget_text(plan: dict[str, Any]) -> str:
+    """The plan's budget as a person reads it: "2 more trials (6 in all)", "20 trials"..."""
+    if plan.get("more"):
+        text = f"{plan['more']} more trials ({plan['trials']} in all)"
+    else:
+        text = f"{plan['trials']} trials" if plan["trials"] < 1000 else "no trial limit"
+    if plan.get("time_budget_s"):
+        text += f", {plan['time_budget_s'] / 60:g} minutes"
+    return text
+
+
+def _fixed(space: Space, pinned: dict[str, Any]) -> str:
+    """The pinned values for people; a conditional one says when it applies."""
+    parts = []
+    for name, value in pinned.items():
+        p = space[name]
+        cond = f" (when {p.when.describe()})" if p.when is not None else ""
+        parts.append(f"{name}={format_value(value)}{cond}")
+    return ", ".join(parts)
 
 
 def write_space(plan: dict[str, Any], directory: Path) -> Path:

@@ -12,7 +12,6 @@ renders text from it and returns new logs, so a speculative branch extends a cop
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,20 +21,10 @@ from asap.agent.prior import Score, describe
 from asap.agent.stats import tool_records
 from asap.prompts import render
 from asap.tools.ledger import Study
+from asap.tools.space import format_value
 from asap.tools.types import Trial
 
-
-def fmt(value: Any) -> str:
-    """Deterministic value formatting: 4 significant digits, bare words, no locale or repr drift.
-
-    Four digits separate every config a tool proposes in practice and cost ~3 tokens a number;
-    six cost ~5 and made each round 465 tokens on digits-mlp.
-    """
-    if isinstance(value, float):
-        return format(value, ".4g")
-    if isinstance(value, str) and value and " " not in value and value != "-":
-        return value
-    return json.dumps(value)
+fmt = format_value  # the prompt's value format is the space's
 
 
 def label(i: int) -> str:

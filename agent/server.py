@@ -14,10 +14,13 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +28,7 @@ from pathlib import Path
 from asap.agent.model import pull
 
 LOOPBACK = "127.0.0.1"
+SERVE_PORT = 8080  # `asap llm serve`'s port: what langgraph.json's ASAP_BASE_URL names
 
 
 class ServerError(RuntimeError):
@@ -58,6 +62,8 @@ class EmbeddedServer:
                               "pip install 'asap-hpo[local]'") from None
         model = self.model or pull(say=self.say)
         check_gguf(model)
+        if self.port:
+            check_port_free(self.port)
         params = xllamacpp.CommonParams()
         params.model.path = str(model)
         params.hostnames = [LOOPBACK]  # never beyond loopback
@@ -86,6 +92,27 @@ class EmbeddedServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def check_port_free(port: int) -> None:
+    """Refuse a port on 127.0.0.1 that something already listens on, before loading a model."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError as exc:
+            raise ServerError(f"port {port} on {LOOPBACK} is not free ({exc.strerror}); "
+                              "pass --port with another one") from None
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url`` names this machine (the LLM would share its cores with training)."""
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def wait_healthy(url: str, timeout_s: float = 60.0) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from asap.agent.config import TuneConfig
+from asap.agent.server import is_loopback
 from asap.tools.workloads import is_tabular
 
 SpeculationMode = Literal["off", "threshold", "lossless"]
@@ -22,7 +23,8 @@ def accept(predicted: float, actual: float, tau: float, eps: float = 1e-12) -> b
 def speculation_mode(cfg: TuneConfig) -> SpeculationMode:
     """``auto``: speculate when training and the LLM do not compete for the same cores.
 
-    Measured on a 2-core CPU: overlapping the embedded LLM with torch training made 10 digits-mlp
+    A server on this machine (the chat passes the embedded server's URL) competes for the cores
+    unless training runs on a GPU. Measured on a 2-core CPU: overlapping the embedded LLM with torch training made 10 digits-mlp
     trials take 229.8 s instead of ~100 s serially (each slowed the other ~3x). With training on
     a GPU, the LLM at a remote endpoint, or a tabular workload's simulated clock (a sleep), the
     two really run in parallel. A table at ``time_scale`` 0 trains in no time: there is nothing
@@ -32,7 +34,7 @@ def speculation_mode(cfg: TuneConfig) -> SpeculationMode:
         return cfg.speculation
     if is_tabular(cfg.workload):  # training is a sleep of the simulated clock
         return "threshold" if cfg.time_scale > 0 else "off"
-    if cfg.base_url:
+    if cfg.base_url and not is_loopback(cfg.base_url):  # the LLM runs on another machine
         return "threshold"
-    import torch
+    import torch  # the LLM on this machine (the embedded server, a local vLLM): a GPU trains
     return "threshold" if torch.cuda.is_available() else "off"

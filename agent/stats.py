@@ -75,7 +75,7 @@ def summarize(study: Study) -> dict[str, Any]:
         "failed": sum(t.status == "failed" for t in trials),
         "pruned": sum(t.status == "pruned" for t in trials),
         "best_value": best.value if best else None, "best_trial": best.number if best else None,
-        "best_tool": best.tool if best else None, "best_config": best.config if best else None,
+        "best_tool": best.tool if best else None, "best_config": best.evaluated if best else None,
         "per_tool": {k: {"trials": r.trials, "improvements": r.improvements}
                      for k, r in sorted(tool_records(study).items())},
         "protocol": protocol, "llm_calls": len(calls),

@@ -3,8 +3,12 @@
     pip install -e ".[examples]"   # langchain>=1
     python examples/react_agent.py --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-7B-Instruct
 
-The agent needs a model that makes native tool calls (vLLM with a tool-call parser, or any
-OpenAI-compatible endpoint that does). Every trial lands in the ledger like ``asap tune``'s.
+The agent needs a model that makes native tool calls: vLLM serving a tool-calling model with
+a parser (``vllm serve Qwen/Qwen2.5-7B-Instruct --enable-auto-tool-choice --tool-call-parser
+hermes``), or any OpenAI-compatible endpoint that does. The embedded SmolLM2 does not (it
+answers tool requests with text, even with ``tool_choice="required"``): the script probes the
+model first and says so instead of letting the agent ramble. Every trial lands in the ledger
+like ``asap tune``'s.
 """
 
 from __future__ import annotations
@@ -26,10 +30,14 @@ def main(model: BaseChatModel, db: str = "asap.db") -> dict:
 
 
 if __name__ == "__main__":
-    from asap.agent.llm import chat_model
+    from asap.agent.llm import chat_model, pick_protocol
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base-url", required=True)
     ap.add_argument("--model", required=True)
     args = ap.parse_args()
-    final = main(chat_model(args.base_url, args.model))
+    model = chat_model(args.base_url, args.model)  # max_tokens 300: a bounded answer per turn
+    if pick_protocol(model, "auto") != "tools":
+        raise SystemExit(f"{args.model} at {args.base_url} answers tool requests with text, not "
+                         "tool calls: serve a tool-calling model (see the top of this file)")
+    final = main(model)
     print(final["messages"][-1].content)

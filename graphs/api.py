@@ -28,7 +28,7 @@ from asap.agent.config import TuneConfig
 from asap.graphs.session import TuneCallback, tune
 from asap.tools.ledger import Study
 from asap.tools.space import Space
-from asap.tools.types import Trial, safe_name
+from asap.tools.types import Cancel, Trial, safe_name
 from asap.tools.workloads import Workload
 
 
@@ -65,15 +65,17 @@ class TaskResult(BaseModel):
 
 
 def run_task(workload: str, *, llm: BaseChatModel | None = None, trials: int = 20,
-             callbacks: tuple[TuneCallback, ...] = (), **settings: Any) -> TaskResult:
+             callbacks: tuple[TuneCallback, ...] = (), cancel: Cancel | None = None,
+             **settings: Any) -> TaskResult:
     """Run one tuning task (a fresh or resumed study) and return its :class:`TaskResult`.
 
     ``settings`` are :class:`~asap.agent.config.TuneConfig` fields (``db``, ``study``,
     ``time_budget_s``, ``base_url``, ``model``, ``speculation``, ...); a bad one raises
     :class:`~asap.agent.config.ConfigError` naming it. With ``llm`` that model decides.
+    ``cancel`` stops the session from another thread (see :func:`~asap.graphs.session.tune`).
     """
     cfg = TuneConfig.make(workload=workload, trials=trials, **settings)
-    return TaskResult.from_summary(tune(cfg, llm=llm, callbacks=callbacks))
+    return TaskResult.from_summary(tune(cfg, llm=llm, callbacks=callbacks, cancel=cancel))
 
 
 def optimize(objective: Callable[..., float | dict[str, float]],

@@ -13,33 +13,67 @@
 
 from __future__ import annotations
 
-from typing import Any, NotRequired, TypedDict
+import os
+from typing import (
+    Any,
+    NotRequired,  # Studio's schemas need these on 3.11
+)
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
+from typing_extensions import TypedDict
 
 from asap.graphs.api import run_task
+from asap.graphs.background import cancellable
 from asap.graphs.chat import build_chat_graph
 from asap.graphs.tuning import graph as tuning_graph
+from asap.tools.types import Cancel
 
 
-class TuneTask(TypedDict):
+class TuneInput(TypedDict):
+    """One tuning task: a workload reference, a trial budget, :class:`TuneConfig` fields."""
+
     workload: str
     trials: NotRequired[int]
     settings: NotRequired[dict[str, Any]]
+
+
+class TuneOutput(TypedDict):
+    """The task's :class:`~asap.graphs.api.TaskResult` as a dict."""
+
+    result: dict[str, Any]
+
+
+class TuneTask(TuneInput):
     result: NotRequired[dict[str, Any]]
 
 
+def endpoint_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with the LLM endpoint from ``ASAP_BASE_URL`` / ``ASAP_MODEL`` when they name
+    none: what a server's environment (langgraph.json's ``env``) configures."""
+    if settings.get("base_url") or not os.environ.get("ASAP_BASE_URL"):
+        return settings
+    return {**settings, "base_url": os.environ["ASAP_BASE_URL"],
+            "model": settings.get("model") or os.environ.get("ASAP_MODEL", "default")}
+
+
 def build_tune_graph(llm: BaseChatModel | None = None):
-    """``START -> tune -> END``; ``llm`` decides (default: the endpoint in ``settings``, else the
-    embedded server)."""
-    def tune_node(state: TuneTask) -> dict[str, Any]:
+    """``START -> tune -> END``; ``llm`` decides (default: the endpoint in ``settings``, else
+    ``ASAP_BASE_URL``/``ASAP_MODEL``, else the embedded server). Run async (a server), a
+    cancelled run stops its session: the running trial is failed, no new one starts."""
+    def run(state: TuneTask, cancel: Cancel | None = None) -> dict[str, Any]:
+        settings = state.get("settings", {}) if llm is not None else endpoint_settings(
+            state.get("settings", {}))
         result = run_task(state["workload"], llm=llm, trials=state.get("trials", 20),
-                          **state.get("settings", {}))
+                          cancel=cancel, **settings)
         return {"result": result.model_dump()}
 
-    g = StateGraph(TuneTask)
-    g.add_node("tune", tune_node)
+    async def arun(state: TuneTask) -> dict[str, Any]:
+        return await cancellable(lambda cancel: run(state, cancel))
+
+    g = StateGraph(TuneTask, input_schema=TuneInput, output_schema=TuneOutput)
+    g.add_node("tune", RunnableLambda(run, afunc=arun, name="tune"))
     g.add_edge(START, "tune")
     g.add_edge("tune", END)
     return g.compile()

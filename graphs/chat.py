@@ -20,31 +20,59 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableLambda
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
-from langgraph.runtime import Runtime
+from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import interrupt
 from pydantic import BaseModel, ValidationError
+from typing_extensions import TypedDict  # Studio's schemas need it on Python 3.11
 
 from asap.agent import answers
 from asap.agent.config import ConfigError, TuneConfig
-from asap.agent.intent import CLASSIFY, EXTRACT, YES, Intent, Request, parse_intent, parse_request
+from asap.agent.intent import (
+    CLASSIFY,
+    EXTRACT,
+    NO,
+    YES,
+    Intent,
+    Request,
+    grounded,
+    parse_intent,
+    parse_request,
+)
 from asap.agent.llm import LLM_ERRORS, chat_model, json_model
-from asap.agent.plan import make_plan, match, missing, new_study_name, write_space
+from asap.agent.plan import (
+    budget_text,
+    make_plan,
+    match,
+    missing,
+    new_study_name,
+    plan_of,
+    write_space,
+)
+from asap.graphs.background import cancellable
 from asap.graphs.session import TuneCallback, tune
 from asap.tools.ledger import Ledger, Study
 from asap.tools.space import SpaceError
-from asap.tools.space_edit import narrow
-from asap.tools.types import Trial
+from asap.tools.space_edit import narrow, pin
+from asap.tools.types import Cancel, Trial
 from asap.tools.workloads import BUILTIN, WorkloadError
+
+
+class ChatInput(TypedDict):
+    """A person's turn: ``{"messages": [{"role": "user", "content": "tune digits-mlp ..."}]}``."""
+
+    messages: Annotated[list[BaseMessage], add_messages]
 
 
 class ChatState(TypedDict, total=False):
@@ -67,6 +95,9 @@ class ChatContext:
     model: str | None = None
     tune_llm: BaseChatModel | None = None
     space_dir: Path | None = None
+    # Set from another thread (the terminal's Ctrl-C) to stop a running session; the terminal
+    # clears it before each turn. Server runs get their own (see run_tuning_async).
+    cancel: Cancel = field(default_factory=Cancel, compare=False)
 
     @property
     def spaces(self) -> Path:
@@ -83,7 +114,8 @@ def env_context() -> ChatContext:
                        db=os.environ.get("ASAP_DB", "asap.db"))
 
 
-def _ctx(runtime: Runtime[ChatContext]) -> ChatContext:
+def _ctx(runtime: Runtime[ChatContext] | None = None) -> ChatContext:
+    runtime = runtime or get_runtime(ChatContext)
     return runtime.context if runtime.context is not None else env_context()
 
 
@@ -101,15 +133,25 @@ def _ask_json(ctx: ChatContext, system: str, text: str, schema: type[BaseModel],
 
 def gather(state: ChatState, runtime: Runtime[ChatContext]) -> ChatState:
     """Read the request (the unambiguous parts directly, the rest through the LLM as JSON);
-    ask for what is missing, else plan."""
+    ask for what is missing, else plan. A field that makes planning fail is dropped and asked
+    for again, never kept (it would fail every later turn)."""
     ctx = _ctx(runtime)
     text = state["messages"][-1].content
     request = {**state.get("request", {}), **parse_request(text)}
     if missing(request) is not None:  # the LLM only for what plain reading did not find
-        got = _ask_json(ctx, EXTRACT.format(builtins=", ".join(BUILTIN)), text, Request,
-                        "request")
-        found = {k: v for k, v in got.model_dump().items() if v is not None} if got else {}
-        request = {**found, **request}
+        request = {**_extract(ctx, text), **request}
+    return _plan_or_ask(ctx, request)
+
+
+def _extract(ctx: ChatContext, text: str) -> dict[str, Any]:
+    """The request fields the LLM read in ``text``, each grounded in it (a small model copies
+    the prompt's examples: a workload or file the person never wrote is not taken)."""
+    got = _ask_json(ctx, EXTRACT.format(builtins=", ".join(BUILTIN)), text, Request, "request")
+    found = {k: v for k, v in got.model_dump().items() if v is not None} if got else {}
+    return grounded(found, text)
+
+
+def _plan_or_ask(ctx: ChatContext, request: dict[str, Any]) -> ChatState:
     question = missing(request)
     if question is None:
         try:
@@ -117,55 +159,121 @@ def gather(state: ChatState, runtime: Runtime[ChatContext]) -> ChatState:
             return {"request": request, "plan": make_plan(request, study=study),
                     "phase": "ready"}
         except (WorkloadError, SpaceError, ConfigError) as exc:
-            question = f"{exc}. What should I use instead?"
+            request = _drop_culprit(request, exc)
+            question = f"{exc}. " + (missing(request) or "What should I use instead?")
     return {"request": request, "phase": "gather", "messages": [AIMessage(question)]}
 
 
-def confirm(state: ChatState) -> ChatState:
-    """Show the plan and wait for the person: nothing is trained before a yes."""
+def _drop_culprit(request: dict[str, Any], exc: Exception) -> dict[str, Any]:
+    """``request`` without the field that made planning fail."""
+    if isinstance(exc, WorkloadError):
+        culprit = ["workload", "space_file", "metric"]
+    elif isinstance(exc, SpaceError):
+        culprit = ["space_file"] if request.get("space_file") else ["params"]
+    else:
+        culprit = ["trials", "minutes"]
+    return {k: v for k, v in request.items() if k not in culprit}
+
+
+def confirm(state: ChatState, runtime: Runtime[ChatContext]) -> ChatState:
+    """Show the plan and wait for the person: nothing is trained before a yes. Any other answer
+    but a plain no is read as a change to the plan ("no, just 1 more", "20 trials", "also tune
+    dropout"), which is confirmed again."""
     plan = state["plan"]
-    budget = f"{plan['trials']} trials" if plan["trials"] < 1000 else "no trial limit"
-    if plan["time_budget_s"]:
-        budget += f", {plan['time_budget_s'] / 60:g} minutes"
-    pinned = f"\nFixed: {plan['pinned']}" if plan["pinned"] else ""
+    pinned = f"\nFixed: {plan['fixed']}" if plan.get("fixed") else ""
     question = (f"I will tune {plan['workload']} to {plan['direction']} {plan['metric']} "
-                f"(study {plan['study']}), {budget}, over:\n{plan['space']}{pinned}\n"
+                f"(study {plan['study']}), {budget_text(plan)}, over:\n{plan['space']}{pinned}\n"
                 "Proceed? (yes, or say what to change)")
-    reply = interrupt({"question": question, "plan": plan})
-    said = [AIMessage(question), HumanMessage(str(reply))]
-    if YES.match(str(reply)):
+    reply = str(interrupt({"question": question, "plan": plan}))
+    said = [AIMessage(question), HumanMessage(reply)]
+    if YES.match(reply):
         return {"messages": said, "phase": "go"}
+    if not NO.match(reply):
+        revised = _revise(state, _ctx(runtime), reply)
+        if revised is not None:
+            return {**revised, "messages": [*said, *revised.get("messages", [])]}
     # Nothing starts; after a session the thread goes back to answering questions about it.
     return {"messages": [*said, AIMessage("Nothing started. What should change?")],
             "phase": "done" if state.get("study") else "gather", "plan": None}
 
 
+def _revise(state: ChatState, ctx: ChatContext, reply: str) -> ChatState | None:
+    """The plan changed by ``reply``, or None when it names no change."""
+    plan, intent = state["plan"], parse_intent(reply)
+    done = plan.get("done", 0)
+    if intent is not None and intent.action == "extend" and (intent.trials or intent.minutes):
+        return {"plan": _extended(plan, done, intent), "phase": "ready"}
+    request = state.get("request", {})
+    changes = parse_request(reply) or _extract(ctx, reply)
+    if "params" in changes and re.search(r"\b(also|too|as well|and)\b", reply, re.I):
+        changes["params"] = list(dict.fromkeys([*request.get("params", []), *changes["params"]]))
+    changes = {k: v for k, v in changes.items() if v != request.get(k)}
+    if not changes:
+        return None
+    if set(changes) <= {"trials", "minutes"}:  # the same study, another budget ("20 trials")
+        trials = changes.get("trials")
+        if trials is not None and trials <= done:
+            return None
+        return {"plan": {**plan, "trials": trials or plan["trials"],
+                         "more": trials - done if trials and done else None,
+                         "time_budget_s": changes["minutes"] * 60 if changes.get("minutes")
+                         else plan["time_budget_s"]}, "phase": "ready"}
+    out = _plan_or_ask(ctx, {**request, "workload": plan["workload"], **changes})
+    return {**out, "phase": "ready"} if out.get("phase") == "ready" else out
+
+
+def _extended(plan: dict[str, Any], done: int, intent: Intent) -> dict[str, Any]:
+    """``plan`` extended by ``intent``'s trials or minutes past the ``done`` trials."""
+    more = intent.trials or (0 if intent.minutes else 10)
+    return {**plan, "trials": done + more if more else 1000, "done": done,
+            "more": more if more and done else None,
+            "time_budget_s": intent.minutes * 60 if intent.minutes else None}
+
+
 class _StreamTrials(TuneCallback):
-    """Each finished trial as a ``custom`` stream event of the chat graph."""
+    """The session's progress as ``custom`` stream events of the chat graph: trials starting,
+    their intermediate values, finished trials, notices."""
 
     def __init__(self) -> None:
         self.write = get_stream_writer()
+
+    def on_message(self, text: str) -> None:
+        self.write({"notice": text})
+
+    def on_trial_start(self, study: Study, number: int, config: dict[str, Any], tool: str
+                       ) -> None:
+        self.write({"started": number, "tool": tool, "config": study.space.format(config)})
+
+    def on_report(self, study: Study, number: int, step: int, value: float) -> None:
+        self.write({"report": number, "step": step, "value": value, "metric": study.metric})
 
     def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
         self.write({"trial": trial.number, "status": trial.status, "value": trial.value,
                     "tool": tool})
 
 
-def run_tuning(state: ChatState, runtime: Runtime[ChatContext]) -> ChatState:
-    """Write the confirmed space, run the session, streaming each finished trial to the chat."""
-    ctx, plan = _ctx(runtime), state["plan"]
+def run_tuning(state: ChatState, cancel: Cancel | None = None) -> ChatState:
+    """Write the confirmed space, run the session, streaming each trial to the chat. The
+    session stops when ``cancel`` (default: the context's, the terminal's Ctrl-C) is set: the
+    running trial is failed, everything finished is saved, and the thread answers questions."""
+    ctx, plan = _ctx(), state["plan"]
     space_file = write_space(plan, ctx.spaces)
     cfg = TuneConfig.make(workload=plan["workload"], trials=plan["trials"],
                           time_budget_s=plan["time_budget_s"], study=plan["study"], db=ctx.db,
                           space=str(space_file), base_url=ctx.base_url, model=ctx.model)
     try:
-        tune(cfg, llm=ctx.tune_llm, callbacks=[_StreamTrials()])
+        tune(cfg, llm=ctx.tune_llm, callbacks=[_StreamTrials()], cancel=cancel or ctx.cancel)
         done = "Done. "
     except KeyboardInterrupt:
-        done = "Stopped (Ctrl-C); everything finished is saved. "
+        done = "Stopped; everything finished is saved. "
     study = Ledger(ctx.db).open_study(plan["study"])
     return {"messages": [AIMessage(done + answers.best(study) + "\n" + answers.time_split(study))],
             "study": plan["study"], "phase": "done"}
+
+
+async def run_tuning_async(state: ChatState) -> ChatState:
+    """:func:`run_tuning` for async runs (a LangGraph server): ``runs.cancel`` stops it."""
+    return await cancellable(lambda cancel: run_tuning(state, cancel))
 
 
 def respond(state: ChatState, runtime: Runtime[ChatContext]) -> ChatState:
@@ -175,7 +283,7 @@ def respond(state: ChatState, runtime: Runtime[ChatContext]) -> ChatState:
     intent = (parse_intent(text) or _ask_json(ctx, CLASSIFY, text, Intent, "intent")
               or Intent(action="other"))
     study = Ledger(ctx.db).open_study(state["study"])
-    plan = state["plan"]
+    plan = plan_of(study)  # changes apply to the study tuned last, not a plan refused since
     try:
         if intent.action == "top":
             return _say(answers.top(study, intent.n or 5))
@@ -190,19 +298,19 @@ def respond(state: ChatState, runtime: Runtime[ChatContext]) -> ChatState:
         if intent.action == "new":
             return {"phase": "gather", "request": {}}
         if intent.action == "extend":
-            extra = intent.trials or (0 if intent.minutes else 10)
-            plan = {**plan, "trials": len(study.finished_ids()) + extra if extra else 1000,
-                    "time_budget_s": intent.minutes * 60 if intent.minutes else None}
-            return {"plan": plan, "phase": "ready"}
+            return {"plan": _extended(plan, len(study.finished_ids()), intent), "phase": "ready"}
+        space = None
         if intent.action == "narrow" and intent.param and intent.low is not None \
                 and intent.high is not None:
             space = narrow(study.space, match([intent.param], study.space)[0], intent.low,
                            intent.high)
-            request = {**state["request"], "workload": plan["workload"]}
+        elif intent.action == "pin" and intent.value:
+            space = pin(study.space, intent.value, intent.param)
+        if space is not None:  # a new study: a study's space is fixed
+            request = {**state.get("request", {}), "workload": plan["workload"]}
             name = new_study_name(ctx.db, plan["workload"], ctx.spaces)
-            new = make_plan(request, study=name, space=space)
-            return {"plan": {**new, "trials": plan["trials"],
-                             "time_budget_s": plan["time_budget_s"]}, "phase": "ready"}
+            return {"plan": {**make_plan(request, study=name, space=space),
+                             "trials": plan["trials"]}, "phase": "ready"}
     except (SpaceError, ConfigError) as exc:
         return _say(f"I cannot do that: {exc}")
     context = answers.best(study) + "\n" + answers.time_split(study)
@@ -222,16 +330,17 @@ def _say(text: str) -> ChatState:
 
 def build_chat_graph(checkpointer: Any = None):
     """The compiled chat graph; pass a checkpointer (``SqliteSaver``) to persist threads."""
-    g = StateGraph(ChatState, context_schema=ChatContext)
-    for name, fn in [("gather", gather), ("confirm", confirm), ("tune", run_tuning),
+    g = StateGraph(ChatState, context_schema=ChatContext, input_schema=ChatInput)
+    tune_node = RunnableLambda(run_tuning, afunc=run_tuning_async, name="tune")
+    for name, fn in [("gather", gather), ("confirm", confirm), ("tune", tune_node),
                      ("respond", respond)]:
         g.add_node(name, fn)
     g.add_conditional_edges(START, lambda s: "respond" if s.get("study") and s.get(
         "phase") == "done" else "gather", ["gather", "respond"])
     g.add_conditional_edges("gather", lambda s: "confirm" if s.get("phase") == "ready" else END,
                             ["confirm", END])
-    g.add_conditional_edges("confirm", lambda s: "tune" if s.get("phase") == "go" else END,
-                            ["tune", END])
+    g.add_conditional_edges("confirm", lambda s: {"go": "tune", "ready": "confirm"}.get(
+        s.get("phase"), END), ["tune", "confirm", END])
     g.add_edge("tune", END)
     g.add_conditional_edges("respond", lambda s: {"ready": "confirm", "gather": "gather"}.get(
         s.get("phase"), END), ["confirm", "gather", END])

@@ -36,7 +36,7 @@ from asap.tools.optuna_mirror import OptunaMirror, check_storage
 from asap.tools.portfolio import PANEL, Portfolio
 from asap.tools.pruning import Pruner
 from asap.tools.trainer import Trainer
-from asap.tools.types import Terminated, Trial
+from asap.tools.types import Cancel, Cancelled, Terminated, Trial
 from asap.tools.workloads import Workload, resolve
 
 TOOLS_TEXT = "\n".join(f"- {lib}:{alg}" for lib, alg in PANEL) + \
@@ -53,6 +53,13 @@ class TuneCallback:
 
     def on_session_start(self, study: Study, total: int, protocol: Protocol | None) -> None:
         """The study is open and the LLM reachable; ``total`` trials is the budget."""
+
+    def on_trial_start(self, study: Study, number: int, config: dict[str, Any], tool: str
+                       ) -> None:
+        """Trial ``number`` started training ``config`` (proposed by ``tool``)."""
+
+    def on_report(self, study: Study, number: int, step: int, value: float) -> None:
+        """Trial ``number`` reported an intermediate ``value`` at ``step`` (an epoch...)."""
 
     def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
         """A trial finished (complete, failed or pruned); ``tool`` proposed it."""
@@ -76,8 +83,8 @@ def open_study(ledger: Ledger, cfg: TuneConfig, space: Any, metric: str, directi
 
 
 def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
-         callbacks: Sequence[TuneCallback] = (), workload: Workload | None = None
-         ) -> dict[str, Any]:
+         callbacks: Sequence[TuneCallback] = (), workload: Workload | None = None,
+         cancel: Cancel | None = None) -> dict[str, Any]:
     """Run (or resume) a tuning session; returns the summary that ``--json`` prints.
 
     ``llm``: a chat model to decide with instead of the endpoint in ``cfg`` (an agent under
@@ -86,7 +93,9 @@ def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
 
     Ctrl-C (KeyboardInterrupt) or SIGTERM (:class:`Terminated`) cancels the running trial,
     records it as failed, logs the session and re-raises: everything finished is in the ledger
-    and a re-run resumes.
+    and a re-run resumes. ``cancel``, set from any thread, does the same and raises
+    :class:`~asap.tools.types.Cancelled` (a KeyboardInterrupt): how a session on a worker
+    thread is stopped (the chat's Ctrl-C, a LangGraph server's ``runs.cancel``).
     """
     say = _Fanout(callbacks)
     wl = workload or resolve(cfg.workload, space_file=cfg.space, time_scale=cfg.time_scale)
@@ -98,11 +107,11 @@ def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
             base_url, model = endpoint(stack, cfg.base_url, cfg.model, api_key=cfg.api_key,
                                        say=say.on_message)
             llm = chat_model(base_url, model, api_key=cfg.api_key, timeout_s=cfg.llm_timeout_s)
-        return _session(cfg, wl, llm, say)
+        return _session(cfg, wl, llm, say, cancel or Cancel())
 
 
-def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallback
-             ) -> dict[str, Any]:
+def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallback,
+             cancel: Cancel) -> dict[str, Any]:
     """The session proper, on a reachable LLM: open the study, run the graph, log, summarize."""
     ledger = Ledger(cfg.db)
     new = not ledger.has_study(cfg.study_name)
@@ -119,7 +128,8 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
             study, Portfolio(study, seed=cfg.seed),
             Trainer(study, wl, pruner=Pruner(study, cfg.pruner), seed=cfg.seed,
                     in_process=not cfg.isolate, time_limit_s=cfg.trial_timeout_s,
-                    stop_at=None if cfg.time_budget_s is None else started + cfg.time_budget_s),
+                    stop_at=None if cfg.time_budget_s is None else started + cfg.time_budget_s,
+                    cancel=cancel, progress=_progress(study, say)),
             PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, protocol=protocol), llm,
             protocol=protocol, max_trials=cfg.trials, time_budget_s=cfg.time_budget_s,
             max_retries=cfg.max_retries, speculation=speculation_mode(cfg),
@@ -131,6 +141,9 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
                 graph.invoke(ctx.initial_state(cfg.tau, cfg.depth or 1, cfg.context or 24,
                                                cfg.plan or 1),
                              {"recursion_limit": ctx.recursion_limit()}, context=ctx)
+        if cancel.is_set():
+            study.fail_running(cancel.reason)
+            raise Cancelled(cancel.reason)
         interrupted = False
     except Exception:
         if new and not study.trials():  # failed before its first trial: leave nothing behind
@@ -145,6 +158,16 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
                             prompt=cfg.prompt, interrupted=interrupted)
         say.on_session_end(study, interrupted)
     return summarize(study)
+
+
+def _progress(study: Study, say: TuneCallback):
+    """The trainer's progress events as the session's callbacks."""
+    def progress(event: str, number: int, data: dict[str, Any]) -> None:
+        if event == "start":
+            say.on_trial_start(study, number, data["config"], data["tool"])
+        else:
+            say.on_report(study, number, data["step"], data["value"])
+    return progress
 
 
 class _Mirroring(TuneCallback):
@@ -174,6 +197,15 @@ class _Fanout(TuneCallback):
     def on_session_start(self, study: Study, total: int, protocol: Protocol | None) -> None:
         for c in self.callbacks:
             c.on_session_start(study, total, protocol)
+
+    def on_trial_start(self, study: Study, number: int, config: dict[str, Any], tool: str
+                       ) -> None:
+        for c in self.callbacks:
+            c.on_trial_start(study, number, config, tool)
+
+    def on_report(self, study: Study, number: int, step: int, value: float) -> None:
+        for c in self.callbacks:
+            c.on_report(study, number, step, value)
 
     def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
         for c in self.callbacks:

@@ -55,6 +55,8 @@ __all__ = ["TuneContext", "TuningState", "build_tuning_graph", "graph"]
 def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     """Fresh proposals from the panel of tools; the round's prompt."""
     ctx = runtime.context
+    if ctx.trainer.cancel.is_set():  # cancelled (runs.cancel, the chat's Ctrl-C): no new round
+        return {"spent": True}
     round_no = state.get("round", 0) + 1
     start = time.time()
     catch_up(ctx, state)
@@ -150,6 +152,8 @@ def dispatch(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     ctx = runtime.context
     if (verify := state.get("verify")) is not None:  # lossless: was the speculative one it?
         _record_verdict(ctx, verify, state["choice"], state["round"])
+    if ctx.trainer.cancel.is_set():
+        return {"spent": True, "verify": None}
     try:
         job = _start_fresh(ctx, state["choice"], state["round"])
     except BudgetSpent:  # other processes on this study took the last slots
@@ -205,6 +209,8 @@ def _record_verdict(ctx: TuneContext, verify: Verification, choice: tuple, round
 
 
 def after_propose(state: TuningState) -> str:
+    if state.get("spent"):
+        return END
     return "dispatch" if state.get("choice") else "agent"
 
 
@@ -231,7 +237,7 @@ def build_tuning_graph():
     for node in (propose, agent, guard, dispatch, await_train, speculate, reconcile):
         g.add_node(node.__name__, node)
     g.add_edge(START, "propose")
-    g.add_conditional_edges("propose", after_propose, ["agent", "dispatch"])
+    g.add_conditional_edges("propose", after_propose, ["agent", "dispatch", END])
     g.add_edge("agent", "guard")
     g.add_conditional_edges("guard", after_guard, ["agent", "dispatch", END])
     g.add_conditional_edges("dispatch", after_dispatch, ["await_train", "speculate", END])

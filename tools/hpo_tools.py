@@ -1,8 +1,10 @@
 """The HPO tools as typed LangChain tools bound to one study.
 
-Each tool answers with a short text (what the LLM reads) and a JSON-serializable artifact (what
-the graph and tests read): ``response_format="content_and_artifact"``. Failures come back as a
-structured ``{"error": ...}`` artifact, never a stack trace.
+Each tool answers with JSON: the ``ToolMessage`` content is the JSON text of the same object its
+artifact holds (``response_format="content_and_artifact"``), so an agent reads configurations
+and results as data, not prose (``{"tool": "optuna:tpe", "configs": [...]}``; ``{"trial": 0,
+"status": "complete", "value": 0.87, ...}``). Failures come back as ``{"error": ...}``, never a
+stack trace.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
 from asap.tools.ledger import Study
-from asap.tools.nevergrad_tool import NevergradOptimizer
-from asap.tools.optuna_tool import OptunaOptimizer
 from asap.tools.portfolio import Portfolio
 from asap.tools.space import SpaceError
 from asap.tools.trainer import Trainer
@@ -25,8 +25,6 @@ from asap.tools.trainer import Trainer
 Sampler = Literal["tpe", "cmaes", "gp", "qmc", "random"]
 NgOptimizer = Literal["NGOpt", "CMA", "DE", "TwoPointsDE", "PSO", "OnePlusOne", "TBPSA",
                       "RandomSearch"]
-assert set(Sampler.__args__) == set(OptunaOptimizer.algorithms)
-assert set(NgOptimizer.__args__) == set(NevergradOptimizer.algorithms)
 
 
 class OptunaSuggestArgs(BaseModel):
@@ -63,6 +61,11 @@ class StopArgs(BaseModel):
     reason: str = Field(default="", description="why more trials will not help")
 
 
+def _answer(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A tool's answer: its JSON text for the model, the same object as the artifact."""
+    return json.dumps(data), data
+
+
 def stop_tool() -> BaseTool:
     """The ``stop`` tool the LLM calls to end a session (the graph acts on it, not the tool)."""
     return StructuredTool.from_function(func=lambda reason="": "stopping", name="stop",
@@ -82,29 +85,26 @@ class Toolbox:
         configs = self.portfolio.ask(library, algorithm, n)
         tool = f"{library}:{algorithm}"
         self.study.log_timing("tool_call", start, time.time(), tool=tool, n=n)
-        lines = "\n".join(json.dumps(c) for c in configs)
-        return f"{tool} proposes:\n{lines}", {"tool": tool, "configs": configs}
+        return _answer({"tool": tool, "configs": configs})
 
     def propose(self, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         try:
             config = self.study.space.validate(config)
         except SpaceError as exc:
-            return f"invalid configuration: {exc}", {"tool": "llm", "error": str(exc)}
-        return f"llm proposes:\n{json.dumps(config)}", {"tool": "llm", "configs": [config]}
+            return _answer({"tool": "llm", "error": f"invalid configuration: {exc}"})
+        return _answer({"tool": "llm", "configs": [config]})
 
     def train(self, config: dict[str, Any], fidelity: int | None = None,
               tool: str = "llm") -> tuple[str, dict[str, Any]]:
         try:
             trial = self.trainer.run(config, tool=tool, fidelity=fidelity)
         except SpaceError as exc:
-            return f"not trained, invalid configuration: {exc}", {"error": str(exc)}
+            return _answer({"error": f"not trained, invalid configuration: {exc}"})
         self.portfolio.sync()
-        art = {"trial": trial.number, "status": trial.status, "value": trial.value,
-               "metrics": trial.metrics, "error": trial.error, "duration": trial.duration}
-        text = (f"trial {trial.number} {trial.status}"
-                + (f": {self.study.metric}={trial.value:.6g}" if trial.value is not None else "")
-                + (f" ({trial.error})" if trial.error else ""))
-        return text, art
+        return _answer({"trial": trial.number, "status": trial.status,
+                        "metric": self.study.metric, "value": trial.value,
+                        "metrics": trial.metrics, "config": trial.evaluated,
+                        "error": trial.error, "duration": trial.duration})
 
     def tools(self) -> list[BaseTool]:
         """The four tools as LangChain ``BaseTool``s, usable by any tool-calling agent."""

@@ -9,20 +9,27 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import zlib
 from collections.abc import Iterator
 from typing import Any
 
 from asap.tools.ledger import Study
-from asap.tools.nevergrad_tool import NevergradOptimizer
 from asap.tools.optimizer import Optimizer
-from asap.tools.optuna_tool import OptunaOptimizer
 from asap.tools.types import Trial, config_key
 
-LIBRARIES: dict[str, type[Optimizer]] = {"optuna": OptunaOptimizer, "nevergrad": NevergradOptimizer}
+# Imported on first use: Nevergrad alone takes ~1 s to import, which every graph import paid.
+LIBRARIES = {"optuna": "asap.tools.optuna_tool:OptunaOptimizer",
+             "nevergrad": "asap.tools.nevergrad_tool:NevergradOptimizer"}
 # The tools that propose every round, in the order the prompt shows them.
 PANEL = (("optuna", "tpe"), ("optuna", "cmaes"), ("nevergrad", "NGOpt"), ("nevergrad", "DE"))
 Offer = tuple[str, dict[str, Any]]  # (tool, config): one proposal of a round
+
+
+def library_class(library: str) -> type[Optimizer]:
+    """The optimizer class of ``library`` ("optuna" or "nevergrad"), imported now."""
+    module, _, name = LIBRARIES[library].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def tool_seed(seed: int, tool: str, seen: int) -> int:
@@ -48,7 +55,7 @@ class Portfolio:
         if key not in self._optimizers:
             if library not in LIBRARIES:
                 raise ValueError(f"unknown library {library!r}; choose one of {list(LIBRARIES)}")
-            cls = LIBRARIES[library]
+            cls = library_class(library)
             seed = tool_seed(self.seed, key, len(self.study.finished_ids()))
             self._optimizers[key] = cls(self.study.space, self.study.direction, algorithm, seed)
             # A hypothetical trial stands in for its real one, which the fork must not be told.

@@ -52,29 +52,51 @@ def propose_space(names: list[str]) -> tuple[Space, list[str]]:
     return Space.from_dict(specs), unknown
 
 
-def restrict(space: Space, keep: list[str]) -> tuple[Space, dict[str, Any]]:
-    """Search only ``keep``; pin every other parameter to one value (the middle of its range, on
-    a log scale for log parameters; the first choice) so the workload still receives it.
+def restrict(space: Space, keep: list[str], defaults: dict[str, Any] | None = None
+             ) -> tuple[Space, dict[str, Any]]:
+    """Search only ``keep``; pin every other parameter to one value so the workload still
+    receives it: its entry in ``defaults`` (a workload's declared defaults), else the middle of
+    its range (on a log scale for log parameters) or its first choice.
 
-    Returns the new space and the pinned values.
+    A pinned parameter that can never be active (its parent is pinned to a value its condition
+    excludes: ``momentum`` once ``optimizer`` is pinned to adam) leaves the space. Returns the
+    new space and the pinned values.
     """
     missing = [k for k in keep if k not in space.names]
     if missing:
         raise SpaceError(f"unknown parameter(s) {missing}; the space has {space.names}")
-    spec, pinned = space.to_dict(), {}
+    spec, pinned, dropped = space.to_dict(), {}, set()
     for p in space.params:
         if p.name in keep:
             continue
-        if isinstance(p, CategoricalParam):
-            value = p.choices[0]
-        else:
-            lo, hi = float(p.low), float(p.high)
-            value = math.sqrt(lo * hi) if p.log else (lo + hi) / 2
-            value = int(round(value)) if isinstance(p, IntParam) else value
+        if p.when is not None and (p.when.parent in dropped or (
+                p.when.parent in pinned and not p.when.holds(pinned[p.when.parent]))):
+            dropped.add(p.name)
+            del spec[p.name]
+            continue
+        value = (defaults or {}).get(p.name)
+        if value is None or not _fits(p, value):
+            value = _middle(p)
         pinned[p.name] = value
         spec[p.name] = {"type": "categorical", "choices": [value],
                         **({"when": spec[p.name]["when"]} if "when" in spec[p.name] else {})}
     return Space.from_dict(spec), pinned
+
+
+def _fits(p: Any, value: Any) -> bool:
+    try:
+        p.check(value)
+    except SpaceError:
+        return False
+    return True
+
+
+def _middle(p: Any) -> Any:
+    if isinstance(p, CategoricalParam):
+        return p.choices[0]
+    lo, hi = float(p.low), float(p.high)
+    value = math.sqrt(lo * hi) if p.log else (lo + hi) / 2
+    return int(round(value)) if isinstance(p, IntParam) else value
 
 
 def narrow(space: Space, name: str, low: float, high: float) -> Space:
@@ -88,4 +110,21 @@ def narrow(space: Space, name: str, low: float, high: float) -> Space:
     spec = space.to_dict()
     spec[name] = {**spec[name], "low": int(low) if isinstance(p, IntParam) else low,
                   "high": int(high) if isinstance(p, IntParam) else high}
+    return Space.from_dict(spec)
+
+
+def pin(space: Space, value: str, name: str | None = None) -> Space:
+    """The same space with a categorical parameter fixed to ``value`` ("try adam instead of
+    sgd"): ``name``'s, else the one parameter whose choices hold ``value``."""
+    holders = [p.name for p in space.params if isinstance(p, CategoricalParam)
+               and any(str(c).lower() == value.lower() for c in p.choices)
+               and (name is None or canonical(name) in (p.name, canonical(p.name)))]
+    if not holders:
+        raise SpaceError(f"no parameter of the space has the choice {value!r}")
+    if len(holders) > 1:
+        raise SpaceError(f"{value!r} is a choice of {holders}: say which parameter")
+    p = space[holders[0]]
+    choice = next(c for c in p.choices if str(c).lower() == value.lower())
+    spec = space.to_dict()
+    spec[p.name] = {**spec[p.name], "choices": [choice]}
     return Space.from_dict(spec)

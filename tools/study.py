@@ -177,13 +177,14 @@ class Study:
 
     def to_records(self) -> list[dict[str, Any]]:
         """One flat row per trial: number, tool, status, value, each metric (``metric_<name>``),
-        each parameter (``param_<name>``, None when inactive), error, times, duration."""
+        each parameter as evaluated (``param_<name>``, None when inactive; a table's grid
+        point), error, times, duration."""
         rows = []
         for t in self.trials():
             row: dict[str, Any] = {"number": t.number, "tool": t.tool, "status": t.status,
                                    "value": t.value}
             row |= {f"metric_{k}": v for k, v in sorted(t.metrics.items())}
-            row |= {f"param_{p}": t.config.get(p) for p in self.space.names}
+            row |= {f"param_{p}": t.evaluated.get(p) for p in self.space.names}
             row |= {"error": t.error, "started_at": t.started_at, "ended_at": t.ended_at,
                     "duration": t.duration}
             rows.append(row)

@@ -10,6 +10,7 @@ out-of-memory, timeout, crash, bad metric) into a failed trial with a readable r
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import math
 import multiprocessing as mp
@@ -22,7 +23,9 @@ import tempfile
 import threading
 import time
 import traceback
+import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,7 @@ from typing import Any
 from asap.tools.ledger import Study
 from asap.tools.pruning import Pruner
 from asap.tools.study import process_alive
-from asap.tools.types import Trial, safe_name
+from asap.tools.types import Cancel, Trial, safe_name
 from asap.tools.workloads import Workload, call, load_target
 
 
@@ -67,6 +70,11 @@ def _own_temp_dir() -> None:
         mp.util.Finalize(None, shutil.rmtree, args=(str(mine), True), exitpriority=-100)
 
 
+# Called as progress(event, trial number, data): "start" ({config, tool}) when a trial's worker
+# starts, "report" ({step, value}) for each intermediate value: what a live display shows.
+Progress = Callable[[str, int, dict[str, Any]], None]
+
+
 @dataclass
 class TrainingJob:
     """A trial in flight. ``wait()`` returns the finished :class:`Trial` from the ledger."""
@@ -98,7 +106,8 @@ class Trainer:
 
     def __init__(self, study: Study, workload: Workload, *, time_limit_s: float = 600.0,
                  pruner: Pruner | None = None, prune_grace_s: float = 10.0,
-                 seed: int = 0, in_process: bool = False, stop_at: float | None = None) -> None:
+                 seed: int = 0, in_process: bool = False, stop_at: float | None = None,
+                 cancel: Cancel | None = None, progress: Progress | None = None) -> None:
         if not (time_limit_s > 0 and math.isfinite(time_limit_s)):
             raise ValueError(f"time_limit_s must be a positive number, got {time_limit_s}")
         self.study = study
@@ -113,6 +122,10 @@ class Trainer:
         # The session's wall-clock budget ends here (a time.time() stamp): a trial still running
         # then is stopped and failed, so the budget holds while a trial runs, not only between.
         self.stop_at = stop_at
+        # The session's cancellation (another thread's Ctrl-C, a server's runs.cancel): stops
+        # every trial in flight, recorded as failed with its reason.
+        self.cancel = cancel or Cancel()
+        self.progress = progress or (lambda event, number, data: None)
         self._jobs: list[TrainingJob] = []
 
     def start(self, config: dict[str, Any], *, tool: str, fidelity: int | None = None,
@@ -120,16 +133,32 @@ class Trainer:
               limit: int | None = None) -> TrainingJob:
         """Validate, record a running trial, start its worker and return at once."""
         fidelity = fidelity if fidelity is not None else self.workload.default_fidelity
+        if self.workload.evaluates is not None and self.study.space.is_valid(config):
+            evaluated = self.workload.evaluates(config)
+            if evaluated != config:  # e.g. the table's grid point: what the value belongs to
+                meta = {**(meta or {}), "evaluated": evaluated}
         trial_id = self.study.start_trial(config, tool=tool, fidelity=fidelity, meta=meta,
                                           allow_repeat=allow_repeat, limit=limit)
         trial = self.study.trial(trial_id)
         job = TrainingJob(trial_id, trial.config, trial_seed(self.seed, trial.number),
                           trial.number)
-        job._thread = threading.Thread(target=self._supervise, args=(job, fidelity),
+        # The caller's context goes along: a progress callback may read context variables (a
+        # LangGraph node's stream writer does).
+        job._thread = threading.Thread(target=contextvars.copy_context().run,
+                                       args=(self._supervise, job, fidelity),
                                        name=f"trial-{trial_id}", daemon=True)
         self._jobs = [j for j in self._jobs if not j.done()] + [job]
         job._thread.start()
+        self._tell("start", trial.number, {"config": trial.config, "tool": tool})
         return job
+
+    def _tell(self, event: str, number: int, data: dict[str, Any]) -> None:
+        """Progress for displays; a display that fails never fails the trial."""
+        try:
+            self.progress(event, number, data)
+        except Exception as exc:  # noqa: BLE001 - someone else's callback
+            warnings.warn(f"a progress callback failed: {type(exc).__name__}: {exc}",
+                          stacklevel=2)
 
     def cancel_all(self, reason: str, *, wait_s: float = 0.0) -> None:
         """Cancel every trial in flight (Ctrl-C), optionally waiting for each to be recorded."""
@@ -168,8 +197,8 @@ class Trainer:
         deadline = start + self.time_limit_s
         try:
             while True:
-                if job._cancel.is_set():
-                    error = job._reason
+                if job._cancel.is_set() or self.cancel.is_set():
+                    error = job._reason if job._cancel.is_set() else self.cancel.reason
                     break
                 now = time.time()
                 if self.stop_at is not None and now > self.stop_at and not pruned_at:
@@ -198,6 +227,7 @@ class Trainer:
                         stop = True
                     else:
                         self.study.report(job.trial_id, step, value)
+                        self._tell("report", job.number, {"step": step, "value": value})
                         stop = should_prune(step, value)
                         if stop and pruned_at is None:
                             pruned_at = time.time()
@@ -239,6 +269,7 @@ class Trainer:
             if not math.isfinite(value):
                 return True
             self.study.report(job.trial_id, step, value)
+            self._tell("report", job.number, {"step": step, "value": value})
             pruned = pruned or should_prune(step, value)
             return pruned
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,6 +36,12 @@ class Trial:
     ended_at: float | None
     duration: float | None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def evaluated(self) -> dict[str, Any]:
+        """The configuration the value belongs to: ``config``, or the grid point a table
+        workload snapped it to (kept in ``meta``)."""
+        return self.meta.get("evaluated", self.config)
 
 
 def better(direction: Direction, a: float, b: float | None) -> bool:
@@ -65,3 +72,35 @@ def safe_name(text: str) -> str:
 class Terminated(KeyboardInterrupt):
     """SIGTERM (what schedulers, systemd and container runtimes send): a session stops as on
     Ctrl-C (trials in flight marked, the session logged) and the CLI exits 143."""
+
+
+class Cancelled(KeyboardInterrupt):
+    """A session stopped through its :class:`Cancel` (the chat's Ctrl-C on another thread, a
+    LangGraph server's ``runs.cancel``): handled like Ctrl-C, everything finished is saved."""
+
+
+class Cancel:
+    """A cancellation a session checks: set from any thread, it stops the trials in flight
+    (each recorded as failed with the reason) and the tuning graph before its next round.
+
+    Why not a signal: a session may run on a worker thread (LangGraph runs nodes there; a server
+    runs many sessions), where no signal handler can be installed.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = "cancelled"
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        self.reason = reason
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+    def clear(self) -> None:
+        self._event.clear()
+        self.reason = "cancelled"

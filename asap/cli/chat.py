@@ -8,7 +8,9 @@ LangGraph's ``SqliteSaver``, so ``asap chat --thread ID`` resumes one in a new p
 from __future__ import annotations
 
 import contextlib
+import signal
 import sqlite3
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,6 +21,7 @@ from langgraph.types import Command
 from rich.console import Console
 
 from asap.graphs.chat import ChatContext, build_chat_graph
+from asap.graphs.session import CTRL_C
 from asap.tools.ledger import Ledger
 
 EXIT = {"exit", "quit", "bye", ":q"}
@@ -78,14 +81,39 @@ def chat(ctx: ChatContext, *, thread: str | None = None, console: Console | None
             if not text:
                 continue
             turn = Command(resume=text) if pending else {"messages": [HumanMessage(text)]}
+            ctx.cancel.clear()
             try:
-                _render(graph.stream(turn, config, stream_mode=["messages", "custom", "updates"],
-                                     context=ctx), console)
-            except KeyboardInterrupt:  # the tune node stops its session itself when it can
+                with _ctrl_c_cancels(ctx, console):
+                    _render(graph.stream(turn, config, context=ctx,
+                                         stream_mode=["messages", "custom", "updates"]), console)
+            except KeyboardInterrupt:  # a second Ctrl-C: leave the turn at once
                 _say(console, "Interrupted. Everything finished is saved in the ledger.")
             pending = _pending(graph, config)
             _say(console, pending)
     return thread
+
+
+@contextlib.contextmanager
+def _ctrl_c_cancels(ctx: ChatContext, console: Console) -> Iterator[None]:
+    """During a turn, the first Ctrl-C cancels the running session through ``ctx.cancel``: the
+    graph's node runs on a LangGraph worker thread, where no signal handler can be installed,
+    so it checks the token; its trial is failed, the node returns and the thread stays usable.
+    A second Ctrl-C interrupts as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if ctx.cancel.is_set():
+            raise KeyboardInterrupt
+        ctx.cancel.cancel(CTRL_C)
+        console.print("[yellow]stopping the session (Ctrl-C again to leave at once)[/]")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _say(console: Console, text: str | None) -> None:
@@ -105,39 +133,62 @@ def _pending(graph: Any, config: dict) -> str | None:
 def _render(stream: Any, console: Console) -> None:
     """Stream LLM tokens of free answers, trial progress, and each node's new AI messages."""
     streamed = False
-    for mode, chunk in stream:
-        if mode == "messages":
-            msg, meta = chunk
-            if isinstance(msg, AIMessageChunk) and meta.get("langgraph_node") == "respond" \
-                    and msg.content:
-                console.print(msg.content, end="", markup=False, highlight=False)
-                streamed = True
-        elif mode == "custom" and "trial" in chunk:
-            value = "-" if chunk["value"] is None else f"{chunk['value']:.4g}"
-            console.print(f"[dim]  trial {chunk['trial']} {chunk['status']} {value} "
-                          f"({chunk['tool']})[/]")
-        elif mode == "updates":
-            for node, update in chunk.items():
-                if node.startswith("__") or not update:
-                    continue
-                said = update.get("messages", [])
-                if node == "confirm":
-                    said = said[2:]  # the question was shown with the interrupt, then the reply
-                for m in said:
-                    if isinstance(m, AIMessage) and not (streamed and node == "respond"):
-                        _say(console, m.content)
+    with console.status("", spinner="dots") as status:
+        status.stop()  # shown only while a trial trains
+        for mode, chunk in stream:
+            if mode == "messages":
+                msg, meta = chunk
+                if isinstance(msg, AIMessageChunk) and meta.get("langgraph_node") == "respond" \
+                        and msg.content:
+                    console.print(msg.content, end="", markup=False, highlight=False)
+                    streamed = True
+            elif mode == "custom":
+                _progress(chunk, console, status)
+            elif mode == "updates":
+                for node, update in chunk.items():
+                    if node.startswith("__") or not update:
+                        continue
+                    said = update.get("messages", [])
+                    if node == "confirm":
+                        said = said[2:]  # the question went with the interrupt, then the reply
+                    for m in said:
+                        if isinstance(m, AIMessage) and not (streamed and node == "respond"):
+                            _say(console, m.content)
     if streamed:
         console.print()
 
 
+def _progress(event: dict[str, Any], console: Console, status: Any) -> None:
+    """A session's progress: notices, trial starts (with a live line of its intermediate
+    values), finished trials."""
+    if "notice" in event:
+        console.print(f"[dim]  {event['notice']}[/]", highlight=False)
+    elif "started" in event:
+        console.print(f"[dim]  trial {event['started']} started ({event['tool']}): "
+                      f"{event['config']}[/]", highlight=False)
+        status.update(f"trial {event['started']} training")
+        status.start()
+    elif "report" in event:
+        status.update(f"trial {event['report']} step {event['step']}: "
+                      f"{event['metric']} {event['value']:.4g}")
+    elif "trial" in event:
+        status.stop()
+        value = "-" if event["value"] is None else f"{event['value']:.4g}"
+        console.print(f"[dim]  trial {event['trial']} {event['status']} {value} "
+                      f"({event['tool']})[/]")
+
+
 def default_context(db: str, base_url: str | None, model: str | None,
-                    llm: BaseChatModel | None = None) -> tuple[ChatContext, Any]:
+                    llm: BaseChatModel | None = None, say: Callable[[str], object] = print
+                    ) -> tuple[ChatContext, Any]:
     """The chat's context and a stack to close: the embedded server unless an endpoint is given
     (one server for the chat and its tuning sessions)."""
     from asap.agent.llm import chat_model
     from asap.agent.server import endpoint
     stack = contextlib.ExitStack()
     if llm is None:
-        base_url, model = endpoint(stack, base_url, model)
+        if base_url is None:
+            say("starting the embedded model (SmolLM2-135M-Instruct on llama.cpp, ~10-30 s)...")
+        base_url, model = endpoint(stack, base_url, model, say=say)
         llm = chat_model(base_url, model)
     return ChatContext(llm=llm, db=db, base_url=base_url, model=model), stack

@@ -15,6 +15,7 @@ from pathlib import Path
 import openai
 from rich.console import Console
 
+from asap.agent.server import SERVE_PORT
 from asap.tools.ledger import Ledger, LedgerError
 from asap.tools.types import Terminated, safe_name
 
@@ -39,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("--force", action="store_true", help="fetch again even if cached")
     serve = llm.add_parser("serve", help="run the embedded llama.cpp server on 127.0.0.1")
     serve.add_argument("--model", help="a GGUF file (default: SmolLM2-135M-Instruct)")
-    serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    serve.add_argument("--port", type=int, default=SERVE_PORT,
+                       help=f"port (default {SERVE_PORT}, what langgraph.json expects; 0: a free one)")
     serve.add_argument("--ctx", type=int, default=8192, help="context length per request, in tokens")
     tune = sub.add_parser("tune", help="tune a workload with the LLM orchestrating the tools")
     tune.add_argument("workload", help="digits-mlp, digits-cnn, charlm, hpobench:<ds>, "
@@ -137,7 +139,8 @@ def _chat(args: argparse.Namespace) -> int:
         console.print(threads_table(threads(args.db), args.db))
         return 0
     _quiet_optuna()
-    ctx, stack = default_context(args.db, args.base_url, args.model)
+    ctx, stack = default_context(args.db, args.base_url, args.model,
+                                 say=lambda m: console.print(f"[dim]{m}[/]", highlight=False))
     with stack:
         chat(ctx, thread=args.thread, console=console)
     return 0

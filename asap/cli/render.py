@@ -25,6 +25,7 @@ from asap.evals.grid import GridCallback
 from asap.evals.methods import Cell
 from asap.graphs.session import TuneCallback
 from asap.tools.ledger import Ledger, Study
+from asap.tools.space import format_value
 from asap.tools.types import Trial
 
 
@@ -101,7 +102,7 @@ def trials_table(study: Study) -> Table:
     for t in study.trials():
         value = f"{t.value:.4f}" if t.value is not None else "-"
         table.add_row(str(t.number), t.tool, t.status, value,
-                      f"{t.duration:.1f}" if t.duration else "-", t.error or str(t.config))
+                      f"{t.duration:.1f}" if t.duration else "-", t.error or study.space.format(t.evaluated))
     return table
 
 
@@ -149,7 +150,9 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         console.print(f"[bold]{s['study']}[/]: no complete trial ({s['trials']} trials)")
     else:
         console.print(f"[bold]{s['study']}[/]: best {s['metric']} = {s['best_value']:.6g} "
-                      f"(trial {s['best_trial']}, {s['best_tool']})\n  config {s['best_config']}")
+                      f"(trial {s['best_trial']}, {s['best_tool']})\n  config "
+                      + ", ".join(f"{k}={format_value(v)}" for k, v in s["best_config"].items()),
+                      highlight=False)
     tools = Table("tool", "trials", "improved the best", title="per-tool record")
     for tool, rec in s["per_tool"].items():
         tools.add_row(tool, str(rec["trials"]), str(rec["improvements"]))

@@ -45,8 +45,8 @@ def test_study_tools_are_base_tools_bound_to_a_study(tmp_path):
     msg = tools["optuna_suggest"].invoke({"type": "tool_call", "id": "1", "name": "optuna_suggest",
                                           "args": {"sampler": "tpe"}})
     config = msg.artifact["configs"][0]
-    done = tools["train_on_gpu"].invoke({"params": config, "tool": "optuna:tpe"})
-    assert "trial 0 complete" in done
+    done = json.loads(tools["train_on_gpu"].invoke({"params": config, "tool": "optuna:tpe"}))
+    assert done["trial"] == 0 and done["status"] == "complete"
     assert Ledger(tmp_path / "t.db").open_study("s").trials()[0].config == config
 
 
@@ -56,11 +56,11 @@ def test_react_agent_example_tunes_with_the_tools(tmp_path):
         if not isinstance(last, ToolMessage):
             return call("optuna_suggest", {"sampler": "tpe", "n": 1})
         if last.name == "optuna_suggest":
-            config = json.loads(last.content.splitlines()[1])
+            config = json.loads(last.content)["configs"][0]
             return call("train_on_gpu", {"params": config, "tool": "optuna:tpe"}, 1)
         return AIMessage(content=f"Done: {last.content}")
     final = example("react_agent")["main"](ScriptedModel(script), db=str(tmp_path / "r.db"))
-    assert "trial 0 complete: val_acc=" in final["messages"][-1].content
+    assert '"status": "complete"' in final["messages"][-1].content
     trials = Ledger(tmp_path / "r.db").open_study("react").trials()
     assert [(t.tool, t.status) for t in trials] == [("optuna:tpe", "complete")]
 

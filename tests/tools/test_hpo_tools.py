@@ -1,5 +1,7 @@
 """The four HPO tools as LangChain tools: typed arguments, text plus structured artifact."""
 
+import json
+
 import pytest
 from langchain_core.messages import ToolMessage
 from pydantic import ValidationError
@@ -27,9 +29,10 @@ def test_tools_propose_train_and_learn(toolbox):
     tools = {t.name: t for t in toolbox.tools()}
     assert set(tools) == {"optuna_suggest", "nevergrad_suggest", "llm_propose", "train_on_gpu"}
     text, art = _call(tools["optuna_suggest"], {"sampler": "tpe", "n": 2})
-    assert text.startswith("optuna:tpe proposes") and len(art["configs"]) == 2
+    assert json.loads(text) == art and art["tool"] == "optuna:tpe" and len(art["configs"]) == 2
     text, trained = _call(tools["train_on_gpu"], {"params": art["configs"][0], "tool": "optuna:tpe"})
-    assert trained["status"] == "complete" and "val_acc=" in text
+    assert json.loads(text) == trained and trained["status"] == "complete"
+    assert trained["metric"] == "val_acc" and 0 < trained["value"] <= 1
     _, ng = _call(tools["nevergrad_suggest"], {"optimizer": "NGOpt", "n": 1})
     assert toolbox.study.space.validate(ng["configs"][0])
     assert toolbox.portfolio.optimizer("nevergrad", "NGOpt").n_told == 1
@@ -40,7 +43,8 @@ def test_invalid_llm_config_is_a_structured_error(toolbox):
     tools = {t.name: t for t in toolbox.tools()}
     bad = {"alpha": 5.0, "batch_size": 4, "depth": 1, "learning_rate_init": 1e-5, "width": 16}
     text, art = _call(tools["llm_propose"], {"params": bad})
-    assert "outside" in art["error"] and text.startswith("invalid configuration")
+    assert json.loads(text) == art and art["error"].startswith("invalid configuration")
+    assert "outside" in art["error"]
     text, art = _call(tools["train_on_gpu"], {"params": bad})
     assert "outside" in art["error"]
     assert toolbox.study.trials() == []  # nothing invalid reaches the ledger

@@ -204,3 +204,24 @@ def test_a_tool_that_raises_is_left_out_of_the_round(ledger, toy_space, monkeypa
     assert portfolio.broken["nevergrad:DE"].startswith("TypeError: only 0-dimensional")
     assert [e["detail"]["tool"] for e in study.events("tool_failed")] == ["nevergrad:DE"]
     assert len(portfolio.panel_offers()) == 3  # not asked again
+
+
+def test_tool_argument_types_name_every_algorithm():
+    """The suggest tools' typed arguments (what an LLM may ask for) list exactly the algorithms
+    the adapters implement."""
+    from asap.tools.hpo_tools import NgOptimizer, Sampler
+    from asap.tools.nevergrad_tool import NevergradOptimizer
+
+    assert set(Sampler.__args__) == set(OptunaOptimizer.algorithms)
+    assert set(NgOptimizer.__args__) == set(NevergradOptimizer.algorithms)
+
+
+def test_graph_import_leaves_the_heavy_libraries_for_later():
+    """Importing the graphs (what ``langgraph dev`` does at start) loads neither torch nor
+    Nevergrad: those load when a session first needs them."""
+    import subprocess
+    import sys
+    code = ("import sys, asap.graphs.app; "
+            "print(sorted(m for m in ('torch', 'nevergrad', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -9,6 +9,7 @@ its search space from a YAML/JSON file. Note that a user workload runs the user'
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import sys
@@ -53,6 +54,12 @@ class Workload:
     direction: str
     default_fidelity: int | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # What a person would train without tuning (a built-in's ``defaults:``): the chat pins the
+    # parameters a person did not name to these.
+    defaults: dict[str, Any] = field(default_factory=dict)
+    # The configuration actually evaluated for a proposed one, when they differ (a table snaps
+    # to its grid): stored in the trial's meta as ``evaluated`` and shown instead.
+    evaluates: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 def resolve(ref: str, *, space_file: str | Path | None = None, metric: str | None = None,
@@ -60,9 +67,11 @@ def resolve(ref: str, *, space_file: str | Path | None = None, metric: str | Non
     """Turn a workload reference into a :class:`Workload`, or raise WorkloadError naming why."""
     if ref in BUILTIN:
         target, m, d, fid = BUILTIN[ref]
-        space = Space.from_file(space_file) if space_file is not None else Space.from_dict(
-            yaml.safe_load(resources.files("asap.tools.workloads").joinpath(f"{ref}.yaml").read_text()))
-        return Workload(ref, target, space, metric or m, direction or d, fid)
+        spec = yaml.safe_load(resources.files("asap.tools.workloads").joinpath(f"{ref}.yaml")
+                              .read_text())
+        space = Space.from_file(space_file) if space_file is not None else Space.from_dict(spec)
+        return Workload(ref, target, space, metric or m, direction or d, fid,
+                        defaults=spec.get("defaults", {}))
     bench, _, dataset = ref.partition(":")
     if bench in TABLES:
         return _tabular(ref, bench, dataset, time_scale, space_file)
@@ -89,7 +98,8 @@ def _tabular(ref: str, bench: str, dataset: str, time_scale: float,
                                 f"{space.names}; {space_file} has {custom.names}")
         space = custom
     return Workload(ref, "asap.tools.workloads.tabular:lookup", space, "val_acc", "maximize",
-                    None, {"bench": bench, "dataset": dataset, "time_scale": time_scale})
+                    None, {"bench": bench, "dataset": dataset, "time_scale": time_scale},
+                    evaluates=functools.partial(tabular.snap, bench))
 
 
 def _user(ref: str, space_file: Any, metric: str | None, direction: str | None) -> Workload:

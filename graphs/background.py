@@ -1,0 +1,35 @@
+"""Blocking sessions inside async graph runs, stoppable by the run's cancellation.
+
+A LangGraph server runs graphs with ``astream`` and cancels a run (``runs.cancel``) by cancelling
+its asyncio task. A sync node runs in a thread the cancellation cannot reach, so its trials would
+go on with no owner. Here the session runs in a thread with a :class:`~asap.tools.types.Cancel`:
+when the task is cancelled, the token is set, the session stops its trials (recorded as failed
+with the reason) and ends, and only then does the cancellation go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TypeVar
+
+from asap.tools.types import Cancel
+
+T = TypeVar("T")
+CANCELLED = "cancelled: the run was cancelled"
+
+
+async def cancellable(work: Callable[[Cancel], T], reason: str = CANCELLED) -> T:
+    """Run ``work(cancel)`` in a thread (the run's context copied, so LangGraph's stream writer
+    and runtime work there); a cancelled task sets ``cancel`` and waits for ``work`` to end."""
+    cancel = Cancel()
+    task = asyncio.ensure_future(asyncio.to_thread(work, cancel))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        cancel.cancel(reason)
+        try:
+            await task  # the session records its trials and returns or raises Cancelled
+        except BaseException:  # noqa: BLE001 - the cancellation below is what the caller sees
+            pass
+        raise
