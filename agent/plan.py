@@ -80,10 +80,12 @@ def plan_of(study: Study) -> dict[str, Any]:
 
 def budget_text(plan: dict[str, Any]) -> str:
     """The plan's budget as a person reads it: "2 more trials (6 in all)", "20 trials"..."""
+    def trials(n: int) -> str:
+        return f"{n} trial" + ("" if n == 1 else "s")
     if plan.get("more"):
-        text = f"{plan['more']} more trials ({plan['trials']} in all)"
+        text = f"{plan['more']} more {trials(plan['more']).split()[1]} ({plan['trials']} in all)"
     else:
-        text = f"{plan['trials']} trials" if plan["trials"] < 1000 else "no trial limit"
+        text = trials(plan["trials"]) if plan["trials"] < 1000 else "no trial limit"
     if plan.get("time_budget_s"):
         text += f", {plan['time_budget_s'] / 60:g} minutes"
     return text

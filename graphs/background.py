@@ -10,6 +10,7 @@ with the reason) and ends, and only then does the cancellation go on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -19,17 +20,27 @@ T = TypeVar("T")
 CANCELLED = "cancelled: the run was cancelled"
 
 
+class Stopped(RuntimeError):
+    """The session in the thread stopped on its cancellation (a KeyboardInterrupt there would
+    escape asyncio's task machinery and stop the event loop itself)."""
+
+
 async def cancellable(work: Callable[[Cancel], T], reason: str = CANCELLED) -> T:
     """Run ``work(cancel)`` in a thread (the run's context copied, so LangGraph's stream writer
     and runtime work there); a cancelled task sets ``cancel`` and waits for ``work`` to end."""
     cancel = Cancel()
-    task = asyncio.ensure_future(asyncio.to_thread(work, cancel))
+
+    def run() -> T:
+        try:
+            return work(cancel)
+        except KeyboardInterrupt as exc:
+            raise Stopped(str(exc)) from None
+
+    task = asyncio.ensure_future(asyncio.to_thread(run))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         cancel.cancel(reason)
-        try:
-            await task  # the session records its trials and returns or raises Cancelled
-        except BaseException:  # noqa: BLE001 - the cancellation below is what the caller sees
-            pass
+        with contextlib.suppress(Exception):  # the cancellation is what the caller sees
+            await task  # the session records its trials, then returns or stops
         raise

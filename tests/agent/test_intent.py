@@ -1,6 +1,12 @@
 """Reading a person's chat messages without the LLM."""
 
-from asap.agent.intent import parse_intent, parse_request
+import pytest
+
+from asap.agent.intent import NO, YES, grounded, parse_intent, parse_request
+from asap.agent.plan import make_plan
+from asap.tools.space import Space, SpaceError
+from asap.tools.space_edit import pin
+from asap.tools.workloads import resolve
 
 
 def test_plain_requests_and_questions_are_read_without_the_llm():
@@ -17,3 +23,47 @@ def test_plain_requests_and_questions_are_read_without_the_llm():
     assert parse_intent("narrow lr to 0.001..0.01").model_dump(include={"param", "low", "high"}) \
         == {"param": "lr", "low": 0.001, "high": 0.01}
     assert parse_intent("tell me a joke") is None  # the LLM's turn
+
+
+def test_off_menu_requests_are_read_as_what_they_ask():
+    better = parse_intent("make it better")
+    assert better.action == "extend" and better.trials is None  # more trials, not the top 1
+    pin = parse_intent("try adam instead of sgd?")
+    assert (pin.action, pin.value) == ("pin", "adam")  # not the time split
+    assert parse_intent("no, just 1 more").model_dump(include={"action", "trials"}) == {
+        "action": "extend", "trials": 1}
+    assert YES.match("yes") and not YES.match("yes, but 20 trials") and not YES.match("no")
+    assert NO.match("no") and NO.match("Cancel.") and not NO.match("no, just 1 more")
+
+
+def test_what_the_llm_read_is_kept_only_where_the_message_says_it():
+    """A small model copies the extraction prompt's example ("train.py:fit"): a field the
+    person never wrote is dropped, so the chat asks for it instead of failing every turn."""
+    invented = {"workload": "train:fit", "space_file": "train.py:fit", "trials": 20,
+                "params": ["lr", "dropout"], "metric": "accuracy"}
+    assert grounded(invented, "tune hpobench:australian") == {}
+    assert grounded(invented, "tune my train.py:fit for accuracy, 20 trials, the lr") == {
+        "workload": "train:fit", "space_file": "train.py:fit", "trials": 20, "params": ["lr"],
+        "metric": "accuracy"}
+
+
+def test_unnamed_parameters_are_pinned_to_the_workloads_defaults():
+    """"tune the learning rate and width of digits-mlp": the rest at digits-mlp's declared
+    defaults (adam, batch 32), and a parameter its pinned parent switches off is left out."""
+    plan = make_plan({"workload": "digits-mlp", "params": ["learning rate", "width"],
+                      "trials": 4}, study="s")
+    assert plan["pinned"] == {"weight_decay": 1e-4, "depth": 2, "dropout": 0.1,
+                              "batch_size": 32, "optimizer": "adam", "beta1": 0.9}
+    assert "momentum" not in plan["params"] and "momentum" not in plan["fixed"]
+    assert plan["fixed"].startswith("weight_decay=0.0001, depth=2, dropout=0.1, batch_size=32")
+    assert plan["space"].splitlines() == ["- lr: float in [0.0001, 0.3] log",
+                                          "- width: int in [16, 256] log"]
+    space = Space.from_dict(plan["params"])
+    assert space.validate({"lr": 0.01, "width": 64, **plan["pinned"]})
+
+
+def test_a_choice_can_be_pinned_by_its_value():
+    space = resolve("digits-mlp").space
+    assert pin(space, "adam")["optimizer"].choices == ["adam"]
+    with pytest.raises(SpaceError, match="no parameter of the space has the choice 'rmsprop'"):
+        pin(space, "rmsprop")

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 from fakes import ScriptedModel, chat_script
+from langchain_core.messages import AIMessage
 from rich.console import Console
 
 from asap.cli.chat import chat, threads
@@ -18,9 +19,9 @@ from asap.tools.ledger import Ledger
 HERE = Path(__file__).parent
 
 
-def session(db: Path, turns: list[str], thread: str = "t1") -> str:
+def session(db: Path, turns: list[str], thread: str = "t1", script=chat_script) -> str:
     out = io.StringIO()
-    model = ScriptedModel(chat_script)
+    model = ScriptedModel(script)
     ctx = ChatContext(llm=model, db=str(db), tune_llm=model, space_dir=db.parent)
     said = iter(turns)
 
@@ -48,6 +49,7 @@ def test_request_to_confirmed_space_to_tuning_to_answers(tmp_path):
     assert "trial 2 complete" in out and "Done." in out
     assert "Top 3 of 3 complete trials" in out  # answered from the ledger
     assert "optuna:tpe: 3 trials" in out and "Wall-clock" in out
+    assert "2 more trials (5 in all)" in out  # not "5 trials", which reads as five more
     assert len(study.trials()) == 5  # extended by 2 after a second confirmation
     assert "Nothing started" in out  # the narrowed plan was refused: no compute spent
     assert not Ledger(db).has_study("chat-hpobench-australian-2")
@@ -80,3 +82,32 @@ def test_a_thread_waits_at_the_confirmation_across_processes(tmp_path):
     cli = subprocess.run([sys.executable, "-m", "asap.cli", "chat", "--list", "--db",
                           str(db)], capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0 and "t1" in cli.stdout
+
+
+def test_a_reply_at_the_confirmation_changes_the_plan(tmp_path):
+    db = tmp_path / "r.db"
+    out = session(db, ["tune hpobench:australian, 3 trials", "no, 2 trials", "yes",
+                       "make it better", "no, just 1 more", "yes", "try adam", "exit"])
+    assert "Nothing started" not in out
+    assert "australian-1), 2 trials, over" in out  # "no, 2 trials" changed the budget
+    assert "10 more trials (12 in all)" in out  # "make it better": more trials, not the top 1
+    assert "1 more trial (3 in all)" in out
+    assert "no parameter of the space has the choice 'adam'" in out
+    study = Ledger(db).open_study("chat-hpobench-australian-1")
+    assert len(study.trials()) == 3
+    assert not Ledger(db).has_study("chat-hpobench-australian-2")
+    row = next(line for line in out.splitlines() if "best val_acc" in line)
+    assert "config alpha=" in row and "{" not in row  # the space's format, no Python repr
+
+
+def test_an_invented_field_is_dropped_and_asked_for(tmp_path):
+    """SmolLM2 copied the extraction prompt's example into space_file; every later turn then
+    failed on it. An unsupported field is never kept."""
+    def inventive(messages, kwargs):
+        if kwargs.get("response_format", {}).get("json_schema", {}).get("name") == "request":
+            return AIMessage('{"workload": "train:fit", "space_file": "train.py:fit"}')
+        return chat_script(messages, kwargs)
+    out = session(tmp_path / "i.db", ["tune hpobench:australian", "4 trials", "no", "exit"],
+                  script=inventive)
+    assert "train.py:fit" not in out and "What budget" in out
+    assert "I will tune hpobench:australian" in out and "4 trials" in out

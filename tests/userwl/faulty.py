@@ -71,3 +71,9 @@ def chatty(config, report):
 def quadratic(config, report):
     """An Optuna-style objective: the value alone."""
     return (config["x"] - 0.3) ** 2
+
+
+def reports_then_hangs(config, report):
+    """One intermediate value (a live display shows it), then trains 'forever'."""
+    report(1, 0.5)
+    time.sleep(600)
