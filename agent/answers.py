@@ -42,9 +42,10 @@ def time_split(study: Study) -> str:
     s = summarize(study)
     t, wall = s["time"], s["time"]["wall_s"] or 1e-9
     return (f"Wall-clock {t['wall_s']:.1f} s: training {t['train_s']:.1f} s "
-            f"({t['train_s'] / wall:.0%}), LLM while the trainer waited {t['exposed_llm_s']:.1f} s "
-            f"({t['exposed_llm_s'] / wall:.0%}), tools {t['tools_s']:.1f} s; LLM time hidden "
-            f"behind training {t['hidden_llm_s']:.1f} s, speculative {t['speculative_llm_s']:.1f} s. "
+            f"({t['train_s'] / wall:.0%}), LLM with no trial running {t['exposed_llm_s']:.1f} s "
+            f"({t['exposed_llm_s'] / wall:.0%}), tools {t['tools_s']:.1f} s, other "
+            f"{t['other_s']:.1f} s. LLM time overlapping training {t['hidden_llm_s']:.1f} s "
+            f"(speculative calls {t['speculative_llm_s']:.1f} s). "
             f"{s['llm_calls']} LLM calls, {pct(s['cached_share'])} of prompt tokens from the cache.")
 
 

@@ -4,8 +4,12 @@ Everything is computed from the ledger alone, so ``asap show`` on an old study, 
 --json``, ``asap report``, the chat's answers and the live display agree. Presentation lives
 elsewhere (the CLI's tables, :mod:`asap.agent.timeline`'s PNG).
 
-Exposed LLM time is time when an LLM call runs and no trial trains (the trainer idles, waiting
-for a decision); hidden LLM time is critical-path LLM time that overlapped training.
+The wall-clock is split into parts that add up to it exactly: training (a trial running), exposed
+LLM (an LLM call running and no trial: the trainer idles, waiting for a decision), tools (a tool
+running and neither of those) and other (none of these: start-up, ledger writes, waiting). Beside
+the split, the LLM's seconds per kind of call: critical-path and speculative calls, the LLM time
+hidden behind training (any call overlapping a trial), and wasted speculation (the speculative
+calls' seconds inside speculations that were discarded).
 """
 
 from __future__ import annotations
@@ -63,10 +67,8 @@ def summarize(study: Study) -> dict[str, Any]:
     trials = study.trials()
     best = study.best()
     calls = study.timings("llm_call")
-    train_s = sum(t["duration"] for t in study.timings("train"))
     d = decompose(study)
     wall = d["wall_s"]
-    tools_s = sum(t["duration"] for t in study.timings("tool_call"))
     protocol = next((e["detail"]["chosen"] for e in reversed(study.events("protocol"))), None)
     return {
         "study": study.name, "workload": study.workload, "metric": study.metric,
@@ -89,11 +91,8 @@ def summarize(study: Study) -> dict[str, Any]:
         "llm_errors": len(study.events("llm_error")),
         "stopped_by_llm": bool(study.events("stop")),
         "accept_rate": d["accept_rate"],
-        "time": {"wall_s": wall, "train_s": train_s, "llm_s": d["llm_s"],
-                 "exposed_llm_s": d["exposed_llm_s"], "hidden_llm_s": d["hidden_llm_s"],
-                 "speculative_llm_s": d["speculative_llm_s"], "tools_s": tools_s,
-                 "other_s": max(0.0, wall - train_s - d["exposed_llm_s"] - tools_s)
-                 if wall else None},
+        "time": {k: d[k] for k in ("wall_s", "train_s", "exposed_llm_s", "tools_s", "other_s",
+                                   "llm_s", "hidden_llm_s", "speculative_llm_s", "wasted_s")},
     }
 
 
@@ -116,6 +115,16 @@ def overlap(a: Interval, busy: list[Interval]) -> float:
     return sum(max(0.0, min(a[1], e) - max(a[0], s)) for s, e in busy)
 
 
+def covered(merged: list[Interval], busy: list[Interval]) -> float:
+    """Seconds of the merged intervals ``merged`` that ``busy`` (merged) also covers."""
+    return sum(overlap(a, busy) for a in merged)
+
+
+def span(rows: list[dict[str, Any]]) -> list[Interval]:
+    """The merged intervals of timing rows."""
+    return merge([(r["start"], r["end"]) for r in rows])
+
+
 def wall_clock(study: Study, rows: list[dict[str, Any]]) -> float:
     """Seconds the study was worked on: the union of its sessions and of every timed row.
 
@@ -128,29 +137,32 @@ def wall_clock(study: Study, rows: list[dict[str, Any]]) -> float:
 
 
 def decompose(study: Study) -> dict[str, Any]:
-    """Exposed and hidden LLM time, speculation's accept rate and waste, cache share, knobs."""
-    trains = study.timings("train")
-    calls = study.timings("llm_call")
+    """The wall-clock split (its parts add up to ``wall_s``), the LLM's seconds by kind of call,
+    speculation's accept rate and waste, the cache share, the self-tuner's knobs."""
+    trains, calls = study.timings("train"), study.timings("llm_call")
     critical = [c for c in calls if not c["detail"].get("speculative")]
-    busy = merge([(t["start"], t["end"]) for t in trains])
-    llm_s = sum(c["duration"] for c in critical)
-    # Exposed: some LLM call (critical, or a speculative one the join waits for) runs and no
-    # trial trains. Hidden: critical-path LLM time that overlapped training.
-    waiting = merge([(c["start"], c["end"]) for c in calls])
-    exposed = sum(e - s - overlap((s, e), busy) for s, e in waiting)
-    hidden = sum(overlap((c["start"], c["end"]), busy) for c in critical)
-    judged = study.events("speculation")
+    speculative = [c for c in calls if c["detail"].get("speculative")]
+    training, llm = span(trains), span(calls)
+    tooling = span(study.timings("tool_call"))
     wall = wall_clock(study, trains + calls)
+    train_s = sum(e - s for s, e in training)
+    hidden = covered(llm, training)
+    exposed = sum(e - s for s, e in llm) - hidden
+    tools_s = sum(e - s for s, e in tooling) - covered(tooling, merge(training + llm))
+    # Wasted: speculative LLM seconds inside the speculations that were discarded.
+    dropped = span([t for t in study.timings("speculation") if t["detail"].get("wasted")])
+    judged = study.events("speculation")
     return {
         "wall_s": wall,
-        "train_s": sum(t["duration"] for t in trains),
-        "llm_s": llm_s,
+        "train_s": train_s,
         "exposed_llm_s": exposed,
-        "hidden_llm_s": hidden,
+        "tools_s": tools_s,
+        "other_s": max(0.0, wall - train_s - exposed - tools_s),
         "exposed_share": exposed / wall if wall else None,
-        "speculative_llm_s": sum(c["duration"] for c in calls if c["detail"].get("speculative")),
-        "wasted_s": sum(t["duration"] for t in study.timings("speculation")
-                        if t["detail"].get("wasted")),
+        "llm_s": sum(c["duration"] for c in critical),
+        "speculative_llm_s": sum(c["duration"] for c in speculative),
+        "hidden_llm_s": hidden,
+        "wasted_s": sum(overlap((c["start"], c["end"]), dropped) for c in speculative),
         "accept_rate": (sum(bool(e["detail"].get("accepted")) for e in judged) / len(judged)
                         if judged else None),
         "cached_share": cached_share(calls),

@@ -1,15 +1,36 @@
 """The timeline PNG of ``asap report``: where a study's wall-clock went, lane by lane.
 
-One lane for training, one for critical-path LLM calls, one for speculative ones (timing rows with
-``detail.speculative``); accept/reject marks come from ``speculation`` events. The numbers behind
-it are :func:`asap.agent.stats.decompose`.
+One lane for training (each trial a bar with its number and value, bars edged apart), one for
+critical-path LLM calls, one for speculative ones (timing rows with ``detail.speculative``);
+accept/reject marks come from ``speculation`` events. A resumed study's sessions are drawn one
+after another, the idle time between them cut out and each start marked. The numbers behind it
+are :func:`asap.agent.stats.decompose`.
 """
 
 from __future__ import annotations
 
+import bisect
 from pathlib import Path
 
+from asap.agent.stats import Interval, merge
 from asap.tools.ledger import Study
+
+
+class _Clock:
+    """Study time to plot time: the worked spans (sessions, timed rows) laid end to end."""
+
+    def __init__(self, spans: list[Interval]) -> None:
+        self.spans = merge(spans) or [(0.0, 1.0)]
+        self.starts = [s for s, _ in self.spans]
+        self.offsets, at = [], 0.0
+        for s, e in self.spans:
+            self.offsets.append(at)
+            at += e - s
+
+    def __call__(self, t: float) -> float:
+        i = max(0, bisect.bisect_right(self.starts, t) - 1)
+        s, e = self.spans[i]
+        return self.offsets[i] + min(max(t, s), e) - s
 
 
 def timeline(study: Study, path: str | Path) -> Path:
@@ -17,7 +38,8 @@ def timeline(study: Study, path: str | Path) -> Path:
     from matplotlib.figure import Figure  # no pyplot: no process-wide backend or figure state
 
     rows = study.timings()
-    t0 = min((r["start"] for r in rows), default=0.0)
+    sessions = [(e["detail"]["start"], e["detail"]["end"]) for e in study.events("session")]
+    clock = _Clock(sessions + [(r["start"], r["end"]) for r in rows])
     lanes = [
         ("training", [r for r in rows if r["kind"] == "train"], "tab:green"),
         ("LLM (critical path)", [r for r in rows if r["kind"] == "llm_call"
@@ -25,17 +47,29 @@ def timeline(study: Study, path: str | Path) -> Path:
         ("LLM (speculative)", [r for r in rows if r["kind"] == "llm_call"
                                and r["detail"].get("speculative")], "tab:orange"),
     ]
-    fig = Figure(figsize=(12, 3))
+    fig = Figure(figsize=(12, 3.4))
     ax = fig.subplots()
     for y, (_, items, color) in enumerate(lanes):
-        ax.broken_barh([(r["start"] - t0, r["duration"]) for r in items], (y - 0.35, 0.7),
-                       color=color)
+        ax.broken_barh([(clock(r["start"]), clock(r["end"]) - clock(r["start"])) for r in items],
+                       (y - 0.35, 0.7), facecolor=color, edgecolor="white", linewidth=1.0)
+    total = clock(clock.spans[-1][1]) or 1.0
+    values = {t.number: t.value for t in study.trials()}
+    for r in lanes[0][1]:  # the trial's number and value where its bar is wide enough to read
+        x0, x1 = clock(r["start"]), clock(r["end"])
+        number = r["detail"].get("trial_number")
+        if number is not None and (x1 - x0) / total > 0.025:
+            value = values.get(number)
+            text = f"#{number}" + ("" if value is None else f"\n{value:.3g}")
+            ax.text((x0 + x1) / 2, 0, text, ha="center", va="center", fontsize=7)
+    for k, (s, _) in enumerate(merge(sessions)[1:], start=2):  # each resumed session's start
+        ax.axvline(clock(s), color="gray", linestyle="--", linewidth=1)
+        ax.text(clock(s), 2.6, f" session {k}", fontsize=7, color="gray", va="bottom")
     for e in study.events("speculation"):
         ok = e["detail"].get("accepted")
-        ax.plot(e["at"] - t0, 2.5, marker="v" if ok else "x", color="green" if ok else "black")
+        ax.plot(clock(e["at"]), 2.5, marker="v" if ok else "x", color="green" if ok else "black")
     ax.set_yticks(range(len(lanes)), [name for name, _, _ in lanes])
-    ax.set_ylim(-0.6, 2.8)
-    ax.set_xlabel("seconds")
+    ax.set_ylim(-0.6, 2.9)
+    ax.set_xlabel("seconds worked (the time between sessions cut out)")
     ax.set_title(f"{study.name}: wall-clock timeline (v accepted, x rejected speculation)")
     fig.tight_layout()
     path = Path(path)

@@ -128,18 +128,23 @@ def threads_table(threads: list[dict[str, Any]], db: str) -> Table:
 
 
 def decomposition_table(study: Study, d: dict[str, Any]) -> Table:
-    table = Table("", "value", title=f"study {study.name}: wall-clock decomposition")
-    for name, value in [
-            ("wall-clock", f"{d['wall_s']:.1f} s"), ("training", f"{d['train_s']:.1f} s"),
-            ("LLM on the critical path", f"{d['llm_s']:.1f} s"),
-            ("  exposed (trainer idle)",
-             f"{d['exposed_llm_s']:.1f} s ({pct(d['exposed_share'], '.1%')})"),
-            ("  hidden (overlaps training)", f"{d['hidden_llm_s']:.1f} s"),
-            ("speculative LLM", f"{d['speculative_llm_s']:.1f} s"),
-            ("wasted speculation", f"{d['wasted_s']:.1f} s"),
-            ("accept rate", pct(d["accept_rate"], ".1%")),
-            ("cached-token share", pct(d["cached_share"], ".1%"))]:
-        table.add_row(name, value)
+    """The wall-clock split (its four parts add up to the wall-clock), then the LLM's seconds
+    by kind of call, each labelled by what it measures."""
+    wall = d["wall_s"] or 1e-9
+    table = Table("", "seconds", "share", title=f"study {study.name}: wall-clock decomposition")
+    for key, name in (("train_s", "training (a trial running)"),
+                      ("exposed_llm_s", "LLM, no trial running (exposed)"),
+                      ("tools_s", "tools, nothing else running"),
+                      ("other_s", "other (start-up, ledger, waiting)")):
+        table.add_row(name, f"{d[key]:.1f}", pct(d[key] / wall, ".1%"))
+    table.add_row("wall-clock (the sum)", f"{d['wall_s']:.1f}", "100%", end_section=True)
+    for key, name in (("llm_s", "LLM calls on the critical path"),
+                      ("speculative_llm_s", "LLM calls, speculative"),
+                      ("hidden_llm_s", "LLM time overlapping training (hidden)"),
+                      ("wasted_s", "speculative LLM time discarded (wasted)")):
+        table.add_row(name, f"{d[key]:.1f}", "")
+    table.add_row("accept rate", pct(d["accept_rate"], ".1%"), "")
+    table.add_row("cached-token share", pct(d["cached_share"], ".1%"), "")
     return table
 
 
@@ -159,13 +164,14 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     console.print(tools)
     t = s["time"]
     split = Table("wall-clock", "seconds", "share", title="time split")
-    for key, name in (("train_s", "training"), ("exposed_llm_s", "LLM, trainer idle"),
-                      ("tools_s", "tools"), ("other_s", "other")):
-        share = f"{t[key] / t['wall_s']:.0%}" if t["wall_s"] and t[key] is not None else "-"
-        split.add_row(name, f"{t[key]:.1f}" if t[key] is not None else "-", share)
-    split.add_row("total", f"{t['wall_s']:.1f}", "")
-    split.add_row("LLM hidden behind training", f"{t['hidden_llm_s']:.1f}", "")
-    split.add_row("speculative LLM", f"{t['speculative_llm_s']:.1f}", "")
+    for key, name in (("train_s", "training (a trial running)"),
+                      ("exposed_llm_s", "LLM, no trial running (exposed)"),
+                      ("tools_s", "tools, nothing else running"), ("other_s", "other")):
+        share = f"{t[key] / t['wall_s']:.0%}" if t["wall_s"] else "-"
+        split.add_row(name, f"{t[key]:.1f}", share)
+    split.add_row("wall-clock (the sum)", f"{t['wall_s']:.1f}", "", end_section=True)
+    split.add_row("LLM overlapping training (hidden)", f"{t['hidden_llm_s']:.1f}", "")
+    split.add_row("LLM calls, speculative", f"{t['speculative_llm_s']:.1f}", "")
     console.print(split)
     median = f"{s['llm_median_s']:.2f}s" if s["llm_median_s"] is not None else "-"
     cached = f"{s['cached_share']:.0%}" if s["cached_share"] is not None else "unknown"
