@@ -68,7 +68,6 @@ def summarize(study: Study) -> dict[str, Any]:
     best = study.best()
     calls = study.timings("llm_call")
     d = decompose(study)
-    wall = d["wall_s"]
     protocol = next((e["detail"]["chosen"] for e in reversed(study.events("protocol"))), None)
     return {
         "study": study.name, "workload": study.workload, "metric": study.metric,

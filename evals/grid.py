@@ -49,6 +49,14 @@ class Grid:
         for task in self.tasks:
             resolve(task)  # raises WorkloadError naming an unknown task
 
+    def describe(self) -> str:
+        """What this grid runs, in one line (printed before it starts and in the report)."""
+        clock = (f"simulated clock x{self.time_scale:g}" if self.time_scale else
+                 "no simulated clock")
+        return (f"Ran: {', '.join(self.tasks)} x {', '.join(self.methods)}, {self.seeds} "
+                f"seeds, {self.trials} trials or {self.time_s:g} s per run (whichever comes "
+                f"first), {clock}.")
+
     def cells(self) -> list[Cell]:
         """Every run of the grid; LLM methods get the endpoint when the grid starts."""
         return [Cell(t, m, s, self.trials, self.time_s, self.time_scale, self.db)

@@ -19,8 +19,9 @@ from asap.tools.ledger import Ledger
 
 
 def write_report(ledger: Ledger, out: str | Path, *, reference: str = "llm-naive",
-                 title: str = "asap eval") -> Path:
-    """Write results.csv, the ``eval_results`` table, the plots and report.md; returns its path."""
+                 title: str = "asap eval", settings: str = "") -> Path:
+    """Write results.csv, the ``eval_results`` table, the plots and report.md; returns its path.
+    ``settings`` says what was run (the grid's tasks, methods, budgets), under the title."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cells = collect(ledger, reference)
@@ -48,7 +49,8 @@ def write_report(ledger: Ledger, out: str | Path, *, reference: str = "llm-naive
     quality = decision_quality(ledger, rows)
     extra = _decisions_md(quality) + _targets_md(s, quality.get("asap"))
     path = out / "report.md"
-    path.write_text(_markdown(title, s, cells, reference, plots, decomposition) + extra)
+    path.write_text(_markdown(title, s, cells, reference, plots, decomposition, settings)
+                    + extra)
     return path
 
 
@@ -119,13 +121,15 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
 
 
 def _markdown(title: str, s: dict[str, Any], cells: list[CellResult], reference: str,
-              plots: list[Path], decomposition: tuple[str, dict] | None) -> str:
+              plots: list[Path], decomposition: tuple[str, dict] | None, settings: str = ""
+              ) -> str:
     tasks, methods, table = s["tasks"], s["methods"], s["table"]
     seeds = max(v["seeds"] for v in table.values())
-    lines = [f"# {title}", "",
+    lines = [f"# {title}", ""] + ([settings, ""] if settings else []) + [
              f"{len(cells)} runs: {len(tasks)} tasks x {len(methods)} methods x {seeds} seeds. "
              "Normalized regret at the budget (0 = the optimum, 1 = the worst value), mean over "
-             "seeds with a 95 % bootstrap CI, and the rank on each task (1 = best).", ""]
+             "seeds with a 95 % bootstrap CI, and the rank on each task (1 = best); † marks "
+             "runs that ended before their trial budget (see below).", ""]
     exact = {c.task: c.exact_optimum for c in cells}
     lines.append("| method | " + " | ".join(
         t + ("" if exact[t] else " (empirical)") for t in tasks) + " | avg rank |")
@@ -135,19 +139,26 @@ def _markdown(title: str, s: dict[str, Any], cells: list[CellResult], reference:
         for t in tasks:
             v = table.get((m, t))
             cols.append("-" if v is None else
-                        f"{v['regret']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}] (#{v['rank']:g})")
+                        f"{v['regret']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}] (#{v['rank']:g})"
+                        + (" †" if v["truncated"] else ""))
         lines.append(f"| {m} | " + " | ".join(cols) + f" | {s['avg_rank'][m]:.2f} |")
-    lines += ["", f"Area under the regret curve over the wall-clock budget (lower is better) and "
-              f"time to reach the target (the median final quality of `{reference}`), median over "
-              "the seeds that reached it:", "",
-              "| method | " + " | ".join(f"{t} AUC | {t} time-to-target" for t in tasks) + " |",
-              "|---" * (2 * len(tasks) + 1) + "|"]
+    lines += _truncated_md(cells)
+    has_target = any(c.method == reference for c in cells)
+    lines += ["", "Area under the regret curve over the wall-clock budget (lower is better)"
+              + (f" and time to reach the target (the median final quality of `{reference}`), "
+                 "median over the seeds that reached it:" if has_target else
+                 f". Time-to-target is left out: its target is `{reference}`'s final quality, "
+                 f"and `{reference}` was not among the methods run:"), "",
+              "| method | " + " | ".join(f"{t} AUC" + (f" | {t} time-to-target" if has_target
+                                                        else "") for t in tasks) + " |",
+              "|---" * ((2 if has_target else 1) * len(tasks) + 1) + "|"]
     for m in methods:
         cols = []
         for t in tasks:
             v = table.get((m, t))
-            cols += ["-", "-"] if v is None else [
-                f"{v['auc']:.3f}", f"{_fmt(v['ttt'], '.1f')} s ({v['reached']}/{v['seeds']})"]
+            auc = "-" if v is None else f"{v['auc']:.3f}"
+            ttt = "-" if v is None else f"{_fmt(v['ttt'], '.1f')} s ({v['reached']}/{v['seeds']})"
+            cols += [auc, ttt] if has_target else [auc]
         lines.append(f"| {m} | " + " | ".join(cols) + " |")
     lines += ["", "Mean wall-clock per run (s):", "",
               "| method | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
@@ -164,6 +175,24 @@ def _markdown(title: str, s: dict[str, Any], cells: list[CellResult], reference:
                   f"{_fmt(d['cached_share'], '.1%')}."]
     lines += [""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     return "\n".join(lines)
+
+
+def _truncated_md(cells: list[CellResult]) -> list[str]:
+    """Which runs ended before their trial budget, and how far they got."""
+    cut: dict[tuple[str, str], list[CellResult]] = defaultdict(list)
+    for c in cells:
+        if c.truncated:
+            cut[(c.method, c.task)].append(c)
+    if not cut:
+        return []
+    lines = ["", "† Runs that ended before their trial budget (the wall-clock cap per run, or the "
+             "LLM's stop): their regret is at fewer trials than the others'; "
+             "regret_vs_trials.png compares at equal trials.", ""]
+    for (m, t), group in sorted(cut.items()):
+        got = ", ".join(str(c.trials) for c in group)
+        lines.append(f"- {m} on {t}: {len(group)} run(s) stopped at {got} of "
+                     f"{group[0].trials_budget} trials (cap {group[0].time_budget_s:g} s a run).")
+    return lines
 
 
 def _by(cells: list[CellResult]) -> dict[str, dict[str, list[CellResult]]]:
@@ -212,11 +241,16 @@ def _trials_plot(cells: list[CellResult], path: Path) -> Path:
     counts = np.arange(1, n + 1)
     for ax, (task, methods) in zip(axes, sorted(by.items()), strict=False):
         for m, group in sorted(methods.items()):
+            # Only as far as every run of the method got: a run cut short has no value there.
+            reach = counts[:min(c.trials for c in group)]
+            if not len(reach):
+                continue
             mean, lo, hi = _band(np.array([[normalized_regret(value_at(c.by_trial, k), c.optimum,
-                                                              c.worst) for k in counts]
+                                                              c.worst) for k in reach]
                                            for c in group]))
-            ax.plot(counts, mean, label=m)
-            ax.fill_between(counts, lo, hi, alpha=0.2)
+            cut = any(c.truncated for c in group)
+            ax.plot(reach, mean, label=m + (f" (cut at {len(reach)})" if cut else ""))
+            ax.fill_between(reach, lo, hi, alpha=0.2)
         ax.set(title=task, xlabel="trials", ylabel="normalized regret")
     axes[0].legend(fontsize=7)
     return _save(fig, path)

@@ -47,6 +47,12 @@ class CellResult:
     worst: float = 0.0
     exact_optimum: bool = False
     target: float | None = None
+    trials_budget: int | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """The run ended before its trial budget (the time cap, or the LLM's stop)."""
+        return self.trials_budget is not None and self.trials < self.trials_budget
 
     @property
     def best(self) -> float | None:
@@ -71,7 +77,7 @@ class CellResult:
 
     def row(self) -> dict[str, Any]:
         return {"id": self.id, "task": self.task, "method": self.method, "seed": self.seed,
-                "trials": self.trials, "wall_s": round(self.wall_s, 3), "best": self.best,
+                "trials": self.trials, "trials_budget": self.trials_budget, "wall_s": round(self.wall_s, 3), "best": self.best,
                 "regret": round(self.regret, 6), "auc": round(self.auc, 6),
                 "time_to_target_s": self.time_to_target, "target": self.target,
                 "optimum": self.optimum, "exact_optimum": self.exact_optimum}
@@ -90,7 +96,7 @@ def collect(ledger: Ledger, reference: str = "llm-naive") -> list[CellResult]:
             incumbent_curve([(t.ended_at - cell["started"], t.value, t.config) for t in done],
                             maximize, worth),
             incumbent_curve([(i + 1, t.value, t.config) for i, t in enumerate(done)],
-                            maximize, worth)))
+                            maximize, worth), trials_budget=cell["trials_budget"]))
     _set_optima(out)
     _set_targets(out, reference)
     return out
@@ -146,6 +152,8 @@ def summary(cells: list[CellResult]) -> dict[str, Any]:
         table[key] = {"regret": mean, "ci": (lo, hi), "auc": statistics.mean(c.auc for c in group),
                       "ttt": statistics.median(reached) if reached else None,
                       "reached": len(reached), "seeds": len(group),
+                      "truncated": sum(c.truncated for c in group),
+                      "trials": statistics.mean(c.trials for c in group),
                       "wall_s": statistics.mean(c.wall_s for c in group)}
     tasks = sorted({t for _, t in groups})
     methods = sorted({m for m, _ in groups})

@@ -153,22 +153,29 @@ def _eval(args: argparse.Namespace) -> int:
     if args.profile == "gpu" and not args.base_url:
         raise ValueError("the gpu profile runs against a larger model: give --base-url "
                          "(e.g. a vLLM server) and --model")
-    spec = dict(PROFILES[args.profile])
+    spec, changed = dict(PROFILES[args.profile]), []
     for key, value in [("tasks", args.tasks), ("methods", args.methods)]:
         if value:
             spec[key] = [v.strip() for v in value.split(",") if v.strip()]
-    for key, value in [("seeds", args.seeds), ("trials", args.trials),
-                       ("time_s", args.time_budget), ("time_scale", args.time_scale)]:
+            changed.append(f"--{key}")
+    for key, flag, value in [("seeds", "--seeds", args.seeds), ("trials", "--trials", args.trials),
+                             ("time_s", "--time-budget", args.time_budget),
+                             ("time_scale", "--time-scale", args.time_scale)]:
         if value is not None:
             spec[key] = value
+            changed.append(flag)
     grid = Grid(**spec, db=args.db, base_url=args.base_url, model=args.model)
+    settings = grid.describe()
+    console.print(f"[dim]{settings}[/]", highlight=False)
     from asap.cli.render import GridProgress
     progress = GridProgress(Console(stderr=True))
     try:
         ledger = run_grid(grid, progress)
     finally:
         progress.progress.stop()
-    path = write_report(ledger, args.out, title=f"asap eval ({args.profile} profile)")
+    title = f"asap eval ({args.profile} profile" + (
+        f", changed by {' '.join(changed)})" if changed else ")")
+    path = write_report(ledger, args.out, title=title, settings=settings)
     from rich.markdown import Markdown
     text = "\n".join(x for x in path.read_text().splitlines() if not x.startswith("!["))
     console.print(Markdown(text))

@@ -82,6 +82,7 @@ def test_a_thread_waits_at_the_confirmation_across_processes(tmp_path):
     cli = subprocess.run([sys.executable, "-m", "asap.cli", "chat", "--list", "--db",
                           str(db)], capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0 and "t1" in cli.stdout
+    assert "Deserializing unregistered type" not in cli.stderr  # only plain state is saved
 
 
 def test_a_reply_at_the_confirmation_changes_the_plan(tmp_path):

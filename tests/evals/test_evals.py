@@ -108,6 +108,24 @@ def test_a_tiny_real_grid_end_to_end_and_resumes(tmp_path):
     Ledger(grid.db).close()
 
 
+def test_the_report_says_what_ran_and_marks_runs_cut_short(tmp_path):
+    """`asap eval --trials 6` under a 60 s cap: a run that ended early is marked, its trial
+    curve stops where it stopped, and a blank column says why."""
+    grid = Grid(tasks=["hpobench:australian"], methods=["tpe", "random"], seeds=1, trials=3,
+                time_s=30, time_scale=0.0, db=str(tmp_path / "t.db"))
+    ledger = run_grid(grid)
+    ledger.db["eval_cells"].update("hpobench-australian.tpe.s0", {"trials_budget": 6})  # cut
+    text = write_report(ledger, tmp_path / "out", title="asap eval (quick profile, changed by "
+                        "--trials)", settings=grid.describe()).read_text()
+    assert text.startswith("# asap eval (quick profile, changed by --trials)\n\nRan: "
+                           "hpobench:australian x tpe, random, 1 seeds, 3 trials or 30 s per run")
+    tpe_row = next(line for line in text.splitlines() if line.startswith("| tpe |"))
+    random_row = next(line for line in text.splitlines() if line.startswith("| random |"))
+    assert "†" in tpe_row and "†" not in random_row
+    assert "- tpe on hpobench:australian: 1 run(s) stopped at 3 of 6 trials" in text
+    assert "Time-to-target is left out" in text and "time-to-target |" not in text
+
+
 def test_decision_quality_and_targets_are_reported(tmp_path):
     from fakes import FakeOpenAI
     server = FakeOpenAI().start()  # decides "A" every round, like SmolLM2 does

@@ -90,6 +90,7 @@ def test_a_chat_session_stops_on_cancel_and_the_thread_goes_on(tmp_path, monkeyp
     assert state["phase"] == "done" and state["messages"][-1].content.startswith("Stopped")
     study = Ledger(ctx.db).open_study(state["study"])
     assert [(t.status, t.error) for t in study.trials()] == [("failed", CTRL_C)]
+    assert study.events("session")[-1]["detail"]["interrupted"] is True
     ctx.cancel.clear()
     out = graph.invoke({"messages": [HumanMessage("what were the top 3?")]}, config, context=ctx)
     assert out["messages"][-1].content.startswith(f"No trial of {study.name} has completed")
