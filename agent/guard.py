@@ -60,7 +60,7 @@ def attribute(config: dict[str, Any], offers: Sequence[Offer], claimed: str | No
 
 
 def check_json(ai: AIMessage, offers: Sequence[Offer], space: Space) -> Verdict:
-    """A JSON-protocol answer: ``{"action": "train", "choice": "B"}``, ``own`` or ``stop``."""
+    """A JSON-protocol answer: a label (``"B"``), ``"stop"``, or the "own" step's object."""
     text = ai.content if isinstance(ai.content, str) else str(ai.content)
     labels = [label(i) for i in range(len(offers))]
     try:
@@ -71,7 +71,7 @@ def check_json(ai: AIMessage, offers: Sequence[Offer], space: Space) -> Verdict:
             return Verdict("train", choice=offers[labels.index(decision.choice)])
         return Verdict("train", choice=attribute(space.validate(decision.params), offers))
     except (DecisionError, SpaceError) as exc:
-        kind = "remind" if not text.lstrip().startswith("{") else "retry"
+        kind = "remind" if text.lstrip()[:1] not in ('{', '"') else "retry"
         note = render("reminder_json.txt") if kind == "remind" else render("invalid.txt", reason=exc)
         return Verdict(kind, feedback=[HumanMessage(note)], reason=str(exc))
 

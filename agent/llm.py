@@ -70,8 +70,13 @@ def chat_model(base_url: str, model: str, *, api_key: str | None = None, max_tok
                       stream_usage=True)  # streamed (cancellable) calls report tokens too
 
 
-def json_model(llm: BaseChatModel, schema: dict[str, Any], name: str = "decision") -> Runnable:
-    """``llm`` constrained to ``schema`` through ``response_format`` (the JSON protocol)."""
+def json_model(llm: BaseChatModel, schema: dict[str, Any], name: str = "decision",
+               grammar: str | None = None) -> Runnable:
+    """``llm`` constrained to ``schema`` through ``response_format`` (the JSON protocol), or to
+    the equivalent llama.cpp ``grammar`` when one is given (exact: no code fence, no free
+    whitespace for the model to spend tokens on)."""
+    if grammar is not None:
+        return llm.bind(extra_body={"grammar": grammar})
     return llm.bind(response_format={"type": "json_schema", "json_schema": {
         "name": name, "schema": schema, "strict": True}})
 

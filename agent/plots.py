@@ -76,3 +76,33 @@ def importance(study: Study, path: str | Path) -> tuple[Path | None, str]:
     path = Path(path)
     fig.savefig(path, dpi=100)
     return path, ""
+
+
+def llm_latency(study: Study, path: str | Path) -> Path | None:
+    """Each LLM call's latency against its prompt length, by kind (critical, speculative,
+    warm-up), cached tokens shaded: what the prompt's growth and the cache cost per call.
+    None without a call that reported its prompt length."""
+    from matplotlib.figure import Figure
+
+    from asap.agent.stats import CALL_KINDS, call_kind
+
+    calls = [c for c in study.timings("llm_call") if c["prompt_tokens"]
+             and not c["detail"].get("cancelled") and not c["detail"].get("failed")]
+    if not calls:
+        return None
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
+    for kind, color in zip(CALL_KINDS, ("tab:red", "tab:orange", "tab:purple"), strict=True):
+        rows = [c for c in calls if call_kind(c) == kind]
+        if rows:
+            cached = [(c["cached_tokens"] or 0) / c["prompt_tokens"] for c in rows]
+            ax.scatter([c["prompt_tokens"] for c in rows], [c["duration"] for c in rows], s=22,
+                       color=color, alpha=[0.35 + 0.65 * x for x in cached],
+                       label=f"{kind} ({len(rows)})")
+    ax.set(xlabel="prompt tokens", ylabel="seconds",
+           title=f"{study.name}: LLM latency against prompt length (faint: mostly uncached)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    return path

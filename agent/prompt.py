@@ -12,6 +12,7 @@ renders text from it and returns new logs, so a speculative branch extends a cop
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -129,26 +130,54 @@ class PromptBuilder:
         return self.compact(log, context // 2) if len(log.rows) > context else log
 
     def compact(self, log: PromptLog, keep: int) -> PromptLog:
-        """Fold all but the last ``keep`` rounds of the log into one summary line."""
+        """Fold all but the last ``keep`` rounds of the log into one summary line.
+
+        The line depends on the folded rows alone (their trials), not on trials that finished
+        since, so the compacted prefix is known before the trial that triggers it ends: it can
+        be warmed in the server's cache while that trial trains (:meth:`next_prefix`).
+        """
         head = 1 if log.compacted else 0  # the current summary line, if any
         if len(log.rows) - head <= keep:
             return log
         folded = log.compacted + len(log.rows) - head - keep
-        return PromptLog((self._summary_line(folded), *(log.rows[-keep:] if keep else ())),
+        last = max((int(m.group(1)) for row in log.rows[:len(log.rows) - keep]
+                    if (m := _TRIAL.search(row))), default=-1)
+        return PromptLog((self._summary_line(folded, last), *(log.rows[-keep:] if keep else ())),
                          folded)
+
+    def next_prefix(self, log: PromptLog, context: int, always: bool = False) -> str | None:
+        """When closing the next round will compact the log (or ``always``): the next prompt's
+        prefix (static text, the log as that close leaves it, minus the closing round's row),
+        else None. Everything in it is known now, so a warm-up call on it, sent while the trial
+        trains, makes the first call after the compaction hit the cache instead of recomputing
+        the whole log."""
+        if len(log.rows) + 1 <= context and not always:
+            return None
+        placeholder = "\x00"  # stands for the closing round's row, which comes last
+        compacted = self.close(log, placeholder, context)
+        return self.static() + "".join(compacted.rows[:-1])
 
     def shrink(self, log: PromptLog, context: int) -> tuple[PromptLog, int]:
         """The prompt did not fit the server's context: halve ``context`` and compact now."""
         context = max(2, min(context, len(log.rows)) // 2)
         return self.compact(log, context // 2), context
 
-    def _summary_line(self, rounds: int) -> str:
-        best = self.study.best()
-        order = self.study.space.names
-        return render("compacted.txt", rounds=rounds, trials=len(self.study.finished_ids()),
+    def _summary_line(self, rounds: int, last: int) -> str:
+        """The folded rounds: trials up to number ``last`` and the best of them."""
+        done = [t for t in self.study.trials(status=("complete", "failed", "pruned"))
+                if t.number <= last]
+        best = None
+        for t in done:
+            if t.status == "complete" and t.value is not None and self.study.better(
+                    t.value, best.value if best else None):
+                best = t
+        return render("compacted.txt", rounds=rounds, trials=len(done),
                       best="none" if best is None else
                       f"{fmt(best.value)} (trial {best.number}, {best.tool}: "
-                      f"{fmt_config(best.config, order)})")
+                      f"{fmt_config(best.config, self.study.space.names)})")
+
+
+_TRIAL = re.compile(r" -> trial (\d+)")  # a closed round's trial, as outcome.txt writes it
 
 
 def _short(text: str, limit: int = 120) -> str:

@@ -174,6 +174,20 @@ def probe(base_url: str, api_key: str | None = None, timeout_s: float = 10.0) ->
                           "in /v1)") from None
 
 
+def is_llamacpp(base_url: str, api_key: str | None = None, timeout_s: float = 10.0) -> bool:
+    """Whether ``base_url`` is a llama.cpp server (its ``GET /models`` says ``owned_by:
+    llamacpp``): it then takes a GBNF ``grammar``, which decodes decisions exactly."""
+    request = urllib.request.Request(f"{base_url.rstrip('/')}/models")
+    if api_key:
+        request.add_header("Authorization", f"Bearer {api_key}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as r:  # noqa: S310 - http(s) only
+            data = json.loads(r.read(65536)).get("data") or []
+    except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        return False
+    return any(isinstance(m, dict) and m.get("owned_by") == "llamacpp" for m in data)
+
+
 def endpoint(stack: contextlib.ExitStack, base_url: str | None, model: str | None, *,
              api_key: str | None = None, say: Callable[[str], object] = print
              ) -> tuple[str, str]:

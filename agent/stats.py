@@ -58,6 +58,37 @@ def cached_share(calls: list[dict[str, Any]]) -> float | None:
     return sum(c for _, c in known) / sum(p for p, _ in known) if known else None
 
 
+CALL_KINDS = ("critical", "speculative", "warm-up")
+
+
+def call_kind(row: dict[str, Any]) -> str:
+    """An LLM call's kind: a decision the session waits for (critical), one asked ahead while
+    a trial trains (speculative), or a one-token call that warms the cache (warm-up)."""
+    if row["detail"].get("warmup"):
+        return "warm-up"
+    return "speculative" if row["detail"].get("speculative") else "critical"
+
+
+def by_kind(calls: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per kind of call: how many, latency (median, p90), prompt tokens (median), the cached
+    share of prompt tokens, completion tokens (median); calls that completed."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind in CALL_KINDS:
+        rows = [c for c in calls if call_kind(c) == kind and not c["detail"].get("cancelled")
+                and not c["detail"].get("failed")]
+        if not rows:
+            continue
+        lat = sorted(c["duration"] for c in rows)
+        tokens = [c["prompt_tokens"] for c in rows if c["prompt_tokens"] is not None]
+        done = [c["completion_tokens"] for c in rows if c.get("completion_tokens") is not None]
+        out[kind] = {"calls": len(rows), "median_s": statistics.median(lat),
+                     "p90_s": lat[min(len(lat) - 1, int(0.9 * len(lat)))],
+                     "prompt_tokens": statistics.median(tokens) if tokens else None,
+                     "cached_share": cached_share(rows),
+                     "completion_tokens": statistics.median(done) if done else None}
+    return out
+
+
 def summarize(study: Study) -> dict[str, Any]:
     """The study's summary as plain JSON-serializable data.
 
@@ -81,7 +112,7 @@ def summarize(study: Study) -> dict[str, Any]:
                      for k, r in sorted(tool_records(study).items())},
         "protocol": protocol, "llm_calls": len(calls),
         "llm_failed_calls": sum(bool(c["detail"].get("failed")) for c in calls),
-        "llm_median_s": statistics.median(c["duration"] for c in calls) if calls else None,
+        "llm_median_s": d["calls"]["critical"]["median_s"] if "critical" in d["calls"] else None,
         "cached_share": cached_share(calls),
         "prompt_tokens": sum(c["prompt_tokens"] or 0 for c in calls),
         "retries": len(study.events("guard_retry")),
@@ -139,8 +170,8 @@ def decompose(study: Study) -> dict[str, Any]:
     """The wall-clock split (its parts add up to ``wall_s``), the LLM's seconds by kind of call,
     speculation's accept rate and waste, the cache share, the self-tuner's knobs."""
     trains, calls = study.timings("train"), study.timings("llm_call")
-    critical = [c for c in calls if not c["detail"].get("speculative")]
-    speculative = [c for c in calls if c["detail"].get("speculative")]
+    critical = [c for c in calls if call_kind(c) == "critical"]
+    speculative = [c for c in calls if call_kind(c) == "speculative"]
     training, llm = span(trains), span(calls)
     tooling = span(study.timings("tool_call"))
     wall = wall_clock(study, trains + calls)
@@ -160,6 +191,8 @@ def decompose(study: Study) -> dict[str, Any]:
         "exposed_share": exposed / wall if wall else None,
         "llm_s": sum(c["duration"] for c in critical),
         "speculative_llm_s": sum(c["duration"] for c in speculative),
+        "warmup_llm_s": sum(c["duration"] for c in calls if call_kind(c) == "warm-up"),
+        "calls": by_kind(calls),
         "hidden_llm_s": hidden,
         "wasted_s": sum(overlap((c["start"], c["end"]), dropped) for c in speculative),
         "accept_rate": (sum(bool(e["detail"].get("accepted")) for e in judged) / len(judged)

@@ -1,7 +1,7 @@
 """The timeline PNG of ``asap report``: where a study's wall-clock went, lane by lane.
 
 One lane for training (each trial a bar with its number and value, bars edged apart), one for
-critical-path LLM calls, one for speculative ones (timing rows with ``detail.speculative``);
+critical-path LLM calls, one for speculative ones, one for warm-up calls (timing rows with ``detail.speculative``);
 accept/reject marks come from ``speculation`` events. A resumed study's sessions are drawn one
 after another, the idle time between them cut out and each start marked. The numbers behind it
 are :func:`asap.agent.stats.decompose`.
@@ -42,10 +42,13 @@ def timeline(study: Study, path: str | Path) -> Path:
     clock = _Clock(sessions + [(r["start"], r["end"]) for r in rows])
     lanes = [
         ("training", [r for r in rows if r["kind"] == "train"], "tab:green"),
-        ("LLM (critical path)", [r for r in rows if r["kind"] == "llm_call"
-                                 and not r["detail"].get("speculative")], "tab:red"),
+        ("LLM (critical path)", [r for r in rows if r["kind"] == "llm_call" and not
+                                 (r["detail"].get("speculative") or r["detail"].get("warmup"))],
+         "tab:red"),
         ("LLM (speculative)", [r for r in rows if r["kind"] == "llm_call"
                                and r["detail"].get("speculative")], "tab:orange"),
+        ("LLM (warm-up)", [r for r in rows if r["kind"] == "llm_call"
+                           and r["detail"].get("warmup")], "tab:purple"),
     ]
     fig = Figure(figsize=(12, 3.4))
     ax = fig.subplots()
@@ -63,12 +66,12 @@ def timeline(study: Study, path: str | Path) -> Path:
             ax.text((x0 + x1) / 2, 0, text, ha="center", va="center", fontsize=7)
     for k, (s, _) in enumerate(merge(sessions)[1:], start=2):  # each resumed session's start
         ax.axvline(clock(s), color="gray", linestyle="--", linewidth=1)
-        ax.text(clock(s), 2.6, f" session {k}", fontsize=7, color="gray", va="bottom")
+        ax.text(clock(s), 3.6, f" session {k}", fontsize=7, color="gray", va="bottom")
     for e in study.events("speculation"):
         ok = e["detail"].get("accepted")
-        ax.plot(clock(e["at"]), 2.5, marker="v" if ok else "x", color="green" if ok else "black")
+        ax.plot(clock(e["at"]), 3.5, marker="v" if ok else "x", color="green" if ok else "black")
     ax.set_yticks(range(len(lanes)), [name for name, _, _ in lanes])
-    ax.set_ylim(-0.6, 2.9)
+    ax.set_ylim(-0.6, 3.9)
     ax.set_xlabel("seconds worked (the time between sessions cut out)")
     ax.set_title(f"{study.name}: wall-clock timeline (v accepted, x rejected speculation)")
     fig.tight_layout()

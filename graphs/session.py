@@ -26,7 +26,7 @@ from asap.agent.config import Protocol, TuneConfig
 from asap.agent.llm import chat_model, pick_protocol
 from asap.agent.prompt import PromptBuilder
 from asap.agent.selftune import Bounds
-from asap.agent.server import endpoint
+from asap.agent.server import endpoint, is_llamacpp
 from asap.agent.speculation import speculation_mode
 from asap.agent.stats import summarize
 from asap.graphs.state import TuneContext
@@ -102,16 +102,18 @@ def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
     check_ledger_path(cfg.db)  # everything is checked before the ledger file is created
     if cfg.optuna_storage:
         check_storage(cfg.optuna_storage, cfg.study_name, wl.space.to_json(), wl.direction)
+    grammar = False
     with contextlib.ExitStack() as stack:
         if llm is None:
             base_url, model = endpoint(stack, cfg.base_url, cfg.model, api_key=cfg.api_key,
                                        say=say.on_message)
             llm = chat_model(base_url, model, api_key=cfg.api_key, timeout_s=cfg.llm_timeout_s)
-        return _session(cfg, wl, llm, say, cancel or Cancel())
+            grammar = cfg.base_url is None or is_llamacpp(base_url, cfg.api_key)
+        return _session(cfg, wl, llm, say, cancel or Cancel(), grammar)
 
 
 def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallback,
-             cancel: Cancel) -> dict[str, Any]:
+             cancel: Cancel, grammar: bool = False) -> dict[str, Any]:
     """The session proper, on a reachable LLM: open the study, run the graph, log, summarize."""
     ledger = Ledger(cfg.db)
     new = not ledger.has_study(cfg.study_name)
@@ -131,7 +133,8 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
                     stop_at=None if cfg.time_budget_s is None else started + cfg.time_budget_s,
                     cancel=cancel, progress=_progress(study, say)),
             PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, protocol=protocol), llm,
-            protocol=protocol, max_trials=cfg.trials, time_budget_s=cfg.time_budget_s,
+            protocol=protocol, grammar=grammar, max_trials=cfg.trials,
+            time_budget_s=cfg.time_budget_s,
             max_retries=cfg.max_retries, speculation=speculation_mode(cfg),
             bounds=_bounds(cfg), selftune_every=cfg.selftune_every if cfg.selftune else 0,
             on_trial=lambda trial, tool: say.on_trial_complete(study, trial, tool),

@@ -37,6 +37,7 @@ from asap.graphs.state import (
     catch_up,
     commit,
     decision_text,
+    warm_up,
 )
 
 
@@ -71,6 +72,7 @@ def speculate(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
         # Off, the next round is the plan's (no LLM), or the endpoint is failing: nothing to
         # decide ahead, and a carried chain will not be used.
         drop(ctx, chain)
+        _warm(ctx, state, knobs)
         return {"chain": [], "knobs": knobs}
     catch_up(ctx, state)  # off the critical path, before the forks copy the tools
     flight = ctx.flights.get(state["trial_id"])
@@ -82,6 +84,8 @@ def speculate(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
             break  # chained rounds only while the trainer is busy
         entry = _one_ahead(ctx, state, chain, flight, knobs)
         if entry is None:
+            if not chain:  # no speculative call on this round's prefix: warm it instead
+                _warm(ctx, state, knobs)
             break
         if entry.cancelled and chain:  # a chained call cut short: wasted, dropped
             drop(ctx, [entry])
@@ -117,7 +121,9 @@ def _one_ahead(ctx: TuneContext, state: TuningState, chain: list[SpecRound], fli
     closed = ctx.builder.row(closing, decision_text(proposals, choice), guess)
     assumed = [*(e.guess for e in chain), guess]
     offers, scores = rank(ctx.study, ctx.portfolio.fork(assumed).panel_offers(), extra=assumed)
-    log = state["log"].plus(*(e.closed for e in chain), closed)
+    log = state["log"]
+    for row in (*(e.closed for e in chain), closed):  # closed as reconcile will close them
+        log = ctx.builder.close(log, row, knobs.context)
     round_no = state["round"] + len(chain) + 1
     nxt = ctx.builder.round_text(round_no, offers, scores, plan=knobs.plan)
     entry = SpecRound(predicted=predicted, guess=guess, closed=closed, proposals=offers,
@@ -134,6 +140,23 @@ def _one_ahead(ctx: TuneContext, state: TuningState, chain: list[SpecRound], fli
                else check_json(answer, offers, ctx.study.space))
     return dataclasses.replace(entry, end=time.time(),
                                choice=verdict.choice if verdict.kind == "train" else None)
+
+
+def _warm(ctx: TuneContext, state: TuningState, knobs: Knobs) -> None:
+    """While the trial trains, warm the next LLM round's prompt prefix in the server's cache
+    when that call would otherwise recompute more than its newest row: the log compacts when
+    this round closes, or rounds a plan decided (no call) have grown it since the last call.
+    Skipped when no LLM call comes next, or the trial already ended (nothing to overlap)."""
+    if ctx.llm is None or state.get("plan_left", 0) > 0 or not ctx.breaker.closed() \
+            or ctx.builder.mode != "stable":  # the naive prompt's header changes every round
+        return
+    flight = ctx.flights.get(state["trial_id"])
+    compacting = ctx.builder.next_prefix(state["log"], knobs.context) is not None
+    if flight.job.done() or not (compacting or state.get("decided_by") in ("plan", "fallback")):
+        return
+    ctx.study.log_event("warmup", round=state["round"] + 1, compaction=compacting)
+    warm_up(ctx, ctx.builder.next_prefix(state["log"], knobs.context, always=True),
+            state["round"] + 1)
 
 
 def _selftune(ctx: TuneContext, knobs: Knobs) -> Knobs:

@@ -14,6 +14,7 @@ Following LangGraph's split (``StateGraph(State, context_schema=Context)``):
 
 from __future__ import annotations
 
+import json
 import operator
 import threading
 import time
@@ -22,12 +23,12 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.tools import BaseTool
 
 from asap.agent.breaker import Breaker
 from asap.agent.config import Protocol
-from asap.agent.decision import decision_schema
+from asap.agent.decision import decision_schema, is_own, label_grammar, own_schema
 from asap.agent.llm import (
     LLM_ERRORS,
     EmptyAnswer,
@@ -40,6 +41,7 @@ from asap.agent.prior import Score
 from asap.agent.prompt import PromptBuilder, PromptLog, label
 from asap.agent.selftune import Bounds, Knobs
 from asap.agent.speculation import SpeculationMode
+from asap.prompts import render
 from asap.tools.hpo_tools import Toolbox, stop_tool
 from asap.tools.ledger import Study
 from asap.tools.portfolio import Offer, Portfolio
@@ -115,6 +117,7 @@ class TuneContext:
     builder: PromptBuilder
     llm: BaseChatModel | None
     protocol: Protocol = "json"
+    grammar: bool = False  # a llama.cpp server: JSON decisions as an exact GBNF grammar
     max_trials: int = 20
     time_budget_s: float | None = None
     max_retries: int = 2  # answers with a problem sent back per round, then the fallback
@@ -230,16 +233,50 @@ def ask(ctx: TuneContext, messages: list[BaseMessage], n_labels: int, detail: di
             answer = ctx.caller.invoke(messages, cancel=cancel, trial_number=trial_number,
                                        **detail)
         else:
-            model = json_model(ctx.llm, decision_schema([label(i) for i in range(n_labels)],
-                                                        ctx.study.space))
+            labels = [label(i) for i in range(n_labels)]
+            model = json_model(ctx.llm, decision_schema(labels),
+                               grammar=label_grammar(labels) if ctx.grammar else None)
             answer = timed_invoke(model, messages, study=ctx.study, protocol="json",
                                   trial_number=trial_number, cancel=cancel, **detail)
+            if is_own(str(answer.content)):  # the configuration, in a second step
+                step = [*messages, answer, HumanMessage(render("own.txt"))]
+                params = timed_invoke(json_model(ctx.llm, own_schema(ctx.study.space), "params"),
+                                      step, study=ctx.study, protocol="json",
+                                      trial_number=trial_number, cancel=cancel, own=True,
+                                      **detail)
+                answer = AIMessage(content=_own_answer(str(params.content)),
+                                   usage_metadata=params.usage_metadata)
     except LLM_ERRORS as exc:
         if not (is_context_overflow(exc) or isinstance(exc, EmptyAnswer)):
             ctx.breaker.failure(type(exc).__name__)  # (those two: the endpoint itself works)
         raise
     ctx.breaker.success()
     return answer
+
+
+def _own_answer(params: str) -> str:
+    """The two steps of an "own" decision as the one object the guard reads."""
+    try:
+        return json.dumps({"action": "own", "params": json.loads(params)})
+    except json.JSONDecodeError:
+        return '{"action": "own", "params": ' + params  # not JSON: the guard says so
+
+
+def warm_up(ctx: TuneContext, prefix: str, round_no: int) -> None:
+    """Send ``prefix`` (the next prompt's start) for one token, so that the server holds it in
+    its KV cache when the real call comes: the first call after a compaction, or after rounds a
+    plan decided without a call, then recomputes only its newest rows. Off the critical path
+    (it runs while a trial trains); it feeds no decision and, failing, nothing but its row."""
+    if ctx.caller is not None:  # the same tool definitions: they are part of the prompt
+        model = ctx.llm.bind_tools(ctx.caller.tools, tool_choice=ctx.caller.tool_choice)
+    else:
+        model = ctx.llm
+    try:
+        timed_invoke(model.bind(max_tokens=1), [HumanMessage(prefix)], study=ctx.study,
+                     protocol=ctx.protocol, trial_number=len(ctx.study.trials()), warmup=True,
+                     round=round_no)
+    except LLM_ERRORS:
+        pass  # a warm-up that failed costs the real call its cache hit, nothing else
 
 
 def decision_text(proposals: list[Offer], choice: Offer) -> str:

@@ -50,11 +50,12 @@ class ScriptedModel(GenericFakeChatModel):
     script: Script
     refuse: tuple[str | None, ...] = ()
     calls: list[tuple[list[BaseMessage], dict[str, Any]]] = []
+    warmups: list[tuple[list[BaseMessage], dict[str, Any]]] = []  # one-token cache warm-ups
     stream_delay: float = 0.0  # streamed answers: this long (in 20 empty chunks) before the answer
 
     def __init__(self, script: Script, refuse: tuple[str | None, ...] = (),
                  stream_delay: float = 0.0) -> None:
-        super().__init__(messages=iter(()), script=script, refuse=refuse, calls=[],
+        super().__init__(messages=iter(()), script=script, refuse=refuse, calls=[], warmups=[],
                          stream_delay=stream_delay)
 
     def _stream(self, messages, stop=None, run_manager=None, **kwargs):
@@ -71,6 +72,9 @@ class ScriptedModel(GenericFakeChatModel):
         return self.bind(tools=[t.name for t in tools], tool_choice=tool_choice, **kwargs)
 
     def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+        if kwargs.get("max_tokens") == 1:  # a warm-up: its answer is never read
+            self.warmups.append((list(messages), kwargs))
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(content=""))])
         self.calls.append((list(messages), kwargs))
         if "tools" in kwargs and kwargs.get("tool_choice") in self.refuse:
             request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")

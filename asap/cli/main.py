@@ -235,10 +235,10 @@ def _int(text: str, flag: str) -> int:
 
 
 def _report(study_name: str, db: str, out: str | None) -> int:
-    from asap.agent.plots import history, importance
+    from asap.agent.plots import history, importance, llm_latency
     from asap.agent.stats import decompose
     from asap.agent.timeline import timeline
-    from asap.cli.render import decomposition_table
+    from asap.cli.render import calls_table, decomposition_table
     if not Path(db).exists():
         err.print(f"[red]error:[/] no ledger at {db}", soft_wrap=True)
         return 2
@@ -246,6 +246,8 @@ def _report(study_name: str, db: str, out: str | None) -> int:
     d = decompose(study)
     png = timeline(study, out or f"{safe_name(study.name)}-timeline.png")  # stays in this dir
     console.print(decomposition_table(study, d))
+    if d["calls"]:
+        console.print(calls_table(study, d))
     for k in d["knobs"]:
         console.print(f"self-tuning: tau={k['tau']:.4g} depth={k['depth']} context={k['context']} "
                       f"plan={k.get('plan', 1)}")
@@ -255,6 +257,9 @@ def _report(study_name: str, db: str, out: str | None) -> int:
     made = history(study, f"{stem}-history.png")
     console.print(f"optimization history: {made}" if made else
                   "optimization history: no complete trial yet")
+    made = llm_latency(study, f"{stem}-llm.png")
+    console.print(f"LLM latency against prompt length: {made}" if made else
+                  "LLM latency against prompt length: no LLM call reported its prompt")
     _quiet_optuna()
     made, why = importance(study, f"{stem}-importance.png")
     console.print(f"parameter importance: {made}" if made else f"parameter importance: {why}")

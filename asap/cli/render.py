@@ -148,6 +148,18 @@ def decomposition_table(study: Study, d: dict[str, Any]) -> Table:
     return table
 
 
+def calls_table(study: Study, d: dict[str, Any]) -> Table:
+    """The LLM's calls by kind: latency, prompt length, cached share, tokens decoded."""
+    table = Table("kind", "calls", "median s", "p90 s", "prompt tokens (median)", "cached",
+                  "completion tokens (median)", title=f"study {study.name}: LLM calls by kind")
+    for kind, k in d["calls"].items():
+        table.add_row(kind, str(k["calls"]), f"{k['median_s']:.2f}", f"{k['p90_s']:.2f}",
+                      "-" if k["prompt_tokens"] is None else f"{k['prompt_tokens']:.0f}",
+                      pct(k["cached_share"], ".1%"),
+                      "-" if k["completion_tokens"] is None else f"{k['completion_tokens']:.0f}")
+    return table
+
+
 def print_summary(summary: dict[str, Any], console: Console) -> None:
     """The end-of-session report: best config, per-tool record, LLM numbers, time split."""
     s = summary

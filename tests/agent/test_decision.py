@@ -2,7 +2,14 @@
 
 import pytest
 
-from asap.agent.decision import DecisionError, decision_schema, parse_decision
+from asap.agent.decision import (
+    DecisionError,
+    decision_schema,
+    is_own,
+    label_grammar,
+    own_schema,
+    parse_decision,
+)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -10,24 +17,28 @@ from asap.agent.decision import DecisionError, decision_schema, parse_decision
     ('{"action": "fly", "choice": "A"}', "does not match"),
     ('{"action": "train", "choice": "Z"}', "unknown proposal 'Z'"),
     ('{"action": "own", "choice": "A"}', "needs 'params'"),
+    ('"Z"', "unknown proposal 'Z'"),
+    ('"own"', "needs 'params'"),  # the configuration step answers it, never the guard
+    ("7", "does not match"),
 ])
 def test_bad_answers_are_named(text, message):
     with pytest.raises(DecisionError, match=message):
         parse_decision(text, ["A", "B"])
 
 
-def test_schema_is_closed_and_typed(toy_space):
-    train, own, stop = decision_schema(["A", "B"], toy_space)["anyOf"]
-    assert all(s["additionalProperties"] is False for s in (train, own, stop))
-    assert train["properties"]["choice"] == {"enum": ["A", "B"]}
-    params = own["properties"]["params"]
+def test_schema_is_one_string_and_the_own_step_is_closed_and_typed(toy_space):
+    assert decision_schema(["A", "B"]) == {"enum": ["A", "B", "own", "stop"]}
+    assert label_grammar(["A", "B"]) == r'root ::= "\"A\"" | "\"B\"" | "\"own\"" | "\"stop\""'
+    params = own_schema(toy_space)
     assert params["additionalProperties"] is False
     assert params["properties"]["lr"] == {"type": "number", "minimum": 1e-4, "maximum": 1.0}
     assert params["properties"]["optimizer"] == {"enum": ["sgd", "adam"]}
-    assert stop["required"] == ["action"]
+    assert is_own('"own"') and not is_own('"A"') and not is_own("{not json")
 
 
 def test_good_answers():
+    assert parse_decision('"B"', ["A", "B"]).choice == "B"
+    assert parse_decision(' "stop"\n', ["A"]).action == "stop"
     assert parse_decision('{"action": "train", "choice": "B"}', ["A", "B"]).choice == "B"
     own = parse_decision('{"action": "own", "choice": "A", "params": {"x": 1}}', ["A"])
     assert own.params == {"x": 1}

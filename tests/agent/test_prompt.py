@@ -43,8 +43,9 @@ def test_the_log_is_compacted_in_rare_large_steps(ledger, toy_space):
     breaks = [i + 1 for i, (a, b) in enumerate(zip(kept, prompts[1:], strict=False)) if not b.startswith(a)]
     # Round 7 closes the 7th round: the oldest 4 fold into one line; then every 3 rounds.
     assert breaks == [7, 10, 13]
-    assert "## Rounds 1-4 (summarized): 7 trials finished" in prompts[7]
-    assert "## Rounds 1-10 (summarized): 13 trials finished" in prompts[13]
+    # The summary speaks of the folded rounds' trials only (fixed before the next one ends).
+    assert "## Rounds 1-4 (summarized): 4 trials finished" in prompts[7]
+    assert "## Rounds 1-10 (summarized): 10 trials finished" in prompts[13]
     assert prompts[13].count("\nRound ") == 3  # three carried rounds, one line each
     assert prompts[13].count("## Round ") == 1  # and the current round's block
     assert len(prompts[13]) < len(prompts[6])
@@ -75,7 +76,8 @@ def test_templates_and_code_agree():
                                           "answer", "columns"}
     assert placeholders("compacted.txt") == {"rounds", "trials", "best"}
     assert placeholders("invalid.txt") == {"reason"}
-    for name in ("answer_json.txt", "answer_tools.txt", "reminder_json.txt", "reminder_tools.txt"):
+    for name in ("answer_json.txt", "answer_tools.txt", "reminder_json.txt", "reminder_tools.txt",
+                 "own.txt"):
         assert placeholders(name) == set()
     assert placeholders("round.txt") == {"round", "best", "record", "proposals"}
     assert placeholders("outcome.txt") == {"round", "decision", "config", "result"}
@@ -96,3 +98,26 @@ def test_tool_records_count_improvements(ledger, toy_space):
     assert (rec["a"].trials, rec["a"].improvements) == (2, 1)
     assert (rec["b"].trials, rec["b"].improvements) == (2, 2)
     assert (rec["c"].trials, rec["c"].improvements) == (1, 0)
+
+
+def test_the_compacted_prefix_is_known_while_the_closing_trial_trains(ledger, toy_space):
+    """What a warm-up call sends before a compaction: the next prompt's prefix, byte for byte,
+    computed before the round that triggers the compaction has its result."""
+    study = ledger.create_study("warm", toy_space, metric="loss", direction="minimize",
+                                workload="toy")
+    builder = PromptBuilder(study, tools_text="- tool")
+    log, warmed = PromptLog(), 0
+    for r in range(1, 15):
+        cfg = {"x": 1.0 / r, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}
+        tid = study.start_trial(cfg, tool="optuna:tpe")
+        prefix = builder.next_prefix(log, 6)  # the trial is running: no result yet
+        trial = study.finish_trial(tid, status="complete", metrics={"loss": 1.0 / r})
+        after = builder.close(log, builder.row(r, "A (optuna:tpe)", trial), 6)
+        nxt = builder.prompt(after, builder.round_text(r + 1, [("optuna:tpe", cfg)]))
+        if after.compacted != log.compacted:
+            assert prefix is not None and nxt.startswith(prefix) and "(summarized)" in prefix
+            warmed += 1
+        else:
+            assert prefix is None
+        log = after
+    assert warmed == 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from langchain_core.messages import HumanMessage
 
-from asap.agent.decision import decision_schema, parse_decision
+from asap.agent.decision import decision_schema, label_grammar, parse_decision
 from asap.agent.llm import chat_model, json_model, timed_invoke
 from asap.agent.prompt import PromptBuilder, PromptLog
 from asap.agent.server import EmbeddedServer
@@ -16,8 +16,11 @@ def test_smollm2_decides_through_the_schema_and_reuses_the_prefix(ledger, toy_sp
     study = ledger.create_study("llm", toy_space, metric="loss", direction="minimize", workload="toy")
     builder, log = PromptBuilder(study, tools_text="- optuna_suggest\n- nevergrad_suggest"), PromptLog()
     with EmbeddedServer(say=lambda m: None) as srv:
-        llm = json_model(chat_model(srv.base_url, "default"), decision_schema(["A", "B"], toy_space))
+        chat = chat_model(srv.base_url, "default")
+        schema = json_model(chat, decision_schema(["A", "B"]))
+        grammar = json_model(chat, {}, grammar=label_grammar(["A", "B"]))
         for r in range(1, 4):
+            llm = schema if r == 1 else grammar  # the portable form, then llama.cpp's exact one
             cfg = {"x": 1.0 / r, "lr": 0.01, "n_layers": 1, "optimizer": "adam"}
             proposals = [("optuna:tpe", cfg), ("nevergrad:NGOpt", {**cfg, "x": -cfg["x"]})]
             current = builder.round_text(r, proposals)
@@ -29,6 +32,9 @@ def test_smollm2_decides_through_the_schema_and_reuses_the_prefix(ledger, toy_sp
             log = builder.close(log, builder.row(r, decision.choice or "stop", trial), 24)
     calls = study.timings("llm_call")
     assert len(calls) == 3 and all(c["prompt_tokens"] > 200 for c in calls)
+    # One JSON string a decision; the grammar leaves no code fence or whitespace to decode.
+    assert calls[0]["completion_tokens"] <= 10
+    assert all(c["completion_tokens"] <= 4 for c in calls[1:])
     # The stable prefix is reused: almost all of the previous call's prompt comes from the KV cache
     # (what is new each round is the line of the round just closed and the next round's block,
     # a few dozen tokens for two proposals).

@@ -224,6 +224,61 @@ def test_json_protocol_maps_onto_the_same_choices(tmp_path):
     assert "alpha" in events(study, "guard_retry")[0]["reason"] and state["stop"]
 
 
+def test_compact_labels_and_the_two_step_own_decision(tmp_path):
+    """A decision is one JSON string; "own" asks for the configuration in a second call, whose
+    answer trains as the LLM's; on a llama.cpp server the label goes as an exact grammar."""
+    def script(messages, kwargs):
+        if messages[-1].content.startswith("Your configuration"):
+            assert kwargs["response_format"]["json_schema"]["name"] == "params"
+            return AIMessage(content=json.dumps(GOOD))
+        return AIMessage(content='"own"' if len(messages) == 1 and "## Round 2." in
+                         messages[0].content else '"B"')
+    model = ScriptedModel(script)
+    study, state, _ = run(tmp_path, model, protocol="json", trials=3, grammar=True)
+    assert [t.tool for t in study.trials()][:2] == ["optuna:cmaes", "llm"]  # B, then its own
+    assert study.trials()[1].config == GOOD and state["retries"] == 0
+    decisions = [k for _, k in model.calls if "extra_body" in k]
+    assert len(decisions) == 3 and decisions[0]["extra_body"]["grammar"].startswith(
+        'root ::= "\\"A\\""')
+    own = [c for c in study.timings("llm_call") if c["detail"].get("own")]
+    assert len(own) == 1
+
+
+def test_a_compacted_prefix_is_warmed_while_the_trial_trains(tmp_path):
+    """Speculation off, the log about to compact when the running trial's round closes: a
+    one-token call sends the next prompt's prefix now, while the trial trains; the real call
+    after the trial starts with exactly that prefix."""
+    from asap.agent.prompt import PromptLog
+    from asap.graphs.speculative import _warm
+    model = ScriptedModel(lambda m, k: AIMessage(content='"A"'))
+    study, ctx = australian(tmp_path, model, trials=9, time_scale=100.0)  # trials of minutes
+    state = ctx.initial_state(context=4)
+    rows = []
+    for r, width in enumerate((16, 25, 40, 64), start=1):  # four closed rounds
+        done = study.finish_trial(study.start_trial({**GOOD, "width": width}, tool="optuna:tpe"),
+                                  status="complete", metrics={"val_acc": 0.8})
+        rows.append(ctx.builder.row(r, "A (optuna:tpe)", done))
+    rows = tuple(rows)
+    job = ctx.trainer.start(GOOD, tool="optuna:tpe")
+    ctx.flights.start(job)
+    try:
+        state = {**state, "trial_id": job.trial_id, "round": 5, "decided_by": "llm",
+                 "log": PromptLog(rows)}
+        _warm(ctx, state, state["knobs"])
+        assert not job.done()  # it was sent while the trial trained
+    finally:
+        job.cancel("test over")
+        job.wait(60)
+    (messages, kwargs), = model.warmups
+    assert kwargs["max_tokens"] == 1 and "(summarized)" in messages[0].content
+    after = ctx.builder.close(state["log"], ctx.builder.row(5, "A (optuna:tpe)", job.wait()), 4)
+    assert ctx.builder.prompt(after, "## Round 6 ...").startswith(messages[0].content)
+    warm, = [c for c in study.timings("llm_call") if c["detail"].get("warmup")]
+    assert study.events("warmup")[0]["detail"] == {"round": 6, "compaction": True}
+    _warm(ctx, {**state, "log": PromptLog(rows[:2])}, state["knobs"])  # no compaction due,
+    assert len(model.warmups) == 1  # the last call was the LLM's own: nothing to warm
+
+
 @pytest.mark.parametrize("script, refuse, expected", [
     (lambda m, k: call("report_ready", {"ready": True}), (), "tools"),
     (lambda m, k: AIMessage(content="Sure! I am ready."), (), "json"),

@@ -32,8 +32,13 @@ def test_auto_speculation_only_when_training_and_llm_do_not_share_the_cpu():
     from asap.agent.config import TuneConfig
     local = TuneConfig(workload="digits-mlp")
     assert speculation_mode(local) == ("threshold" if torch.cuda.is_available() else "off")
+    # An LLM on this machine (the chat passes the embedded server's URL) shares the cores too;
+    # one on another machine does not.
+    on_cpu = "threshold" if torch.cuda.is_available() else "off"
     assert speculation_mode(TuneConfig(workload="digits-mlp", base_url="http://127.0.0.1:8000/v1")
-                            ) == "threshold"
+                            ) == on_cpu
+    assert speculation_mode(TuneConfig(workload="digits-mlp",
+                                       base_url="http://gpu-box.internal:8000/v1")) == "threshold"
     assert speculation_mode(TuneConfig(workload="hpobench:australian", time_scale=0.1)
                             ) == "threshold"
     # No training time to hide a speculative call behind: it would only double the LLM's work.
