@@ -99,4 +99,4 @@ def describe(score: Score | None) -> str:
     """How a score reads in the prompt (deterministic digits: the log stays prefix-stable)."""
     if score is None or not math.isfinite(score.mean):
         return ""
-    return f" | predicted {score.mean:.4g} ± {score.sd:.2g}, EI {score.ei:.2g}"
+    return f" | {score.mean:.3g} ±{score.sd:.2g} EI {score.ei:.2g}"

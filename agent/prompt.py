@@ -28,6 +28,15 @@ from asap.tools.types import Trial
 fmt = format_value  # the prompt's value format is the space's
 
 
+def short(tool: str) -> str:
+    """A tool's name in the prompt: its algorithm alone ("optuna:tpe" -> "tpe"), a few tokens
+    fewer in every proposal line, record and log row (the tools section says the library)."""
+    return tool.rpartition(":")[2]
+
+
+_SHORTEN = re.compile(r"\b\w+:(\w+)\b")  # "A (optuna:tpe)" -> "A (tpe)"
+
+
 def label(i: int) -> str:
     """The label of the i-th proposal (A, B, ...): what the prompt shows and the LLM answers."""
     return chr(65 + i)
@@ -83,15 +92,15 @@ class PromptBuilder:
         best = self.study.best()
         records = tool_records(self.study)
         order = self.study.space.names
-        lines = [f"{label(i)} {tool}: {fmt_config(cfg, order)}{describe(score)}"
+        lines = [f"{label(i)} {short(tool)}: {fmt_config(cfg, order)}{describe(score)}"
                  for i, ((tool, cfg), score) in enumerate(zip(proposals, scores, strict=True))]
         if plan > 1:
             lines.append(render("plan.txt", rounds=plan).rstrip("\n"))
         return render(
             "round.txt", round=round_no,
-            best="none yet" if best is None else f"{fmt(best.value)} (trial {best.number})",
-            record=", ".join(f"{k} {r.trials}/{r.improvements}" for k, r in sorted(records.items()))
-            or "none yet",
+            best="none yet" if best is None else f"{fmt(best.value)}, trial {best.number}",
+            record=" ".join(f"{short(k)} {r.trials}/{r.improvements}"
+                            for k, r in sorted(records.items())) or "none yet",
             proposals="\n".join(lines))
 
     def row(self, round_no: int, decision: str, trial: Trial) -> str:
@@ -107,7 +116,7 @@ class PromptBuilder:
             result = f"trial {trial.number} {trial.status}: {fmt(trial.value)}"
         else:
             result = f"trial {trial.number} {trial.status} ({_short(trial.error or 'no value')})"
-        return render("outcome.txt", round=round_no, decision=decision,
+        return render("outcome.txt", round=round_no, decision=_SHORTEN.sub(r"\1", decision),
                       config=fmt_config(trial.config, self.study.space.names), result=result)
 
     def prompt(self, log: PromptLog, current_round: str) -> str:
@@ -173,7 +182,7 @@ class PromptBuilder:
                 best = t
         return render("compacted.txt", rounds=rounds, trials=len(done),
                       best="none" if best is None else
-                      f"{fmt(best.value)} (trial {best.number}, {best.tool}: "
+                      f"{fmt(best.value)} (trial {best.number}, {short(best.tool)}: "
                       f"{fmt_config(best.config, self.study.space.names)})")
 
 

@@ -22,9 +22,13 @@ Rules, in order:
   (the prior's order, or the tool it chose), and the calls it saves are pure wall-clock. When
   training outlasts even slow calls (its median above the LLM's 90th percentile), a decision
   fits inside a trial again: halve it.
-- context: when the prompt's growth makes the LLM slower (latency trend above ``trend_high``
-  seconds per call) and that time is exposed (median LLM latency above the median training
-  time), carry fewer rounds (x0.75); when latency is flat, carry more (x1.25). The cached share is
+- context: when decisions have become slower than ``latency_ratio`` (1.3) times the study's
+  first decisions (their median after the cold first call: the prompt's growth costs attention
+  even when it is cached), or the prompt's growth makes the LLM slower (latency trend above
+  ``trend_high`` seconds per call) while that time is exposed (median LLM latency above the
+  median training time), carry fewer rounds (x0.75); when latency is flat and near the first
+  decisions', carry more (x1.25). Compactions cost no cold prefill: the compacted prefix is
+  warmed while the trial before it trains (see :mod:`asap.graphs.speculative`). The cached share is
   not a reason to shrink, and neither is growth under a plan > 1 (the calls then read the rows
   of the rounds the plan decided, which compaction does not remove): a shorter log does not warm the cache (each compaction re-reads the
   prompt once, and the per-round new tokens become a larger share). Compaction stays a rare large
@@ -60,6 +64,8 @@ class Bounds(BaseModel):
     accept_low: float = Field(default=0.3, ge=0, le=1)
     waste_ok: float = Field(default=0.1, ge=0, le=1)
     trend_high: float = Field(default=0.1, ge=0, description="seconds of LLM latency per round")
+    latency_ratio: float = Field(default=1.3, gt=1, description="recent/first decisions' median "
+                                 "latency above which the log carries fewer rounds")
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,7 @@ class Observed:
     cached_share: float | None
     prompt_tokens: float  # median prompt length
     llm_p90: float | None = None  # 90th percentile of LLM latency; None: as the median
+    llm_base: float | None = None  # median latency of the study's first decisions (the yardstick)
 
 
 def decide(knobs: Knobs, seen: Observed, bounds: Bounds | None = None) -> tuple[Knobs, list[str]]:
@@ -118,14 +125,18 @@ def decide(knobs: Knobs, seen: Observed, bounds: Bounds | None = None) -> tuple[
     exposed = seen.llm_s > seen.train_s
     # Under a plan each call also reads the rows of the rounds it did not decide, so its latency
     # grows with the plan, not the context: compacting would only make the next call cold.
-    if seen.llm_trend > b.trend_high and exposed and knobs.plan == 1:
+    slower = seen.llm_base is not None and seen.llm_s > b.latency_ratio * seen.llm_base
+    if (seen.llm_trend > b.trend_high and exposed and knobs.plan == 1) or slower:
         context = min(knobs.context, max(b.context_min, int(knobs.context * 0.75)))
         if context != knobs.context:
             new = replace(new, context=context)
-            why.append(f"context {knobs.context}->{context} rounds: LLM latency grows "
-                       f"{seen.llm_trend:.3f}s per call and its median {seen.llm_s:.2f}s exceeds "
-                       f"training {seen.train_s:.2f}s")
-    elif seen.llm_trend <= b.trend_high / 4:
+            why.append(f"context {knobs.context}->{context} rounds: " + (
+                f"decisions take {seen.llm_s:.2f}s at the median, over {b.latency_ratio:g}x "
+                f"the first decisions' {seen.llm_base:.2f}s" if slower else
+                f"LLM latency grows {seen.llm_trend:.3f}s per call and its median "
+                f"{seen.llm_s:.2f}s exceeds training {seen.train_s:.2f}s"))
+    elif seen.llm_trend <= b.trend_high / 4 and (
+            seen.llm_base is None or seen.llm_s <= 1.1 * seen.llm_base):
         context = max(knobs.context, min(b.context_max, int(knobs.context * 1.25)))
         if context != knobs.context:
             new = replace(new, context=context)
@@ -154,8 +165,9 @@ def observe(study: Study, window: int = 8) -> Observed | None:
     """The last ``window`` trials' numbers from the ledger; None until there are enough."""
     # Every decision call counts, speculative ones included (under speculation they are most of
     # them); a cancelled or failed call says nothing about latency or the cache.
-    calls = [c for c in study.timings("llm_call")
-             if not (c["detail"].get("cancelled") or c["detail"].get("failed"))][-window:]
+    decisions = [c for c in study.timings("llm_call") if not (
+        c["detail"].get("cancelled") or c["detail"].get("failed") or c["detail"].get("warmup"))]
+    calls = decisions[-window:]
     trains = study.timings("train")[-window:]
     if len(calls) < 3 or len(trains) < 3:
         return None
@@ -173,7 +185,10 @@ def observe(study: Study, window: int = 8) -> Observed | None:
         accept_rate=accepted / len(judged) if judged else None,
         wasted_share=wasted / (end - start) if end > start else 0.0,
         cached_share=cached_share(calls),
-        prompt_tokens=statistics.median(c["prompt_tokens"] or 0 for c in calls))
+        prompt_tokens=statistics.median(c["prompt_tokens"] or 0 for c in calls),
+        # The yardstick: the first decisions after the cold first call, once there are enough.
+        llm_base=statistics.median(c["duration"] for c in decisions[1:1 + window])
+        if len(decisions) > 2 * window else None)
 
 
 def _slope(ys: list[float]) -> float:

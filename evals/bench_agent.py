@@ -3,7 +3,10 @@
 Runs the same workload and trial budget with: everything on; speculation off; the naive prompt;
 self-tuning off; and the serial naive-prompt loop (no technique), each on the embedded LLM, and
 prints wall-clock to finish, exposed LLM share, cached-token share, accept rate, best value and
-each variant's wall-clock relative to the serial naive loop.
+each variant's wall-clock relative to the serial naive loop; then, per variant, the decisions'
+latency (median, p90, the last ten decisions' median against the first ten after the cold
+first call), decoded tokens, and the cached share by kind of call (critical, speculative,
+warm-up).
 
     python evals/bench_agent.py --workload hpobench:australian --time-scale 0.5 --trials 30
     python evals/bench_agent.py --workload digits-mlp --trials 30
@@ -16,6 +19,7 @@ overlap; the tabular workloads' simulated clock (sleep) does not compete for the
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -23,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from asap.agent.config import TuneConfig
-from asap.agent.stats import decompose
+from asap.agent.stats import call_kind, decompose
 from asap.graphs.session import tune
 from asap.tools.ledger import Ledger
 
@@ -58,14 +62,45 @@ def main() -> None:
     table = Table("variant", "wall-clock s", "vs serial naive", "training s", "exposed LLM",
                   "cached", "accept", "wasted s", "best", title=f"{args.workload}, {args.trials} trials (ledger {db})")
 
-    def pct(x: float | None) -> str:
-        return "-" if x is None else f"{x:.1%}"
     for name, (s, d) in rows.items():
         table.add_row(name, f"{d['wall_s']:.1f}", f"{d['wall_s'] / base:.2f}x",
                       f"{d['train_s']:.1f}", pct(d["exposed_share"]), pct(d["cached_share"]),
                       pct(d["accept_rate"]), f"{d['wasted_s']:.1f}",
                       f"{s['best_value']:.4f}" if s["best_value"] is not None else "-")
     Console().print(table)
+    calls = Table("variant", "decisions", "median s", "p90 s", "last 10 / first 10",
+                  "completion tokens", "cached: critical", "speculative", "warm-up (calls)",
+                  title="LLM calls")
+    for name, (_, d) in rows.items():
+        study = Ledger(db).open_study(name.replace(" ", "-"))
+        lat = decision_latencies(study)
+        kinds = d["calls"]
+        warm = kinds.get("warm-up")
+        calls.add_row(name, str(len(lat)), f"{statistics.median(lat):.2f}" if lat else "-",
+                      f"{sorted(lat)[int(0.9 * (len(lat) - 1))]:.2f}" if lat else "-",
+                      f"{statistics.median(lat[-10:]) / statistics.median(lat[1:11]):.2f}x"
+                      if len(lat) > 11 else "-",
+                      _get(kinds, "critical", "completion_tokens", "{:.0f}"),
+                      _get(kinds, "critical", "cached_share", "{:.1%}"),
+                      _get(kinds, "speculative", "cached_share", "{:.1%}"),
+                      "-" if warm is None else f"{pct(warm['cached_share'])} ({warm['calls']})")
+    Console().print(calls)
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def decision_latencies(study) -> list[float]:
+    """Every decision call's latency in order (critical and speculative; no warm-ups, no
+    cancelled or failed calls)."""
+    return [c["duration"] for c in study.timings("llm_call") if call_kind(c) != "warm-up"
+            and not (c["detail"].get("cancelled") or c["detail"].get("failed"))]
+
+
+def _get(kinds: dict, kind: str, key: str, spec: str) -> str:
+    value = kinds.get(kind, {}).get(key)
+    return "-" if value is None else spec.format(value)
 
 
 if __name__ == "__main__":

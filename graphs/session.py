@@ -39,7 +39,7 @@ from asap.tools.trainer import Trainer
 from asap.tools.types import Cancel, Cancelled, Terminated, Trial
 from asap.tools.workloads import Workload, resolve
 
-TOOLS_TEXT = "\n".join(f"- {lib}:{alg}" for lib, alg in PANEL) + \
+TOOLS_TEXT = "\n".join(f"- {alg} ({lib})" for lib, alg in PANEL) + \
     "\n- llm (your own configuration)"
 CTRL_C = "interrupted by the user (Ctrl-C)"
 SIGTERM = "terminated (SIGTERM)"

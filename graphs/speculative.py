@@ -152,7 +152,7 @@ def _warm(ctx: TuneContext, state: TuningState, knobs: Knobs) -> None:
         return
     flight = ctx.flights.get(state["trial_id"])
     compacting = ctx.builder.next_prefix(state["log"], knobs.context) is not None
-    if flight.job.done() or not (compacting or state.get("decided_by") in ("plan", "fallback")):
+    if flight.job.done() or not (compacting or state.get("decided_by") == "plan"):
         return
     ctx.study.log_event("warmup", round=state["round"] + 1, compaction=compacting)
     warm_up(ctx, ctx.builder.next_prefix(state["log"], knobs.context, always=True),

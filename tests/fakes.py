@@ -39,7 +39,7 @@ from asap.graphs.session import TOOLS_TEXT
 from asap.graphs.state import TuneContext, TuningState
 from asap.graphs.tuning import graph
 from asap.tools.ledger import Ledger, Study
-from asap.tools.portfolio import Portfolio
+from asap.tools.portfolio import PANEL, Portfolio
 from asap.tools.trainer import Trainer
 from asap.tools.workloads import resolve
 
@@ -97,7 +97,8 @@ def proposals(messages: list[BaseMessage]) -> dict[str, tuple[str, dict[str, Any
     order = re.search(r"values in this order: (.*) \(", prompt).group(1).split(", ")
     block = prompt.rsplit("## Round", 1)[1]
     found = re.findall(r"^([A-Z]) (\S+): (.*)$", block, re.M)
-    return {lab: (tool, {k: _value(v) for k, v in zip(
+    full = {alg: f"{lib}:{alg}" for lib, alg in (*PANEL, ("optuna", "random"))}
+    return {lab: (full.get(tool, tool), {k: _value(v) for k, v in zip(
         order, values.split(" | ")[0].split(), strict=True) if v != "-"})
             for lab, tool, values in found}
 

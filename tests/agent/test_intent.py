@@ -55,7 +55,7 @@ def test_unnamed_parameters_are_pinned_to_the_workloads_defaults():
     assert plan["pinned"] == {"weight_decay": 1e-4, "depth": 2, "dropout": 0.1,
                               "batch_size": 32, "optimizer": "adam", "beta1": 0.9}
     assert "momentum" not in plan["params"] and "momentum" not in plan["fixed"]
-    assert plan["fixed"].startswith("weight_decay=0.0001, depth=2, dropout=0.1, batch_size=32")
+    assert plan["fixed"].startswith("weight_decay=1e-4, depth=2, dropout=0.1, batch_size=32")
     assert plan["space"].splitlines() == ["- lr: float in [0.0001, 0.3] log",
                                           "- width: int in [16, 256] log"]
     space = Space.from_dict(plan["params"])

@@ -51,7 +51,7 @@ def test_scores_stand_beside_each_proposal(ledger, toy_space):
     proposals, scores = rank(study, [offer(1.0), offer(-4.0)])
     text = PromptBuilder(study, "- tool").round_text(5, proposals, scores)
     lines = [x for x in text.splitlines() if x[:2] in ("A ", "B ")]
-    assert len(lines) == 2 and all(" | predicted " in x and ", EI " in x for x in lines)
+    assert len(lines) == 2 and all(" | " in x and " ±" in x and " EI " in x for x in lines)
     assert describe(None) == ""
 
 

@@ -33,8 +33,8 @@ def test_each_prompt_extends_the_previous_one_minus_its_round_block(ledger, toy_
         kept = before[: len(before) - len(block)]  # the static text and the log: byte for byte
         assert after.startswith(kept)
         new = after[len(kept):]  # one line for the closed round, then the next round's block
-        assert new.startswith(f"Round {r}: A (optuna:tpe) ") and new.count("\n") == 1 + blocks[r].count("\n")
-    assert "trial 1: 0.6235" in prompts[-1]  # fixed 4-significant-digit formatting
+        assert new.startswith(f"Round {r}: A (tpe) ") and new.count("\n") == 1 + blocks[r].count("\n")
+    assert "trial 1: 0.623" in prompts[-1]  # fixed 3-significant-digit formatting
 
 
 def test_the_log_is_compacted_in_rare_large_steps(ledger, toy_space):
@@ -58,7 +58,7 @@ def test_a_closed_round_is_one_bounded_line(ledger, toy_space):
     ok = study.finish_trial(study.start_trial(cfg, tool="optuna:tpe"), status="complete",
                             metrics={"loss": 0.25})
     assert builder.row(3, "B (optuna:tpe)", ok) == (
-        "Round 3: B (optuna:tpe) 0.5 0.1 1 - adam - -> trial 0: 0.25\n")
+        "Round 3: B (tpe) 0.5 0.1 1 - adam - -> trial 0: 0.25\n")  # short names in the prompt
     bad = study.finish_trial(study.start_trial({**cfg, "x": 0.6}, tool="optuna:tpe"),
                              status="failed", error="Traceback\n" + "x" * 50_000)
     line = builder.row(4, "A (optuna:tpe)", bad)

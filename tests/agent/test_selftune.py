@@ -41,6 +41,16 @@ def test_costly_misses_tighten_tau():
     assert knobs.tau == pytest.approx(0.06)
 
 
+def test_decisions_slower_than_the_first_ones_carry_fewer_rounds():
+    """The yardstick is the study's own first decisions: 1.3x their median shrinks the log,
+    even when training hides the LLM; near them and flat, the log may grow."""
+    assert decide(Knobs(context=24), seen(llm_s=2.0, llm_base=1.4))[0].context == 18
+    assert decide(Knobs(context=24), seen(llm_s=1.5, llm_base=1.4, llm_trend=0.0)
+                  )[0].context == 30
+    assert decide(Knobs(context=24), seen(llm_s=1.7, llm_base=1.4, llm_trend=0.0)
+                  )[0].context == 24  # between: keep
+
+
 def test_growing_exposed_latency_carries_fewer_rounds():
     assert decide(Knobs(context=24), seen(llm_trend=0.3, llm_s=6.0))[0].context == 18
     # Hidden behind training, a longer prompt costs nothing: keep the rows.

@@ -155,7 +155,7 @@ def test_a_prompt_past_the_context_window_compacts_the_log_and_goes_on(tmp_path)
     limit = {}
 
     def script(messages, kwargs):
-        limit.setdefault("chars", len(messages[0].content) + 700)  # ~6 closed rounds fit
+        limit.setdefault("chars", len(messages[0].content) + 350)  # ~5 closed rounds fit
         if len(messages[0].content) > limit["chars"]:
             request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
             raise openai.BadRequestError("request (4286 tokens) exceeds the available context size",
@@ -231,7 +231,7 @@ def test_compact_labels_and_the_two_step_own_decision(tmp_path):
         if messages[-1].content.startswith("Your configuration"):
             assert kwargs["response_format"]["json_schema"]["name"] == "params"
             return AIMessage(content=json.dumps(GOOD))
-        return AIMessage(content='"own"' if len(messages) == 1 and "## Round 2." in
+        return AIMessage(content='"own"' if len(messages) == 1 and "## Round 2 (" in
                          messages[0].content else '"B"')
     model = ScriptedModel(script)
     study, state, _ = run(tmp_path, model, protocol="json", trials=3, grammar=True)

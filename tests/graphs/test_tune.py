@@ -13,7 +13,7 @@ def test_without_an_llm_the_fallback_decides_every_round(tmp_path):
     assert state["fallbacks"] == 4 and len(study.events("fallback")) == 4
     assert study.trials()[0].tool == "optuna:tpe"  # no record yet: TPE
     log = state["log"].rows
-    assert len(log) == 4 and log[0].startswith("Round 1: A (optuna:tpe) ")
+    assert len(log) == 4 and log[0].startswith("Round 1: A (tpe) ")
 
 
 def test_fallback_prefers_the_best_record(ledger, toy_space):
