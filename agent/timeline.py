@@ -33,6 +33,21 @@ class _Clock:
         return self.offsets[i] + min(max(t, s), e) - s
 
 
+def trial_labels(study: Study, trains: list[dict], clock: _Clock) -> list[tuple[float, str]]:
+    """Where to write each trial's number and value on its bar: bars wide enough to read
+    (over 2.5 % of the plot), at their middle."""
+    total = clock(clock.spans[-1][1]) or 1.0
+    values = {t.number: t.value for t in study.trials()}
+    out = []
+    for r in trains:
+        x0, x1 = clock(r["start"]), clock(r["end"])
+        number = r.get("trial_number")
+        if number is not None and (x1 - x0) / total > 0.025:
+            value = values.get(number)
+            out.append(((x0 + x1) / 2, f"#{number}" + ("" if value is None else f"\n{value:.3g}")))
+    return out
+
+
 def timeline(study: Study, path: str | Path) -> Path:
     """A PNG with one lane for training, one for critical LLM calls, one for speculative ones."""
     from matplotlib.figure import Figure  # no pyplot: no process-wide backend or figure state
@@ -55,15 +70,8 @@ def timeline(study: Study, path: str | Path) -> Path:
     for y, (_, items, color) in enumerate(lanes):
         ax.broken_barh([(clock(r["start"]), clock(r["end"]) - clock(r["start"])) for r in items],
                        (y - 0.35, 0.7), facecolor=color, edgecolor="white", linewidth=1.0)
-    total = clock(clock.spans[-1][1]) or 1.0
-    values = {t.number: t.value for t in study.trials()}
-    for r in lanes[0][1]:  # the trial's number and value where its bar is wide enough to read
-        x0, x1 = clock(r["start"]), clock(r["end"])
-        number = r["detail"].get("trial_number")
-        if number is not None and (x1 - x0) / total > 0.025:
-            value = values.get(number)
-            text = f"#{number}" + ("" if value is None else f"\n{value:.3g}")
-            ax.text((x0 + x1) / 2, 0, text, ha="center", va="center", fontsize=7)
+    for x, text in trial_labels(study, lanes[0][1], clock):
+        ax.text(x, 0, text, ha="center", va="center", fontsize=7)
     for k, (s, _) in enumerate(merge(sessions)[1:], start=2):  # each resumed session's start
         ax.axvline(clock(s), color="gray", linestyle="--", linewidth=1)
         ax.text(clock(s), 3.6, f" session {k}", fontsize=7, color="gray", va="bottom")

@@ -127,3 +127,15 @@ def test_the_timeline_lays_resumed_sessions_end_to_end():
     from asap.agent.timeline import _Clock
     clock = _Clock([(0, 10), (1000, 1005)])  # a session, then a resume 990 s later
     assert [clock(t) for t in (0, 10, 500, 1000, 1005)] == [0, 10, 10, 10, 15]
+
+
+def test_trial_bars_are_labelled_with_their_number_and_value(timed):
+    from asap.agent.timeline import _Clock, trial_labels
+    cfg = {"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}
+    for loss in (0.5, 0.25):
+        timed.finish_trial(timed.start_trial({**cfg, "x": loss}, tool="optuna:tpe"),
+                           status="complete", metrics={"loss": loss})
+    rows = timed.timings("train")
+    rows = [{**rows[0], "trial_number": 0}, {**rows[1], "trial_number": 1}]
+    clock = _Clock([(0, 16)])
+    assert trial_labels(timed, rows, clock) == [(6.0, "#0\n0.5"), (13.0, "#1\n0.25")]

@@ -40,3 +40,30 @@ def test_smollm2_decides_through_the_schema_and_reuses_the_prefix(ledger, toy_sp
     # a few dozen tokens for two proposals).
     for before, after in zip(calls, calls[1:], strict=False):
         assert after["cached_tokens"] >= before["prompt_tokens"] - 120
+
+
+@pytest.mark.e2e
+def test_a_prefix_is_reused_after_both_slots_served_other_prompts():
+    """Critical and speculative calls run on the server's two slots; a prefix cached on one
+    slot must still be found after both slots served other prompts (llama.cpp's host-memory
+    prompt cache), or a speculative call would cost the next real call its prefix."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+
+    def text(seed: int) -> str:
+        return " ".join(f"row {seed}-{i}: value {(seed * 7919 + i * 104729) % 1000}"
+                        for i in range(80))
+    with EmbeddedServer(say=lambda m: None) as srv:
+        client = openai.OpenAI(base_url=srv.base_url, api_key="local")
+
+        def ask(prompt: str):
+            return client.chat.completions.create(
+                model="default", messages=[{"role": "user", "content": prompt}],
+                max_tokens=1, temperature=0).usage
+        first = ask(text(1) + "\nWhich row is largest?")
+        with ThreadPoolExecutor(2) as pool:  # both slots at once, each with another prompt
+            list(pool.map(ask, [text(2), text(3)]))
+        again = ask(text(1) + "\nWhich row is smallest?")
+    assert first.prompt_tokens > 500
+    assert again.prompt_tokens_details.cached_tokens >= first.prompt_tokens - 20
