@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import math
 import multiprocessing as mp
+import multiprocessing.forkserver
 import multiprocessing.util
 import os
 import shutil
@@ -36,16 +36,36 @@ from asap.tools.study import process_alive
 from asap.tools.types import Cancel, Trial, safe_name
 from asap.tools.workloads import Workload, call, load_target
 
+PRELOAD_ENV = "ASAP_PRELOAD_TABLES"  # read by asap.tools.workloads.preload in the fork server
+_server_lock = threading.Lock()
+_server_started = False
 
-@functools.cache
-def _context() -> mp.context.BaseContext:
-    """The forkserver context, set up on the first trial rather than at import.
 
-    Importing torch once in the fork server makes each trial's worker start in milliseconds.
+def _context(tables: tuple[str, ...] = ()) -> mp.context.BaseContext:
+    """The forkserver context, its server started on the first trial rather than at import.
+
+    Importing torch once in the fork server makes each trial's worker start in milliseconds; a
+    table workload's tables are read there too (``tables``: ``bench:dataset`` refs), which cost
+    every worker 2-3 s of CPU when each read its own (measured on hpobench:australian), time
+    that also slowed a speculative LLM call running beside it.
     """
-    _own_temp_dir()
+    global _server_started
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "asap.tools.workloads.common"])
+    with _server_lock:
+        if not _server_started:
+            _own_temp_dir()
+            ctx.set_forkserver_preload(["torch", "asap.tools.workloads.common",
+                                        "asap.tools.workloads.preload"])
+            previous = os.environ.get(PRELOAD_ENV)
+            os.environ[PRELOAD_ENV] = ",".join(tables)  # the server reads it as it starts
+            try:
+                multiprocessing.forkserver.ensure_running()
+            finally:
+                if previous is None:
+                    os.environ.pop(PRELOAD_ENV, None)
+                else:
+                    os.environ[PRELOAD_ENV] = previous
+            _server_started = True
     return ctx
 
 
@@ -186,7 +206,7 @@ class Trainer:
         start = time.time()
         status, metrics, error, pruned_at = "failed", {}, None, None
         should_prune = self.pruner.for_trial() if self.pruner else (lambda s, v: False)
-        ctx = _context()
+        ctx = _context(_tables(self.workload))
         parent, child = ctx.Pipe()
         log = self.log_path(job.number)
         proc = ctx.Process(target=_worker, name=f"asap-trial-{job.trial_id}", daemon=True, args=(
@@ -306,6 +326,12 @@ class Trainer:
         if not math.isfinite(clean[name]):
             return "failed", {}, f"metric {name!r} is {clean[name]} (NaN loss?)"
         return "complete", clean, None
+
+
+def _tables(workload: Workload) -> tuple[str, ...]:
+    """The table a table workload looks up, for the fork server to read once."""
+    kw = workload.kwargs
+    return (f"{kw['bench']}:{kw['dataset']}",) if "bench" in kw and "dataset" in kw else ()
 
 
 def trial_seed(seed: int, number: int) -> int:

@@ -38,3 +38,19 @@ def test_a_table_trial_stores_and_shows_the_grid_point_it_evaluated(tmp_path):
     assert study.to_records()[0]["param_width"] == 1024
     from asap.agent.stats import summarize
     assert summarize(study)["best_config"]["batch_size"] == 16
+
+
+def test_the_fork_server_reads_a_workloads_table_once_for_every_worker():
+    """Each table trial's worker used to read the table itself (2-3 s of CPU a trial, beside a
+    speculative LLM call); the fork server now reads it as it starts, named by the trainer."""
+    import subprocess
+    import sys
+
+    from asap.tools.trainer import PRELOAD_ENV, _tables
+    assert _tables(resolve("hpobench:australian")) == ("hpobench:australian",)
+    assert _tables(resolve("digits-mlp")) == ()
+    code = ("import asap.tools.workloads.preload; from asap.tools.workloads import tabular; "
+            "print(tabular._table.cache_info().currsize)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**__import__("os").environ, PRELOAD_ENV: "hpobench:australian"})
+    assert out.stdout.strip() == "1", out.stderr[-500:]

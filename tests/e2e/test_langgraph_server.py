@@ -1,0 +1,109 @@
+"""The graphs on LangGraph's own dev server (``langgraph dev``), driven by langgraph-sdk as an
+app would: the endpoint from the server's environment, Studio's schemas, ``runs.cancel``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fakes import FakeOpenAI
+
+from asap.tools.ledger import Ledger
+
+ROOT = Path(__file__).parents[2]
+USERWL = Path(__file__).parents[1] / "userwl"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _until(check, what: str, timeout_s: float = 180.0):
+    """Wait for ``check()`` to return something truthy (an event), failing with ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"never happened: {what}")
+
+
+@pytest.fixture
+def dev_server(tmp_path):
+    """``langgraph dev`` on 127.0.0.1 with the repo's graphs and an LLM endpoint in its env."""
+    if shutil.which("langgraph", path=str(Path(sys.executable).parent)) is None:
+        pytest.fail("langgraph-cli is part of the dev extra: pip install -e '.[dev]'")
+    fake = FakeOpenAI().start()
+    spec = json.loads((ROOT / "langgraph.json").read_text())
+    spec["dependencies"] = [str(ROOT)]
+    spec["graphs"] = {k: str(ROOT / v.removeprefix("./")) for k, v in spec["graphs"].items()}
+    spec["env"] = {"ASAP_BASE_URL": fake.base_url, "ASAP_MODEL": "fake",
+                   "ASAP_DB": str(tmp_path / "chat.db")}
+    config = tmp_path / "langgraph.json"
+    config.write_text(json.dumps(spec))
+    port = _free_port()
+    env = {**os.environ, "LANGGRAPH_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false"}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "langgraph"), "dev", "--config", str(config),
+         "--host", "127.0.0.1", "--port", str(port), "--no-browser", "--no-reload"],
+        cwd=USERWL, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        from langgraph_sdk import get_sync_client
+        client = get_sync_client(url=url)
+
+        def ready():
+            if proc.poll() is not None:
+                raise AssertionError(f"langgraph dev exited: {proc.stdout.read()[-3000:]}")
+            try:
+                return client.assistants.search(limit=10)
+            except Exception:  # noqa: BLE001 - not up yet
+                return None
+        _until(ready, "langgraph dev answers", 240)
+        yield client, fake
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        fake.stop()
+
+
+@pytest.mark.e2e
+def test_a_server_run_uses_the_env_endpoint_shows_schemas_and_cancels(dev_server, tmp_path):
+    client, fake = dev_server
+    tune = next(a for a in client.assistants.search(graph_id="tune"))
+    schemas = client.assistants.get_schemas(tune["assistant_id"])
+    assert schemas["input_schema"]["required"] == ["workload"]  # Studio's input form
+    assert "result" in schemas["output_schema"]["properties"]
+
+    db = tmp_path / "s.db"
+    thread = client.threads.create()
+    run = client.runs.create(thread["thread_id"], tune["assistant_id"], input={
+        "workload": "faulty:reports_then_hangs", "trials": 3,
+        "settings": {"db": str(db), "study": "s", "space": str(USERWL / "space.yaml")}})
+
+    def reported():
+        if not db.exists() or not Ledger(db).has_study("s"):
+            return None
+        trials = Ledger(db).open_study("s").trials()
+        return trials and trials[0].intermediate
+    _until(reported, "the first trial reports")
+    assert sum(fake.served.values()) >= 1  # the endpoint came from the server's env
+    client.runs.cancel(thread["thread_id"], run["run_id"])
+
+    # The session ends itself (its event is the last thing it writes), with one trial only.
+    ended = _until(lambda: Ledger(db).open_study("s").events("session"), "the session ends")
+    assert ended[-1]["detail"]["interrupted"] is True
+    trials = Ledger(db).open_study("s").trials()
+    assert [(t.status, t.error) for t in trials] == [("failed", "cancelled: the run was cancelled")]
