@@ -54,8 +54,10 @@ def _context(tables: tuple[str, ...] = ()) -> mp.context.BaseContext:
     with _server_lock:
         if not _server_started:
             _own_temp_dir()
+            # This module too: a worker unpickles _worker from it, and its imports (the
+            # ledger's sqlite-utils...) cost each worker ~0.35 s of CPU otherwise.
             ctx.set_forkserver_preload(["torch", "asap.tools.workloads.common",
-                                        "asap.tools.workloads.preload"])
+                                        "asap.tools.trainer", "asap.tools.workloads.preload"])
             previous = os.environ.get(PRELOAD_ENV)
             os.environ[PRELOAD_ENV] = ",".join(tables)  # the server reads it as it starts
             try:
