@@ -14,6 +14,7 @@ import contextvars
 import math
 import multiprocessing as mp
 import multiprocessing.forkserver
+import multiprocessing.spawn
 import multiprocessing.util
 import os
 import shutil
@@ -25,7 +26,7 @@ import time
 import traceback
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from asap.tools.types import Cancel, Trial, safe_name
 from asap.tools.workloads import Workload, call, load_target
 
 PRELOAD_ENV = "ASAP_PRELOAD_TABLES"  # read by asap.tools.workloads.preload in the fork server
+MAIN_ENV = "ASAP_PRELOAD_MAIN"
 _server_lock = threading.Lock()
 _server_started = False
 
@@ -58,17 +60,30 @@ def _context(tables: tuple[str, ...] = ()) -> mp.context.BaseContext:
             # ledger's sqlite-utils...) cost each worker ~0.35 s of CPU otherwise.
             ctx.set_forkserver_preload(["torch", "asap.tools.workloads.common",
                                         "asap.tools.trainer", "asap.tools.workloads.preload"])
-            previous = os.environ.get(PRELOAD_ENV)
-            os.environ[PRELOAD_ENV] = ",".join(tables)  # the server reads it as it starts
-            try:
+            # And the main script (the `asap` command imports rich, openai, langchain), which
+            # multiprocessing re-imports in every worker unless the server has it (~1.5 s a
+            # trial); Python 3.11's "__main__" preload never receives its path, so we pass it.
+            main = mp.spawn.get_preparation_data("asap").get("init_main_from_path")
+            with _env({PRELOAD_ENV: ",".join(tables), MAIN_ENV: main or ""}):
                 multiprocessing.forkserver.ensure_running()
-            finally:
-                if previous is None:
-                    os.environ.pop(PRELOAD_ENV, None)
-                else:
-                    os.environ[PRELOAD_ENV] = previous
             _server_started = True
     return ctx
+
+
+@contextlib.contextmanager
+def _env(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in the environment while the fork server starts (it reads them), then the
+    environment as it was."""
+    previous = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _own_temp_dir() -> None:

@@ -1,12 +1,22 @@
 """Imported by the trainer's fork server as it starts: reads the tables named in
 ``ASAP_PRELOAD_TABLES`` (``bench:dataset``, comma-separated) once, so every trial's worker forks
-with them in memory instead of reading them again."""
+with them in memory instead of reading them again; and imports the tuner's main script
+(``ASAP_PRELOAD_MAIN``) as multiprocessing's ``__mp_main__``, which each worker would otherwise
+import itself (what Python 3.11's own ``"__main__"`` preload means to do but never receives the
+path for)."""
 
 from __future__ import annotations
 
+import multiprocessing.spawn
 import os
 
 from asap.tools.workloads import tabular
+
+if _main := os.environ.get("ASAP_PRELOAD_MAIN"):
+    try:
+        multiprocessing.spawn.import_main_path(_main)
+    except BaseException:  # noqa: BLE001 - each worker imports it itself then, as before
+        pass
 
 for _ref in filter(None, os.environ.get("ASAP_PRELOAD_TABLES", "").split(",")):
     _bench, _, _dataset = _ref.partition(":")
