@@ -67,7 +67,7 @@ def main() -> None:
                       f"{d['train_s']:.1f}", pct(d["exposed_share"]), pct(d["cached_share"]),
                       pct(d["accept_rate"]), f"{d['wasted_s']:.1f}",
                       f"{s['best_value']:.4f}" if s["best_value"] is not None else "-")
-    Console().print(table)
+    Console(width=200).print(table)
     calls = Table("variant", "decisions", "median s", "p90 s", "last 10 / first 10",
                   "completion tokens", "cached: critical", "speculative", "warm-up (calls)",
                   title="LLM calls")
@@ -84,7 +84,7 @@ def main() -> None:
                       _get(kinds, "critical", "cached_share", "{:.1%}"),
                       _get(kinds, "speculative", "cached_share", "{:.1%}"),
                       "-" if warm is None else f"{pct(warm['cached_share'])} ({warm['calls']})")
-    Console().print(calls)
+    Console(width=200).print(calls)
 
 
 def pct(x: float | None) -> str:

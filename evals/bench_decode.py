@@ -96,7 +96,7 @@ def main() -> None:
             table.add_row(name, f"{statistics.median(tokens[name]):g}",
                           f"{statistics.median(seconds[name]):.2f}",
                           ", ".join(f"{a} x{k}" for a, k in answers[name].most_common(3)))
-    Console().print(table)
+    Console(width=160).print(table)
 
 
 if __name__ == "__main__":
