@@ -51,11 +51,14 @@ def dev_server(tmp_path):
     config = tmp_path / "langgraph.json"
     config.write_text(json.dumps(spec))
     port = _free_port()
-    env = {**os.environ, "LANGGRAPH_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false"}
+    # It runs in tmp_path (its .langgraph_api/ state lands there, not in the repo); the test
+    # workloads are importable through PYTHONPATH.
+    env = {**os.environ, "LANGGRAPH_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false",
+           "PYTHONPATH": os.pathsep.join([str(USERWL), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "langgraph"), "dev", "--config", str(config),
          "--host", "127.0.0.1", "--port", str(port), "--no-browser", "--no-reload"],
-        cwd=USERWL, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         from langgraph_sdk import get_sync_client
