@@ -7,16 +7,22 @@ path for)."""
 
 from __future__ import annotations
 
+import multiprocessing.process
 import multiprocessing.spawn
 import os
 
 from asap.tools.workloads import tabular
 
 if _main := os.environ.get("ASAP_PRELOAD_MAIN"):
+    # As CPython's forkserver does for its own "__main__" preload: marked as bootstrapping, a
+    # script without an `if __name__ == "__main__":` guard cannot start a session in here.
+    multiprocessing.process.current_process()._inheriting = True
     try:
         multiprocessing.spawn.import_main_path(_main)
     except BaseException:  # noqa: BLE001 - each worker imports it itself then, as before
         pass
+    finally:
+        del multiprocessing.process.current_process()._inheriting
 
 for _ref in filter(None, os.environ.get("ASAP_PRELOAD_TABLES", "").split(",")):
     _bench, _, _dataset = _ref.partition(":")
