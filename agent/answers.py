@@ -54,5 +54,5 @@ def best(study: Study) -> str:
     if s["best_value"] is None:
         return f"{study.name}: {s['trials']} trials, none complete yet."
     return (f"{study.name}: best {study.metric} {s['best_value']:.4g} (trial {s['best_trial']}, "
-            f"{s['best_tool']}) after {s['trials']} trials; config "
+            f"{s['best_tool']}) after {s['trials']} trial{'' if s['trials'] == 1 else 's'}; config "
             f"{study.space.format(s['best_config'])}")

@@ -14,8 +14,9 @@ import yaml
 
 from asap.agent.config import TuneConfig
 from asap.tools.ledger import Ledger, Study
+from asap.tools.params import CategoricalParam
 from asap.tools.space import Space, SpaceError, format_value
-from asap.tools.space_edit import canonical, propose_space, restrict
+from asap.tools.space_edit import canonical, pin, propose_space, restrict
 from asap.tools.workloads import BUILTIN, is_tabular, resolve
 
 
@@ -57,6 +58,9 @@ def make_plan(request: dict[str, Any], *, study: str, space: Space | None = None
         space, unknown = propose_space(request.get("params") or [])
         if unknown:
             raise SpaceError(f"I know no range for {unknown}: give one, or a space file")
+    if not pinned:  # a space given whole (narrowed, re-pinned): its single choices are the pins
+        pinned = {p.name: p.choices[0] for p in space.params
+                  if isinstance(p, CategoricalParam) and len(p.choices) == 1}
     if not builtin:
         direction = direction or ("minimize" if re.search(r"loss|error|rmse|mae", metric or "")
                                   else "maximize")
@@ -68,6 +72,30 @@ def make_plan(request: dict[str, Any], *, study: str, space: Space | None = None
             "time_budget_s": float(minutes) * 60 if minutes else None}
     TuneConfig.make(workload=ref, trials=plan["trials"], time_budget_s=plan["time_budget_s"])
     return plan
+
+
+def repin(study: Study, value: str, name: str | None = None) -> Space:
+    """The study's space with a choice fixed to ``value`` ("try sgd instead of adam").
+
+    When the chat pinned that parameter for the study (so ``value`` is not among its choices
+    any more), a built-in workload's full space supplies it: the study's free parameters stay
+    free, the others keep their pins or the workload's defaults, and parameters the new value
+    switches on (momentum, for sgd) come back at their defaults."""
+    try:
+        return pin(study.space, value, name)
+    except SpaceError:
+        if not study.workload or is_user_code(study.workload):
+            raise
+    wl = resolve(study.workload)
+    full = pin(wl.space, value, name)  # names the problem when no parameter has the value
+    changed = next(p.name for p in full.params if isinstance(p, CategoricalParam)
+                   and len(p.choices) == 1 and p.name in wl.space.names
+                   and len(wl.space[p.name].choices) > 1)
+    single = {p.name: p.choices[0] for p in study.space.params
+              if isinstance(p, CategoricalParam) and len(p.choices) == 1}
+    free = [n for n in study.space.names if n not in single and n != changed]
+    space, _ = restrict(full, free, {**wl.defaults, **single, changed: full[changed].choices[0]})
+    return space
 
 
 def plan_of(study: Study) -> dict[str, Any]:

@@ -58,13 +58,14 @@ from asap.agent.plan import (
     missing,
     new_study_name,
     plan_of,
+    repin,
     write_space,
 )
 from asap.graphs.background import cancellable
 from asap.graphs.session import TuneCallback, tune
 from asap.tools.ledger import Ledger, Study
 from asap.tools.space import SpaceError
-from asap.tools.space_edit import narrow, pin
+from asap.tools.space_edit import narrow
 from asap.tools.types import Cancel, Trial
 from asap.tools.workloads import BUILTIN, WorkloadError
 
@@ -280,6 +281,8 @@ def respond(state: ChatState, runtime: Runtime[ChatContext]) -> ChatState:
     """Answer from the ledger, or change the plan (extend, narrow) and go back to confirm."""
     ctx = _ctx(runtime)
     text = state["messages"][-1].content
+    if NO.match(text):  # a plain no to nothing in particular
+        return _say("OK. Ask me about the study, or say what to change.")
     intent = (parse_intent(text) or _ask_json(ctx, CLASSIFY, text, Intent, "intent")
               or Intent(action="other"))
     study = Ledger(ctx.db).open_study(state["study"])
@@ -305,7 +308,7 @@ def respond(state: ChatState, runtime: Runtime[ChatContext]) -> ChatState:
             space = narrow(study.space, match([intent.param], study.space)[0], intent.low,
                            intent.high)
         elif intent.action == "pin" and intent.value:
-            space = pin(study.space, intent.value, intent.param)
+            space = repin(study, intent.value, intent.param)
         if space is not None:  # a new study: a study's space is fixed
             request = {**state.get("request", {}), "workload": plan["workload"]}
             name = new_study_name(ctx.db, plan["workload"], ctx.spaces)

@@ -67,3 +67,19 @@ def test_a_choice_can_be_pinned_by_its_value():
     assert pin(space, "adam")["optimizer"].choices == ["adam"]
     with pytest.raises(SpaceError, match="no parameter of the space has the choice 'rmsprop'"):
         pin(space, "rmsprop")
+
+
+def test_a_pinned_choice_can_be_switched_back_on_from_the_workloads_space(ledger):
+    """"try sgd instead of adam" on a chat study that pinned adam: sgd comes from digits-mlp's
+    full space, the free parameters stay free, and momentum (which sgd switches on) returns
+    at its default while beta1 (adam's) leaves."""
+    from asap.agent.plan import repin
+    plan = make_plan({"workload": "digits-mlp", "params": ["learning rate", "width"],
+                      "trials": 2}, study="c")
+    study = ledger.create_study("c", Space.from_dict(plan["params"]), metric="val_accuracy",
+                                direction="maximize", workload="digits-mlp")
+    space = repin(study, "sgd")
+    assert space["optimizer"].choices == ["sgd"] and space["momentum"].choices == [0.9]
+    assert "beta1" not in space.names and space["lr"].high == 0.3 and space["width"].low == 16
+    with pytest.raises(SpaceError, match="'rmsprop'"):
+        repin(study, "rmsprop")

@@ -88,12 +88,13 @@ def test_a_thread_waits_at_the_confirmation_across_processes(tmp_path):
 def test_a_reply_at_the_confirmation_changes_the_plan(tmp_path):
     db = tmp_path / "r.db"
     out = session(db, ["tune hpobench:australian, 3 trials", "no, 2 trials", "yes",
-                       "make it better", "no, just 1 more", "yes", "try adam", "exit"])
+                       "make it better", "no, just 1 more", "yes", "try adam", "no", "exit"])
     assert "Nothing started" not in out
     assert "australian-1), 2 trials, over" in out  # "no, 2 trials" changed the budget
     assert "10 more trials (12 in all)" in out  # "make it better": more trials, not the top 1
     assert "1 more trial (3 in all)" in out
     assert "no parameter of the space has the choice 'adam'" in out
+    assert "OK. Ask me about the study" in out  # a plain no is not read as a question
     study = Ledger(db).open_study("chat-hpobench-australian-1")
     assert len(study.trials()) == 3
     assert not Ledger(db).has_study("chat-hpobench-australian-2")
