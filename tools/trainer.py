@@ -13,11 +13,7 @@ import contextlib
 import contextvars
 import math
 import multiprocessing as mp
-import multiprocessing.forkserver
-import multiprocessing.spawn
-import multiprocessing.util
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -26,7 +22,7 @@ import time
 import traceback
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,77 +31,8 @@ from asap.tools.ledger import Study
 from asap.tools.pruning import Pruner
 from asap.tools.study import process_alive
 from asap.tools.types import Cancel, Trial, safe_name
+from asap.tools.workers import fork_server, tables_of
 from asap.tools.workloads import Workload, call, load_target
-
-PRELOAD_ENV = "ASAP_PRELOAD_TABLES"  # read by asap.tools.workloads.preload in the fork server
-MAIN_ENV = "ASAP_PRELOAD_MAIN"
-_server_lock = threading.Lock()
-_server_started = False
-
-
-def _context(tables: tuple[str, ...] = ()) -> mp.context.BaseContext:
-    """The forkserver context, its server started on the first trial rather than at import.
-
-    Importing torch once in the fork server makes each trial's worker start in milliseconds; a
-    table workload's tables are read there too (``tables``: ``bench:dataset`` refs), which cost
-    every worker 2-3 s of CPU when each read its own (measured on hpobench:australian), time
-    that also slowed a speculative LLM call running beside it.
-    """
-    global _server_started
-    ctx = mp.get_context("forkserver")
-    with _server_lock:
-        if not _server_started:
-            _own_temp_dir()
-            # This module too: a worker unpickles _worker from it, and its imports (the
-            # ledger's sqlite-utils...) cost each worker ~0.35 s of CPU otherwise.
-            ctx.set_forkserver_preload(["torch", "asap.tools.workloads.common",
-                                        "asap.tools.trainer", "asap.tools.workloads.preload"])
-            # And the main script (the `asap` command imports rich, openai, langchain), which
-            # multiprocessing re-imports in every worker unless the server has it (~1.5 s a
-            # trial); Python 3.11's "__main__" preload never receives its path, so we pass it.
-            main = mp.spawn.get_preparation_data("asap").get("init_main_from_path")
-            with _env({PRELOAD_ENV: ",".join(tables), MAIN_ENV: main or ""}):
-                multiprocessing.forkserver.ensure_running()
-            _server_started = True
-    return ctx
-
-
-@contextlib.contextmanager
-def _env(values: dict[str, str]) -> Iterator[None]:
-    """``values`` in the environment while the fork server starts (it reads them), then the
-    environment as it was."""
-    previous = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in previous.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _own_temp_dir() -> None:
-    """Give multiprocessing a temp folder named by this process, and remove the folders of
-    processes that are gone.
-
-    Why: the fork server's socket lives in a ``pymp-*`` folder that only a normal exit removes;
-    SIGKILLed sessions left one behind each. Named ``asap-mp-<pid>``, a later session can tell
-    which are leftovers.
-    """
-    base = Path(tempfile.gettempdir())
-    for old in base.glob("asap-mp-*"):
-        pid = old.name.rpartition("-")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    process = mp.current_process()
-    if process._config.get("tempdir") is None:  # what multiprocessing.util.get_temp_dir reads
-        mine = base / f"asap-mp-{os.getpid()}"
-        mine.mkdir(exist_ok=True)
-        process._config["tempdir"] = str(mine)
-        mp.util.Finalize(None, shutil.rmtree, args=(str(mine), True), exitpriority=-100)
-
 
 # Called as progress(event, trial number, data): "start" ({config, tool}) when a trial's worker
 # starts, "report" ({step, value}) for each intermediate value: what a live display shows.
@@ -223,7 +150,7 @@ class Trainer:
         start = time.time()
         status, metrics, error, pruned_at = "failed", {}, None, None
         should_prune = self.pruner.for_trial() if self.pruner else (lambda s, v: False)
-        ctx = _context(_tables(self.workload))
+        ctx = fork_server(tables_of(self.workload))
         parent, child = ctx.Pipe()
         log = self.log_path(job.number)
         proc = ctx.Process(target=_worker, name=f"asap-trial-{job.trial_id}", daemon=True, args=(
@@ -343,12 +270,6 @@ class Trainer:
         if not math.isfinite(clean[name]):
             return "failed", {}, f"metric {name!r} is {clean[name]} (NaN loss?)"
         return "complete", clean, None
-
-
-def _tables(workload: Workload) -> tuple[str, ...]:
-    """The table a table workload looks up, for the fork server to read once."""
-    kw = workload.kwargs
-    return (f"{kw['bench']}:{kw['dataset']}",) if "bench" in kw and "dataset" in kw else ()
 
 
 def trial_seed(seed: int, number: int) -> int:

@@ -46,9 +46,9 @@ def test_the_fork_server_reads_a_workloads_table_once_for_every_worker():
     import subprocess
     import sys
 
-    from asap.tools.trainer import PRELOAD_ENV, _tables
-    assert _tables(resolve("hpobench:australian")) == ("hpobench:australian",)
-    assert _tables(resolve("digits-mlp")) == ()
+    from asap.tools.workers import PRELOAD_ENV, tables_of
+    assert tables_of(resolve("hpobench:australian")) == ("hpobench:australian",)
+    assert tables_of(resolve("digits-mlp")) == ()
     code = ("import asap.tools.workloads.preload; from asap.tools.workloads import tabular; "
             "print(tabular._table.cache_info().currsize)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
