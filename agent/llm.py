@@ -163,14 +163,19 @@ class ToolCaller:
     def tool_choice(self) -> str | None:
         return TOOL_CHOICES[self.index]
 
+    def bound(self) -> Runnable:
+        """The model bound to the tools with the current ``tool_choice``: what every call sends
+        (the tool definitions are part of the prompt, so a cache warm-up sends them too)."""
+        choice = self.tool_choice
+        return (self.llm.bind_tools(self.tools, tool_choice=choice) if choice
+                else self.llm.bind_tools(self.tools))
+
     def invoke(self, messages: Sequence[BaseMessage], cancel: threading.Event | None = None,
                **detail: Any) -> AIMessage:
         while True:
             choice = self.tool_choice
-            bound = (self.llm.bind_tools(self.tools, tool_choice=choice) if choice
-                     else self.llm.bind_tools(self.tools))
             try:
-                return timed_invoke(bound, messages, study=self.study, protocol="tools",
+                return timed_invoke(self.bound(), messages, study=self.study, protocol="tools",
                                     cancel=cancel, tool_choice=choice, **detail)
             except openai.APIStatusError as exc:
                 last = self.index == len(TOOL_CHOICES) - 1

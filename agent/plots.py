@@ -84,10 +84,9 @@ def llm_latency(study: Study, path: str | Path) -> Path | None:
     None without a call that reported its prompt length."""
     from matplotlib.figure import Figure
 
-    from asap.agent.stats import CALL_KINDS, call_kind
+    from asap.agent.stats import CALL_KINDS, answered, call_kind
 
-    calls = [c for c in study.timings("llm_call") if c["prompt_tokens"]
-             and not c["detail"].get("cancelled") and not c["detail"].get("failed")]
+    calls = [c for c in answered(study.timings("llm_call")) if c["prompt_tokens"]]
     if not calls:
         return None
     fig = Figure(figsize=(8, 4))

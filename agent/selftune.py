@@ -44,7 +44,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from asap.agent.stats import cached_share
+from asap.agent.stats import cached_share, decision_calls
 from asap.tools.ledger import Study
 
 
@@ -165,8 +165,7 @@ def observe(study: Study, window: int = 8) -> Observed | None:
     """The last ``window`` trials' numbers from the ledger; None until there are enough."""
     # Every decision call counts, speculative ones included (under speculation they are most of
     # them); a cancelled or failed call says nothing about latency or the cache.
-    decisions = [c for c in study.timings("llm_call") if not (
-        c["detail"].get("cancelled") or c["detail"].get("failed") or c["detail"].get("warmup"))]
+    decisions = decision_calls(study.timings("llm_call"))
     calls = decisions[-window:]
     trains = study.timings("train")[-window:]
     if len(calls) < 3 or len(trains) < 3:

@@ -144,15 +144,20 @@ def check_gguf(model: Path) -> None:
                           "embedded server reads llama.cpp's GGUF format")
 
 
-def probe(base_url: str, api_key: str | None = None, timeout_s: float = 10.0) -> None:
-    """Check that an OpenAI-compatible server answers at ``base_url`` (``GET /models``), and say
-    in words what is wrong when it does not: nothing listening, an HTTP error, not JSON."""
+def _get_models(base_url: str, api_key: str | None, timeout_s: float, limit: int) -> bytes:
+    """The body (its first ``limit`` bytes) of ``GET {base_url}/models``."""
     request = urllib.request.Request(f"{base_url.rstrip('/')}/models")
     if api_key:
         request.add_header("Authorization", f"Bearer {api_key}")
+    with urllib.request.urlopen(request, timeout=timeout_s) as r:  # noqa: S310 - http(s) only
+        return r.read(limit)
+
+
+def probe(base_url: str, api_key: str | None = None, timeout_s: float = 10.0) -> None:
+    """Check that an OpenAI-compatible server answers at ``base_url`` (``GET /models``), and say
+    in words what is wrong when it does not: nothing listening, an HTTP error, not JSON."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as r:  # noqa: S310 - http(s) only
-            body = r.read(4096)
+        body = _get_models(base_url, api_key, timeout_s, 4096)
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
             raise ServerError(f"{base_url} refused the API key (HTTP {exc.code}); set "
@@ -177,12 +182,8 @@ def probe(base_url: str, api_key: str | None = None, timeout_s: float = 10.0) ->
 def is_llamacpp(base_url: str, api_key: str | None = None, timeout_s: float = 10.0) -> bool:
     """Whether ``base_url`` is a llama.cpp server (its ``GET /models`` says ``owned_by:
     llamacpp``): it then takes a GBNF ``grammar``, which decodes decisions exactly."""
-    request = urllib.request.Request(f"{base_url.rstrip('/')}/models")
-    if api_key:
-        request.add_header("Authorization", f"Bearer {api_key}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as r:  # noqa: S310 - http(s) only
-            data = json.loads(r.read(65536)).get("data") or []
+        data = json.loads(_get_models(base_url, api_key, timeout_s, 65536)).get("data") or []
     except (urllib.error.URLError, OSError, ValueError, AttributeError):
         return False
     return any(isinstance(m, dict) and m.get("owned_by") == "llamacpp" for m in data)

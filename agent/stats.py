@@ -69,13 +69,23 @@ def call_kind(row: dict[str, Any]) -> str:
     return "speculative" if row["detail"].get("speculative") else "critical"
 
 
+def answered(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The calls that got an answer: a cancelled or failed call says nothing about latency or
+    the cache."""
+    return [c for c in calls if not (c["detail"].get("cancelled") or c["detail"].get("failed"))]
+
+
+def decision_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The answered calls that decided a round (critical or speculative; no warm-ups)."""
+    return [c for c in answered(calls) if call_kind(c) != "warm-up"]
+
+
 def by_kind(calls: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per kind of call: how many, latency (median, p90), prompt tokens (median), the cached
     share of prompt tokens, completion tokens (median); calls that completed."""
     out: dict[str, dict[str, Any]] = {}
     for kind in CALL_KINDS:
-        rows = [c for c in calls if call_kind(c) == kind and not c["detail"].get("cancelled")
-                and not c["detail"].get("failed")]
+        rows = [c for c in answered(calls) if call_kind(c) == kind]
         if not rows:
             continue
         lat = sorted(c["duration"] for c in rows)

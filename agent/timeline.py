@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 from pathlib import Path
 
-from asap.agent.stats import Interval, merge
+from asap.agent.stats import Interval, call_kind, merge
 from asap.tools.ledger import Study
 
 
@@ -55,16 +55,12 @@ def timeline(study: Study, path: str | Path) -> Path:
     rows = study.timings()
     sessions = [(e["detail"]["start"], e["detail"]["end"]) for e in study.events("session")]
     clock = _Clock(sessions + [(r["start"], r["end"]) for r in rows])
-    lanes = [
-        ("training", [r for r in rows if r["kind"] == "train"], "tab:green"),
-        ("LLM (critical path)", [r for r in rows if r["kind"] == "llm_call" and not
-                                 (r["detail"].get("speculative") or r["detail"].get("warmup"))],
-         "tab:red"),
-        ("LLM (speculative)", [r for r in rows if r["kind"] == "llm_call"
-                               and r["detail"].get("speculative")], "tab:orange"),
-        ("LLM (warm-up)", [r for r in rows if r["kind"] == "llm_call"
-                           and r["detail"].get("warmup")], "tab:purple"),
-    ]
+    calls = [r for r in rows if r["kind"] == "llm_call"]
+    lanes = [("training", [r for r in rows if r["kind"] == "train"], "tab:green")] + [
+        (f"LLM ({name})", [r for r in calls if call_kind(r) == kind], color)
+        for kind, name, color in (("critical", "critical path", "tab:red"),
+                                  ("speculative", "speculative", "tab:orange"),
+                                  ("warm-up", "warm-up", "tab:purple"))]
     fig = Figure(figsize=(12, 3.4))
     ax = fig.subplots()
     for y, (_, items, color) in enumerate(lanes):

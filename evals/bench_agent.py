@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from asap.agent.config import TuneConfig
-from asap.agent.stats import call_kind, decompose
+from asap.agent.stats import decision_calls, decompose
 from asap.graphs.session import tune
 from asap.tools.ledger import Ledger
 
@@ -94,8 +94,7 @@ def pct(x: float | None) -> str:
 def decision_latencies(study) -> list[float]:
     """Every decision call's latency in order (critical and speculative; no warm-ups, no
     cancelled or failed calls)."""
-    return [c["duration"] for c in study.timings("llm_call") if call_kind(c) != "warm-up"
-            and not (c["detail"].get("cancelled") or c["detail"].get("failed"))]
+    return [c["duration"] for c in decision_calls(study.timings("llm_call"))]
 
 
 def _get(kinds: dict, kind: str, key: str, spec: str) -> str:

@@ -14,15 +14,12 @@
 from __future__ import annotations
 
 import os
-from typing import (
-    Any,
-    NotRequired,  # Studio's schemas need these on 3.11
-)
+from typing import Any, NotRequired
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
-from typing_extensions import TypedDict
+from typing_extensions import TypedDict  # Studio's schemas need it on Python 3.11
 
 from asap.graphs.api import run_task
 from asap.graphs.background import cancellable

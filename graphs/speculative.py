@@ -151,11 +151,11 @@ def _warm(ctx: TuneContext, state: TuningState, knobs: Knobs) -> None:
             or ctx.builder.mode != "stable":  # the naive prompt's header changes every round
         return
     flight = ctx.flights.get(state["trial_id"])
-    compacting = ctx.builder.next_prefix(state["log"], knobs.context) is not None
-    if flight.job.done() or not (compacting or state.get("decided_by") == "plan"):
+    prefix = ctx.builder.next_prefix(state["log"], knobs.context)  # None: no compaction due
+    if flight.job.done() or not (prefix or state.get("decided_by") == "plan"):
         return
-    ctx.study.log_event("warmup", round=state["round"] + 1, compaction=compacting)
-    warm_up(ctx, ctx.builder.next_prefix(state["log"], knobs.context, always=True),
+    ctx.study.log_event("warmup", round=state["round"] + 1, compaction=prefix is not None)
+    warm_up(ctx, prefix or ctx.builder.next_prefix(state["log"], knobs.context, always=True),
             state["round"] + 1)
 
 

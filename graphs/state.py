@@ -267,10 +267,7 @@ def warm_up(ctx: TuneContext, prefix: str, round_no: int) -> None:
     its KV cache when the real call comes: the first call after a compaction, or after rounds a
     plan decided without a call, then recomputes only its newest rows. Off the critical path
     (it runs while a trial trains); it feeds no decision and, failing, nothing but its row."""
-    if ctx.caller is not None:  # the same tool definitions: they are part of the prompt
-        model = ctx.llm.bind_tools(ctx.caller.tools, tool_choice=ctx.caller.tool_choice)
-    else:
-        model = ctx.llm
+    model = ctx.caller.bound() if ctx.caller is not None else ctx.llm
     try:
         timed_invoke(model.bind(max_tokens=1), [HumanMessage(prefix)], study=ctx.study,
                      protocol=ctx.protocol, trial_number=len(ctx.study.trials()), warmup=True,

@@ -190,8 +190,8 @@ class Space(BaseModel):
         return True
 
     def format(self, config: dict[str, Any]) -> str:
-        """``config`` for people: ``name=value`` in the space's order, 4 significant digits
-        (what the prompt shows), keys the space lacks last."""
+        """``config`` for people: ``name=value`` in the space's order, numbers as
+        :func:`format_value` writes them (what the prompt shows), keys the space lacks last."""
         keys = [n for n in self.names if n in config] + [k for k in config if k not in self.names]
         return ", ".join(f"{k}={format_value(config[k])}" for k in keys)
 
