@@ -61,6 +61,12 @@ class TuneConfig(BaseModel):
                                        "into this Optuna storage URL (sqlite:///optuna.db)")
     isolate: bool = Field(default=True, description="each trial in its own worker process; "
                           "False: in-process, for table lookups (no time limit, no crash guard)")
+    workers: int | None = Field(default=None, ge=1, le=1024,
+                                description="trials in flight at once; None: one per GPU on a "
+                                "GPU host, 1 on a CPU host")
+    gpus_per_trial: float | None = Field(default=None, gt=0, le=64,
+                                         description="GPUs each trial's worker gets (0.5: two "
+                                         "trials share one); None: 1 on a GPU host")
     selftune: bool = True
     selftune_every: int = Field(default=4, ge=1, le=1000)
 

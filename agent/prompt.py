@@ -75,12 +75,14 @@ class PromptBuilder:
     tools_text: str
     mode: PromptMode = "stable"
     protocol: Protocol = "json"
+    workers: int = 1  # trials in flight at once: above 1, rounds log a pending row first
 
     def static(self) -> str:
         s = self.study
+        parallel = render("parallel.txt", workers=self.workers) if self.workers > 1 else ""
         return render("system.txt", workload=s.workload or "(unnamed)", direction=s.direction,
                       metric=s.metric, space=s.space.describe(), tools=self.tools_text,
-                      columns=", ".join(s.space.names),
+                      columns=", ".join(s.space.names), parallel=parallel,
                       answer=render(f"answer_{self.protocol}.txt").rstrip("\n"))
 
     def round_text(self, round_no: int, proposals: list[tuple[str, dict[str, Any]]],
@@ -110,14 +112,28 @@ class PromptBuilder:
         round only, and carrying them made every round ~330 tokens of log on a 7-parameter
         space (6.3k tokens by round 18, decisions 5-6 s on SmolLM2); one line is ~35.
         """
-        if trial.status == "complete" and trial.value is not None:
-            result = f"trial {trial.number}: {fmt(trial.value)}"
-        elif trial.value is not None:
-            result = f"trial {trial.number} {trial.status}: {fmt(trial.value)}"
-        else:
-            result = f"trial {trial.number} {trial.status} ({_short(trial.error or 'no value')})"
         return render("outcome.txt", round=round_no, decision=_SHORTEN.sub(r"\1", decision),
-                      config=fmt_config(trial.config, self.study.space.names), result=result)
+                      config=fmt_config(trial.config, self.study.space.names),
+                      result=_result(trial))
+
+    def started(self, log: PromptLog, round_no: int, decision: str, trial: Trial) -> PromptLog:
+        """The log once a round's trial starts: unchanged with one worker (the round's row is
+        written when it lands), a pending row with several (other rounds land meanwhile, and
+        the LLM must see what is already in flight)."""
+        if self.workers == 1:
+            return log
+        return log.plus(render("outcome.txt", round=round_no,
+                               decision=_SHORTEN.sub(r"\1", decision),
+                               config=fmt_config(trial.config, self.study.space.names),
+                               result=f"trial {trial.number} running"))
+
+    def landed(self, round_no: int, decision: str, trial: Trial) -> str:
+        """The row a finished trial adds to the log (appended in the order trials land): its
+        round's whole row with one worker, its result alone with several (its pending row above
+        says the rest)."""
+        if self.workers == 1:
+            return self.row(round_no, decision, trial)
+        return render("landed.txt", result=_result(trial))
 
     def prompt(self, log: PromptLog, current_round: str) -> str:
         """Static text, (naive: a status header,) the log so far, then this round's block."""
@@ -187,6 +203,15 @@ class PromptBuilder:
 
 
 _TRIAL = re.compile(r" -> trial (\d+)")  # a closed round's trial, as outcome.txt writes it
+
+
+def _result(trial: Trial) -> str:
+    """A trial's result as the log writes it."""
+    if trial.status == "complete" and trial.value is not None:
+        return f"trial {trial.number}: {fmt(trial.value)}"
+    if trial.value is not None:
+        return f"trial {trial.number} {trial.status}: {fmt(trial.value)}"
+    return f"trial {trial.number} {trial.status} ({_short(trial.error or 'no value')})"
 
 
 def _short(text: str, limit: int = 120) -> str:

@@ -1,6 +1,7 @@
 """The timeline PNG of ``asap report``: where a study's wall-clock went, lane by lane.
 
-One lane for training (each trial a bar with its number and value, bars edged apart), one for
+One lane for training (each trial a bar with its number and value, bars edged apart; one lane
+per worker when several trained at once, from the ``worker`` of each train row), one for
 critical-path LLM calls, one for speculative ones, one for warm-up calls (timing rows with ``detail.speculative``);
 accept/reject marks come from ``speculation`` events. A resumed study's sessions are drawn one
 after another, the idle time between them cut out and each start marked. The numbers behind it
@@ -48,6 +49,16 @@ def trial_labels(study: Study, trains: list[dict], clock: _Clock) -> list[tuple[
     return out
 
 
+def _training_lanes(trains: list[dict]) -> list[tuple[str, list[dict], str]]:
+    """One training lane, or one per worker when trials trained side by side."""
+    by_worker: dict[int, list[dict]] = {}
+    for r in trains:
+        by_worker.setdefault(int(r["detail"].get("worker") or 0), []).append(r)
+    if len(by_worker) <= 1:
+        return [("training", trains, "tab:green")]
+    return [(f"worker {w}", items, "tab:green") for w, items in sorted(by_worker.items())]
+
+
 def timeline(study: Study, path: str | Path) -> Path:
     """A PNG with one lane for training, one for critical LLM calls, one for speculative ones."""
     from matplotlib.figure import Figure  # no pyplot: no process-wide backend or figure state
@@ -56,26 +67,28 @@ def timeline(study: Study, path: str | Path) -> Path:
     sessions = [(e["detail"]["start"], e["detail"]["end"]) for e in study.events("session")]
     clock = _Clock(sessions + [(r["start"], r["end"]) for r in rows])
     calls = [r for r in rows if r["kind"] == "llm_call"]
-    lanes = [("training", [r for r in rows if r["kind"] == "train"], "tab:green")] + [
+    lanes = _training_lanes([r for r in rows if r["kind"] == "train"]) + [
         (f"LLM ({name})", [r for r in calls if call_kind(r) == kind], color)
         for kind, name, color in (("critical", "critical path", "tab:red"),
                                   ("speculative", "speculative", "tab:orange"),
                                   ("warm-up", "warm-up", "tab:purple"))]
-    fig = Figure(figsize=(12, 3.4))
+    top = len(lanes) - 0.5  # where the marks go, above the last lane
+    fig = Figure(figsize=(12, 2.6 + 0.4 * len(lanes)))
     ax = fig.subplots()
-    for y, (_, items, color) in enumerate(lanes):
+    for y, (name, items, color) in enumerate(lanes):
         ax.broken_barh([(clock(r["start"]), clock(r["end"]) - clock(r["start"])) for r in items],
                        (y - 0.35, 0.7), facecolor=color, edgecolor="white", linewidth=1.0)
-    for x, text in trial_labels(study, lanes[0][1], clock):
-        ax.text(x, 0, text, ha="center", va="center", fontsize=7)
+        if not name.startswith("LLM"):
+            for x, text in trial_labels(study, items, clock):
+                ax.text(x, y, text, ha="center", va="center", fontsize=7)
     for k, (s, _) in enumerate(merge(sessions)[1:], start=2):  # each resumed session's start
         ax.axvline(clock(s), color="gray", linestyle="--", linewidth=1)
-        ax.text(clock(s), 3.6, f" session {k}", fontsize=7, color="gray", va="bottom")
+        ax.text(clock(s), top + 0.1, f" session {k}", fontsize=7, color="gray", va="bottom")
     for e in study.events("speculation"):
         ok = e["detail"].get("accepted")
-        ax.plot(clock(e["at"]), 3.5, marker="v" if ok else "x", color="green" if ok else "black")
+        ax.plot(clock(e["at"]), top, marker="v" if ok else "x", color="green" if ok else "black")
     ax.set_yticks(range(len(lanes)), [name for name, _, _ in lanes])
-    ax.set_ylim(-0.6, 3.9)
+    ax.set_ylim(-0.6, top + 0.4)
     ax.set_xlabel("seconds worked (the time between sessions cut out)")
     ax.set_title(f"{study.name}: wall-clock timeline (v accepted, x rejected speculation)")
     fig.tight_layout()

@@ -37,6 +37,7 @@ class Grid:
     base_url: str | None = None
     model: str | None = None
     reference: str = "llm-naive"  # whose final quality is the time-to-target target
+    workers: int = 1  # trials in flight per run (llm-naive stays serial: its loop is the method)
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -44,6 +45,8 @@ class Grid:
             raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
         if self.seeds < 1 or self.trials < 1 or self.time_s <= 0 or self.time_scale < 0:
             raise ValueError("seeds and trials must be >= 1, time_s > 0 and time_scale >= 0")
+        if self.workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {self.workers}")
         if not (math.isfinite(self.time_s) and math.isfinite(self.time_scale)):
             raise ValueError("the time budget and time scale must be finite numbers")
         for task in self.tasks:
@@ -53,13 +56,15 @@ class Grid:
         """What this grid runs, in one line (printed before it starts and in the report)."""
         clock = (f"simulated clock x{self.time_scale:g}" if self.time_scale else
                  "no simulated clock")
+        workers = f", {self.workers} trials in flight per run" if self.workers > 1 else ""
         return (f"Ran: {', '.join(self.tasks)} x {', '.join(self.methods)}, {self.seeds} "
                 f"seeds, {self.trials} trials or {self.time_s:g} s per run (whichever comes "
-                f"first), {clock}.")
+                f"first), {clock}{workers}.")
 
     def cells(self) -> list[Cell]:
         """Every run of the grid; LLM methods get the endpoint when the grid starts."""
-        return [Cell(t, m, s, self.trials, self.time_s, self.time_scale, self.db)
+        return [Cell(t, m, s, self.trials, self.time_s, self.time_scale, self.db,
+                     workers=self.workers)
                 for t in self.tasks for m in self.methods for s in range(self.seeds)]
 
 

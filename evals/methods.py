@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,8 +33,10 @@ from asap.agent.speculation import speculation_mode
 from asap.graphs.session import tune
 from asap.tools.ledger import Ledger, Study
 from asap.tools.portfolio import PANEL, Portfolio
+from asap.tools.resources import plan_slots
 from asap.tools.space import CategoricalParam, IntParam, Space, SpaceError
-from asap.tools.trainer import Trainer
+from asap.tools.trainer import Trainer, TrainingJob
+from asap.tools.types import Trial
 from asap.tools.workloads import Workload, is_tabular
 
 
@@ -50,6 +53,7 @@ class Cell:
     db: str
     base_url: str | None = None  # the LLM endpoint; None for methods without an LLM
     model: str = "default"
+    workers: int = 1  # trials in flight at once
 
     @property
     def tabular(self) -> bool:
@@ -74,44 +78,74 @@ def _new_study(cell: Cell, wl: Workload) -> Study:
 def _trainer(study: Study, wl: Workload, cell: Cell) -> Trainer:
     """Every method's trainer; table lookups run in-process (same records, no worker start-up:
     the grids run thousands of them)."""
-    return Trainer(study, wl, seed=cell.seed, in_process=cell.tabular)
+    return Trainer(study, wl, seed=cell.seed, in_process=cell.tabular,
+                   slots=plan_slots(cell.workers) if cell.workers > 1 else None)
+
+
+def ask_tell(cell: Cell, study: Study, trainer: Trainer, portfolio: Portfolio,
+             pick: Callable[[], tuple[str, dict[str, Any]]],
+             landed: Callable[[str, Trial], None] = lambda tool, trial: None) -> None:
+    """Keep ``cell.workers`` trials in flight until the budget: ``pick()`` the next (tool,
+    config) whenever a worker is free (the tools see the running ones as pending, see
+    :meth:`Portfolio.sync`), ``landed(tool, trial)`` as each finishes. Optuna's ``n_jobs``
+    shape, with one ledger."""
+    started, done = time.time(), queue.SimpleQueue()
+    jobs: dict[int, tuple[str, TrainingJob]] = {}
+    while True:
+        while (len(jobs) < cell.workers and len(study.trials()) < cell.trials
+               and not _done(study, cell, started)):
+            tool, config = pick()
+            job = trainer.start(config, tool=tool, landed=done)
+            jobs[job.trial_id] = (tool, job)
+        if not jobs:
+            return
+        tool, job = jobs.pop(done.get())
+        portfolio.sync()
+        landed(tool, job.wait())
 
 
 def single(library: str, algorithm: str) -> Callable[[Cell, Workload], None]:
     """One tool alone: ask, train, tell, until the budget."""
     def run(cell: Cell, wl: Workload) -> None:
-        study, started = _new_study(cell, wl), time.time()
+        study = _new_study(cell, wl)
         portfolio, trainer = Portfolio(study, seed=cell.seed), _trainer(study, wl, cell)
-        while not _done(study, cell, started):
-            trainer.run(portfolio.ask(library, algorithm)[0], tool=f"{library}:{algorithm}")
+        ask_tell(cell, study, trainer, portfolio, lambda: (
+            f"{library}:{algorithm}", portfolio.ask(library, algorithm)[0]))
     return run
 
 
 def bandit(cell: Cell, wl: Workload) -> None:
     """The no-LLM portfolio: UCB1 over the agent's panel of tools, reward 1 when a trial
-    improves the best."""
-    study, started = _new_study(cell, wl), time.time()
+    improves the best (the best when it started)."""
+    study = _new_study(cell, wl)
     portfolio, trainer = Portfolio(study, seed=cell.seed), _trainer(study, wl, cell)
     pulls = {f"{lib}:{alg}": [0, 0] for lib, alg in PANEL}  # tool -> [trials, improvements]
-    while not _done(study, cell, started):
+    best_at_start: dict[str, float | None] = {}
+
+    def pick() -> tuple[str, dict[str, Any]]:
         n = sum(p for p, _ in pulls.values())
         tool = max(pulls, key=lambda k: math.inf if not pulls[k][0] else
                    pulls[k][1] / pulls[k][0] + math.sqrt(2 * math.log(n) / pulls[k][0]))
-        best = study.best()
+        pulls[tool][0] += 1  # counted when pulled: N workers spread over the arms
         lib, alg = tool.split(":")
-        trial = trainer.run(portfolio.ask(lib, alg)[0], tool=tool)
-        improved = trial.value is not None and (best is None or study.better(trial.value, best.value))
-        pulls[tool][0] += 1
-        pulls[tool][1] += int(improved)
+        config = portfolio.ask(lib, alg)[0]
+        best = study.best()
+        best_at_start[json.dumps(config, sort_keys=True)] = best.value if best else None
+        return tool, config
+
+    def landed(tool: str, trial: Trial) -> None:
+        before = best_at_start.pop(json.dumps(trial.config, sort_keys=True), None)
+        pulls[tool][1] += int(trial.value is not None and study.better(trial.value, before))
+
+    ask_tell(cell, study, trainer, portfolio, pick, landed)
 
 
 def prior(cell: Cell, wl: Workload) -> None:
     """The agent's rounds without the LLM: the panel proposes, the prior ranks, A trains."""
-    study, started = _new_study(cell, wl), time.time()
+    study = _new_study(cell, wl)
     portfolio, trainer = Portfolio(study, seed=cell.seed), _trainer(study, wl, cell)
-    while not _done(study, cell, started):
-        tool, config = rank(study, portfolio.panel_offers())[0][0]
-        trainer.run(config, tool=tool)
+    ask_tell(cell, study, trainer, portfolio,
+             lambda: rank(study, portfolio.panel_offers())[0][0])
 
 
 def agent(**switches: Any) -> Callable[[Cell, Workload], None]:
@@ -120,7 +154,7 @@ def agent(**switches: Any) -> Callable[[Cell, Workload], None]:
         cfg = TuneConfig(workload=cell.task, trials=cell.trials, time_budget_s=cell.time_s,
                          study=cell.study, db=cell.db, base_url=cell.base_url, model=cell.model,
                          seed=cell.seed, time_scale=cell.time_scale, isolate=not cell.tabular,
-                         **switches)
+                         workers=cell.workers, **switches)
         if cfg.speculation == "auto":  # as if embedded: the shared server is on this machine
             cfg = cfg.model_copy(update={"speculation": speculation_mode(
                 cfg.model_copy(update={"base_url": None}))})

@@ -22,7 +22,7 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
-from asap.agent.config import Protocol, TuneConfig
+from asap.agent.config import ConfigError, Protocol, TuneConfig
 from asap.agent.llm import chat_model, pick_protocol
 from asap.agent.prompt import PromptBuilder
 from asap.agent.selftune import Bounds
@@ -35,6 +35,7 @@ from asap.tools.ledger import Ledger, Study, check_ledger_path
 from asap.tools.optuna_mirror import OptunaMirror, check_storage
 from asap.tools.portfolio import PANEL, Portfolio
 from asap.tools.pruning import Pruner
+from asap.tools.resources import ResourceError, Slot, default_workers, plan_slots
 from asap.tools.trainer import Trainer
 from asap.tools.types import Cancel, Cancelled, Terminated, Trial
 from asap.tools.workloads import Workload, resolve
@@ -99,6 +100,7 @@ def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
     """
     say = _Fanout(callbacks)
     wl = workload or resolve(cfg.workload, space_file=cfg.space, time_scale=cfg.time_scale)
+    slots = worker_slots(cfg)
     check_ledger_path(cfg.db)  # everything is checked before the ledger file is created
     if cfg.optuna_storage:
         check_storage(cfg.optuna_storage, cfg.study_name, wl.space.to_json(), wl.direction)
@@ -109,11 +111,21 @@ def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
                                        say=say.on_message)
             llm = chat_model(base_url, model, api_key=cfg.api_key, timeout_s=cfg.llm_timeout_s)
             grammar = cfg.base_url is None or is_llamacpp(base_url, cfg.api_key)
-        return _session(cfg, wl, llm, say, cancel or Cancel(), grammar)
+        return _session(cfg, wl, llm, say, cancel or Cancel(), grammar, slots)
+
+
+def worker_slots(cfg: TuneConfig) -> list[Slot]:
+    """The session's workers and what each may use (:func:`plan_slots`); a request this machine
+    cannot meet is a :class:`ConfigError` naming it, before anything is written."""
+    try:
+        return plan_slots(cfg.workers or default_workers(), cfg.gpus_per_trial)
+    except ResourceError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallback,
-             cancel: Cancel, grammar: bool = False) -> dict[str, Any]:
+             cancel: Cancel, grammar: bool = False, slots: list[Slot] | None = None
+             ) -> dict[str, Any]:
     """The session proper, on a reachable LLM: open the study, run the graph, log, summarize."""
     ledger = Ledger(cfg.db)
     new = not ledger.has_study(cfg.study_name)
@@ -125,14 +137,19 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
             mirror.sync()
             say = _Fanout([say, _Mirroring(mirror)])
         protocol = pick_protocol(llm, cfg.decide, study)
+        slots = slots or [Slot(0)]
         say.on_session_start(study, cfg.trials, protocol)
+        if len(slots) > 1:
+            say.on_message(f"{len(slots)} workers: " + ", ".join(
+                f"#{s.index} {s.describe()}" for s in slots))
         ctx = TuneContext(
             study, Portfolio(study, seed=cfg.seed),
             Trainer(study, wl, pruner=Pruner(study, cfg.pruner), seed=cfg.seed,
                     in_process=not cfg.isolate, time_limit_s=cfg.trial_timeout_s,
                     stop_at=None if cfg.time_budget_s is None else started + cfg.time_budget_s,
-                    cancel=cancel, progress=_progress(study, say)),
-            PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, protocol=protocol), llm,
+                    cancel=cancel, progress=_progress(study, say), slots=slots),
+            PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, protocol=protocol,
+                          workers=len(slots)), llm,
             protocol=protocol, grammar=grammar, max_trials=cfg.trials,
             time_budget_s=cfg.time_budget_s,
             max_retries=cfg.max_retries, speculation=speculation_mode(cfg),

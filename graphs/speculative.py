@@ -33,25 +33,30 @@ from asap.graphs.state import (
     TuneContext,
     TuningState,
     Verification,
+    absorb,
     ask,
     catch_up,
     commit,
     decision_text,
+    next_to_land,
     warm_up,
 )
 
 
 def await_train(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
-    """The training branch: wait for the trial (the speculative branch runs meanwhile)."""
+    """The training branch: wait for the next trial to land, whichever of the N in flight
+    (the speculative branch runs meanwhile)."""
     ctx = runtime.context
-    flight = ctx.flights.get(state["trial_id"])
-    trial = flight.job.wait()
-    if not ctx.breaker.closed() or (ctx.speculation == "threshold" and (
-            flight.level >= 1 or _missed(flight, state["knobs"]))):
-        # A chained call would delay the next trial, a missed one is useless, and one on a
-        # failing endpoint must not hold up the critical path.
+    flight = ctx.flights.get(next_to_land(state))  # the one speculation decides after
+    landed = ctx.flights.next_landed()
+    if landed != flight.job.trial_id or not ctx.breaker.closed() or (
+            ctx.speculation == "threshold" and (
+                flight.level >= 1 or _missed(flight, state["knobs"]))):
+        # Another trial landed first (the speculation assumed this one), a chained call would
+        # delay the next trial, a missed one is useless, and one on a failing endpoint must
+        # not hold up the critical path.
         flight.cancel.set()
-    return {"trained": trial.id}
+    return {"trained": landed}
 
 
 def _missed(flight: InFlight, knobs: Knobs) -> bool:
@@ -68,16 +73,19 @@ def speculate(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     ctx = runtime.context
     knobs = _selftune(ctx, state["knobs"])
     chain = list(state.get("chain") or [])
-    if ctx.speculation == "off" or state.get("plan_left", 0) > 0 or not ctx.breaker.closed():
-        # Off, the next round is the plan's (no LLM), or the endpoint is failing: nothing to
-        # decide ahead, and a carried chain will not be used.
+    if ctx.speculation == "off" or state.get("plan_left", 0) > 0 or not ctx.breaker.closed() \
+            or state.get("spent") or state.get("stop"):
+        # Off, the next round is the plan's (no LLM), the endpoint is failing, or no trial
+        # will start: nothing to decide ahead, and a carried chain will not be used.
         drop(ctx, chain)
         _warm(ctx, state, knobs)
         return {"chain": [], "knobs": knobs}
     catch_up(ctx, state)  # off the critical path, before the forks copy the tools
-    flight = ctx.flights.get(state["trial_id"])
-    in_flight = len(ctx.study.trials())  # trials started, the one training included
-    depth = knobs.depth if knobs.plan == 1 else 1  # a plan decides the rounds after the next
+    flight = ctx.flights.get(next_to_land(state))
+    in_flight = len(ctx.study.trials())  # trials started, the ones training included
+    # A plan decides the rounds after the next; with N workers the round after next follows
+    # another worker's trial, which this chain cannot know: one round ahead.
+    depth = knobs.depth if knobs.plan == 1 and ctx.trainer.workers == 1 else 1
     while len(chain) < depth and in_flight + len(chain) < ctx.max_trials:
         flight.level = len(chain)
         if chain and flight.job.done():
@@ -109,8 +117,8 @@ def _one_ahead(ctx: TuneContext, state: TuningState, chain: list[SpecRound], fli
         trial = dataclasses.replace(basis, id=-1 - number, number=number, tool=choice[0],
                                     config=choice[1])  # not in the ledger: a negative id
     else:
-        closing, proposals, choice = state["round"], state["proposals"], state["choice"]
-        trial = ctx.study.trial(state["trial_id"])
+        trial = ctx.study.trial(flight.job.trial_id)
+        pending = state["running"][trial.id]
     predicted = Surrogate(ctx.study).predict(trial.config)
     if not chain:
         flight.predicted = predicted
@@ -118,7 +126,8 @@ def _one_ahead(ctx: TuneContext, state: TuningState, chain: list[SpecRound], fli
             return None
     guess = dataclasses.replace(trial, status="complete", value=predicted,
                                 metrics={ctx.study.metric: predicted})
-    closed = ctx.builder.row(closing, decision_text(proposals, choice), guess)
+    closed = (ctx.builder.landed(closing, decision_text(proposals, choice), guess) if chain
+              else ctx.builder.landed(pending.round, pending.decision, guess))
     assumed = [*(e.guess for e in chain), guess]
     offers, scores = rank(ctx.study, ctx.portfolio.fork(assumed).panel_offers(), extra=assumed)
     log = state["log"]
@@ -150,7 +159,7 @@ def _warm(ctx: TuneContext, state: TuningState, knobs: Knobs) -> None:
     if ctx.llm is None or state.get("plan_left", 0) > 0 or not ctx.breaker.closed() \
             or ctx.builder.mode != "stable":  # the naive prompt's header changes every round
         return
-    flight = ctx.flights.get(state["trial_id"])
+    flight = ctx.flights.get(next_to_land(state))
     prefix = ctx.builder.next_prefix(state["log"], knobs.context)  # None: no compaction due
     if flight.job.done() or not (prefix or state.get("decided_by") == "plan"):
         return
@@ -180,22 +189,20 @@ def drop(ctx: TuneContext, chain: list[SpecRound]) -> None:
 def reconcile(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     """The real result is in: close the round, then keep the nearest speculative round or drop."""
     ctx = runtime.context
-    ctx.flights.end(state["trial_id"])
     trial = ctx.study.trial(state["trained"])
-    ctx.portfolio.sync()
-    row = ctx.builder.row(state["round"], decision_text(state["proposals"], state["choice"]),
-                          trial)
-    log = ctx.builder.close(state["log"], row, state["knobs"].context)
-    if ctx.on_trial:
-        ctx.on_trial(trial, state["choice"][0])
-    spent = ctx.spent()
+    closed = absorb(ctx, state, [trial.id])
+    log, running = closed["log"], closed["running"]
+    spent = ctx.spent() or bool(state.get("spent"))
     chain = state.get("chain") or []
+    if chain and chain[0].guess.id != trial.id:  # another worker's trial landed first
+        drop(ctx, chain)
+        chain = []
     if not chain:
-        return {"choice": None, "chain": [], "log": log, "spent": spent}
+        return {"choice": None, "chain": [], "log": log, "running": running, "spent": spent}
     head, rest = chain[0], chain[1:]
     if ctx.speculation == "lossless":  # the serial round runs; dispatch compares the decisions
         drop(ctx, rest)
-        return {"choice": None, "chain": [], "log": log, "spent": spent,
+        return {"choice": None, "chain": [], "log": log, "running": running, "spent": spent,
                 "verify": Verification(head, trial.number, trial.value)}
     tau = state["knobs"].tau
     ok = (head.choice is not None and trial.value is not None
@@ -208,9 +215,10 @@ def reconcile(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
         drop(ctx, rest)
         rest = []
     if not ok:
-        return {"choice": None, "chain": [], "log": log, "spent": spent}
+        return {"choice": None, "chain": [], "log": log, "running": running, "spent": spent}
     return {"round": head.round, "proposals": head.proposals, "offers": head.proposals,
             "scores": head.scores, "decided_by": "llm", "current": head.current,
-            "choice": head.choice, "chain": rest, "log": log, "spent": spent,
+            "choice": head.choice, "chain": rest, "log": log, "running": running,
+            "spent": spent,
             "lag": state.get("lag", 0) + 1,
             **commit(state["knobs"], head.proposals, head.choice)}

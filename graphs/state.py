@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import operator
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -86,11 +87,27 @@ class InFlight:
 
 
 class Flights:
-    """The trials in flight of one run, by trial id."""
+    """The trials in flight of one run, by trial id, and the order in which they land."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_id: dict[int, InFlight] = {}
+        # Each trial's id once the trainer has recorded it (Trainer.start(landed=...)): how the
+        # graph waits for whichever of N trials ends first.
+        self.landed: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def next_landed(self) -> int:
+        """The next trial to have finished (blocks until one has)."""
+        return self.landed.get()
+
+    def landed_now(self) -> list[int]:
+        """The trials that finished since last asked, without waiting."""
+        out = []
+        while True:
+            try:
+                out.append(self.landed.get_nowait())
+            except queue.Empty:
+                return out
 
     def start(self, job: TrainingJob) -> InFlight:
         flight = InFlight(job)
@@ -152,10 +169,15 @@ class TuneContext:
             self.say(f"LLM circuit {state}: {reason}")
 
     def spent(self) -> bool:
-        """The trial or the wall-clock budget is used up."""
-        return (len(self.study.finished_ids()) >= self.max_trials
+        """No new trial may start: the trial budget is taken (running trials included), the
+        wall-clock budget is used up, or the run was cancelled."""
+        return (len(self.study.trials()) >= self.max_trials or self.trainer.cancel.is_set()
                 or (self.time_budget_s is not None
                     and time.time() - self.started >= self.time_budget_s))
+
+    def can_start(self, running: int) -> bool:
+        """With ``running`` trials in flight, a worker is free and the budget allows another."""
+        return running < self.trainer.workers and not self.spent()
 
     def initial_state(self, tau: float = 0.05, depth: int = 1, context: int = 24,
                       plan: int = 1) -> TuningState:
@@ -163,11 +185,19 @@ class TuneContext:
         b = self.bounds
         return {"knobs": Knobs(tau=tau, depth=min(max(depth, b.depth_min), b.depth_max),
                                context=context, plan=min(max(plan, b.plan_min), b.plan_max)),
-                "log": PromptLog(), "plan_left": 0}
+                "log": PromptLog(), "plan_left": 0, "running": {}}
 
     def recursion_limit(self) -> int:
         """LangGraph's step bound for a whole session: every round may use all its LLM steps."""
-        return self.max_trials * (4 + 2 * self.max_steps) + 10
+        return self.max_trials * (4 + 2 * self.max_steps) + 10 + 2 * self.trainer.workers
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A trial in flight as its round left it: what closes its log row when it lands."""
+
+    round: int
+    decision: str  # decision_text of the round that started it
 
 
 @dataclass(frozen=True)
@@ -210,10 +240,12 @@ class TuningState(TypedDict, total=False):
     error: str | None
     choice: Offer | None
     stop: bool
-    spent: bool  # the budget is used up (reconcile decides)
-    trial_id: int  # the trial in flight
+    spent: bool  # no new trial will start (budget, stop, cancel); the graph ends once none runs
+    trial_id: int  # the trial started last
+    running: dict[int, Pending]  # every trial in flight, by id (one per busy worker)
+    fill: bool  # a worker is still free after a dispatch: decide another round now
     trained: int  # the training branch's result (a trial id)
-    chain: list[SpecRound]  # speculative rounds ahead of the trial in flight
+    chain: list[SpecRound]  # speculative rounds ahead of the trial that lands next
     verify: Verification | None
     lag: int  # accepted speculative rounds the real tools have not caught up with
     knobs: Knobs  # tau, speculation depth, rounds the prompt carries, plan: self-tuned
@@ -297,6 +329,30 @@ def planned(state: TuningState, proposals: list[Offer]) -> Offer:
     """A round the plan decides: the committed tool's proposal, else the prior's first."""
     tool = state.get("plan_tool")
     return next((p for p in proposals if p[0] == tool), proposals[0]) if tool else proposals[0]
+
+
+def absorb(ctx: TuneContext, state: TuningState, landed: list[int]) -> TuningState:
+    """Log trials that finished while the graph was deciding for another worker: each one's
+    row appended in the order they landed, the display told. ``{}`` when none did."""
+    if not landed:
+        return {}
+    log, running = state["log"], dict(state.get("running") or {})
+    for trial_id in landed:
+        pending = running.pop(trial_id)
+        ctx.flights.end(trial_id)
+        trial = ctx.study.trial(trial_id)
+        log = ctx.builder.close(log, ctx.builder.landed(pending.round, pending.decision, trial),
+                                state["knobs"].context)
+        if ctx.on_trial:
+            ctx.on_trial(trial, trial.tool)
+    ctx.portfolio.sync()
+    return {"log": log, "running": running}
+
+
+def next_to_land(state: TuningState) -> int:
+    """The trial in flight expected to end first: the one started earliest (N workers run
+    trials of one workload, whose durations are alike); what speculation predicts."""
+    return min(state["running"])
 
 
 def catch_up(ctx: TuneContext, state: TuningState) -> None:

@@ -35,9 +35,11 @@ from asap.agent.llm import LLM_ERRORS, is_context_overflow
 from asap.agent.prior import rank
 from asap.graphs.speculative import await_train, reconcile, speculate
 from asap.graphs.state import (
+    Pending,
     TuneContext,
     TuningState,
     Verification,
+    absorb,
     ask,
     catch_up,
     commit,
@@ -55,10 +57,12 @@ __all__ = ["TuneContext", "TuningState", "build_tuning_graph", "graph"]
 def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     """Fresh proposals from the panel of tools; the round's prompt."""
     ctx = runtime.context
-    if ctx.trainer.cancel.is_set():  # cancelled (runs.cancel, the chat's Ctrl-C): no new round
-        return {"spent": True}
+    landed = absorb(ctx, state, ctx.flights.landed_now())  # trials that ended meanwhile
+    if ctx.spent():  # cancelled (runs.cancel, the chat's Ctrl-C), or the budget is taken
+        return {**landed, "spent": True}
     round_no = state.get("round", 0) + 1
     start = time.time()
+    state = {**state, **landed}
     catch_up(ctx, state)
     proposals, scores = rank(ctx.study, ctx.portfolio.panel_offers())
     ctx.study.log_timing("tool_call", start, time.time(), round=round_no, tools=len(PANEL))
@@ -67,10 +71,10 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
                          "error": None}
     if state.get("plan_left", 0) > 0:  # the last decision covers this round: no LLM call
         # No prompt block either: the log gets the round's line when it closes (reconcile).
-        return {**base, "choice": planned(state, proposals), "decided_by": "plan",
+        return {**landed, **base, "choice": planned(state, proposals), "decided_by": "plan",
                 "plan_left": state["plan_left"] - 1, "messages": [], "current": ""}
     current = ctx.builder.round_text(round_no, proposals, scores, plan=state["knobs"].plan)
-    return {**base, "decided_by": "llm", "current": current, "choice": None,
+    return {**landed, **base, "decided_by": "llm", "current": current, "choice": None,
             "messages": [HumanMessage(ctx.builder.prompt(state["log"], current))]}
 
 
@@ -161,12 +165,16 @@ def dispatch(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     flight = ctx.flights.start(job)
     trial = ctx.study.trial(flight.job.trial_id)
     _record_decision(ctx, state, trial)
+    decision = decision_text(state["proposals"], state["choice"])
+    running = {**state.get("running", {}), trial.id: Pending(state["round"], decision)}
+    log = ctx.builder.started(state["log"], state["round"], decision, trial)
     chain = list(state.get("chain") or [])
     if chain:  # a carried chain's nearest round assumed this trial: give its guess the real id
         chain[0] = dataclasses.replace(chain[0], guess=dataclasses.replace(
             chain[0].guess, id=trial.id, number=trial.number))
         flight.predicted = chain[0].predicted
-    return {"trial_id": flight.job.trial_id, "chain": chain, "verify": None}
+    return {"trial_id": trial.id, "running": running, "log": log, "chain": chain,
+            "verify": None, "fill": ctx.can_start(len(running))}
 
 
 def _start_fresh(ctx: TuneContext, choice: Offer, round_no: int, tries: int = 5) -> TrainingJob:
@@ -176,7 +184,8 @@ def _start_fresh(ctx: TuneContext, choice: Offer, round_no: int, tries: int = 5)
     tool, config = choice
     for _ in range(tries):
         try:
-            return ctx.trainer.start(config, tool=tool, allow_repeat=False, limit=ctx.max_trials)
+            return ctx.trainer.start(config, tool=tool, allow_repeat=False, limit=ctx.max_trials,
+                                     landed=ctx.flights.landed)
         except RepeatError as exc:
             lib, _, alg = tool.partition(":")
             if lib not in LIBRARIES:
@@ -184,7 +193,7 @@ def _start_fresh(ctx: TuneContext, choice: Offer, round_no: int, tries: int = 5)
             ctx.study.log_event("repeat_avoided", tool=tool, round=round_no, trial=exc.number)
             config = ctx.portfolio.ask(lib, alg, 1)[0]
     # a space this small repeats by necessity
-    return ctx.trainer.start(config, tool=tool, limit=ctx.max_trials)
+    return ctx.trainer.start(config, tool=tool, limit=ctx.max_trials, landed=ctx.flights.landed)
 
 
 def _record_decision(ctx: TuneContext, state: TuningState, trial: Trial) -> None:
@@ -208,26 +217,37 @@ def _record_verdict(ctx: TuneContext, verify: Verification, choice: tuple, round
                         predicted=verify.spec.predicted, actual=verify.actual)
 
 
-def after_propose(state: TuningState) -> str:
+WAIT = ["await_train", "speculate"]  # the trials train while the LLM decides ahead
+
+
+def _wait_or_end(state: TuningState) -> str | list[str]:
+    """No new trial: wait for the ones still running (their results are logged), then end."""
+    return WAIT if state.get("running") else END
+
+
+def after_propose(state: TuningState) -> str | list[str]:
     if state.get("spent"):
-        return END
+        return _wait_or_end(state)
     return "dispatch" if state.get("choice") else "agent"
 
 
 def after_dispatch(state: TuningState) -> str | list[str]:
-    """Train and speculate side by side; or end, when no trial slot was left to start."""
-    return END if state.get("spent") else ["await_train", "speculate"]
+    """Another round while a worker is free (N workers); else train and speculate side by
+    side; or end, when no trial was left to start and none runs."""
+    if state.get("spent"):
+        return _wait_or_end(state)
+    return "propose" if state.get("fill") else WAIT
 
 
-def after_guard(state: TuningState) -> str:
+def after_guard(state: TuningState) -> str | list[str]:
     if state.get("stop"):
-        return END
+        return _wait_or_end(state)
     return "dispatch" if state.get("choice") else "agent"
 
 
-def after_reconcile(state: TuningState) -> str:
-    if state.get("spent"):
-        return END
+def after_reconcile(state: TuningState) -> str | list[str]:
+    if state.get("spent") or state.get("stop"):
+        return _wait_or_end(state)
     return "dispatch" if state.get("choice") else "propose"
 
 
@@ -237,12 +257,12 @@ def build_tuning_graph():
     for node in (propose, agent, guard, dispatch, await_train, speculate, reconcile):
         g.add_node(node.__name__, node)
     g.add_edge(START, "propose")
-    g.add_conditional_edges("propose", after_propose, ["agent", "dispatch", END])
+    g.add_conditional_edges("propose", after_propose, ["agent", "dispatch", *WAIT, END])
     g.add_edge("agent", "guard")
-    g.add_conditional_edges("guard", after_guard, ["agent", "dispatch", END])
-    g.add_conditional_edges("dispatch", after_dispatch, ["await_train", "speculate", END])
-    g.add_edge(["await_train", "speculate"], "reconcile")
-    g.add_conditional_edges("reconcile", after_reconcile, ["dispatch", "propose", END])
+    g.add_conditional_edges("guard", after_guard, ["agent", "dispatch", *WAIT, END])
+    g.add_conditional_edges("dispatch", after_dispatch, ["propose", *WAIT, END])
+    g.add_edge(WAIT, "reconcile")
+    g.add_conditional_edges("reconcile", after_reconcile, ["dispatch", "propose", *WAIT, END])
     # Never checkpointed, even inside a checkpointed parent (the chat): the ledger is its
     # persistence, its state holds live objects, and a parent's SQLite saver on the ledger's
     # file would contend with the ledger's writes at every step.

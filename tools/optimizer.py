@@ -74,6 +74,34 @@ class Optimizer(ABC):
             self._tell(trial, handle)
         self.n_told += 1
 
+    def pend(self, trial: Trial) -> None:
+        """A trial started that this optimizer did not ask for: let the library see it as running
+        (Optuna's constant liar counts running trials), so N workers do not get N copies of one
+        proposal. Its result comes later through :meth:`tell`. A library that cannot hold a
+        foreign running point (Nevergrad) ignores it; its own asked-not-told points stay pending."""
+        key = config_key(trial.config)
+        if key in self._pending:
+            return  # its own proposal: already pending in the library
+        with quiet(self.warnings_ignored):
+            handle = self._pend(trial)
+        if handle is not None:
+            self._pending[key] = handle
+
+    def discard(self, config: dict[str, Any]) -> None:
+        """A proposal that will not be trained (another tool's won the round): close it, so a
+        library that counts running trials does not wait on it forever."""
+        handle = self._pending.pop(config_key(config), None)
+        if handle is not None:
+            with quiet(self.warnings_ignored):
+                self._discard(handle)
+
+    def _pend(self, trial: Trial) -> Any | None:
+        """A handle for a foreign running trial, or None when the library cannot hold one."""
+        return None
+
+    def _discard(self, handle: Any) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Close an asked proposal nobody will train (nothing by default)."""
+
     def loss(self, value: float) -> float:
         """The value as a loss to minimize (libraries like Nevergrad only minimize)."""
         return -value if self.direction == "maximize" else value

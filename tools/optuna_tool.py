@@ -86,6 +86,18 @@ class OptunaOptimizer(Optimizer):
         trial = self.study.ask()
         return suggest_config(self.space, trial), trial
 
+    def _pend(self, trial: Trial) -> optuna.Trial:
+        """The running trial as an Optuna RUNNING trial (enqueued, then asked: its parameters
+        fixed), which TPE's constant liar sees; told through this handle when it finishes."""
+        self.study.enqueue_trial(trial.config, skip_if_exists=False)
+        handle = self.study.ask()
+        suggest_config(self.space, handle)  # the enqueued values, recorded as its params
+        return handle
+
+    def _discard(self, handle: optuna.Trial) -> None:
+        # FAIL: no sampler learns from it, and the liar no longer counts it as running.
+        self.study.tell(handle, state=TrialState.FAIL)
+
     def _tell(self, trial: Trial, handle: Any | None) -> None:
         state = _STATES[trial.status]
         value = trial.value if state == TrialState.COMPLETE else None

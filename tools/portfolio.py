@@ -48,6 +48,8 @@ class Portfolio:
         self._optimizers: dict[str, Optimizer] = {}
         self._told: dict[str, set[int]] = {}
         self._hypothetical: list[Trial] = []  # told to every optimizer of a fork (speculation)
+        self._pended: dict[str, set[int]] = {}  # running trials each optimizer holds as pending
+        self._open: list[tuple[str, dict[str, Any]]] = []  # asked, not yet trained or discarded
         self.broken: dict[str, str] = {}  # tool -> why it failed: left out of later rounds
 
     def optimizer(self, library: str, algorithm: str) -> Optimizer:
@@ -60,6 +62,7 @@ class Portfolio:
             self._optimizers[key] = cls(self.study.space, self.study.direction, algorithm, seed)
             # A hypothetical trial stands in for its real one, which the fork must not be told.
             self._told[key] = {t.id for t in self._hypothetical}
+            self._pended[key] = set()
             self.sync()
             for trial in self._hypothetical:
                 self._optimizers[key].tell(trial)
@@ -67,9 +70,12 @@ class Portfolio:
         return self._optimizers[key]
 
     def sync(self) -> int:
-        """Tell every optimizer the finished trials it has not seen; returns how many were new."""
+        """Tell every optimizer the finished trials it has not seen, and show it the running
+        ones as pending (other workers' trials: see :meth:`Optimizer.pend`); returns how many
+        finished trials were new."""
         if not self._optimizers:
             return 0
+        self._pend_running()
         finished = self.study.finished_ids()
         seen = set.intersection(*self._told.values()) if self._told else set()
         new = {i: self.study.trial(i) for i in finished if i not in seen}
@@ -82,6 +88,30 @@ class Portfolio:
                         told.add(tid)
         return len(new)
 
+    def _pend_running(self) -> None:
+        running = [t for t in self.study.trials(status="running")
+                   if t.id not in {h.id for h in self._hypothetical}]
+        for key, opt in list(self._optimizers.items()):
+            pended = self._pended.setdefault(key, set())
+            with self._guard(key):
+                for trial in running:
+                    if trial.id not in pended and trial.id not in self._told[key]:
+                        opt.pend(trial)
+                        pended.add(trial.id)
+
+    def settle(self) -> None:
+        """Discard the proposals asked so far that no trial trains (the round's losers, a
+        suggest tool's unused answers): a library counting running trials must not wait on
+        them. Called before each new round asks again."""
+        if not self._open:
+            return
+        trained = self.study.config_keys()
+        for tool, config in self._open:
+            if config_key(config) not in trained and tool in self._optimizers:
+                with self._guard(tool):
+                    self._optimizers[tool].discard(config)
+        self._open = []
+
     def fork(self, hypothetical: list[Trial]) -> Portfolio:
         """A deep copy of every optimizer, told ``hypothetical`` trials (speculation).
 
@@ -92,6 +122,7 @@ class Portfolio:
         twin = Portfolio(self.study, self.seed)
         twin._optimizers = copy.deepcopy(self._optimizers)
         twin._told = {k: v | {t.id for t in hypothetical} for k, v in self._told.items()}
+        twin._pended = {k: set(v) for k, v in self._pended.items()}
         twin._hypothetical = [*self._hypothetical, *hypothetical]
         twin.broken = dict(self.broken)
         for key, opt in list(twin._optimizers.items()):
@@ -101,7 +132,10 @@ class Portfolio:
         return twin
 
     def ask(self, library: str, algorithm: str, n: int = 1) -> list[dict[str, Any]]:
-        return self.optimizer(library, algorithm).ask(n)
+        """``n`` proposals of one tool; the ones not trained are discarded at :meth:`settle`."""
+        configs = self.optimizer(library, algorithm).ask(n)
+        self._open.extend((f"{library}:{algorithm}", c) for c in configs)
+        return configs
 
     def panel_offers(self, retries: int = 3) -> list[Offer]:
         """One proposal from each tool of the :data:`PANEL`, labelled by tool, none a repeat.
@@ -110,6 +144,7 @@ class Portfolio:
         tool offers this round, is asked again up to ``retries`` times; a tool that keeps
         repeating itself (a converged CMA-ES) is replaced this round by a random sample.
         """
+        self.settle()
         seen = self.study.config_keys() | {config_key(t.config) for t in self._hypothetical}
         offers: list[Offer] = []
         for lib, alg in PANEL:
@@ -149,6 +184,7 @@ class Portfolio:
         self.broken[tool] = reason
         self._optimizers.pop(tool, None)
         self._told.pop(tool, None)
+        self._pended.pop(tool, None)
         self.study.log_event("tool_failed", tool=tool, reason=reason)
 
     def advance(self, rounds: int) -> None:

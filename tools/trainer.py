@@ -14,6 +14,7 @@ import contextvars
 import math
 import multiprocessing as mp
 import os
+import queue
 import signal
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from typing import Any
 
 from asap.tools.ledger import Study
 from asap.tools.pruning import Pruner
+from asap.tools.resources import Slot
 from asap.tools.study import process_alive
 from asap.tools.types import Cancel, Trial, safe_name
 from asap.tools.workers import fork_server, tables_of
@@ -47,10 +49,12 @@ class TrainingJob:
     config: dict[str, Any]
     seed: int = 0  # the trial's own seed: what a workload's randomness draws from
     number: int = 0  # the trial's number in its study
+    slot: Slot = field(default_factory=lambda: Slot(0))  # the worker it runs on
     _thread: threading.Thread | None = None
     _result: list[Trial] = field(default_factory=list)
     _cancel: threading.Event = field(default_factory=threading.Event)
     _reason: str = "cancelled"
+    _landed: queue.SimpleQueue | None = None
 
     def done(self) -> bool:
         return not self._thread.is_alive()
@@ -71,7 +75,8 @@ class Trainer:
     def __init__(self, study: Study, workload: Workload, *, time_limit_s: float = 600.0,
                  pruner: Pruner | None = None, prune_grace_s: float = 10.0,
                  seed: int = 0, in_process: bool = False, stop_at: float | None = None,
-                 cancel: Cancel | None = None, progress: Progress | None = None) -> None:
+                 cancel: Cancel | None = None, progress: Progress | None = None,
+                 slots: list[Slot] | None = None) -> None:
         if not (time_limit_s > 0 and math.isfinite(time_limit_s)):
             raise ValueError(f"time_limit_s must be a positive number, got {time_limit_s}")
         self.study = study
@@ -90,22 +95,54 @@ class Trainer:
         # every trial in flight, recorded as failed with its reason.
         self.cancel = cancel or Cancel()
         self.progress = progress or (lambda event, number, data: None)
+        # The workers (see asap.tools.resources.plan_slots): at most one trial on each at once.
+        # None: no limit (a tool caller may start trials side by side), each on its own index.
+        self.slots = slots
+        self._busy: set[int] = set()
+        self._slot_lock = threading.Lock()
         self._jobs: list[TrainingJob] = []
+
+    @property
+    def workers(self) -> int:
+        """How many trials a tuning loop keeps in flight on this trainer."""
+        return len(self.slots) if self.slots else 1
+
+    def _take_slot(self) -> Slot:
+        with self._slot_lock:
+            if self.slots is None:
+                slot = Slot(next(i for i in range(len(self._busy) + 1) if i not in self._busy))
+            else:
+                slot = next((s for s in self.slots if s.index not in self._busy), None)
+                if slot is None:
+                    raise RuntimeError(f"all {len(self.slots)} workers are busy")
+            self._busy.add(slot.index)
+            return slot
 
     def start(self, config: dict[str, Any], *, tool: str, fidelity: int | None = None,
               meta: dict[str, Any] | None = None, allow_repeat: bool = True,
-              limit: int | None = None) -> TrainingJob:
-        """Validate, record a running trial, start its worker and return at once."""
+              limit: int | None = None, landed: queue.SimpleQueue | None = None
+              ) -> TrainingJob:
+        """Validate, record a running trial on a free worker, start it and return at once.
+
+        ``landed``: the trial's id is put there once it is recorded finished (how a caller with
+        several trials in flight waits for whichever ends first)."""
         fidelity = fidelity if fidelity is not None else self.workload.default_fidelity
         if self.workload.evaluates is not None and self.study.space.is_valid(config):
             evaluated = self.workload.evaluates(config)
             if evaluated != config:  # e.g. the table's grid point: what the value belongs to
                 meta = {**(meta or {}), "evaluated": evaluated}
-        trial_id = self.study.start_trial(config, tool=tool, fidelity=fidelity, meta=meta,
-                                          allow_repeat=allow_repeat, limit=limit)
+        slot = self._take_slot()
+        try:
+            trial_id = self.study.start_trial(config, tool=tool, fidelity=fidelity,
+                                              meta={**(meta or {}), "worker": slot.index},
+                                              allow_repeat=allow_repeat, limit=limit)
+        except BaseException:
+            self._release(slot)
+            raise
         trial = self.study.trial(trial_id)
         job = TrainingJob(trial_id, trial.config, trial_seed(self.seed, trial.number),
-                          trial.number)
+                          trial.number, slot)
+        job._landed = landed
         # The caller's context goes along: a progress callback may read context variables (a
         # LangGraph node's stream writer does).
         job._thread = threading.Thread(target=contextvars.copy_context().run,
@@ -155,7 +192,7 @@ class Trainer:
         log = self.log_path(job.number)
         proc = ctx.Process(target=_worker, name=f"asap-trial-{job.trial_id}", daemon=True, args=(
             child, self.workload.target, job.config, fidelity, self.workload.kwargs, os.getcwd(),
-            job.seed, os.getpid(), str(log)))
+            job.seed, os.getpid(), str(log), job.slot.env(), job.slot.threads))
         proc.start()
         child.close()
         deadline = start + self.time_limit_s
@@ -246,10 +283,20 @@ class Trainer:
 
     def _record(self, job: TrainingJob, start: float, status: str, metrics: dict[str, float],
                 error: str | None) -> None:
-        result = self.study.finish_trial(job.trial_id, status=status, metrics=metrics, error=error)
-        self.study.log_timing("train", start, time.time(), trial_number=result.number,
-                              status=status, tool=result.tool)
-        job._result.append(result)
+        try:
+            result = self.study.finish_trial(job.trial_id, status=status, metrics=metrics,
+                                             error=error)
+            self.study.log_timing("train", start, time.time(), trial_number=result.number,
+                                  status=status, tool=result.tool, worker=job.slot.index)
+            job._result.append(result)
+        finally:  # the worker is free and the waiter told, even if the ledger failed
+            self._release(job.slot)
+            if job._landed is not None:
+                job._landed.put(job.trial_id)
+
+    def _release(self, slot: Slot) -> None:
+        with self._slot_lock:
+            self._busy.discard(slot.index)
 
     def _judge(self, metrics: Any, pruned: bool) -> tuple[str, dict[str, float], str | None]:
         """Check what the workload returned; a missing or non-numeric metric fails the trial."""
@@ -279,8 +326,16 @@ def trial_seed(seed: int, number: int) -> int:
 
 
 def _worker(conn, target: str, config: dict, fidelity: int | None, kwargs: dict, cwd: str,
-            seed: int, tuner: int, log: str) -> None:
+            seed: int, tuner: int, log: str, env: dict[str, str] | None = None,
+            threads: int | None = None) -> None:
     """Runs in the child: train, reporting each step and obeying prune decisions."""
+    # The worker's slot: its GPUs (set before anything initializes CUDA; the fork server only
+    # imported torch) or its share of the cores.
+    os.environ.update(env or {})
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     # What the workload prints goes to the trial's log, never to the tuner's stdout (--json).
     out = _open_log(log)
     os.dup2(out.fileno(), 1)

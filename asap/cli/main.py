@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--no-selftune", action="store_true",
                       help="keep tau, depth, the context and the plan fixed (ablation)")
     tune.add_argument("--seed", type=int, default=0, help="seed of the tools' samplers")
+    tune.add_argument("--workers", type=int,
+                      help="trials in flight at once (default: one per GPU, 1 on a CPU host)")
+    tune.add_argument("--gpus-per-trial", type=float,
+                      help="GPUs each trial gets (0.5: two trials share a GPU; default 1)")
     tune.add_argument("--json", action="store_true", help="print the summary as JSON")
     tune.add_argument("--optuna-storage", metavar="URL",
                       help="mirror every finished trial into this Optuna storage (e.g. "
@@ -118,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--trials", type=int, help="trial budget per run")
     ev.add_argument("--time-budget", type=float, help="wall-clock budget per run, seconds")
     ev.add_argument("--time-scale", type=float, help="simulated clock of the tabular tasks")
+    ev.add_argument("--workers", type=int, default=1,
+                    help="trials in flight per run (default 1; llm-naive stays serial)")
     ev.add_argument("--db", default="asap-eval.db", help="the eval's ledger (resumes a grid)")
     ev.add_argument("--out", default="asap-eval", help="directory for the report and plots")
     ev.add_argument("--base-url", help="OpenAI-compatible endpoint for the LLM methods")
@@ -164,7 +170,10 @@ def _eval(args: argparse.Namespace) -> int:
         if value is not None:
             spec[key] = value
             changed.append(flag)
-    grid = Grid(**spec, db=args.db, base_url=args.base_url, model=args.model)
+    if args.workers != 1:
+        changed.append("--workers")
+    grid = Grid(**spec, db=args.db, base_url=args.base_url, model=args.model,
+                workers=args.workers)
     settings = grid.describe()
     console.print(f"[dim]{settings}[/]", highlight=False)
     from asap.cli.render import GridProgress
@@ -282,7 +291,7 @@ def _tune(args: argparse.Namespace) -> int:
         tau=args.tau, context=None if args.context == "auto" else _int(args.context, "--context"),
         depth=None if args.depth == "auto" else _int(args.depth, "--depth"),
         plan=None if args.plan == "auto" else _int(args.plan, "--plan"), seed=args.seed,
-        selftune=not args.no_selftune)
+        selftune=not args.no_selftune, workers=args.workers, gpus_per_trial=args.gpus_per_trial)
     result = tune(cfg, callbacks=[RichProgress(Console(stderr=True))])
     if args.json:
         print(json.dumps(result, indent=2))

@@ -88,6 +88,8 @@ def live_info(study: Study, tool: str) -> str:
     """Best value, last tool, last LLM latency and the cache reuse so far."""
     best, calls = study.best(), study.timings("llm_call")
     parts = [f"best {best.value:.4f}" if best else "no complete trial", f"last {tool}"]
+    if (running := len(study.trials(status="running"))) > 1:  # N workers
+        parts.append(f"{running} running")
     if calls:
         parts.append(f"llm {calls[-1]['duration']:.1f}s")
         share = cached_share(calls)

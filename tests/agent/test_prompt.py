@@ -73,7 +73,7 @@ def test_naive_mode_rewrites_its_header(ledger, toy_space):
 
 def test_templates_and_code_agree():
     assert placeholders("system.txt") == {"workload", "direction", "metric", "space", "tools",
-                                          "answer", "columns"}
+                                          "answer", "columns", "parallel"}
     assert placeholders("compacted.txt") == {"rounds", "trials", "best"}
     assert placeholders("invalid.txt") == {"reason"}
     for name in ("answer_json.txt", "answer_tools.txt", "reminder_json.txt", "reminder_tools.txt",
@@ -81,6 +81,8 @@ def test_templates_and_code_agree():
         assert placeholders(name) == set()
     assert placeholders("round.txt") == {"round", "best", "record", "proposals"}
     assert placeholders("outcome.txt") == {"round", "decision", "config", "result"}
+    assert placeholders("landed.txt") == {"result"}
+    assert placeholders("parallel.txt") == {"workers"}
     with pytest.raises(KeyError):
         render("outcome.txt", decision="A")  # strict: a missing variable is an error
 

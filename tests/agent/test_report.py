@@ -139,3 +139,14 @@ def test_trial_bars_are_labelled_with_their_number_and_value(timed):
     rows = [{**rows[0], "trial_number": 0}, {**rows[1], "trial_number": 1}]
     clock = _Clock([(0, 16)])
     assert trial_labels(timed, rows, clock) == [(6.0, "#0\n0.5"), (13.0, "#1\n0.25")]
+
+
+def test_the_timeline_draws_one_training_lane_per_worker():
+    from asap.agent.timeline import _training_lanes
+    rows = [{"start": 0, "end": 2, "detail": {"worker": 0}},
+            {"start": 0.5, "end": 1, "detail": {"worker": 1}},
+            {"start": 2, "end": 3, "detail": {"worker": 0}}]
+    lanes = _training_lanes(rows)
+    assert [(name, len(items)) for name, items, _ in lanes] == [("worker 0", 2), ("worker 1", 1)]
+    serial = [{**r, "detail": {}} for r in rows]  # a ledger written before workers existed
+    assert [name for name, _, _ in _training_lanes(serial)] == ["training"]

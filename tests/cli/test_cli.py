@@ -85,12 +85,18 @@ def test_console_script_is_installed():
     (["eval", "--methods", "tpe,nope"], "unknown method(s) ['nope']"),
     (["eval", "--tasks", "hpobench:mars"], "unknown hpobench dataset 'mars'"),
     (["tune", "digits-mlp", "--space", "{tmp}/none.yaml"], "none.yaml"),
+    (["tune", "hpobench:australian", "--workers", "0", "--db", "{tmp}/w.db"],
+     "workers: Input should be greater than or equal to 1"),
+    (["tune", "hpobench:australian", "--gpus-per-trial", "1", "--db", "{tmp}/w.db"],
+     "--gpus-per-trial 1 asks for GPUs, and this machine has none"),
+    (["eval", "--workers", "0", "--db", "{tmp}/w.db"], "--workers must be at least 1"),
 ])
 def test_bad_input_is_a_clear_error(tmp_path, capsys, args, message):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     assert main(args) == 2
     out = capsys.readouterr()
     assert message in out.out + out.err
+    assert not list(tmp_path.glob("*.db"))  # nothing written
 
 
 @pytest.mark.parametrize("space, message", [

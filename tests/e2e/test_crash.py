@@ -127,6 +127,30 @@ def test_sigkill_at_observed_points_loses_no_finished_trial(tmp_path, server):
 
 
 @pytest.mark.e2e
+def test_sigkill_with_two_trials_running_marks_both_and_the_resume_goes_on(tmp_path, server):
+    db = tmp_path / "n.db"
+    cmd = [*tune_cmd(server, db, "n", 60), "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    both = lambda: sum(t.status == "running" for t in _trials(db, "n")) == 2  # noqa: E731
+    assert until(proc, both), "the session ended before two trials ran at once"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    seen = finished(db, "n")
+    lost = [t.id for t in _trials(db, "n") if t.status == "running"]
+    assert len(lost) == 2  # both workers' trials were in flight when the driver died
+    total = len(_trials(db, "n"))
+    done = subprocess.run([*tune_cmd(server, db, "n", total + 4), "--workers", "2"],
+                          capture_output=True, text=True, timeout=GUARD_S)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 interrupted marked failed" in done.stderr
+    trials = {t.id: t for t in Ledger(db).open_study("n").trials()}
+    assert all(trials[i].status == "failed" and trials[i].error.startswith("interrupted")
+               for i in lost)
+    assert all(finished(db, "n")[i][:3] == v[:3] for i, v in seen.items())  # none lost
+    assert len(trials) == total + 4 and all(t.status != "running" for t in trials.values())
+
+
+@pytest.mark.e2e
 def test_two_processes_on_one_ledger(tmp_path, server):
     db = tmp_path / "c.db"
     # Different studies at once.

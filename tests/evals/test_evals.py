@@ -153,3 +153,30 @@ def test_decision_quality_and_targets_are_reported(tmp_path):
     assert "## Targets" in text and "asap <= the best single tool (tpe, random)" in text
     assert "of the 1 tasks asap ran" in text and "asap 0." in text and "prior 0." in text
     assert "rounds the LLM decided" in text
+
+
+def test_baselines_keep_n_trials_in_flight(tmp_path, monkeypatch):
+    """--workers 2: every baseline runs its budget with two trials at a time: the first two
+    trials of ``parallel:rendezvous`` succeed only if they meet."""
+    import dataclasses
+    from pathlib import Path
+
+    from asap.evals.methods import METHODS, Cell
+    from asap.tools.workloads import resolve
+    userwl = Path(__file__).parents[1] / "userwl"
+    monkeypatch.syspath_prepend(str(userwl))
+    monkeypatch.chdir(userwl)  # the workers import the objective's module from here
+    wl = resolve("parallel:rendezvous", space_file=userwl / "space.yaml")
+    for method in ("tpe", "portfolio", "prior"):
+        barrier = tmp_path / method
+        barrier.mkdir()
+        cell = Cell("parallel:rendezvous", method, 0, trials=4, time_s=120, time_scale=0.0,
+                    db=str(tmp_path / "w.db"), workers=2)
+        METHODS[method](cell, dataclasses.replace(wl, kwargs={"barrier": str(barrier)}))
+        trials = Ledger(cell.db).open_study(cell.study).trials()
+        assert [t.status for t in trials] == ["complete"] * 4, [t.error for t in trials]
+        assert len({t.config["x"] for t in trials}) == 4
+    grid = Grid(tasks=["hpobench:australian"], methods=["tpe"], workers=2)
+    assert "2 trials in flight per run" in grid.describe()
+    with pytest.raises(ValueError, match="--workers must be at least 1"):
+        Grid(tasks=["hpobench:australian"], methods=["tpe"], workers=0)

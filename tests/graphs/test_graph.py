@@ -250,6 +250,7 @@ def test_a_compacted_prefix_is_warmed_while_the_trial_trains(tmp_path):
     after the trial starts with exactly that prefix."""
     from asap.agent.prompt import PromptLog
     from asap.graphs.speculative import _warm
+    from asap.graphs.state import Pending
     model = ScriptedModel(lambda m, k: AIMessage(content='"A"'))
     study, ctx = australian(tmp_path, model, trials=9, time_scale=100.0)  # trials of minutes
     state = ctx.initial_state(context=4)
@@ -263,7 +264,7 @@ def test_a_compacted_prefix_is_warmed_while_the_trial_trains(tmp_path):
     ctx.flights.start(job)
     try:
         state = {**state, "trial_id": job.trial_id, "round": 5, "decided_by": "llm",
-                 "log": PromptLog(rows)}
+                 "log": PromptLog(rows), "running": {job.trial_id: Pending(5, "A (optuna:tpe)")}}
         _warm(ctx, state, state["knobs"])
         assert not job.done()  # it was sent while the trial trained
     finally:

@@ -225,3 +225,27 @@ def test_graph_import_leaves_the_heavy_libraries_for_later():
             "print(sorted(m for m in ('torch', 'nevergrad', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_optuna_sees_other_workers_running_trials_and_no_stale_asks(tmp_path, toy_space):
+    """N workers: a trial another tool started is a RUNNING trial in each Optuna study (TPE's
+    constant liar steers away from it), told its value when it lands; the proposals a round
+    asked and did not train are closed (FAIL), not left running for the liar to count."""
+    from optuna.trial import TrialState
+    study = Ledger(tmp_path / "q.db").create_study("q", toy_space, metric="loss",
+                                                   direction="minimize")
+    portfolio = Portfolio(study, seed=1)
+    offers = portfolio.panel_offers()
+    tool, config = offers[1]  # CMA-ES's proposal trains; TPE's (offers[0]) does not
+    tid = study.start_trial(config, tool=tool)
+    portfolio.panel_offers()  # the next round, with that trial in flight
+    tpe = portfolio.optimizer("optuna", "tpe").study.get_trials(deepcopy=False)
+    running = [t for t in tpe if t.state == TrialState.RUNNING]
+    assert [t.params for t in running[:1]] == [config]  # the other worker's trial...
+    assert len(running) == 2  # ...and this round's own TPE ask, nothing else
+    assert [t.params for t in tpe if t.state == TrialState.FAIL] == [offers[0][1]]
+    study.finish_trial(tid, status="complete", metrics={"loss": toy_objective(config)})
+    portfolio.sync()
+    told = [t for t in portfolio.optimizer("optuna", "tpe").study.get_trials(deepcopy=False)
+            if t.params == config]
+    assert [(t.state, t.value) for t in told] == [(TrialState.COMPLETE, toy_objective(config))]

@@ -1,0 +1,40 @@
+"""The N workers' slots: GPUs per trial, CPU threads, and requests the machine cannot meet."""
+
+from __future__ import annotations
+
+import pytest
+
+from asap.tools.resources import ResourceError, Slot, plan_slots
+
+
+def test_one_worker_per_gpu_or_several_gpus_per_trial():
+    assert [s.gpus for s in plan_slots(4, gpus=4)] == [(0,), (1,), (2,), (3,)]
+    assert [s.gpus for s in plan_slots(2, 2, gpus=4)] == [(0, 1), (2, 3)]
+    assert [s.gpus for s in plan_slots(4, 0.5, gpus=2)] == [(0,), (1,), (0,), (1,)]
+
+
+def test_on_a_cpu_host_the_workers_split_the_cores():
+    assert plan_slots(1, gpus=0, cores=16) == [Slot(0)]  # one worker: torch's own default
+    assert [s.threads for s in plan_slots(2, gpus=0, cores=16)] == [8, 8]
+    assert [s.threads for s in plan_slots(4, gpus=0, cores=2)] == [1, 1, 1, 1]
+    assert plan_slots(2, gpus=0, cores=16)[1].describe() == "8 CPU threads"
+
+
+@pytest.mark.parametrize(("workers", "per", "gpus", "message"), [
+    (0, None, 0, "--workers must be at least 1, got 0"),
+    (1, 1, 0, "asks for GPUs, and this machine has none"),
+    (3, 1, 2, "3 workers x 1 GPU(s) per trial need 3 GPUs; this machine has 2"),
+    (5, 0.5, 2, "5 workers at 0.5 GPU per trial need 3 GPUs; this machine has 2"),
+    (1, 1.5, 4, "above 1 it must be a whole number"),
+])
+def test_requests_the_machine_cannot_meet_say_what_it_has(workers, per, gpus, message):
+    with pytest.raises(ResourceError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        plan_slots(workers, per, gpus=gpus)
+
+
+def test_a_slot_names_its_gpus_as_the_tuner_sees_them(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert Slot(1, gpus=(2, 3)).env() == {"CUDA_VISIBLE_DEVICES": "2,3"}
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6,7")  # the tuner itself was given three
+    assert Slot(1, gpus=(1, 2)).env() == {"CUDA_VISIBLE_DEVICES": "6,7"}
+    assert Slot(0, threads=2).env() == {}

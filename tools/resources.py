@@ -1,0 +1,90 @@
+"""What each of N trial workers may use: its GPUs, or its share of the CPU cores.
+
+Why a plan made up front: a trial that grabs every GPU (or every core) makes N workers fight
+over one device, so each worker gets a fixed slot, the same for every trial it runs: on a GPU
+host its own ``CUDA_VISIBLE_DEVICES`` (``gpus_per_trial`` GPUs, or a share of one when it is
+fractional), on a CPU host ``cores // N`` torch threads. Bad requests (zero workers, more GPUs
+than exist) fail here, before a study is opened.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass
+
+
+class ResourceError(ValueError):
+    """The workers asked for do not fit this machine; the message says what is there."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One worker's resources: ``gpus`` (indices among the visible ones) or ``threads``."""
+
+    index: int
+    gpus: tuple[int, ...] = ()
+    threads: int | None = None  # torch threads on a CPU host; None: torch's default
+
+    def env(self) -> dict[str, str]:
+        """The environment a trial on this slot runs with (its GPUs, as the tuner sees them)."""
+        if not self.gpus:
+            return {}
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = visible.split(",") if visible else [str(i) for i in range(max(self.gpus) + 1)]
+        return {"CUDA_VISIBLE_DEVICES": ",".join(ids[i] for i in self.gpus)}
+
+    def describe(self) -> str:
+        if self.gpus:
+            return f"GPU {','.join(map(str, self.gpus))}"
+        return f"{self.threads} CPU thread{'s' if self.threads != 1 else ''}" if self.threads \
+            else "CPU"
+
+
+def gpu_count() -> int:
+    """GPUs torch can use here; 0 without an NVIDIA driver (checked first: importing torch in
+    the tuner costs a second or two, for nothing on a CPU host)."""
+    if shutil.which("nvidia-smi") is None and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def default_workers() -> int:
+    """One worker per GPU on a GPU host, one on a CPU host (trials there share the cores)."""
+    return max(1, gpu_count())
+
+
+def plan_slots(workers: int, gpus_per_trial: float | None = None, *, gpus: int | None = None,
+               cores: int | None = None) -> list[Slot]:
+    """The N workers' slots. ``gpus``/``cores``: what the machine has (detected when None)."""
+    if workers < 1:
+        raise ResourceError(f"--workers must be at least 1, got {workers}")
+    gpus = gpu_count() if gpus is None else gpus
+    if gpus_per_trial is not None and not (gpus_per_trial > 0 and math.isfinite(gpus_per_trial)):
+        raise ResourceError(f"--gpus-per-trial must be a positive number, got {gpus_per_trial}")
+    if gpus == 0:
+        if gpus_per_trial:
+            raise ResourceError(f"--gpus-per-trial {gpus_per_trial:g} asks for GPUs, and this "
+                                "machine has none that torch can use")
+        if workers == 1:
+            return [Slot(0)]
+        cores = cores or os.cpu_count() or 1
+        return [Slot(i, threads=max(1, cores // workers)) for i in range(workers)]
+    per = gpus_per_trial or 1.0
+    if per >= 1:
+        if per != int(per):
+            raise ResourceError(f"--gpus-per-trial {per:g}: above 1 it must be a whole number")
+        need = workers * int(per)
+        if need > gpus:
+            raise ResourceError(f"{workers} workers x {int(per)} GPU(s) per trial need {need} "
+                                f"GPUs; this machine has {gpus}")
+        return [Slot(i, gpus=tuple(range(i * int(per), (i + 1) * int(per))))
+                for i in range(workers)]
+    share = int(1 / per + 1e-9)  # trials sharing one GPU
+    if workers > gpus * share:
+        raise ResourceError(f"{workers} workers at {per:g} GPU per trial need "
+                            f"{math.ceil(workers / share)} GPUs; this machine has {gpus}")
+    return [Slot(i, gpus=(i % gpus,)) for i in range(workers)]  # spread, then share
