@@ -67,6 +67,10 @@ class TuneConfig(BaseModel):
     gpus_per_trial: float | None = Field(default=None, gt=0, le=64,
                                          description="GPUs each trial's worker gets (0.5: two "
                                          "trials share one); None: 1 on a GPU host")
+    backend: Literal["local", "ray"] = Field(default="local", description="where trials run: "
+                                              "worker processes here, or Ray tasks")
+    ray_address: str | None = Field(default=None, description="a running Ray cluster "
+                                    "(HOST:PORT, auto); None: a local Ray instance")
     selftune: bool = True
     selftune_every: int = Field(default=4, ge=1, le=1000)
 
@@ -83,6 +87,13 @@ class TuneConfig(BaseModel):
         if v is not None and not STUDY_NAME.match(v):
             raise ValueError(f"{v!r} is not a study name: use up to 128 letters, digits, '.', "
                              f"'_' or '-', starting with a letter or digit (e.g. {safe_name(v)!r})")
+        return v
+
+    @field_validator("ray_address")
+    @classmethod
+    def _needs_ray(cls, v: str | None, info) -> str | None:
+        if v is not None and info.data.get("backend") != "ray":
+            raise ValueError("is only read with backend='ray' (--backend ray)")
         return v
 
     @property

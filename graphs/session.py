@@ -100,18 +100,47 @@ def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
     """
     say = _Fanout(callbacks)
     wl = workload or resolve(cfg.workload, space_file=cfg.space, time_scale=cfg.time_scale)
-    slots = worker_slots(cfg)
+    slots = worker_slots(cfg) if cfg.backend == "local" else None
     check_ledger_path(cfg.db)  # everything is checked before the ledger file is created
     if cfg.optuna_storage:
         check_storage(cfg.optuna_storage, cfg.study_name, wl.space.to_json(), wl.direction)
     grammar = False
     with contextlib.ExitStack() as stack:
+        if cfg.backend == "ray":  # the cluster answers and has the GPUs, or nothing is written
+            slots = _ray_slots(stack, cfg, say)
         if llm is None:
             base_url, model = endpoint(stack, cfg.base_url, cfg.model, api_key=cfg.api_key,
                                        say=say.on_message)
             llm = chat_model(base_url, model, api_key=cfg.api_key, timeout_s=cfg.llm_timeout_s)
             grammar = cfg.base_url is None or is_llamacpp(base_url, cfg.api_key)
         return _session(cfg, wl, llm, say, cancel or Cancel(), grammar, slots)
+
+
+def _ray_slots(stack: contextlib.ExitStack, cfg: TuneConfig, say: TuneCallback) -> list[Slot]:
+    from asap.tools.ray_backend import RayError, ray_cluster, ray_slots
+    try:
+        ray = stack.enter_context(ray_cluster(cfg.ray_address))
+        slots = ray_slots(ray, cfg.workers, cfg.gpus_per_trial)
+    except (RayError, ResourceError) as exc:
+        raise ConfigError(str(exc)) from None
+    where = cfg.ray_address or "a local Ray instance"
+    say.on_message(f"Ray: {len(slots)} trial(s) at a time on {where} "
+                   f"({ray.cluster_resources().get('CPU', 0):g} CPUs, "
+                   f"{ray.cluster_resources().get('GPU', 0):g} GPUs)")
+    return slots
+
+
+def _trainer(cfg: TuneConfig, study: Study, wl: Workload, slots: list[Slot], started: float,
+             cancel: Cancel, say: TuneCallback) -> Trainer:
+    """The session's trainer: worker processes here, or Ray tasks (``--backend ray``)."""
+    kwargs = dict(pruner=Pruner(study, cfg.pruner), seed=cfg.seed, in_process=not cfg.isolate,
+                  time_limit_s=cfg.trial_timeout_s,
+                  stop_at=None if cfg.time_budget_s is None else started + cfg.time_budget_s,
+                  cancel=cancel, progress=_progress(study, say), slots=slots)
+    if cfg.backend == "ray":
+        from asap.tools.ray_backend import RayTrainer
+        return RayTrainer(study, wl, gpus_per_trial=cfg.gpus_per_trial or 0.0, **kwargs)
+    return Trainer(study, wl, **kwargs)
 
 
 def worker_slots(cfg: TuneConfig) -> list[Slot]:
@@ -139,15 +168,12 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
         protocol = pick_protocol(llm, cfg.decide, study)
         slots = slots or [Slot(0)]
         say.on_session_start(study, cfg.trials, protocol)
-        if len(slots) > 1:
+        if len(slots) > 1 and cfg.backend == "local":
             say.on_message(f"{len(slots)} workers: " + ", ".join(
                 f"#{s.index} {s.describe()}" for s in slots))
         ctx = TuneContext(
             study, Portfolio(study, seed=cfg.seed),
-            Trainer(study, wl, pruner=Pruner(study, cfg.pruner), seed=cfg.seed,
-                    in_process=not cfg.isolate, time_limit_s=cfg.trial_timeout_s,
-                    stop_at=None if cfg.time_budget_s is None else started + cfg.time_budget_s,
-                    cancel=cancel, progress=_progress(study, say), slots=slots),
+            _trainer(cfg, study, wl, slots, started, cancel, say),
             PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, protocol=protocol,
                           workers=len(slots)), llm,
             protocol=protocol, grammar=grammar, max_trials=cfg.trials,

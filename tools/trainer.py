@@ -278,7 +278,7 @@ class Trainer:
                            self.workload.kwargs, job.seed)
             status, metrics, error = self._judge(metrics, pruned)
         except Exception as exc:  # noqa: BLE001 - a failing workload is a failed trial
-            status, metrics, error = "failed", {}, _describe(exc)
+            status, metrics, error = "failed", {}, describe(exc)
         self._record(job, start, status, metrics, error)
 
     def _record(self, job: TrainingJob, start: float, status: str, metrics: dict[str, float],
@@ -360,7 +360,7 @@ def _worker(conn, target: str, config: dict, fidelity: int | None, kwargs: dict,
     except MemoryError as exc:
         conn.send(("error", f"out of memory: {exc}"))
     except BaseException as exc:  # noqa: BLE001 - everything becomes a readable failed trial
-        conn.send(("error", _describe(exc)))
+        conn.send(("error", describe(exc)))
     finally:
         conn.close()
 
@@ -395,7 +395,8 @@ def _die_with(tuner: int, every_s: float = 0.5) -> None:
     os._exit(1)
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """A workload's exception as a failed trial's reason: one line, out-of-memory and NaN named."""
     name = type(exc).__name__
     if "OutOfMemory" in name or "out of memory" in str(exc).lower():
         return f"out of memory: {exc}"

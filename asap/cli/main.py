@@ -83,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="trials in flight at once (default: one per GPU, 1 on a CPU host)")
     tune.add_argument("--gpus-per-trial", type=float,
                       help="GPUs each trial gets (0.5: two trials share a GPU; default 1)")
+    tune.add_argument("--backend", choices=["local", "ray"], default="local",
+                      help="where trials run: worker processes here (default) or Ray tasks")
+    tune.add_argument("--ray-address", metavar="ADDR",
+                      help="a running Ray cluster (HOST:PORT or auto; default: a local Ray)")
     tune.add_argument("--json", action="store_true", help="print the summary as JSON")
     tune.add_argument("--optuna-storage", metavar="URL",
                       help="mirror every finished trial into this Optuna storage (e.g. "
@@ -291,7 +295,8 @@ def _tune(args: argparse.Namespace) -> int:
         tau=args.tau, context=None if args.context == "auto" else _int(args.context, "--context"),
         depth=None if args.depth == "auto" else _int(args.depth, "--depth"),
         plan=None if args.plan == "auto" else _int(args.plan, "--plan"), seed=args.seed,
-        selftune=not args.no_selftune, workers=args.workers, gpus_per_trial=args.gpus_per_trial)
+        selftune=not args.no_selftune, workers=args.workers, gpus_per_trial=args.gpus_per_trial,
+        backend=args.backend, ray_address=args.ray_address)
     result = tune(cfg, callbacks=[RichProgress(Console(stderr=True))])
     if args.json:
         print(json.dumps(result, indent=2))

@@ -90,6 +90,10 @@ def test_console_script_is_installed():
     (["tune", "hpobench:australian", "--gpus-per-trial", "1", "--db", "{tmp}/w.db"],
      "--gpus-per-trial 1 asks for GPUs, and this machine has none"),
     (["eval", "--workers", "0", "--db", "{tmp}/w.db"], "--workers must be at least 1"),
+    (["tune", "hpobench:australian", "--backend", "ray", "--ray-address", "127.0.0.1:1",
+      "--db", "{tmp}/w.db"], "the Ray cluster at 127.0.0.1:1 does not answer"),
+    (["tune", "hpobench:australian", "--ray-address", "127.0.0.1:1", "--db", "{tmp}/w.db"],
+     "ray_address: Value error, is only read with backend='ray'"),
 ])
 def test_bad_input_is_a_clear_error(tmp_path, capsys, args, message):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]

@@ -77,3 +77,25 @@ def reports_then_hangs(config, report):
     """One intermediate value (a live display shows it), then trains 'forever'."""
     report(1, 0.5)
     time.sleep(600)
+
+
+def pid_then_hangs_after_report(config, report, pidfile=None):
+    """Reports once, writes its worker's pid to ``pidfile`` (default: ``ASAP_TEST_PIDFILE``),
+    then hangs: a test kills that pid."""
+    report(1, 0.5)
+    with open(pidfile or os.environ["ASAP_TEST_PIDFILE"], "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(600)
+
+
+def hang_once(config, report):
+    """On Ray: the first trial to get here writes "pid node" to ``ASAP_TEST_PIDFILE`` and hangs
+    (a test kills it); every other trial returns its x and the node it ran on."""
+    import ray
+    node = int(ray.get_runtime_context().get_node_id()[:8], 16)
+    try:
+        with open(os.environ["ASAP_TEST_PIDFILE"], "x") as f:
+            f.write(f"{os.getpid()} {node}")
+    except FileExistsError:
+        return {"score": config["x"], "node": float(node)}
+    time.sleep(600)
