@@ -82,7 +82,7 @@ class Observed:
 
     llm_s: float  # median LLM latency per decision
     llm_trend: float  # least-squares slope of LLM latency per call, seconds
-    train_s: float  # median training time per trial
+    train_s: float  # how often a worker frees: median training time / workers (per worker)
     accept_rate: float | None  # speculative rounds accepted / judged; None: none judged yet
     wasted_share: float  # speculative LLM seconds thrown away / wall-clock of the window
     cached_share: float | None
@@ -180,7 +180,7 @@ def observe(study: Study, window: int = 8) -> Observed | None:
         llm_s=statistics.median(c["duration"] for c in calls),
         llm_p90=statistics.quantiles([c["duration"] for c in calls], n=10, method="inclusive")[-1],
         llm_trend=_slope([c["duration"] for c in calls]),
-        train_s=statistics.median(t["duration"] for t in trains),
+        train_s=free_every(trains),
         accept_rate=accepted / len(judged) if judged else None,
         wasted_share=wasted / (end - start) if end > start else 0.0,
         cached_share=cached_share(calls),
@@ -188,6 +188,18 @@ def observe(study: Study, window: int = 8) -> Observed | None:
         # The yardstick: the first decisions after the cold first call, once there are enough.
         llm_base=statistics.median(c["duration"] for c in decisions[1:1 + window])
         if len(decisions) > 2 * window else None)
+
+
+def free_every(trains: list[dict[str, Any]]) -> float:
+    """Seconds between two trials landing: one over the summed rates of the workers (each its
+    median training time, from the ``worker`` of its train rows). With one worker, the median
+    training time; with N alike, 1/N of it: the time an LLM decision must fit in to keep every
+    worker busy, which is what the plan and depth rules compare the LLM with."""
+    by_worker: dict[int, list[float]] = {}
+    for t in trains:
+        by_worker.setdefault(int(t["detail"].get("worker") or 0), []).append(t["duration"])
+    rate = sum(1 / max(statistics.median(d), 1e-6) for d in by_worker.values())
+    return 1 / rate
 
 
 def _slope(ys: list[float]) -> float:

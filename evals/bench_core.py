@@ -4,9 +4,13 @@ Prints, in one run:
 - the wall-clock of one ``digits-mlp`` trial at its default fidelity and of one ``charlm`` trial;
 - for every tool, the time to suggest one config with 10, 100 and 500 finished trials in the
   ledger: "cold" (a new process: rebuild the tool's state from the ledger, then ask) and "warm"
-  (the tool already in sync, one new trial told, then ask).
+  (the tool already in sync, one new trial told, then ask);
+- the agent's own overhead per trial: a 40-trial session of the tuning graph on a table lookup
+  (``hpobench:australian``, no simulated clock) with no LLM (the prior decides), each trial in
+  its worker process: wall-clock per trial split into the worker (start, lookup, reports,
+  records), the panel's proposals and the prior's ranking, and the rest (graph, ledger, prompt).
 
-Run: ``python evals/bench_core.py [--sizes 10 100 500] [--skip-training]``
+Run: ``python evals/bench_core.py [--sizes 10 100 500] [--skip-training] [--overhead-trials 40]``
 """
 
 from __future__ import annotations
@@ -92,15 +96,49 @@ def bench_training() -> Table:
     return table
 
 
+def bench_overhead(trials: int) -> Table:
+    """Everything per trial that is neither the LLM nor the objective (a lookup of ~1 ms)."""
+    import statistics
+
+    from asap.agent.prompt import PromptBuilder
+    from asap.graphs.session import TOOLS_TEXT
+    from asap.graphs.state import TuneContext
+    from asap.graphs.tuning import graph
+    table = Table(title=f"the agent's own overhead per trial ({trials} trials of "
+                        "hpobench:australian, worker processes, no LLM), milliseconds")
+    for col in ("per trial", "worker (train row)", "proposals + prior", "rest"):
+        table.add_column(col, justify="right")
+    with tempfile.TemporaryDirectory() as tmp:
+        wl = resolve("hpobench:australian")
+        study = Ledger(Path(tmp) / "o.db").create_study("o", wl.space, metric=wl.metric,
+                                                      direction=wl.direction)
+        Trainer(study, wl).run(wl.defaults or Portfolio(study).ask("optuna", "random")[0],
+                               tool="warmup")  # the fork server starts once, outside the count
+        ctx = TuneContext(study, Portfolio(study), Trainer(study, wl),
+                          PromptBuilder(study, TOOLS_TEXT), None, max_trials=trials + 1)
+        t0 = time.perf_counter()
+        graph.invoke(ctx.initial_state(), {"recursion_limit": ctx.recursion_limit()},
+                     context=ctx)
+        wall = (time.perf_counter() - t0) / trials
+    trains = [r["duration"] for r in study.timings("train")][1:]
+    tools = [r["duration"] for r in study.timings("tool_call")]
+    worker, proposals = statistics.mean(trains), sum(tools) / trials
+    table.add_row(f"{wall * 1000:.0f}", f"{worker * 1000:.0f}", f"{proposals * 1000:.0f}",
+                  f"{max(0.0, wall - worker - proposals) * 1000:.0f}")
+    return table
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 500])
     ap.add_argument("--skip-training", action="store_true")
+    ap.add_argument("--overhead-trials", type=int, default=40)
     args = ap.parse_args()
     console = Console(width=140)
     if not args.skip_training:
         console.print(bench_training())
     console.print(bench_suggest(args.sizes))
+    console.print(bench_overhead(args.overhead_trials))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--speculation", default="auto")
     ap.add_argument("--db", help="ledger to keep (default: a temporary file)")
     args = ap.parse_args()
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # its INFO line per in-memory study
     console = Console(stderr=True)
     db = args.db or str(Path(tempfile.mkdtemp()) / "bench.db")
     wl = resolve(args.workload)

@@ -119,3 +119,18 @@ def test_observe_and_selftune_read_and_write_the_ledger(ledger, toy_space):
     assert event["observed"]["llm_trend"] == pytest.approx(0.5)
     assert "plan 1->2" in event["why"][0] and "grows" in event["why"][1]
     assert len(study.timings("selftune")) == 1
+
+
+def test_with_two_workers_a_decision_must_fit_in_half_a_trial(ledger, toy_space):
+    """Per-worker timings: two workers training 2 s each free one every second, so a 1.5 s
+    decision is exposed (plan more rounds) where with one worker it fits."""
+    from asap.agent.selftune import free_every
+    study = ledger.create_study("w2", toy_space, metric="loss", direction="minimize")
+    for i in range(6):
+        study.log_timing("llm_call", i, i + 1.5, prompt_tokens=1000, cached_tokens=900)
+        study.log_timing("train", i, i + 2.0, worker=i % 2)
+    assert observe(study).train_s == pytest.approx(1.0)
+    assert selftune(study, Knobs()).plan == 2
+    assert free_every([{"duration": 2.0, "detail": {}}] * 3) == pytest.approx(2.0)
+    assert free_every([{"duration": 2.0, "detail": {"worker": 0}},
+                       {"duration": 6.0, "detail": {"worker": 1}}]) == pytest.approx(1.5)
