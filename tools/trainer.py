@@ -366,11 +366,13 @@ def _worker(conn, target: str, config: dict, fidelity: int | None, kwargs: dict,
 
 
 def _open_log(log: str, tries: int = 5) -> Any:
-    """The trial's log file, its folder made again if another session's cleanup just removed it
-    (an empty folder is removed after a quiet trial); /dev/null if it cannot be had."""
+    """The trial's log file, its folder made again if another trial's cleanup just removed it
+    (an empty folder is removed after a quiet trial: another session's, or another worker's
+    of this one, even while makedirs is between the two levels); /dev/null if it cannot be
+    had."""
     for _ in range(tries):
-        os.makedirs(os.path.dirname(log), exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
+            os.makedirs(os.path.dirname(log), exist_ok=True)
             return open(log, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
     return open(os.devnull, "w")  # noqa: SIM115
 
