@@ -151,6 +151,26 @@ def test_sigkill_with_two_trials_running_marks_both_and_the_resume_goes_on(tmp_p
 
 
 @pytest.mark.e2e
+def test_ctrl_c_with_two_trials_running_marks_both_interrupted(tmp_path, server):
+    userwl = Path(__file__).parents[1] / "userwl"
+    db = tmp_path / "i.db"
+    cmd = [sys.executable, "-m", "asap.cli", "tune", "faulty:reports_then_hangs", "--space",
+           str(userwl / "space.yaml"), "--trials", "6", "--db", str(db), "--study", "i",
+           "--base-url", server.base_url, "--model", "fake", "--decide", "json",
+           "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=userwl, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    reported = lambda: sum(bool(t.intermediate) for t in _trials(db, "i")) == 2  # noqa: E731
+    assert until(proc, reported), "the session ended before both trials reported"
+    proc.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C sends
+    _, err = proc.communicate(timeout=GUARD_S)
+    assert proc.returncode == 130, err[-2000:]
+    trials = Ledger(db).open_study("i").trials()
+    assert len(trials) == 2 and all(
+        t.status == "failed" and t.error == "interrupted by the user (Ctrl-C)" for t in trials)
+
+
+@pytest.mark.e2e
 def test_two_processes_on_one_ledger(tmp_path, server):
     db = tmp_path / "c.db"
     # Different studies at once.
