@@ -52,7 +52,8 @@ class TuneConfig(BaseModel):
     context: int | None = Field(default=None, ge=2, le=1000,
                                 description="rounds the prompt carries; None: 24, self-tuned")
     depth: int | None = Field(default=None, ge=1, le=16,
-                              description="speculative rounds ahead; None: 1, self-tuned up to 4")
+                              description="speculative rounds ahead; None: 1, self-tuned 0-4 "
+                              "(0: trials too short for speculation to pay)")
     plan: int | None = Field(default=None, ge=1, le=64,
                              description="rounds one LLM decision covers; None: 1, self-tuned "
                              "up to 8 while the LLM is slower than training")

@@ -13,6 +13,15 @@ Rules, in order:
   training at the median, a deeper chain cannot help (the LLM is the bottleneck and chained
   decisions are sequential), so depth stays. A poor accept rate (< ``accept_low``) or cancelled
   chained calls wasting ``waste_ok`` of the wall-clock takes one round off.
+- speculation at all (depth 0): a speculative call pays when the trial it overlaps lasts longer
+  than the share of the call a miss throws away. Accepted (rate p), it saves the training time
+  T it overlapped; missed, the round waits for its prefill and then calls again (a small
+  answer streams nothing to cancel on before the prompt is read). Per round, speculating costs
+  ``2L - T - pL`` of exposed LLM time against ``L`` without, so it pays only while
+  ``T > (1 - p) L``. Measured on hpobench:australian at time-scale 0.1: trials of 0.28 s at
+  the median, decisions of 1.24 s, 40 % accepted: speculative calls were 18 of the 31 exposed
+  seconds. Below that line depth goes to 0 (no speculative call; the trial's time warms the
+  cache instead), and back to 1 once training outlasts it again. A depth the user set stays.
 - tau: a poor accept rate with cheap misses (wasted speculative time under ``waste_ok`` of the
   wall-clock) loosens tau one step (x1.5); a high accept rate with expensive misses tightens it
   (/1.5).
@@ -53,7 +62,7 @@ class Bounds(BaseModel):
 
     tau_min: float = Field(default=0.005, gt=0)
     tau_max: float = Field(default=0.5, gt=0)
-    depth_min: int = Field(default=1, ge=1)
+    depth_min: int = Field(default=0, ge=0, description="0: the rules may stop speculating")
     depth_max: int = Field(default=4, ge=1)
     plan_min: int = Field(default=1, ge=1)
     plan_max: int = Field(default=8, ge=1)
@@ -99,7 +108,18 @@ def decide(knobs: Knobs, seen: Observed, bounds: Bounds | None = None) -> tuple[
     if accept is not None:
         p90 = seen.llm_p90 if seen.llm_p90 is not None else seen.llm_s
         shallower = accept < b.accept_low or (knobs.depth > 1 and seen.wasted_share >= b.waste_ok)
-        if shallower and knobs.depth > b.depth_min:
+        pays = seen.train_s > (1 - accept) * seen.llm_s  # see "speculation at all" above
+        if knobs.depth >= 1 and b.depth_min == 0 and not pays:
+            new = replace(new, depth=0)
+            why.append(f"depth {knobs.depth}->0: training {seen.train_s:.2f}s is shorter than "
+                       f"the {1 - accept:.0%} of a {seen.llm_s:.2f}s decision a miss wastes "
+                       f"(accept rate {accept:.0%}): speculation cannot pay")
+        elif knobs.depth == 0:
+            if pays:
+                new = replace(new, depth=1)
+                why.append(f"depth 0->1: training {seen.train_s:.2f}s outlasts "
+                           f"{1 - accept:.0%} of a {seen.llm_s:.2f}s decision")
+        elif shallower and knobs.depth > max(b.depth_min, 1):
             new = replace(new, depth=knobs.depth - 1)
             why.append(f"depth {knobs.depth}->{new.depth}: accept rate {accept:.0%}, "
                        f"{seen.wasted_share:.0%} of wall-clock wasted")
@@ -109,7 +129,9 @@ def decide(knobs: Knobs, seen: Observed, bounds: Bounds | None = None) -> tuple[
             why.append(f"depth {knobs.depth}->{new.depth}: LLM median {seen.llm_s:.2f}s fits in "
                        f"training {seen.train_s:.2f}s but p90 {p90:.2f}s does not; accept rate "
                        f"{accept:.0%}")
-        if accept < b.accept_low and seen.wasted_share < b.waste_ok:
+        if knobs.depth == 0:  # not speculating: the accept rate is old news, tau stays
+            pass
+        elif accept < b.accept_low and seen.wasted_share < b.waste_ok:
             tau = max(knobs.tau, min(b.tau_max, knobs.tau * 1.5))  # never the wrong way
             if tau != knobs.tau:
                 new = replace(new, tau=tau)

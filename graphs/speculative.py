@@ -73,10 +73,11 @@ def speculate(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     ctx = runtime.context
     knobs = _selftune(ctx, state["knobs"])
     chain = list(state.get("chain") or [])
-    if ctx.speculation == "off" or state.get("plan_left", 0) > 0 or not ctx.breaker.closed() \
-            or state.get("spent") or state.get("stop"):
-        # Off, the next round is the plan's (no LLM), the endpoint is failing, or no trial
-        # will start: nothing to decide ahead, and a carried chain will not be used.
+    if ctx.speculation == "off" or knobs.depth == 0 or state.get("plan_left", 0) > 0 \
+            or not ctx.breaker.closed() or state.get("spent") or state.get("stop"):
+        # Off (or self-tuned off: trials too short to pay), the next round is the plan's (no
+        # LLM), the endpoint is failing, or no trial will start: nothing to decide ahead, and
+        # a carried chain will not be used.
         drop(ctx, chain)
         _warm(ctx, state, knobs)
         return {"chain": [], "knobs": knobs}

@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="rounds the prompt carries before compaction: N, or auto (self-tuned)")
     tune.add_argument("--depth", default="auto",
                       help="speculative rounds chained ahead of the trial in flight: N, or auto "
-                      "(starts at 1, self-tuned up to 4)")
+                      "(starts at 1, self-tuned 0-4; 0 while trials are too short to pay)")
     tune.add_argument("--plan", default="auto",
                       help="rounds one LLM decision covers: N, or auto (starts at 1, self-tuned "
                       "up to 8 while the LLM is slower than training)")

@@ -134,3 +134,18 @@ def test_with_two_workers_a_decision_must_fit_in_half_a_trial(ledger, toy_space)
     assert free_every([{"duration": 2.0, "detail": {}}] * 3) == pytest.approx(2.0)
     assert free_every([{"duration": 2.0, "detail": {"worker": 0}},
                        {"duration": 6.0, "detail": {"worker": 1}}]) == pytest.approx(1.5)
+
+
+def test_speculation_stops_when_trials_are_too_short_to_pay_and_resumes_when_they_are_not():
+    """A speculative call pays only while training T outlasts (1 - accept) x the decision L:
+    the australian case (T 0.28 s, L 1.24 s, 40 % accepted) stops speculating."""
+    short = seen(train_s=0.28, llm_s=1.24, accept_rate=0.4)
+    knobs, why = decide(Knobs(depth=1, tau=0.05), short)
+    assert knobs.depth == 0 and "speculation cannot pay" in why[0]
+    again = decide(knobs, short)[0]  # (the plan doubles: the LLM is slower than training)
+    assert (again.depth, again.tau) == (0, 0.05)  # tau is not moved on old accept rates
+    knobs, why = decide(knobs, seen(train_s=1.0, llm_s=1.24, accept_rate=0.4))
+    assert knobs.depth == 1 and "depth 0->1" in why[0]
+    pinned = Bounds(depth_min=1, depth_max=1)  # --depth 1: the user's depth stays
+    assert decide(Knobs(depth=1), short, pinned)[0].depth == 1
+    assert decide(Knobs(depth=2), seen(accept_rate=0.1, wasted_share=0.02))[0].depth == 1
