@@ -156,8 +156,11 @@ def _warm(ctx: TuneContext, state: TuningState, knobs: Knobs) -> None:
     """While the trial trains, warm the next LLM round's prompt prefix in the server's cache
     when that call would otherwise recompute more than its newest row: the log compacts when
     this round closes, or rounds a plan decided (no call) have grown it since the last call.
-    Skipped when no LLM call comes next, or the trial already ended (nothing to overlap)."""
-    if ctx.llm is None or state.get("plan_left", 0) > 0 or not ctx.breaker.closed() \
+    Under a plan this runs on every planned round, so each warm-up reads one new row and the
+    call that ends the plan finds all but its own newest row cached (measured: the first call
+    after 8 planned rounds read ~670 new tokens, 3.2 s on SmolLM2). Skipped when the trial
+    already ended (nothing to overlap)."""
+    if ctx.llm is None or not ctx.breaker.closed() \
             or ctx.builder.mode != "stable":  # the naive prompt's header changes every round
         return
     flight = ctx.flights.get(next_to_land(state))

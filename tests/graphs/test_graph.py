@@ -7,6 +7,8 @@ Optuna / Nevergrad; only the chat model is scripted.
 from __future__ import annotations
 
 import json
+import re
+import threading
 
 import httpx
 import openai
@@ -356,12 +358,51 @@ def test_the_selftune_node_runs_beside_training_and_moves_the_knobs(tmp_path):
         assert before and (not later or row["end"] <= later[0])
 
 
+_ASSUMED: set[str] = set()  # configs some prompt has already shown a result for
+_SEEN = threading.Condition()
+
+
+def _note_assumed(messages, kwargs):
+    """copy_a, noting every configuration the prompt's log shows a result for."""
+    rows = re.findall(r"^Round \d+: \S+ \(\S+\) (.*) -> trial \d+: ", messages[0].content, re.M)
+    with _SEEN:
+        _ASSUMED.update(rows)
+        _SEEN.notify_all()
+    return copy_a(messages, kwargs)
+
+
+def _lands_after_speculation(config, report):
+    """A trial that ends once a prompt has assumed its result: the speculative call for the
+    next round is then in flight (or, before any trial completed, after 2 s)."""
+    from asap.tools.space import format_value  # how the prompt writes it
+    with _SEEN:
+        _SEEN.wait_for(lambda: format_value(config["x"]) in _ASSUMED, timeout=2.0)
+    return {"score": config["x"]}
+
+
 def test_a_missed_prediction_cancels_the_speculative_call(tmp_path):
-    model = ScriptedModel(copy_a, stream_delay=3.0)  # a speculative answer would take 3 s
-    study, _, _ = run(tmp_path, model, trials=5, time_scale=0.01,  # trials of ~0.1-0.5 s
-                      speculation="threshold", tau=0.0)
+    """Each trial lands while the speculative call for the round after it is streaming (an
+    event, not a duration); tau 0 misses every prediction, so each such call is cut short."""
+    from asap.agent.prompt import PromptBuilder
+    from asap.graphs.session import TOOLS_TEXT
+    from asap.graphs.state import TuneContext
+    from asap.tools.ledger import Ledger
+    from asap.tools.portfolio import Portfolio
+    from asap.tools.space import Space
+    from asap.tools.trainer import Trainer
+    from asap.tools.workloads import Workload
+    space = Space.from_dict({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+    wl = Workload("test:lands", _lands_after_speculation, space, "score", "maximize")
+    study = Ledger(tmp_path / "c.db").create_study("c", space, metric="score",
+                                                   direction="maximize")
+    _ASSUMED.clear()
+    model = ScriptedModel(_note_assumed, stream_delay=3.0)  # a full answer would take 3 s
+    ctx = TuneContext(study, Portfolio(study), Trainer(study, wl, in_process=True),
+                      PromptBuilder(study, TOOLS_TEXT, protocol="tools"), model,
+                      protocol="tools", max_trials=5, speculation="threshold")
+    run_graph(ctx, tau=0.0)
     cancelled = [c for c in study.timings("llm_call") if c["detail"].get("cancelled")]
-    assert cancelled and all(c["duration"] < 2.0 for c in cancelled)  # cut short, not 3 s
+    assert len(cancelled) >= 3 and all(c["duration"] < 2.0 for c in cancelled)  # not 3 s
     assert all(c["detail"]["speculative"] for c in cancelled)
     rows = [t for t in study.timings("speculation") if t["detail"]["cancelled"]]
     assert rows and all(t["detail"]["wasted"] for t in rows)
