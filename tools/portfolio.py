@@ -89,8 +89,8 @@ class Portfolio:
         return len(new)
 
     def _pend_running(self) -> None:
-        running = [t for t in self.study.trials(status="running")
-                   if t.id not in {h.id for h in self._hypothetical}]
+        assumed = {h.id for h in self._hypothetical}  # a fork's guesses stand in for these
+        running = [t for t in self.study.trials(status="running") if t.id not in assumed]
         for key, opt in list(self._optimizers.items()):
             pended = self._pended.setdefault(key, set())
             with self._guard(key):

@@ -14,7 +14,6 @@ does. ``ray`` is an optional extra: ``pip install "asap-hpo[ray]"``.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import socket
 import sys
@@ -117,7 +116,7 @@ def ray_slots(ray: Any, workers: int | None, gpus_per_trial: float | None) -> li
     if per and n * per > gpus + 1e-9:
         raise ResourceError(f"{n} workers x {per:g} GPU(s) per trial need {n * per:g} GPUs; "
                             f"the Ray cluster has {gpus:g}")
-    return [Slot(i, threads=None) for i in range(n)]
+    return [Slot(i) for i in range(n)]
 
 
 class RayTrainer(Trainer):
@@ -140,26 +139,11 @@ class RayTrainer(Trainer):
                           os.getcwd(), job.seed, job.trial_id, self._channel)
         deadline, finished = start + self.time_limit_s, False
         while True:
-            if job._cancel.is_set() or self.cancel.is_set():
-                error = job._reason if job._cancel.is_set() else self.cancel.reason
-                break
-            now = time.time()
-            if self.stop_at is not None and now > self.stop_at and not pruned_at:
-                error = "stopped: the session's time budget ran out during this trial"
-                break
-            if now > deadline or (pruned_at and now > pruned_at + self.prune_grace_s):
-                error = (f"timeout: exceeded the {self.time_limit_s:g}s time limit "
-                         "(--trial-timeout)" if not pruned_at else None)
-                status = "pruned" if pruned_at else "failed"
+            if (halt := self._halt(job, deadline, pruned_at)) is not None:
+                status, error = halt
                 break
             for step, value in ray.get(self._channel.take.remote(job.trial_id)):
-                stop = not math.isfinite(value)
-                if not stop:
-                    self.study.report(job.trial_id, step, value)
-                    self._tell("report", job.number, {"step": step, "value": value})
-                    stop = should_prune(step, value)
-                    if stop and pruned_at is None:
-                        pruned_at = time.time()
+                stop, pruned_at = self._reported(job, step, value, should_prune, pruned_at)
                 self._channel.answer.remote(job.trial_id, step, stop)
             done, _ = ray.wait([ref], timeout=0.05)
             if done:

@@ -198,17 +198,8 @@ class Trainer:
         deadline = start + self.time_limit_s
         try:
             while True:
-                if job._cancel.is_set() or self.cancel.is_set():
-                    error = job._reason if job._cancel.is_set() else self.cancel.reason
-                    break
-                now = time.time()
-                if self.stop_at is not None and now > self.stop_at and not pruned_at:
-                    error = "stopped: the session's time budget ran out during this trial"
-                    break
-                if now > deadline or (pruned_at and now > pruned_at + self.prune_grace_s):
-                    error = (f"timeout: exceeded the {self.time_limit_s:g}s time limit "
-                             "(--trial-timeout)" if not pruned_at else None)
-                    status = "pruned" if pruned_at else "failed"
+                if (halt := self._halt(job, deadline, pruned_at)) is not None:
+                    status, error = halt
                     break
                 if not parent.poll(0.05):
                     if not proc.is_alive() and not parent.poll(0.05):
@@ -222,16 +213,8 @@ class Trainer:
                     error = _crash_reason(proc)
                     break
                 if msg[0] == "report":
-                    _, step, value = msg
-                    stop = False
-                    if not math.isfinite(value):
-                        stop = True
-                    else:
-                        self.study.report(job.trial_id, step, value)
-                        self._tell("report", job.number, {"step": step, "value": value})
-                        stop = should_prune(step, value)
-                        if stop and pruned_at is None:
-                            pruned_at = time.time()
+                    stop, pruned_at = self._reported(job, msg[1], msg[2], should_prune,
+                                                     pruned_at)
                     parent.send(stop)
                 elif msg[0] == "done":
                     status, metrics, error = self._judge(msg[1], pruned_at is not None)
@@ -250,6 +233,34 @@ class Trainer:
                 with contextlib.suppress(OSError):  # not empty: another trial's log is there
                     folder.rmdir()
         self._record(job, start, status, metrics, error)
+
+    def _halt(self, job: TrainingJob, deadline: float, pruned_at: float | None
+              ) -> tuple[str, str | None] | None:
+        """Whether a trial in flight must stop now, as (status, reason): cancelled, the
+        session's time budget spent, its time limit passed, or pruned and past its grace."""
+        if job._cancel.is_set() or self.cancel.is_set():
+            return "failed", job._reason if job._cancel.is_set() else self.cancel.reason
+        now = time.time()
+        if self.stop_at is not None and now > self.stop_at and not pruned_at:
+            return "failed", "stopped: the session's time budget ran out during this trial"
+        if now > deadline or (pruned_at and now > pruned_at + self.prune_grace_s):
+            if pruned_at:
+                return "pruned", None
+            return "failed", (f"timeout: exceeded the {self.time_limit_s:g}s time limit "
+                              "(--trial-timeout)")
+        return None
+
+    def _reported(self, job: TrainingJob, step: int, value: float,
+                  should_prune: Callable[[int, float], bool], pruned_at: float | None
+                  ) -> tuple[bool, float | None]:
+        """A worker's intermediate value: recorded and shown, then the prune answer it gets
+        back (a non-finite value stops it unrecorded) and when pruning was first decided."""
+        if not math.isfinite(value):
+            return True, pruned_at
+        self.study.report(job.trial_id, step, value)
+        self._tell("report", job.number, {"step": step, "value": value})
+        stop = should_prune(step, value)
+        return stop, (time.time() if stop and pruned_at is None else pruned_at)
 
     def log_path(self, number: int) -> Path:
         """Where trial ``number``'s worker writes what the workload prints (stdout and stderr):
