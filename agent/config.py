@@ -15,6 +15,7 @@ from asap.tools.types import STUDY_NAME, safe_name
 
 Protocol = Literal["tools", "json"]  # how the LLM answers: native tool calls or a JSON schema
 DecideMode = Literal["tools", "json", "auto"]  # auto: probe the model once
+ProposalStyle = Literal["brief", "full"]  # proposal lines without / with their configurations
 PromptMode = Literal["stable", "naive"]  # naive: a status header rewritten every round (ablation)
 
 
@@ -44,6 +45,9 @@ class TuneConfig(BaseModel):
                                  description="per LLM request; the client retries twice")
     decide: DecideMode = "auto"
     prompt: PromptMode = "stable"
+    proposals: ProposalStyle | None = Field(
+        default=None, description="proposal lines: brief (tool, record, prediction) or full "
+        "(with configurations); default brief for JSON decisions, full for tool calls")
     time_scale: float = Field(default=0.0, ge=0, description="simulated clock for tables")
     max_retries: int = Field(default=2, ge=0, le=10)
     pruner: Literal["none", "median", "sha", "hyperband"] = "none"
@@ -73,6 +77,8 @@ class TuneConfig(BaseModel):
     ray_address: str | None = Field(default=None, description="a running Ray cluster "
                                     "(HOST:PORT, auto); None: a local Ray instance")
     selftune: bool = True
+    decide_ahead: bool = Field(default=True, description="under a plan, ask the next plan's "
+                               "decision while its rounds train (off: at the plan's end)")
     selftune_every: int = Field(default=4, ge=1, le=1000)
 
     @field_validator("base_url")

@@ -100,3 +100,11 @@ def describe(score: Score | None) -> str:
     if score is None or not math.isfinite(score.mean):
         return ""
     return f" | {score.mean:.3g} ±{score.sd:.2g} EI {score.ei:.2g}"
+
+
+def brief(score: Score | None) -> str:
+    """A score in a brief proposal line: the prediction and its uncertainty; the order already
+    says which has the highest EI."""
+    if score is None or not math.isfinite(score.mean):
+        return ""
+    return f": {score.mean:.3g} ±{score.sd:.2g}"

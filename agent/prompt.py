@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asap.agent.config import PromptMode, Protocol
-from asap.agent.prior import Score, describe
-from asap.agent.stats import tool_records
+from asap.agent.config import PromptMode, ProposalStyle, Protocol
+from asap.agent.prior import Score, brief, describe
+from asap.agent.stats import ToolRecord, tool_records
 from asap.prompts import render
 from asap.tools.ledger import Study
 from asap.tools.space import format_value
@@ -76,6 +76,12 @@ class PromptBuilder:
     mode: PromptMode = "stable"
     protocol: Protocol = "json"
     workers: int = 1  # trials in flight at once: above 1, rounds log a pending row first
+    proposals: ProposalStyle | None = None  # None: brief for the JSON protocol, full for tools
+
+    @property
+    def brief(self) -> bool:
+        """Proposal lines without their configurations (see :meth:`round_text`)."""
+        return (self.proposals or ("brief" if self.protocol == "json" else "full")) == "brief"
 
     def static(self) -> str:
         s = self.study
@@ -83,26 +89,43 @@ class PromptBuilder:
         return render("system.txt", workload=s.workload or "(unnamed)", direction=s.direction,
                       metric=s.metric, space=s.space.describe(), tools=self.tools_text,
                       columns=", ".join(s.space.names), parallel=parallel,
+                      proposal_help=render(f"proposals_{'brief' if self.brief else 'full'}.txt"
+                                           ).rstrip("\n"),
                       answer=render(f"answer_{self.protocol}.txt").rstrip("\n"))
 
     def round_text(self, round_no: int, proposals: list[tuple[str, dict[str, Any]]],
                    scores: Sequence[Score | None] = (), plan: int = 1) -> str:
-        """The round's block: best so far, each tool's record, the proposals in the prior's
-        order with what the prior predicts of each (see :mod:`asap.agent.prior`), and, when one
-        decision covers ``plan`` > 1 rounds, what the answer commits to."""
+        """The round's block: best so far, the proposals in the prior's order with each tool's
+        record and what the prior predicts of each (see :mod:`asap.agent.prior`), and, when one
+        decision covers ``plan`` > 1 rounds, how many.
+
+        Brief (the JSON protocol's default) leaves the configurations out: the block is the
+        part of every prompt the cache cannot hold (new each round), and with them it was ~250
+        tokens against ~100 (SmolLM2's tokenizer splits numbers into digits); the LLM answers a
+        label, and the log carries every configuration trained. The tools protocol copies a
+        proposal's configuration into its call, so it shows them (full).
+        """
         scores = list(scores) or [None] * len(proposals)
         best = self.study.best()
+        best_text = "none yet" if best is None else f"{fmt(best.value)}, trial {best.number}"
         records = tool_records(self.study)
-        order = self.study.space.names
-        lines = [f"{label(i)} {short(tool)}: {fmt_config(cfg, order)}{describe(score)}"
-                 for i, ((tool, cfg), score) in enumerate(zip(proposals, scores, strict=True))]
+        if self.brief:
+            lines = [f"{label(i)} {short(tool)} {_record(records.get(tool))}{brief(score)}"
+                     for i, ((tool, _), score) in enumerate(zip(proposals, scores, strict=True))]
+        else:
+            order = self.study.space.names
+            lines = [f"{label(i)} {short(tool)}: {fmt_config(cfg, order)}{describe(score)}"
+                     for i, ((tool, cfg), score) in enumerate(zip(proposals, scores,
+                                                                  strict=True))]
         if plan > 1:
             lines.append(render("plan.txt", rounds=plan).rstrip("\n"))
+        if self.brief:
+            return render("round_brief.txt", round=round_no, best=best_text,
+                          proposals="\n".join(lines))
         return render(
-            "round.txt", round=round_no,
-            best="none yet" if best is None else f"{fmt(best.value)}, trial {best.number}",
-            record=" ".join(f"{short(k)} {r.trials}/{r.improvements}"
-                            for k, r in sorted(records.items())) or "none yet",
+            "round.txt", round=round_no, best=best_text,
+            record=" ".join(f"{short(k)} {_record(r)}" for k, r in sorted(records.items()))
+            or "none yet",
             proposals="\n".join(lines))
 
     def row(self, round_no: int, decision: str, trial: Trial) -> str:
@@ -203,6 +226,11 @@ class PromptBuilder:
 
 
 _TRIAL = re.compile(r" -> trial (\d+)")  # a closed round's trial, as outcome.txt writes it
+
+
+def _record(record: ToolRecord | None) -> str:
+    """A tool's record as the prompt writes it: trials/how many improved the best value."""
+    return "0/0" if record is None else f"{record.trials}/{record.improvements}"
 
 
 def _result(trial: Trial) -> str:

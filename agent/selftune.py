@@ -27,7 +27,8 @@ Rules, in order:
   (/1.5).
 - plan: when the LLM is slower than training (median latency above ``plan_ratio`` times the
   median training time), neither speculation nor a deeper chain can hide it, so one decision
-  covers more rounds (x2, up to ``plan_max``): the LLM's pick holds for the next ``plan`` rounds
+  covers more rounds (as many as trials land during one decision, at least x2, up to
+  ``plan_max``): the LLM's pick holds for the next ``plan`` rounds
   (the prior's order, or the tool it chose), and the calls it saves are pure wall-clock. When
   training outlasts even slow calls (its median above the LLM's 90th percentile), a decision
   fits inside a trial again: halve it.
@@ -46,6 +47,7 @@ Rules, in order:
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass, replace
@@ -170,7 +172,10 @@ def decide(knobs: Knobs, seen: Observed, bounds: Bounds | None = None) -> tuple[
 def _plan(knobs: Knobs, seen: Observed, b: Bounds, why: list[str]) -> tuple[Knobs, list[str]]:
     p90 = seen.llm_p90 if seen.llm_p90 is not None else seen.llm_s
     if seen.llm_s > b.plan_ratio * seen.train_s:
-        plan = max(knobs.plan, min(b.plan_max, knobs.plan * 2))
+        # As many rounds as trials land during one decision (at least double): the ramp of one
+        # doubling per pass cost short-trial sessions most of their exposed time.
+        need = math.ceil(seen.llm_s / max(seen.train_s, 1e-6))
+        plan = max(knobs.plan, min(b.plan_max, max(knobs.plan * 2, need)))
         reason = (f"LLM median {seen.llm_s:.2f}s exceeds training {seen.train_s:.2f}s: one "
                   f"decision covers more rounds")
     elif seen.train_s > p90:

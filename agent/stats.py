@@ -62,8 +62,9 @@ CALL_KINDS = ("critical", "speculative", "warm-up")
 
 
 def call_kind(row: dict[str, Any]) -> str:
-    """An LLM call's kind: a decision the session waits for (critical), one asked ahead while
-    a trial trains (speculative), or a one-token call that warms the cache (warm-up)."""
+    """An LLM call's kind: a decision the session waits for (critical), one asked while a trial
+    trains (speculative: on a predicted result, or a plan's next decision asked ahead, marked
+    ``ahead``), or a one-token call that warms the cache (warm-up)."""
     if row["detail"].get("warmup"):
         return "warm-up"
     return "speculative" if row["detail"].get("speculative") else "critical"

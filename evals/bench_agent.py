@@ -33,6 +33,10 @@ from asap.tools.ledger import Ledger
 
 VARIANTS = {
     "all on": dict(speculation="threshold", prompt="stable", selftune=True),
+    "full proposals": dict(speculation="threshold", prompt="stable", selftune=True,
+                           proposals="full"),
+    "ahead off": dict(speculation="threshold", prompt="stable", selftune=True,
+                      decide_ahead=False),
     "speculation off": dict(speculation="off", prompt="stable", selftune=True),
     "naive prompt": dict(speculation="threshold", prompt="naive", selftune=True),
     "self-tuning off": dict(speculation="threshold", prompt="stable", selftune=False),

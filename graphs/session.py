@@ -175,14 +175,16 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
             study, Portfolio(study, seed=cfg.seed),
             _trainer(cfg, study, wl, slots, started, cancel, say),
             PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, protocol=protocol,
-                          workers=len(slots)), llm,
+                          workers=len(slots), proposals=cfg.proposals), llm,
             protocol=protocol, grammar=grammar, max_trials=cfg.trials,
             time_budget_s=cfg.time_budget_s,
             max_retries=cfg.max_retries, speculation=speculation_mode(cfg),
-            bounds=_bounds(cfg), selftune_every=cfg.selftune_every if cfg.selftune else 0,
+            bounds=_bounds(cfg), decide_ahead=cfg.decide_ahead,
+            selftune_every=cfg.selftune_every if cfg.selftune else 0,
             on_trial=lambda trial, tool: say.on_trial_complete(study, trial, tool),
             say=say.on_message)
         if len(study.finished_ids()) < cfg.trials:
+            _start_early(ctx)
             with _cancel_on_signals(ctx):
                 graph.invoke(ctx.initial_state(cfg.tau, cfg.depth or 1, cfg.context or 24,
                                                cfg.plan or 1),
@@ -204,6 +206,12 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
                             prompt=cfg.prompt, interrupted=interrupted)
         say.on_session_end(study, interrupted)
     return summarize(study)
+
+
+def _start_early(ctx: TuneContext) -> None:
+    """The fork server (torch, the table's rows) starts loading in its own process now, while
+    the first round decides, instead of inside the first trial."""
+    ctx.trainer.prestart()
 
 
 def _progress(study: Study, say: TuneCallback):

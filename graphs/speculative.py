@@ -74,6 +74,7 @@ def speculate(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     knobs = _selftune(ctx, state["knobs"])
     chain = list(state.get("chain") or [])
     if ctx.speculation == "off" or knobs.depth == 0 or state.get("plan_left", 0) > 0 \
+            or ctx.ahead.asked() \
             or not ctx.breaker.closed() or state.get("spent") or state.get("stop"):
         # Off (or self-tuned off: trials too short to pay), the next round is the plan's (no
         # LLM), the endpoint is failing, or no trial will start: nothing to decide ahead, and
@@ -164,6 +165,7 @@ def _warm(ctx: TuneContext, state: TuningState, knobs: Knobs) -> None:
     668 to 382 new tokens (3.2 s to 2.1 s) and raised the session's cached share from 73.9 %
     to 83.1 %, but its 14 warm-ups added 3.2 s of exposed LLM time: 3.7 s more wall-clock."""
     if ctx.llm is None or state.get("plan_left", 0) > 0 or not ctx.breaker.closed() \
+            or ctx.ahead.asked() \
             or ctx.builder.mode != "stable":  # the naive prompt's header changes every round
         return
     flight = ctx.flights.get(next_to_land(state))

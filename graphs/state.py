@@ -42,6 +42,7 @@ from asap.agent.prior import Score
 from asap.agent.prompt import PromptBuilder, PromptLog, label
 from asap.agent.selftune import Bounds, Knobs
 from asap.agent.speculation import SpeculationMode
+from asap.graphs.ahead import Ahead
 from asap.prompts import render
 from asap.tools.hpo_tools import Toolbox, stop_tool
 from asap.tools.ledger import Study
@@ -141,10 +142,12 @@ class TuneContext:
     max_steps: int = 6  # LLM calls per round (suggest-tool exploration included)
     speculation: SpeculationMode = "off"
     selftune_every: int = 0  # trials between self-tuning passes (0: off)
+    decide_ahead: bool = True  # under a plan, ask the next decision in the background
     bounds: Bounds = field(default_factory=Bounds)
     started: float = field(default_factory=time.time)
     on_trial: Callable[[Trial, str], None] | None = None  # progress displays
     flights: Flights = field(default_factory=Flights)
+    ahead: Ahead = field(default_factory=Ahead)  # the next plan's decision, asked meanwhile
     say: Callable[[str], None] | None = None  # notices for a person (the circuit breaker)
     breaker: Breaker = field(default_factory=Breaker)
     caller: ToolCaller | None = field(default=None, init=False)

@@ -1,9 +1,11 @@
 """The tuning graph: propose -> agent (LLM) -> guard -> dispatch training, until the budget or a stop.
 
-    propose -> agent -> guard -+-> dispatch -+-> await_train -+-> reconcile -> dispatch | propose | END
+    propose -> agent -> guard -+-> dispatch -+-> await_train -+-> reconcile -> dispatch | propose
        |         ^             |      ^      +-> speculate ---+
        |         +-------------+      |  (retry, reminder, suggest-tool results)
-       +------------------------------+  (a round the last decision's plan covers)
+       +------------------------------+  (a round the last decision's plan, or the decision
+                                          asked ahead, covers)
+    ... -> finish -> END  (no trial may start and none runs)
 
 ``dispatch`` starts the trial in its worker process; ``await_train`` and ``speculate`` are
 parallel branches (one LangGraph step), writing different keys; ``reconcile`` joins them (see
@@ -14,7 +16,8 @@ The graph is compiled once (:data:`graph`); a run passes its :class:`~asap.graph
 (``graph.invoke(ctx.initial_state(), {...}, context=ctx)``) and nodes read it as
 ``runtime.context``. When the self-tuner sets ``plan`` > 1 (the LLM is slower than training),
 one LLM decision covers that many rounds (:func:`~asap.graphs.state.commit`): the rounds it
-covers are still proposed, ranked and logged, but go from ``propose`` straight to ``dispatch``.
+covers are still proposed, ranked and logged, but go from ``propose`` straight to ``dispatch``,
+and the next plan's decision is asked in the background meanwhile (:mod:`asap.graphs.ahead`).
 Each round starts from the prefix-stable prompt; the round's own conversation
 (the LLM's answers, tool results, guard feedback) lives in ``messages`` and is dropped when the
 round closes.
@@ -33,6 +36,8 @@ from langgraph.runtime import Runtime
 from asap.agent.guard import check_json, check_tools, fallback
 from asap.agent.llm import LLM_ERRORS, is_context_overflow
 from asap.agent.prior import rank
+from asap.agent.selftune import observe
+from asap.graphs.ahead import Asked
 from asap.graphs.speculative import await_train, reconcile, speculate
 from asap.graphs.state import (
     Pending,
@@ -45,6 +50,7 @@ from asap.graphs.state import (
     commit,
     decision_text,
     planned,
+    warm_up,
 )
 from asap.tools.ledger import BudgetSpent, RepeatError
 from asap.tools.portfolio import LIBRARIES, PANEL, Offer
@@ -69,13 +75,83 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     base: TuningState = {"round": round_no, "lag": 0, "proposals": proposals, "offers": proposals,
                          "scores": scores, "attempts": 0, "reminded": False, "steps": 0,
                          "error": None}
-    if state.get("plan_left", 0) > 0:  # the last decision covers this round: no LLM call
-        # No prompt block either: the log gets the round's line when it closes (reconcile).
+    left = state.get("plan_left", 0)
+    if not left and (early := ctx.ahead.take()) is not None:  # asked ahead, and back: it decides
+        if (taken := _decided_ahead(ctx, state, early, proposals, round_no)) is not None:
+            return {**landed, **base, **taken}
+    if left or ctx.ahead.asked():  # the last decision covers this round (or holds for the
+        # next one, still being asked): no LLM call on the critical path, and no prompt block
+        # (the log gets the round's line when it closes)
+        _ask_ahead(ctx, state, round_no, proposals, scores)
         return {**landed, **base, "choice": planned(state, proposals), "decided_by": "plan",
-                "plan_left": state["plan_left"] - 1, "messages": [], "current": ""}
+                "plan_left": max(left - 1, 0), "messages": [], "current": ""}
     current = ctx.builder.round_text(round_no, proposals, scores, plan=state["knobs"].plan)
     return {**landed, **base, "decided_by": "llm", "current": current, "choice": None,
             "messages": [HumanMessage(ctx.builder.prompt(state["log"], current))]}
+
+
+def _ask_ahead(ctx: TuneContext, state: TuningState, round_no: int, proposals: list[Offer],
+               scores: list) -> None:
+    """On a planned round: ask the next plan's decision in the background (see
+    :mod:`asap.graphs.ahead`), or, once it is back, warm the log's newest row in the cache."""
+    knobs = state["knobs"]
+    if ctx.llm is None or ctx.speculation != "threshold" or knobs.plan == 1 \
+            or not ctx.decide_ahead \
+            or not ctx.breaker.closed():  # lossless and off decide each round on its own
+        return
+    log, left = state["log"], state.get("plan_left", 0)
+    if not ctx.ahead.asked():
+        if not _worth_asking(ctx, left):
+            return
+        current = ctx.builder.round_text(round_no, proposals, scores, plan=knobs.plan)
+        messages = [HumanMessage(ctx.builder.prompt(log, current))]
+        detail = {"round": round_no, "speculative": True, "ahead": True}
+        ctx.ahead.ask(Asked(round_no, proposals, scores, current),
+                      lambda cancel: ask(ctx, messages, len(proposals), detail, cancel=cancel))
+    elif ctx.builder.mode == "stable":  # the naive header changes every round: nothing to keep
+        prefix = ctx.builder.prompt(log, "")
+        ctx.ahead.warm(lambda: warm_up(ctx, prefix, round_no + 1))
+
+
+def _worth_asking(ctx: TuneContext, left: int) -> bool:
+    """A decision asked now can still be taken: a round comes after the plan, and the trials
+    left outlast a decision (the session's end waits for a call still running, since a
+    cancelled call's prompt is read to its end anyway)."""
+    started = len(ctx.study.trials())
+    if started + left >= ctx.max_trials:
+        return False
+    seen = observe(ctx.study)
+    return seen is None or (ctx.max_trials - started - 1) * seen.train_s >= seen.llm_s
+
+
+def _decided_ahead(ctx: TuneContext, state: TuningState, early: Asked, proposals: list[Offer],
+                   round_no: int) -> TuningState | None:
+    """The decision asked ahead, applied to this round's proposals: its "A" is the prior's
+    first, another label that proposal's tool (its proposal this round), an own configuration
+    itself; it commits the plan from here. None when it has no usable answer (the round asks
+    the LLM itself)."""
+    if early.answer is None:
+        ctx.study.log_event("ahead", round=round_no, asked=early.round,
+                            error=f"{type(early.error).__name__}: {early.error}"[:300])
+        return None
+    if ctx.protocol == "tools":
+        verdict = check_tools(early.answer, early.offers, ctx.study.space, ctx.tools)
+    else:
+        verdict = check_json(early.answer, early.offers, ctx.study.space)
+    ctx.study.log_event("ahead", round=round_no, asked=early.round, verdict=verdict.kind)
+    if verdict.kind == "stop":
+        ctx.study.log_event("stop", reason=verdict.reason, round=round_no)
+        return {"stop": True}
+    if verdict.kind != "train":
+        return None
+    choice, tool = verdict.choice, None
+    if choice == early.offers[0]:
+        choice = proposals[0]
+    elif choice in early.offers:
+        tool = choice[0]
+        choice = next((p for p in proposals if p[0] == tool), proposals[0])
+    return {"choice": choice, "decided_by": "llm", "current": early.current, "messages": [],
+            "plan_left": state["knobs"].plan - 1, "plan_tool": tool}
 
 
 def agent(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
@@ -217,16 +293,22 @@ def _record_verdict(ctx: TuneContext, verify: Verification, choice: tuple, round
                         predicted=verify.spec.predicted, actual=verify.actual)
 
 
+def finish(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
+    """The session is over: cancel a decision still asked ahead, and wait for its call."""
+    runtime.context.ahead.close()
+    return {}
+
+
 WAIT = ["await_train", "speculate"]  # the trials train while the LLM decides ahead
 
 
 def _wait_or_end(state: TuningState) -> str | list[str]:
     """No new trial: wait for the ones still running (their results are logged), then end."""
-    return WAIT if state.get("running") else END
+    return WAIT if state.get("running") else "finish"
 
 
 def after_propose(state: TuningState) -> str | list[str]:
-    if state.get("spent"):
+    if state.get("spent") or state.get("stop"):
         return _wait_or_end(state)
     return "dispatch" if state.get("choice") else "agent"
 
@@ -254,15 +336,16 @@ def after_reconcile(state: TuningState) -> str | list[str]:
 def build_tuning_graph():
     """propose -> agent -> guard -> dispatch -> (await_train || speculate) -> reconcile."""
     g = StateGraph(TuningState, context_schema=TuneContext)
-    for node in (propose, agent, guard, dispatch, await_train, speculate, reconcile):
+    for node in (propose, agent, guard, dispatch, await_train, speculate, reconcile, finish):
         g.add_node(node.__name__, node)
     g.add_edge(START, "propose")
-    g.add_conditional_edges("propose", after_propose, ["agent", "dispatch", *WAIT, END])
+    g.add_conditional_edges("propose", after_propose, ["agent", "dispatch", *WAIT, "finish"])
     g.add_edge("agent", "guard")
-    g.add_conditional_edges("guard", after_guard, ["agent", "dispatch", *WAIT, END])
-    g.add_conditional_edges("dispatch", after_dispatch, ["propose", *WAIT, END])
+    g.add_conditional_edges("guard", after_guard, ["agent", "dispatch", *WAIT, "finish"])
+    g.add_conditional_edges("dispatch", after_dispatch, ["propose", *WAIT, "finish"])
     g.add_edge(WAIT, "reconcile")
-    g.add_conditional_edges("reconcile", after_reconcile, ["dispatch", "propose", *WAIT, END])
+    g.add_edge("finish", END)
+    g.add_conditional_edges("reconcile", after_reconcile, ["dispatch", "propose", *WAIT, "finish"])
     # Never checkpointed, even inside a checkpointed parent (the chat): the ledger is its
     # persistence, its state holds live objects, and a parent's SQLite saver on the ledger's
     # file would contend with the ledger's writes at every step.

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from asap.tools.space import Space
 from asap.tools.study import BudgetSpent, LedgerError, RepeatError, Study
@@ -144,16 +145,28 @@ class Ledger:
         self.path = path
         self._lock = threading.RLock()  # one connection, shared by the supervisor threads
         try:
-            conn = sqlite3.connect(str(path), timeout=busy_timeout_s, check_same_thread=False,
-                                   isolation_level=None)
+            self._open(busy_timeout_s)
+        except sqlite3.DatabaseError as exc:  # read-only file, full disk, locked for good
+            raise LedgerError(f"cannot open the ledger {path}: {exc}") from None
+
+    @retry(retry=retry_if_exception(lambda e: "disk I/O error" in str(e)), reraise=True,
+           stop=stop_after_attempt(4), wait=wait_exponential(multiplier=0.05, max=1.0))
+    def _open(self, busy_timeout_s: float) -> None:
+        """Connect, switch to WAL, check the schema. Retried on "disk I/O error": seen once
+        (a benchmark opening a ledger while another connection on it closed, which checkpoints
+        the WAL and removes its files), and gone on the next try."""
+        conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, check_same_thread=False,
+                               isolation_level=None)
+        try:
             self.db = sqlite_utils.Database(conn)
             self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            if str(path) != ":memory:":
+            if str(self.path) != ":memory:":
                 self.db.enable_wal()
             self.db.execute("PRAGMA synchronous = NORMAL")
             self._ensure_schema()
-        except sqlite3.DatabaseError as exc:  # read-only file, full disk, locked for good
-            raise LedgerError(f"cannot open the ledger {path}: {exc}") from None
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
 
     def _ensure_schema(self) -> None:
         with self.transaction():

@@ -122,6 +122,9 @@ def ray_slots(ray: Any, workers: int | None, gpus_per_trial: float | None) -> li
 class RayTrainer(Trainer):
     """A :class:`Trainer` whose trials run as Ray tasks (``num_gpus``/``num_cpus`` each)."""
 
+    def prestart(self) -> None:
+        """Nothing to start here: Ray's workers are the cluster's."""
+
     def __init__(self, *args: Any, gpus_per_trial: float = 0.0, cpus_per_trial: float = 1.0,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -107,6 +107,13 @@ class Trainer:
         """How many trials a tuning loop keeps in flight on this trainer."""
         return len(self.slots) if self.slots else 1
 
+    def prestart(self) -> None:
+        """Start the fork server now (torch and a table's rows load in its own process, in the
+        background), so that the first trial does not wait for it: a session calls this before
+        its first decision, whose LLM call then overlaps the 2-5 s the server takes to load."""
+        if not self.in_process:
+            fork_server(tables_of(self.workload))
+
     def _take_slot(self) -> Slot:
         with self._slot_lock:
             if self.slots is None:

@@ -61,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="decision protocol: native tool calls, JSON schema, or probe (auto)")
     tune.add_argument("--prompt", choices=["stable", "naive"], default="stable",
                       help="naive: a status header rewritten each round (ablation)")
+    tune.add_argument("--proposals", choices=["brief", "full"],
+                      help="proposal lines in the prompt: brief (tool, record, the prior's "
+                      "prediction) or full (with configurations); default brief for JSON "
+                      "decisions, full for tool calls (which copy a configuration)")
     tune.add_argument("--pruner", choices=["none", "median", "sha", "hyperband"], default="none")
     tune.add_argument("--speculation", choices=["auto", "off", "threshold", "lossless"],
                       default="auto",
@@ -76,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--plan", default="auto",
                       help="rounds one LLM decision covers: N, or auto (starts at 1, self-tuned "
                       "up to 8 while the LLM is slower than training)")
+    tune.add_argument("--no-ahead", action="store_true",
+                      help="under a plan, ask the next decision at the plan's end (ablation), "
+                      "not in the background while the plan's rounds train")
     tune.add_argument("--no-selftune", action="store_true",
                       help="keep tau, depth, the context and the plan fixed (ablation)")
     tune.add_argument("--seed", type=int, default=0, help="seed of the tools' samplers")
@@ -291,11 +298,12 @@ def _tune(args: argparse.Namespace) -> int:
         trial_timeout_s=args.trial_timeout, optuna_storage=args.optuna_storage,
         study=args.study, db=args.db, space=args.space, base_url=args.base_url, model=args.model,
         api_key=os.environ.get("OPENAI_API_KEY"), decide=args.decide, prompt=args.prompt,
+        proposals=args.proposals,
         time_scale=args.time_scale, pruner=args.pruner, speculation=args.speculation,
         tau=args.tau, context=None if args.context == "auto" else _int(args.context, "--context"),
         depth=None if args.depth == "auto" else _int(args.depth, "--depth"),
         plan=None if args.plan == "auto" else _int(args.plan, "--plan"), seed=args.seed,
-        selftune=not args.no_selftune, workers=args.workers, gpus_per_trial=args.gpus_per_trial,
+        selftune=not args.no_selftune, decide_ahead=not args.no_ahead, workers=args.workers, gpus_per_trial=args.gpus_per_trial,
         backend=args.backend, ray_address=args.ray_address)
     result = tune(cfg, callbacks=[RichProgress(Console(stderr=True))])
     if args.json:

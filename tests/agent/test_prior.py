@@ -2,7 +2,7 @@
 
 from conftest import toy_objective
 
-from asap.agent.prior import describe, encode, rank
+from asap.agent.prior import brief, describe, encode, rank
 from asap.agent.prompt import PromptBuilder
 
 
@@ -49,10 +49,15 @@ def test_predicted_trials_count_in_a_speculative_round(ledger, toy_space):
 def test_scores_stand_beside_each_proposal(ledger, toy_space):
     study = _study(ledger, toy_space, [-5.0, -1.0, 3.0, 5.0])
     proposals, scores = rank(study, [offer(1.0), offer(-4.0)])
-    text = PromptBuilder(study, "- tool").round_text(5, proposals, scores)
+    text = PromptBuilder(study, "- tool", proposals="full").round_text(5, proposals, scores)
     lines = [x for x in text.splitlines() if x[:2] in ("A ", "B ")]
     assert len(lines) == 2 and all(" | " in x and " ±" in x and " EI " in x for x in lines)
-    assert describe(None) == ""
+    assert describe(None) == "" and brief(None) == ""
+    # Brief (the JSON protocol's default): the tool, its record, the prediction; no config.
+    text = PromptBuilder(study, "- tool").round_text(5, proposals, scores)
+    lines = [x for x in text.splitlines() if x[:2] in ("A ", "B ")]
+    assert [x.split(":")[0] for x in lines] == ["A tool 0/0", "B tool 0/0"]
+    assert all(" ±" in x and " EI " not in x and len(x.split()) == 5 for x in lines)
 
 
 def test_encoding_is_the_unit_cube_with_one_hot_categoricals(toy_space):

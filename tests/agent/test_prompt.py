@@ -73,13 +73,15 @@ def test_naive_mode_rewrites_its_header(ledger, toy_space):
 
 def test_templates_and_code_agree():
     assert placeholders("system.txt") == {"workload", "direction", "metric", "space", "tools",
-                                          "answer", "columns", "parallel"}
+                                          "answer", "columns", "parallel", "proposal_help"}
     assert placeholders("compacted.txt") == {"rounds", "trials", "best"}
     assert placeholders("invalid.txt") == {"reason"}
     for name in ("answer_json.txt", "answer_tools.txt", "reminder_json.txt", "reminder_tools.txt",
-                 "own.txt"):
+                 "own.txt", "proposals_brief.txt", "proposals_full.txt"):
         assert placeholders(name) == set()
     assert placeholders("round.txt") == {"round", "best", "record", "proposals"}
+    assert placeholders("round_brief.txt") == {"round", "best", "proposals"}
+    assert placeholders("plan.txt") == {"rounds"}
     assert placeholders("outcome.txt") == {"round", "decision", "config", "result"}
     assert placeholders("landed.txt") == {"result"}
     assert placeholders("parallel.txt") == {"workers"}

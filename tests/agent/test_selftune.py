@@ -61,8 +61,12 @@ def test_growing_exposed_latency_carries_fewer_rounds():
 
 
 def test_an_llm_slower_than_training_makes_one_decision_cover_more_rounds():
+    # As many rounds as trials land during one decision: 3 s / 1 s -> 3 (at least double).
+    knobs, why = decide(Knobs(plan=1), seen(llm_s=3.0, llm_p90=4.0, train_s=1.0))
+    assert knobs.plan == 3 and "plan 1->3" in why[-1]
+    assert decide(Knobs(plan=1), seen(llm_s=1.2, llm_p90=4.0, train_s=1.0))[0].plan == 2
     knobs, why = decide(Knobs(plan=1), seen(llm_s=3.0, llm_p90=4.0, train_s=0.01))
-    assert knobs.plan == 2 and "plan 1->2" in why[-1]
+    assert knobs.plan == Bounds().plan_max and "plan 1->8" in why[-1]  # at once, not 2, 4, 8
     for _ in range(5):
         knobs, _ = decide(knobs, seen(llm_s=3.0, llm_p90=4.0, train_s=0.01))
     assert knobs.plan == Bounds().plan_max

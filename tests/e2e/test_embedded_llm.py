@@ -67,3 +67,40 @@ def test_a_prefix_is_reused_after_both_slots_served_other_prompts():
         again = ask(text(1) + "\nWhich row is smallest?")
     assert first.prompt_tokens > 500
     assert again.prompt_tokens_details.cached_tokens >= first.prompt_tokens - 20
+
+
+@pytest.mark.e2e
+def test_decisions_asked_ahead_on_smollm2_read_one_row_and_their_block(tmp_path):
+    """Under a plan (4 rounds), the next decision is asked in the background on the real
+    server, applied when the plan ends, and the rows it did not decide are warmed meanwhile, so
+    a decision asked ahead recomputes only the rows since the last warm-up and its block. Each trial's
+    landing waits for the background call to end: a fixed order, whatever the machine's speed."""
+    import threading
+
+    from fakes import australian, run_graph
+
+    from asap.agent.selftune import Bounds
+
+    def idle(trial, tool):
+        pause = threading.Event()
+        while ctx.ahead.busy():
+            pause.wait(0.01)
+
+    with EmbeddedServer(say=lambda m: None) as srv:
+        study, ctx = australian(tmp_path, chat_model(srv.base_url, "default"), trials=10,
+                                speculation="threshold", grammar=True, on_trial=idle,
+                                bounds=Bounds(plan_min=4, plan_max=4))
+        run_graph(ctx, plan=4)
+    assert len(study.trials(status="complete")) == 10
+    assert [(e["detail"]["asked"], e["detail"]["round"], e["detail"]["verdict"])
+            for e in study.events("ahead")] == [(2, 5, "train"), (6, 9, "train")]
+    calls = study.timings("llm_call")
+    ahead = [c for c in calls if c["detail"].get("ahead")]
+    warm = [c for c in calls if c["detail"].get("warmup")]
+    assert len(ahead) == 2 and len(warm) == 4  # round 10 asks nothing: no round would take it
+    # The one asked at round 6 follows the warm-ups of rounds 3 and 4: all it recomputes is what
+    # came after round 4's (rows 4 and 5, round 6's block), not the plan's earlier rows.
+    uncached = ahead[1]["prompt_tokens"] - ahead[1]["cached_tokens"]
+    after_warm = ahead[1]["prompt_tokens"] - warm[1]["prompt_tokens"]
+    assert ahead[1]["prompt_tokens"] > 700 and uncached <= after_warm + 10 and uncached < 260
+    assert warm[1]["prompt_tokens"] - warm[1]["cached_tokens"] < 70  # one row (round 3's)

@@ -180,7 +180,7 @@ def test_one_decision_covers_plan_rounds_and_commits_to_the_tool_it_chose(tmp_pa
                             bounds=Bounds(plan_min=3, plan_max=3))
     run_graph(ctx, plan=3)
     assert len(model.calls) == 2  # rounds 1 and 4; the plan decides 2, 3, 5 and 6
-    assert "This answer decides 3 rounds" in model.calls[0][0][0].content
+    assert "(plan: 3 rounds)" in model.calls[0][0][0].content
     decisions = events(study, "decision")
     assert [d["by"] for d in decisions] == ["llm", "plan", "plan"] * 2
     trials = study.trials()

@@ -162,3 +162,19 @@ def test_resuming_with_another_space_is_refused_with_the_difference(ledger, toy_
     other = Space.from_dict({**toy_space.to_dict(), "extra": {"type": "int", "low": 1, "high": 3}})
     with pytest.raises(LedgerError, match="another search space \\('extra' added\\)"):
         ledger.open_or_create("s", other, metric="loss", direction="minimize", workload="w")
+
+
+def test_a_transient_disk_io_error_on_open_is_retried(tmp_path, monkeypatch):
+    import sqlite3
+
+    from asap.tools import ledger as ledger_mod
+    real, failures = sqlite3.connect, []
+
+    def flaky(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(ledger_mod.sqlite3, "connect", flaky)
+    ledger = ledger_mod.Ledger(tmp_path / "x.db")
+    assert failures == [1] and not ledger.has_study("nope")

@@ -1,0 +1,119 @@
+"""Decisions asked ahead: while a plan's rounds train, the next plan's decision is asked in the
+background, and no round waits for it.
+
+Why: the self-tuner sets ``plan`` > 1 when the LLM is slower than training. Speculating then
+cannot hide a decision (the trial it overlaps ends first, and the next one waits for the call),
+and the call at the end of each plan reads every row the plan added uncached. Measured on
+hpobench:australian x0.1 with the embedded SmolLM2 (trials of 0.3-0.8 s, decisions of 1.2 s):
+speculative calls made 18 of a session's 31 exposed seconds, and the call after an 8-round plan
+read 668 new tokens (3.2 s). A plan's decision is a policy ("the prior's order", or "that
+tool"), not a configuration, so it can be asked on the results in at its first round and applied
+when the plan runs out: no prediction to verify. If it has not returned by then, the plan holds for another round; once it
+is back, idle rounds warm the newest log rows in the server's cache, so the next decision reads
+only the rows since the last warm-up (one or two) and its block.
+
+One :class:`Ahead` per run (in the :class:`~asap.graphs.state.TuneContext`), one background call
+at a time; the graph's ``finish`` node cancels whatever is still asked when the session ends
+(and waits for it: a prompt is read to its end, and the embedded server cannot stop under a
+request).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+
+from asap.agent.prior import Score
+from asap.tools.portfolio import Offer
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A decision asked ahead: the round it was asked at, what that round offered, its answer."""
+
+    round: int
+    offers: list[Offer]
+    scores: list[Score | None]
+    current: str  # that round's prompt block
+    answer: BaseMessage | None = None
+    error: BaseException | None = None
+
+
+class Ahead:
+    """The run's background LLM work, one call at a time: a decision asked ahead, held until a
+    round takes it, or a cache warm-up."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: Future[Any] | None = None  # the background call, of either kind
+        self._decision: Future[Asked] | None = None  # asked and not taken yet
+        self.cancel = threading.Event()
+
+    def busy(self) -> bool:
+        """A call is running."""
+        with self._lock:
+            return self._running is not None and not self._running.done()
+
+    def asked(self) -> bool:
+        """A decision was asked and not taken yet (running, or returned and held)."""
+        with self._lock:
+            return self._decision is not None
+
+    def ask(self, asked: Asked, call: Callable[[threading.Event], BaseMessage]) -> bool:
+        """Ask a decision in the background (``call`` gets the cancel event); False when a call
+        runs or a decision is held already."""
+        def run() -> Asked:
+            try:
+                return dataclasses.replace(asked, answer=call(self.cancel))
+            except Exception as exc:  # handed to the round that takes it
+                return dataclasses.replace(asked, error=exc)
+        with self._lock:
+            if self._decision is not None or not self._idle():
+                return False
+            self._decision = self._start(run)
+        return True
+
+    def warm(self, call: Callable[[], Any]) -> bool:
+        """Warm the cache in the background; False when a call runs."""
+        def run() -> None:
+            try:
+                call()
+            except Exception:  # a warm-up that failed costs its cache hit, nothing else
+                pass
+        with self._lock:
+            if not self._idle():
+                return False
+            self._start(run)
+        return True
+
+    def take(self) -> Asked | None:
+        """The decision asked ahead, once it has returned (then it is no longer held)."""
+        with self._lock:
+            if self._decision is None or not self._decision.done():
+                return None
+            out, self._decision = self._decision.result(), None
+            return out
+
+    def close(self) -> None:
+        """Cancel what is asked and wait for the running call to end: the session is over."""
+        self.cancel.set()
+        with self._lock:
+            running = self._running
+        if running is not None:
+            running.result()
+
+    def _idle(self) -> bool:
+        return self._running is None or self._running.done()
+
+    def _start(self, fn: Callable[[], Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._running = future
+        threading.Thread(target=lambda: future.set_result(fn()), name="asap-ahead",
+                         daemon=True).start()
+        return future

@@ -1,0 +1,117 @@
+"""Decisions asked ahead (plan > 1): the next plan's decision is asked while the plan's rounds
+train, and training never waits for it. Scripted chat model, real table training and tools."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import openai
+from fakes import ScriptedModel, australian, run_graph
+from langchain_core.messages import AIMessage
+
+from asap.agent.selftune import Bounds
+
+
+def decide(choice: str) -> AIMessage:
+    return AIMessage(json.dumps({"action": "train", "choice": choice}))
+
+
+def by(study) -> list[str]:
+    return [e["detail"]["by"] for e in study.events("decision")]
+
+
+def ahead_events(study) -> list[dict]:
+    return [e["detail"] for e in study.events("ahead")]
+
+
+def session(tmp_path, model, trials: int, plan: int, **settings):
+    study, ctx = australian(tmp_path, model, trials=trials, speculation="threshold",
+                            bounds=Bounds(plan_min=plan, plan_max=plan), **settings)
+    return study, ctx
+
+
+def test_training_goes_on_while_the_next_decision_is_asked(tmp_path):
+    """The decision asked at round 2 answers only once trial 5 has finished: if any round
+    waited for it, that could never happen (the call gives up after 60 s and the test fails)."""
+    five_done, waited = threading.Event(), []
+
+    def script(messages, kwargs):
+        if len(model.calls) == 2:  # the first decision asked ahead
+            waited.append(five_done.wait(60))
+            return decide("B")
+        return decide("A")
+
+    def landed(trial, tool):
+        if trial.number >= 4:
+            five_done.set()
+
+    model = ScriptedModel(script)
+    study, ctx = session(tmp_path, model, trials=12, plan=3, on_trial=landed)
+    run_graph(ctx, plan=3)
+    assert waited == [True]
+    assert len(study.trials(status="complete")) == 12
+    first = ahead_events(study)[0]
+    assert first["asked"] == 2 and first["round"] >= 6 and first["verdict"] == "train"
+    decisions = [e["detail"] for e in study.events("decision")]
+    applied = first["round"] - 1  # rounds count from 1
+    assert [d["by"] for d in decisions[:applied]] == ["llm"] + ["plan"] * (applied - 1)
+    assert decisions[applied]["by"] == "llm"
+    # "B" asked at round 2 means B's tool; it holds for the plan's rounds from where it landed.
+    b_tool = decisions[1]["offers"][1][0]
+    assert {d["trained"][0] for d in decisions[applied:applied + 3]} == {b_tool}
+    calls = study.timings("llm_call")
+    assert [c["detail"].get("ahead", False) for c in calls][:2] == [False, True]
+
+
+def test_idle_rounds_warm_the_rows_the_next_decision_reads(tmp_path):
+    """Answers come at once and each trial's landing waits for the background call to end, so
+    the schedule is fixed: round 1 asks (plan 4), 2 asks ahead, 3-4 warm, 5 takes, 6 asks...
+    and the last plan asks nothing: no round after it would take the answer."""
+    model = ScriptedModel(lambda m, k: decide("A"))
+    study, ctx = session(tmp_path, model, trials=13, plan=4, on_trial=lambda t, _: _idle(ctx))
+    run_graph(ctx, plan=4)
+    assert by(study) == ["llm", "plan", "plan", "plan"] * 3 + ["llm"]
+    assert [(e["asked"], e["round"]) for e in ahead_events(study)] == [(2, 5), (6, 9), (10, 13)]
+    prompts = [m[0][0].content for m in model.calls]  # round 1, then asked at rounds 2, 6, 10
+    warm = [m[0][0].content for m in model.warmups]  # rounds 3, 4, 7, 8, 11, 12
+    assert len(prompts) == 4 and len(warm) == 6
+    # Each warm-up holds one more row than the last, and the next decision starts with it.
+    assert prompts[2].startswith(warm[1]) and warm[1].startswith(warm[0])
+    assert prompts[3].startswith(warm[3]) and warm[3].startswith(warm[2])
+    assert warm[1].count("\nRound ") == warm[0].count("\nRound ") + 1
+
+
+def test_a_failed_call_ahead_leaves_the_round_to_a_call_of_its_own(tmp_path):
+    request = openai.APIConnectionError(request=None)
+
+    def script(messages, kwargs):
+        if len(model.calls) == 2:
+            raise request
+        return decide("A")
+
+    model = ScriptedModel(script)
+    study, ctx = session(tmp_path, model, trials=6, plan=3,
+                         on_trial=lambda t, _: _idle(ctx))
+    run_graph(ctx, plan=3)
+    first = ahead_events(study)[0]
+    assert first["asked"] == 2 and "APIConnectionError" in first["error"]
+    assert by(study)[:4] == ["llm", "plan", "plan", "llm"]  # round 4 asked the LLM itself
+    assert not study.timings("llm_call")[2]["detail"].get("ahead")
+    assert len(study.trials(status="complete")) == 6
+
+
+def test_a_stop_asked_ahead_ends_the_session(tmp_path):
+    model = ScriptedModel(lambda m, k: decide("A") if len(model.calls) == 1
+                          else AIMessage(json.dumps({"action": "stop"})))
+    study, ctx = session(tmp_path, model, trials=10, plan=3, on_trial=lambda t, _: _idle(ctx))
+    run_graph(ctx, plan=3)
+    assert len(study.trials()) == 3  # rounds 1-3; the stop asked at round 2 ends it at round 4
+    assert study.events("stop") and not ctx.ahead.busy()
+
+
+def _idle(ctx) -> None:
+    """Wait for the background call to end (the landing of each trial waits: a fixed order)."""
+    pause = threading.Event()
+    while ctx.ahead.busy():
+        pause.wait(0.01)
