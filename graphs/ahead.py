@@ -12,6 +12,10 @@ when the plan runs out: no prediction to verify. If it has not returned by then,
 is back, idle rounds warm the newest log rows in the server's cache, so the next decision reads
 only the rows since the last warm-up (one or two) and its block.
 
+The first round is asked the same way: with no result and no prior there is nothing to decide
+from, so it trains the prior's pick while the LLM reads the prompt cold (2-3 s, the largest
+exposed call of a session), and that answer decides round 2.
+
 One :class:`Ahead` per run (in the :class:`~asap.graphs.state.TuneContext`), one background call
 at a time; the graph's ``finish`` node cancels whatever is still asked when the session ends
 (and waits for it: a prompt is read to its end, and the embedded server cannot stop under a

@@ -76,6 +76,12 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
                          "scores": scores, "attempts": 0, "reminded": False, "steps": 0,
                          "error": None}
     left = state.get("plan_left", 0)
+    if not state.get("round") and not ctx.study.finished_ids() and _ahead_on(ctx):
+        # The first round has nothing to decide from (no result, no prior): it trains the
+        # prior's pick at once while the LLM reads the prompt, cold, for the next round.
+        _ask(ctx, state, round_no, proposals, scores)
+        return {**landed, **base, "choice": proposals[0], "decided_by": "plan",
+                "messages": [], "current": ""}
     if not left and (early := ctx.ahead.take()) is not None:  # asked ahead, and back: it decides
         if (taken := _decided_ahead(ctx, state, early, proposals, round_no)) is not None:
             return {**landed, **base, **taken}
@@ -94,23 +100,31 @@ def _ask_ahead(ctx: TuneContext, state: TuningState, round_no: int, proposals: l
                scores: list) -> None:
     """On a planned round: ask the next plan's decision in the background (see
     :mod:`asap.graphs.ahead`), or, once it is back, warm the log's newest row in the cache."""
-    knobs = state["knobs"]
-    if ctx.llm is None or ctx.speculation != "threshold" or knobs.plan == 1 \
-            or not ctx.decide_ahead \
-            or not ctx.breaker.closed():  # lossless and off decide each round on its own
+    if not _ahead_on(ctx) or state["knobs"].plan == 1:
         return
-    log, left = state["log"], state.get("plan_left", 0)
     if not ctx.ahead.asked():
-        if not _worth_asking(ctx, left):
-            return
-        current = ctx.builder.round_text(round_no, proposals, scores, plan=knobs.plan)
-        messages = [HumanMessage(ctx.builder.prompt(log, current))]
-        detail = {"round": round_no, "speculative": True, "ahead": True}
-        ctx.ahead.ask(Asked(round_no, proposals, scores, current),
-                      lambda cancel: ask(ctx, messages, len(proposals), detail, cancel=cancel))
+        if _worth_asking(ctx, state.get("plan_left", 0)):
+            _ask(ctx, state, round_no, proposals, scores)
     elif ctx.builder.mode == "stable":  # the naive header changes every round: nothing to keep
-        prefix = ctx.builder.prompt(log, "")
+        prefix = ctx.builder.prompt(state["log"], "")
         ctx.ahead.warm(lambda: warm_up(ctx, prefix, round_no + 1))
+
+
+def _ahead_on(ctx: TuneContext) -> bool:
+    """Decisions may be asked ahead: an LLM that answers, and speculation on (lossless promises
+    the serial decisions, off is the serial loop)."""
+    return (ctx.llm is not None and ctx.speculation == "threshold" and ctx.decide_ahead
+            and ctx.breaker.closed())
+
+
+def _ask(ctx: TuneContext, state: TuningState, round_no: int, proposals: list[Offer],
+         scores: list) -> None:
+    """Ask this round's prompt in the background; the answer decides a later round."""
+    current = ctx.builder.round_text(round_no, proposals, scores, plan=state["knobs"].plan)
+    messages = [HumanMessage(ctx.builder.prompt(state["log"], current))]
+    detail = {"round": round_no, "speculative": True, "ahead": True}
+    ctx.ahead.ask(Asked(round_no, proposals, scores, current),
+                  lambda cancel: ask(ctx, messages, len(proposals), detail, cancel=cancel))
 
 
 def _worth_asking(ctx: TuneContext, left: int) -> bool:

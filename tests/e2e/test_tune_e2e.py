@@ -72,8 +72,15 @@ def test_speculation_runs_on_the_real_llm_beside_a_simulated_clock(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout)["complete"] == 6
     study = Ledger(db).open_study("hpobench-australian")
-    spec = [c for c in study.timings("llm_call") if c["detail"].get("speculative")]
+    calls = study.timings("llm_call")
+    spec = [c for c in calls if c["detail"].get("speculative") and not c["detail"].get("ahead")]
     judged = study.events("speculation")
+    # Round 1 trains the prior's pick while its prompt is asked in the background, before any
+    # trial; its answer decided the first round after it was back (round 2 on a quick machine).
+    assert calls[0]["detail"].get("ahead") and calls[0]["detail"]["round"] == 1
+    by = {e["detail"]["round"]: e["detail"]["by"] for e in study.events("decision")}
+    taken = study.events("ahead")[0]["detail"]
+    assert by[1] == "plan" and taken["asked"] == 1 and by[taken["round"]] == "llm"
     assert spec and judged and len(judged) == len(study.timings("speculation"))
     trains = study.timings("train")
     judged_at = {e["detail"]["round"]: e["at"] for e in judged}

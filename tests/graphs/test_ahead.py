@@ -32,12 +32,14 @@ def session(tmp_path, model, trials: int, plan: int, **settings):
 
 
 def test_training_goes_on_while_the_next_decision_is_asked(tmp_path):
-    """The decision asked at round 2 answers only once trial 5 has finished: if any round
-    waited for it, that could never happen (the call gives up after 60 s and the test fails)."""
+    """The decision asked at round 3 answers only once trial 5 has finished: if any round
+    waited for it, that could never happen (the call gives up after 60 s and the test fails).
+    Round 1 has nothing to decide from: it trains the prior's pick while the LLM reads the
+    prompt, and its answer decides round 2."""
     five_done, waited = threading.Event(), []
 
     def script(messages, kwargs):
-        if len(model.calls) == 2:  # the first decision asked ahead
+        if len(model.calls) == 2:  # the first decision asked under the plan
             waited.append(five_done.wait(60))
             return decide("B")
         return decide("A")
@@ -51,30 +53,33 @@ def test_training_goes_on_while_the_next_decision_is_asked(tmp_path):
     run_graph(ctx, plan=3)
     assert waited == [True]
     assert len(study.trials(status="complete")) == 12
-    first = ahead_events(study)[0]
-    assert first["asked"] == 2 and first["round"] >= 6 and first["verdict"] == "train"
+    start, late = ahead_events(study)[:2]
+    assert (start["asked"], start["round"]) == (1, 2)
+    assert late["asked"] == 3 and late["round"] >= 6 and late["verdict"] == "train"
     decisions = [e["detail"] for e in study.events("decision")]
-    applied = first["round"] - 1  # rounds count from 1
-    assert [d["by"] for d in decisions[:applied]] == ["llm"] + ["plan"] * (applied - 1)
+    applied = late["round"] - 1  # rounds count from 1
+    assert [d["by"] for d in decisions[:applied]] == ["plan", "llm"] + ["plan"] * (applied - 2)
     assert decisions[applied]["by"] == "llm"
-    # "B" asked at round 2 means B's tool; it holds for the plan's rounds from where it landed.
-    b_tool = decisions[1]["offers"][1][0]
+    # "B" asked at round 3 means B's tool; it holds for the plan's rounds from where it landed.
+    b_tool = decisions[2]["offers"][1][0]
     assert {d["trained"][0] for d in decisions[applied:applied + 3]} == {b_tool}
     calls = study.timings("llm_call")
-    assert [c["detail"].get("ahead", False) for c in calls][:2] == [False, True]
+    assert [c["detail"].get("ahead") for c in calls[:2]] == [True, True]  # none on the path
 
 
 def test_idle_rounds_warm_the_rows_the_next_decision_reads(tmp_path):
     """Answers come at once and each trial's landing waits for the background call to end, so
-    the schedule is fixed: round 1 asks (plan 4), 2 asks ahead, 3-4 warm, 5 takes, 6 asks...
-    and the last plan asks nothing: no round after it would take the answer."""
+    the schedule is fixed: round 1 asks (its trial trains the prior's pick), 2 takes (plan 4),
+    3 asks, 4-5 warm, 6 takes, 7 asks... and no plan asks when no round after it would take
+    the answer."""
     model = ScriptedModel(lambda m, k: decide("A"))
-    study, ctx = session(tmp_path, model, trials=13, plan=4, on_trial=lambda t, _: _idle(ctx))
+    study, ctx = session(tmp_path, model, trials=14, plan=4, on_trial=lambda t, _: _idle(ctx))
     run_graph(ctx, plan=4)
-    assert by(study) == ["llm", "plan", "plan", "plan"] * 3 + ["llm"]
-    assert [(e["asked"], e["round"]) for e in ahead_events(study)] == [(2, 5), (6, 9), (10, 13)]
-    prompts = [m[0][0].content for m in model.calls]  # round 1, then asked at rounds 2, 6, 10
-    warm = [m[0][0].content for m in model.warmups]  # rounds 3, 4, 7, 8, 11, 12
+    assert by(study) == ["plan"] + ["llm", "plan", "plan", "plan"] * 3 + ["llm"]
+    assert [(e["asked"], e["round"]) for e in ahead_events(study)] == [
+        (1, 2), (3, 6), (7, 10), (11, 14)]
+    prompts = [m[0][0].content for m in model.calls]  # asked at rounds 1, 3, 7, 11
+    warm = [m[0][0].content for m in model.warmups]  # rounds 4, 5, 8, 9, 12, 13
     assert len(prompts) == 4 and len(warm) == 6
     # Each warm-up holds one more row than the last, and the next decision starts with it.
     assert prompts[2].startswith(warm[1]) and warm[1].startswith(warm[0])
@@ -94,9 +99,9 @@ def test_a_failed_call_ahead_leaves_the_round_to_a_call_of_its_own(tmp_path):
     study, ctx = session(tmp_path, model, trials=6, plan=3,
                          on_trial=lambda t, _: _idle(ctx))
     run_graph(ctx, plan=3)
-    first = ahead_events(study)[0]
-    assert first["asked"] == 2 and "APIConnectionError" in first["error"]
-    assert by(study)[:4] == ["llm", "plan", "plan", "llm"]  # round 4 asked the LLM itself
+    failed = ahead_events(study)[1]
+    assert failed["asked"] == 3 and "APIConnectionError" in failed["error"]
+    assert by(study)[:5] == ["plan", "llm", "plan", "plan", "llm"]  # 5 asked the LLM itself
     assert not study.timings("llm_call")[2]["detail"].get("ahead")
     assert len(study.trials(status="complete")) == 6
 
@@ -106,7 +111,7 @@ def test_a_stop_asked_ahead_ends_the_session(tmp_path):
                           else AIMessage(json.dumps({"action": "stop"})))
     study, ctx = session(tmp_path, model, trials=10, plan=3, on_trial=lambda t, _: _idle(ctx))
     run_graph(ctx, plan=3)
-    assert len(study.trials()) == 3  # rounds 1-3; the stop asked at round 2 ends it at round 4
+    assert len(study.trials()) == 4  # rounds 1-4; the stop asked at round 3 ends it at round 5
     assert study.events("stop") and not ctx.ahead.busy()
 
 

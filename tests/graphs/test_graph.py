@@ -299,7 +299,8 @@ def test_speculation_overlaps_training_and_accepts_within_tau(tmp_path):
     study, _, _ = run(tmp_path, ScriptedModel(copy_a), trials=6, time_scale=0.02,
                       speculation="threshold", tau=1e9)
     calls = study.timings("llm_call")
-    spec = [c for c in calls if c["detail"].get("speculative")]
+    ahead = [c for c in calls if c["detail"].get("ahead")]
+    spec = [c for c in calls if c["detail"].get("speculative") and c not in ahead]
     trains = study.timings("train")
     assert spec and len(study.trials()) == 6
     judged_at = {e["detail"]["round"]: e["at"] for e in study.events("speculation")}
@@ -308,9 +309,11 @@ def test_speculation_overlaps_training_and_accepts_within_tau(tmp_path):
         assert c["end"] <= judged_at[c["detail"]["round"]]
     judged = events(study, "speculation")
     assert judged and all(e["accepted"] for e in judged)
-    # Accepted rounds need no critical-path call. Rounds 1 and 2 ask: while trial 0 trains no
-    # trial has finished, so there is nothing to predict from. No speculation past the budget.
-    assert len(calls) - len(spec) == 2 and len(spec) == 4
+    # Accepted rounds need no critical-path call. Round 1 has nothing to decide from: it
+    # trains the prior's pick while round 1's prompt is asked in the background, and that
+    # answer decides round 2. Rounds 3-6 are speculative; none past the budget.
+    assert len(ahead) == 1 and len(spec) == 4 and len(calls) == 5
+    assert [e["detail"]["by"] for e in study.events("decision")] == ["plan"] + ["llm"] * 5
     # The forks' proposals never come back as repeats from the real tools.
     assert len({json.dumps(t.config) for t in study.trials()}) == 6
 
@@ -399,27 +402,31 @@ def test_a_missed_prediction_cancels_the_speculative_call(tmp_path):
     model = ScriptedModel(_note_assumed, stream_delay=3.0)  # a full answer would take 3 s
     ctx = TuneContext(study, Portfolio(study), Trainer(study, wl, in_process=True),
                       PromptBuilder(study, TOOLS_TEXT, protocol="tools"), model,
-                      protocol="tools", max_trials=5, speculation="threshold")
+                      protocol="tools", max_trials=7, speculation="threshold")
     run_graph(ctx, tau=0.0)
     cancelled = [c for c in study.timings("llm_call") if c["detail"].get("cancelled")]
     assert len(cancelled) >= 3 and all(c["duration"] < 2.0 for c in cancelled)  # not 3 s
     assert all(c["detail"]["speculative"] for c in cancelled)
     rows = [t for t in study.timings("speculation") if t["detail"]["cancelled"]]
     assert rows and all(t["detail"]["wasted"] for t in rows)
-    assert len(study.trials(status="complete")) == 5
+    assert len(study.trials(status="complete")) == 7
 
 
 def _decisions(study):
-    """Critical-path LLM calls plus accepted speculative rounds: one per trial, never more."""
+    """Critical-path LLM calls, accepted speculative rounds, decisions asked ahead and taken,
+    and rounds decided without a call (the first): one per trial, never more."""
     critical = [c for c in study.timings("llm_call") if not c["detail"].get("speculative")]
-    return len(critical) + sum(e["accepted"] for e in events(study, "speculation"))
+    return (len(critical) + sum(e["accepted"] for e in events(study, "speculation"))
+            + sum(e.get("verdict") == "train" for e in events(study, "ahead"))
+            + sum(d["by"] == "plan" for d in events(study, "decision")))
 
 
 def test_depth_chains_rounds_while_training_and_carries_them(tmp_path):
     # Trials of ~0.2-2 s of simulated time (the seed fixes which): long enough to chain in.
     study, _, rt = run(tmp_path, ScriptedModel(copy_a), trials=7, time_scale=0.2,
                        speculation="threshold", tau=1e9, depth=3)
-    spec = [c for c in study.timings("llm_call") if c["detail"].get("speculative")]
+    spec = [c for c in study.timings("llm_call")
+            if c["detail"].get("speculative") and not c["detail"].get("ahead")]
     trains = study.timings("train")
     assert {c["detail"]["level"] for c in spec} >= {0, 1}  # rounds chained past the nearest one
     for c in spec:  # every speculative call was asked once a trial was in flight
