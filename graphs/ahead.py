@@ -33,7 +33,6 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 
-from asap.agent.prior import Score
 from asap.tools.portfolio import Offer
 
 
@@ -43,7 +42,6 @@ class Asked:
 
     round: int
     offers: list[Offer]
-    scores: list[Score | None]
     current: str  # that round's prompt block
     answer: BaseMessage | None = None
     error: BaseException | None = None

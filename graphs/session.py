@@ -184,7 +184,7 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
             on_trial=lambda trial, tool: say.on_trial_complete(study, trial, tool),
             say=say.on_message)
         if len(study.finished_ids()) < cfg.trials:
-            _start_early(ctx)
+            ctx.trainer.prestart()  # the fork server loads while the first round decides
             with _cancel_on_signals(ctx):
                 graph.invoke(ctx.initial_state(cfg.tau, cfg.depth or 1, cfg.context or 24,
                                                cfg.plan or 1),
@@ -206,12 +206,6 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
                             prompt=cfg.prompt, interrupted=interrupted)
         say.on_session_end(study, interrupted)
     return summarize(study)
-
-
-def _start_early(ctx: TuneContext) -> None:
-    """The fork server (torch, the table's rows) starts loading in its own process now, while
-    the first round decides, instead of inside the first trial."""
-    ctx.trainer.prestart()
 
 
 def _progress(study: Study, say: TuneCallback):

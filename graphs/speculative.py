@@ -21,7 +21,6 @@ import time
 from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
 
-from asap.agent.guard import check_json, check_tools
 from asap.agent.llm import LLM_ERRORS, Cancelled
 from asap.agent.prior import rank
 from asap.agent.selftune import Knobs, selftune
@@ -147,8 +146,7 @@ def _one_ahead(ctx: TuneContext, state: TuningState, chain: list[SpecRound], fli
         return dataclasses.replace(entry, end=time.time(), cancelled=True)
     except LLM_ERRORS:
         return None
-    verdict = (check_tools(answer, offers, ctx.study.space, ctx.tools) if ctx.protocol == "tools"
-               else check_json(answer, offers, ctx.study.space))
+    verdict = ctx.check(answer, offers)
     return dataclasses.replace(entry, end=time.time(),
                                choice=verdict.choice if verdict.kind == "train" else None)
 

@@ -30,6 +30,7 @@ from langchain_core.tools import BaseTool
 from asap.agent.breaker import Breaker
 from asap.agent.config import Protocol
 from asap.agent.decision import decision_schema, is_own, label_grammar, own_schema
+from asap.agent.guard import Verdict, check_json, check_tools
 from asap.agent.llm import (
     LLM_ERRORS,
     EmptyAnswer,
@@ -170,6 +171,13 @@ class TuneContext:
         self.study.log_event("llm_breaker", state=state, reason=reason)
         if self.say is not None:
             self.say(f"LLM circuit {state}: {reason}")
+
+    def check(self, answer: BaseMessage, offers: list[Offer]) -> Verdict:
+        """The guard's verdict on an answer, in the session's protocol (the critical round's,
+        a speculative round's and one asked ahead read it alike)."""
+        if self.protocol == "tools":
+            return check_tools(answer, offers, self.study.space, self.tools)
+        return check_json(answer, offers, self.study.space)
 
     def spent(self) -> bool:
         """No new trial may start: the trial budget is taken (running trials included), the

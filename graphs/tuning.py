@@ -33,7 +33,7 @@ from langchain_core.messages import HumanMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from asap.agent.guard import check_json, check_tools, fallback
+from asap.agent.guard import fallback
 from asap.agent.llm import LLM_ERRORS, is_context_overflow
 from asap.agent.prior import rank
 from asap.agent.selftune import observe
@@ -123,7 +123,7 @@ def _ask(ctx: TuneContext, state: TuningState, round_no: int, proposals: list[Of
     current = ctx.builder.round_text(round_no, proposals, scores, plan=state["knobs"].plan)
     messages = [HumanMessage(ctx.builder.prompt(state["log"], current))]
     detail = {"round": round_no, "speculative": True, "ahead": True}
-    ctx.ahead.ask(Asked(round_no, proposals, scores, current),
+    ctx.ahead.ask(Asked(round_no, proposals, current),
                   lambda cancel: ask(ctx, messages, len(proposals), detail, cancel=cancel))
 
 
@@ -148,10 +148,7 @@ def _decided_ahead(ctx: TuneContext, state: TuningState, early: Asked, proposals
         ctx.study.log_event("ahead", round=round_no, asked=early.round,
                             error=f"{type(early.error).__name__}: {early.error}"[:300])
         return None
-    if ctx.protocol == "tools":
-        verdict = check_tools(early.answer, early.offers, ctx.study.space, ctx.tools)
-    else:
-        verdict = check_json(early.answer, early.offers, ctx.study.space)
+    verdict = ctx.check(early.answer, early.offers)
     ctx.study.log_event("ahead", round=round_no, asked=early.round, verdict=verdict.kind)
     if verdict.kind == "stop":
         ctx.study.log_event("stop", reason=verdict.reason, round=round_no)
@@ -207,10 +204,7 @@ def guard(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     if state.get("error"):
         return _fall_back(state, ctx, state["error"])
     answer = state["messages"][-1]
-    if ctx.protocol == "tools":
-        verdict = check_tools(answer, state["offers"], ctx.study.space, ctx.tools)
-    else:
-        verdict = check_json(answer, state["offers"], ctx.study.space)
+    verdict = ctx.check(answer, state["offers"])
     if verdict.kind == "train":
         return {"choice": verdict.choice,
                 **commit(state["knobs"], state["proposals"], verdict.choice)}

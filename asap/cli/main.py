@@ -303,8 +303,8 @@ def _tune(args: argparse.Namespace) -> int:
         tau=args.tau, context=None if args.context == "auto" else _int(args.context, "--context"),
         depth=None if args.depth == "auto" else _int(args.depth, "--depth"),
         plan=None if args.plan == "auto" else _int(args.plan, "--plan"), seed=args.seed,
-        selftune=not args.no_selftune, decide_ahead=not args.no_ahead, workers=args.workers, gpus_per_trial=args.gpus_per_trial,
-        backend=args.backend, ray_address=args.ray_address)
+        selftune=not args.no_selftune, decide_ahead=not args.no_ahead, workers=args.workers,
+        gpus_per_trial=args.gpus_per_trial, backend=args.backend, ray_address=args.ray_address)
     result = tune(cfg, callbacks=[RichProgress(Console(stderr=True))])
     if args.json:
         print(json.dumps(result, indent=2))
