@@ -37,12 +37,14 @@ Rules, in order:
   even when it is cached), or the prompt's growth makes the LLM slower (latency trend above
   ``trend_high`` seconds per call) while that time is exposed (median LLM latency above the
   median training time), carry fewer rounds (x0.75); when latency is flat and near the first
-  decisions', carry more (x1.25). Compactions cost no cold prefill: the compacted prefix is
-  warmed while the trial before it trains (see :mod:`asap.graphs.speculative`). The cached share is
-  not a reason to shrink, and neither is growth under a plan > 1 (the calls then read the rows
-  of the rounds the plan decided, which compaction does not remove): a shorter log does not warm the cache (each compaction re-reads the
-  prompt once, and the per-round new tokens become a larger share). Compaction stays a rare large
-  step because the builder only folds rows when the carried count is passed.
+  decisions' (known once there are enough of them), carry more (x1.25). Compactions cost no
+  cold prefill: they only delete rows, which llama.cpp reads from its cache at shifted positions,
+  and the compacted prefix is warmed while the trial before it trains for servers that only
+  reuse a prefix (see :mod:`asap.graphs.speculative`). The cached share is not a reason to
+  shrink (a shorter log makes each round's new tokens a larger share of it), and neither is
+  growth under a plan > 1 (the calls then read the rows of the rounds the plan decided, which
+  compaction does not remove). Compaction stays a rare large step (the builder only drops rows
+  when the carried count is passed): prefix-only caches recompute the log after each one.
 """
 
 from __future__ import annotations
@@ -159,8 +161,11 @@ def decide(knobs: Knobs, seen: Observed, bounds: Bounds | None = None) -> tuple[
                 f"the first decisions' {seen.llm_base:.2f}s" if slower else
                 f"LLM latency grows {seen.llm_trend:.3f}s per call and its median "
                 f"{seen.llm_s:.2f}s exceeds training {seen.train_s:.2f}s"))
-    elif seen.llm_trend <= b.trend_high / 4 and (
-            seen.llm_base is None or seen.llm_s <= 1.1 * seen.llm_base):
+    elif seen.llm_trend <= b.trend_high / 4 and seen.llm_base is not None \
+            and seen.llm_s <= 1.1 * seen.llm_base:
+        # Only against the yardstick: a flat trend over the short logs of a session's start says
+        # nothing about a longer one (growing then took one session's log to 46 rounds, 2.1k
+        # tokens, decisions 1.7x the first ones' before the shrink rule could act).
         context = max(knobs.context, min(b.context_max, int(knobs.context * 1.25)))
         if context != knobs.context:
             new = replace(new, context=context)

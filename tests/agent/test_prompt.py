@@ -41,14 +41,47 @@ def test_the_log_is_compacted_in_rare_large_steps(ledger, toy_space):
     prompts, blocks = _rounds(ledger, toy_space, "stable", n=14, context=6, with_blocks=True)
     kept = [p[: len(p) - len(b)] for p, b in zip(prompts, blocks, strict=True)]
     breaks = [i + 1 for i, (a, b) in enumerate(zip(kept, prompts[1:], strict=False)) if not b.startswith(a)]
-    # Round 7 closes the 7th round: the oldest 4 fold into one line; then every 3 rounds.
+    # Round 7 closes the 7th round: the oldest 4 leave; then every 3 rounds.
     assert breaks == [7, 10, 13]
-    # The summary speaks of the folded rounds' trials only (fixed before the next one ends).
-    assert "## Rounds 1-4 (summarized): 4 trials finished" in prompts[7]
-    assert "## Rounds 1-10 (summarized): 10 trials finished" in prompts[13]
-    assert prompts[13].count("\nRound ") == 3  # three carried rounds, one line each
+    for i in breaks:  # only deletions: the rows left are the earlier prompt's, in order
+        before, after = _log_rows(kept[i - 1]), _log_rows(kept[i])
+        assert _is_subsequence(after[:-1], before) and after[-1].startswith(f"Round {i}: ")
+    # Losses fall every round here, so the best of the rows left out is the newest of them.
+    assert [r.split(":")[0] for r in _log_rows(kept[7])] == [f"Round {r}" for r in (4, 5, 6, 7)]
+    assert [r.split(":")[0] for r in _log_rows(kept[13])] == [
+        f"Round {r}" for r in (10, 11, 12, 13)]
     assert prompts[13].count("## Round ") == 1  # and the current round's block
     assert len(prompts[13]) < len(prompts[6])
+
+
+def test_compaction_keeps_the_best_trial_it_leaves_out(ledger, toy_space):
+    study = ledger.create_study("best", toy_space, metric="loss", direction="minimize")
+    builder = PromptBuilder(study, tools_text="- tool")
+    log = PromptLog()
+    for r, loss in enumerate((5.0, 0.5, 4.0, None, 3.0, 6.0, 7.0), start=1):
+        tid = study.start_trial({"x": r / 10, "lr": 0.1, "n_layers": 1, "optimizer": "adam"},
+                                tool="optuna:tpe")
+        trial = study.finish_trial(tid, status="failed", error="boom") if loss is None else \
+            study.finish_trial(tid, status="complete", metrics={"loss": loss})
+        log = builder.close(log, builder.row(r, "A (optuna:tpe)", trial), 6)
+    # Rounds 1-4 leave the log; round 2's trial (loss 0.5) is the best of them and stays.
+    assert [row.split(":")[0] for row in log.rows] == [
+        "Round 2", "Round 5", "Round 6", "Round 7"]
+    assert log.rows[0].endswith("-> trial 1: 0.5\n") and log.compacted == 3
+    assert log.rounds == 7
+    # Nothing finished among the rows left out: none is kept.
+    empty = PromptLog(tuple(f"Round {r}: A (tpe) x -> trial {r} failed (boom)\n"
+                            for r in range(40, 47)))
+    assert builder.compact(empty, 3).rows == empty.rows[-3:]
+
+
+def _log_rows(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("Round ")]
+
+
+def _is_subsequence(part: list[str], whole: list[str]) -> bool:
+    it = iter(whole)
+    return all(any(x == y for y in it) for x in part)
 
 
 def test_a_closed_round_is_one_bounded_line(ledger, toy_space):
@@ -74,7 +107,6 @@ def test_naive_mode_rewrites_its_header(ledger, toy_space):
 def test_templates_and_code_agree():
     assert placeholders("system.txt") == {"workload", "direction", "metric", "space", "tools",
                                           "answer", "columns", "parallel", "proposal_help"}
-    assert placeholders("compacted.txt") == {"rounds", "trials", "best"}
     assert placeholders("invalid.txt") == {"reason"}
     for name in ("answer_json.txt", "answer_tools.txt", "reminder_json.txt", "reminder_tools.txt",
                  "own.txt", "proposals_brief.txt", "proposals_full.txt"):
@@ -119,7 +151,7 @@ def test_the_compacted_prefix_is_known_while_the_closing_trial_trains(ledger, to
         after = builder.close(log, builder.row(r, "A (optuna:tpe)", trial), 6)
         nxt = builder.prompt(after, builder.round_text(r + 1, [("optuna:tpe", cfg)]))
         if after.compacted != log.compacted:
-            assert prefix is not None and nxt.startswith(prefix) and "(summarized)" in prefix
+            assert prefix is not None and nxt.startswith(prefix) and "Round 1:" not in prefix
             warmed += 1
         else:
             assert prefix is None

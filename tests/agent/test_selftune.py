@@ -55,7 +55,9 @@ def test_growing_exposed_latency_carries_fewer_rounds():
     assert decide(Knobs(context=24), seen(llm_trend=0.3, llm_s=6.0))[0].context == 18
     # Hidden behind training, a longer prompt costs nothing: keep the rows.
     assert decide(Knobs(context=24), seen(llm_trend=0.3, llm_s=2.0))[0].context == 24
-    assert decide(Knobs(context=24), seen(llm_trend=0.0))[0].context == 30
+    assert decide(Knobs(context=24), seen(llm_trend=0.0, llm_base=1.0))[0].context == 30
+    # Flat but no yardstick yet (the first decisions): short logs say nothing of longer ones.
+    assert decide(Knobs(context=24), seen(llm_trend=0.0))[0].context == 24
     # Under a plan the calls read the plan's rows: growth is not the context's doing.
     assert decide(Knobs(context=24, plan=4), seen(llm_trend=0.3, llm_s=6.0))[0].context == 24
 
@@ -89,7 +91,8 @@ def test_knobs_stay_inside_their_bounds():
         knobs, _ = decide(knobs, seen(llm_s=6.0, llm_p90=9.0, accept_rate=0.9, llm_trend=1.0), b)
     assert knobs.depth == 2 and knobs.context == 6
     for _ in range(10):
-        knobs, _ = decide(knobs, seen(accept_rate=0.0, wasted_share=0.0, llm_trend=0.0), b)
+        knobs, _ = decide(knobs, seen(accept_rate=0.0, wasted_share=0.0, llm_trend=0.0,
+                                      llm_base=1.0), b)
     assert knobs.tau == 0.06 and knobs.depth == 1 and knobs.context == 24
 
 

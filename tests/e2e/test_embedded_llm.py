@@ -43,17 +43,56 @@ def test_smollm2_decides_through_the_schema_and_reuses_the_prefix(ledger, toy_sp
 
 
 @pytest.mark.e2e
-def test_a_prefix_is_reused_after_both_slots_served_other_prompts():
-    """Critical and speculative calls run on the server's two slots; a prefix cached on one
-    slot must still be found after both slots served other prompts (llama.cpp's host-memory
-    prompt cache), or a speculative call would cost the next real call its prefix."""
+def test_a_compacted_log_is_read_from_the_cache(ledger, toy_space):
+    """Compaction only deletes rows, and the embedded server shifts cached chunks into their new
+    places (n_cache_reuse): the first call after a compaction recomputes its block, not the
+    log (a summary line in their place made everything after it cold). Twice: at the second
+    compaction llama.cpp's host-memory prompt cache used to swap in the state it had saved at
+    the first (an older log, without the newest rows), so the embedded server runs without it."""
+    study = ledger.create_study("cmp", toy_space, metric="loss", direction="minimize",
+                                workload="toy")
+    builder, log = PromptBuilder(study, tools_text="- optuna_suggest\n- nevergrad_suggest"), PromptLog()
+
+    def grow(log: PromptLog, rounds: range) -> PromptLog:
+        for r in rounds:
+            cfg = {"x": round(1.0 / r, 4), "lr": 0.001 * r, "n_layers": 1 + r % 2,
+                   "optimizer": "adam"}
+            trial = study.finish_trial(study.start_trial(cfg, tool="optuna:tpe"),
+                                       status="complete",
+                                       metrics={"loss": 0.1 if r == 19 else abs(r - 7) + 0.25})
+            log = builder.close(log, builder.row(r, "A (optuna:tpe)", trial), 48)
+        return log
+    block = builder.round_text(99, [("optuna:tpe", {"x": 0.5, "lr": 0.1, "n_layers": 1,
+                                                    "optimizer": "adam"})])
+    with EmbeddedServer(say=lambda m: None) as srv:
+        llm = json_model(chat_model(srv.base_url, "default"), {}, grammar=label_grammar(["A"]))
+
+        def ask(log: PromptLog) -> dict:
+            timed_invoke(llm, [HumanMessage(builder.prompt(log, block))], study=study,
+                         protocol="json", trial_number=0)
+            return study.timings("llm_call")[-1]
+        log = grow(log, range(1, 25))
+        ask(log)
+        for end in (36, 48):
+            short = builder.compact(log, 12)
+            assert len(short.rows) == 13 and short.rows[0].startswith(f"Round {end - 29}: ")
+            before, after = ask(log), ask(short)  # the best of the rows dropped stays
+            assert before["prompt_tokens"] > after["prompt_tokens"] + 400  # 11 rows left
+            assert after["cached_tokens"] >= after["prompt_tokens"] - 5, end
+            log = grow(short, range(end - 11, end + 1))
+
+
+@pytest.mark.e2e
+def test_calls_on_both_slots_keep_the_log_cached():
+    """Critical and speculative calls can run at once, on the server's two slots, each extending
+    the same log; the next call goes to the slot holding the longer common prefix, so it reads
+    only what is new since (llama.cpp picks slots by prompt similarity; no host-memory cache)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import openai
 
-    def text(seed: int) -> str:
-        return " ".join(f"row {seed}-{i}: value {(seed * 7919 + i * 104729) % 1000}"
-                        for i in range(80))
+    log = "".join(f"Round {i}: A (tpe) {i * 7919 % 1000} {i * 104729 % 997} -> trial {i}: "
+                  f"0.{i * 31 % 1000:03d}\n" for i in range(1, 30))
     with EmbeddedServer(say=lambda m: None) as srv:
         client = openai.OpenAI(base_url=srv.base_url, api_key="local")
 
@@ -61,12 +100,14 @@ def test_a_prefix_is_reused_after_both_slots_served_other_prompts():
             return client.chat.completions.create(
                 model="default", messages=[{"role": "user", "content": prompt}],
                 max_tokens=1, temperature=0).usage
-        first = ask(text(1) + "\nWhich row is largest?")
-        with ThreadPoolExecutor(2) as pool:  # both slots at once, each with another prompt
-            list(pool.map(ask, [text(2), text(3)]))
-        again = ask(text(1) + "\nWhich row is smallest?")
+        first = ask(log + "## Round 30\nA tpe\nB DE\n")
+        real = log + "Round 30: A (tpe) 3 4 -> trial 30: 0.512\n"
+        with ThreadPoolExecutor(2) as pool:  # both slots at once: a real and a speculative call
+            list(pool.map(ask, [real + "## Round 31\nA tpe\nB DE\n",
+                                real + "Round 31: B (DE) 5 6 -> trial 31: 0.7\n## Round 32\n"]))
+        nxt = ask(real + "Round 31: B (DE) 5 6 -> trial 31: 0.649\n## Round 32\nA tpe\n")
     assert first.prompt_tokens > 500
-    assert again.prompt_tokens_details.cached_tokens >= first.prompt_tokens - 20
+    assert nxt.prompt_tokens_details.cached_tokens >= nxt.prompt_tokens - 20
 
 
 @pytest.mark.e2e
