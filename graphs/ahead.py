@@ -68,15 +68,19 @@ class Ahead:
             return self._decision is not None
 
     def ask(self, asked: Asked, call: Callable[[threading.Event], BaseMessage]) -> bool:
-        """Ask a decision in the background (``call`` gets the cancel event); False when a call
-        runs or a decision is held already."""
+        """Ask a decision in the background (``call`` gets the cancel event), after the warm-up
+        running, if any; False when a decision is asked already.
+
+        A decision does not wait for a round to find the server idle: a warm-up that outlasted
+        a few 0.1-s rounds (the CPU busy with trials) kept a plan's rounds from asking until the
+        plan had run out, and the next decision went on the critical path."""
         def run() -> Asked:
             try:
                 return dataclasses.replace(asked, answer=call(self.cancel))
             except Exception as exc:  # handed to the round that takes it
                 return dataclasses.replace(asked, error=exc)
         with self._lock:
-            if self._decision is not None or not self._idle():
+            if self._decision is not None:
                 return False
             self._decision = self._start(run)
         return True
@@ -114,8 +118,13 @@ class Ahead:
         return self._running is None or self._running.done()
 
     def _start(self, fn: Callable[[], Any]) -> Future[Any]:
-        future: Future[Any] = Future()
+        """Run ``fn`` in a thread once the call running now has ended (one call at a time)."""
+        before, future = self._running, Future()
         self._running = future
-        threading.Thread(target=lambda: future.set_result(fn()), name="asap-ahead",
-                         daemon=True).start()
+
+        def run() -> None:
+            if before is not None:
+                before.result()
+            future.set_result(fn())
+        threading.Thread(target=run, name="asap-ahead", daemon=True).start()
         return future

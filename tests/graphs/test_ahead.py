@@ -120,3 +120,29 @@ def _idle(ctx) -> None:
     pause = threading.Event()
     while ctx.ahead.busy():
         pause.wait(0.01)
+
+
+def test_a_decision_asked_during_a_warm_up_runs_right_after_it():
+    """A warm-up in flight does not turn a decision away (the plan's rounds may all pass before
+    it ends): the decision is queued behind it, one call at a time, and taken when back."""
+    from asap.graphs.ahead import Ahead, Asked
+    ahead, order = Ahead(), []
+    warming, release = threading.Event(), threading.Event()
+
+    def warm_up():
+        warming.set()
+        release.wait(60)
+        order.append("warm-up")
+
+    def decision(cancel):
+        order.append("decision")
+        return decide("A")
+    assert ahead.warm(warm_up) and warming.wait(60)
+    assert ahead.ask(Asked(3, [], "## Round 3"), decision)  # queued, not refused
+    assert not ahead.warm(warm_up) and not ahead.ask(Asked(4, [], ""), decision)
+    assert ahead.take() is None and order == []  # the decision waits for the warm-up
+    release.set()
+    ahead.close()  # waits for both
+    assert order == ["warm-up", "decision"]
+    taken = ahead.take()
+    assert taken.round == 3 and json.loads(taken.answer.content)["choice"] == "A"
