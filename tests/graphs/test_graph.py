@@ -365,6 +365,17 @@ def test_the_selftune_node_runs_beside_training_and_moves_the_knobs(tmp_path):
         assert before and (not later or row["end"] <= later[0])
 
 
+def test_the_first_selftune_pass_comes_as_soon_as_the_ledger_can_be_read(tmp_path):
+    """The knobs start as guesses: the first pass runs once 3 decisions and 3 trials are in,
+    not at the N-th trial; later passes keep to every N."""
+    study, state, _ = run(tmp_path, ScriptedModel(copy_a), trials=8, time_scale=0.02,
+                          speculation="threshold", selftune_every=1000,
+                          bounds=Bounds(plan_ratio=1e-12))
+    passes = study.timings("selftune")
+    assert len(passes) == 1 and state["knobs"].plan > 1
+    assert events(study, "selftune")[0]["after"]["plan"] == state["knobs"].plan
+
+
 _ASSUMED: set[str] = set()  # configs some prompt has already shown a result for
 _SEEN = threading.Condition()
 
