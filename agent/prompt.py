@@ -169,9 +169,9 @@ class PromptBuilder:
     def close(self, log: PromptLog, row: str, context: int) -> PromptLog:
         """The log with a finished round appended (the only way it grows between steps).
 
-        When it passes ``context`` rounds, its oldest half becomes one summary line: a rare
+        When it passes ``context`` rounds, its oldest half leaves (:meth:`compact`): a rare
         large step (every ``context // 2`` rounds) instead of a window sliding every round, which
-        would change the prefix, and lose the KV cache, each time.
+        would change the prefix, and lose a prefix-only KV cache (vLLM's), each time.
         """
         log = log.plus(row)
         return self.compact(log, context // 2) if len(log.rows) > context else log
