@@ -60,7 +60,7 @@ class Ahead:
     def busy(self) -> bool:
         """A call is running."""
         with self._lock:
-            return self._running is not None and not self._running.done()
+            return not self._idle()
 
     def asked(self) -> bool:
         """A decision was asked and not taken yet (running, or returned and held)."""

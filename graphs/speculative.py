@@ -184,8 +184,9 @@ def _selftune(ctx: TuneContext, knobs: Knobs) -> Knobs:
     It runs on the speculative branch, in parallel with training: off the critical path.
     """
     done = len(ctx.study.finished_ids())
-    first = not ctx.study.timings("selftune")  # no pass has read enough yet
-    if not ctx.selftune_every or done == 0 or (done % ctx.selftune_every and not first):
+    if not ctx.selftune_every or done == 0:
+        return knobs
+    if done % ctx.selftune_every and ctx.study.timings("selftune"):  # a pass has read enough
         return knobs
     return selftune(ctx.study, knobs, ctx.bounds)
 
