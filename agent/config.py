@@ -48,7 +48,12 @@ class TuneConfig(BaseModel):
     proposals: ProposalStyle | None = Field(
         default=None, description="proposal lines: brief (tool, record, prediction) or full "
         "(with configurations); default brief for JSON decisions, full for tool calls")
-    time_scale: float = Field(default=0.0, ge=0, description="simulated clock for tables")
+    time_scale: float = Field(default=0.0, ge=0, description="tables sleep train_time x this "
+                              "many real seconds (0: not at all)")
+    clock: Literal["real", "virtual"] = Field(
+        default="real", description="real: wall-clock time; virtual: each trial costs its "
+        "simulated duration (a table's train_time) and sleeps not at all, the agent's own work "
+        "its measured time; budgets and time stamps are read on it")
     max_retries: int = Field(default=2, ge=0, le=10)
     pruner: Literal["none", "median", "sha", "hyperband"] = "none"
     speculation: Literal["auto", "off", "threshold", "lossless"] = "auto"
@@ -94,6 +99,21 @@ class TuneConfig(BaseModel):
         if v is not None and not STUDY_NAME.match(v):
             raise ValueError(f"{v!r} is not a study name: use up to 128 letters, digits, '.', "
                              f"'_' or '-', starting with a letter or digit (e.g. {safe_name(v)!r})")
+        return v
+
+    @field_validator("clock")
+    @classmethod
+    def _virtual_alone(cls, v: str, info) -> str:
+        if v == "virtual" and info.data.get("time_scale"):
+            raise ValueError("the virtual clock sleeps not at all; --time-scale sleeps real "
+                             "seconds: use one or the other")
+        return v
+
+    @field_validator("backend")
+    @classmethod
+    def _local_when_virtual(cls, v: str, info) -> str:
+        if v == "ray" and info.data.get("clock") == "virtual":
+            raise ValueError("the virtual clock simulates trials here: use --backend local")
         return v
 
     @field_validator("ray_address")

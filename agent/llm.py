@@ -122,22 +122,23 @@ def timed_invoke(model: Runnable, messages: Sequence[BaseMessage], *, study: Stu
     With ``cancel``, the answer is streamed and :class:`Cancelled` is raised once the event is
     set; the row then has ``cancelled`` in its detail and unknown token counts.
     """
-    start = time.time()
+    now = study.clock.now if study is not None else time.time
+    start = now()
     try:
         message = (model.invoke(list(messages)) if cancel is None
                    else _streamed(model, list(messages), cancel))
     except Cancelled:
         if study is not None:
-            study.log_timing("llm_call", start, time.time(), trial_number=trial_number,
+            study.log_timing("llm_call", start, now(), trial_number=trial_number,
                              protocol=protocol, cancelled=True, **detail)
         raise
     except LLM_ERRORS as exc:  # a failed call took its time too: it counts, marked failed
         if study is not None:
-            study.log_timing("llm_call", start, time.time(), trial_number=trial_number,
+            study.log_timing("llm_call", start, now(), trial_number=trial_number,
                              protocol=protocol, failed=f"{type(exc).__name__}: {exc}"[:200],
                              **detail)
         raise
-    end = time.time()
+    end = now()
     if study is not None:
         prompt, cached, completion = usage_of(message)
         study.log_timing("llm_call", start, end, trial_number=trial_number, prompt_tokens=prompt,

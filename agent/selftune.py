@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -244,12 +243,12 @@ def _slope(ys: list[float]) -> float:
 
 def selftune(study: Study, knobs: Knobs, bounds: Bounds | None = None) -> Knobs:
     """Observe, decide, and write each adjustment to the ledger with the numbers behind it."""
-    start = time.time()
+    start = study.clock.now()
     seen = observe(study)
     if seen is None:
         return knobs
     new, why = decide(knobs, seen, bounds)
-    study.log_timing("selftune", start, time.time(), changed=bool(why))
+    study.log_timing("selftune", start, study.clock.now(), changed=bool(why))
     if why:
         detail: dict[str, Any] = {"before": vars(knobs), "after": vars(new), "why": why,
                                   "observed": vars(seen)}

@@ -28,10 +28,14 @@ def speculation_mode(cfg: TuneConfig) -> SpeculationMode:
     trials take 229.8 s instead of ~100 s serially (each slowed the other ~3x). With training on
     a GPU, the LLM at a remote endpoint, or a tabular workload's simulated clock (a sleep), the
     two really run in parallel. A table at ``time_scale`` 0 trains in no time: there is nothing
-    to hide a speculative call behind, so it would only double the LLM's work.
+    to hide a speculative call behind, so it would only double the LLM's work. On the virtual
+    clock training is simulated too, and a speculative call is charged only for what outlasts
+    its trial, as in the real system it stands for.
     """
     if cfg.speculation != "auto":
         return cfg.speculation
+    if cfg.clock == "virtual":
+        return "threshold"
     if is_tabular(cfg.workload):  # training is a sleep of the simulated clock
         return "threshold" if cfg.time_scale > 0 else "off"
     if cfg.base_url and not is_loopback(cfg.base_url):  # the LLM runs on another machine

@@ -122,6 +122,7 @@ def summarize(study: Study) -> dict[str, Any]:
         "per_tool": {k: {"trials": r.trials, "improvements": r.improvements}
                      for k, r in sorted(tool_records(study).items())},
         "protocol": protocol, "llm_calls": len(calls),
+        "clock": "virtual" if "virtual" in study.clocks() else "real",
         "llm_failed_calls": sum(bool(c["detail"].get("failed")) for c in calls),
         "llm_median_s": d["calls"]["critical"]["median_s"] if "critical" in d["calls"] else None,
         "cached_share": cached_share(calls),
@@ -164,6 +165,25 @@ def covered(merged: list[Interval], busy: list[Interval]) -> float:
 def span(rows: list[dict[str, Any]]) -> list[Interval]:
     """The merged intervals of timing rows."""
     return merge([(r["start"], r["end"]) for r in rows])
+
+
+def exposed_llm(study: Study) -> list[Interval]:
+    """The intervals in which an LLM call ran and no trial trained: the LLM time a session
+    waited for (what a virtual clock charged on the critical path)."""
+    training = span(study.timings("train"))
+    out: list[Interval] = []
+    for s, e in span(study.timings("llm_call")):
+        for ts, te in training:
+            if te <= s or ts >= e:
+                continue
+            if ts > s:
+                out.append((s, ts))
+            s = max(s, te)
+            if s >= e:
+                break
+        if s < e:
+            out.append((s, e))
+    return out
 
 
 def wall_clock(study: Study, rows: list[dict[str, Any]]) -> float:

@@ -89,8 +89,11 @@ def timeline(study: Study, path: str | Path) -> Path:
         ax.plot(clock(e["at"]), top, marker="v" if ok else "x", color="green" if ok else "black")
     ax.set_yticks(range(len(lanes)), [name for name, _, _ in lanes])
     ax.set_ylim(-0.6, top + 0.4)
-    ax.set_xlabel("seconds worked (the time between sessions cut out)")
-    ax.set_title(f"{study.name}: wall-clock timeline (v accepted, x rejected speculation)")
+    virtual = "virtual" in study.clocks()  # simulated seconds: trials cost their table time
+    ax.set_xlabel(("simulated " if virtual else "") + "seconds worked (the time between "
+                  "sessions cut out)")
+    ax.set_title(f"{study.name}: {'virtual-clock' if virtual else 'wall-clock'} timeline "
+                 "(v accepted, x rejected speculation)")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)

@@ -2,7 +2,10 @@
 
 Every method goes through the same ledger, :class:`~asap.tools.trainer.Trainer` and workload, so
 only the decision-maker differs. Budgets are the same for all: ``trials`` and ``time_s``, whichever
-ends first (an LLM method pays its decisions out of the same wall-clock as training).
+ends first (an LLM method pays its decisions out of the same wall-clock as training), both read
+on the cell's clock: real, or virtual (each trial costs its table ``train_time``, the method's own
+work its measured time; see :mod:`asap.tools.clock`). Every run logs a ``session`` event (start,
+end, clock), the time its curves are measured from.
 
 - ``asap`` and its ablations (``asap-nospec``, ``asap-naive``, ``asap-noselftune``): the agent.
 - ``tpe``, ``cmaes``, ``ngopt``, ``random``: one tool alone, ask-and-tell.
@@ -16,11 +19,11 @@ ends first (an LLM method pays its decisions out of the same wall-clock as train
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import queue
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +34,7 @@ from asap.agent.llm import LLM_ERRORS, chat_model, json_model, timed_invoke
 from asap.agent.prior import rank
 from asap.agent.speculation import speculation_mode
 from asap.graphs.session import tune
+from asap.tools.clock import make_clock
 from asap.tools.ledger import Ledger, Study
 from asap.tools.portfolio import PANEL, Portfolio
 from asap.tools.resources import plan_slots
@@ -54,6 +58,7 @@ class Cell:
     base_url: str | None = None  # the LLM endpoint; None for methods without an LLM
     model: str = "default"
     workers: int = 1  # trials in flight at once
+    clock: str = "real"  # real, or virtual: simulated training, the method's own time charged
 
     @property
     def tabular(self) -> bool:
@@ -66,13 +71,23 @@ class Cell:
 
 def _done(study: Study, cell: Cell, started: float) -> bool:
     return (len(study.finished_ids()) >= cell.trials
-            or time.time() - started >= cell.time_s)
+            or study.clock.now() - started >= cell.time_s)
 
 
-def _new_study(cell: Cell, wl: Workload) -> Study:
-    return Ledger(cell.db).create_study(cell.study, wl.space, metric=wl.metric,
-                                        direction=wl.direction, workload=wl.ref,
-                                        meta={"method": cell.method, "seed": cell.seed})
+@contextlib.contextmanager
+def _session(cell: Cell, wl: Workload) -> Iterator[tuple[Study, float]]:
+    """A new study for the cell on the cell's clock, logged as one session (start, end, clock)
+    as a tuning session logs itself; yields it and its start time."""
+    study = Ledger(cell.db).create_study(cell.study, wl.space, metric=wl.metric,
+                                         direction=wl.direction, workload=wl.ref,
+                                         meta={"method": cell.method, "seed": cell.seed})
+    study.clock = make_clock(cell.clock)
+    started = study.clock.now()
+    try:
+        yield study, started
+    finally:
+        study.log_event("session", start=started, end=study.clock.now(), clock=cell.clock)
+        study.clock.close()
 
 
 def _trainer(study: Study, wl: Workload, cell: Cell) -> Trainer:
@@ -89,7 +104,7 @@ def ask_tell(cell: Cell, study: Study, trainer: Trainer, portfolio: Portfolio,
     config) whenever a worker is free (the tools see the running ones as pending, see
     :meth:`Portfolio.sync`), ``landed(tool, trial)`` as each finishes. Optuna's ``n_jobs``
     shape, with one ledger."""
-    started, done = time.time(), queue.SimpleQueue()
+    started, done = study.clock.now(), queue.SimpleQueue()
     jobs: dict[int, tuple[str, TrainingJob]] = {}
     while True:
         while (len(jobs) < cell.workers and len(study.trials()) < cell.trials
@@ -99,7 +114,7 @@ def ask_tell(cell: Cell, study: Study, trainer: Trainer, portfolio: Portfolio,
             jobs[job.trial_id] = (tool, job)
         if not jobs:
             return
-        tool, job = jobs.pop(done.get())
+        tool, job = jobs.pop(study.clock.take(done))
         portfolio.sync()
         landed(tool, job.wait())
 
@@ -107,17 +122,21 @@ def ask_tell(cell: Cell, study: Study, trainer: Trainer, portfolio: Portfolio,
 def single(library: str, algorithm: str) -> Callable[[Cell, Workload], None]:
     """One tool alone: ask, train, tell, until the budget."""
     def run(cell: Cell, wl: Workload) -> None:
-        study = _new_study(cell, wl)
-        portfolio, trainer = Portfolio(study, seed=cell.seed), _trainer(study, wl, cell)
-        ask_tell(cell, study, trainer, portfolio, lambda: (
-            f"{library}:{algorithm}", portfolio.ask(library, algorithm)[0]))
+        with _session(cell, wl) as (study, _):
+            portfolio, trainer = Portfolio(study, seed=cell.seed), _trainer(study, wl, cell)
+            ask_tell(cell, study, trainer, portfolio, lambda: (
+                f"{library}:{algorithm}", portfolio.ask(library, algorithm)[0]))
     return run
 
 
 def bandit(cell: Cell, wl: Workload) -> None:
     """The no-LLM portfolio: UCB1 over the agent's panel of tools, reward 1 when a trial
     improves the best (the best when it started)."""
-    study = _new_study(cell, wl)
+    with _session(cell, wl) as (study, _):
+        _bandit(cell, wl, study)
+
+
+def _bandit(cell: Cell, wl: Workload, study: Study) -> None:
     portfolio, trainer = Portfolio(study, seed=cell.seed), _trainer(study, wl, cell)
     pulls = {f"{lib}:{alg}": [0, 0] for lib, alg in PANEL}  # tool -> [trials, improvements]
     best_at_start: dict[str, float | None] = {}
@@ -142,10 +161,10 @@ def bandit(cell: Cell, wl: Workload) -> None:
 
 def prior(cell: Cell, wl: Workload) -> None:
     """The agent's rounds without the LLM: the panel proposes, the prior ranks, A trains."""
-    study = _new_study(cell, wl)
-    portfolio, trainer = Portfolio(study, seed=cell.seed), _trainer(study, wl, cell)
-    ask_tell(cell, study, trainer, portfolio,
-             lambda: rank(study, portfolio.panel_offers())[0][0])
+    with _session(cell, wl) as (study, _):
+        portfolio, trainer = Portfolio(study, seed=cell.seed), _trainer(study, wl, cell)
+        ask_tell(cell, study, trainer, portfolio,
+                 lambda: rank(study, portfolio.panel_offers())[0][0])
 
 
 def agent(**switches: Any) -> Callable[[Cell, Workload], None]:
@@ -154,7 +173,7 @@ def agent(**switches: Any) -> Callable[[Cell, Workload], None]:
         cfg = TuneConfig(workload=cell.task, trials=cell.trials, time_budget_s=cell.time_s,
                          study=cell.study, db=cell.db, base_url=cell.base_url, model=cell.model,
                          seed=cell.seed, time_scale=cell.time_scale, isolate=not cell.tabular,
-                         workers=cell.workers, **switches)
+                         workers=cell.workers, clock=cell.clock, **switches)
         if cfg.speculation == "auto":  # as if embedded: the shared server is on this machine
             cfg = cfg.model_copy(update={"speculation": speculation_mode(
                 cfg.model_copy(update={"base_url": None}))})
@@ -175,7 +194,11 @@ Write a new configuration, different from all of the above, that you expect to r
 
 def llm_naive(cell: Cell, wl: Workload) -> None:
     """The LLM proposes configurations directly; invalid answers are replaced by a random one."""
-    study, started = _new_study(cell, wl), time.time()
+    with _session(cell, wl) as (study, started):
+        _llm_naive(cell, wl, study, started)
+
+
+def _llm_naive(cell: Cell, wl: Workload, study: Study, started: float) -> None:
     trainer, portfolio = _trainer(study, wl, cell), Portfolio(study, seed=cell.seed)
     llm = json_model(chat_model(cell.base_url, cell.model, temperature=1.0, seed=cell.seed),
                      study.space.json_schema())

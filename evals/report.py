@@ -12,6 +12,7 @@ import numpy as np
 
 from asap.agent.stats import decompose
 from asap.agent.timeline import timeline
+from asap.evals.axes import SINGLE, axes_md
 from asap.evals.decisions import PICKERS, Picks, decision_quality
 from asap.evals.metrics import bootstrap_ci
 from asap.evals.results import CellResult, collect, rank_over_time, summary
@@ -19,9 +20,11 @@ from asap.tools.ledger import Ledger
 
 
 def write_report(ledger: Ledger, out: str | Path, *, reference: str = "llm-naive",
-                 title: str = "asap eval", settings: str = "") -> Path:
+                 title: str = "asap eval", settings: str = "", at_trials: int = 40) -> Path:
     """Write results.csv, the ``eval_results`` table, the plots and report.md; returns its path.
-    ``settings`` says what was run (the grid's tasks, methods, budgets), under the title."""
+    ``settings`` says what was run (the grid's tasks, methods, budgets), under the title. Runs
+    on the virtual clock get both axes (:mod:`asap.evals.axes`): regret at ``at_trials``
+    trials and at each simulated budget."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cells = collect(ledger, reference)
@@ -36,9 +39,15 @@ def write_report(ledger: Ledger, out: str | Path, *, reference: str = "llm-naive
         ledger.db["eval_results"].upsert_all(rows, pk="id")
     s = summary(cells)
     horizon = max(c.time_budget_s for c in cells)
-    plots = [_regret_plot(cells, out / "regret_vs_time.png", horizon),
-             _trials_plot(cells, out / "regret_vs_trials.png"),
-             _rank_plot(cells, out / "rank_vs_time.png", horizon)]
+    virtual = [c for c in cells if c.clock == "virtual"]
+    if virtual:  # tasks have budgets of their own: one panel each, in simulated hours
+        both, sim = axes_md(virtual, out, at_trials)
+        plots = [sim, _trials_plot(cells, out / "regret_vs_trials.png")]
+    else:
+        both = ""
+        plots = [_regret_plot(cells, out / "regret_vs_time.png", horizon),
+                 _trials_plot(cells, out / "regret_vs_trials.png"),
+                 _rank_plot(cells, out / "rank_vs_time.png", horizon)]
     asap = next((c for c in cells if c.method == "asap"), None)
     decomposition = None
     if asap is not None:
@@ -47,14 +56,12 @@ def write_report(ledger: Ledger, out: str | Path, *, reference: str = "llm-naive
         decomposition = (asap.id, decompose(study))
     rows = list(ledger.db["eval_cells"].rows_where("status = 'done'"))
     quality = decision_quality(ledger, rows)
-    extra = _decisions_md(quality) + _targets_md(s, quality.get("asap"))
+    extra = both + _decisions_md(quality) + (_picks_md(quality.get("asap")) if virtual
+                                             else _targets_md(s, quality.get("asap")))
     path = out / "report.md"
     path.write_text(_markdown(title, s, cells, reference, plots, decomposition, settings)
                     + extra)
     return path
-
-
-SINGLE = ("tpe", "cmaes", "ngopt", "random")  # the tools asap orchestrates, each alone
 
 
 def _decisions_md(quality: dict[str, Picks]) -> str:
@@ -107,13 +114,23 @@ def _targets_md(s: dict[str, Any], picks: Picks | None = None) -> str:
         worse = [t for t in tasks if (a := regret("asap", t)) is not None
                  and (r := regret("random", t)) is not None and a > r]
         lines.append(f"- worse than random on: {', '.join(worse) or 'no task'}.")
-    if picks is not None and picks.rounds:
-        share = {p: picks.share(p) for p in ("asap", "always TPE", "bandit")}
-        met = all(share["asap"] > share[p] for p in ("always TPE", "bandit"))
-        lines.append(f"- asap's pick was the round's best offer in {share['asap']:.1%} of "
-                     f"{picks.rounds} rounds; always TPE {share['always TPE']:.1%}, the bandit "
-                     f"{share['bandit']:.1%} ({'met' if met else 'missed'}: asap above both).")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _picks(picks)) + "\n"
+
+
+def _picks(picks: Picks | None) -> list[str]:
+    """How often asap's pick was the round's best offer, against always-TPE and the bandit."""
+    if picks is None or not picks.rounds:
+        return []
+    share = {p: picks.share(p) for p in ("asap", "always TPE", "bandit")}
+    met = all(share["asap"] > share[p] for p in ("always TPE", "bandit"))
+    return [f"- asap's pick was the round's best offer in {share['asap']:.1%} of "
+            f"{picks.rounds} rounds; always TPE {share['always TPE']:.1%}, the bandit "
+            f"{share['bandit']:.1%} ({'met' if met else 'missed'}: asap above both)."]
+
+
+def _picks_md(picks: Picks | None) -> str:
+    lines = _picks(picks)
+    return "\n".join(["", "Decisions:", "", *lines]) + "\n" if lines else ""
 
 
 def _fmt(x: float | None, spec: str = ".3f") -> str:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from asap.agent.stats import exposed_llm
 from asap.evals.metrics import (
     Curve,
     area_under_regret,
@@ -48,6 +49,19 @@ class CellResult:
     exact_optimum: bool = False
     target: float | None = None
     trials_budget: int | None = None
+    clock: str = "real"  # the clock the run's times are on
+    ends: list[float] = field(default_factory=list)  # each finished trial's end, in order
+    exposed: list[tuple[float, float]] = field(default_factory=list)  # LLM calls, no training
+
+    def regret_at_trials(self, n: int) -> float:
+        """Normalized regret of the incumbent after ``n`` trials (after all of them, if the
+        run had fewer)."""
+        return normalized_regret(value_at(self.by_trial, n), self.optimum, self.worst)
+
+    def exposed_within(self, t: float) -> float:
+        """Seconds of the run's first ``t`` in which an LLM call ran and no trial trained: the
+        agent's LLM time charged on the critical path."""
+        return sum(max(0.0, min(e, t) - s) for s, e in self.exposed if s < t)
 
     @property
     def truncated(self) -> bool:
@@ -90,13 +104,20 @@ def collect(ledger: Ledger, reference: str = "llm-naive") -> list[CellResult]:
         study = ledger.open_study(cell["id"])
         done = [t for t in study.trials() if t.status != "running"]
         maximize, worth = study.direction == "maximize", worth_of(cell["task"])
+        sessions = study.events("session")
+        # Times are measured from the run's start on its own clock (a virtual clock's too).
+        start = min((e["detail"]["start"] for e in sessions), default=cell["started"])
+        end = max((e["detail"]["end"] for e in sessions), default=cell["ended"])
         out.append(CellResult(
             cell["id"], cell["task"], cell["method"], cell["seed"], maximize,
-            cell["time_budget_s"], cell["ended"] - cell["started"], len(done),
-            incumbent_curve([(t.ended_at - cell["started"], t.value, t.config) for t in done],
+            cell["time_budget_s"], end - start, len(done),
+            incumbent_curve([(t.ended_at - start, t.value, t.config) for t in done],
                             maximize, worth),
             incumbent_curve([(i + 1, t.value, t.config) for i, t in enumerate(done)],
-                            maximize, worth), trials_budget=cell["trials_budget"]))
+                            maximize, worth), trials_budget=cell["trials_budget"],
+            clock=sessions[0]["detail"].get("clock", "real") if sessions else "real",
+            ends=[t.ended_at - start for t in done],
+            exposed=[(s - start, e - start) for s, e in exposed_llm(study)]))
     _set_optima(out)
     _set_targets(out, reference)
     return out

@@ -33,6 +33,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 
+from asap.tools.clock import Clock
 from asap.tools.portfolio import Offer
 
 
@@ -51,7 +52,8 @@ class Ahead:
     """The run's background LLM work, one call at a time: a decision asked ahead, held until a
     round takes it, or a cache warm-up."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()  # background work overlaps training: on its books
         self._lock = threading.Lock()
         self._running: Future[Any] | None = None  # the background call, of either kind
         self._decision: Future[Asked] | None = None  # asked and not taken yet
@@ -121,10 +123,14 @@ class Ahead:
         """Run ``fn`` in a thread once the call running now has ended (one call at a time)."""
         before, future = self._running, Future()
         self._running = future
+        self.clock.begin()  # here, not in the thread: the clock must not jump before it runs
 
         def run() -> None:
-            if before is not None:
-                before.result()
-            future.set_result(fn())
+            try:
+                if before is not None:
+                    before.result()
+                future.set_result(fn())
+            finally:
+                self.clock.end()
         threading.Thread(target=run, name="asap-ahead", daemon=True).start()
         return future

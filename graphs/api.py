@@ -82,14 +82,15 @@ def optimize(objective: Callable[..., float | dict[str, float]],
              space: Space | Mapping[str, Any], *, n_trials: int = 20, metric: str = "value",
              direction: str = "maximize", llm: BaseChatModel | None = None,
              callbacks: Sequence[Callable[[Study, Trial], None]] = (),
-             **settings: Any) -> TaskResult:
+             duration: str | None = None, **settings: Any) -> TaskResult:
     """Tune ``objective(config, report) -> float | dict`` over ``space`` (a dict in the space
     file's form, or a :class:`Space`), like Optuna's ``study.optimize``.
 
     The objective runs in a worker process, pickled by reference: define it with ``def`` at the
     top level of a module (a script's own functions work when it guards its entry point with
     ``if __name__ == "__main__":``); a lambda or a closure gets a clear error before anything
-    starts. A float return is the ``metric`` value; a dict names its metrics. ``callbacks`` are
+    starts. A float return is the ``metric`` value; a dict names its metrics; ``duration`` names
+    the one that holds a trial's simulated seconds, for ``clock="virtual"``. ``callbacks`` are
     called as ``fn(study, trial)`` after each finished trial, as in Optuna. ``settings`` are
     :class:`~asap.agent.config.TuneConfig` fields (``db``, ``study``, ``time_budget_s``,
     ``base_url``, ``isolate=False`` to run in this process, ...).
@@ -110,7 +111,7 @@ def optimize(objective: Callable[..., float | dict[str, float]],
           f"{getattr(objective, '__qualname__', 'objective')}"
     settings.setdefault("study", safe_name(ref))
     cfg = TuneConfig.make(workload=ref, trials=n_trials, **settings)
-    wl = Workload(ref, objective, space, metric, direction)
+    wl = Workload(ref, objective, space, metric, direction, duration=duration)
     hooks = [*(_Callback(fn) for fn in callbacks)]
     return TaskResult.from_summary(tune(cfg, llm=llm, callbacks=hooks, workload=wl))
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -31,6 +30,7 @@ from asap.agent.speculation import speculation_mode
 from asap.agent.stats import summarize
 from asap.graphs.state import TuneContext
 from asap.graphs.tuning import graph
+from asap.tools.clock import Clock, ClockError, make_clock
 from asap.tools.ledger import Ledger, Study, check_ledger_path
 from asap.tools.optuna_mirror import OptunaMirror, check_storage
 from asap.tools.portfolio import PANEL, Portfolio
@@ -38,7 +38,7 @@ from asap.tools.pruning import Pruner
 from asap.tools.resources import ResourceError, Slot, default_workers, plan_slots
 from asap.tools.trainer import Trainer
 from asap.tools.types import Cancel, Cancelled, Terminated, Trial
-from asap.tools.workloads import Workload, resolve
+from asap.tools.workloads import Workload, check_clock, resolve
 
 TOOLS_TEXT = "\n".join(f"- {alg} ({lib})" for lib, alg in PANEL) + \
     "\n- llm (your own configuration)"
@@ -70,11 +70,13 @@ class TuneCallback:
 
 
 def open_study(ledger: Ledger, cfg: TuneConfig, space: Any, metric: str, direction: str,
-               say: TuneCallback) -> Study:
-    """The study named by ``cfg``: resumed if it exists (interrupted trials marked failed)."""
+               say: TuneCallback, clock: Clock | None = None) -> Study:
+    """The study named by ``cfg``, its time stamps on ``clock``: resumed if it exists
+    (interrupted trials marked failed)."""
     existed = ledger.has_study(cfg.study_name)
     study = ledger.open_or_create(cfg.study_name, space, metric=metric, direction=direction,
                                   workload=cfg.workload)
+    study.clock = clock or study.clock
     if existed:
         lost = study.fail_running("interrupted: the tuning process stopped during this trial")
         say.on_message(f"resuming study '{study.name}' ({len(study.finished_ids())} finished "
@@ -100,6 +102,7 @@ def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
     """
     say = _Fanout(callbacks)
     wl = workload or resolve(cfg.workload, space_file=cfg.space, time_scale=cfg.time_scale)
+    check_clock(wl, cfg.clock)
     slots = worker_slots(cfg) if cfg.backend == "local" else None
     check_ledger_path(cfg.db)  # everything is checked before the ledger file is created
     if cfg.optuna_storage:
@@ -158,8 +161,9 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
     """The session proper, on a reachable LLM: open the study, run the graph, log, summarize."""
     ledger = Ledger(cfg.db)
     new = not ledger.has_study(cfg.study_name)
-    study: Study | None = open_study(ledger, cfg, wl.space, wl.metric, wl.direction, say)
-    started, protocol, interrupted, mirror = time.time(), None, True, None
+    clock = session_clock(ledger, cfg)
+    study: Study | None = open_study(ledger, cfg, wl.space, wl.metric, wl.direction, say, clock)
+    started, protocol, interrupted, mirror = clock.now(), None, True, None
     try:
         if cfg.optuna_storage:  # every finished trial is mirrored as it lands
             mirror = OptunaMirror(study, cfg.optuna_storage)
@@ -177,7 +181,7 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
             PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, protocol=protocol,
                           workers=len(slots), proposals=cfg.proposals), llm,
             protocol=protocol, grammar=grammar, max_trials=cfg.trials,
-            time_budget_s=cfg.time_budget_s,
+            time_budget_s=cfg.time_budget_s, started=started,
             max_retries=cfg.max_retries, speculation=speculation_mode(cfg),
             bounds=_bounds(cfg), decide_ahead=cfg.decide_ahead,
             selftune_every=cfg.selftune_every if cfg.selftune else 0,
@@ -189,12 +193,15 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
                 graph.invoke(ctx.initial_state(cfg.tau, cfg.depth or 1, cfg.context or 24,
                                                cfg.plan or 1),
                              {"recursion_limit": ctx.recursion_limit()}, context=ctx)
+        if ctx.trainer.fatal is not None:  # a trial the virtual clock could not price
+            raise ctx.trainer.fatal
         if cancel.is_set():
             study.fail_running(cancel.reason)
             raise Cancelled(cancel.reason)
         interrupted = False
-    except Exception:
-        if new and not study.trials():  # failed before its first trial: leave nothing behind
+    except Exception as exc:
+        if new and (not study.trials() or (isinstance(exc, ClockError) and not study.best())):
+            # failed before its first trial (or its first result): leave nothing behind
             ledger.delete_study(study.name)
             study = None
             if mirror is not None:
@@ -202,10 +209,25 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
         raise
     finally:
         if study is not None:  # Ctrl-C and errors log the session as interrupted
-            study.log_event("session", start=started, end=time.time(), protocol=protocol,
-                            prompt=cfg.prompt, interrupted=interrupted)
+            study.log_event("session", start=started, end=clock.now(), protocol=protocol,
+                            prompt=cfg.prompt, interrupted=interrupted, clock=clock.name)
+        clock.close()
         say.on_session_end(study, interrupted)
     return summarize(study)
+
+
+def session_clock(ledger: Ledger, cfg: TuneConfig) -> Clock:
+    """The session's clock. A resumed study stays on the clock it ran on and a virtual clock
+    continues from the study's last time stamp, so its records read as one time line."""
+    origin = None
+    if ledger.has_study(cfg.study_name):
+        study = ledger.open_study(cfg.study_name)
+        ran = study.clocks()
+        if ran and cfg.clock not in ran:
+            raise ConfigError(f"study '{study.name}' ran on the {'/'.join(sorted(ran))} clock; "
+                              f"resume it with --clock {min(ran)}, or name a new --study")
+        origin = study.last_time()
+    return make_clock(cfg.clock, origin)
 
 
 def _progress(study: Study, say: TuneCallback):

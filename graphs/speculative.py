@@ -16,7 +16,6 @@ only the trial's :class:`~asap.graphs.state.InFlight` channel.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
@@ -47,7 +46,9 @@ def await_train(state: TuningState, runtime: Runtime[TuneContext]) -> TuningStat
     (the speculative branch runs meanwhile)."""
     ctx = runtime.context
     flight = ctx.flights.get(next_to_land(state))  # the one speculation decides after
-    landed = ctx.flights.next_landed()
+    if ctx.clock.virtual:
+        ctx.flights.await_speculation()
+    landed = ctx.flights.next_landed(ctx.clock)
     if landed != flight.job.trial_id or not ctx.breaker.closed() or (
             ctx.speculation == "threshold" and (
                 flight.level >= 1 or _missed(flight, state["knobs"]))):
@@ -68,8 +69,16 @@ def _missed(flight: InFlight, knobs: Knobs) -> bool:
 
 
 def speculate(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
-    """The speculative branch: extend the chain of predicted rounds up to the depth knob."""
+    """The speculative branch: extend the chain of predicted rounds up to the depth knob. Its
+    work overlaps training: a virtual clock charges only what outlasts the trial."""
     ctx = runtime.context
+    with ctx.clock.busy():
+        if ctx.clock.virtual:
+            ctx.flights.speculation_began()
+        return _speculate(ctx, state)
+
+
+def _speculate(ctx: TuneContext, state: TuningState) -> TuningState:
     knobs = _selftune(ctx, state["knobs"])
     chain = list(state.get("chain") or [])
     if ctx.speculation == "off" or knobs.depth == 0 or state.get("plan_left", 0) > 0 \
@@ -109,7 +118,7 @@ def speculate(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
 def _one_ahead(ctx: TuneContext, state: TuningState, chain: list[SpecRound], flight: InFlight,
                knobs: Knobs) -> SpecRound | None:
     """Predict the last decided round's trial, fork the tools on it, ask for the next round."""
-    start = time.time()
+    start = ctx.clock.now()
     if chain:
         prev = chain[-1]
         closing, proposals, choice = prev.round, prev.proposals, prev.choice
@@ -143,11 +152,11 @@ def _one_ahead(ctx: TuneContext, state: TuningState, chain: list[SpecRound], fli
                      {"round": round_no, "speculative": True, "level": len(chain)},
                      cancel=flight.cancel)
     except Cancelled:
-        return dataclasses.replace(entry, end=time.time(), cancelled=True)
+        return dataclasses.replace(entry, end=ctx.clock.now(), cancelled=True)
     except LLM_ERRORS:
         return None
     verdict = ctx.check(answer, offers)
-    return dataclasses.replace(entry, end=time.time(),
+    return dataclasses.replace(entry, end=ctx.clock.now(),
                                choice=verdict.choice if verdict.kind == "train" else None)
 
 

@@ -45,6 +45,7 @@ from asap.agent.selftune import Bounds, Knobs
 from asap.agent.speculation import SpeculationMode
 from asap.graphs.ahead import Ahead
 from asap.prompts import render
+from asap.tools.clock import Clock
 from asap.tools.hpo_tools import Toolbox, stop_tool
 from asap.tools.ledger import Study
 from asap.tools.portfolio import Offer, Portfolio
@@ -97,10 +98,21 @@ class Flights:
         # Each trial's id once the trainer has recorded it (Trainer.start(landed=...)): how the
         # graph waits for whichever of N trials ends first.
         self.landed: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._began = threading.Semaphore(0)
 
-    def next_landed(self) -> int:
-        """The next trial to have finished (blocks until one has)."""
-        return self.landed.get()
+    def next_landed(self, clock: Clock) -> int:
+        """The next trial to have finished (blocks until one has, on the session's clock)."""
+        return clock.take(self.landed)
+
+    def speculation_began(self) -> None:
+        """The speculative branch has started (its work is on the virtual clock's books)."""
+        self._began.release()
+
+    def await_speculation(self) -> None:
+        """Wait until the speculative branch of this step has started: the training branch must
+        not let a virtual clock jump over training before that branch's work is on its books
+        (LangGraph starts the two branches in either order)."""
+        self._began.acquire()
 
     def landed_now(self) -> list[int]:
         """The trials that finished since last asked, without waiting."""
@@ -145,7 +157,7 @@ class TuneContext:
     selftune_every: int = 0  # trials between self-tuning passes (0: off)
     decide_ahead: bool = True  # under a plan, ask the next decision in the background
     bounds: Bounds = field(default_factory=Bounds)
-    started: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.time)  # on the study's clock
     on_trial: Callable[[Trial, str], None] | None = None  # progress displays
     flights: Flights = field(default_factory=Flights)
     ahead: Ahead = field(default_factory=Ahead)  # the next plan's decision, asked meanwhile
@@ -155,6 +167,7 @@ class TuneContext:
     tools: Mapping[str, BaseTool] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
+        self.ahead.clock = self.clock
         if self.breaker.on_change is None:
             self.breaker.on_change = self._breaker_changed
         if self.builder.protocol != self.protocol:
@@ -166,6 +179,11 @@ class TuneContext:
             box = Toolbox(self.study, self.portfolio, self.trainer).tools()
             object.__setattr__(self, "tools", {t.name: t for t in box if t.name != "train_on_gpu"})
             object.__setattr__(self, "caller", ToolCaller(self.llm, [*box, stop_tool()], self.study))
+
+    @property
+    def clock(self) -> Clock:
+        """The session's clock (the study's): what budgets and time stamps are read on."""
+        return self.study.clock
 
     def _breaker_changed(self, state: str, reason: str) -> None:
         self.study.log_event("llm_breaker", state=state, reason=reason)
@@ -184,7 +202,7 @@ class TuneContext:
         wall-clock budget is used up, or the run was cancelled."""
         return (len(self.study.trials()) >= self.max_trials or self.trainer.cancel.is_set()
                 or (self.time_budget_s is not None
-                    and time.time() - self.started >= self.time_budget_s))
+                    and self.clock.now() - self.started >= self.time_budget_s))
 
     def can_start(self, running: int) -> bool:
         """With ``running`` trials in flight, a worker is free and the budget allows another."""

@@ -26,7 +26,6 @@ round closes.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import openai
 from langchain_core.messages import HumanMessage
@@ -67,11 +66,11 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     if ctx.spent():  # cancelled (runs.cancel, the chat's Ctrl-C), or the budget is taken
         return {**landed, "spent": True}
     round_no = state.get("round", 0) + 1
-    start = time.time()
+    start = ctx.clock.now()
     state = {**state, **landed}
     catch_up(ctx, state)
     proposals, scores = rank(ctx.study, ctx.portfolio.panel_offers())
-    ctx.study.log_timing("tool_call", start, time.time(), round=round_no, tools=len(PANEL))
+    ctx.study.log_timing("tool_call", start, ctx.clock.now(), round=round_no, tools=len(PANEL))
     base: TuningState = {"round": round_no, "lag": 0, "proposals": proposals, "offers": proposals,
                          "scores": scores, "attempts": 0, "reminded": False, "steps": 0,
                          "error": None}

@@ -38,6 +38,7 @@ from asap.agent.prompt import PromptBuilder
 from asap.graphs.session import TOOLS_TEXT
 from asap.graphs.state import TuneContext, TuningState
 from asap.graphs.tuning import graph
+from asap.tools.clock import TimeSource
 from asap.tools.ledger import Ledger, Study
 from asap.tools.portfolio import PANEL, Portfolio
 from asap.tools.trainer import Trainer
@@ -242,3 +243,26 @@ class FakeOpenAI:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class ManualTime(TimeSource):
+    """A virtual clock's time source that moves only when a test says: the agent's work then
+    costs exactly what the test charges (``advance``), and nothing else takes any time."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self._wakes: list[Callable[[], None]] = []
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def timeout(self, seconds: float) -> float | None:
+        return None  # the keeper sleeps until woken: time moves only by advance()
+
+    def attach(self, wake: Callable[[], None]) -> None:
+        self._wakes.append(wake)
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+        for wake in self._wakes:
+            wake()

@@ -10,7 +10,6 @@ stack trace.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -81,10 +80,10 @@ class Toolbox:
     trainer: Trainer
 
     def suggest(self, library: str, algorithm: str, n: int) -> tuple[str, dict[str, Any]]:
-        start = time.time()
+        start = self.study.clock.now()
         configs = self.portfolio.ask(library, algorithm, n)
         tool = f"{library}:{algorithm}"
-        self.study.log_timing("tool_call", start, time.time(), tool=tool, n=n)
+        self.study.log_timing("tool_call", start, self.study.clock.now(), tool=tool, n=n)
         return _answer({"tool": tool, "configs": configs})
 
     def propose(self, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:

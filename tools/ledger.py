@@ -150,11 +150,12 @@ class Ledger:
             raise LedgerError(f"cannot open the ledger {path}: {exc}") from None
 
     @retry(retry=retry_if_exception(lambda e: "disk I/O error" in str(e)), reraise=True,
-           stop=stop_after_attempt(4), wait=wait_exponential(multiplier=0.05, max=1.0))
+           stop=stop_after_attempt(12), wait=wait_exponential(multiplier=0.05, max=2.0))
     def _open(self, busy_timeout_s: float) -> None:
-        """Connect, switch to WAL, check the schema. Retried on "disk I/O error": seen once
-        (a benchmark opening a ledger while another connection on it closed, which checkpoints
-        the WAL and removes its files), and gone on the next try."""
+        """Connect, switch to WAL, check the schema. Retried on "disk I/O error": seen when a
+        process opens a ledger while another connection on it closes (which checkpoints the WAL
+        and removes its files), gone on a later try. Four tries within ~0.4 s were not enough
+        for an eval grid beside a reader on a loaded machine; twelve span ~12 s."""
         conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, check_same_thread=False,
                                isolation_level=None)
         try:

@@ -17,7 +17,6 @@ import contextlib
 import os
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -133,8 +132,8 @@ class RayTrainer(Trainer):
         self._options = dict(num_gpus=gpus_per_trial, num_cpus=cpus_per_trial, max_retries=0)
         self._channel = ray.remote(_Channel).options(num_cpus=0).remote()
 
-    def _supervise(self, job: TrainingJob, fidelity: int | None) -> None:
-        ray, start = self._ray, time.time()
+    def _supervise(self, job: TrainingJob, fidelity: int | None, start: float) -> None:
+        ray = self._ray
         status, metrics, error, pruned_at = "failed", {}, None, None
         should_prune = self.pruner.for_trial() if self.pruner else (lambda s, v: False)
         task = ray.remote(_run_trial).options(**self._options)

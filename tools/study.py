@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
+from asap.tools.clock import Clock
 from asap.tools.space import Space
 from asap.tools.types import (
     FINISHED,
@@ -69,6 +69,9 @@ class Study:
         self.direction: Direction = row["direction"]
         self.workload: str = row["workload"]
         self.meta: dict[str, Any] = json.loads(row["meta"])
+        # Every time stamp this handle writes is on this clock: real, or a session's virtual
+        # clock (asap.tools.clock), so readers need no special case.
+        self.clock: Clock = Clock()
 
     @property
     def db(self) -> sqlite_utils.Database:
@@ -101,7 +104,7 @@ class Study:
             return self.db["trials"].insert({
                 "study": self.name, "number": number, "config": key,
                 "tool": tool, "status": "running", "intermediate": "{}", "metrics": "{}",
-                "fidelity": fidelity, "started_at": time.time(),
+                "fidelity": fidelity, "started_at": self.clock.now(),
                 "meta": json.dumps({**(meta or {}), "pid": os.getpid()}),
             }).last_pk
 
@@ -126,8 +129,10 @@ class Study:
             self.db["trials"].update(trial_id, {"intermediate": json.dumps(inter)})
 
     def finish_trial(self, trial_id: int, *, status: Status, metrics: dict[str, float] | None = None,
-                     error: str | None = None, intermediate: dict[int, float] | None = None) -> Trial:
-        """Close a running trial in one transaction: status, metrics, value, error, end time."""
+                     error: str | None = None, intermediate: dict[int, float] | None = None,
+                     ended_at: float | None = None) -> Trial:
+        """Close a running trial in one transaction: status, metrics, value, error, end time
+        (``ended_at``, default now: a virtual clock's landing passes its own)."""
         if status not in FINISHED:
             raise LedgerError(f"a trial finishes as one of {FINISHED}, not {status!r}")
         metrics = {k: _num(v) for k, v in (metrics or {}).items()}
@@ -136,7 +141,7 @@ class Study:
             raise LedgerError(f"a complete trial needs a finite '{self.metric}' metric")
         with self.ledger.transaction():
             row = self._running(trial_id)
-            now = time.time()
+            now = self.clock.now() if ended_at is None else ended_at
             update = {"status": status, "metrics": json.dumps(metrics), "error": bounded(error),
                       "value": value if value is not None and math.isfinite(value) else None,
                       "ended_at": now, "duration": now - row["started_at"]}
@@ -154,7 +159,7 @@ class Study:
             ids = [r["id"] for r in self.db["trials"].rows_where(
                 "study = ? AND status = 'running'", [self.name])
                 if not _alive_elsewhere(json.loads(r["meta"] or "{}").get("pid"))]
-            now = time.time()
+            now = self.clock.now()
             for tid in ids:
                 self.db.execute(
                     "UPDATE trials SET status='failed', error=?, ended_at=?, duration=?-started_at "
@@ -250,8 +255,21 @@ class Study:
     def log_event(self, kind: str, **detail: Any) -> None:
         """A decision worth keeping: a guard retry, a fallback, a self-tuning adjustment."""
         with self.ledger.transaction():
-            self.db["events"].insert({"study": self.name, "kind": kind, "at": time.time(),
+            self.db["events"].insert({"study": self.name, "kind": kind, "at": self.clock.now(),
                                       "detail": json.dumps(detail, default=str)})
+
+    def last_time(self) -> float | None:
+        """The study's latest time stamp (a trial's start or end, a timing row, an event): where
+        a resumed session's virtual clock continues. None for a study with no record yet."""
+        row = self.db.execute(
+            "SELECT MAX(t) FROM (SELECT MAX(COALESCE(ended_at, started_at)) AS t FROM trials "
+            "WHERE study = :s UNION ALL SELECT MAX(end) FROM timing WHERE study = :s "
+            "UNION ALL SELECT MAX(at) FROM events WHERE study = :s)", {"s": self.name}).fetchone()
+        return row[0]
+
+    def clocks(self) -> set[str]:
+        """The clocks the study's sessions ran on (``real`` for sessions that did not say)."""
+        return {e["detail"].get("clock", "real") for e in self.events("session")}
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         where, args = ("study = ?", [self.name]) if kind is None else (

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asap.tools.clock import Clock, ClockError
 from asap.tools.ledger import Study
 from asap.tools.pruning import Pruner
 from asap.tools.resources import Slot
@@ -50,23 +51,36 @@ class TrainingJob:
     seed: int = 0  # the trial's own seed: what a workload's randomness draws from
     number: int = 0  # the trial's number in its study
     slot: Slot = field(default_factory=lambda: Slot(0))  # the worker it runs on
+    clock: Clock = field(default_factory=Clock)  # the session's: what "landed" is read on
     _thread: threading.Thread | None = None
     _result: list[Trial] = field(default_factory=list)
     _cancel: threading.Event = field(default_factory=threading.Event)
     _reason: str = "cancelled"
     _landed: queue.SimpleQueue | None = None
+    _done: threading.Event = field(default_factory=threading.Event)  # recorded finished
+    _on_cancel: Callable[[], None] | None = None  # a virtual landing still to come: bring it now
+    _recorded: bool = False  # its result is in (landed, or scheduled to)
+    _land_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def done(self) -> bool:
-        return not self._thread.is_alive()
+        """The trial has landed: recorded finished (on a virtual clock, once its simulated
+        duration has passed, not when its result was computed)."""
+        return self._done.is_set()
 
     def wait(self, timeout: float | None = None) -> Trial | None:
-        self._thread.join(timeout)
+        """The finished trial; ``timeout`` (real seconds) None waits on the session's clock."""
+        if timeout is None:
+            self.clock.join(self._done)
+        else:
+            self._done.wait(timeout)
         return self._result[0] if self._result else None
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Kill the worker; the trial is recorded as failed with ``reason``."""
         self._reason = reason
         self._cancel.set()
+        if self._on_cancel is not None:
+            self._on_cancel()
 
 
 class Trainer:
@@ -88,7 +102,7 @@ class Trainer:
         # A table lookup needs no isolation: in-process trials skip the worker's start-up (the
         # eval's simulated-clock grids run 1,000s of them). No time limit can stop them.
         self.in_process = in_process
-        # The session's wall-clock budget ends here (a time.time() stamp): a trial still running
+        # The session's wall-clock budget ends here (a stamp on the session's clock): a trial still running
         # then is stopped and failed, so the budget holds while a trial runs, not only between.
         self.stop_at = stop_at
         # The session's cancellation (another thread's Ctrl-C, a server's runs.cancel): stops
@@ -101,6 +115,15 @@ class Trainer:
         self._busy: set[int] = set()
         self._slot_lock = threading.Lock()
         self._jobs: list[TrainingJob] = []
+        # A trial the virtual clock cannot price (no duration, or a bad one) ends the session
+        # with this error, after its trials in flight are cancelled.
+        self.fatal: ClockError | None = None
+        self.cancel.listen(self._cancelled)
+
+    @property
+    def clock(self) -> Clock:
+        """The session's clock: the study's (real, or a virtual one set on it)."""
+        return self.study.clock
 
     @property
     def workers(self) -> int:
@@ -148,12 +171,13 @@ class Trainer:
             raise
         trial = self.study.trial(trial_id)
         job = TrainingJob(trial_id, trial.config, trial_seed(self.seed, trial.number),
-                          trial.number, slot)
+                          trial.number, slot, self.clock)
         job._landed = landed
+        self.clock.hold()  # its landing is scheduled once its result is in
         # The caller's context goes along: a progress callback may read context variables (a
         # LangGraph node's stream writer does).
         job._thread = threading.Thread(target=contextvars.copy_context().run,
-                                       args=(self._supervise, job, fidelity),
+                                       args=(self._guarded, job, fidelity, trial.started_at),
                                        name=f"trial-{trial_id}", daemon=True)
         self._jobs = [j for j in self._jobs if not j.done()] + [job]
         job._thread.start()
@@ -167,6 +191,13 @@ class Trainer:
         except Exception as exc:  # noqa: BLE001 - someone else's callback
             warnings.warn(f"a progress callback failed: {type(exc).__name__}: {exc}",
                           stacklevel=2)
+
+    def _cancelled(self) -> None:
+        """The session was cancelled: trials waiting for their virtual landing land now."""
+        for job in list(self._jobs):
+            if job._on_cancel is not None and not job.done():
+                job._reason = self.cancel.reason
+                job._on_cancel()
 
     def cancel_all(self, reason: str, *, wait_s: float = 0.0) -> None:
         """Cancel every trial in flight (Ctrl-C), optionally waiting for each to be recorded."""
@@ -188,10 +219,19 @@ class Trainer:
         assert result is not None
         return result
 
-    def _supervise(self, job: TrainingJob, fidelity: int | None) -> None:
-        if self.in_process:
-            return self._run_here(job, fidelity)
-        start = time.time()
+    def _guarded(self, job: TrainingJob, fidelity: int | None, start: float) -> None:
+        """A trial's supervision; whatever goes wrong inside it, the trial is recorded (failed,
+        with the reason) and its worker and clock hold released: a session never hangs on it."""
+        try:
+            if self.in_process:
+                self._run_here(job, fidelity, start)
+            else:
+                self._supervise(job, fidelity, start)
+        except BaseException as exc:  # noqa: BLE001 - recorded as the trial's failure
+            if not job._recorded:
+                self._record(job, start, "failed", {}, f"supervisor error: {describe(exc)}")
+
+    def _supervise(self, job: TrainingJob, fidelity: int | None, start: float) -> None:
         status, metrics, error, pruned_at = "failed", {}, None, None
         should_prune = self.pruner.for_trial() if self.pruner else (lambda s, v: False)
         ctx = fork_server(tables_of(self.workload))
@@ -247,7 +287,7 @@ class Trainer:
         session's time budget spent, its time limit passed, or pruned and past its grace."""
         if job._cancel.is_set() or self.cancel.is_set():
             return "failed", job._reason if job._cancel.is_set() else self.cancel.reason
-        now = time.time()
+        now = self.clock.now()
         if self.stop_at is not None and now > self.stop_at and not pruned_at:
             return "failed", "stopped: the session's time budget ran out during this trial"
         if now > deadline or (pruned_at and now > pruned_at + self.prune_grace_s):
@@ -267,7 +307,7 @@ class Trainer:
         self.study.report(job.trial_id, step, value)
         self._tell("report", job.number, {"step": step, "value": value})
         stop = should_prune(step, value)
-        return stop, (time.time() if stop and pruned_at is None else pruned_at)
+        return stop, (self.clock.now() if stop and pruned_at is None else pruned_at)
 
     def log_path(self, number: int) -> Path:
         """Where trial ``number``'s worker writes what the workload prints (stdout and stderr):
@@ -278,9 +318,9 @@ class Trainer:
                 else ledger.parent / f"{ledger.name}-logs")
         return base / safe_name(self.study.name) / f"trial-{number}.log"  # the worker makes it
 
-    def _run_here(self, job: TrainingJob, fidelity: int | None) -> None:
+    def _run_here(self, job: TrainingJob, fidelity: int | None, start: float) -> None:
         """The trial in this thread: the same reports, judging and records, no worker."""
-        start, pruned = time.time(), False
+        pruned = False
         should_prune = self.pruner.for_trial() if self.pruner else (lambda s, v: False)
 
         def report(step: int, value: float) -> bool:
@@ -301,16 +341,69 @@ class Trainer:
 
     def _record(self, job: TrainingJob, start: float, status: str, metrics: dict[str, float],
                 error: str | None) -> None:
+        """The trial's result is in: it lands now (real clock), or when its simulated duration
+        has passed on the virtual clock."""
+        job._recorded = True
+        if not self.clock.virtual:
+            self.clock.at(self.clock.now(), lambda at: self._land(job, start, at, status,
+                                                                  metrics, error))
+            return
         try:
-            result = self.study.finish_trial(job.trial_id, status=status, metrics=metrics,
-                                             error=error)
-            self.study.log_timing("train", start, time.time(), trial_number=result.number,
-                                  status=status, tool=result.tool, worker=job.slot.index)
-            job._result.append(result)
-        finally:  # the worker is free and the waiter told, even if the ledger failed
-            self._release(job.slot)
-            if job._landed is not None:
-                job._landed.put(job.trial_id)
+            end, status, error = self._landing(start, status, metrics, error)
+        except ClockError as exc:  # the session ends on it; the trial lands failed, now
+            end, status, error = self.clock.now(), "failed", str(exc)
+            if self.fatal is None:
+                self.fatal = exc
+                self.cancel.cancel(str(exc))
+        job._on_cancel = lambda: self.clock.at(self.clock.now(), lambda at: self._land(
+            job, start, at, "failed", {}, job._reason))
+        self.clock.at(end, lambda at: self._land(job, start, at, status, metrics, error),
+                      held=True)
+        if job._cancel.is_set() or self.cancel.is_set():  # cancelled before it was scheduled
+            job._on_cancel()
+
+    def _landing(self, start: float, status: str, metrics: dict[str, float], error: str | None
+                 ) -> tuple[float, str, str | None]:
+        """When, and as what, a trial lands on the virtual clock: after its simulated duration
+        (the workload's duration metric), cut at the trial's time limit and the session's time
+        budget, both read on this clock. A failed trial without a duration lands at once."""
+        name = self.workload.duration
+        seconds = metrics.get(name) if name else None
+        if seconds is None:
+            if status != "failed":
+                raise ClockError(f"the virtual clock needs each trial's simulated duration: "
+                                 f"workload {self.workload.ref!r} returned no {name!r} metric")
+            seconds = 0.0
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ClockError(f"workload {self.workload.ref!r} returned a simulated duration "
+                             f"{name}={seconds!r}; it must be a finite number of seconds >= 0")
+        end = start + seconds
+        if seconds > self.time_limit_s:
+            end, status, error = start + self.time_limit_s, "failed", (
+                f"timeout: exceeded the {self.time_limit_s:g}s time limit (--trial-timeout, "
+                "on the virtual clock)")
+        if self.stop_at is not None and end > self.stop_at:
+            end, status, error = max(self.stop_at, start), "failed", (
+                "stopped: the session's time budget ran out during this trial")
+        return end, status, error
+
+    def _land(self, job: TrainingJob, start: float, end: float, status: str,
+              metrics: dict[str, float], error: str | None) -> None:
+        """Record the finished trial (once: a cancelled virtual landing may come twice)."""
+        with job._land_lock:
+            if job._done.is_set():
+                return
+            try:
+                result = self.study.finish_trial(job.trial_id, status=status, metrics=metrics,
+                                                 error=error, ended_at=end)
+                self.study.log_timing("train", start, end, trial_number=result.number,
+                                      status=status, tool=result.tool, worker=job.slot.index)
+                job._result.append(result)
+            finally:  # the worker is free and the waiter told, even if the ledger failed
+                self._release(job.slot)
+                job._done.set()
+                if job._landed is not None:
+                    job._landed.put(job.trial_id)
 
     def _release(self, slot: Slot) -> None:
         with self._slot_lock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -90,10 +91,17 @@ class Cancel:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.reason = "cancelled"
+        self._listeners: list[Callable[[], None]] = []
 
     def cancel(self, reason: str = "cancelled") -> None:
         self.reason = reason
         self._event.set()
+        for fn in list(self._listeners):
+            fn()
+
+    def listen(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` when cancelled (a virtual clock's trials have no worker polling)."""
+        self._listeners.append(fn)
 
     def is_set(self) -> bool:
         return self._event.is_set()

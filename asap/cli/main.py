@@ -56,7 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
     tune.add_argument("--base-url", help="OpenAI-compatible endpoint (default: embedded llama.cpp)")
     tune.add_argument("--model", help="model name at --base-url, or a GGUF path for the embedded server")
-    tune.add_argument("--time-scale", type=float, default=0.0, help="simulated clock for tables")
+    tune.add_argument("--time-scale", type=float, default=0.0,
+                      help="tables sleep train_time x this many real seconds (default 0)")
+    tune.add_argument("--clock", metavar="{real,virtual}", default="real",
+                      help="real (default), or virtual: each trial costs its simulated duration (a table's "
+                      "train_time) and sleeps not at all, the agent's own work its measured "
+                      "time; --time-budget and --trial-timeout are read on it")
     tune.add_argument("--decide", choices=["auto", "tools", "json"], default="auto",
                       help="decision protocol: native tool calls, JSON schema, or probe (auto)")
     tune.add_argument("--prompt", choices=["stable", "naive"], default="stable",
@@ -131,8 +136,14 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--methods", help="comma-separated methods (default: the profile's)")
     ev.add_argument("--seeds", type=int, help="seeds per task and method")
     ev.add_argument("--trials", type=int, help="trial budget per run")
-    ev.add_argument("--time-budget", type=float, help="wall-clock budget per run, seconds")
-    ev.add_argument("--time-scale", type=float, help="simulated clock of the tabular tasks")
+    ev.add_argument("--time-budget", type=float,
+                    help="budget per run in seconds of the grid's clock (virtual default: "
+                    "HPOBench 4 h, NAS-Bench-201 24 h simulated; real default: 600)")
+    ev.add_argument("--time-scale", type=float,
+                    help="tables sleep train_time x this many real seconds")
+    ev.add_argument("--clock", metavar="{real,virtual}",
+                    help="virtual: runs go on until their simulated budget (--trials caps "
+                    "them) and the report reads both axes (default: the profile's)")
     ev.add_argument("--workers", type=int, default=1,
                     help="trials in flight per run (default 1; llm-naive stays serial)")
     ev.add_argument("--db", default="asap-eval.db", help="the eval's ledger (resumes a grid)")
@@ -177,10 +188,13 @@ def _eval(args: argparse.Namespace) -> int:
             changed.append(f"--{key}")
     for key, flag, value in [("seeds", "--seeds", args.seeds), ("trials", "--trials", args.trials),
                              ("time_s", "--time-budget", args.time_budget),
-                             ("time_scale", "--time-scale", args.time_scale)]:
+                             ("time_scale", "--time-scale", args.time_scale),
+                             ("clock", "--clock", args.clock)]:
         if value is not None:
             spec[key] = value
             changed.append(flag)
+    if args.clock == "virtual" and args.time_scale is None:
+        spec["time_scale"] = 0.0  # a profile's sleep has no place on the virtual clock
     if args.workers != 1:
         changed.append("--workers")
     grid = Grid(**spec, db=args.db, base_url=args.base_url, model=args.model,
@@ -195,7 +209,8 @@ def _eval(args: argparse.Namespace) -> int:
         progress.progress.stop()
     title = f"asap eval ({args.profile} profile" + (
         f", changed by {' '.join(changed)})" if changed else ")")
-    path = write_report(ledger, args.out, title=title, settings=settings)
+    path = write_report(ledger, args.out, title=title, settings=settings,
+                        at_trials=grid.at_trials)
     from rich.markdown import Markdown
     text = "\n".join(x for x in path.read_text().splitlines() if not x.startswith("!["))
     console.print(Markdown(text))
@@ -299,7 +314,8 @@ def _tune(args: argparse.Namespace) -> int:
         study=args.study, db=args.db, space=args.space, base_url=args.base_url, model=args.model,
         api_key=os.environ.get("OPENAI_API_KEY"), decide=args.decide, prompt=args.prompt,
         proposals=args.proposals,
-        time_scale=args.time_scale, pruner=args.pruner, speculation=args.speculation,
+        time_scale=args.time_scale, clock=args.clock, pruner=args.pruner,
+        speculation=args.speculation,
         tau=args.tau, context=None if args.context == "auto" else _int(args.context, "--context"),
         depth=None if args.depth == "auto" else _int(args.depth, "--depth"),
         plan=None if args.plan == "auto" else _int(args.plan, "--plan"), seed=args.seed,

@@ -177,7 +177,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         tools.add_row(tool, str(rec["trials"]), str(rec["improvements"]))
     console.print(tools)
     t = s["time"]
-    split = Table("wall-clock", "seconds", "share", title="time split")
+    split = Table("wall-clock", "seconds", "share", title="time split" + (
+        " (virtual clock: simulated seconds)" if s.get("clock") == "virtual" else ""))
     for key, name in (("train_s", "training (a trial running)"),
                       ("exposed_llm_s", "LLM, no trial running (exposed)"),
                       ("tools_s", "tools, nothing else running"), ("other_s", "other")):

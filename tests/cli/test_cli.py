@@ -136,6 +136,15 @@ BOMB = "\n".join([f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]" for i in
     (["tune", "hpobench:australian", "--study", "../../evil"], "is not a study name"),
     (["tune", "faulty:ok", "--space", "{tmp}/bomb.yaml"], "through its aliases"),
     (["tune", "faulty:ok", "--space", "{tmp}/nometric.yaml"], "add a 'metric:' line to the space file"),
+    (["tune", "digits-mlp", "--clock", "virtual"], "needs each trial's simulated duration"),
+    (["tune", "faulty:ok", "--space", "space.yaml", "--clock", "virtual"],
+     "name that metric in the space file (duration: train_time)"),
+    (["tune", "hpobench:australian", "--clock", "sundial"], "clock: Input should be 'real' or"),
+    (["tune", "hpobench:australian", "--clock", "virtual", "--time-scale", "0.1"],
+     "sleeps not at all"),
+    (["eval", "--clock", "virtual", "--tasks", "digits-mlp", "--methods", "tpe"],
+     "needs each trial's simulated duration"),
+    (["eval", "--clock", "sundial", "--methods", "tpe"], "unknown clock 'sundial'"),
 ])
 def test_refusals_write_nothing(tmp_path, capsys, monkeypatch, args, message):
     (tmp_path / "notes.txt").write_text("not a model\n")
@@ -190,3 +199,26 @@ def test_a_garbage_endpoint_is_named_before_anything_is_written(tmp_path, capsys
     err = capsys.readouterr().err
     assert f"{server.base_url} answered GET /models with '<html><body>502" in err
     assert not db.exists()
+
+
+@pytest.mark.parametrize("function, message", [
+    ("negative", "returned a simulated duration train_time=-1.0; it must be a finite number"),
+    ("infinite", "returned a simulated duration train_time=inf"),
+    ("silent", "returned no 'train_time' metric"),
+])
+def test_a_bad_simulated_duration_ends_the_session_with_one_line(tmp_path, capsys, monkeypatch,
+                                                                 function, message):
+    """The virtual clock cannot price such a trial: exit 2, and a new study is not kept."""
+    from fakes import FakeOpenAI
+    server = FakeOpenAI().start()
+    monkeypatch.chdir(USERWL)
+    db = tmp_path / "x.db"
+    try:
+        code = main(["tune", f"simulated:{function}", "--space", "simulated.yaml", "--clock",
+                     "virtual", "--trials", "3", "--base-url", server.base_url, "--db", str(db),
+                     "--decide", "json"])
+    finally:
+        server.stop()
+    errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and message in errors[0]  # the display aside
+    assert Ledger(db).study_names() == []  # nothing of the refused session stays

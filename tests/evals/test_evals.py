@@ -180,3 +180,40 @@ def test_baselines_keep_n_trials_in_flight(tmp_path, monkeypatch):
     assert "2 trials in flight per run" in grid.describe()
     with pytest.raises(ValueError, match="--workers must be at least 1"):
         Grid(tasks=["hpobench:australian"], methods=["tpe"], workers=0)
+
+
+def test_a_virtual_clock_grid_reports_both_axes(tmp_path):
+    """Runs go on until their simulated budget (the trial cap guards the real cost); the report
+    reads regret at N trials and at each simulated budget, time-to-target against each single
+    tool, and states the wall-clock targets as met or missed."""
+    from fakes import FakeOpenAI
+    server = FakeOpenAI().start()
+    try:
+        grid = Grid(tasks=["hpobench:australian"], methods=["asap", "prior", "tpe", "random"],
+                    seeds=2, trials=20, time_s=1800.0, time_scale=0.0, clock="virtual",
+                    at_trials=5, db=str(tmp_path / "v.db"), base_url=server.base_url,
+                    model="fake")
+        assert "on the virtual clock: each run until its simulated budget is spent (30 min " \
+               "on hpobench" in grid.describe()
+        ledger = run_grid(grid)
+    finally:
+        server.stop()
+    cells = collect(ledger)
+    assert {c.clock for c in cells} == {"virtual"} and len(cells) == 8
+    for c in cells:  # a run ends at its budget or its cap, on simulated time
+        assert c.trials == 20 or c.wall_s >= 1800.0 - 120.0
+        assert all(t <= 1800.0 + 1e-6 for t in c.ends) and c.ends == sorted(c.ends)
+        assert c.wall_s >= c.ends[-1]
+    assert max(c.wall_s for c in cells) > 600.0  # simulated minutes, in seconds of real time
+    text = write_report(ledger, tmp_path / "out", at_trials=grid.at_trials).read_text()
+    assert "## Both axes: trials and simulated wall-clock" in text
+    assert "| method | regret @5 trials, 1 tasks | simulated hours for 5 trials, HPOBench |" \
+           " regret after 15 min, HPOBench | regret after 1 h, HPOBench |" in text
+    assert "### Regret after 5 trials" in text
+    assert "### Regret after simulated budget level 1 (hpobench 15 min)" in text
+    assert "### Time to reach `tpe`'s median final quality" in text
+    assert "### Time to reach `random`'s median final quality" in text
+    assert "- budget level 1 (15 min): asap <= the best single tool on" in text
+    assert "- trial axis: asap's mean regret @5 trials" in text
+    assert (tmp_path / "out" / "regret_vs_simulated_time.png").stat().st_size > 0
+    assert not (tmp_path / "out" / "rank_vs_time.png").exists()

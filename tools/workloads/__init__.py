@@ -5,6 +5,10 @@ Built-ins: ``digits-mlp``, ``digits-cnn``, ``charlm``, ``hpobench:<dataset>``,
 workload: ``function(config, report) -> dict[str, float]`` (it may also take ``fidelity``, and
 ``seed``: the trial's own seed), with
 its search space from a YAML/JSON file. Note that a user workload runs the user's own code.
+
+A workload that reports its own simulated duration can run on the virtual clock
+(``--clock virtual``): it names the returned metric that holds a trial's simulated training
+seconds (``duration: train_time`` in the space file; the tables do it with their ``train_time``).
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ class Workload:
     # The configuration actually evaluated for a proposed one, when they differ (a table snaps
     # to its grid): stored in the trial's meta as ``evaluated`` and shown instead.
     evaluates: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # The returned metric holding a trial's simulated training seconds: what the virtual clock
+    # charges for it. None: the workload trains for real and can only run on the real clock.
+    duration: str | None = None
 
 
 def resolve(ref: str, *, space_file: str | Path | None = None, metric: str | None = None,
@@ -99,7 +106,7 @@ def _tabular(ref: str, bench: str, dataset: str, time_scale: float,
         space = custom
     return Workload(ref, "asap.tools.workloads.tabular:lookup", space, "val_acc", "maximize",
                     None, {"bench": bench, "dataset": dataset, "time_scale": time_scale},
-                    evaluates=functools.partial(tabular.snap, bench))
+                    evaluates=functools.partial(tabular.snap, bench), duration="train_time")
 
 
 def _user(ref: str, space_file: Any, metric: str | None, direction: str | None) -> Workload:
@@ -115,7 +122,11 @@ def _user(ref: str, space_file: Any, metric: str | None, direction: str | None) 
         raise WorkloadError(f"workload {ref!r}: name the metric: add a 'metric:' line to the space file")
     if direction not in ("minimize", "maximize"):
         raise WorkloadError(f"direction must be minimize or maximize, got {direction!r}")
-    return Workload(ref, ref, space, metric, direction, meta.get("fidelity"))
+    duration = meta.get("duration")
+    if duration is not None and (not isinstance(duration, str) or not duration):
+        raise WorkloadError(f"{space_file}: 'duration' names the metric that holds a trial's "
+                            f"simulated seconds (e.g. duration: train_time), got {duration!r}")
+    return Workload(ref, ref, space, metric, direction, meta.get("fidelity"), duration=duration)
 
 
 def load_target(target: str | Callable[..., Any]):
@@ -150,5 +161,15 @@ def call(fn, config: dict, report, fidelity: int | None, kwargs: dict, seed: int
     return fn(config, report, **kwargs)
 
 
+def check_clock(workload: Workload, clock: str) -> None:
+    """Refuse ``--clock virtual`` for a workload that cannot say what a trial costs."""
+    if clock == "virtual" and workload.duration is None:
+        raise WorkloadError(
+            f"--clock virtual needs each trial's simulated duration, and workload "
+            f"{workload.ref!r} reports none: return it as a metric and name that metric in the "
+            "space file (duration: train_time), as the hpobench:/nasbench201: tables do; real "
+            "training runs on the real clock")
+
+
 __all__ = ["Workload", "WorkloadError", "resolve", "load_target", "SpaceError", "BUILTIN",
-           "is_tabular"]
+           "is_tabular", "check_clock"]

@@ -1,0 +1,20 @@
+"""User workloads that report a simulated duration (``duration: train_time`` in their space):
+what the virtual clock charges for each trial, well or badly."""
+
+import math
+
+
+def constant(config, report, seconds=10.0):
+    return {"score": 0.5 + 0.5 * config["x"], "train_time": seconds}
+
+
+def negative(config, report):
+    return {"score": config["x"], "train_time": -1.0}
+
+
+def infinite(config, report):
+    return {"score": config["x"], "train_time": math.inf}
+
+
+def silent(config, report):
+    return {"score": config["x"]}
