@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
 import queue
 import threading
 import time
@@ -215,6 +216,33 @@ class VirtualClock(Clock):
                 self._landings += 1
                 self._waiting = 0  # each waiter checks again before the clock moves on
                 self._cond.notify_all()
+
+
+def landing(start: float, status: str, metrics: dict[str, float], error: str | None,
+            duration: str | None, workload: str, limit_s: float, stop_at: float | None
+            ) -> tuple[float, str, str | None]:
+    """When, and as what, a trial that started at ``start`` lands on the virtual clock: after its
+    simulated duration (its ``duration`` metric), cut at its time limit and at the session's
+    time budget (``stop_at``), both read on this clock. A failed trial without a duration lands
+    at once; a trial that completed without a usable one cannot be priced (ClockError)."""
+    seconds = metrics.get(duration) if duration else None
+    if seconds is None:
+        if status != "failed":
+            raise ClockError(f"the virtual clock needs each trial's simulated duration: "
+                             f"workload {workload!r} returned no {duration!r} metric")
+        seconds = 0.0
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ClockError(f"workload {workload!r} returned a simulated duration "
+                         f"{duration}={seconds!r}; it must be a finite number of seconds >= 0")
+    end = start + seconds
+    if seconds > limit_s:
+        end, status, error = start + limit_s, "failed", (
+            f"timeout: exceeded the {limit_s:g}s time limit (--trial-timeout, on the virtual "
+            "clock)")
+    if stop_at is not None and end > stop_at:
+        end, status, error = max(stop_at, start), "failed", (
+            "stopped: the session's time budget ran out during this trial")
+    return end, status, error
 
 
 def make_clock(name: str, origin: float | None = None) -> Clock:

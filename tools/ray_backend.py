@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from asap.tools.resources import ResourceError, Slot
-from asap.tools.trainer import Trainer, TrainingJob, describe
+from asap.tools.trainer import Trainer, TrainingJob
+from asap.tools.workers import describe
 from asap.tools.workloads import call, load_target
 
 LOST = "worker lost"  # how a trial whose Ray worker or node died is failed

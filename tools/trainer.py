@@ -12,15 +12,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-import multiprocessing as mp
 import os
 import queue
-import signal
-import sys
 import tempfile
 import threading
-import time
-import traceback
 import warnings
 import zlib
 from collections.abc import Callable
@@ -28,13 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asap.tools.clock import Clock, ClockError
+from asap.tools.clock import Clock, ClockError, landing
 from asap.tools.ledger import Study
 from asap.tools.pruning import Pruner
 from asap.tools.resources import Slot
-from asap.tools.study import process_alive
 from asap.tools.types import Cancel, Trial, safe_name
-from asap.tools.workers import fork_server, tables_of
+from asap.tools.workers import (
+    crash_reason,
+    describe,
+    fork_server,
+    run_worker,
+    stop_worker,
+    tables_of,
+)
 from asap.tools.workloads import Workload, call, load_target
 
 # Called as progress(event, trial number, data): "start" ({config, tool}) when a trial's worker
@@ -237,7 +238,7 @@ class Trainer:
         ctx = fork_server(tables_of(self.workload))
         parent, child = ctx.Pipe()
         log = self.log_path(job.number)
-        proc = ctx.Process(target=_worker, name=f"asap-trial-{job.trial_id}", daemon=True, args=(
+        proc = ctx.Process(target=run_worker, name=f"asap-trial-{job.trial_id}", daemon=True, args=(
             child, self.workload.target, job.config, fidelity, self.workload.kwargs, os.getcwd(),
             job.seed, os.getpid(), str(log), job.slot.env(), job.slot.threads))
         proc.start()
@@ -250,14 +251,14 @@ class Trainer:
                     break
                 if not parent.poll(0.05):
                     if not proc.is_alive() and not parent.poll(0.05):
-                        error = _crash_reason(proc)
+                        error = crash_reason(proc)
                         break
                     continue
                 try:
                     msg = parent.recv()
                 except EOFError:
                     proc.join(1)
-                    error = _crash_reason(proc)
+                    error = crash_reason(proc)
                     break
                 if msg[0] == "report":
                     stop, pruned_at = self._reported(job, msg[1], msg[2], should_prune,
@@ -270,7 +271,7 @@ class Trainer:
                     error = msg[1]
                     break
         finally:
-            _stop(proc)
+            stop_worker(proc)
             parent.close()
         if log.exists() and log.stat().st_size:
             self.study.annotate(job.trial_id, log=str(log))
@@ -349,7 +350,8 @@ class Trainer:
                                                                   metrics, error))
             return
         try:
-            end, status, error = self._landing(start, status, metrics, error)
+            end, status, error = landing(start, status, metrics, error, self.workload.duration,
+                                         self.workload.ref, self.time_limit_s, self.stop_at)
         except ClockError as exc:  # the session ends on it; the trial lands failed, now
             end, status, error = self.clock.now(), "failed", str(exc)
             if self.fatal is None:
@@ -361,31 +363,6 @@ class Trainer:
                       held=True)
         if job._cancel.is_set() or self.cancel.is_set():  # cancelled before it was scheduled
             job._on_cancel()
-
-    def _landing(self, start: float, status: str, metrics: dict[str, float], error: str | None
-                 ) -> tuple[float, str, str | None]:
-        """When, and as what, a trial lands on the virtual clock: after its simulated duration
-        (the workload's duration metric), cut at the trial's time limit and the session's time
-        budget, both read on this clock. A failed trial without a duration lands at once."""
-        name = self.workload.duration
-        seconds = metrics.get(name) if name else None
-        if seconds is None:
-            if status != "failed":
-                raise ClockError(f"the virtual clock needs each trial's simulated duration: "
-                                 f"workload {self.workload.ref!r} returned no {name!r} metric")
-            seconds = 0.0
-        if not (math.isfinite(seconds) and seconds >= 0):
-            raise ClockError(f"workload {self.workload.ref!r} returned a simulated duration "
-                             f"{name}={seconds!r}; it must be a finite number of seconds >= 0")
-        end = start + seconds
-        if seconds > self.time_limit_s:
-            end, status, error = start + self.time_limit_s, "failed", (
-                f"timeout: exceeded the {self.time_limit_s:g}s time limit (--trial-timeout, "
-                "on the virtual clock)")
-        if self.stop_at is not None and end > self.stop_at:
-            end, status, error = max(self.stop_at, start), "failed", (
-                "stopped: the session's time budget ran out during this trial")
-        return end, status, error
 
     def _land(self, job: TrainingJob, start: float, end: float, status: str,
               metrics: dict[str, float], error: str | None) -> None:
@@ -434,106 +411,3 @@ def trial_seed(seed: int, number: int) -> int:
     """Trial ``number``'s seed in a session seeded ``seed``: fresh for every trial, the same for
     the same trial of another run with that seed (methods compared at equal seeds draw alike)."""
     return zlib.crc32(f"{seed}:{number}".encode())
-
-
-def _worker(conn, target: str, config: dict, fidelity: int | None, kwargs: dict, cwd: str,
-            seed: int, tuner: int, log: str, env: dict[str, str] | None = None,
-            threads: int | None = None) -> None:
-    """Runs in the child: train, reporting each step and obeying prune decisions."""
-    # The worker's slot: its GPUs (set before anything initializes CUDA; the fork server only
-    # imported torch) or its share of the cores.
-    os.environ.update(env or {})
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    # What the workload prints goes to the trial's log, never to the tuner's stdout (--json).
-    out = _open_log(log)
-    os.dup2(out.fileno(), 1)
-    os.dup2(out.fileno(), 2)
-    sys.stdout = sys.stderr = out
-    # A terminal's Ctrl-C reaches the whole process group; the parent decides what it means.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _kill_with_parent()
-    threading.Thread(target=_die_with, args=(tuner,), name="asap-watchdog", daemon=True).start()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-
-    def report(step: int, value: float) -> bool:
-        conn.send(("report", int(step), float(value)))
-        stop = conn.recv()
-        return bool(stop) or not math.isfinite(float(value))
-
-    try:
-        fn = load_target(target)
-        metrics = call(fn, config, report, fidelity, kwargs, seed)
-        conn.send(("done", metrics))
-    except MemoryError as exc:
-        conn.send(("error", f"out of memory: {exc}"))
-    except BaseException as exc:  # noqa: BLE001 - everything becomes a readable failed trial
-        conn.send(("error", describe(exc)))
-    finally:
-        conn.close()
-
-
-def _open_log(log: str, tries: int = 5) -> Any:
-    """The trial's log file, its folder made again if another trial's cleanup just removed it
-    (an empty folder is removed after a quiet trial: another session's, or another worker's
-    of this one, even while makedirs is between the two levels); /dev/null if it cannot be
-    had."""
-    for _ in range(tries):
-        with contextlib.suppress(FileNotFoundError):
-            os.makedirs(os.path.dirname(log), exist_ok=True)
-            return open(log, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
-    return open(os.devnull, "w")  # noqa: SIM115
-
-
-def _kill_with_parent() -> None:
-    """Linux: the kernel SIGKILLs this worker when its parent (the fork server, which exits when
-    the tuner is gone) dies; needs no Python thread, so it holds even in C code that never
-    releases the GIL. Elsewhere the watchdog thread alone."""
-    if sys.platform != "linux":
-        return
-    import ctypes
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _die_with(tuner: int, every_s: float = 0.5) -> None:
-    """Exit when the tuning process is gone (SIGKILLed, crashed): a worker is a grandchild (the
-    fork server starts it), so nothing else stops it, and on a GPU host it would hold the
-    device's memory and keep computing for a session that no longer exists."""
-    while process_alive(tuner):
-        time.sleep(every_s)
-    os._exit(1)
-
-
-def describe(exc: BaseException) -> str:
-    """A workload's exception as a failed trial's reason: one line, out-of-memory and NaN named."""
-    name = type(exc).__name__
-    if "OutOfMemory" in name or "out of memory" in str(exc).lower():
-        return f"out of memory: {exc}"
-    if name == "NonFiniteLoss":
-        return f"NaN loss: {exc}"
-    frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-    where = f" (at {frame[0].filename}:{frame[0].lineno})" if frame else ""
-    return f"{name}: {exc}{where}"
-
-
-def _crash_reason(proc: mp.process.BaseProcess) -> str:
-    code = proc.exitcode
-    if code is not None and code < 0:
-        try:
-            return f"worker crashed: killed by {signal.Signals(-code).name}"
-        except ValueError:
-            pass
-    return f"worker crashed (exit code {code})"
-
-
-def _stop(proc: mp.process.BaseProcess) -> None:
-    if proc.is_alive():
-        proc.terminate()
-        proc.join(2)
-    if proc.is_alive():
-        proc.kill()
-        proc.join(2)

@@ -1,4 +1,4 @@
-"""The fork server every trial's worker starts from, and what it holds.
+"""The worker process a trial runs in, and the fork server every worker starts from.
 
 Why a fork server with preloads: a fresh process per trial keeps trials isolated (a crash, an
 out-of-memory or a timeout takes only that trial), and forking from a server that already
@@ -9,19 +9,25 @@ process start in ~20 ms (each worker importing and reading them itself took 2.9 
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing as mp
 import multiprocessing.forkserver
 import multiprocessing.spawn
 import multiprocessing.util
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import threading
+import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from asap.tools.study import process_alive
-from asap.tools.workloads import Workload
+from asap.tools.workloads import Workload, call, load_target
 
 PRELOAD_ENV = "ASAP_PRELOAD_TABLES"  # read by asap.tools.workloads.preload in the fork server
 MAIN_ENV = "ASAP_PRELOAD_MAIN"
@@ -43,10 +49,10 @@ def fork_server(tables: tuple[str, ...] = ()) -> mp.context.BaseContext:
     with _server_lock:
         if not _server_started:
             _own_temp_dir()
-            # The trainer too: a worker unpickles its _worker, and its imports (the ledger's
+            # This module too: a worker unpickles its run_worker, and its imports (the ledger's
             # sqlite-utils...) cost each worker ~0.35 s of CPU otherwise.
             ctx.set_forkserver_preload(["torch", "asap.tools.workloads.common",
-                                        "asap.tools.trainer", "asap.tools.workloads.preload"])
+                                        "asap.tools.workers", "asap.tools.workloads.preload"])
             # And the main script (the `asap` command imports rich, openai, langchain), which
             # multiprocessing re-imports in every worker unless the server has it (~1.5 s a
             # trial); Python 3.11's "__main__" preload never receives its path, so we pass it.
@@ -98,3 +104,106 @@ def tables_of(workload: Workload) -> tuple[str, ...]:
     """The table a table workload looks up, for the fork server to read once."""
     kw = workload.kwargs
     return (f"{kw['bench']}:{kw['dataset']}",) if "bench" in kw and "dataset" in kw else ()
+
+
+def run_worker(conn, target: str, config: dict, fidelity: int | None, kwargs: dict, cwd: str,
+            seed: int, tuner: int, log: str, env: dict[str, str] | None = None,
+            threads: int | None = None) -> None:
+    """Runs in the child: train, reporting each step and obeying prune decisions."""
+    # The worker's slot: its GPUs (set before anything initializes CUDA; the fork server only
+    # imported torch) or its share of the cores.
+    os.environ.update(env or {})
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    # What the workload prints goes to the trial's log, never to the tuner's stdout (--json).
+    out = _open_log(log)
+    os.dup2(out.fileno(), 1)
+    os.dup2(out.fileno(), 2)
+    sys.stdout = sys.stderr = out
+    # A terminal's Ctrl-C reaches the whole process group; the parent decides what it means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _kill_with_parent()
+    threading.Thread(target=_die_with, args=(tuner,), name="asap-watchdog", daemon=True).start()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+    def report(step: int, value: float) -> bool:
+        conn.send(("report", int(step), float(value)))
+        stop = conn.recv()
+        return bool(stop) or not math.isfinite(float(value))
+
+    try:
+        fn = load_target(target)
+        metrics = call(fn, config, report, fidelity, kwargs, seed)
+        conn.send(("done", metrics))
+    except MemoryError as exc:
+        conn.send(("error", f"out of memory: {exc}"))
+    except BaseException as exc:  # noqa: BLE001 - everything becomes a readable failed trial
+        conn.send(("error", describe(exc)))
+    finally:
+        conn.close()
+
+
+def _open_log(log: str, tries: int = 5) -> Any:
+    """The trial's log file, its folder made again if another trial's cleanup just removed it
+    (an empty folder is removed after a quiet trial: another session's, or another worker's
+    of this one, even while makedirs is between the two levels); /dev/null if it cannot be
+    had."""
+    for _ in range(tries):
+        with contextlib.suppress(FileNotFoundError):
+            os.makedirs(os.path.dirname(log), exist_ok=True)
+            return open(log, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    return open(os.devnull, "w")  # noqa: SIM115
+
+
+def _kill_with_parent() -> None:
+    """Linux: the kernel SIGKILLs this worker when its parent (the fork server, which exits when
+    the tuner is gone) dies; needs no Python thread, so it holds even in C code that never
+    releases the GIL. Elsewhere the watchdog thread alone."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _die_with(tuner: int, every_s: float = 0.5) -> None:
+    """Exit when the tuning process is gone (SIGKILLed, crashed): a worker is a grandchild (the
+    fork server starts it), so nothing else stops it, and on a GPU host it would hold the
+    device's memory and keep computing for a session that no longer exists."""
+    while process_alive(tuner):
+        time.sleep(every_s)
+    os._exit(1)
+
+
+def describe(exc: BaseException) -> str:
+    """A workload's exception as a failed trial's reason: one line, out-of-memory and NaN named."""
+    name = type(exc).__name__
+    if "OutOfMemory" in name or "out of memory" in str(exc).lower():
+        return f"out of memory: {exc}"
+    if name == "NonFiniteLoss":
+        return f"NaN loss: {exc}"
+    frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" (at {frame[0].filename}:{frame[0].lineno})" if frame else ""
+    return f"{name}: {exc}{where}"
+
+
+def crash_reason(proc: mp.process.BaseProcess) -> str:
+    code = proc.exitcode
+    if code is not None and code < 0:
+        try:
+            return f"worker crashed: killed by {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"worker crashed (exit code {code})"
+
+
+def stop_worker(proc: mp.process.BaseProcess) -> None:
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(2)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(2)
