@@ -38,6 +38,8 @@ class TuneConfig(BaseModel):
                               description="default: from the workload; letters, digits, . _ -")
     db: str = "asap.db"
     space: str | None = Field(default=None, description="search space file (YAML/JSON)")
+    llm: bool = Field(default=True, description="False (or 'off'): the panel and the prior "
+                      "decide every round with no endpoint and no server started")
     base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint")
     model: str | None = Field(default=None, description="model name, or a GGUF for embedded")
     api_key: str | None = None
@@ -85,6 +87,11 @@ class TuneConfig(BaseModel):
     decide_ahead: bool = Field(default=True, description="under a plan, ask the next plan's "
                                "decision while its rounds train (off: at the plan's end)")
     selftune_every: int = Field(default=4, ge=1, le=1000)
+
+    @field_validator("llm", mode="before")
+    @classmethod
+    def _on_off(cls, v: object) -> object:
+        return {"on": True, "off": False}.get(v, v) if isinstance(v, str) else v
 
     @field_validator("base_url")
     @classmethod

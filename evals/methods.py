@@ -10,8 +10,9 @@ end, clock), the time its curves are measured from.
 - ``asap`` and its ablations (``asap-nospec``, ``asap-naive``, ``asap-noselftune``): the agent.
 - ``tpe``, ``cmaes``, ``ngopt``, ``random``: one tool alone, ask-and-tell.
 - ``portfolio``: the same panel of tools with no LLM: UCB1 on each tool's improvement rate.
-- ``prior``: the agent's panel and its GP prior with no LLM: each round trains the proposal with
-  the highest expected improvement (the agent's "A"). asap against it is what the LLM adds.
+- ``prior``: the agent's panel and its GP prior with no LLM (``asap tune --llm off``, the same
+  session and graph): each round trains the proposal with the highest expected improvement
+  (the agent's "A"). asap against it is what the LLM adds.
 - ``llm-naive``: the LLM writes configurations itself from the history sorted by score, serially
   (Zhang et al. 2023 / OPRO style: temperature 1, the prompt rebuilt each round); numbers outside
   the bounds are clipped, an unusable answer is replaced by a random configuration (an event).
@@ -31,7 +32,6 @@ from langchain_core.messages import HumanMessage
 
 from asap.agent.config import TuneConfig
 from asap.agent.llm import LLM_ERRORS, chat_model, json_model, timed_invoke
-from asap.agent.prior import rank
 from asap.agent.speculation import speculation_mode
 from asap.graphs.session import tune
 from asap.tools.clock import make_clock
@@ -166,14 +166,6 @@ def _bandit(cell: Cell, wl: Workload, study: Study) -> None:
     ask_tell(cell, study, trainer, portfolio, pick, landed)
 
 
-def prior(cell: Cell, wl: Workload) -> None:
-    """The agent's rounds without the LLM: the panel proposes, the prior ranks, A trains."""
-    with _session(cell, wl) as (study, _):
-        portfolio, trainer = Portfolio(study, seed=cell.seed), _trainer(study, wl, cell)
-        ask_tell(cell, study, trainer, portfolio,
-                 lambda: rank(study, portfolio.panel_offers())[0][0])
-
-
 def agent(**switches: Any) -> Callable[[Cell, Workload], None]:
     """The asap agent with ``switches`` (ablations) on the shared endpoint."""
     def run(cell: Cell, wl: Workload) -> None:
@@ -185,7 +177,7 @@ def agent(**switches: Any) -> Callable[[Cell, Workload], None]:
         if cfg.speculation == "auto":  # as if embedded: the shared server is on this machine
             cfg = cfg.model_copy(update={"speculation": speculation_mode(
                 cfg.model_copy(update={"base_url": None}))})
-        tune(cfg)
+        tune(cfg, workload=wl)
     return run
 
 
@@ -253,7 +245,7 @@ METHODS: dict[str, Callable[[Cell, Workload], None]] = {
     "ngopt": single("nevergrad", "NGOpt"),
     "random": single("optuna", "random"),
     "portfolio": bandit,
-    "prior": prior,
+    "prior": agent(llm=False),
     "llm-naive": llm_naive,
 }
 LLM_METHODS = {"asap", "asap-nospec", "asap-naive", "asap-noselftune", "llm-naive"}

@@ -64,23 +64,33 @@ class TaskResult(BaseModel):
             wall_clock_s=wall, llm_share=s["time"]["exposed_llm_s"] / wall if wall else None)
 
 
-def run_task(workload: str, *, llm: BaseChatModel | None = None, trials: int = 20,
+def run_task(workload: str, *, llm: BaseChatModel | bool | str | None = None, trials: int = 20,
              callbacks: tuple[TuneCallback, ...] = (), cancel: Cancel | None = None,
              **settings: Any) -> TaskResult:
     """Run one tuning task (a fresh or resumed study) and return its :class:`TaskResult`.
 
     ``settings`` are :class:`~asap.agent.config.TuneConfig` fields (``db``, ``study``,
     ``time_budget_s``, ``base_url``, ``model``, ``speculation``, ...); a bad one raises
-    :class:`~asap.agent.config.ConfigError` naming it. With ``llm`` that model decides.
+    :class:`~asap.agent.config.ConfigError` naming it. With ``llm`` that model decides;
+    ``llm=False`` (or ``"off"``): the panel and the prior, no endpoint, no server.
     ``cancel`` stops the session from another thread (see :func:`~asap.graphs.session.tune`).
     """
+    model, settings = _model(llm, settings)
     cfg = TuneConfig.make(workload=workload, trials=trials, **settings)
-    return TaskResult.from_summary(tune(cfg, llm=llm, callbacks=callbacks, cancel=cancel))
+    return TaskResult.from_summary(tune(cfg, llm=model, callbacks=callbacks, cancel=cancel))
+
+
+def _model(llm: BaseChatModel | bool | str | None, settings: dict[str, Any]
+           ) -> tuple[BaseChatModel | None, dict[str, Any]]:
+    """A chat model passed as ``llm``, or ``llm`` as the on/off setting (False, "off")."""
+    if llm is None or isinstance(llm, BaseChatModel):
+        return llm, settings
+    return None, {**settings, "llm": llm}
 
 
 def optimize(objective: Callable[..., float | dict[str, float]],
              space: Space | Mapping[str, Any], *, n_trials: int = 20, metric: str = "value",
-             direction: str = "maximize", llm: BaseChatModel | None = None,
+             direction: str = "maximize", llm: BaseChatModel | bool | str | None = None,
              callbacks: Sequence[Callable[[Study, Trial], None]] = (),
              duration: str | None = None, **settings: Any) -> TaskResult:
     """Tune ``objective(config, report) -> float | dict`` over ``space`` (a dict in the space
@@ -93,7 +103,8 @@ def optimize(objective: Callable[..., float | dict[str, float]],
     the one that holds a trial's simulated seconds, for ``clock="virtual"``. ``callbacks`` are
     called as ``fn(study, trial)`` after each finished trial, as in Optuna. ``settings`` are
     :class:`~asap.agent.config.TuneConfig` fields (``db``, ``study``, ``time_budget_s``,
-    ``base_url``, ``isolate=False`` to run in this process, ...).
+    ``base_url``, ``isolate=False`` to run in this process, ...). ``llm``: a chat model to
+    decide with, or ``False`` / ``"off"`` for the panel and the prior without an LLM.
     """
     if direction not in ("minimize", "maximize"):
         raise ValueError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
@@ -110,6 +121,7 @@ def optimize(objective: Callable[..., float | dict[str, float]],
     ref = f"{getattr(objective, '__module__', 'objective')}:" \
           f"{getattr(objective, '__qualname__', 'objective')}"
     settings.setdefault("study", safe_name(ref))
+    llm, settings = _model(llm, settings)
     cfg = TuneConfig.make(workload=ref, trials=n_trials, **settings)
     wl = Workload(ref, objective, space, metric, direction, duration=duration)
     hooks = [*(_Callback(fn) for fn in callbacks)]

@@ -91,7 +91,8 @@ def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
     """Run (or resume) a tuning session; returns the summary that ``--json`` prints.
 
     ``llm``: a chat model to decide with instead of the endpoint in ``cfg`` (an agent under
-    evaluation, or a fake in tests); no server is started then. ``workload``: one already
+    evaluation, or a fake in tests); no server is started then. With ``cfg.llm`` off the panel
+    and the prior decide every round: no endpoint is reached and no server started. ``workload``: one already
     resolved (``asap.optimize``'s objective), instead of resolving ``cfg.workload``.
 
     Ctrl-C (KeyboardInterrupt) or SIGTERM (:class:`Terminated`) cancels the running trial,
@@ -111,7 +112,7 @@ def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
     with contextlib.ExitStack() as stack:
         if cfg.backend == "ray":  # the cluster answers and has the GPUs, or nothing is written
             slots = _ray_slots(stack, cfg, say)
-        if llm is None:
+        if llm is None and cfg.llm:
             base_url, model = endpoint(stack, cfg.base_url, cfg.model, api_key=cfg.api_key,
                                        say=say.on_message)
             llm = chat_model(base_url, model, api_key=cfg.api_key, timeout_s=cfg.llm_timeout_s)
@@ -155,7 +156,7 @@ def worker_slots(cfg: TuneConfig) -> list[Slot]:
         raise ConfigError(str(exc)) from None
 
 
-def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallback,
+def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: TuneCallback,
              cancel: Cancel, grammar: bool = False, slots: list[Slot] | None = None
              ) -> dict[str, Any]:
     """The session proper, on a reachable LLM: open the study, run the graph, log, summarize."""
@@ -169,7 +170,8 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
             mirror = OptunaMirror(study, cfg.optuna_storage)
             mirror.sync()
             say = _Fanout([say, _Mirroring(mirror)])
-        protocol = pick_protocol(llm, cfg.decide, study)
+        llm = llm if cfg.llm else None
+        protocol = pick_protocol(llm, cfg.decide, study) if llm is not None else None
         slots = slots or [Slot(0)]
         say.on_session_start(study, cfg.trials, protocol)
         if len(slots) > 1 and cfg.backend == "local":
@@ -178,13 +180,14 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel, say: TuneCallbac
         ctx = TuneContext(
             study, Portfolio(study, seed=cfg.seed),
             _trainer(cfg, study, wl, slots, started, cancel, say),
-            PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, protocol=protocol,
+            PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, protocol=protocol or "json",
                           workers=len(slots), proposals=cfg.proposals), llm,
-            protocol=protocol, grammar=grammar, max_trials=cfg.trials,
+            protocol=protocol or "json", grammar=grammar, max_trials=cfg.trials,
             time_budget_s=cfg.time_budget_s, started=started,
-            max_retries=cfg.max_retries, speculation=speculation_mode(cfg),
+            max_retries=cfg.max_retries,
+            speculation=speculation_mode(cfg) if llm is not None else "off",
             bounds=_bounds(cfg), decide_ahead=cfg.decide_ahead,
-            selftune_every=cfg.selftune_every if cfg.selftune else 0,
+            selftune_every=cfg.selftune_every if cfg.selftune and llm is not None else 0,
             on_trial=lambda trial, tool: say.on_trial_complete(study, trial, tool),
             say=say.on_message)
         if len(study.finished_ids()) < cfg.trials:

@@ -75,6 +75,10 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
                          "scores": scores, "attempts": 0, "reminded": False, "steps": 0,
                          "error": None}
     left = state.get("plan_left", 0)
+    if ctx.llm is None:  # no LLM (--llm off): the prior's pick, as the fallback makes it
+        scored = any(score is not None for score in scores)
+        return {**landed, **base, "choice": fallback(ctx.study, proposals, scored),
+                "decided_by": "prior", "messages": [], "current": ""}
     if not state.get("round") and not ctx.study.finished_ids() and _ahead_on(ctx):
         # The first round has nothing to decide from (no result, no prior): it trains the
         # prior's pick at once while the LLM reads the prompt, cold, for the next round.

@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--study", help="study name (default: from the workload); re-run to resume")
     tune.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
     tune.add_argument("--base-url", help="OpenAI-compatible endpoint (default: embedded llama.cpp)")
+    tune.add_argument("--llm", metavar="{on,off}", default="on",
+                      help="off: the panel and the prior decide every round; no endpoint is "
+                      "reached and no server started")
     tune.add_argument("--model", help="model name at --base-url, or a GGUF path for the embedded server")
     tune.add_argument("--time-scale", type=float, default=0.0,
                       help="tables sleep train_time x this many real seconds (default 0)")
@@ -311,7 +314,8 @@ def _tune(args: argparse.Namespace) -> int:
     cfg = TuneConfig.make(
         workload=args.workload, trials=args.trials, time_budget_s=args.time_budget,
         trial_timeout_s=args.trial_timeout, optuna_storage=args.optuna_storage,
-        study=args.study, db=args.db, space=args.space, base_url=args.base_url, model=args.model,
+        study=args.study, db=args.db, space=args.space, llm=args.llm, base_url=args.base_url,
+        model=args.model,
         api_key=os.environ.get("OPENAI_API_KEY"), decide=args.decide, prompt=args.prompt,
         proposals=args.proposals,
         time_scale=args.time_scale, clock=args.clock, pruner=args.pruner,

@@ -191,6 +191,9 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     median = f"{s['llm_median_s']:.2f}s" if s["llm_median_s"] is not None else "-"
     cached = f"{s['cached_share']:.0%}" if s["cached_share"] is not None else "unknown"
     failed = f", {s['llm_failed_calls']} failed" if s.get("llm_failed_calls") else ""
+    if not s["llm_calls"] and s["protocol"] is None:
+        console.print("LLM: off (the panel and the prior decided every round)")
+        return
     console.print(f"LLM: {s['llm_calls']} calls{failed} ({s['protocol'] or 'no'} protocol), median "
                   f"{median}, prompt tokens from cache {cached}; guard: {s['retries']} retries, "
                   f"{s['reminders']} reminders, {s['fallbacks']} fallbacks, "

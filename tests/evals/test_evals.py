@@ -140,7 +140,8 @@ def test_decision_quality_and_targets_are_reported(tmp_path):
     rows = list(ledger.db["eval_cells"].rows_where("status = 'done'"))
     quality = decision_quality(ledger, rows)
     q = quality["asap"]
-    assert set(quality) == {"asap"} and q.rounds == 6
+    assert set(quality) == {"asap", "prior"} and q.rounds == 6  # prior: the graph, no LLM
+    assert quality["prior"].by["asap"] == quality["prior"].by["always A"]
     assert q.by["asap"] == q.by["always A"]  # it picked A every round
     assert all(0 <= b <= 1 and 1 <= r <= 4 for b, r in q.by["random"])
     assert q.llm_rounds + q.planned == 6

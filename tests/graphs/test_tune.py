@@ -6,11 +6,12 @@ from asap.agent.guard import fallback
 from asap.agent.speculation import speculation_mode
 
 
-def test_without_an_llm_the_fallback_decides_every_round(tmp_path):
+def test_without_an_llm_the_prior_decides_every_round(tmp_path):
     study, ctx = australian(tmp_path, None, trials=4)
     state = run_graph(ctx)
     assert len(study.trials(status="complete")) == 4
-    assert state["fallbacks"] == 4 and len(study.events("fallback")) == 4
+    assert not state.get("fallbacks") and not study.events("fallback")  # nothing failed
+    assert [e["detail"]["by"] for e in study.events("decision")] == ["prior"] * 4
     assert study.trials()[0].tool == "optuna:tpe"  # no record yet: TPE
     log = state["log"].rows
     assert len(log) == 4 and log[0].startswith("Round 1: A (tpe) ")
@@ -47,15 +48,35 @@ def test_auto_speculation_only_when_training_and_llm_do_not_share_the_cpu():
                                        base_url="http://127.0.0.1:8000/v1")) == "off"
 
 
-def test_once_the_prior_scores_a_round_the_fallback_trains_its_pick(tmp_path):
+def test_once_the_prior_scores_a_round_without_an_llm_it_trains_its_pick(tmp_path):
     study, ctx = australian(tmp_path, None, trials=5)
     run_graph(ctx)
     decisions = [e["detail"] for e in study.events("decision")]
     assert [d["trial"] for d in decisions] == list(range(5))
-    assert all(d["by"] == "fallback" for d in decisions)
+    assert all(d["by"] == "prior" for d in decisions)
     unscored, scored = decisions[:3], decisions[3:]  # the prior needs three finished trials
     assert all(s is None for d in unscored for s in d["scores"])
     for d in scored:
         assert all(s is not None for s in d["scores"]) and d["trained"] == d["offers"][0]
         eis = [s[2] for s in d["scores"]]
         assert eis == sorted(eis, reverse=True)  # offered in the prior's order
+
+
+def test_llm_off_reaches_no_endpoint_and_the_prior_decides(tmp_path, capsys):
+    """--llm off: a dead --base-url is never asked; every round is the prior's pick."""
+    from asap.cli.main import main
+    from asap.graphs.api import run_task
+    from asap.tools.ledger import Ledger
+    db = tmp_path / "off.db"
+    assert main(["tune", "hpobench:australian", "--llm", "off", "--trials", "4", "--db", str(db),
+                 "--base-url", "http://127.0.0.1:9/v1", "--clock", "virtual"]) == 0
+    assert "LLM: off (the panel and the prior decided every round)" in capsys.readouterr().out
+    study = Ledger(db).open_study("hpobench-australian")
+    assert len(study.trials(status="complete")) == 4 and not study.timings("llm_call")
+    assert [e["detail"]["by"] for e in study.events("decision")] == ["prior"] * 4
+    assert [e["detail"]["protocol"] for e in study.events("session")] == [None]
+    result = run_task("hpobench:australian", llm="off", trials=2, db=str(tmp_path / "r.db"),
+                      isolate=False)
+    assert result.complete == 2 and result.llm_calls == 0
+    assert main(["tune", "hpobench:australian", "--llm", "maybe", "--db", str(db)]) == 2
+    assert "llm: Input should be a valid boolean" in capsys.readouterr().err
