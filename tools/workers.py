@@ -80,24 +80,29 @@ def _env(values: dict[str, str]) -> Iterator[None]:
 
 
 def _own_temp_dir() -> None:
-    """Give multiprocessing a temp folder named by this process, and remove the folders of
-    processes that are gone.
+    """Give multiprocessing a private temp folder named for this process, and remove the
+    folders of this user's processes that are gone.
 
     Why: the fork server's socket lives in a ``pymp-*`` folder that only a normal exit removes;
-    SIGKILLed sessions left one behind each. Named ``asap-mp-<pid>``, a later session can tell
-    which are leftovers.
+    SIGKILLed sessions left one behind each. Named ``asap-mp-<pid>-<random>``, a later session
+    can tell which are leftovers. Why random and made by ``mkdtemp`` (mode 0700, created new):
+    the fork server does not authenticate, and the driver unpickles what a trial sends back, so
+    a folder another local user could create first (a predictable name) would let them bind the
+    socket and run code as this user.
     """
     base = Path(tempfile.gettempdir())
     for old in base.glob("asap-mp-*"):
-        pid = old.name.rpartition("-")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
+        pid = old.name.split("-")[2]
+        with contextlib.suppress(OSError):
+            mine = old.is_dir() and not old.is_symlink() and old.stat().st_uid == os.getuid()
+            if mine and pid.isdigit() and int(pid) != os.getpid() \
+                    and not process_alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
     process = mp.current_process()
     if process._config.get("tempdir") is None:  # what multiprocessing.util.get_temp_dir reads
-        mine = base / f"asap-mp-{os.getpid()}"
-        mine.mkdir(exist_ok=True)
-        process._config["tempdir"] = str(mine)
-        mp.util.Finalize(None, shutil.rmtree, args=(str(mine), True), exitpriority=-100)
+        mine = tempfile.mkdtemp(prefix=f"asap-mp-{os.getpid()}-", dir=base)
+        process._config["tempdir"] = mine
+        mp.util.Finalize(None, shutil.rmtree, args=(mine, True), exitpriority=-100)
 
 
 def tables_of(workload: Workload) -> tuple[str, ...]:

@@ -1,5 +1,7 @@
 """Built-in workloads: their declared defaults, and what a table trial stores."""
 
+import os
+
 import pytest
 
 from asap.tools.ledger import Ledger
@@ -54,3 +56,30 @@ def test_the_fork_server_reads_a_workloads_table_once_for_every_worker():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**__import__("os").environ, PRELOAD_ENV: "hpobench:australian"})
     assert out.stdout.strip() == "1", out.stderr[-500:]
+
+
+def test_the_fork_server_folder_is_private_whatever_another_user_made_first(tmp_path):
+    """A folder at the old predictable name (what another local user could create, world
+    writable) is never used: the fork server's socket goes in a fresh 0700 folder of ours."""
+    import json
+    import subprocess
+    import sys
+    script = (
+        "import json, os, stat, tempfile\n"
+        "import multiprocessing as mp\n"
+        "trap = os.path.join(tempfile.gettempdir(), f'asap-mp-{os.getpid()}')\n"
+        "os.makedirs(trap); os.chmod(trap, 0o777)\n"
+        "from asap.tools.workers import fork_server\n"
+        "fork_server()\n"
+        "d = mp.current_process()._config['tempdir']\n"
+        "st = os.stat(d)\n"
+        "print(json.dumps({'dir': d, 'trap': trap, 'mode': stat.S_IMODE(st.st_mode),\n"
+        "                  'uid': st.st_uid, 'me': os.getuid(), 'used': os.listdir(trap)}))\n"
+        "os.rmdir(trap)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.splitlines()[-1])
+    assert got["dir"] != got["trap"] and got["used"] == []
+    assert got["mode"] == 0o700 and got["uid"] == got["me"]
+    assert os.path.basename(got["dir"]).startswith("asap-mp-")
