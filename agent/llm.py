@@ -51,11 +51,21 @@ class EmptyAnswer(RuntimeError):
     """The server closed a streamed answer without sending any of it."""
 
 
+class MalformedAnswer(RuntimeError):
+    """A 200 answer the client could not read (no choices, not an answer object, not UTF-8)."""
+
+
 # What a chat call raises on a failed or malformed response: the transport's errors (openai's,
-# which langchain-openai re-raises under its own subclasses), a body that is not JSON, and a
-# stream with no answer. A bug in asap's own code (a KeyError, a TypeError) is not among them:
+# which langchain-openai re-raises under its own subclasses), a body that is not JSON, a stream
+# with no answer, and an answer that does not parse (raised by the call alone, see
+# :func:`timed_invoke`). A bug in asap's own code (a KeyError, a TypeError) is not among them:
 # it surfaces as a bug instead of being logged as an LLM error and silently falling back.
-LLM_ERRORS: tuple[type[Exception], ...] = (openai.OpenAIError, json.JSONDecodeError, EmptyAnswer)
+LLM_ERRORS: tuple[type[Exception], ...] = (openai.OpenAIError, json.JSONDecodeError, EmptyAnswer,
+                                           MalformedAnswer)
+# What the client's parsing of a 200 body raises when the body is not an answer: an empty
+# ``choices`` (IndexError), none at all (TypeError, KeyError, AttributeError), bytes that are
+# not UTF-8 (UnicodeDecodeError, a ValueError).
+_UNREADABLE = (IndexError, TypeError, KeyError, AttributeError, ValueError)
 
 
 def chat_model(base_url: str, model: str, *, api_key: str | None = None, max_tokens: int = 300,
@@ -125,8 +135,14 @@ def timed_invoke(model: Runnable, messages: Sequence[BaseMessage], *, study: Stu
     now = study.clock.now if study is not None else time.time
     start = now()
     try:
-        message = (model.invoke(list(messages)) if cancel is None
-                   else _streamed(model, list(messages), cancel))
+        try:
+            message = (model.invoke(list(messages)) if cancel is None
+                       else _streamed(model, list(messages), cancel))
+        except json.JSONDecodeError:
+            raise
+        except _UNREADABLE as exc:  # raised while reading the server's answer, nothing else
+            raise MalformedAnswer(f"the server's answer could not be read: "
+                                  f"{type(exc).__name__}: {str(exc)[:200]}") from exc
     except Cancelled:
         if study is not None:
             study.log_timing("llm_call", start, now(), trial_number=trial_number,
@@ -213,6 +229,8 @@ def pick_protocol(llm: BaseChatModel, mode: DecideMode, study: Study | None = No
             reason = f"answered with text: {str(answer.content)[:80]!r}"
     except (openai.APIStatusError, NotImplementedError) as exc:
         protocol, reason = "json", f"refused tools: {type(exc).__name__}: {str(exc)[:120]}"
+    except LLM_ERRORS as exc:  # an answer it could not read: its calls will count as errors
+        protocol, reason = "json", f"the probe failed: {type(exc).__name__}: {str(exc)[:120]}"
     if study is not None:
         study.log_event("protocol", chosen=protocol, reason=reason)
     return protocol

@@ -45,6 +45,15 @@ from asap.tools.trainer import Trainer
 from asap.tools.workloads import resolve
 
 Script = Callable[[list[BaseMessage], dict[str, Any]], AIMessage]
+# 200 answers no OpenAI client can read (FakeOpenAI's faults by these names).
+MALFORMED = {
+    "no_choices": b'{"id": "x", "object": "chat.completion", "created": 0, "model": "fake", '
+                  b'"choices": []}',
+    "without_choices": b'{"id": "x", "object": "chat.completion", "created": 0, "model": '
+                       b'"fake", "junk": "' + b"j" * 100_000 + b'"}',
+    "bad_utf8": b'\xff\xfe{"choices": \x80\x81}',
+    "empty": b"",
+}
 
 
 class ScriptedModel(GenericFakeChatModel):
@@ -199,6 +208,8 @@ class FakeOpenAI:
                     return self._send(500, b'{"error": {"message": "injected"}}')
                 if fault == "garbled":
                     return self._send(200, b"{this is not json")
+                if fault in MALFORMED:
+                    return self._send(200, MALFORMED[fault])
                 content = (fake.answer if "response_format" in body else "Ready.")
                 if fault == "truncated":
                     content = fake.answer[:len(fake.answer) // 2]

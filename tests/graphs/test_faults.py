@@ -155,3 +155,21 @@ def test_asap_optimize_takes_a_python_objective_and_optuna_style_callbacks(tmp_p
                       db=str(tmp_path / "l.db"), base_url=server.base_url, model="fake")
     assert not (tmp_path / "l.db").exists()
     del sys.modules["faulty"]
+
+
+@pytest.mark.parametrize("kind", ["no_choices", "without_choices", "bad_utf8", "empty"])
+def test_an_answer_no_client_can_read_is_an_llm_error_not_the_end(tmp_path, server, kind):
+    """A 200 with no choices, no answer object, bytes that are not UTF-8, or nothing: each
+    call fails as an LLM error the breaker counts (the probe too), and the prior decides."""
+    server.faults.extend([kind] * 3)  # the protocol probe, then rounds 1-2
+    cfg = TuneConfig(workload="hpobench:australian", trials=4, db=str(tmp_path / "m.db"),
+                     study="f", base_url=server.base_url, model="fake", decide="auto",
+                     speculation="off", llm_timeout_s=5.0)
+    s = tune(cfg)
+    study = Ledger(tmp_path / "m.db").open_study("f")
+    assert s["complete"] == 4 and server.served[kind] == 3
+    assert study.events("protocol")[0]["detail"]["reason"].startswith("the probe failed")
+    reasons = [e["detail"]["reason"] for e in study.events("llm_error")]
+    assert len(reasons) == 2 and all(r.startswith(("MalformedAnswer", "JSONDecodeError")) for r in reasons), reasons
+    assert s["llm_failed_calls"] == 2  # then the circuit opened: the prior decided rounds 3-4
+    assert [e["detail"]["state"] for e in study.events("llm_breaker")] == ["open"]
