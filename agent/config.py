@@ -68,7 +68,8 @@ class TuneConfig(BaseModel):
     plan: int | None = Field(default=None, ge=1, le=64,
                              description="rounds one LLM decision covers; None: 1, self-tuned "
                              "up to 8 while the LLM is slower than training")
-    seed: int = Field(default=0, ge=0, description="seeds the tools' samplers")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1,
+                      description="seeds the tools' samplers (0 .. 2**32-1)")
     optuna_storage: str | None = Field(default=None, description="mirror every finished trial "
                                        "into this Optuna storage URL (sqlite:///optuna.db)")
     isolate: bool = Field(default=True, description="each trial in its own worker process; "

@@ -30,6 +30,7 @@ from asap.tools.types import Trial
 
 MIN_POINTS = 3  # fewer finished trials say nothing: the panel's order stands
 MAX_POINTS = 200  # the newest ones; a GP fit is cubic in the points
+MAX_ABS = 1e150  # values beyond it overflow the standardization (their square): not fitted
 
 
 @dataclass(frozen=True)
@@ -62,13 +63,27 @@ def rank(study: Study, offers: Sequence[Offer], extra: Sequence[Trial] = ()
     predicted ones).
     """
     done = [t for t in [*study.trials(status="complete"), *extra] if t.value is not None]
-    done = done[-MAX_POINTS:]
+    done = _fittable(study, done)[-MAX_POINTS:]
     if len(done) < MIN_POINTS:
         return list(offers), [None] * len(offers)
     sign = 1.0 if study.direction == "maximize" else -1.0
     scores = _expected_improvement(study.space, done, [c for _, c in offers], sign)
     order = sorted(range(len(offers)), key=lambda i: -scores[i].ei)  # stable: ties keep order
     return [offers[i] for i in order], [scores[i] for i in order]
+
+
+def _fittable(study: Study, done: list[Trial]) -> list[Trial]:
+    """The trials a GP can fit: a finite value of at most :data:`MAX_ABS` (three trials at
+    1e308 made every fit fail, and a study could never rank again). The ones left out are
+    noted once, as a ``prior_excluded`` event."""
+    keep = [t for t in done if math.isfinite(t.value) and abs(t.value) <= MAX_ABS]
+    if len(keep) < len(done):
+        left = sorted(t.number for t in done if t not in keep and t.id > 0)
+        noted = {n for e in study.events("prior_excluded") for n in e["detail"]["trials"]}
+        if left and not set(left) <= noted:
+            study.log_event("prior_excluded", trials=left, reason=f"|value| above {MAX_ABS:g}: "
+                            "the prior's fit leaves them out")
+    return keep
 
 
 def _expected_improvement(space: Space, done: list[Trial], configs: list[dict[str, Any]],

@@ -71,6 +71,8 @@ def check_ledger_path(path: str | Path) -> Path:
         return path
     if path.is_dir():
         raise LedgerError(f"{path} is a directory; --db names the ledger file (e.g. {path}/asap.db)")
+    if path.exists() and not path.is_file():  # /dev/full, a FIFO: SQLite would write beside it
+        raise LedgerError(f"{path} is not a regular file; --db names the ledger file")
     if not path.parent.exists():
         raise LedgerError(f"the directory {path.parent} for the ledger does not exist")
     if path.exists() and path.stat().st_size:

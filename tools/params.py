@@ -155,5 +155,8 @@ def _check_bounds(name: str, low: float, high: float, log: bool) -> None:
         raise ValueError(f"parameter '{name}': bounds must be finite")
     if low > high:
         raise ValueError(f"parameter '{name}': low {low:g} is greater than high {high:g}")
+    if not math.isfinite(high - low):  # +-1e308: every tool's arithmetic would overflow
+        raise ValueError(f"parameter '{name}': the range {low:g} .. {high:g} is too wide "
+                         "(high - low overflows); use a log scale or narrower bounds")
     if log and low <= 0:
         raise ValueError(f"parameter '{name}': a log scale needs low > 0, got {low:g}")

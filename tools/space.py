@@ -265,6 +265,26 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
     return memo[key]
 
 
+def _no_duplicate_keys(node: yaml.Node, source: str, seen: set[int]) -> None:
+    """Refuse a mapping that names a key twice: YAML keeps the last silently, so a parameter
+    written twice would lose its first definition without a word."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys: set[str] = set()
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in keys:
+                    raise SpaceError(f"{source} names {key.value!r} twice (line "
+                                     f"{key.start_mark.line + 1}); each key once")
+                keys.add(key.value)
+            _no_duplicate_keys(value, source, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _no_duplicate_keys(item, source, seen)
+
+
 def load_yaml(text: str, source: str) -> Any:
     """YAML (or JSON) from a person's file, bounded in size before and after alias expansion; a
     :class:`SpaceError` names ``source`` and the problem."""
@@ -280,6 +300,7 @@ def load_yaml(text: str, source: str) -> Any:
         if size > MAX_YAML_NODES:
             raise SpaceError(f"{source} expands to {size} values through its aliases (*name); "
                              f"at most {MAX_YAML_NODES} are read")
+        _no_duplicate_keys(node, source, set())
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise SpaceError(f"{source} is not valid YAML/JSON: {exc}") from None

@@ -142,7 +142,7 @@ class Study:
         with self.ledger.transaction():
             row = self._running(trial_id)
             now = self.clock.now() if ended_at is None else ended_at
-            update = {"status": status, "metrics": json.dumps(metrics), "error": bounded(error),
+            update = {"status": status, "metrics": _json(metrics), "error": bounded(error),
                       "value": value if value is not None and math.isfinite(value) else None,
                       "ended_at": now, "duration": now - row["started_at"]}
             if intermediate is not None:
@@ -301,11 +301,17 @@ def process_alive(pid: int) -> bool:
         return True  # no /proc (not Linux): kill(pid, 0) said it exists
 
 
+def _json(metrics: dict[str, float]) -> str:
+    """Metrics as JSON: a non-finite value (JSON has no NaN) is stored as null, unknown."""
+    return json.dumps({k: v if math.isfinite(v) else None for k, v in metrics.items()},
+                      allow_nan=False)
+
+
 def _num(v: Any) -> float:
     try:
         return float(v)
-    except (TypeError, ValueError):
-        raise LedgerError(f"metric value {v!r} is not a number") from None
+    except (TypeError, ValueError, OverflowError):
+        raise LedgerError(f"metric value {str(v)[:60]!r} is not a number") from None
 
 
 def _to_trial(row: dict[str, Any]) -> Trial:

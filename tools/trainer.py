@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import numbers
 import os
 import queue
 import tempfile
@@ -32,6 +33,7 @@ from asap.tools.workers import (
     crash_reason,
     describe,
     fork_server,
+    plain,
     run_worker,
     stop_worker,
     tables_of,
@@ -388,16 +390,19 @@ class Trainer:
 
     def _judge(self, metrics: Any, pruned: bool) -> tuple[str, dict[str, float], str | None]:
         """Check what the workload returned; a missing or non-numeric metric fails the trial."""
-        name = self.workload.metric
-        if isinstance(metrics, int | float) and not isinstance(metrics, bool):
+        name, metrics = self.workload.metric, plain(metrics)  # numpy, torch: plain numbers
+        if isinstance(metrics, numbers.Real) and not isinstance(metrics, bool):
             metrics = {name: metrics}  # an objective may return its value alone, as in Optuna
         if not isinstance(metrics, dict):
             return "failed", {}, f"workload returned {type(metrics).__name__}, expected a dict of metrics"
         clean: dict[str, float] = {}
         for k, v in metrics.items():
-            if isinstance(v, bool) or not isinstance(v, int | float):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
                 return "failed", {}, f"metric {k!r} is not a number: {v!r}"
-            clean[str(k)] = float(v)
+            try:
+                clean[str(k)] = float(v)
+            except OverflowError:  # an int past float's range (10**400)
+                return "failed", {}, f"metric {k!r} is too large for a number: {str(v)[:40]}..."
         if pruned:
             return "pruned", {k: v for k, v in clean.items() if math.isfinite(v)}, None
         if name not in clean:

@@ -142,13 +142,25 @@ def run_worker(conn, target: str, config: dict, fidelity: int | None, kwargs: di
     try:
         fn = load_target(target)
         metrics = call(fn, config, report, fidelity, kwargs, seed)
-        conn.send(("done", metrics))
+        conn.send(("done", plain(metrics)))
     except MemoryError as exc:
         conn.send(("error", f"out of memory: {exc}"))
     except BaseException as exc:  # noqa: BLE001 - everything becomes a readable failed trial
         conn.send(("error", describe(exc)))
     finally:
         conn.close()
+
+
+def plain(metrics: Any) -> Any:
+    """What a workload returned, its numbers as Python numbers: a numpy scalar or a 0-d torch
+    tensor becomes its ``.item()`` (a tensor sent whole through the pipe needs torch's shared
+    memory on the other side; sent from a worker that is exiting, it arrived as a crash)."""
+    def one(v: Any) -> Any:
+        if not isinstance(v, bool | int | float) and getattr(v, "ndim", None) == 0 \
+                and callable(getattr(v, "item", None)):
+            return v.item()
+        return v
+    return {k: one(v) for k, v in metrics.items()} if isinstance(metrics, dict) else one(metrics)
 
 
 def _open_log(log: str, tries: int = 5) -> Any:

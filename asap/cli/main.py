@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -156,6 +157,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _json(data: object) -> str:
+    """JSON for other programs: a NaN or an infinity (an old ledger's metric) is null, since
+    JSON has neither and strict parsers refuse Python's spelling of them."""
+    def clean(x: object) -> object:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        return [clean(v) for v in x] if isinstance(x, list | tuple) else x
+    return json.dumps(clean(data), indent=2, allow_nan=False)
+
+
 def _quiet_optuna() -> None:
     """Optuna's INFO log would print every trial asap mirrors into its in-memory studies."""
     import optuna
@@ -229,7 +242,7 @@ def _show(study_name: str, db: str, *, trials: bool = True, form: str = "table")
         return 2
     study = Ledger(db).open_study(study_name)
     if form == "json":
-        print(json.dumps({"summary": summarize(study), "trials": study.to_records()}, indent=2))
+        print(_json({"summary": summarize(study), "trials": study.to_records()}))
         return 0
     if form == "csv":
         rows = study.to_records()
@@ -327,7 +340,7 @@ def _tune(args: argparse.Namespace) -> int:
         gpus_per_trial=args.gpus_per_trial, backend=args.backend, ray_address=args.ray_address)
     result = tune(cfg, callbacks=[RichProgress(Console(stderr=True))])
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(_json(result))
     else:
         _show(result["study"], args.db, trials=False)
     return 0 if result["complete"] > 0 else 1

@@ -1,5 +1,7 @@
 """The prior that orders each round's proposals (GP expected improvement)."""
 
+import math
+
 from conftest import toy_objective
 
 from asap.agent.prior import brief, describe, encode, rank
@@ -65,3 +67,19 @@ def test_encoding_is_the_unit_cube_with_one_hot_categoricals(toy_space):
                                "momentum": 0.0})
     # x, lr (log), n_layers, units_l3 (inactive: centre), optimizer one-hot, momentum
     assert point == [1.0, 0.0, 0.0, 0.5, 1.0, 0.0, 0.0]
+
+
+def test_values_the_gp_cannot_fit_are_left_out_with_a_note(ledger, toy_space):
+    """Three trials at 1e308 made every fit fail ("Input y contains NaN"): left out, noted."""
+    from asap.agent.prior import rank
+    study = ledger.create_study("huge", toy_space, metric="loss", direction="minimize")
+    base = {"lr": 0.1, "n_layers": 1, "optimizer": "adam"}
+    for i, loss in enumerate([1e308, 1e308, 1e308, 0.5, 0.25, 0.75]):
+        tid = study.start_trial({**base, "x": float(i - 3)}, tool="optuna:tpe")
+        study.finish_trial(tid, status="complete", metrics={"loss": loss})
+    offers = [("optuna:tpe", {**base, "x": 0.5}), ("nevergrad:DE", {**base, "x": 4.0})]
+    for _ in range(2):
+        ranked, scores = rank(study, offers)
+        assert all(s is not None and math.isfinite(s.mean) for s in scores)
+    [note] = study.events("prior_excluded")  # once, however many rounds
+    assert note["detail"]["trials"] == [0, 1, 2]

@@ -145,11 +145,19 @@ BOMB = "\n".join([f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]" for i in
     (["eval", "--clock", "virtual", "--tasks", "digits-mlp", "--methods", "tpe"],
      "needs each trial's simulated duration"),
     (["eval", "--clock", "sundial", "--methods", "tpe"], "unknown clock 'sundial'"),
+    (["tune", "faulty:ok", "--space", "{tmp}/twice.yaml"], "names 'x' twice (line 4)"),
+    (["tune", "faulty:ok", "--space", "{tmp}/wide.yaml"], "too wide (high - low overflows)"),
+    (["tune", "hpobench:australian", "--seed", "4294967296"],
+     "seed: Input should be less than or equal to 4294967295"),
 ])
 def test_refusals_write_nothing(tmp_path, capsys, monkeypatch, args, message):
     (tmp_path / "notes.txt").write_text("not a model\n")
     (tmp_path / "nometric.yaml").write_text("params:\n  x: {type: float, low: 0, high: 1}\n")
     (tmp_path / "bomb.yaml").write_text("l0: &l0 [lol]\n" + BOMB + "\nparams: *l8\n")
+    (tmp_path / "twice.yaml").write_text("metric: score\nparams:\n  x: {type: float, low: 0, "
+                                         "high: 1}\n  x: {type: int, low: 0, high: 9}\n")
+    (tmp_path / "wide.yaml").write_text("metric: score\nparams:\n  x: {type: float, "
+                                        "low: -1e308, high: 1e308}\n")
     monkeypatch.chdir(USERWL)
     db = tmp_path / "x.db"
     assert main([*(a.replace("{tmp}", str(tmp_path)) for a in args), "--db", str(db)]) == 2
@@ -222,3 +230,11 @@ def test_a_bad_simulated_duration_ends_the_session_with_one_line(tmp_path, capsy
     errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
     assert code == 2 and len(errors) == 1 and message in errors[0]  # the display aside
     assert Ledger(db).study_names() == []  # nothing of the refused session stays
+
+
+@pytest.mark.parametrize("device", ["/dev/full", "/dev/null"])
+def test_a_device_is_refused_as_a_ledger_and_nothing_is_left_beside_it(capsys, device):
+    for command in (["tune", "hpobench:australian"], ["show", "s"], ["studies"]):
+        assert main([*command, "--db", device]) == 2
+        assert "is not a regular file" in capsys.readouterr().err
+    assert not Path(f"{device}-journal").exists() and not Path(f"{device}-wal").exists()

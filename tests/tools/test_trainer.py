@@ -195,3 +195,34 @@ def test_an_in_process_failure_is_a_failed_trial(user):
     wl = resolve("faulty:raises", space_file=HERE / "space.yaml")
     trial = Trainer(study, wl, in_process=True).run({"x": 0.5}, tool="llm")
     assert trial.status == "failed" and "ValueError: bad hyperparameters" in trial.error
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+def test_numpy_and_torch_numbers_are_numbers(user, isolate):
+    for fn in ("numpy_numbers", "torch_scalar"):
+        study, trainer = user(fn, in_process=not isolate)
+        t = trainer.run({"x": 0.25}, tool="t")
+        assert t.status == "complete" and t.value == 0.25, (fn, t.error)
+    assert t.metrics == {"score": 0.25} and study.best().value == 0.25
+
+
+def test_a_number_too_large_fails_its_trial_and_the_session_goes_on(user):
+    study, trainer = user("huge_int")
+    t = trainer.run({"x": 0.5}, tool="t")
+    assert t.status == "failed" and "'score' is too large for a number" in t.error
+
+
+def test_a_non_finite_side_metric_is_stored_as_valid_json(user, capsys):
+    import json
+
+    from asap.cli.main import main
+    study, trainer = user("nan_aside")
+    t = trainer.run({"x": 0.5}, tool="t")
+    assert t.status == "complete" and t.metrics == {"score": 0.5, "aside": None}
+    raw = study.db.execute("SELECT metrics FROM trials").fetchone()[0]
+
+    def refuse(name):
+        raise ValueError(name)
+    json.loads(raw, parse_constant=refuse)  # strict JSON: no NaN
+    assert main(["show", study.name, "--db", str(study.ledger.path), "--json"]) == 0
+    json.loads(capsys.readouterr().out, parse_constant=refuse)

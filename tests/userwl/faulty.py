@@ -99,3 +99,21 @@ def hang_once(config, report):
     except FileExistsError:
         return {"score": config["x"], "node": float(node)}
     time.sleep(600)
+
+
+def numpy_numbers(config, report):
+    import numpy as np
+    return {"score": np.float32(config["x"]), "steps": np.int64(7)}
+
+
+def torch_scalar(config, report):
+    import torch
+    return {"score": torch.tensor(config["x"])}
+
+
+def huge_int(config, report):
+    return {"score": 10**400}
+
+
+def nan_aside(config, report):
+    return {"score": config["x"], "aside": math.nan}
