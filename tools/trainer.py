@@ -338,7 +338,7 @@ class Trainer:
             metrics = call(load_target(self.workload.target), job.config, report, fidelity,
                            self.workload.kwargs, job.seed)
             status, metrics, error = self._judge(metrics, pruned)
-        except Exception as exc:  # noqa: BLE001 - a failing workload is a failed trial
+        except BaseException as exc:  # noqa: BLE001 - sys.exit() too: a failed trial
             status, metrics, error = "failed", {}, describe(exc)
         self._record(job, start, status, metrics, error)
 

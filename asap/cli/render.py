@@ -6,6 +6,7 @@ rich output.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.markup import escape
 from rich.table import Table
 
 from asap.agent.config import Protocol
@@ -97,14 +99,25 @@ def live_info(study: Study, tool: str) -> str:
     return " | ".join(parts)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def safe(text: str) -> str:
+    """Stored text (a workload's error, a tool name, a choice) for a rich f-string: its control
+    characters (terminal escapes: clear screen, window title) shown as ``?`` and its square
+    brackets escaped, so it prints as written and never as markup (``[/bold]`` crashed show)."""
+    return escape(_CONTROL.sub("?", text))
+
+
 def trials_table(study: Study) -> Table:
-    table = Table(title=f"study {study.name}: {study.direction} {study.metric}")
-    for col in ("#", "tool", "status", study.metric, "seconds", "config / error"):
+    table = Table(title=f"study {safe(study.name)}: {study.direction} {safe(study.metric)}")
+    for col in ("#", "tool", "status", safe(study.metric), "seconds", "config / error"):
         table.add_column(col)
     for t in study.trials():
         value = f"{t.value:.4f}" if t.value is not None else "-"
-        table.add_row(str(t.number), t.tool, t.status, value,
-                      f"{t.duration:.1f}" if t.duration else "-", t.error or study.space.format(t.evaluated))
+        table.add_row(str(t.number), safe(t.tool), t.status, value,
+                      f"{t.duration:.1f}" if t.duration else "-",
+                      safe(t.error or study.space.format(t.evaluated)))
     return table
 
 
@@ -168,9 +181,10 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     if s["best_value"] is None:
         console.print(f"[bold]{s['study']}[/]: no complete trial ({s['trials']} trials)")
     else:
-        console.print(f"[bold]{s['study']}[/]: best {s['metric']} = {s['best_value']:.6g} "
-                      f"(trial {s['best_trial']}, {s['best_tool']})\n  config "
-                      + ", ".join(f"{k}={format_value(v)}" for k, v in s["best_config"].items()),
+        console.print(f"[bold]{s['study']}[/]: best {safe(s['metric'])} = {s['best_value']:.6g} "
+                      f"(trial {s['best_trial']}, {safe(s['best_tool'])})\n  config "
+                      + safe(", ".join(f"{k}={format_value(v)}"
+                                       for k, v in s["best_config"].items())),
                       highlight=False)
     tools = Table("tool", "trials", "improved the best", title="per-tool record")
     for tool, rec in s["per_tool"].items():

@@ -238,3 +238,16 @@ def test_a_device_is_refused_as_a_ledger_and_nothing_is_left_beside_it(capsys, d
         assert main([*command, "--db", device]) == 2
         assert "is not a regular file" in capsys.readouterr().err
     assert not Path(f"{device}-journal").exists() and not Path(f"{device}-wal").exists()
+
+
+def test_stored_text_prints_as_written_never_as_markup_or_terminal_escapes(tmp_path, capsys,
+                                                                           toy_space):
+    db = tmp_path / "l.db"
+    study = Ledger(db).create_study("demo", toy_space, metric="loss", direction="minimize")
+    tid = study.start_trial({"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"},
+                            tool="optuna:tpe")
+    study.finish_trial(tid, status="failed",
+                       error="ValueError: bad [/bold] \x1b]0;owned\x07\x1b[2J end")
+    assert main(["show", "demo", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "[/bold]" in out and "\x1b]0;" not in out and "\x1b[2J" not in out and "end" in out

@@ -226,3 +226,26 @@ def test_a_non_finite_side_metric_is_stored_as_valid_json(user, capsys):
     json.loads(raw, parse_constant=refuse)  # strict JSON: no NaN
     assert main(["show", study.name, "--db", str(study.ledger.path), "--json"]) == 0
     json.loads(capsys.readouterr().out, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("fn, reason", [("exits", "SystemExit: 3"),
+                                        ("interrupts", "KeyboardInterrupt")])
+def test_an_in_process_workload_that_exits_is_a_failed_trial_not_a_hang(user, fn, reason):
+    study, trainer = user(fn, in_process=True)
+    t = trainer.run({"x": 0.5}, tool="t")
+    assert t.status == "failed" and t.error.startswith(reason)
+    assert trainer.run({"x": 0.25}, tool="t").status == "failed"  # and the next one runs
+
+
+@pytest.mark.parametrize("in_process", [False, True])
+def test_an_error_inside_the_supervisor_is_recorded_not_a_hang(user, monkeypatch, in_process):
+    """Any exception in a trial's supervisor (here its judge) records the trial as failed with
+    the reason, frees its worker and tells the waiter."""
+    study, trainer = user("ok", in_process=in_process)
+
+    def broken(metrics, pruned):
+        raise RuntimeError("the supervisor broke")
+    monkeypatch.setattr(trainer, "_judge", broken)
+    t = trainer.run({"x": 0.5}, tool="t")
+    assert t.status == "failed" and "RuntimeError: the supervisor broke" in t.error
+    assert trainer._busy == set()

@@ -117,3 +117,12 @@ def huge_int(config, report):
 
 def nan_aside(config, report):
     return {"score": config["x"], "aside": math.nan}
+
+
+def exits(config, report):
+    import sys
+    sys.exit(3)
+
+
+def interrupts(config, report):
+    raise KeyboardInterrupt
