@@ -169,7 +169,7 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
         if cfg.optuna_storage:  # every finished trial is mirrored as it lands
             mirror = OptunaMirror(study, cfg.optuna_storage)
             mirror.sync()
-            say = _Fanout([say, _Mirroring(mirror)])
+            say = _Fanout([say, _Mirroring(mirror, say)])
         llm = llm if cfg.llm else None
         protocol = pick_protocol(llm, cfg.decide, study) if llm is not None else None
         slots = slots or [Slot(0)]
@@ -246,15 +246,26 @@ def _progress(study: Study, say: TuneCallback):
 class _Mirroring(TuneCallback):
     """Keeps an Optuna storage mirror of the study current (``--optuna-storage``)."""
 
-    def __init__(self, mirror: OptunaMirror) -> None:
-        self.mirror = mirror
+    def __init__(self, mirror: OptunaMirror, say: TuneCallback) -> None:
+        self.mirror, self.say, self.failing = mirror, say, False
 
     def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
-        self.mirror.sync()
+        self._sync(study)
 
     def on_session_end(self, study: Study | None, interrupted: bool) -> None:
         if study is not None:
-            self.mirror.sync()
+            self._sync(study)
+
+    def _sync(self, study: Study) -> None:
+        """A failing mirror never ends the session: logged (a ``mirror_error`` event), told
+        once, retried at the next trial; the next sync that works catches up."""
+        why = self.mirror.try_sync()
+        if why is not None:
+            study.log_event("mirror_error", reason=why)
+            if not self.failing:
+                self.say.on_message(f"the Optuna mirror failed ({why}); the ledger has every "
+                                    "trial, the mirror is retried after each one")
+        self.failing = why is not None
 
 
 class _Fanout(TuneCallback):

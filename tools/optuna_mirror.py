@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 
 import optuna
+import sqlalchemy.exc
 from optuna.trial import TrialState, create_trial
 
 from asap.tools.optimizer import quiet
@@ -108,6 +109,16 @@ class OptunaMirror:
                 self.target.add_trial(frozen(self.study, trial))
             added += 1
         return added
+
+    def try_sync(self) -> str | None:
+        """:meth:`sync`, with a failing storage (a deleted file, a lock held for long, a
+        database that went away) reported instead of raised: the ledger is the record and a
+        later sync adds whatever this one missed. Returns why it failed, or None."""
+        try:
+            self.sync()
+        except (optuna.exceptions.OptunaError, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+            return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        return None
 
     def drop_if_empty(self) -> None:
         """Remove the Optuna study this mirror created when nothing was mirrored into it (the

@@ -80,3 +80,34 @@ def test_llm_off_reaches_no_endpoint_and_the_prior_decides(tmp_path, capsys):
     assert result.complete == 2 and result.llm_calls == 0
     assert main(["tune", "hpobench:australian", "--llm", "maybe", "--db", str(db)]) == 2
     assert "llm: Input should be a valid boolean" in capsys.readouterr().err
+
+
+def test_a_failing_mirror_never_ends_the_session(tmp_path):
+    """The mirror's file turns into garbage after the second trial: every trial is still
+    trained and recorded, each failed sync is a mirror_error event, the person is told once."""
+    from fakes import ScriptedModel
+    from langchain_core.messages import AIMessage
+
+    from asap.agent.config import TuneConfig
+    from asap.graphs.session import TuneCallback, tune
+    from asap.tools.ledger import Ledger
+    storage = tmp_path / "optuna.db"
+    told: list[str] = []
+
+    class Break(TuneCallback):
+        def on_message(self, text):
+            told.append(text)
+
+        def on_trial_complete(self, study, trial, tool):
+            if trial.number == 1:  # after this one's sync: the mirror is gone from here on
+                storage.write_bytes(b"this is not a database" * 100)
+    cfg = TuneConfig(workload="hpobench:australian", trials=4, db=str(tmp_path / "l.db"),
+                     optuna_storage=f"sqlite:///{storage}", isolate=False, speculation="off",
+                     decide="json")
+    s = tune(cfg, llm=ScriptedModel(lambda m, k: AIMessage('{"action": "train", "choice": "A"}')),
+             callbacks=[Break()])
+    study = Ledger(tmp_path / "l.db").open_study(s["study"])
+    assert s["complete"] == 4
+    errors = study.events("mirror_error")
+    assert len(errors) >= 2 and all(e["detail"]["reason"] for e in errors)
+    assert sum("the Optuna mirror failed" in t for t in told) == 1

@@ -83,3 +83,4 @@ def test_export_and_optuna_dashboard_lists_the_study(tmp_path, capsys):
     finally:
         server.shutdown()
     assert [(s["study_name"], s["directions"]) for s in studies] == [("dash", ["maximize"])]
+
