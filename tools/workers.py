@@ -115,6 +115,10 @@ def run_worker(conn, target: str, config: dict, fidelity: int | None, kwargs: di
             seed: int, tuner: int, log: str, env: dict[str, str] | None = None,
             threads: int | None = None) -> None:
     """Runs in the child: train, reporting each step and obeying prune decisions."""
+    # Its own process group: what the workload starts (a data loader, a subprocess) ends with
+    # the trial (stop_worker ends the group), instead of running on under pid 1.
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
     # The worker's slot: its GPUs (set before anything initializes CUDA; the fork server only
     # imported torch) or its share of the cores.
     os.environ.update(env or {})
@@ -218,9 +222,13 @@ def crash_reason(proc: mp.process.BaseProcess) -> str:
 
 
 def stop_worker(proc: mp.process.BaseProcess) -> None:
+    """End a trial's worker and every process it started (its process group)."""
     if proc.is_alive():
         proc.terminate()
         proc.join(2)
     if proc.is_alive():
         proc.kill()
         proc.join(2)
+    if proc.pid is not None:
+        with contextlib.suppress(OSError):  # no such group: nothing was left running
+            os.killpg(proc.pid, signal.SIGKILL)

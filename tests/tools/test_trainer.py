@@ -249,3 +249,19 @@ def test_an_error_inside_the_supervisor_is_recorded_not_a_hang(user, monkeypatch
     t = trainer.run({"x": 0.5}, tool="t")
     assert t.status == "failed" and "RuntimeError: the supervisor broke" in t.error
     assert trainer._busy == set()
+
+
+def test_processes_a_workload_starts_end_with_its_trial(ledger, tmp_path, monkeypatch):
+    import dataclasses
+    monkeypatch.chdir(HERE)
+    pidfile = tmp_path / "child.pid"
+    wl = resolve("faulty:spawns_then_hangs", space_file=HERE / "space.yaml")
+    wl = dataclasses.replace(wl, kwargs={"pidfile": str(pidfile)})
+    study = ledger.create_study("spawn", wl.space, metric=wl.metric, direction=wl.direction)
+    trainer = Trainer(study, wl, time_limit_s=3.0)
+    t = trainer.run({"x": 0.5}, tool="t")
+    assert t.status == "failed" and "timeout" in t.error
+    child = int(pidfile.read_text())
+    state = Path(f"/proc/{child}/stat")
+    # Killed with its group when the trial ended (a zombie until its parent is reaped: gone).
+    assert not state.exists() or state.read_text().rsplit(")", 1)[1].split()[0] == "Z"

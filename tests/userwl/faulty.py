@@ -126,3 +126,12 @@ def exits(config, report):
 
 def interrupts(config, report):
     raise KeyboardInterrupt
+
+
+def spawns_then_hangs(config, report, pidfile):
+    """Starts a process of its own, writes its pid to ``pidfile``, hangs."""
+    import subprocess
+    child = subprocess.Popen(["sleep", "120"])
+    with open(pidfile, "w") as f:
+        f.write(str(child.pid))
+    time.sleep(600)
