@@ -31,6 +31,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel
 
 from asap.agent.config import DecideMode, Protocol
+from asap.agent.deadline import DeadlineExceeded, within
 from asap.tools.ledger import Study
 
 TOOL_CHOICES: tuple[str | None, ...] = ("required", "auto", None)
@@ -55,13 +56,30 @@ class MalformedAnswer(RuntimeError):
     """A 200 answer the client could not read (no choices, not an answer object, not UTF-8)."""
 
 
+ATTEMPTS = 3  # the client's first try and its two retries: a call's deadline covers all three
+BACKOFF_S = 4.0  # and the client's waits between them (0.5 s, then 1 s, with jitter)
+
+
+def deadline_of(model: Runnable) -> float | None:
+    """A call's total deadline: every attempt of the client's timeout (``ChatOpenAI``'s
+    ``request_timeout``, found through bindings) and the waits between them, so that a server
+    that is only slow still meets the client's own timeout first; None for a model without one
+    (a fake)."""
+    while model is not None:
+        timeout = getattr(model, "request_timeout", None)
+        if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+            return ATTEMPTS * float(timeout) + BACKOFF_S
+        model = getattr(model, "bound", None)
+    return None
+
+
 # What a chat call raises on a failed or malformed response: the transport's errors (openai's,
 # which langchain-openai re-raises under its own subclasses), a body that is not JSON, a stream
 # with no answer, and an answer that does not parse (raised by the call alone, see
 # :func:`timed_invoke`). A bug in asap's own code (a KeyError, a TypeError) is not among them:
 # it surfaces as a bug instead of being logged as an LLM error and silently falling back.
 LLM_ERRORS: tuple[type[Exception], ...] = (openai.OpenAIError, json.JSONDecodeError, EmptyAnswer,
-                                           MalformedAnswer)
+                                           MalformedAnswer, DeadlineExceeded)
 # What the client's parsing of a 200 body raises when the body is not an answer: an empty
 # ``choices`` (IndexError), none at all (TypeError, KeyError, AttributeError), bytes that are
 # not UTF-8 (UnicodeDecodeError, a ValueError).
@@ -136,8 +154,14 @@ def timed_invoke(model: Runnable, messages: Sequence[BaseMessage], *, study: Stu
     start = now()
     try:
         try:
-            message = (model.invoke(list(messages)) if cancel is None
-                       else _streamed(model, list(messages), cancel))
+            stop = cancel or threading.Event()  # set at the deadline: a stream stops reading
+            try:
+                message = within(deadline_of(model), lambda: (
+                    model.invoke(list(messages)) if cancel is None
+                    else _streamed(model, list(messages), stop)))
+            except DeadlineExceeded:
+                stop.set()
+                raise
         except json.JSONDecodeError:
             raise
         except _UNREADABLE as exc:  # raised while reading the server's answer, nothing else

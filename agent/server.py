@@ -28,6 +28,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from asap.agent.deadline import DeadlineExceeded, within
 from asap.agent.model import pull
 
 LOOPBACK = "127.0.0.1"
@@ -158,12 +159,19 @@ def check_gguf(model: Path) -> None:
 
 
 def _get_models(base_url: str, api_key: str | None, timeout_s: float, limit: int) -> bytes:
-    """The body (its first ``limit`` bytes) of ``GET {base_url}/models``."""
+    """The body (its first ``limit`` bytes) of ``GET {base_url}/models``, all of it within
+    ``timeout_s`` (a server that drips its answer does not hold the session)."""
     request = urllib.request.Request(f"{base_url.rstrip('/')}/models")
     if api_key:
         request.add_header("Authorization", f"Bearer {api_key}")
-    with urllib.request.urlopen(request, timeout=timeout_s) as r:  # noqa: S310 - http(s) only
-        return r.read(limit)
+
+    def get() -> bytes:
+        with urllib.request.urlopen(request, timeout=timeout_s) as r:  # noqa: S310 - http(s)
+            return r.read(limit)
+    try:
+        return within(timeout_s, get, f"GET {base_url}/models")
+    except DeadlineExceeded as exc:
+        raise TimeoutError(str(exc)) from None
 
 
 def probe(base_url: str, api_key: str | None = None, timeout_s: float = 10.0) -> None:

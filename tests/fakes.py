@@ -9,7 +9,9 @@ listed in ``refuse`` get HTTP 400, like a server that does not accept them.
 injection): JSON-schema requests get a decision (proposal A), other requests a line of text.
 ``faults`` is a queue of what the next requests get instead: ``"500"``, ``"garbled"`` (a body
 that is not JSON), ``"truncated"`` (a decision cut off mid-JSON), ``"slow"`` (no answer before
-the client's timeout), ``"reset"`` (the connection closed without an answer: a server that died).
+the client's timeout), ``"reset"`` (the connection closed without an answer: a server that died),
+``"drip"`` (an answer a byte every 0.1 s: no read ever times out), and the unreadable 200
+answers of :data:`MALFORMED`.
 Every request is counted by what it got.
 
 ``australian`` and ``run_graph`` set up and run the tuning graph on the HPOBench australian table
@@ -180,6 +182,7 @@ class FakeOpenAI:
         self.arrived = threading.Event()
         self.slow_s, self.answer, self.delay_s = slow_s, answer, delay_s
         self.models = b'{"object": "list", "data": [{"id": "fake", "object": "model"}]}'
+        self.drip_models = False  # GET /models answers a byte at a time
         self._lock = threading.Lock()
         fake = self
 
@@ -188,8 +191,24 @@ class FakeOpenAI:
                 pass
 
             def do_GET(self):  # GET /models: what asap checks before a session
+                if fake.drip_models:
+                    return self._drip()
                 kind = "text/html" if fake.models.startswith(b"<") else "application/json"
                 self._send(200, fake.models, kind)
+
+            def _drip(self) -> None:
+                """Headers, then a byte every 0.1 s for a minute: each read is quick."""
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "1000000")
+                    self.end_headers()
+                    for _ in range(600):
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -204,6 +223,8 @@ class FakeOpenAI:
                     return
                 if fault == "slow":
                     time.sleep(fake.slow_s)
+                if fault == "drip":
+                    return self._drip()
                 if fault == "500":
                     return self._send(500, b'{"error": {"message": "injected"}}')
                 if fault == "garbled":

@@ -173,3 +173,25 @@ def test_an_answer_no_client_can_read_is_an_llm_error_not_the_end(tmp_path, serv
     assert len(reasons) == 2 and all(r.startswith(("MalformedAnswer", "JSONDecodeError")) for r in reasons), reasons
     assert s["llm_failed_calls"] == 2  # then the circuit opened: the prior decided rounds 3-4
     assert [e["detail"]["state"] for e in study.events("llm_breaker")] == ["open"]
+
+
+def test_a_server_that_drips_its_answer_meets_the_calls_deadline(tmp_path, server):
+    """A byte every 0.1 s never trips the client's per-read timeout: the call's total deadline
+    (every attempt's timeout and the waits between them: 3 x 1 s + 4 s here) ends it as an LLM
+    error and the prior decides."""
+    server.faults.append("drip")
+    s = session(tmp_path / "d.db", server, trials=2)
+    study = Ledger(tmp_path / "d.db").open_study("f")
+    assert s["complete"] == 2 and server.served["drip"] == 1
+    [error] = study.events("llm_error")
+    assert error["detail"]["reason"].startswith("DeadlineExceeded: the LLM call did not complete "
+                                                "within 7 s")
+    failed = [c for c in study.timings("llm_call") if c["detail"].get("failed")]
+    assert len(failed) == 1 and failed[0]["duration"] < 10
+
+
+def test_a_models_list_that_drips_meets_the_probes_deadline(server):
+    from asap.agent.server import ServerError, probe
+    server.drip_models = True
+    with pytest.raises(ServerError, match="did not complete within 1 s"):
+        probe(server.base_url, timeout_s=1.0)
