@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -65,24 +66,31 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_the_study_resumes(tmp_path, sig, rc
 
 @pytest.mark.e2e
 def test_speculation_runs_on_the_real_llm_beside_a_simulated_clock(tmp_path):
+    """Trials of an hour on the virtual clock: every LLM call, on any machine, is back before
+    the trial it overlaps lands (the clock cannot jump past a call still running), so the
+    order of events below holds on a slow or busy machine as on a quick one."""
     db = tmp_path / "spec.db"
-    done = subprocess.run([sys.executable, "-m", "asap.cli", "tune", "hpobench:australian",
-                           "--trials", "6", "--time-scale", "0.3", "--db", str(db), "--json"],
-                          capture_output=True, text=True, timeout=900)
+    userwl = Path(__file__).parents[1] / "userwl"
+    done = subprocess.run([sys.executable, "-m", "asap.cli", "tune", "simulated:hour",
+                           "--space", "simulated.yaml", "--clock", "virtual", "--trials", "6",
+                           "--trial-timeout", "7200",
+                           "--db", str(db), "--json"],
+                          capture_output=True, text=True, timeout=900, cwd=userwl)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout)["complete"] == 6
-    study = Ledger(db).open_study("hpobench-australian")
+    study = Ledger(db).open_study("simulated-hour")
     calls = study.timings("llm_call")
     spec = [c for c in calls if c["detail"].get("speculative") and not c["detail"].get("ahead")]
     judged = study.events("speculation")
     # Round 1 trains the prior's pick while its prompt is asked in the background, before any
-    # trial; its answer decided the first round after it was back (round 2 on a quick machine).
+    # trial; its answer decides round 2, the first round after it is back.
     assert calls[0]["detail"].get("ahead") and calls[0]["detail"]["round"] == 1
     by = {e["detail"]["round"]: e["detail"]["by"] for e in study.events("decision")}
     taken = study.events("ahead")[0]["detail"]
-    assert by[1] == "plan" and taken["asked"] == 1 and by[taken["round"]] == "llm"
+    assert by[1] == "plan" and taken["asked"] == 1 and taken["round"] == 2 and by[2] == "llm"
     assert spec and judged and len(judged) == len(study.timings("speculation"))
     trains = study.timings("train")
+    assert all(t["end"] - t["start"] == pytest.approx(3600.0) for t in trains)
     judged_at = {e["detail"]["round"]: e["at"] for e in judged}
     for c in spec:  # asked once a trial was in flight, answered before it was judged
         assert any(t["start"] <= c["start"] for t in trains)
