@@ -247,8 +247,8 @@ def dispatch(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
         return {"spent": True, "verify": None}
     try:
         job = _start_fresh(ctx, state["choice"], state["round"])
-    except BudgetSpent:  # other processes on this study took the last slots
-        return {"spent": True, "verify": None}
+    except (BudgetSpent, SpaceExhausted):  # other processes took the last slots, or nothing
+        return {"spent": True, "verify": None}  # is left that has not run
     flight = ctx.flights.start(job)
     trial = ctx.study.trial(flight.job.trial_id)
     _record_decision(ctx, state, trial)
@@ -279,8 +279,22 @@ def _start_fresh(ctx: TuneContext, choice: Offer, round_no: int, tries: int = 5)
                 tool, lib, alg = "optuna:random", "optuna", "random"
             ctx.study.log_event("repeat_avoided", tool=tool, round=round_no, trial=exc.number)
             config = ctx.portfolio.ask(lib, alg, 1)[0]
-    # a space this small repeats by necessity
-    return ctx.trainer.start(config, tool=tool, limit=ctx.max_trials, landed=ctx.flights.landed)
+    if ctx.study.space.countable() is None:  # a continuous space repeats by necessity
+        return ctx.trainer.start(config, tool=tool, limit=ctx.max_trials,
+                                 landed=ctx.flights.landed)
+    # The tools keep repeating in a small finite space: the first point not run yet, if any.
+    left = ctx.study.space.untried(ctx.study.config_keys())
+    if left is None:
+        ctx.study.log_event("space_exhausted", round=round_no)
+        if ctx.say is not None:
+            ctx.say("every configuration of the space has run: the session ends")
+        raise SpaceExhausted("every configuration of the space has run")
+    return ctx.trainer.start(left, tool="asap:untried", allow_repeat=False,
+                             limit=ctx.max_trials, landed=ctx.flights.landed)
+
+
+class SpaceExhausted(RuntimeError):
+    """No configuration is left that has not run (or the space is too large to list them)."""
 
 
 def _record_decision(ctx: TuneContext, state: TuningState, trial: Trial) -> None:

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -35,6 +36,7 @@ from asap.tools.params import (
     Scalar,
     SpaceError,
 )
+from asap.tools.types import config_key
 
 __all__ = ["CategoricalParam", "Condition", "FloatParam", "IntParam", "Param", "Scalar", "Space",
            "SpaceError"]
@@ -181,6 +183,35 @@ class Space(BaseModel):
             if isinstance(p, FloatParam):
                 out[p.name] = float(value)
         return out
+
+    def countable(self, limit: int = 100_000) -> list[list[Any]] | None:
+        """Every parameter's values when the space is finite (integers, choices, floats with
+        ``low == high``) and has at most ``limit`` points; None otherwise."""
+        values: list[list[Any]] = []
+        for p in self.params:
+            if isinstance(p, CategoricalParam):
+                values.append(list(p.choices))
+            elif isinstance(p, IntParam) and (p.high - p.low) // p.step < limit:
+                values.append(list(range(p.low, p.high + 1, p.step)))
+            elif isinstance(p, FloatParam) and p.low == p.high:
+                values.append([float(p.low)])
+            else:
+                return None
+        return values if math.prod(len(v) for v in values) <= limit else None
+
+    def untried(self, taken: set[str]) -> dict[str, Any] | None:
+        """A valid configuration whose :func:`config_key` is not in ``taken``, in a
+        :meth:`countable` space; None when every point is taken (or it is not countable).
+
+        Why: the tools sample, and in a small discrete space their samples repeat (an int 1..10
+        with 10 trials ran x=3 twice and never x=2); enumerating finds what is left."""
+        values = self.countable()
+        for combo in itertools.product(*values) if values is not None else ():
+            full = dict(zip(self.names, combo, strict=True))
+            config = self.validate({p.name: full[p.name] for p in self.active(full)})
+            if config_key(config) not in taken:
+                return config
+        return None
 
     def is_valid(self, config: Any) -> bool:
         try:

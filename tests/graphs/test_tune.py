@@ -111,3 +111,31 @@ def test_a_failing_mirror_never_ends_the_session(tmp_path):
     errors = study.events("mirror_error")
     assert len(errors) >= 2 and all(e["detail"]["reason"] for e in errors)
     assert sum("the Optuna mirror failed" in t for t in told) == 1
+
+
+def test_a_small_discrete_space_never_repeats_while_a_point_is_left(tmp_path):
+    """An int 1..10 with 10 trials runs all ten values (the tools' samples repeat there); a
+    one-point space runs its point once and the session ends."""
+    from langchain_core.messages import AIMessage
+
+    from asap.agent.config import TuneConfig
+    from asap.graphs.session import tune
+    from asap.tools.ledger import Ledger
+    from asap.tools.space import Space
+    from asap.tools.workloads import Workload
+    from fakes import ScriptedModel
+    model = ScriptedModel(lambda m, k: AIMessage('{"action": "train", "choice": "A"}'))
+    for name, spec, trials, expect in [
+            ("ints", {"x": {"type": "int", "low": 1, "high": 10}}, 10, list(range(1, 11))),
+            ("point", {"x": {"type": "float", "low": 0.5, "high": 0.5}}, 3, [0.5])]:
+        wl = Workload(name, _square, Space.from_dict(spec), "y", "minimize")
+        cfg = TuneConfig(workload=name, trials=trials, db=str(tmp_path / f"{name}.db"),
+                         isolate=False, speculation="off", decide="json")
+        tune(cfg, llm=model, workload=wl)
+        study = Ledger(tmp_path / f"{name}.db").open_study(name)
+        assert sorted(t.config["x"] for t in study.trials()) == expect
+    assert study.events("space_exhausted")  # the point ran once; then nothing was left
+
+
+def _square(config, report):
+    return {"y": (config["x"] - 3) ** 2}
