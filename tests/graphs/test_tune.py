@@ -116,6 +116,7 @@ def test_a_failing_mirror_never_ends_the_session(tmp_path):
 def test_a_small_discrete_space_never_repeats_while_a_point_is_left(tmp_path):
     """An int 1..10 with 10 trials runs all ten values (the tools' samples repeat there); a
     one-point space runs its point once and the session ends."""
+    from fakes import ScriptedModel
     from langchain_core.messages import AIMessage
 
     from asap.agent.config import TuneConfig
@@ -123,7 +124,6 @@ def test_a_small_discrete_space_never_repeats_while_a_point_is_left(tmp_path):
     from asap.tools.ledger import Ledger
     from asap.tools.space import Space
     from asap.tools.workloads import Workload
-    from fakes import ScriptedModel
     model = ScriptedModel(lambda m, k: AIMessage('{"action": "train", "choice": "A"}'))
     for name, spec, trials, expect in [
             ("ints", {"x": {"type": "int", "low": 1, "high": 10}}, 10, list(range(1, 11))),
