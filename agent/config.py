@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from asap.tools.types import STUDY_NAME, safe_name
+from asap.tools.types import STUDY_NAME, redact, safe_name
 
 Protocol = Literal["tools", "json"]  # how the LLM answers: native tool calls or a JSON schema
 DecideMode = Literal["tools", "json", "auto"]  # auto: probe the model once
@@ -97,8 +97,14 @@ class TuneConfig(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError(f"must be an http(s) URL such as http://127.0.0.1:8000/v1, got {v!r}")
+        if v is None:
+            return v
+        if not re.fullmatch(r"https?://[^/\s]+\S*", v):
+            raise ValueError("must be an http(s) URL with no spaces, such as "
+                             f"http://127.0.0.1:8000/v1, got {redact(v)!r}")
+        if "@" in v.split("/")[2]:  # user:password@host: the key goes elsewhere
+            raise ValueError(f"carries credentials ({redact(v)!r}); give the key in "
+                             "OPENAI_API_KEY, not in the URL")
         return v
 
     @field_validator("study")

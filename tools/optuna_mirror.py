@@ -23,7 +23,7 @@ from optuna.trial import TrialState, create_trial
 from asap.tools.optimizer import quiet
 from asap.tools.optuna_tool import distributions
 from asap.tools.study import LedgerError, Study
-from asap.tools.types import Trial
+from asap.tools.types import Trial, redact
 
 _STATES = {"complete": TrialState.COMPLETE, "failed": TrialState.FAIL,
            "pruned": TrialState.PRUNED}
@@ -44,20 +44,20 @@ def check_storage(url: str, name: str, space_json: str, direction: str
     try:
         storage = optuna.storages.RDBStorage(url)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds
-        first = (str(exc).splitlines() or [""])[0][:200]
-        raise MirrorError(f"cannot open the Optuna storage {url!r}: {type(exc).__name__}: "
-                          f"{first}") from None
+        first = redact((str(exc).splitlines() or [""])[0][:200], url)
+        raise MirrorError(f"cannot open the Optuna storage {redact(url)!r}: "
+                          f"{type(exc).__name__}: {first}") from None
     if name not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
         return storage, None
     with quiet(_IGNORED):
         target = optuna.load_study(study_name=name, storage=storage)
     theirs = target.user_attrs.get(SPACE_ATTR)
     if theirs is None or json.loads(theirs) != json.loads(space_json):
-        raise MirrorError(f"the Optuna storage {url} already has a study '{name}' with another "
-                          "search space; mirror into another storage or study name")
+        raise MirrorError(f"the Optuna storage {redact(url)} already has a study '{name}' "
+                          "with another search space; mirror into another storage or study name")
     if target.direction.name.lower() != direction:
-        raise MirrorError(f"the Optuna study '{name}' in {url} {target.direction.name.lower()}s;"
-                          f" this one {direction}s")
+        raise MirrorError(f"the Optuna study '{name}' in {redact(url)} "
+                          f"{target.direction.name.lower()}s; this one {direction}s")
     return storage, target
 
 

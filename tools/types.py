@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -112,3 +113,13 @@ class Cancel:
     def clear(self) -> None:
         self._event.clear()
         self.reason = "cancelled"
+
+
+def redact(text: str, url: str | None = None) -> str:
+    """``text`` with the password of ``url`` (default: ``text`` is the URL) shown as ``***``:
+    error lines name the URL a person gave, never the secret in it."""
+    try:
+        password = urllib.parse.urlsplit(url if url is not None else text).password
+    except ValueError:  # not a URL at all: nothing to find
+        return text
+    return text.replace(password, "***") if password else text

@@ -149,6 +149,13 @@ BOMB = "\n".join([f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]" for i in
     (["tune", "faulty:ok", "--space", "{tmp}/wide.yaml"], "too wide (high - low overflows)"),
     (["tune", "hpobench:australian", "--seed", "4294967296"],
      "seed: Input should be less than or equal to 4294967295"),
+    (["tune", "hpobench:australian", "--base-url", "http://127.0.0.1:8000/v1 extra"],
+     "must be an http(s) URL with no spaces"),
+    (["tune", "hpobench:australian", "--base-url", "http://me:hunter2@127.0.0.1:8000/v1"],
+     "carries credentials ('http://me:***@127.0.0.1:8000/v1'); give the key in OPENAI_API_KEY"),
+    (["tune", "hpobench:australian", "--optuna-storage",
+      "postgresql://me:hunter2@127.0.0.1:9/optuna"], "cannot open the Optuna storage "
+     "'postgresql://me:***@127.0.0.1:9/optuna'"),
 ])
 def test_refusals_write_nothing(tmp_path, capsys, monkeypatch, args, message):
     (tmp_path / "notes.txt").write_text("not a model\n")
@@ -164,6 +171,7 @@ def test_refusals_write_nothing(tmp_path, capsys, monkeypatch, args, message):
     out = capsys.readouterr()
     assert message in out.err and out.out == ""  # errors on stderr; stdout is for results
     assert "\n" not in out.err.strip()  # one line, not wrapped at 80 columns
+    assert "hunter2" not in out.err  # a password in a URL is never echoed
     assert not db.exists()  # validated before the ledger is created
 
 
