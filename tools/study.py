@@ -105,7 +105,8 @@ class Study:
                 "study": self.name, "number": number, "config": key,
                 "tool": tool, "status": "running", "intermediate": "{}", "metrics": "{}",
                 "fidelity": fidelity, "started_at": self.clock.now(),
-                "meta": json.dumps({**(meta or {}), "pid": os.getpid()}),
+                "meta": json.dumps({**(meta or {}), "pid": os.getpid(),
+                                    "pid_start": process_start(os.getpid())}),
             }).last_pk
 
     def annotate(self, trial_id: int, **meta: Any) -> None:
@@ -158,7 +159,7 @@ class Study:
         with self.ledger.transaction():
             ids = [r["id"] for r in self.db["trials"].rows_where(
                 "study = ? AND status = 'running'", [self.name])
-                if not _alive_elsewhere(json.loads(r["meta"] or "{}").get("pid"))]
+                if not _alive_elsewhere(**_owner(json.loads(r["meta"] or "{}")))]
             now = self.clock.now()
             for tid in ids:
                 self.db.execute(
@@ -280,9 +281,25 @@ class Study:
         return rows
 
 
-def _alive_elsewhere(pid: Any) -> bool:
-    """Whether ``pid`` is another process of this machine that is still running."""
-    return isinstance(pid, int) and pid != os.getpid() and process_alive(pid)
+def _owner(meta: dict[str, Any]) -> dict[str, Any]:
+    return {"pid": meta.get("pid"), "start": meta.get("pid_start")}
+
+
+def _alive_elsewhere(pid: Any, start: Any = None) -> bool:
+    """Whether ``pid`` is another process of this machine that is still running, and the same
+    one that started the trial: a pid is reused once its process is gone, so its start time
+    (when the trial recorded one) must match too."""
+    return (isinstance(pid, int) and pid != os.getpid() and process_alive(pid)
+            and (start is None or process_start(pid) == start))
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, Linux's /proc); None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def process_alive(pid: int) -> bool:

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 import textwrap
@@ -178,3 +179,35 @@ def test_a_transient_disk_io_error_on_open_is_retried(tmp_path, monkeypatch):
     monkeypatch.setattr(ledger_mod.sqlite3, "connect", flaky)
     ledger = ledger_mod.Ledger(tmp_path / "x.db")
     assert failures == [1] and not ledger.has_study("nope")
+
+
+def test_a_running_trial_whose_pid_was_reused_is_recovered(ledger, toy_space):
+    """The pid in a trial's meta now belongs to another process (a sleep started later): the
+    trial's own process is gone, so it is marked failed; a trial of a live process is kept."""
+    import json
+    import subprocess
+
+    from asap.tools.study import process_start
+    study = ledger.create_study("pids", toy_space, metric="loss", direction="minimize")
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        ids = []
+        for x, start in [(1.0, 12345), (2.0, None)]:  # a wrong start time; none recorded
+            tid = study.start_trial({"x": x, "lr": 0.1, "n_layers": 1, "optimizer": "adam"},
+                                    tool="t")
+            ledger.db.execute("UPDATE trials SET meta = ? WHERE id = ?",
+                              [json.dumps({"pid": other.pid, "pid_start": start}), tid])
+            ids.append(tid)
+        live = study.start_trial({"x": 3.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"},
+                                 tool="t")
+        meta = study.trial(live).meta
+        assert meta["pid_start"] == process_start(os.getpid()) and meta["pid"] == os.getpid()
+        ledger.db.execute("UPDATE trials SET meta = ? WHERE id = ?", [json.dumps(
+            {"pid": other.pid, "pid_start": process_start(other.pid)}), live])
+        # ids[0]: the pid is alive but started at another time: reused, so the trial is lost.
+        # ids[1]: an old row without a start time: a live pid is taken at its word; ``live``:
+        # the very process that started it runs on.
+        assert study.fail_running("interrupted") == [ids[0]]
+    finally:
+        other.kill()
+        other.wait()
