@@ -45,15 +45,20 @@ _SCHEMA = {
                 "duration": float, "trial_number": int, "prompt_tokens": int,
                 "cached_tokens": int, "completion_tokens": int, "detail": str}, "id"),
     "events": ({"id": int, "study": str, "kind": str, "at": float, "detail": str}, "id"),
+    # A running trial's intermediate values, one row per report (appended in O(1)); they move
+    # into the trial's ``intermediate`` column when it finishes.
+    "reports": ({"id": int, "study": str, "trial_id": int, "step": int, "value": float}, "id"),
 }
 
 
 APPLICATION_ID = 0x41534150  # "ASAP" in SQLite's application_id header field
-SCHEMA_VERSION = 1  # PRAGMA user_version; bump with a step in _MIGRATIONS
+SCHEMA_VERSION = 2  # PRAGMA user_version; bump with a step in _MIGRATIONS
 _MIGRATIONS: dict[int, list[str]] = {
     # version -> the statements that bring a ledger of the version before it up to it.
     # 0 -> 1: ledgers written before the schema had a version: the same tables, now stamped.
     1: [],
+    # 1 -> 2: the reports table (created with the others, from _SCHEMA).
+    2: [],
 }
 
 
@@ -182,6 +187,7 @@ class Ledger:
                     table.create(columns, pk=pk, not_null={pk} if pk == "name" else None)
             self.db["trials"].create_index(["study", "number"], unique=True, if_not_exists=True)
             self.db["timing"].create_index(["study", "kind"], if_not_exists=True)
+            self.db["reports"].create_index(["study", "trial_id"], if_not_exists=True)
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in _MIGRATIONS[step]:
                     self.db.execute(statement)
@@ -256,7 +262,7 @@ class Ledger:
     def delete_study(self, name: str) -> None:
         """Remove a study and everything recorded for it, in one transaction (evals redo cells)."""
         with self.transaction():
-            for table in ("trials", "timing", "events"):
+            for table in ("trials", "timing", "events", "reports"):
                 self.db.execute(f"DELETE FROM {table} WHERE study = ?", [name])
             self.db.execute("DELETE FROM studies WHERE name = ?", [name])
 

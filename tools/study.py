@@ -122,12 +122,17 @@ class Study:
             "SELECT config FROM trials WHERE study = ?", [self.name]).fetchall()}
 
     def report(self, trial_id: int, step: int, value: float) -> None:
-        """Record an intermediate value (one fidelity step) of a running trial."""
+        """Record an intermediate value (one fidelity step) of a running trial: one row
+        appended, whatever came before (rewriting the trial's JSON made 10,000 reports take
+        125 s, the last 2,500 of them 63 s)."""
+        value = _num(value)
         with self.ledger.transaction():
-            row = self._running(trial_id)
-            inter = json.loads(row["intermediate"])
-            inter[str(step)] = _num(value)
-            self.db["trials"].update(trial_id, {"intermediate": json.dumps(inter)})
+            row = self.db.execute("SELECT status FROM trials WHERE id = ? AND study = ?",
+                                  [trial_id, self.name]).fetchone()
+            if row is None or row[0] != "running":
+                self._running(trial_id)  # raises, naming why
+            self.db.execute("INSERT INTO reports (study, trial_id, step, value) "
+                            "VALUES (?, ?, ?, ?)", [self.name, trial_id, int(step), value])
 
     def finish_trial(self, trial_id: int, *, status: Status, metrics: dict[str, float] | None = None,
                      error: str | None = None, intermediate: dict[int, float] | None = None,
@@ -145,7 +150,8 @@ class Study:
             now = self.clock.now() if ended_at is None else ended_at
             update = {"status": status, "metrics": _json(metrics), "error": bounded(error),
                       "value": value if value is not None and math.isfinite(value) else None,
-                      "ended_at": now, "duration": now - row["started_at"]}
+                      "ended_at": now, "duration": now - row["started_at"],
+                      "intermediate": self._settle(trial_id, row["intermediate"])}
             if intermediate is not None:
                 update["intermediate"] = json.dumps({str(k): _num(v) for k, v in intermediate.items()})
             self.db["trials"].update(trial_id, update)
@@ -162,10 +168,35 @@ class Study:
                 if not _alive_elsewhere(**_owner(json.loads(r["meta"] or "{}")))]
             now = self.clock.now()
             for tid in ids:
+                old = self.db.execute("SELECT intermediate FROM trials WHERE id = ?",
+                                      [tid]).fetchone()[0]
                 self.db.execute(
-                    "UPDATE trials SET status='failed', error=?, ended_at=?, duration=?-started_at "
-                    "WHERE id=?", [reason, now, now, tid])
+                    "UPDATE trials SET status='failed', error=?, ended_at=?, duration=?-started_at, "
+                    "intermediate=? WHERE id=?", [reason, now, now, self._settle(tid, old), tid])
         return ids
+
+    def _settle(self, trial_id: int, stored: str | None) -> str:
+        """A finishing trial's reports moved into its ``intermediate`` JSON (in a transaction)."""
+        inter = json.loads(stored or "{}")
+        for step, value in self.db.execute(
+                "SELECT step, value FROM reports WHERE trial_id = ? ORDER BY id", [trial_id]):
+            inter[str(step)] = value
+        self.db.execute("DELETE FROM reports WHERE trial_id = ?", [trial_id])
+        return json.dumps(inter)
+
+    def _with_reports(self, rows: list[dict[str, Any]]) -> list[Trial]:
+        """Trials from rows, a running one's reports so far in its ``intermediate``."""
+        if any(r["status"] == "running" for r in rows):
+            pending: dict[int, dict[str, float]] = {}
+            for tid, step, value in self.db.execute(
+                    "SELECT trial_id, step, value FROM reports WHERE study = ? ORDER BY id",
+                    [self.name]):
+                pending.setdefault(tid, {})[str(step)] = value
+            for r in rows:
+                if r["id"] in pending:
+                    r["intermediate"] = json.dumps({**json.loads(r["intermediate"] or "{}"),
+                                                    **pending[r["id"]]})
+        return [_to_trial(r) for r in rows]
 
     def _running(self, trial_id: int) -> dict[str, Any]:
         rows = list(self.db["trials"].rows_where("id = ? AND study = ?", [trial_id, self.name]))
@@ -179,7 +210,7 @@ class Study:
         rows = list(self.db["trials"].rows_where("id = ? AND study = ?", [trial_id, self.name]))
         if not rows:
             raise LedgerError(f"no trial {trial_id} in study '{self.name}'")
-        return _to_trial(rows[0])
+        return self._with_reports(rows)[0]
 
     def to_records(self) -> list[dict[str, Any]]:
         """One flat row per trial: number, tool, status, value, each metric (``metric_<name>``),
@@ -214,7 +245,7 @@ class Study:
             statuses = (status,) if isinstance(status, str) else status
             where += f" AND status IN ({','.join('?' * len(statuses))})"
             args += list(statuses)
-        return [_to_trial(r) for r in self.db["trials"].rows_where(where, args, order_by="id")]
+        return self._with_reports(list(self.db["trials"].rows_where(where, args, order_by="id")))
 
     def finished_ids(self) -> list[int]:
         """Ids of finished trials, without decoding them (cheap enough for every round)."""

@@ -211,3 +211,29 @@ def test_a_running_trial_whose_pid_was_reused_is_recovered(ledger, toy_space):
     finally:
         other.kill()
         other.wait()
+
+
+def test_reports_are_appended_and_settle_into_the_trial_when_it_ends(ledger, toy_space):
+    """A report adds one row and never rewrites the trial (10,000 reports were quadratic);
+    readers see a running trial's reports, and finishing moves them into its intermediate."""
+    study = ledger.create_study("rep", toy_space, metric="loss", direction="minimize")
+    cfg = {"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}
+    tid = study.start_trial(cfg, tool="t")
+    for step in range(1, 2001):
+        study.report(tid, step, 1.0 / step)
+    study.report(tid, 5, 0.5)  # a step reported again: the later value counts
+    raw = ledger.db.execute("SELECT intermediate FROM trials WHERE id = ?", [tid]).fetchone()[0]
+    assert raw == "{}"  # the trial's row was never rewritten
+    running = study.trial(tid)
+    assert len(running.intermediate) == 2000 and running.intermediate[5] == 0.5
+    assert study.trials()[0].intermediate == running.intermediate
+    done = study.finish_trial(tid, status="complete", metrics={"loss": 0.1})
+    assert done.intermediate == running.intermediate
+    assert ledger.db.execute("SELECT COUNT(*) FROM reports").fetchone()[0] == 0
+    with pytest.raises(LedgerError, match="already complete"):
+        study.report(tid, 2001, 0.0)
+    lost = study.start_trial({**cfg, "x": 2.0}, tool="t")
+    study.report(lost, 1, 0.75)
+    ledger.db.execute("UPDATE trials SET meta = '{}' WHERE id = ?", [lost])  # no live owner
+    assert study.fail_running("interrupted") == [lost]
+    assert study.trial(lost).intermediate == {1: 0.75}
