@@ -65,11 +65,12 @@ _MIGRATIONS: dict[int, list[str]] = {
 _CHECKPOINT_TABLES = {"checkpoints", "writes"}  # LangGraph's SqliteSaver: the chat's threads
 
 
-def check_ledger_path(path: str | Path) -> Path:
-    """Refuse a path that cannot be, or is not, an asap ledger, without writing anything.
+def check_ledger_path(path: str | Path, *, write: bool = True) -> Path:
+    """Refuse a path that cannot be, or is not, an asap ledger, without writing anything; with
+    ``write``, also one this process cannot write (an immutable or read-only file or folder).
 
     Why before anything else: a session validates everything (this, the endpoint, the model)
-    before it creates the ledger, so a refusal leaves no file behind.
+    before it creates the ledger, so a refusal leaves no file behind and calls no LLM.
     """
     path = Path(path)
     if str(path) == ":memory:":
@@ -82,6 +83,10 @@ def check_ledger_path(path: str | Path) -> Path:
         raise LedgerError(f"the directory {path.parent} for the ledger does not exist")
     if path.exists() and path.stat().st_size:
         _identify(path)
+        if write and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+            raise LedgerError(f"the ledger {path} is read-only here (the file or its folder "
+                              "cannot be written); copy it somewhere writable or pass another "
+                              "--db")
     elif not os.access(path.parent, os.W_OK):
         raise LedgerError(f"cannot create the ledger {path}: the directory {path.parent} is "
                           "not writable")
@@ -147,12 +152,18 @@ class Ledger:
     other file is refused unchanged, an older ledger is migrated in one transaction on open.
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
-        path = check_ledger_path(path)
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0,
+                 readonly: bool = False) -> None:
+        path = check_ledger_path(path, write=not readonly)
         self.path = path
         self._lock = threading.RLock()  # one connection, shared by the supervisor threads
         try:
-            self._open(busy_timeout_s)
+            if readonly and path.exists() and str(path) != ":memory:":
+                self._open_readonly(busy_timeout_s)
+            else:
+                self._open(busy_timeout_s)
+            # A ledger read as it is may predate the reports table (schema 1).
+            self.has_reports = self.db["reports"].exists()
         except sqlite3.DatabaseError as exc:  # read-only file, full disk, locked for good
             raise LedgerError(f"cannot open the ledger {path}: {exc}") from None
 
@@ -175,6 +186,17 @@ class Ledger:
         except sqlite3.DatabaseError:
             conn.close()
             raise
+
+    def _open_readonly(self, busy_timeout_s: float) -> None:
+        """Read without writing anything (``asap show`` on a ledger someone else owns, or in a
+        folder this user cannot write): SQLite's read-only mode, and ``immutable`` where not
+        even its lock files can be made (nothing may then write it meanwhile)."""
+        frozen = "&immutable=1" if not os.access(self.path.parent, os.W_OK) else ""
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro{frozen}", uri=True,
+                               timeout=busy_timeout_s, check_same_thread=False,
+                               isolation_level=None)
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
 
     def _ensure_schema(self) -> None:
         with self.transaction():

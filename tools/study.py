@@ -186,7 +186,7 @@ class Study:
 
     def _with_reports(self, rows: list[dict[str, Any]]) -> list[Trial]:
         """Trials from rows, a running one's reports so far in its ``intermediate``."""
-        if any(r["status"] == "running" for r in rows):
+        if self.ledger.has_reports and any(r["status"] == "running" for r in rows):
             pending: dict[int, dict[str, float]] = {}
             for tid, step, value in self.db.execute(
                     "SELECT trial_id, step, value FROM reports WHERE study = ? ORDER BY id",

@@ -240,7 +240,7 @@ def _show(study_name: str, db: str, *, trials: bool = True, form: str = "table")
     if not Path(db).exists():
         err.print(f"[red]error:[/] no ledger at {db}", soft_wrap=True)
         return 2
-    study = Ledger(db).open_study(study_name)
+    study = Ledger(db, readonly=True).open_study(study_name)
     if form == "json":
         print(_json({"summary": summarize(study), "trials": study.to_records()}))
         return 0
@@ -262,7 +262,7 @@ def _export(study_name: str, db: str, url: str) -> int:
     if not Path(db).exists():
         err.print(f"[red]error:[/] no ledger at {db}", soft_wrap=True)
         return 2
-    study = Ledger(db).open_study(study_name)
+    study = Ledger(db, readonly=True).open_study(study_name)
     added = OptunaMirror(study, url).sync()
     console.print(f"{added} trials of '{study.name}' mirrored into {url} "
                   f"(optuna-dashboard {url})")
@@ -274,7 +274,7 @@ def _studies(db: str) -> int:
     if not Path(db).exists():
         err.print(f"[red]error:[/] no ledger at {db}", soft_wrap=True)
         return 2
-    console.print(studies_table(Ledger(db), db))
+    console.print(studies_table(Ledger(db, readonly=True), db))
     return 0
 
 
@@ -293,7 +293,7 @@ def _report(study_name: str, db: str, out: str | None) -> int:
     if not Path(db).exists():
         err.print(f"[red]error:[/] no ledger at {db}", soft_wrap=True)
         return 2
-    study = Ledger(db).open_study(study_name)
+    study = Ledger(db, readonly=True).open_study(study_name)
     d = decompose(study)
     png = timeline(study, out or f"{safe_name(study.name)}-timeline.png")  # stays in this dir
     console.print(decomposition_table(study, d))

@@ -259,3 +259,40 @@ def test_stored_text_prints_as_written_never_as_markup_or_terminal_escapes(tmp_p
     assert main(["show", "demo", "--db", str(db)]) == 0
     out = capsys.readouterr().out
     assert "[/bold]" in out and "\x1b]0;" not in out and "\x1b[2J" not in out and "end" in out
+
+
+def _read_only(on: bool, *paths) -> None:
+    """Make ``paths`` unwritable (or writable again): immutable for root, whom permission bits
+    do not stop; read-only permission bits for anyone else."""
+    import os
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i" if on else "-i", *map(str, paths)], check=True)
+    else:
+        for p in paths:
+            p.chmod((0o555 if p.is_dir() else 0o444) if on else 0o755)
+
+
+def test_an_immutable_ledger_is_read_but_never_tuned_into(tmp_path, capsys, toy_space):
+    """A ledger that cannot be written: show and studies read it as it is (in a folder that
+    cannot be written too); tune refuses it in one line before any LLM is reached."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    db = folder / "l.db"
+    study = Ledger(db).create_study("demo", toy_space, metric="loss", direction="minimize")
+    tid = study.start_trial({"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}, tool="t")
+    study.finish_trial(tid, status="complete", metrics={"loss": 0.25})
+    study.ledger.close()
+    _read_only(True, db, folder)
+    try:
+        before = sorted(p.name for p in folder.iterdir())
+        assert main(["tune", "hpobench:australian", "--db", str(db),
+                     "--base-url", "http://127.0.0.1:9/v1"]) == 2
+        err = capsys.readouterr().err
+        assert "is read-only here" in err and "nothing answers" not in err
+        assert main(["show", "demo", "--db", str(db)]) == 0
+        assert "best loss = 0.25" in capsys.readouterr().out
+        assert main(["studies", "--db", str(db)]) == 0
+        assert "demo" in capsys.readouterr().out
+        assert sorted(p.name for p in folder.iterdir()) == before
+    finally:
+        _read_only(False, db, folder)
