@@ -121,9 +121,7 @@ class VirtualClock(Clock):
         self._cond = threading.Condition()
         self._events: list[tuple[float, int, Callable[[float], None]]] = []
         self._seq = itertools.count()
-        self._waiting = 0  # threads in wait(), since the last landing
         self._busy = 0  # overlapping work and results being computed
-        self._landings = 0  # bumped at every landing: waiters check again
         self._closed = False
         self._source.attach(self._wake)
         self._keeper = threading.Thread(target=self._keep, name="asap-clock", daemon=True)
@@ -141,17 +139,21 @@ class VirtualClock(Clock):
 
     def wait(self, ready: Callable[[], bool]) -> None:
         """Block until ``ready()``; while every thread of the agent waits, the clock jumps to
-        the next landing."""
+        the next landing. The waiting thread makes the jump itself when it can (no hop to the
+        keeper thread: on a loaded machine each hop cost milliseconds a trial)."""
         with self._cond:
             while not ready():
                 if self._closed:
                     raise RuntimeError("the virtual clock was closed while a trial was awaited")
-                self._waiting += 1
-                seen = self._landings
-                self._cond.notify_all()
-                self._cond.wait()
-                if seen == self._landings:  # woken without a landing: still waiting
-                    self._waiting -= 1
+                if (due := self._next(jump=True)) is not None:
+                    self._cond.release()
+                    try:
+                        self._fire(*due)
+                    finally:
+                        self._cond.acquire()
+                    self._landed()
+                    continue
+                self._cond.wait()  # a result scheduled, overlapping work ended, a landing
 
     @contextlib.contextmanager
     def busy(self) -> Iterator[None]:
@@ -191,31 +193,48 @@ class VirtualClock(Clock):
         with self._cond:
             self._cond.notify_all()
 
+    def _next(self, jump: bool = False) -> tuple[float, Callable[[float], None]] | None:
+        """The event to fire now (popped, the clock moved to it), under the lock: one that is
+        due, or with ``jump`` (the caller waits for a landing) the next one while nothing
+        overlapping runs and no result is being computed (the jump over idle training); None
+        otherwise. A firing counts as busy until it is done, so no later landing overtakes it."""
+        if not self._events or not (self._events[0][0] <= self.now()
+                                    or (jump and not self._busy)):
+            return None
+        when, _, fn = heapq.heappop(self._events)
+        if when > self.now():
+            self._offset = when - self._source.monotonic()
+        self._busy += 1
+        return when, fn
+
+    def _fire(self, when: float, fn: Callable[[float], None]) -> None:
+        """Run an event's callback (outside the lock)."""
+        try:
+            fn(when)
+        except Exception as exc:  # noqa: BLE001 - a landing's own error is its trial's
+            warnings.warn(f"a scheduled landing failed: {type(exc).__name__}: {exc}",
+                          stacklevel=1)
+
+    def _landed(self) -> None:
+        """After a firing (under the lock): every waiter checks again."""
+        self._busy -= 1
+        self._cond.notify_all()
+
     def _keep(self) -> None:
-        """The time keeper: fire each event when its time comes, jumping there when every
-        thread of the agent waits for it."""
+        """The time keeper: fire each event when its time comes (trials that land while the
+        agent works, at the real rate); jumps are the waiting thread's."""
         while True:
             with self._cond:
                 while True:
                     if self._closed:
                         return
-                    if self._events and (self._events[0][0] <= self.now()
-                                         or (self._waiting and not self._busy)):
-                        when, _, fn = heapq.heappop(self._events)
-                        if when > self.now():  # the jump over idle training
-                            self._offset = when - self._source.monotonic()
+                    if (due := self._next()) is not None:
                         break
                     self._cond.wait(self._source.timeout(self._events[0][0] - self.now())
                                     if self._events else None)
-            try:
-                fn(when)
-            except Exception as exc:  # noqa: BLE001 - a landing's own error is its trial's
-                warnings.warn(f"a scheduled landing failed: {type(exc).__name__}: {exc}",
-                              stacklevel=1)
+            self._fire(*due)
             with self._cond:
-                self._landings += 1
-                self._waiting = 0  # each waiter checks again before the clock moves on
-                self._cond.notify_all()
+                self._landed()
 
 
 def landing(start: float, status: str, metrics: dict[str, float], error: str | None,
