@@ -227,7 +227,7 @@ def axes_md(cells: list[CellResult], out: Path, at_trials: int = 40) -> tuple[st
                     f"Regret after {at_trials} trials",
                     "Mean over seeds [95 % bootstrap CI] (rank on the task).")
     for k, level in enumerate(levels(sorted({c.task for c in cells}))):
-        at = ", ".join(f"{t.partition(':')[0]} {hours(v)}" for t, v in sorted(level.items()))
+        at = ", ".join(sorted({f"{t.partition(':')[0]} {hours(v)}" for t, v in level.items()}))
         lines += _table([c for c in cells if c.task in level],
                         lambda c, lv=level: c.regret_at(lv[c.task]),
                         f"Regret after simulated budget level {k + 1} ({at})",
