@@ -122,6 +122,7 @@ class VirtualClock(Clock):
         self._events: list[tuple[float, int, Callable[[float], None]]] = []
         self._seq = itertools.count()
         self._busy = 0  # overlapping work and results being computed
+        self._firing = False  # a landing is being recorded: the next waits for it
         self._closed = False
         self._source.attach(self._wake)
         self._keeper = threading.Thread(target=self._keep, name="asap-clock", daemon=True)
@@ -197,14 +198,14 @@ class VirtualClock(Clock):
         """The event to fire now (popped, the clock moved to it), under the lock: one that is
         due, or with ``jump`` (the caller waits for a landing) the next one while nothing
         overlapping runs and no result is being computed (the jump over idle training); None
-        otherwise. A firing counts as busy until it is done, so no later landing overtakes it."""
-        if not self._events or not (self._events[0][0] <= self.now()
-                                    or (jump and not self._busy)):
+        otherwise. One firing at a time, so no later landing overtakes an earlier one."""
+        if self._firing or not self._events or not (self._events[0][0] <= self.now()
+                                                    or (jump and not self._busy)):
             return None
         when, _, fn = heapq.heappop(self._events)
         if when > self.now():
             self._offset = when - self._source.monotonic()
-        self._busy += 1
+        self._firing = True
         return when, fn
 
     def _fire(self, when: float, fn: Callable[[float], None]) -> None:
@@ -217,7 +218,7 @@ class VirtualClock(Clock):
 
     def _landed(self) -> None:
         """After a firing (under the lock): every waiter checks again."""
-        self._busy -= 1
+        self._firing = False
         self._cond.notify_all()
 
     def _keep(self) -> None:
