@@ -7,7 +7,7 @@ interleaved so that both see the same machine load, and their ratio (target: <= 
 simulated hours the virtual runs covered.
 
 Run: ``python evals/bench_clock.py [--task hpobench:australian] [--methods tpe prior]
-[--trials 40] [--seeds 5]``
+[--trials 40] [--seeds 10]``
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main() -> None:
     p.add_argument("--task", default="hpobench:australian")
     p.add_argument("--methods", nargs="+", default=["tpe", "prior"])
     p.add_argument("--trials", type=int, default=40)
-    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--seeds", type=int, default=10)
     args = p.parse_args()
     table = Table("method", "no clock (s, median)", "virtual clock (s, median)", "ratio",
                   "simulated hours (median)", title=f"{args.trials} trials of {args.task}, "
