@@ -105,8 +105,8 @@ class Trainer:
         # A table lookup needs no isolation: in-process trials skip the worker's start-up (the
         # eval's simulated-clock grids run 1,000s of them). No time limit can stop them.
         self.in_process = in_process
-        # The session's wall-clock budget ends here (a stamp on the session's clock): a trial still running
-        # then is stopped and failed, so the budget holds while a trial runs, not only between.
+        # The session's wall-clock budget ends here (a stamp on the session's clock): a trial
+        # still running then is stopped and failed, so the budget holds while a trial runs.
         self.stop_at = stop_at
         # The session's cancellation (another thread's Ctrl-C, a server's runs.cancel): stops
         # every trial in flight, recorded as failed with its reason.
@@ -348,8 +348,7 @@ class Trainer:
         has passed on the virtual clock."""
         job._recorded = True
         if not self.clock.virtual:
-            self.clock.at(self.clock.now(), lambda at: self._land(job, start, at, status,
-                                                                  metrics, error))
+            self._land(job, start, self.clock.now(), status, metrics, error)
             return
         try:
             end, status, error = landing(start, status, metrics, error, self.workload.duration,
