@@ -85,8 +85,8 @@ def test_a_compacted_log_is_read_from_the_cache(ledger, toy_space):
 @pytest.mark.e2e
 def test_calls_on_both_slots_keep_the_log_cached():
     """Critical and speculative calls can run at once, on the server's two slots, each extending
-    the same log; the next call goes to the slot holding the longer common prefix, so it reads
-    only what is new since (llama.cpp picks slots by prompt similarity; no host-memory cache)."""
+    the same log; the next call reads only what is new since the real log (llama.cpp picks a
+    slot by prompt similarity; no host-memory cache)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import openai
@@ -107,7 +107,10 @@ def test_calls_on_both_slots_keep_the_log_cached():
                                 real + "Round 31: B (DE) 5 6 -> trial 31: 0.7\n## Round 32\n"]))
         nxt = ask(real + "Round 31: B (DE) 5 6 -> trial 31: 0.649\n## Round 32\nA tpe\n")
     assert first.prompt_tokens > 500
-    assert nxt.prompt_tokens_details.cached_tokens >= nxt.prompt_tokens - 20
+    # Whichever slot the server picks (the speculative one shares more, but llama.cpp may take the
+    # other when the two finish in the other order), only the rows since `real` are recomputed:
+    # the new row, the header and the chat template, about 40 tokens of ~970.
+    assert nxt.prompt_tokens - nxt.prompt_tokens_details.cached_tokens <= 60
 
 
 @pytest.mark.e2e
