@@ -40,6 +40,10 @@ class TuneConfig(BaseModel):
     space: str | None = Field(default=None, description="search space file (YAML/JSON)")
     llm: bool = Field(default=True, description="False (or 'off'): the panel and the prior "
                       "decide every round with no endpoint and no server started")
+    cost_weight: float | None = Field(
+        default=None, ge=0, le=4, description="how much a proposal's predicted training time "
+        "weighs in the prior's ranking (EI per second**w); None: 1 cooling to 0 over the time "
+        "budget, 0.5 without one; 0: expected improvement alone")
     base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint")
     model: str | None = Field(default=None, description="model name, or a GGUF for embedded")
     api_key: str | None = None

@@ -4,9 +4,10 @@ Why: the LLM chooses among the tools' proposals, and a small model (SmolLM2-135M
 one it is shown almost every time. So position must carry information, not chance: each round
 the proposals are scored by a GP fitted to the study's finished trials (Matern 5/2 plus noise, on
 the space's unit cube with one-hot categoricals and inactive parameters at the centre), and
-ordered by expected improvement over the best value so far. "A" is then the prior's pick; the
-predicted value, its uncertainty and the EI stand beside every proposal so a larger model can
-reason with them and override.
+ordered by expected improvement over the best value so far, per predicted second of training
+(:mod:`asap.agent.cost`: a wall-clock budget is spent best on cheap information first). "A" is
+then the prior's pick; the predicted value, its uncertainty, the EI and the predicted training
+time (``~3 min``) stand beside every proposal so a larger model can reason with them and override.
 
 Measured offline on five tables (HPOBench australian, car, credit_g, kc1; NAS-Bench-201
 cifar10), 40 trials, 5 seeds, true-mean normalized regret averaged over the tasks: picking by GP
@@ -16,21 +17,25 @@ always one tool .0263 (DE) to .0324 (TPE).
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asap.agent.surrogate import unit
+from asap.agent.cost import NO_BUDGET_WEIGHT, per_second, predict_seconds, span
+from asap.agent.fit import GP, encode
 from asap.tools.ledger import Study
 from asap.tools.portfolio import Offer
-from asap.tools.space import CategoricalParam, Space
+from asap.tools.space import Space
 from asap.tools.types import Trial
 
 MIN_POINTS = 3  # fewer finished trials say nothing: the panel's order stands
 MAX_POINTS = 200  # the newest ones; a GP fit is cubic in the points
 MAX_ABS = 1e150  # values beyond it overflow the standardization (their square): not fitted
+# Each study's two GPs (value, cost), so kernels carry over between rounds (asap.agent.fit).
+_GPS: weakref.WeakKeyDictionary[Study, dict[str, GP]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -40,23 +45,13 @@ class Score:
     mean: float
     sd: float
     ei: float
+    seconds: float | None = None  # predicted training time (None: too few timed trials)
 
 
-def encode(space: Space, config: dict[str, Any]) -> list[float]:
-    """A config as a point of the unit cube: numbers scaled (log ones on a log scale),
-    categoricals one-hot, an inactive number at the centre, an inactive categorical all zeros."""
-    out: list[float] = []
-    for p in space.params:
-        if isinstance(p, CategoricalParam):
-            out += [1.0 if config.get(p.name) == c else 0.0 for c in p.choices]
-        else:
-            out.append(unit(p, config[p.name]) if p.name in config else 0.5)
-    return out
-
-
-def rank(study: Study, offers: Sequence[Offer], extra: Sequence[Trial] = ()
-         ) -> tuple[list[Offer], list[Score | None]]:
-    """``offers`` ordered by expected improvement (best first) and their scores; the panel's
+def rank(study: Study, offers: Sequence[Offer], extra: Sequence[Trial] = (),
+         cost_weight: float = NO_BUDGET_WEIGHT) -> tuple[list[Offer], list[Score | None]]:
+    """``offers`` ordered by expected improvement per predicted second (best first, see
+    :mod:`asap.agent.cost`; ``cost_weight`` 0: by EI alone) and their scores; the panel's
     order and no scores while fewer than :data:`MIN_POINTS` trials have a value.
 
     ``extra``: trials that are not in the ledger but should count (a speculative branch's
@@ -67,8 +62,14 @@ def rank(study: Study, offers: Sequence[Offer], extra: Sequence[Trial] = ()
     if len(done) < MIN_POINTS:
         return list(offers), [None] * len(offers)
     sign = 1.0 if study.direction == "maximize" else -1.0
-    scores = _expected_improvement(study.space, done, [c for _, c in offers], sign)
-    order = sorted(range(len(offers)), key=lambda i: -scores[i].ei)  # stable: ties keep order
+    configs = [c for _, c in offers]
+    gps = _GPS.setdefault(study, {"value": GP(), "cost": GP()})
+    scores = _expected_improvement(study.space, done, configs, sign, gps["value"], not extra)
+    seconds = predict_seconds(study.space, done, configs, gps["cost"], refit=not extra)
+    if seconds is not None:
+        scores = [dataclasses.replace(s, seconds=c) for s, c in zip(scores, seconds, strict=True)]
+    key = per_second([s.ei for s in scores], seconds, cost_weight)
+    order = sorted(range(len(offers)), key=lambda i: -key[i])  # stable: ties keep order
     return [offers[i] for i in order], [scores[i] for i in order]
 
 
@@ -87,34 +88,26 @@ def _fittable(study: Study, done: list[Trial]) -> list[Trial]:
 
 
 def _expected_improvement(space: Space, done: list[Trial], configs: list[dict[str, Any]],
-                          sign: float) -> list[Score]:
-    import numpy as np
+                          sign: float, gp: GP, refit: bool) -> list[Score]:
     from scipy.stats import norm
-    from sklearn.gaussian_process import GaussianProcessRegressor
-    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
-    x = np.array([encode(space, t.config) for t in done])
-    y = sign * np.array([t.value for t in done], dtype=float)
-    center, scale = float(y.mean()), float(y.std()) or 1.0
-    gp = GaussianProcessRegressor(ConstantKernel() * Matern(nu=2.5) + WhiteKernel(),
-                                  n_restarts_optimizer=0)
-    with warnings.catch_warnings():  # hyperparameters at their bounds: expected on few points
-        warnings.simplefilter("ignore")
-        gp.fit(x, (y - center) / scale)
-    mean, sd = gp.predict(np.array([encode(space, c) for c in configs]), return_std=True)
-    best = (float(y.max()) - center) / scale
-    sd = np.maximum(sd, 1e-9)
-    z = (mean - best) / sd
-    ei = (mean - best) * norm.cdf(z) + sd * norm.pdf(z)
-    return [Score(mean=sign * (center + scale * float(m)), sd=scale * float(s),
-                  ei=scale * float(e)) for m, s, e in zip(mean, sd, ei, strict=True)]
+    y = [sign * t.value for t in done]
+    mean, sd = gp.predict([encode(space, t.config) for t in done], y,
+                          [encode(space, c) for c in configs], refit=refit)
+    best = max(y)
+    scores = []
+    for m, s in zip(mean, sd, strict=True):
+        z = (m - best) / s
+        ei = (m - best) * float(norm.cdf(z)) + s * float(norm.pdf(z))
+        scores.append(Score(mean=sign * m, sd=s, ei=max(ei, 0.0)))
+    return scores
 
 
 def describe(score: Score | None) -> str:
     """How a score reads in the prompt (deterministic digits: the log stays prefix-stable)."""
     if score is None or not math.isfinite(score.mean):
         return ""
-    return f" | {score.mean:.3g} ±{score.sd:.2g} EI {score.ei:.2g}"
+    return f" | {score.mean:.3g} ±{score.sd:.2g} EI {score.ei:.2g}{_cost(score)}"
 
 
 def brief(score: Score | None) -> str:
@@ -122,4 +115,8 @@ def brief(score: Score | None) -> str:
     says which has the highest EI."""
     if score is None or not math.isfinite(score.mean):
         return ""
-    return f": {score.mean:.3g} ±{score.sd:.2g}"
+    return f": {score.mean:.3g} ±{score.sd:.2g}{_cost(score)}"
+
+
+def _cost(score: Score) -> str:
+    return "" if score.seconds is None else f" {span(score.seconds)}"

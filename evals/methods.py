@@ -246,6 +246,9 @@ METHODS: dict[str, Callable[[Cell, Workload], None]] = {
     "random": single("optuna", "random"),
     "portfolio": bandit,
     "prior": agent(llm=False),
+    # ablations of the cost model: EI alone (the prior before it), EI per second throughout
+    "prior-ei": agent(llm=False, cost_weight=0.0),
+    "prior-eips": agent(llm=False, cost_weight=1.0),
     "llm-naive": llm_naive,
 }
 LLM_METHODS = {"asap", "asap-nospec", "asap-naive", "asap-noselftune", "llm-naive"}

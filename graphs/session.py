@@ -183,7 +183,7 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
             PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, protocol=protocol or "json",
                           workers=len(slots), proposals=cfg.proposals), llm,
             protocol=protocol or "json", grammar=grammar, max_trials=cfg.trials,
-            time_budget_s=cfg.time_budget_s, started=started,
+            time_budget_s=cfg.time_budget_s, cost_weight=cfg.cost_weight, started=started,
             max_retries=cfg.max_retries,
             speculation=speculation_mode(cfg) if llm is not None else "off",
             bounds=_bounds(cfg), decide_ahead=cfg.decide_ahead,

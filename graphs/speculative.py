@@ -139,7 +139,8 @@ def _one_ahead(ctx: TuneContext, state: TuningState, chain: list[SpecRound], fli
     closed = (ctx.builder.landed(closing, decision_text(proposals, choice), guess) if chain
               else ctx.builder.landed(pending.round, pending.decision, guess))
     assumed = [*(e.guess for e in chain), guess]
-    offers, scores = rank(ctx.study, ctx.portfolio.fork(assumed).panel_offers(), extra=assumed)
+    offers, scores = rank(ctx.study, ctx.portfolio.fork(assumed).panel_offers(), extra=assumed,
+                          cost_weight=ctx.weight())
     log = state["log"]
     for row in (*(e.closed for e in chain), closed):  # closed as reconcile will close them
         log = ctx.builder.close(log, row, knobs.context)

@@ -29,6 +29,7 @@ from langchain_core.tools import BaseTool
 
 from asap.agent.breaker import Breaker
 from asap.agent.config import Protocol
+from asap.agent.cost import weight
 from asap.agent.decision import decision_schema, is_own, label_grammar, own_schema
 from asap.agent.guard import Verdict, check_json, check_tools
 from asap.agent.llm import (
@@ -151,6 +152,7 @@ class TuneContext:
     grammar: bool = False  # a llama.cpp server: JSON decisions as an exact GBNF grammar
     max_trials: int = 20
     time_budget_s: float | None = None
+    cost_weight: float | None = None  # fixed; None: cools over the time budget (agent.cost)
     max_retries: int = 2  # answers with a problem sent back per round, then the fallback
     max_steps: int = 6  # LLM calls per round (suggest-tool exploration included)
     speculation: SpeculationMode = "off"
@@ -203,6 +205,12 @@ class TuneContext:
         return (len(self.study.trials()) >= self.max_trials or self.trainer.cancel.is_set()
                 or (self.time_budget_s is not None
                     and self.clock.now() - self.started >= self.time_budget_s))
+
+    def weight(self) -> float:
+        """How much a proposal's predicted training time weighs in the prior's ranking now."""
+        if self.cost_weight is not None:
+            return self.cost_weight
+        return weight(self.clock.now() - self.started, self.time_budget_s)
 
     def can_start(self, running: int) -> bool:
         """With ``running`` trials in flight, a worker is free and the budget allows another."""

@@ -69,7 +69,8 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     start = ctx.clock.now()
     state = {**state, **landed}
     catch_up(ctx, state)
-    proposals, scores = rank(ctx.study, ctx.portfolio.panel_offers())
+    proposals, scores = rank(ctx.study, ctx.portfolio.panel_offers(),
+                             cost_weight=ctx.weight())
     ctx.study.log_timing("tool_call", start, ctx.clock.now(), round=round_no, tools=len(PANEL))
     base: TuningState = {"round": round_no, "lag": 0, "proposals": proposals, "offers": proposals,
                          "scores": scores, "attempts": 0, "reminded": False, "steps": 0,

@@ -4,7 +4,8 @@ import math
 
 from conftest import toy_objective
 
-from asap.agent.prior import brief, describe, encode, rank
+from asap.agent.fit import encode
+from asap.agent.prior import brief, describe, rank
 from asap.agent.prompt import PromptBuilder
 
 
@@ -59,7 +60,9 @@ def test_scores_stand_beside_each_proposal(ledger, toy_space):
     text = PromptBuilder(study, "- tool").round_text(5, proposals, scores)
     lines = [x for x in text.splitlines() if x[:2] in ("A ", "B ")]
     assert [x.split(":")[0] for x in lines] == ["A tool 0/0", "B tool 0/0"]
-    assert all(" ±" in x and " EI " not in x and len(x.split()) == 5 for x in lines)
+    # ... and its predicted training time (here: the ledger's real, sub-second durations)
+    assert all(" ±" in x and " EI " not in x and x.split()[-1] == "s" and "~" in x
+               for x in lines)
 
 
 def test_encoding_is_the_unit_cube_with_one_hot_categoricals(toy_space):
