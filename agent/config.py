@@ -71,7 +71,8 @@ class TuneConfig(BaseModel):
                               "(0: trials too short for speculation to pay)")
     plan: int | None = Field(default=None, ge=1, le=64,
                              description="rounds one LLM decision covers; None: 1, self-tuned "
-                             "up to 8 while the LLM is slower than training")
+                             "up to 16 while the LLM is slower than training or keeps taking "
+                             "the prior's pick")
     seed: int = Field(default=0, ge=0, le=2**32 - 1,
                       description="seeds the tools' samplers (0 .. 2**32-1)")
     optuna_storage: str | None = Field(default=None, description="mirror every finished trial "

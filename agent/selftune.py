@@ -31,7 +31,11 @@ Rules, in order:
   ``plan_max``): the LLM's pick holds for the next ``plan`` rounds
   (the prior's order, or the tool it chose), and the calls it saves are pure wall-clock. When
   training outlasts even slow calls (its median above the LLM's 90th percentile), a decision
-  fits inside a trial again: halve it.
+  fits inside a trial again: halve it. And by the LLM's record (:mod:`asap.agent.record`):
+  every ``agree_run`` answers in a row that take the prior's pick double the plan (an answer
+  that agrees changed nothing the prior would not have done, yet cost a call), up to
+  ``plan_max``; a departure that paid (its trial beat the prior's prediction for its own pick)
+  sets it back to ``plan_min``, so the LLM is asked every round while it earns its calls.
 - context: when decisions have become slower than ``latency_ratio`` (1.3) times the study's
   first decisions (their median after the cold first call: the prompt's growth costs attention
   even when it is cached), or the prompt's growth makes the LLM slower (latency trend above
@@ -56,6 +60,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from asap.agent.record import llm_record
 from asap.agent.stats import cached_share, decision_calls
 from asap.tools.ledger import Study
 
@@ -68,7 +73,9 @@ class Bounds(BaseModel):
     depth_min: int = Field(default=0, ge=0, description="0: the rules may stop speculating")
     depth_max: int = Field(default=4, ge=1)
     plan_min: int = Field(default=1, ge=1)
-    plan_max: int = Field(default=8, ge=1)
+    plan_max: int = Field(default=16, ge=1)
+    agree_run: int = Field(default=3, ge=1, description="LLM answers in a row that take the "
+                           "prior's pick, per doubling of the plan")
     plan_ratio: float = Field(default=1.0, gt=0, description="LLM/training latency to plan at")
     context_min: int = Field(default=6, ge=2)
     context_max: int = Field(default=48, ge=2)
@@ -101,6 +108,8 @@ class Observed:
     prompt_tokens: float  # median prompt length
     llm_p90: float | None = None  # 90th percentile of LLM latency; None: as the median
     llm_base: float | None = None  # median latency of the study's first decisions (the yardstick)
+    agreed: int = 0  # the LLM's latest answers in a row that took the prior's pick
+    departure_paid: bool = False  # the LLM's newest answer departed, and it paid
 
 
 def decide(knobs: Knobs, seen: Observed, bounds: Bounds | None = None) -> tuple[Knobs, list[str]]:
@@ -175,15 +184,23 @@ def decide(knobs: Knobs, seen: Observed, bounds: Bounds | None = None) -> tuple[
 
 def _plan(knobs: Knobs, seen: Observed, b: Bounds, why: list[str]) -> tuple[Knobs, list[str]]:
     p90 = seen.llm_p90 if seen.llm_p90 is not None else seen.llm_s
-    if seen.llm_s > b.plan_ratio * seen.train_s:
+    agreeing = min(b.plan_max, 2 ** (seen.agreed // b.agree_run))  # the LLM's record's plan
+    if seen.departure_paid and knobs.plan > b.plan_min:
+        plan = b.plan_min
+        reason = "the LLM's newest departure from the prior paid: ask it every round again"
+    elif agreeing > knobs.plan:
+        plan = agreeing
+        reason = (f"the LLM took the prior's pick {seen.agreed} times in a row: its answers "
+                  "change nothing, so each covers more rounds")
+    elif seen.llm_s > b.plan_ratio * seen.train_s:
         # As many rounds as trials land during one decision (at least double): the ramp of one
         # doubling per pass cost short-trial sessions most of their exposed time.
         need = math.ceil(seen.llm_s / max(seen.train_s, 1e-6))
         plan = max(knobs.plan, min(b.plan_max, max(knobs.plan * 2, need)))
         reason = (f"LLM median {seen.llm_s:.2f}s exceeds training {seen.train_s:.2f}s: one "
                   f"decision covers more rounds")
-    elif seen.train_s > p90:
-        plan = min(knobs.plan, max(b.plan_min, knobs.plan // 2))
+    elif seen.train_s > p90 and agreeing < knobs.plan:
+        plan = min(knobs.plan, max(b.plan_min, knobs.plan // 2, agreeing))
         reason = f"training {seen.train_s:.2f}s outlasts the LLM's p90 {p90:.2f}s"
     else:
         return knobs, why
@@ -201,6 +218,7 @@ def observe(study: Study, window: int = 8) -> Observed | None:
     trains = study.timings("train")[-window:]
     if len(calls) < 3 or len(trains) < 3:
         return None
+    record = llm_record(study)
     judged = study.events("speculation")[-window:]
     accepted = sum(e["detail"].get("accepted", False) for e in judged)
     start = min(c["start"] for c in calls[:1] + trains[:1])
@@ -218,7 +236,8 @@ def observe(study: Study, window: int = 8) -> Observed | None:
         prompt_tokens=statistics.median(c["prompt_tokens"] or 0 for c in calls),
         # The yardstick: the first decisions after the cold first call, once there are enough.
         llm_base=statistics.median(c["duration"] for c in decisions[1:1 + window])
-        if len(decisions) > 2 * window else None)
+        if len(decisions) > 2 * window else None,
+        agreed=record.streak, departure_paid=record.last_paid)
 
 
 def free_every(trains: list[dict[str, Any]]) -> float:

@@ -18,6 +18,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from asap.agent.record import llm_record
 from asap.tools.ledger import Study
 from asap.tools.types import FINISHED
 
@@ -132,6 +133,7 @@ def summarize(study: Study) -> dict[str, Any]:
         "fallbacks": len(study.events("fallback")),
         "llm_errors": len(study.events("llm_error")),
         "stopped_by_llm": bool(study.events("stop")),
+        "llm_record": llm_record(study).as_dict(),
         "accept_rate": d["accept_rate"],
         "time": {k: d[k] for k in ("wall_s", "train_s", "exposed_llm_s", "tools_s", "other_s",
                                    "llm_s", "hidden_llm_s", "speculative_llm_s", "wasted_s")},

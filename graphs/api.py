@@ -53,6 +53,10 @@ class TaskResult(BaseModel):
     fallbacks: int = Field(description="rounds the fallback policy decided (LLM failed)")
     retries: int
     llm_errors: int
+    llm_record: dict[str, int] = Field(
+        default_factory=dict, description="the LLM's decisions on rounds the prior scored: "
+        "decisions, departed (picked other than the prior's pick), paid (beat the prior's "
+        "prediction for its pick), improved (set a new best)")
 
     @classmethod
     def from_summary(cls, s: dict[str, Any]) -> TaskResult:
@@ -60,7 +64,7 @@ class TaskResult(BaseModel):
         return cls(**{k: s[k] for k in (
             "study", "workload", "metric", "direction", "best_value", "best_config", "best_tool",
             "trials", "complete", "failed", "llm_calls", "cached_share", "accept_rate",
-            "fallbacks", "retries", "llm_errors")},
+            "fallbacks", "retries", "llm_errors", "llm_record")},
             wall_clock_s=wall, llm_share=s["time"]["exposed_llm_s"] / wall if wall else None)
 
 

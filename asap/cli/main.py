@@ -92,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
                       "(starts at 1, self-tuned 0-4; 0 while trials are too short to pay)")
     tune.add_argument("--plan", default="auto",
                       help="rounds one LLM decision covers: N, or auto (starts at 1, self-tuned "
-                      "up to 8 while the LLM is slower than training)")
+                      "up to 16 while the LLM is slower than training or keeps taking the "
+                      "prior's pick)")
     tune.add_argument("--no-ahead", action="store_true",
                       help="under a plan, ask the next decision at the plan's end (ablation), "
                       "not in the background while the plan's rounds train")
@@ -291,6 +292,7 @@ def _int(text: str, flag: str) -> int:
 
 def _report(study_name: str, db: str, out: str | None) -> int:
     from asap.agent.plots import history, importance, llm_latency
+    from asap.agent.record import llm_record
     from asap.agent.stats import decompose
     from asap.agent.timeline import timeline
     from asap.cli.render import calls_table, decomposition_table
@@ -303,6 +305,8 @@ def _report(study_name: str, db: str, out: str | None) -> int:
     console.print(decomposition_table(study, d))
     if d["calls"]:
         console.print(calls_table(study, d))
+    if (record := llm_record(study)).decisions:
+        console.print(record.sentence())
     for k in d["knobs"]:
         console.print(f"self-tuning: tau={k['tau']:.4g} depth={k['depth']} context={k['context']} "
                       f"plan={k.get('plan', 1)}")

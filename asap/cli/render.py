@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from asap.agent.config import Protocol
+from asap.agent.record import LLMRecord
 from asap.agent.stats import cached_share, pct
 from asap.evals.grid import GridCallback
 from asap.evals.methods import Cell
@@ -212,3 +213,5 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
                   f"{median}, prompt tokens from cache {cached}; guard: {s['retries']} retries, "
                   f"{s['reminders']} reminders, {s['fallbacks']} fallbacks, "
                   f"{s['llm_errors']} LLM errors")
+    if (record := s.get("llm_record")) is not None:
+        console.print(LLMRecord(**record).sentence())

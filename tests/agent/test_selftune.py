@@ -68,7 +68,7 @@ def test_an_llm_slower_than_training_makes_one_decision_cover_more_rounds():
     assert knobs.plan == 3 and "plan 1->3" in why[-1]
     assert decide(Knobs(plan=1), seen(llm_s=1.2, llm_p90=4.0, train_s=1.0))[0].plan == 2
     knobs, why = decide(Knobs(plan=1), seen(llm_s=3.0, llm_p90=4.0, train_s=0.01))
-    assert knobs.plan == Bounds().plan_max and "plan 1->8" in why[-1]  # at once, not 2, 4, 8
+    assert knobs.plan == Bounds().plan_max and "plan 1->16" in why[-1]  # at once, not 2, 4, ...
     for _ in range(5):
         knobs, _ = decide(knobs, seen(llm_s=3.0, llm_p90=4.0, train_s=0.01))
     assert knobs.plan == Bounds().plan_max
@@ -78,6 +78,22 @@ def test_an_llm_slower_than_training_makes_one_decision_cover_more_rounds():
     # In between (the LLM faster at the median, slower at p90): leave it.
     assert decide(Knobs(plan=4), seen(llm_s=2.0, llm_p90=6.0, train_s=3.0))[0].plan == 4
     assert decide(Knobs(plan=3), seen(llm_s=9.0), Bounds(plan_max=3))[0].plan == 3
+
+
+def test_an_llm_that_keeps_agreeing_with_the_prior_is_asked_less_often():
+    """Every 3 answers in a row that take the prior's pick double the plan (up to the cap),
+    even when the LLM is faster than training; a departure that paid resets it to 1."""
+    fast = {"llm_s": 1.0, "llm_p90": 2.0, "train_s": 30.0}  # the halving rule's own reading
+    assert decide(Knobs(plan=1), seen(**fast, agreed=2))[0].plan == 1
+    knobs, why = decide(Knobs(plan=1), seen(**fast, agreed=3))
+    assert knobs.plan == 2 and "prior's pick 3 times in a row" in why[-1]
+    assert decide(Knobs(plan=2), seen(**fast, agreed=9))[0].plan == 8
+    assert decide(Knobs(plan=2), seen(**fast, agreed=90))[0].plan == Bounds().plan_max
+    assert decide(Knobs(plan=8), seen(**fast, agreed=9))[0].plan == 8  # not halved below it
+    knobs, why = decide(Knobs(plan=8), seen(**fast, agreed=0, departure_paid=True))
+    assert knobs.plan == 1 and "departure" in why[-1]
+    # A departure that did not pay stops the growth but keeps the plan (streak back at 0).
+    assert decide(Knobs(plan=4), seen(llm_s=2.0, llm_p90=6.0, train_s=3.0, agreed=0))[0].plan == 4
 
 
 def test_a_cold_cache_is_no_reason_to_compact():

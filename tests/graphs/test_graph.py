@@ -524,3 +524,29 @@ def test_the_tuning_graph_is_not_checkpointed_inside_a_checkpointed_parent(tmp_p
     assert out["trials"] == 2
     namespaces = {c.config["configurable"].get("checkpoint_ns", "") for c in saver.list(None)}
     assert namespaces == {""}  # only the parent's checkpoints: no tuning-graph state stored
+
+
+def test_the_llms_departures_from_the_prior_are_counted_and_reported(tmp_path, capsys):
+    """An LLM that picks B: its decisions on scored rounds are departures, counted in the
+    summary (and its JSON) and in ``asap report`` as one sentence."""
+    from asap.agent.stats import summarize
+    from asap.cli.main import main
+    from asap.cli.render import print_summary
+    from asap.graphs.api import TaskResult
+    model = ScriptedModel(lambda m, k: AIMessage(content=json.dumps(
+        {"action": "train", "choice": "B"})))
+    study, _, _ = run(tmp_path, model, protocol="json", trials=7)
+    scored = [d for d in events(study, "decision") if d["scores"][0] is not None]
+    assert scored and all(d["by"] == "llm" and d["choice"].startswith("B ") for d in scored)
+    summary = summarize(study)
+    record = summary["llm_record"]
+    assert record["decisions"] == record["departed"] == len(scored)
+    assert 0 <= record["improved"] <= record["paid"] + record["departed"]
+    assert TaskResult.from_summary(summary).llm_record == record
+    from rich.console import Console
+    print_summary(summary, Console(width=200))
+    sentence = f"the LLM departed from the prior in {len(scored)} of {len(scored)} decisions ("
+    assert sentence in capsys.readouterr().out
+    assert main(["report", study.name, "--db", str(study.ledger.path),
+                 "--out", str(tmp_path / "t.png")]) == 0
+    assert sentence in capsys.readouterr().out
