@@ -31,6 +31,7 @@ from asap.tools.portfolio import Offer
 from asap.tools.space import Space
 from asap.tools.types import Trial
 
+SHOWN = 4  # proposals a round shows, the prior's best: more asked, the prompt as long
 MIN_POINTS = 3  # fewer finished trials say nothing: the panel's order stands
 MAX_POINTS = 200  # the newest ones; a GP fit is cubic in the points
 MAX_ABS = 1e150  # values beyond it overflow the standardization (their square): not fitted

@@ -178,7 +178,7 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
             say.on_message(f"{len(slots)} workers: " + ", ".join(
                 f"#{s.index} {s.describe()}" for s in slots))
         ctx = TuneContext(
-            study, Portfolio(study, seed=cfg.seed),
+            study, Portfolio(study, seed=cfg.seed, width=cfg.width),
             _trainer(cfg, study, wl, slots, started, cancel, say),
             PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, protocol=protocol or "json",
                           workers=len(slots), proposals=cfg.proposals), llm,

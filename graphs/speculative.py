@@ -21,7 +21,6 @@ from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
 
 from asap.agent.llm import LLM_ERRORS, Cancelled
-from asap.agent.prior import rank
 from asap.agent.selftune import Knobs, selftune
 from asap.agent.speculation import accept
 from asap.agent.surrogate import Surrogate
@@ -37,6 +36,7 @@ from asap.graphs.state import (
     commit,
     decision_text,
     next_to_land,
+    round_offers,
     warm_up,
 )
 
@@ -139,8 +139,7 @@ def _one_ahead(ctx: TuneContext, state: TuningState, chain: list[SpecRound], fli
     closed = (ctx.builder.landed(closing, decision_text(proposals, choice), guess) if chain
               else ctx.builder.landed(pending.round, pending.decision, guess))
     assumed = [*(e.guess for e in chain), guess]
-    offers, scores = rank(ctx.study, ctx.portfolio.fork(assumed).panel_offers(), extra=assumed,
-                          cost_weight=ctx.weight())
+    offers, scores = round_offers(ctx, ctx.portfolio.fork(assumed), extra=assumed)
     log = state["log"]
     for row in (*(e.closed for e in chain), closed):  # closed as reconcile will close them
         log = ctx.builder.close(log, row, knobs.context)

@@ -40,7 +40,7 @@ from asap.agent.llm import (
     json_model,
     timed_invoke,
 )
-from asap.agent.prior import Score
+from asap.agent.prior import SHOWN, Score, rank
 from asap.agent.prompt import PromptBuilder, PromptLog, label
 from asap.agent.selftune import Bounds, Knobs
 from asap.agent.speculation import SpeculationMode
@@ -343,6 +343,16 @@ def warm_up(ctx: TuneContext, prefix: str, round_no: int) -> None:
                      round=round_no)
     except LLM_ERRORS:
         pass  # a warm-up that failed costs the real call its cache hit, nothing else
+
+
+def round_offers(ctx: TuneContext, portfolio: Portfolio | None = None,
+                 extra: list[Trial] | None = None) -> tuple[list[Offer], list[Score | None]]:
+    """A round's proposals: the panel's (``portfolio``: a speculative fork's), ranked by the
+    prior with ``extra`` assumed trials, its best :data:`SHOWN` and their scores. With two or
+    more asks per tool the prior has more to choose from, and the prompt stays as long."""
+    offers = (portfolio or ctx.portfolio).panel_offers()
+    ranked, scores = rank(ctx.study, offers, extra=extra or (), cost_weight=ctx.weight())
+    return ranked[:SHOWN], scores[:SHOWN]
 
 
 def decision_text(proposals: list[Offer], choice: Offer) -> str:

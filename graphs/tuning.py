@@ -34,7 +34,6 @@ from langgraph.runtime import Runtime
 
 from asap.agent.guard import fallback
 from asap.agent.llm import LLM_ERRORS, is_context_overflow
-from asap.agent.prior import rank
 from asap.agent.selftune import observe
 from asap.graphs.ahead import Asked
 from asap.graphs.speculative import await_train, reconcile, speculate
@@ -49,6 +48,7 @@ from asap.graphs.state import (
     commit,
     decision_text,
     planned,
+    round_offers,
     warm_up,
 )
 from asap.tools.ledger import BudgetSpent, RepeatError
@@ -69,8 +69,7 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     start = ctx.clock.now()
     state = {**state, **landed}
     catch_up(ctx, state)
-    proposals, scores = rank(ctx.study, ctx.portfolio.panel_offers(),
-                             cost_weight=ctx.weight())
+    proposals, scores = round_offers(ctx)
     ctx.study.log_timing("tool_call", start, ctx.clock.now(), round=round_no, tools=len(PANEL))
     base: TuningState = {"round": round_no, "lag": 0, "proposals": proposals, "offers": proposals,
                          "scores": scores, "attempts": 0, "reminded": False, "steps": 0,
@@ -299,15 +298,15 @@ class SpaceExhausted(RuntimeError):
 
 
 def _record_decision(ctx: TuneContext, state: TuningState, trial: Trial) -> None:
-    """The round as an event: what was offered (in the prior's order, with its scores), what
-    was chosen and by whom, and which trial trained it; the eval measures decision quality
-    from these."""
+    """The round as an event: what was offered (in the prior's order, with its scores: mean,
+    sd, EI, predicted seconds), what was chosen and by whom, and which trial trained it; the
+    eval measures decision quality from these."""
     proposals, choice = state["proposals"], state["choice"]
     ctx.study.log_event(
         "decision", round=state["round"], trial=trial.number, by=state.get("decided_by", "llm"),
         choice=decision_text(proposals, choice), trained=[trial.tool, trial.config],
         offers=[[tool, config] for tool, config in proposals],
-        scores=[None if sc is None else [sc.mean, sc.sd, sc.ei]
+        scores=[None if sc is None else [sc.mean, sc.sd, sc.ei, sc.seconds]
                 for sc in state.get("scores") or [None] * len(proposals)])
 
 

@@ -42,9 +42,10 @@ def tool_seed(seed: int, tool: str, seen: int) -> int:
 class Portfolio:
     """Optimizers bound to one study, kept in sync with its ledger."""
 
-    def __init__(self, study: Study, seed: int = 0) -> None:
+    def __init__(self, study: Study, seed: int = 0, width: int = 1) -> None:
         self.study = study
         self.seed = seed
+        self.width = width  # proposals each panel tool makes per round
         self._optimizers: dict[str, Optimizer] = {}
         self._told: dict[str, set[int]] = {}
         self._hypothetical: list[Trial] = []  # told to every optimizer of a fork (speculation)
@@ -119,7 +120,7 @@ class Portfolio:
         out wrong leaves nothing behind; optimizers the fork creates later are told them too.
         """
         self.sync()
-        twin = Portfolio(self.study, self.seed)
+        twin = Portfolio(self.study, self.seed, self.width)
         twin._optimizers = copy.deepcopy(self._optimizers)
         twin._told = {k: v | {t.id for t in hypothetical} for k, v in self._told.items()}
         twin._pended = {k: set(v) for k, v in self._pended.items()}
@@ -138,7 +139,8 @@ class Portfolio:
         return configs
 
     def panel_offers(self, retries: int = 3) -> list[Offer]:
-        """One proposal from each tool of the :data:`PANEL`, labelled by tool, none a repeat.
+        """:attr:`width` proposals from each tool of the :data:`PANEL`, labelled by tool, none a
+        repeat: each tool's first, in the panel's order, then each tool's second, and so on.
 
         A configuration that already ran in the study (or that a fork assumed), or that another
         tool offers this round, is asked again up to ``retries`` times; a tool that keeps
@@ -147,12 +149,13 @@ class Portfolio:
         self.settle()
         seen = self.study.config_keys() | {config_key(t.config) for t in self._hypothetical}
         offers: list[Offer] = []
-        for lib, alg in PANEL:
-            if f"{lib}:{alg}" in self.broken:
-                continue
-            with self._guard(f"{lib}:{alg}"):
-                offers.append(self._unseen_offer(lib, alg, seen, retries))
-                seen.add(config_key(offers[-1][1]))
+        for _ in range(self.width):
+            for lib, alg in PANEL:
+                if f"{lib}:{alg}" in self.broken:
+                    continue
+                with self._guard(f"{lib}:{alg}"):
+                    offers.append(self._unseen_offer(lib, alg, seen, retries))
+                    seen.add(config_key(offers[-1][1]))
         if not offers:  # every tool of the panel failed: random sampling still proposes
             offers.append(("optuna:random", self._fresh_random(seen)))
         return offers
@@ -194,7 +197,7 @@ class Portfolio:
         for lib, alg in PANEL:
             if f"{lib}:{alg}" not in self.broken:
                 with self._guard(f"{lib}:{alg}"):
-                    self.ask(lib, alg, rounds)
+                    self.ask(lib, alg, rounds * self.width)
 
     def _fresh_random(self, seen: set[str], tries: int = 100) -> dict[str, Any]:
         """A random configuration not in ``seen`` (the last try if the space is that small)."""

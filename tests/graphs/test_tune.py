@@ -2,7 +2,9 @@
 
 from fakes import australian, run_graph
 
+from asap.agent.cost import NO_BUDGET_WEIGHT, per_second
 from asap.agent.guard import fallback
+from asap.agent.prior import SHOWN
 from asap.agent.speculation import speculation_mode
 
 
@@ -58,8 +60,10 @@ def test_once_the_prior_scores_a_round_without_an_llm_it_trains_its_pick(tmp_pat
     assert all(s is None for d in unscored for s in d["scores"])
     for d in scored:
         assert all(s is not None for s in d["scores"]) and d["trained"] == d["offers"][0]
-        eis = [s[2] for s in d["scores"]]
-        assert eis == sorted(eis, reverse=True)  # offered in the prior's order
+        # offered in the prior's order: EI per predicted second (no time budget: a fixed weight)
+        key = per_second([s[2] for s in d["scores"]], [s[3] for s in d["scores"]],
+                         NO_BUDGET_WEIGHT)
+        assert key == sorted(key, reverse=True) and len(key) == SHOWN
 
 
 def test_llm_off_reaches_no_endpoint_and_the_prior_decides(tmp_path, capsys):
