@@ -95,6 +95,9 @@ class TuneConfig(BaseModel):
     decide_ahead: bool = Field(default=True, description="under a plan, ask the next plan's "
                                "decision while its rounds train (off: at the plan's end)")
     selftune_every: int = Field(default=4, ge=1, le=1000)
+    llm_after: int = Field(default=3, ge=0, le=1000, description="finished trials before the "
+                           "LLM is asked on the critical path: before, the tools propose "
+                           "start-up samples the prior cannot score, and the fallback picks")
 
     @field_validator("llm", mode="before")
     @classmethod

@@ -186,7 +186,7 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
             time_budget_s=cfg.time_budget_s, cost_weight=cfg.cost_weight, started=started,
             max_retries=cfg.max_retries,
             speculation=speculation_mode(cfg) if llm is not None else "off",
-            bounds=_bounds(cfg), decide_ahead=cfg.decide_ahead,
+            bounds=_bounds(cfg), decide_ahead=cfg.decide_ahead, llm_after=cfg.llm_after,
             selftune_every=cfg.selftune_every if cfg.selftune and llm is not None else 0,
             on_trial=lambda trial, tool: say.on_trial_complete(study, trial, tool),
             say=say.on_message)

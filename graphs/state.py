@@ -158,6 +158,7 @@ class TuneContext:
     speculation: SpeculationMode = "off"
     selftune_every: int = 0  # trials between self-tuning passes (0: off)
     decide_ahead: bool = True  # under a plan, ask the next decision in the background
+    llm_after: int = 0  # finished trials before the LLM is asked on the critical path
     bounds: Bounds = field(default_factory=Bounds)
     started: float = field(default_factory=time.time)  # on the study's clock
     on_trial: Callable[[Trial, str], None] | None = None  # progress displays

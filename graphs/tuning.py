@@ -94,6 +94,9 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
         _ask_ahead(ctx, state, round_no, proposals, scores)
         return {**landed, **base, "choice": planned(state, proposals), "decided_by": "plan",
                 "plan_left": max(left - 1, 0), "messages": [], "current": ""}
+    if len(ctx.study.finished_ids()) < ctx.llm_after:  # nothing yet the LLM could reason from
+        return {**landed, **base, "choice": fallback(ctx.study, proposals, scored=False),
+                "decided_by": "prior", "messages": [], "current": ""}
     current = ctx.builder.round_text(round_no, proposals, scores, plan=state["knobs"].plan)
     return {**landed, **base, "decided_by": "llm", "current": current, "choice": None,
             "messages": [HumanMessage(ctx.builder.prompt(state["log"], current))]}
