@@ -45,7 +45,8 @@ class TuneConfig(BaseModel):
         "weighs in the prior's ranking (EI per second**w); None: 1 cooling to 0 over the time "
         "budget, 0.5 without one; 0: expected improvement alone")
     width: int = Field(default=2, ge=1, le=8, description="proposals each tool makes per "
-                       "round; the prior ranks them all and the round shows its best 4")
+                       "round (past the first, the cheap tools only: not TPE); the prior "
+                       "ranks them all and the round shows its best 4")
     base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint")
     model: str | None = Field(default=None, description="model name, or a GGUF for embedded")
     api_key: str | None = None

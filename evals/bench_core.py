@@ -5,12 +5,14 @@ Prints, in one run:
 - for every tool, the time to suggest one config with 10, 100 and 500 finished trials in the
   ledger: "cold" (a new process: rebuild the tool's state from the ledger, then ask) and "warm"
   (the tool already in sync, one new trial told, then ask);
-- the agent's own overhead per trial: a 40-trial session of the tuning graph on a table lookup
-  (``hpobench:australian``, no simulated clock) with no LLM (the prior decides), each trial in
-  its worker process: wall-clock per trial split into the worker (start, lookup, reports,
-  records), the panel's proposals and the prior's ranking, and the rest (graph, ledger, prompt).
+- the agent's own time per round at 40, 100 and 300 trials, side by side: sessions with no LLM
+  (the prior decides) on a table lookup (``hpobench:australian``, in-process), the median and
+  90th percentile of the critical path between a trial's end and the next one's start over the
+  last quarter of the session (the round cost at that size), the panel's asks plus the prior's
+  share of it, and issue 28's targets (<= 50 ms at 40 trials, <= 150 ms at 300).
 
-Run: ``python evals/bench_core.py [--sizes 10 100 500] [--skip-training] [--overhead-trials 40]``
+Run: ``python evals/bench_core.py [--sizes 10 100 500] [--skip-training]
+[--overhead-trials 40 100 300]``
 """
 
 from __future__ import annotations
@@ -96,35 +98,37 @@ def bench_training() -> Table:
     return table
 
 
-def bench_overhead(trials: int) -> Table:
-    """Everything per trial that is neither the LLM nor the objective (a lookup of ~1 ms)."""
+TARGETS_MS = {40: 50.0, 300: 150.0}  # median round overhead, issue 28 (idle machine)
+
+
+def bench_overhead(sizes: list[int]) -> Table:
+    """The agent's own time per round, with no LLM: the critical path between one trial's end
+    and the next one's start (the panel's asks, the prior and its cost model, the graph and
+    the ledger), in a session of ``n`` trials on a table lookup (in-process, ~1 ms)."""
     import statistics
 
-    from asap.agent.prompt import PromptBuilder
-    from asap.graphs.session import TOOLS_TEXT
-    from asap.graphs.state import TuneContext
-    from asap.graphs.tuning import graph
-    table = Table(title=f"the agent's own overhead per trial ({trials} trials of "
-                        "hpobench:australian, worker processes, no LLM), milliseconds")
-    for col in ("per trial", "worker (train row)", "proposals + prior", "rest"):
+    from asap.agent.config import TuneConfig
+    from asap.graphs.session import tune
+    table = Table(title="the agent's own time per round (hpobench:australian, no LLM, the "
+                        "session's defaults), milliseconds")
+    for col in ("trials", "median round", "p90 round", "of which tools + prior (median)",
+                "target (median)"):
         table.add_column(col, justify="right")
-    with tempfile.TemporaryDirectory() as tmp:
-        wl = resolve("hpobench:australian")
-        study = Ledger(Path(tmp) / "o.db").create_study("o", wl.space, metric=wl.metric,
-                                                      direction=wl.direction)
-        Trainer(study, wl).run(wl.defaults or Portfolio(study).ask("optuna", "random")[0],
-                               tool="warmup")  # the fork server starts once, outside the count
-        ctx = TuneContext(study, Portfolio(study), Trainer(study, wl),
-                          PromptBuilder(study, TOOLS_TEXT), None, max_trials=trials + 1)
-        t0 = time.perf_counter()
-        graph.invoke(ctx.initial_state(), {"recursion_limit": ctx.recursion_limit()},
-                     context=ctx)
-        wall = (time.perf_counter() - t0) / trials
-    trains = [r["duration"] for r in study.timings("train")][1:]
-    tools = [r["duration"] for r in study.timings("tool_call")]
-    worker, proposals = statistics.mean(trains), sum(tools) / trials
-    table.add_row(f"{wall * 1000:.0f}", f"{worker * 1000:.0f}", f"{proposals * 1000:.0f}",
-                  f"{max(0.0, wall - worker - proposals) * 1000:.0f}")
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = TuneConfig(workload="hpobench:australian", trials=n, llm=False, isolate=False,
+                             db=str(Path(tmp) / "o.db"), study="o")
+            tune(cfg)
+            study = Ledger(cfg.db).open_study("o")
+            trains = sorted(study.timings("train"), key=lambda r: r["start"])
+            gaps = [b["start"] - a["end"] for a, b in zip(trains, trains[1:], strict=False)]
+            tools = [r["duration"] for r in study.timings("tool_call")]
+        last = gaps[-max(1, len(gaps) // 4):]  # the round cost at n trials: the last quarter
+        target = TARGETS_MS.get(n)
+        table.add_row(str(n), f"{statistics.median(last) * 1000:.0f}",
+                      f"{statistics.quantiles(last, n=10)[-1] * 1000:.0f}" if len(last) > 1
+                      else "-", f"{statistics.median(tools[-len(last):]) * 1000:.0f}",
+                      f"<= {target:.0f}" if target else "-")
     return table
 
 
@@ -132,7 +136,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 500])
     ap.add_argument("--skip-training", action="store_true")
-    ap.add_argument("--overhead-trials", type=int, default=40)
+    ap.add_argument("--overhead-trials", type=int, nargs="+", default=[40, 100, 300])
     args = ap.parse_args()
     console = Console(width=140)
     if not args.skip_training:

@@ -249,7 +249,7 @@ METHODS: dict[str, Callable[[Cell, Workload], None]] = {
     # ablations of the cost model: EI alone (the prior before it), EI per second throughout
     "prior-ei": agent(llm=False, cost_weight=0.0),
     "prior-eips": agent(llm=False, cost_weight=1.0),
-    "prior-w1": agent(llm=False, width=1),  # one proposal per tool and round
+    "prior-w1": agent(llm=False, width=1),  # one proposal per tool and round (4, not 7)
     "llm-naive": llm_naive,
 }
 LLM_METHODS = {"asap", "asap-nospec", "asap-naive", "asap-noselftune", "llm-naive"}

@@ -23,6 +23,10 @@ LIBRARIES = {"optuna": "asap.tools.optuna_tool:OptunaOptimizer",
              "nevergrad": "asap.tools.nevergrad_tool:NevergradOptimizer"}
 # The tools that propose every round, in the order the prompt shows them.
 PANEL = (("optuna", "tpe"), ("optuna", "cmaes"), ("nevergrad", "NGOpt"), ("nevergrad", "DE"))
+# The tools asked again when a round is wider than the panel: the cheap ones. TPE's ask costs
+# 5-30 ms at 100 trials (its Parzen estimators over every trial), the others 1-2 ms
+# (evals/bench_core.py), and a second TPE draw comes from the same density as its first.
+WIDE = PANEL[1:]
 Offer = tuple[str, dict[str, Any]]  # (tool, config): one proposal of a round
 
 
@@ -139,8 +143,8 @@ class Portfolio:
         return configs
 
     def panel_offers(self, retries: int = 3) -> list[Offer]:
-        """:attr:`width` proposals from each tool of the :data:`PANEL`, labelled by tool, none a
-        repeat: each tool's first, in the panel's order, then each tool's second, and so on.
+        """One proposal from each tool of the :data:`PANEL`, then (:attr:`width` > 1) more from
+        each tool of :data:`WIDE`, pass by pass; labelled by tool, none a repeat.
 
         A configuration that already ran in the study (or that a fork assumed), or that another
         tool offers this round, is asked again up to ``retries`` times; a tool that keeps
@@ -149,8 +153,8 @@ class Portfolio:
         self.settle()
         seen = self.study.config_keys() | {config_key(t.config) for t in self._hypothetical}
         offers: list[Offer] = []
-        for _ in range(self.width):
-            for lib, alg in PANEL:
+        for rank in range(self.width):
+            for lib, alg in PANEL if rank == 0 else WIDE:
                 if f"{lib}:{alg}" in self.broken:
                     continue
                 with self._guard(f"{lib}:{alg}"):
@@ -197,7 +201,7 @@ class Portfolio:
         for lib, alg in PANEL:
             if f"{lib}:{alg}" not in self.broken:
                 with self._guard(f"{lib}:{alg}"):
-                    self.ask(lib, alg, rounds * self.width)
+                    self.ask(lib, alg, rounds * (1 if (lib, alg) not in WIDE else self.width))
 
     def _fresh_random(self, seen: set[str], tries: int = 100) -> dict[str, Any]:
         """A random configuration not in ``seen`` (the last try if the space is that small)."""
