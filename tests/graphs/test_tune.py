@@ -1,5 +1,8 @@
 """The session around the graph: the fallback path offline, the speculation policy."""
 
+import dataclasses
+import json
+
 from fakes import australian, run_graph
 
 from asap.agent.cost import NO_BUDGET_WEIGHT, per_second
@@ -143,3 +146,23 @@ def test_a_small_discrete_space_never_repeats_while_a_point_is_left(tmp_path):
 
 def _square(config, report):
     return {"y": (config["x"] - 3) ** 2}
+
+
+def test_a_wider_round_asks_the_cheap_tools_again_and_shows_the_priors_best(tmp_path):
+    """width=2: each tool's first proposal in the panel's order, then each one's second, no
+    repeats; the round shows the prior's best four (before the prior scores: the first pass)."""
+    from asap.graphs.state import round_offers
+    from asap.tools.portfolio import PANEL, Portfolio
+    study, ctx = australian(tmp_path, None)
+    wide = Portfolio(study, seed=3, width=2)
+    offers = wide.panel_offers()
+    tools = [":".join(t) for t in PANEL]
+    assert [t for t, _ in offers] == tools + tools[1:]
+    assert len({json.dumps(c, sort_keys=True) for _, c in offers}) == 7
+    ctx = dataclasses.replace(ctx, portfolio=wide)
+    shown, scores = round_offers(ctx)
+    assert [t for t, _ in shown] == tools and scores == [None] * 4  # unscored: panel order
+    for _, config in shown[:3]:
+        ctx.trainer.run(config, tool="test")
+    shown, scores = round_offers(ctx)
+    assert len(shown) == 4 and all(s is not None for s in scores)

@@ -1,6 +1,5 @@
 """The contract every optimizer adapter passes, against the real Optuna and Nevergrad."""
 
-import dataclasses
 import json
 import math
 
@@ -11,7 +10,7 @@ from hypothesis import strategies as st
 
 from asap.tools.ledger import Ledger
 from asap.tools.optuna_tool import OptunaOptimizer
-from asap.tools.portfolio import PANEL, Portfolio
+from asap.tools.portfolio import Portfolio
 from asap.tools.space import Space
 
 ALL = [("optuna", a) for a in OptunaOptimizer.algorithms] + [
@@ -251,23 +250,3 @@ def test_optuna_sees_other_workers_running_trials_and_no_stale_asks(tmp_path, to
             if t.params == config]
     assert [(t.state, t.value) for t in told] == [(TrialState.COMPLETE, toy_objective(config))]
 
-
-def test_a_wider_panel_asks_each_tool_twice_and_the_round_shows_the_priors_best(tmp_path):
-    """width=2: each tool's first proposal in the panel's order, then each one's second, no
-    repeats; the round shows the prior's best four (before the prior scores: the first pass)."""
-    from fakes import australian
-
-    from asap.graphs.state import round_offers
-    study, ctx = australian(tmp_path, None)
-    wide = Portfolio(study, seed=3, width=2)
-    offers = wide.panel_offers()
-    tools = [":".join(t) for t in PANEL]
-    assert [t for t, _ in offers] == tools + tools[1:]
-    assert len({json.dumps(c, sort_keys=True) for _, c in offers}) == 7
-    ctx = dataclasses.replace(ctx, portfolio=wide)
-    shown, scores = round_offers(ctx)
-    assert [t for t, _ in shown] == tools and scores == [None] * 4  # unscored: panel order
-    for _, config in shown[:3]:
-        ctx.trainer.run(config, tool="test")
-    shown, scores = round_offers(ctx)
-    assert len(shown) == 4 and all(s is not None for s in scores)
