@@ -10,6 +10,8 @@ warm-up).
 
     python evals/bench_agent.py --workload hpobench:australian --time-scale 0.5 --trials 30
     python evals/bench_agent.py --workload digits-mlp --trials 30
+    python evals/bench_agent.py --workload digits-mlp --trials 5 --time-scale 0 \
+        --variants "defaults,as before 28" --repeat 3   # the README quickstart, before/after
 
 Not a test: numbers depend on the machine. On a CPU-only host the embedded LLM and torch
 training share the cores, so speculation on ``digits-mlp`` measures contention as much as
@@ -32,6 +34,10 @@ from asap.graphs.session import tune
 from asap.tools.ledger import Ledger
 
 VARIANTS = {
+    "defaults": dict(),  # what `asap tune` does (speculation auto: off when the LLM shares the CPU)
+    # The defaults before issue 28: the LLM asked from the first round, one answer per round,
+    # one proposal per tool, expected improvement alone.
+    "as before 28": dict(llm_after=0, plan=1, width=1, cost_weight=0.0),
     "all on": dict(speculation="threshold", prompt="stable", selftune=True),
     "full proposals": dict(speculation="threshold", prompt="stable", selftune=True,
                            proposals="full"),
@@ -51,26 +57,37 @@ def main() -> None:
     ap.add_argument("--time-scale", type=float, default=0.5)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--db", help="ledger to keep (default: a temporary file)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per variant, the variants alternating (the table: medians)")
     args = ap.parse_args()
     console = Console(stderr=True)
     db = args.db or str(Path(tempfile.mkdtemp()) / "bench.db")
-    rows = {}
-    for name in args.variants.split(","):
-        cfg = TuneConfig(workload=args.workload, trials=args.trials, db=db,
-                         study=name.replace(" ", "-"), time_scale=args.time_scale,
-                         **VARIANTS[name])
-        console.rule(f"{name}: {args.trials} trials of {args.workload}")
-        summary = tune(cfg)
-        rows[name] = (summary, decompose(Ledger(db).open_study(cfg.study_name)))
-    base = rows.get("serial naive", next(iter(rows.values())))[1]["wall_s"]
-    table = Table("variant", "wall-clock s", "vs serial naive", "training s", "exposed LLM",
-                  "cached", "accept", "wasted s", "best", title=f"{args.workload}, {args.trials} trials (ledger {db})")
-
-    for name, (s, d) in rows.items():
-        table.add_row(name, f"{d['wall_s']:.1f}", f"{d['wall_s'] / base:.2f}x",
-                      f"{d['train_s']:.1f}", pct(d["exposed_share"]), pct(d["cached_share"]),
-                      pct(d["accept_rate"]), f"{d['wasted_s']:.1f}",
-                      f"{s['best_value']:.4f}" if s["best_value"] is not None else "-")
+    runs: dict[str, list] = {}
+    for rep in range(args.repeat):
+        for name in args.variants.split(","):
+            study = name.replace(" ", "-") + (f"-{rep}" if rep else "")
+            cfg = TuneConfig(workload=args.workload, trials=args.trials, db=db, study=study,
+                             time_scale=args.time_scale, **VARIANTS[name])
+            console.rule(f"{name}: {args.trials} trials of {args.workload} (run {rep + 1})")
+            summary = tune(cfg)
+            runs.setdefault(name, []).append(
+                (summary, decompose(Ledger(db).open_study(cfg.study_name))))
+    rows = {name: got[len(got) // 2] for name, got in runs.items()}  # shown: the median-ish run
+    base = median(runs.get("serial naive", next(iter(runs.values()))), "wall_s")
+    table = Table("variant", "wall-clock s", "vs " + ("serial naive" if "serial naive" in runs
+                                                      else next(iter(runs))),
+                  "training s", "exposed LLM", "cached", "accept", "wasted s", "best",
+                  title=f"{args.workload}, {args.trials} trials, median of {args.repeat} "
+                        f"run(s) (ledger {db})")
+    for name, got in runs.items():
+        exposed = [d["exposed_share"] for _, d in got if d["exposed_share"] is not None]
+        best = [s["best_value"] for s, _ in got if s["best_value"] is not None]
+        table.add_row(name, f"{median(got, 'wall_s'):.1f}", f"{median(got, 'wall_s') / base:.2f}x",
+                      f"{median(got, 'train_s'):.1f}",
+                      pct(statistics.median(exposed) if exposed else None),
+                      pct(rows[name][1]["cached_share"]), pct(rows[name][1]["accept_rate"]),
+                      f"{median(got, 'wasted_s'):.1f}",
+                      f"{statistics.median(best):.4f}" if best else "-")
     Console(width=200).print(table)
     calls = Table("variant", "decisions", "median s", "p90 s", "last 10 / first 10",
                   "completion tokens", "cached: critical", "speculative", "warm-up (calls)",
@@ -89,6 +106,11 @@ def main() -> None:
                       _get(kinds, "speculative", "cached_share", "{:.1%}"),
                       "-" if warm is None else f"{pct(warm['cached_share'])} ({warm['calls']})")
     Console(width=200).print(calls)
+
+
+def median(got: list, key: str) -> float:
+    """The median over runs of one decomposition number."""
+    return statistics.median(d[key] for _, d in got)
 
 
 def pct(x: float | None) -> str:
