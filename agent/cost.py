@@ -58,13 +58,24 @@ def weight(elapsed_s: float, budget_s: float | None) -> float:
     return min(1.0, max(0.0, 1.0 - elapsed_s / budget_s))
 
 
-def per_second(ei: Sequence[float], seconds: Sequence[float] | None, w: float) -> list[float]:
+def per_second(ei: Sequence[float], seconds: Sequence[float] | None, w: float,
+               left_s: float | None = None) -> list[float]:
     """The ranking key: EI per predicted second to the power ``w`` (seconds relative to the
-    round's median, which orders the same and keeps the numbers readable)."""
-    if seconds is None or w == 0:
+    round's median, which orders the same and keeps the numbers readable), times the share of
+    the time budget left (``left_s``) that the trial would leave unspent: a trial that cannot
+    finish in the time left is worth nothing (it is stopped at the budget), one that would
+    take half of it half its EI."""
+    if seconds is None:
         return list(ei)
     mid = sorted(seconds)[len(seconds) // 2]
-    return [e / (s / mid) ** w for e, s in zip(ei, seconds, strict=True)]
+    return [e / (s / mid) ** w * fits(s, left_s) for e, s in zip(ei, seconds, strict=True)]
+
+
+def fits(seconds: float, left_s: float | None) -> float:
+    """The share of the time left that a trial of ``seconds`` leaves (1 without a budget)."""
+    if left_s is None:
+        return 1.0
+    return max(0.0, 1.0 - seconds / left_s) if left_s > 0 else 0.0
 
 
 def span(seconds: float) -> str:

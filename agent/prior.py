@@ -50,10 +50,12 @@ class Score:
 
 
 def rank(study: Study, offers: Sequence[Offer], extra: Sequence[Trial] = (),
-         cost_weight: float = NO_BUDGET_WEIGHT) -> tuple[list[Offer], list[Score | None]]:
+         cost_weight: float = NO_BUDGET_WEIGHT, left_s: float | None = None
+         ) -> tuple[list[Offer], list[Score | None]]:
     """``offers`` ordered by expected improvement per predicted second (best first, see
-    :mod:`asap.agent.cost`; ``cost_weight`` 0: by EI alone) and their scores; the panel's
-    order and no scores while fewer than :data:`MIN_POINTS` trials have a value.
+    :mod:`asap.agent.cost`; ``cost_weight`` 0: by EI alone; ``left_s``: the time budget left,
+    which a trial must fit in) and their scores; the panel's order and no scores while fewer
+    than :data:`MIN_POINTS` trials have a value.
 
     ``extra``: trials that are not in the ledger but should count (a speculative branch's
     predicted ones).
@@ -69,7 +71,7 @@ def rank(study: Study, offers: Sequence[Offer], extra: Sequence[Trial] = (),
     seconds = predict_seconds(study.space, done, configs, gps["cost"], refit=not extra)
     if seconds is not None:
         scores = [dataclasses.replace(s, seconds=c) for s, c in zip(scores, seconds, strict=True)]
-    key = per_second([s.ei for s in scores], seconds, cost_weight)
+    key = per_second([s.ei for s in scores], seconds, cost_weight, left_s)
     order = sorted(range(len(offers)), key=lambda i: -key[i])  # stable: ties keep order
     return [offers[i] for i in order], [scores[i] for i in order]
 

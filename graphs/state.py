@@ -207,11 +207,14 @@ class TuneContext:
                 or (self.time_budget_s is not None
                     and self.clock.now() - self.started >= self.time_budget_s))
 
-    def weight(self) -> float:
-        """How much a proposal's predicted training time weighs in the prior's ranking now."""
+    def pricing(self) -> tuple[float, float | None]:
+        """How much a proposal's predicted training time weighs in the prior's ranking now,
+        and the time budget left (None: no budget)."""
+        elapsed = self.clock.now() - self.started
+        left = None if self.time_budget_s is None else self.time_budget_s - elapsed
         if self.cost_weight is not None:
-            return self.cost_weight
-        return weight(self.clock.now() - self.started, self.time_budget_s)
+            return self.cost_weight, left
+        return weight(elapsed, self.time_budget_s), left
 
     def can_start(self, running: int) -> bool:
         """With ``running`` trials in flight, a worker is free and the budget allows another."""
@@ -352,7 +355,8 @@ def round_offers(ctx: TuneContext, portfolio: Portfolio | None = None,
     prior with ``extra`` assumed trials, its best :data:`SHOWN` and their scores. With two or
     more asks per tool the prior has more to choose from, and the prompt stays as long."""
     offers = (portfolio or ctx.portfolio).panel_offers()
-    ranked, scores = rank(ctx.study, offers, extra=extra or (), cost_weight=ctx.weight())
+    w, left = ctx.pricing()
+    ranked, scores = rank(ctx.study, offers, extra=extra or (), cost_weight=w, left_s=left)
     return ranked[:SHOWN], scores[:SHOWN]
 
 

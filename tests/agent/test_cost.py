@@ -99,3 +99,13 @@ def test_a_speculative_round_does_not_refit_the_kernel(ledger, toy_space):
                                 config={**offers[0][1], "x": 1.9})
     rank(study, offers, extra=[guess])
     assert _GPS[study]["value"]._kernel is kernel
+
+
+def test_a_trial_that_cannot_finish_in_the_time_left_is_worth_nothing():
+    """Each EI is scaled by the share of the time left its trial would leave: one that cannot
+    finish (it would be stopped at the budget) ranks last whatever its EI."""
+    from asap.agent.cost import fits, per_second
+    assert fits(30.0, None) == 1.0 and fits(30.0, 120.0) == 0.75 and fits(200.0, 120.0) == 0.0
+    assert fits(1.0, 0.0) == 0.0
+    key = per_second([1.0, 0.5], [200.0, 10.0], 0.0, left_s=120.0)
+    assert key == [0.0, 0.5 * (1 - 10 / 120)]
