@@ -3,8 +3,9 @@
 Why: most people who would pick asap already watch their studies in optuna-dashboard and read
 them with Optuna. The ledger stays the source of truth; the mirror receives each finished trial
 (params with the distributions the space gives them, inactive conditional parameters absent as
-Optuna's define-by-run records them, value, state, intermediate values) with the tool that
-proposed it as the ``tool`` user attribute. Running trials are not mirrored until they finish.
+Optuna's define-by-run records them, value, state, intermediate values, its own start and
+completion times) with the tool that proposed it as the ``tool`` user attribute. Running trials
+are not mirrored until they finish.
 
 Example::
 
@@ -15,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import optuna
 import sqlalchemy.exc
@@ -62,14 +64,27 @@ def check_storage(url: str, name: str, space_json: str, direction: str
 
 
 def frozen(study: Study, trial: Trial) -> optuna.trial.FrozenTrial:
-    """A finished ledger trial as Optuna records it (``add_trial``)."""
+    """A finished ledger trial as Optuna records it (``add_trial``), telling what happened:
+    the params are the configuration evaluated (a table's grid point; the proposal, when it
+    differs, is the ``proposed`` user attribute), the start and completion are the trial's own
+    (on the session's clock), and a pruned trial's value is its last intermediate value, as
+    Optuna's ``tell`` would record it."""
     state = _STATES[trial.status]
-    return create_trial(
-        state=state, value=trial.value if state == TrialState.COMPLETE else None,
-        params=trial.config, distributions=distributions(study.space, trial.config),
-        intermediate_values={int(k): float(v) for k, v in trial.intermediate.items()},
-        user_attrs={"tool": trial.tool, NUMBER_ATTR: trial.number,
+    steps = {int(k): float(v) for k, v in trial.intermediate.items()}
+    value = trial.value if state == TrialState.COMPLETE else None
+    if state == TrialState.PRUNED and steps:
+        value = steps[max(steps)]
+    params = trial.evaluated
+    extra = {"proposed": trial.config} if params != trial.config else {}
+    out = create_trial(
+        state=state, value=value, params=params,
+        distributions=distributions(study.space, params), intermediate_values=steps,
+        user_attrs={"tool": trial.tool, NUMBER_ATTR: trial.number, **extra,
                     **({"error": trial.error[:500]} if trial.error else {})})
+    out.datetime_start = datetime.fromtimestamp(trial.started_at)
+    if trial.ended_at is not None:
+        out.datetime_complete = datetime.fromtimestamp(trial.ended_at)
+    return out
 
 
 def in_memory(study: Study) -> optuna.Study:

@@ -84,3 +84,36 @@ def test_export_and_optuna_dashboard_lists_the_study(tmp_path, capsys):
         server.shutdown()
     assert [(s["study_name"], s["directions"]) for s in studies] == [("dash", ["maximize"])]
 
+
+
+def test_the_mirror_round_trip_tells_what_the_ledger_holds(tmp_path):
+    """Every field, trial by trial, through optuna.load_study: the evaluated configuration as
+    params (the proposal beside it), the trial's own times, a pruned trial's last value."""
+    from asap.tools.trainer import Trainer
+    from asap.tools.workloads import resolve
+    wl = resolve("hpobench:australian")
+    study = Ledger(tmp_path / "t.db").create_study("t", wl.space, metric=wl.metric,
+                                                   direction=wl.direction, workload=wl.ref)
+    trainer = Trainer(study, wl, in_process=True)
+    for cfg in ({"alpha": 3e-4, "batch_size": 30, "depth": 2, "learning_rate_init": 2e-3,
+                 "width": 900}, {"alpha": 1e-6, "batch_size": 200, "depth": 1,
+                                 "learning_rate_init": 1e-4, "width": 20}):
+        trainer.run(cfg, tool="optuna:tpe")
+    tid = study.start_trial({**study.trials()[0].config, "depth": 3}, tool="nevergrad:DE")
+    study.report(tid, 1, 0.61)
+    study.report(tid, 3, 0.64)
+    study.finish_trial(tid, status="pruned")
+    url = f"sqlite:///{tmp_path}/o.db"
+    OptunaMirror(study, url).sync()
+    got = optuna.load_study(study_name="t", storage=url).trials
+    for theirs, ours in zip(got, study.trials(), strict=True):
+        assert theirs.params == ours.evaluated
+        assert theirs.user_attrs.get("proposed", ours.config) == ours.config
+        assert theirs.user_attrs["tool"] == ours.tool
+        assert theirs.datetime_start.timestamp() == pytest.approx(ours.started_at, abs=1e-3)
+        assert theirs.datetime_complete.timestamp() == pytest.approx(ours.ended_at, abs=1e-3)
+        assert theirs.duration.total_seconds() == pytest.approx(ours.duration, abs=1e-3)
+        assert theirs.intermediate_values == {int(k): v for k, v in ours.intermediate.items()}
+    assert got[0].params != got[0].user_attrs["proposed"]  # the table snapped it: both kept
+    assert got[0].value == study.trials()[0].value and got[0].duration.total_seconds() > 0
+    assert got[2].state.name == "PRUNED" and got[2].value == 0.64
