@@ -40,10 +40,11 @@ class TuneConfig(BaseModel):
     space: str | None = Field(default=None, description="search space file (YAML/JSON)")
     llm: bool = Field(default=True, description="False (or 'off'): the panel and the prior "
                       "decide every round with no endpoint and no server started")
-    cost_weight: float | None = Field(
-        default=None, ge=0, le=4, description="how much a proposal's predicted training time "
-        "weighs in the prior's ranking (EI per second**w); None: 1 cooling to 0 over the time "
-        "budget, 0.5 without one; 0: expected improvement alone")
+    cost_weight: float | Literal["cool"] = Field(
+        default=0.0, description="how much a proposal's predicted training time weighs in the "
+        "prior's ranking: EI per second**w; 'cool': w from 1 to 0 over the time budget "
+        "(CArBO); 0 (default, measured best on the dev tasks): EI alone. With a time budget "
+        "a trial's EI is also scaled by the share of the time left it would leave")
     width: int = Field(default=2, ge=1, le=8, description="proposals each tool makes per "
                        "round (past the first, the cheap tools only: not TPE); the prior "
                        "ranks them all and the round shows its best 4")
@@ -99,6 +100,13 @@ class TuneConfig(BaseModel):
     llm_after: int = Field(default=3, ge=0, le=1000, description="finished trials before the "
                            "LLM is asked on the critical path: before, the tools propose "
                            "start-up samples the prior cannot score, and the fallback picks")
+
+    @field_validator("cost_weight")
+    @classmethod
+    def _weight_range(cls, v: float | str) -> float | str:
+        if v != "cool" and not 0 <= v <= 4:
+            raise ValueError(f"must be 'cool' or a number from 0 to 4, got {v!r}")
+        return v
 
     @field_validator("llm", mode="before")
     @classmethod

@@ -70,3 +70,10 @@ def encode(space: Space, config: dict[str, Any]) -> list[float]:
         else:
             out.append(unit(p, config[p.name]) if p.name in config else 0.5)
     return out
+
+
+def off_centre(space: Space, config: dict[str, Any]) -> float:
+    """Squared distance of ``config`` from the centre of the unit cube, over its active numbers
+    (every choice of a categorical is as central as another)."""
+    return sum((unit(p, config[p.name]) - 0.5) ** 2 for p in space.params
+               if not isinstance(p, CategoricalParam) and p.name in config)

@@ -19,8 +19,8 @@ from langchain_core.tools import BaseTool
 from pydantic import ValidationError
 
 from asap.agent.decision import DecisionError, parse_decision
+from asap.agent.fit import off_centre
 from asap.agent.prompt import fmt, label
-from asap.agent.stats import tool_records
 from asap.prompts import render
 from asap.tools.hpo_tools import TrainArgs
 from asap.tools.ledger import Study
@@ -141,14 +141,15 @@ def _first_error(exc: ValidationError) -> str:
 
 def fallback(study: Study, proposals: Sequence[Offer], scored: bool = False) -> Offer:
     """What trains when the LLM does not decide: the prior's pick (A) once the prior has scored
-    the round; before that, the proposal of the tool with the best improvement record so far,
-    else the first (TPE's, in the panel's order).
+    the round; before that (the first trials: nothing is known of values or costs), the
+    proposal nearest the centre of the space (:func:`~asap.agent.fit.off_centre`).
 
-    Deterministic given the ledger: ties go to the earlier proposal.
+    Why the centre: a typical configuration costs a typical time, where a random start-up
+    sample can cost the extreme (on HPOBench car, TPE's first sample trained for 31 minutes,
+    and a 15-minute budget ended with no result); the first point of a Sobol design, and the
+    default configuration SMAC runs first, sit there too. Deterministic: ties go to the earlier
+    proposal.
     """
     if scored:
         return proposals[0]
-    records = tool_records(study)
-    ranked = sorted((r.improvements / r.trials, -i) for i, (tool, _) in enumerate(proposals)
-                    if (r := records.get(tool)) is not None and r.trials)
-    return proposals[-ranked[-1][1]] if ranked else proposals[0]
+    return min(proposals, key=lambda offer: off_centre(study.space, offer[1]))

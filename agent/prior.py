@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asap.agent.cost import NO_BUDGET_WEIGHT, per_second, predict_seconds, span
+from asap.agent.cost import per_second, predict_seconds, span
 from asap.agent.fit import GP, encode
 from asap.tools.ledger import Study
 from asap.tools.portfolio import Offer
@@ -50,7 +50,7 @@ class Score:
 
 
 def rank(study: Study, offers: Sequence[Offer], extra: Sequence[Trial] = (),
-         cost_weight: float = NO_BUDGET_WEIGHT, left_s: float | None = None
+         cost_weight: float = 0.0, left_s: float | None = None
          ) -> tuple[list[Offer], list[Score | None]]:
     """``offers`` ordered by expected improvement per predicted second (best first, see
     :mod:`asap.agent.cost`; ``cost_weight`` 0: by EI alone; ``left_s``: the time budget left,

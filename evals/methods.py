@@ -246,13 +246,11 @@ METHODS: dict[str, Callable[[Cell, Workload], None]] = {
     "random": single("optuna", "random"),
     "portfolio": bandit,
     "prior": agent(llm=False),
-    # ablations of the cost model: EI alone (the prior before it), EI per second throughout
-    "prior-ei": agent(llm=False, cost_weight=0.0),
+    # ablations of the prior: one proposal per tool and round (4, not 7); EI per predicted
+    # second with cost-cooling (CArBO), and per second throughout (agent/cost.py)
+    "prior-w1": agent(llm=False, width=1),
+    "prior-cool": agent(llm=False, cost_weight="cool"),
     "prior-eips": agent(llm=False, cost_weight=1.0),
-    "prior-half": agent(llm=False, cost_weight=0.5),  # the weight without a time budget
-    "prior-fit": agent(llm=False, cost_weight=0.0, width=1),  # EI, if it fits the time left
-    "prior-cool": agent(llm=False, width=1),  # EI per second, cooling, if it fits
-    "prior-w1": agent(llm=False, width=1),  # one proposal per tool and round (4, not 7)
     "llm-naive": llm_naive,
 }
 LLM_METHODS = {"asap", "asap-nospec", "asap-naive", "asap-noselftune", "llm-naive"}

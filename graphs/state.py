@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -152,7 +152,7 @@ class TuneContext:
     grammar: bool = False  # a llama.cpp server: JSON decisions as an exact GBNF grammar
     max_trials: int = 20
     time_budget_s: float | None = None
-    cost_weight: float | None = None  # fixed; None: cools over the time budget (agent.cost)
+    cost_weight: float | Literal["cool"] = 0.0  # "cool": 1 to 0 over the budget (agent.cost)
     max_retries: int = 2  # answers with a problem sent back per round, then the fallback
     max_steps: int = 6  # LLM calls per round (suggest-tool exploration included)
     speculation: SpeculationMode = "off"
@@ -212,9 +212,9 @@ class TuneContext:
         and the time budget left (None: no budget)."""
         elapsed = self.clock.now() - self.started
         left = None if self.time_budget_s is None else self.time_budget_s - elapsed
-        if self.cost_weight is not None:
-            return self.cost_weight, left
-        return weight(elapsed, self.time_budget_s), left
+        if self.cost_weight == "cool":
+            return weight(elapsed, self.time_budget_s), left
+        return float(self.cost_weight), left
 
     def can_start(self, running: int) -> bool:
         """With ``running`` trials in flight, a worker is free and the budget allows another."""

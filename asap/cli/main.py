@@ -59,10 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--llm", metavar="{on,off}", default="on",
                       help="off: the panel and the prior decide every round; no endpoint is "
                       "reached and no server started")
-    tune.add_argument("--cost-weight", type=float,
+    tune.add_argument("--cost-weight", metavar="{W,cool}", default="0",
                       help="how much predicted training time weighs when the prior ranks "
-                      "proposals (EI per second**W); default 1 cooling to 0 over --time-budget, "
-                      "0.5 without one; 0: expected improvement alone")
+                      "proposals: EI per second**W (default 0: EI alone, measured best on the "
+                      "dev tasks); cool: W from 1 to 0 over --time-budget (CArBO)")
     tune.add_argument("--model", help="model name at --base-url, or a GGUF path for the embedded server")
     tune.add_argument("--time-scale", type=float, default=0.0,
                       help="tables sleep train_time x this many real seconds (default 0)")
@@ -283,6 +283,16 @@ def _studies(db: str) -> int:
     return 0
 
 
+def _weight(text: str) -> float | str:
+    """--cost-weight: "cool", or a number (TuneConfig says which are valid)."""
+    if text == "cool":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--cost-weight must be a number or cool, got {text!r}") from None
+
+
 def _int(text: str, flag: str) -> int:
     try:
         return int(text)
@@ -336,7 +346,7 @@ def _tune(args: argparse.Namespace) -> int:
         workload=args.workload, trials=args.trials, time_budget_s=args.time_budget,
         trial_timeout_s=args.trial_timeout, optuna_storage=args.optuna_storage,
         study=args.study, db=args.db, space=args.space, llm=args.llm, base_url=args.base_url,
-        model=args.model, cost_weight=args.cost_weight,
+        model=args.model, cost_weight=_weight(args.cost_weight),
         api_key=os.environ.get("OPENAI_API_KEY"), decide=args.decide, prompt=args.prompt,
         proposals=args.proposals,
         time_scale=args.time_scale, clock=args.clock, pruner=args.pruner,

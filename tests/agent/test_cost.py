@@ -7,7 +7,7 @@ import pytest
 from conftest import toy_objective
 from fakes import ManualTime
 
-from asap.agent.cost import NO_BUDGET_WEIGHT, predict_seconds, span, weight
+from asap.agent.cost import predict_seconds, span, weight
 from asap.agent.fit import GP
 from asap.agent.prior import brief, rank
 from asap.tools.clock import VirtualClock
@@ -65,7 +65,7 @@ def test_the_cost_weight_cools_over_the_time_budget():
     assert weight(0.0, 3600.0) == 1.0
     assert weight(900.0, 3600.0) == pytest.approx(0.75)
     assert weight(4000.0, 3600.0) == 0.0
-    assert weight(123.0, None) == NO_BUDGET_WEIGHT
+    assert weight(123.0, None) == 1.0  # no budget: per second throughout
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(0.004, "~0.004 s"), (4.2, "~4.2 s"),

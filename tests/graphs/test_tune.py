@@ -5,7 +5,8 @@ import json
 
 from fakes import australian, run_graph
 
-from asap.agent.cost import NO_BUDGET_WEIGHT, per_second
+from asap.agent.cost import per_second
+from asap.agent.fit import off_centre
 from asap.agent.guard import fallback
 from asap.agent.prior import SHOWN
 from asap.agent.speculation import speculation_mode
@@ -17,19 +18,21 @@ def test_without_an_llm_the_prior_decides_every_round(tmp_path):
     assert len(study.trials(status="complete")) == 4
     assert not state.get("fallbacks") and not study.events("fallback")  # nothing failed
     assert [e["detail"]["by"] for e in study.events("decision")] == ["prior"] * 4
-    assert study.trials()[0].tool == "optuna:tpe"  # no record yet: TPE
+    first = study.events("decision")[0]["detail"]  # nothing known yet: the most central
+    assert first["trained"] == min(first["offers"], key=lambda o: off_centre(study.space, o[1]))
     log = state["log"].rows
-    assert len(log) == 4 and log[0].startswith("Round 1: A (tpe) ")
+    assert len(log) == 4 and log[0].startswith("Round 1: ")
 
 
-def test_fallback_prefers_the_best_record(ledger, toy_space):
+def test_before_the_prior_scores_the_fallback_takes_the_most_central_proposal(ledger,
+                                                                              toy_space):
+    """Nothing is known of values or costs yet: a typical configuration, not an extreme one."""
     study = ledger.create_study("r", toy_space, metric="loss", direction="minimize")
-    cfg = {"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}
-    for tool, loss in [("optuna:tpe", 3.0), ("nevergrad:DE", 2.0), ("optuna:tpe", 2.5), ("nevergrad:DE", 1.0)]:
-        tid = study.start_trial(cfg, tool=tool)
-        study.finish_trial(tid, status="complete", metrics={"loss": loss})
-    proposals = [("optuna:tpe", {"a": 1}), ("nevergrad:DE", {"b": 2})]
-    assert fallback(study, proposals) == ("nevergrad:DE", {"b": 2})
+    base = {"lr": 0.1, "n_layers": 1, "optimizer": "adam"}  # x in [-5, 5], lr log [1e-4, 1]
+    proposals = [("optuna:tpe", {**base, "x": 4.9}), ("nevergrad:DE", {**base, "x": 0.3}),
+                 ("optuna:cmaes", {**base, "x": -0.3, "lr": 1e-4})]
+    assert fallback(study, proposals) == proposals[1]
+    assert fallback(study, proposals, scored=True) == proposals[0]  # scored: the prior's A
 
 
 def test_auto_speculation_only_when_training_and_llm_do_not_share_the_cpu():
@@ -63,9 +66,8 @@ def test_once_the_prior_scores_a_round_without_an_llm_it_trains_its_pick(tmp_pat
     assert all(s is None for d in unscored for s in d["scores"])
     for d in scored:
         assert all(s is not None for s in d["scores"]) and d["trained"] == d["offers"][0]
-        # offered in the prior's order: EI per predicted second (no time budget: a fixed weight)
-        key = per_second([s[2] for s in d["scores"]], [s[3] for s in d["scores"]],
-                         NO_BUDGET_WEIGHT)
+        # offered in the prior's order (the default weight 0, no time budget: EI alone)
+        key = per_second([s[2] for s in d["scores"]], [s[3] for s in d["scores"]], 0.0)
         assert key == sorted(key, reverse=True) and len(key) == SHOWN
 
 
