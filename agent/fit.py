@@ -66,7 +66,8 @@ def encode(space: Space, config: dict[str, Any]) -> list[float]:
     out: list[float] = []
     for p in space.params:
         if isinstance(p, CategoricalParam):
-            out += [1.0 if config.get(p.name) == c else 0.0 for c in p.choices]
+            out += [1.0 if p.name in config and config[p.name] == c else 0.0
+                    for c in p.choices]
         else:
             out.append(unit(p, config[p.name]) if p.name in config else 0.5)
     return out

@@ -18,15 +18,20 @@ Example::
 from __future__ import annotations
 
 import pickle
+import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
 
 from asap.agent.config import TuneConfig
+from asap.graphs.progress import TrialLines
+from asap.graphs.result import OptimizeResult, StudyView
 from asap.graphs.session import TuneCallback, tune
-from asap.tools.ledger import Study
+from asap.tools.ledger import Ledger, Study
 from asap.tools.space import Space
 from asap.tools.types import Cancel, Trial, safe_name
 from asap.tools.workloads import Workload
@@ -92,26 +97,55 @@ def _model(llm: BaseChatModel | bool | str | None, settings: dict[str, Any]
     return None, {**settings, "llm": llm}
 
 
+# Optuna's keywords that mean the same here, and the asap setting each one is.
+OPTUNA_NAMES = {"timeout": "time_budget_s", "n_jobs": "workers", "study_name": "study"}
+# Optuna's keywords with no counterpart: what to use instead.
+ELSEWHERE = {
+    "sampler": "asap's samplers are its tools: Optuna TPE and CMA-ES and Nevergrad NGOpt and DE "
+               "propose every round and the prior (llm=False) or the LLM picks; seed= seeds them",
+    "storage": "the trials live in asap's ledger (db='asap.db'); optuna_storage="
+               "'sqlite:///optuna.db' mirrors them into an Optuna storage as they finish",
+    "catch": "a trial that raises never ends the session: it is recorded as failed, with its "
+             "error",
+    "gc_after_trial": "each trial runs in a worker process of its own (isolate=True): nothing "
+                      "accumulates between trials",
+    "load_if_exists": "study= names a study: an existing one resumes, a new one is created",
+}
+
+
 def optimize(objective: Callable[..., float | dict[str, float]],
              space: Space | Mapping[str, Any], *, n_trials: int = 20, metric: str = "value",
              direction: str = "maximize", llm: BaseChatModel | bool | str | None = None,
-             callbacks: Sequence[Callable[[Study, Trial], None]] = (),
-             duration: str | None = None, **settings: Any) -> TaskResult:
+             callbacks: Sequence[Callable[[StudyView, Any], None]] = (),
+             duration: str | None = None, show_progress_bar: bool = True,
+             **settings: Any) -> OptimizeResult:
     """Tune ``objective(config, report) -> float | dict`` over ``space`` (a dict in the space
-    file's form, or a :class:`Space`), like Optuna's ``study.optimize``.
+    file's form, or a :class:`Space`) for ``n_trials`` more trials, like Optuna's
+    ``study.optimize``; returns the study in Optuna's shapes (:class:`OptimizeResult`:
+    ``best_params``, ``best_trial``, ``trials``, ``trials_dataframe()``, ``to_optuna()``).
 
-    The objective runs in a worker process, pickled by reference: define it with ``def`` at the
-    top level of a module (a script's own functions work when it guards its entry point with
-    ``if __name__ == "__main__":``); a lambda or a closure gets a clear error before anything
-    starts. A float return is the ``metric`` value; a dict names its metrics; ``duration`` names
-    the one that holds a trial's simulated seconds, for ``clock="virtual"``. ``callbacks`` are
-    called as ``fn(study, trial)`` after each finished trial, as in Optuna. ``settings`` are
+    Each call is a new study unless ``study=`` (or Optuna's ``study_name=``) names one: then
+    an existing study resumes and runs ``n_trials`` more. The objective runs in a worker
+    process, pickled by reference: define it with ``def`` at the top level of a module (a
+    script's own functions work when it guards its entry point with ``if __name__ ==
+    "__main__":``); a lambda or a closure gets a clear error before anything starts. A float
+    return is the ``metric`` value; a dict names its metrics; ``duration`` names the one that
+    holds a trial's simulated seconds, for ``clock="virtual"``. ``callbacks`` are called as
+    ``fn(study, trial)`` after each finished trial, as in Optuna: ``study`` reads like an Optuna
+    study (``best_value``, ``trials``, ``stop()``) and ``trial`` is Optuna's ``FrozenTrial``
+    (``.params``, ``.value``, ``.state``). ``show_progress_bar``: a bar on a terminal, a line
+    per trial otherwise (on stderr); False prints nothing. ``settings`` are
     :class:`~asap.agent.config.TuneConfig` fields (``db``, ``study``, ``time_budget_s``,
-    ``base_url``, ``isolate=False`` to run in this process, ...). ``llm``: a chat model to
-    decide with, or ``False`` / ``"off"`` for the panel and the prior without an LLM.
+    ``base_url``, ``isolate=False`` to run in this process, ...); Optuna's ``timeout``,
+    ``n_jobs`` and ``study_name`` are taken for what they mean. ``llm``: a chat model to decide
+    with, or ``False`` / ``"off"`` for the panel and the prior without an LLM.
     """
     if direction not in ("minimize", "maximize"):
         raise ValueError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
+    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
+        raise ValueError(f"n_trials must be a positive integer (that many more trials), "
+                         f"got {n_trials!r}")
+    settings = _from_optuna(settings)
     space = space if isinstance(space, Space) else Space.from_dict(dict(space))
     if settings.get("isolate", True):
         try:
@@ -124,19 +158,80 @@ def optimize(objective: Callable[..., float | dict[str, float]],
                              f"isolate=False to run it in this process ({exc})") from None
     ref = f"{getattr(objective, '__module__', 'objective')}:" \
           f"{getattr(objective, '__qualname__', 'objective')}"
-    settings.setdefault("study", safe_name(ref))
-    llm, settings = _model(llm, settings)
-    cfg = TuneConfig.make(workload=ref, trials=n_trials, **settings)
+    db = settings.get("db", TuneConfig.model_fields["db"].default)
+    name, before = _study_for(db, settings.get("study"), _stem(objective))
+    llm, settings = _model(llm, {**settings, "study": name})
+    cfg = TuneConfig.make(workload=ref, trials=before + n_trials, **settings)
     wl = Workload(ref, objective, space, metric, direction, duration=duration)
-    hooks = [*(_Callback(fn) for fn in callbacks)]
-    return TaskResult.from_summary(tune(cfg, llm=llm, callbacks=hooks, workload=wl))
+    cancel = Cancel()
+    hooks: list[TuneCallback] = [_Callback(fn, cancel.halt) for fn in callbacks]
+    if show_progress_bar:
+        hooks.append(TrialLines(n_trials))
+    summary = TaskResult.from_summary(tune(cfg, llm=llm, callbacks=hooks, workload=wl,
+                                           cancel=cancel))
+    study = Ledger(cfg.db, readonly=True).open_study(name)
+    if summary.trials == before:
+        warnings.warn(f"study '{name}' ran no trial: {_why_none(study, summary)}", stacklevel=2)
+    return OptimizeResult(study, summary)
+
+
+def _from_optuna(settings: dict[str, Any]) -> dict[str, Any]:
+    """Optuna's keywords as asap settings; one with no counterpart is an error naming what to
+    use instead."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key in ELSEWHERE:
+            raise ValueError(f"{key}= is Optuna's; here {ELSEWHERE[key]}")
+        if key == "pruner" and not isinstance(value, str):
+            raise ValueError("pruner= takes a name here: 'median' (Optuna's default), 'sha', "
+                             f"'hyperband' or 'none', not {type(value).__name__}")
+        key = OPTUNA_NAMES.get(key, key)
+        if key == "workers" and value == -1:  # Optuna: every core; here: the default
+            value = None
+        out[key] = value
+    return out
+
+
+def _stem(objective: Callable[..., Any]) -> str:
+    """A new study's name: the objective's module and name (a script's file stem for
+    ``__main__``), as a study name may be spelled."""
+    module = getattr(objective, "__module__", None) or "objective"
+    if module == "__main__":
+        module = Path(getattr(sys.modules["__main__"], "__file__", None) or "main").stem
+    return safe_name(f"{module}-{getattr(objective, '__qualname__', 'objective')}")
+
+
+def _study_for(db: str, name: str | None, stem: str) -> tuple[str, int]:
+    """The study this call runs and how many trials it already has: ``name`` (resumed when it
+    exists), else a new one named after the objective (``stem``, ``stem-2``, ...)."""
+    ledger = Ledger(db, readonly=True) if Path(db).exists() else None
+    if name is not None:
+        has = ledger is not None and ledger.has_study(name)
+        return name, len(ledger.open_study(name).trials()) if has else 0
+    taken = set() if ledger is None else set(ledger.study_names())
+    n = 1
+    while (candidate := stem if n == 1 else f"{stem}-{n}") in taken:
+        n += 1
+    return candidate, 0
+
+
+def _why_none(study: Study, summary: TaskResult) -> str:
+    """Why a call started no trial, from what the session logged."""
+    if study.events("space_exhausted"):
+        return "every configuration of the space has run"
+    if summary.stopped_by_llm:
+        return "the LLM stopped the session"
+    return "the budget was spent before a trial could start"
 
 
 class _Callback(TuneCallback):
-    """An Optuna-style ``fn(study, trial)`` called after each finished trial."""
+    """An Optuna-style ``fn(study, trial)`` called after each finished trial: ``study`` an
+    Optuna-shaped view whose ``stop()`` starts no new trial, ``trial`` a ``FrozenTrial``."""
 
-    def __init__(self, fn: Callable[[Study, Trial], None]) -> None:
-        self.fn = fn
+    def __init__(self, fn: Callable[[StudyView, Any], None], stop: Callable[[], None]) -> None:
+        self.fn, self.stop = fn, stop
 
     def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
-        self.fn(study, trial)
+        from asap.tools.optuna_mirror import frozen
+        view = StudyView(study, self.stop)
+        self.fn(view, frozen(study, trial))

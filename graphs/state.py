@@ -202,8 +202,9 @@ class TuneContext:
 
     def spent(self) -> bool:
         """No new trial may start: the trial budget is taken (running trials included), the
-        wall-clock budget is used up, or the run was cancelled."""
+        wall-clock budget is used up, or the run was cancelled or halted."""
         return (len(self.study.trials()) >= self.max_trials or self.trainer.cancel.is_set()
+                or self.trainer.cancel.halted()
                 or (self.time_budget_s is not None
                     and self.clock.now() - self.started >= self.time_budget_s))
 

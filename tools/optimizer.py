@@ -8,6 +8,7 @@ own proposals would stay blind to most of the history.
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -27,7 +28,24 @@ def quiet(ignored: dict[str, Any]) -> Iterator[None]:
     with warnings.catch_warnings():
         if ignored:
             warnings.filterwarnings("ignore", **ignored)
-        yield
+        # Optuna logs "A new study created in memory ..." at INFO for every internal study
+        # (two per session): asap's, not the user's; their own studies stay as they set them.
+        hush, loggers = _AboveInfo(), [logging.getLogger(name) for name in _CHATTER]
+        for logger in loggers:
+            logger.addFilter(hush)
+        try:
+            yield
+        finally:
+            for logger in loggers:
+                logger.removeFilter(hush)
+
+
+_CHATTER = ("optuna.storages._in_memory", "optuna.storages._rdb.storage")
+
+
+class _AboveInfo(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO
 
 
 class Optimizer(ABC):

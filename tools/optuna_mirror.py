@@ -81,6 +81,7 @@ def frozen(study: Study, trial: Trial) -> optuna.trial.FrozenTrial:
         distributions=distributions(study.space, params), intermediate_values=steps,
         user_attrs={"tool": trial.tool, NUMBER_ATTR: trial.number, **extra,
                     **({"error": trial.error[:500]} if trial.error else {})})
+    out.number = trial.number  # the ledger's (a storage numbers the trials it adds itself)
     out.datetime_start = datetime.fromtimestamp(trial.started_at)
     if trial.ended_at is not None:
         out.datetime_complete = datetime.fromtimestamp(trial.ended_at)

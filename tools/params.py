@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Scalar = bool | int | float | str
+Scalar = bool | int | float | str | None  # None: a categorical choice, as in Optuna
 
 
 class SpaceError(ValueError):

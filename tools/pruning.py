@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import TrialState, create_trial
 
 from asap.tools.ledger import Study
+from asap.tools.optimizer import quiet
 
 PrunerKind = Literal["none", "median", "sha", "hyperband"]
 
@@ -41,7 +42,8 @@ class Pruner:
     def for_trial(self) -> Callable[[int, float], bool]:
         if self.kind == "none":
             return lambda step, value: False
-        mirror = optuna.create_study(direction=self.study.direction, pruner=self._pruner)
+        with quiet({}):
+            mirror = optuna.create_study(direction=self.study.direction, pruner=self._pruner)
         for t in self.study.trials(status=("complete", "pruned")):
             if not t.intermediate:
                 continue

@@ -91,8 +91,17 @@ class Cancel:
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._halt = threading.Event()
         self.reason = "cancelled"
         self._listeners: list[Callable[[], None]] = []
+
+    def halt(self) -> None:
+        """Start no new trial; the ones running finish and the session ends as usual
+        (Optuna's ``study.stop()``)."""
+        self._halt.set()
+
+    def halted(self) -> bool:
+        return self._halt.is_set()
 
     def cancel(self, reason: str = "cancelled") -> None:
         self.reason = reason

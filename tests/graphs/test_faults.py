@@ -148,7 +148,7 @@ def test_asap_optimize_takes_a_python_objective_and_optuna_style_callbacks(tmp_p
     result = asap.optimize(faulty.quadratic, {"x": {"type": "float", "low": 0.0, "high": 1.0}},
                            n_trials=3, direction="minimize", db=str(tmp_path / "o.db"),
                            base_url=server.base_url, model="fake", decide="json",
-                           callbacks=[lambda study, trial: seen.append((study.name, trial.number))])
+                           callbacks=[lambda study, trial: seen.append((study.study_name, trial.number))])
     assert result.complete == 3 and result.study == "faulty-quadratic"
     assert result.best_value == min(t.value for t in
                                     Ledger(tmp_path / "o.db").open_study(result.study).trials())

@@ -1,0 +1,106 @@
+"""asap.optimize for people coming from Optuna: the tutorial's shapes, with the import changed."""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+import pytest
+
+import asap
+
+SPACE = {"x": {"type": "float", "low": -5.0, "high": 5.0},
+         "kind": {"type": "categorical", "choices": [None, "a", "b"]}}
+
+
+def objective(config, report):
+    """Optuna's tutorial objective, reporting as it goes (``trial.report``)."""
+    x = config["x"]
+    for step in range(3):
+        report(step, (x - 2) ** 2 + 1 / (step + 1))
+    return (x - 2) ** 2 + (0.5 if config["kind"] is None else 0.0)
+
+
+def run(tmp_path, n_trials=6, **kw):
+    return asap.optimize(objective, SPACE, n_trials=n_trials, direction="minimize", llm=False,
+                         isolate=False, db=str(tmp_path / "o.db"), show_progress_bar=False, **kw)
+
+
+def test_the_result_reads_like_an_optuna_study(tmp_path):
+    seen = []
+
+    def callback(study, trial):  # Optuna's signature; reads trial.params and study.best_value
+        seen.append((trial.number, trial.params["x"], trial.state.name, study.best_value))
+
+    result = run(tmp_path, callbacks=[callback])
+    trials = result.trials
+    assert [t.number for t in trials] == list(range(6)) == [n for n, *_ in seen]
+    assert all(isinstance(t, optuna.trial.FrozenTrial) for t in trials)
+    assert result.best_value == min(t.value for t in trials) == result.best_trial.value
+    assert result.best_params == result.best_trial.params and "x" in result.best_params
+    assert all(t.user_attrs["tool"] and t.duration is not None for t in trials)
+    assert trials[0].intermediate_values.keys() == {0, 1, 2}
+    assert seen[-1][3] == result.best_value  # the view a callback gets is current
+    frame = result.trials_dataframe()
+    assert {"number", "value", "datetime_start", "datetime_complete", "duration", "params_x",
+            "params_kind", "user_attrs_tool", "state"} <= set(frame.columns)
+    assert list(frame["state"]) == ["COMPLETE"] * 6
+    study = result.to_optuna()
+    assert study.best_value == result.best_value
+    assert set(optuna.importance.get_param_importances(study)) == {"x", "kind"}
+    assert result.complete == 6 and result.wall_clock_s > 0  # the run's numbers read too
+
+
+def test_n_trials_means_that_many_more_and_each_call_is_a_new_study(tmp_path):
+    first = run(tmp_path, n_trials=3)
+    second = run(tmp_path, n_trials=2)
+    assert second.study_name != first.study_name and len(second.trials) == 2
+    resumed = run(tmp_path, n_trials=2, study=first.study_name)
+    assert resumed.study_name == first.study_name and len(resumed.trials) == 5
+    named = run(tmp_path, n_trials=1, study_name="mine")  # Optuna's keyword
+    assert named.study_name == "mine"
+
+
+def test_optunas_keywords_map_or_name_the_asap_setting(tmp_path):
+    result = run(tmp_path, n_trials=2, timeout=3600, n_jobs=1)
+    assert len(result.trials) == 2
+    with pytest.raises(ValueError, match="sampler= is Optuna's; here asap's samplers are its"):
+        run(tmp_path, sampler=optuna.samplers.TPESampler())
+    with pytest.raises(ValueError, match="storage= is Optuna's; .*optuna_storage="):
+        run(tmp_path, storage="sqlite:///x.db")
+    with pytest.raises(ValueError, match="pruner= takes a name here: 'median'"):
+        run(tmp_path, pruner=optuna.pruners.MedianPruner())
+    with pytest.raises(ValueError, match="n_trials must be a positive integer"):
+        run(tmp_path, n_trials=0)
+
+
+def test_a_callback_stops_the_study_as_optunas_study_stop(tmp_path):
+    def stop_after_two(study, trial):
+        if trial.number == 1:
+            study.stop()
+
+    result = run(tmp_path, n_trials=10, callbacks=[stop_after_two])
+    assert len(result.trials) == 2
+
+
+def test_progress_is_one_line_per_trial_off_a_terminal(tmp_path, capsys):
+    asap.optimize(objective, SPACE, n_trials=2, direction="minimize", llm=False, isolate=False,
+                  db=str(tmp_path / "p.db"))
+    err = capsys.readouterr().err
+    assert "[1/2] trial 0 complete: value " in err and "[2/2] trial 1 complete" in err
+    assert "A new study created in memory" not in err  # asap's internal Optuna studies: quiet
+
+
+def test_a_call_that_runs_nothing_says_why(tmp_path):
+    space = {"k": {"type": "categorical", "choices": ["a", "b"]}}
+
+    def tiny(config, report):
+        return 1.0
+    asap.optimize(tiny, space, n_trials=2, llm=False, isolate=False, study="t",
+                  db=str(tmp_path / "t.db"), show_progress_bar=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asap.optimize(tiny, space, n_trials=2, llm=False, isolate=False, study="t",
+                      db=str(tmp_path / "t.db"), show_progress_bar=False)
+    assert any("ran no trial: every configuration of the space has run" in str(w.message)
+               for w in caught)
