@@ -95,11 +95,6 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
         return {**landed, **base, "choice": planned(state, proposals), "decided_by": "plan",
                 "plan_left": max(left - 1, 0), "messages": [], "current": ""}
     if len(ctx.study.finished_ids()) < ctx.llm_after:  # nothing yet the LLM could reason from
-        if not state.get("round") and ctx.builder.mode == "stable":
-            # The prompt's static part (task, space, tools) is most of the first call: read it
-            # into the server's cache while the start-up trials train, not when the LLM is due.
-            prefix = ctx.builder.prompt(state["log"], "")
-            ctx.ahead.warm(lambda: warm_up(ctx, prefix, round_no))
         return {**landed, **base, "choice": fallback(ctx.study, proposals, scored=False),
                 "decided_by": "prior", "messages": [], "current": ""}
     current = ctx.builder.round_text(round_no, proposals, scores, plan=state["knobs"].plan)
