@@ -278,6 +278,23 @@ class Ledger:
             raise LedgerError(f"no study named '{name}' in {self.path}")
         return Study(self, name)
 
+    def find_study(self, name: str) -> Study:
+        """The study a person means by ``name``: that study, else the one a workload reference
+        names (``hpobench:australian`` is the study ``hpobench-australian``); otherwise a
+        :class:`LedgerError` naming the closest study names there are."""
+        import difflib
+
+        from asap.tools.types import safe_name
+        for candidate in (name, safe_name(name)):
+            if self.has_study(candidate):
+                return Study(self, candidate)
+        names = self.study_names()
+        close = difflib.get_close_matches(safe_name(name), names, n=3, cutoff=0.5)
+        hint = (f"; did you mean {', '.join(repr(c) for c in close)}?" if close else
+                f"; it has {', '.join(repr(n) for n in names[:5])}" if names else
+                "; it has no study yet")
+        raise LedgerError(f"no study named '{name}' in {self.path}{hint}")
+
     def has_study(self, name: str) -> bool:
         return bool(self.db["studies"].count_where("name = ?", [name]))
 

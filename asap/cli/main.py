@@ -129,7 +129,9 @@ def _parser() -> argparse.ArgumentParser:
                             "history and parameter importance PNGs")
     report.add_argument("study")
     report.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
-    report.add_argument("--out", help="PNG path (default: STUDY-timeline.png)")
+    report.add_argument("--out", help="a directory (created) for its four PNGs: STUDY-timeline, "
+                        "-history, -llm (latency against prompt length) and -importance; or "
+                        "the timeline's .png path, the others beside it (default: here)")
     ch = sub.add_parser("chat", help="tune in a conversation: say what to tune, confirm, ask")
     ch.add_argument("--thread", help="resume this thread")
     ch.add_argument("--list", action="store_true", help="list the threads and exit")
@@ -245,7 +247,7 @@ def _show(study_name: str, db: str, *, trials: bool = True, form: str = "table")
     if not Path(db).exists():
         err.print(f"[red]error:[/] no ledger at {db}", soft_wrap=True)
         return 2
-    study = Ledger(db, readonly=True).open_study(study_name)
+    study = Ledger(db, readonly=True).find_study(study_name)
     if form == "json":
         print(_json({"summary": summarize(study), "trials": study.to_records()}))
         return 0
@@ -267,7 +269,7 @@ def _export(study_name: str, db: str, url: str) -> int:
     if not Path(db).exists():
         err.print(f"[red]error:[/] no ledger at {db}", soft_wrap=True)
         return 2
-    study = Ledger(db, readonly=True).open_study(study_name)
+    study = Ledger(db, readonly=True).find_study(study_name)
     added = OptunaMirror(study, url).sync()
     console.print(f"{added} trials of '{study.name}' mirrored into {url} "
                   f"(optuna-dashboard {url})")
@@ -309,9 +311,13 @@ def _report(study_name: str, db: str, out: str | None) -> int:
     if not Path(db).exists():
         err.print(f"[red]error:[/] no ledger at {db}", soft_wrap=True)
         return 2
-    study = Ledger(db, readonly=True).open_study(study_name)
+    study = Ledger(db, readonly=True).find_study(study_name)
     d = decompose(study)
-    png = timeline(study, out or f"{safe_name(study.name)}-timeline.png")  # stays in this dir
+    name = f"{safe_name(study.name)}-timeline.png"  # stays in its directory
+    if out is not None and not out.endswith(".png"):  # a directory: every file inside it
+        Path(out).mkdir(parents=True, exist_ok=True)
+        out = str(Path(out) / name)
+    png = timeline(study, out or name)
     console.print(decomposition_table(study, d))
     if d["calls"]:
         console.print(calls_table(study, d))
@@ -320,18 +326,18 @@ def _report(study_name: str, db: str, out: str | None) -> int:
     for k in d["knobs"]:
         console.print(f"self-tuning: tau={k['tau']:.4g} depth={k['depth']} context={k['context']} "
                       f"plan={k.get('plan', 1)}")
-    console.print(f"timeline: {png}")
+    console.print(f"timeline: {png}", soft_wrap=True)
     # The other plots sit beside the timeline: STUDY-history.png, STUDY-importance.png.
     stem = Path(png).with_name(Path(png).name.removesuffix(".png").removesuffix("-timeline"))
     made = history(study, f"{stem}-history.png")
     console.print(f"optimization history: {made}" if made else
-                  "optimization history: no complete trial yet")
+                  "optimization history: no complete trial yet", soft_wrap=True)
     made = llm_latency(study, f"{stem}-llm.png")
     console.print(f"LLM latency against prompt length: {made}" if made else
-                  "LLM latency against prompt length: no LLM call reported its prompt")
+                  "LLM latency against prompt length: no LLM call reported its prompt", soft_wrap=True)
     _quiet_optuna()
     made, why = importance(study, f"{stem}-importance.png")
-    console.print(f"parameter importance: {made}" if made else f"parameter importance: {why}")
+    console.print(f"parameter importance: {made}" if made else f"parameter importance: {why}", soft_wrap=True)
     return 0
 
 

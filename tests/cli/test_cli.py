@@ -296,3 +296,22 @@ def test_an_immutable_ledger_is_read_but_never_tuned_into(tmp_path, capsys, toy_
         assert sorted(p.name for p in folder.iterdir()) == before
     finally:
         _read_only(False, db, folder)
+
+
+def test_show_and_report_take_the_workload_reference_and_report_out_is_a_directory(tmp_path,
+                                                                                    capsys):
+    """`asap show hpobench:australian` finds the study `hpobench-australian`; a name that is
+    not there suggests the close ones; `report --out DIR` writes every file inside DIR."""
+    db = str(tmp_path / "r.db")
+    assert main(["tune", "hpobench:australian", "--llm", "off", "--trials", "3", "--db", db]) == 0
+    capsys.readouterr()
+    assert main(["show", "hpobench:australian", "--db", db]) == 0
+    assert "hpobench-australian" in capsys.readouterr().out
+    assert main(["show", "hpobench-austral", "--db", db]) == 2
+    assert "did you mean 'hpobench-australian'?" in capsys.readouterr().err
+    out = tmp_path / "plots"
+    assert main(["report", "hpobench:australian", "--db", db, "--out", str(out)]) == 0
+    made = sorted(p.name for p in out.iterdir())
+    assert "hpobench-australian-timeline.png" in made and "hpobench-australian-history.png" in made
+    assert all(p.startswith("hpobench-australian-") for p in made)
+    assert str(out / "hpobench-australian-timeline.png") in capsys.readouterr().out
