@@ -140,9 +140,10 @@ def _parser() -> argparse.ArgumentParser:
     ch.add_argument("--model", help="model name at --base-url, or a GGUF for the embedded server")
     ev = sub.add_parser("eval", help="compare asap with the tools it orchestrates on a grid")
     ev.add_argument("--profile", choices=["quick", "dev", "gpu", "full"], default="quick",
-                    help="quick: a smoke run (~12 min on 2 CPU cores); dev: 5 tables x 40 trials "
-                    "x 5 seeds, asap against each tool; gpu: dev plus real training, for a "
-                    "--base-url (vLLM) host; full: every task and method")
+                    help="quick: a smoke run (~13 min on 2 CPU cores); dev: 5 tables x 10 seeds "
+                    "on the virtual clock, asap against each tool, read on both axes; gpu: dev "
+                    "plus real training, for a --base-url (vLLM) host; full: every task and "
+                    "method")
     ev.add_argument("--tasks", help="comma-separated workloads (default: the profile's)")
     ev.add_argument("--methods", help="comma-separated methods (default: the profile's)")
     ev.add_argument("--seeds", type=int, help="seeds per task and method")
