@@ -10,7 +10,8 @@ import re
 import time
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -20,6 +21,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from asap.agent.config import Protocol
 from asap.agent.record import LLMRecord
@@ -39,21 +41,30 @@ def bar(console: Console, label: str) -> Progress:
 
 
 class RichProgress(TuneCallback):
-    """A progress bar for one session: trials done, best value, last tool, LLM latency, cache."""
+    """The live display of one session: the bar (trials done, best value, last tool, LLM
+    latency, cache) and below it each running trial (number, worker, time on the session's
+    clock, configuration) or, between trials, that the agent is deciding. Refreshed 4 times a
+    second: a long trial shows its time growing instead of a frozen bar."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self.progress: Progress | None = None
         self.task: Any = None
+        self.live: Live | None = None
 
     def on_message(self, text: str) -> None:
         self.console.print(text)
 
     def on_session_start(self, study: Study, total: int, protocol: Protocol | None) -> None:
         self.progress = bar(self.console, "tuning")
-        self.progress.start()
         self.task = self.progress.add_task("tuning", total=total, info=f"{protocol} protocol",
                                            completed=len(study.finished_ids()))
+        self.live = Live(self.view(study), console=self.console, refresh_per_second=4)
+        self.live.start()
+
+    def view(self, study: Study) -> Group:
+        """What the display shows (the bar and the running trials), rendered at each refresh."""
+        return Group(self.progress, Running(study))
 
     def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
         if self.progress is not None:
@@ -61,9 +72,32 @@ class RichProgress(TuneCallback):
                                  info=live_info(study, tool))
 
     def on_session_end(self, study: Study | None, interrupted: bool) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+        if self.live is not None:
+            self.live.update(self.progress, refresh=True)  # the last frame: the bar alone
+            self.live.stop()
+            if not self.console.is_interactive:  # as rich's Progress: end the frame's line
+                self.console.print()
+            self.live = self.progress = None
+
+
+class Running:
+    """The trials in flight, read from the ledger whenever the display refreshes."""
+
+    def __init__(self, study: Study) -> None:
+        self.study = study
+
+    def __rich__(self) -> Table | Text:
+        running = self.study.trials(status="running")
+        if not running:
+            return Text("deciding the next trial (tools, prior, LLM)", style="dim")
+        now = self.study.clock.now()
+        table = Table("trial", "worker", "training for", "configuration", box=None,
+                      title_justify="left", header_style="dim")
+        for t in running:
+            config = ", ".join(f"{k}={format_value(v)}" for k, v in t.config.items())
+            table.add_row(f"#{t.number}", str(t.meta.get("worker", 0)),
+                          f"{max(0.0, now - t.started_at):.0f} s", safe(config)[:120])
+        return table
 
 
 class GridProgress(GridCallback):

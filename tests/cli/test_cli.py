@@ -315,3 +315,38 @@ def test_show_and_report_take_the_workload_reference_and_report_out_is_a_directo
     assert "hpobench-australian-timeline.png" in made and "hpobench-australian-history.png" in made
     assert all(p.startswith("hpobench-australian-") for p in made)
     assert str(out / "hpobench-australian-timeline.png") in capsys.readouterr().out
+
+
+def test_the_live_display_shows_each_running_trial_and_what_the_session_waits_on(tmp_path):
+    """Read the rendered display, not the clock: while trial 0 runs it shows its number, worker,
+    time and configuration; once it landed, that the agent is deciding."""
+    import io
+
+    from rich.console import Console
+
+    from asap.cli.render import RichProgress
+    from asap.tools.ledger import Ledger
+    from asap.tools.workloads import resolve
+    wl = resolve("hpobench:australian")
+    study = Ledger(tmp_path / "l.db").create_study("live", wl.space, metric=wl.metric,
+                                                   direction=wl.direction)
+    out = io.StringIO()
+    console = Console(file=out, width=200, force_terminal=False)
+    display = RichProgress(console)
+    display.on_session_start(study, 3, "json")
+    config = {"alpha": 1e-4, "batch_size": 32, "depth": 2, "learning_rate_init": 1e-3,
+              "width": 128}
+    tid = study.start_trial(config, tool="optuna:tpe")
+    display.on_trial_start(study, 0, config, "optuna:tpe")
+
+    def shown() -> str:
+        probe = Console(file=io.StringIO(), width=200)
+        probe.print(display.view(study))
+        return probe.file.getvalue()
+    text = shown()
+    assert "#0" in text and "width=128" in text and "training for" in text
+    study.finish_trial(tid, status="complete", metrics={wl.metric: 0.8})
+    display.on_trial_complete(study, study.trial(tid), "optuna:tpe")
+    text = shown()
+    assert "#0" not in text and "deciding the next trial" in text and "best 0.8000" in text
+    display.on_session_end(study, False)
