@@ -13,4 +13,7 @@ def __getattr__(name: str):  # noqa: ANN202 - PEP 562: asap.optimize, loaded on 
     if name == "optimize":
         from asap.graphs.api import optimize
         return optimize
+    if name == "TrialPruned":  # raise it from an objective to stop the trial as pruned
+        from asap.tools.types import TrialPruned
+        return TrialPruned
     raise AttributeError(f"module 'asap' has no attribute {name!r}")

@@ -28,7 +28,7 @@ from asap.tools.clock import Clock, ClockError, landing
 from asap.tools.ledger import Study
 from asap.tools.pruning import Pruner
 from asap.tools.resources import Slot
-from asap.tools.types import Cancel, Trial, safe_name
+from asap.tools.types import Cancel, Trial, is_pruned, safe_name
 from asap.tools.workers import (
     crash_reason,
     describe,
@@ -269,6 +269,9 @@ class Trainer:
                 elif msg[0] == "done":
                     status, metrics, error = self._judge(msg[1], pruned_at is not None)
                     break
+                elif msg[0] == "pruned":  # the objective raised TrialPruned
+                    status, metrics, error = "pruned", {}, None
+                    break
                 else:  # ("error", reason)
                     error = msg[1]
                     break
@@ -339,7 +342,8 @@ class Trainer:
                            self.workload.kwargs, job.seed)
             status, metrics, error = self._judge(metrics, pruned)
         except BaseException as exc:  # noqa: BLE001 - sys.exit() too: a failed trial
-            status, metrics, error = "failed", {}, describe(exc)
+            status, metrics, error = ("pruned", {}, None) if is_pruned(exc) else (
+                "failed", {}, describe(exc))
         self._record(job, start, status, metrics, error)
 
     def _record(self, job: TrainingJob, start: float, status: str, metrics: dict[str, float],

@@ -76,6 +76,17 @@ class Terminated(KeyboardInterrupt):
     Ctrl-C (trials in flight marked, the session logged) and the CLI exits 143."""
 
 
+class TrialPruned(Exception):  # noqa: N818 - Optuna's name, which people already raise
+    """Raised by an objective to stop its trial as pruned (``raise asap.TrialPruned()``, after
+    ``report`` said so or on its own judgement); Optuna's ``optuna.TrialPruned`` works alike."""
+
+
+def is_pruned(exc: BaseException) -> bool:
+    """``exc`` is a prune (asap's or Optuna's ``TrialPruned``: matched by name, so the worker
+    needs no Optuna import)."""
+    return type(exc).__name__ == "TrialPruned"
+
+
 class Cancelled(KeyboardInterrupt):
     """A session stopped through its :class:`Cancel` (the chat's Ctrl-C on another thread, a
     LangGraph server's ``runs.cancel``): handled like Ctrl-C, everything finished is saved."""

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from asap.tools.study import process_alive
+from asap.tools.types import is_pruned
 from asap.tools.workloads import Workload, call, load_target
 
 PRELOAD_ENV = "ASAP_PRELOAD_TABLES"  # read by asap.tools.workloads.preload in the fork server
@@ -150,7 +151,7 @@ def run_worker(conn, target: str, config: dict, fidelity: int | None, kwargs: di
     except MemoryError as exc:
         conn.send(("error", f"out of memory: {exc}"))
     except BaseException as exc:  # noqa: BLE001 - everything becomes a readable failed trial
-        conn.send(("error", describe(exc)))
+        conn.send(("pruned", None) if is_pruned(exc) else ("error", describe(exc)))
     finally:
         conn.close()
 

@@ -104,3 +104,26 @@ def test_a_call_that_runs_nothing_says_why(tmp_path):
                       db=str(tmp_path / "t.db"), show_progress_bar=False)
     assert any("ran no trial: every configuration of the space has run" in str(w.message)
                for w in caught)
+
+
+def pruning(config, report):
+    """Stops itself as pruned past x = 3, after two reports (Optuna's ``raise TrialPruned``)."""
+    report(0, config["x"])
+    report(1, config["x"] / 2)
+    if config["x"] > 3:
+        raise asap.TrialPruned()
+    return config["x"]
+
+
+def test_an_objective_stops_its_trial_by_raising_trial_pruned(tmp_path):
+    result = asap.optimize(pruning, {"x": {"type": "float", "low": 0.0, "high": 10.0}},
+                           n_trials=8, direction="minimize", llm=False, isolate=False,
+                           db=str(tmp_path / "p.db"), show_progress_bar=False)
+    states = {t.state.name for t in result.trials}
+    pruned = [t for t in result.trials if t.state.name == "PRUNED"]
+    assert pruned and states <= {"COMPLETE", "PRUNED"}
+    assert all(t.params["x"] > 3 and t.value == t.intermediate_values[1] for t in pruned)
+    assert result.best_value <= 3
+    # Optuna's own exception is taken alike, in a worker process too.
+    from asap.tools.types import is_pruned
+    assert is_pruned(optuna.TrialPruned()) and not is_pruned(ValueError())

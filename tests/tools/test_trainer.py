@@ -275,3 +275,12 @@ def test_processes_a_workload_starts_end_with_its_trial(ledger, tmp_path, monkey
     while not gone():
         assert time.monotonic() < guard, "the workload's own process outlived its trial"
         time.sleep(0.05)
+
+
+def test_an_objective_that_raises_trial_pruned_is_pruned_in_its_worker(user):
+    """Optuna's ``raise optuna.TrialPruned()`` in a worker process: a pruned trial, not a
+    failed one, with the reports it made."""
+    study, trainer = user("prunes_itself")
+    trial = trainer.run({"x": 0.25}, tool="test")
+    assert trial.status == "pruned" and trial.error is None
+    assert trial.intermediate == {1: 0.25}

@@ -135,3 +135,10 @@ def spawns_then_hangs(config, report, pidfile):
     with open(pidfile, "w") as f:
         f.write(str(child.pid))
     time.sleep(600)
+
+
+def prunes_itself(config, report):
+    """Reports, then stops as pruned the way Optuna's objectives do."""
+    import optuna
+    report(1, config["x"])
+    raise optuna.TrialPruned()
