@@ -79,12 +79,16 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
         scored = any(score is not None for score in scores)
         return {**landed, **base, "choice": fallback(ctx.study, proposals, scored),
                 "decided_by": "prior", "messages": [], "current": ""}
+    start_up = len(ctx.study.finished_ids()) < ctx.llm_after  # nothing the LLM could use yet
     if not state.get("round") and not ctx.study.finished_ids() and _ahead_on(ctx):
         # The first round has nothing to decide from (no result, no prior): it trains the
-        # prior's pick at once while the LLM reads the prompt, cold, for the next round.
+        # start-up pick at once while the LLM reads the prompt, cold, for a later round.
         _ask(ctx, state, round_no, proposals, scores)
-        return {**landed, **base, "choice": proposals[0], "decided_by": "plan",
-                "messages": [], "current": ""}
+        return {**landed, **base, "choice": fallback(ctx.study, proposals, scored=False),
+                "decided_by": "plan", "messages": [], "current": ""}
+    if start_up:  # the start-up picks; a decision asked ahead waits for the first round after
+        return {**landed, **base, "choice": fallback(ctx.study, proposals, scored=False),
+                "decided_by": "prior", "messages": [], "current": ""}
     if not left and (early := ctx.ahead.take()) is not None:  # asked ahead, and back: it decides
         if (taken := _decided_ahead(ctx, state, early, proposals, round_no)) is not None:
             return {**landed, **base, **taken}
@@ -94,9 +98,6 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
         _ask_ahead(ctx, state, round_no, proposals, scores)
         return {**landed, **base, "choice": planned(state, proposals), "decided_by": "plan",
                 "plan_left": max(left - 1, 0), "messages": [], "current": ""}
-    if len(ctx.study.finished_ids()) < ctx.llm_after:  # nothing yet the LLM could reason from
-        return {**landed, **base, "choice": fallback(ctx.study, proposals, scored=False),
-                "decided_by": "prior", "messages": [], "current": ""}
     current = ctx.builder.round_text(round_no, proposals, scores, plan=state["knobs"].plan)
     return {**landed, **base, "decided_by": "llm", "current": current, "choice": None,
             "messages": [HumanMessage(ctx.builder.prompt(state["log"], current))]}

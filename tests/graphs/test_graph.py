@@ -16,6 +16,7 @@ import pytest
 from fakes import ScriptedModel, australian, call, proposals, rounds, run_graph
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
+from asap.agent.fit import off_centre
 from asap.agent.llm import pick_protocol
 from asap.agent.selftune import Bounds
 
@@ -92,7 +93,9 @@ def test_out_of_space_configs_never_train_and_end_in_the_fallback(tmp_path):
     assert len(model.calls) == 6 and state["retries"] == 4 and state["fallbacks"] == 2
     assert "learning_rate_init" in model.calls[1][0][-1].content
     assert all(study.space.is_valid(t.config) for t in study.trials())
-    assert [e["tool"] for e in events(study, "fallback")][0] == "optuna:tpe"
+    # an unscored round's fallback trains its most central proposal (the start-up pick)
+    first = next(d for d in events(study, "decision") if d["by"] == "fallback")
+    assert first["trained"] == min(first["offers"], key=lambda o: off_centre(study.space, o[1]))
     assert all(t.config["learning_rate_init"] <= 1.0 for t in study.trials())
 
 
@@ -453,8 +456,11 @@ def test_depth_chains_rounds_while_training_and_carries_them(tmp_path):
     assert len({json.dumps(t.config) for t in study.trials()}) == 7  # no repeat
     # Each accepted chained round trained what its speculative answer chose: proposal A.
     decisions = events(study, "decision")
-    assert len(decisions) == 7 and all(d["choice"].startswith("A ") for d in decisions)
-    assert all(d["trained"] == d["offers"][0] for d in decisions)
+    # round 1 trains the start-up pick (the most central) while the LLM reads; then always A
+    assert decisions[0]["trained"] == min(decisions[0]["offers"],
+                                          key=lambda o: off_centre(study.space, o[1]))
+    assert len(decisions) == 7 and all(d["choice"].startswith("A ") for d in decisions[1:])
+    assert all(d["trained"] == d["offers"][0] for d in decisions[1:])
     assert [d["trial"] for d in decisions] == list(range(7))
 
 
