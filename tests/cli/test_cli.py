@@ -350,3 +350,15 @@ def test_the_live_display_shows_each_running_trial_and_what_the_session_waits_on
     text = shown()
     assert "#0" not in text and "deciding the next trial" in text and "best 0.8000" in text
     display.on_session_end(study, False)
+
+
+def test_a_bad_cost_weight_is_one_line_naming_it(tmp_path, capsys):
+    from asap.agent.config import ConfigError, TuneConfig
+    db = tmp_path / "w.db"
+    assert main(["tune", "hpobench:australian", "--cost-weight", "nope", "--db", str(db)]) == 2
+    assert "--cost-weight must be a number or cool, got 'nope'" in capsys.readouterr().err
+    assert main(["tune", "hpobench:australian", "--cost-weight", "9", "--db", str(db)]) == 2
+    assert "cost_weight" in capsys.readouterr().err and not db.exists()
+    with pytest.raises(ConfigError, match="must be 'cool' or a number from 0 to 4"):
+        TuneConfig.make(workload="hpobench:australian", cost_weight=-1)
+    assert TuneConfig(workload="hpobench:australian", cost_weight="cool").cost_weight == "cool"
