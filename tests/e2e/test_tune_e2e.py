@@ -85,12 +85,13 @@ def test_speculation_runs_on_the_real_llm_beside_a_simulated_clock(tmp_path):
     calls = study.timings("llm_call")
     spec = [c for c in calls if c["detail"].get("speculative") and not c["detail"].get("ahead")]
     judged = study.events("speculation")
-    # Round 1 trains the prior's pick while its prompt is asked in the background, before any
-    # trial; its answer decides round 2, the first round after it is back.
+    # Round 1 trains the start-up pick while its prompt is asked in the background, before any
+    # trial; rounds 2-3 are start-up picks too (llm_after), and the answer decides round 4.
     assert calls[0]["detail"].get("ahead") and calls[0]["detail"]["round"] == 1
     by = {e["detail"]["round"]: e["detail"]["by"] for e in study.events("decision")}
     taken = study.events("ahead")[0]["detail"]
-    assert by[1] == "plan" and taken["asked"] == 1 and taken["round"] == 2 and by[2] == "llm"
+    assert by[1] == "plan" and by[2] == by[3] == "prior"
+    assert taken["asked"] == 1 and taken["round"] == 4 and by[4] == "llm"
     assert spec and judged and len(judged) == len(study.timings("speculation"))
     trains = study.timings("train")
     assert all(t["end"] - t["start"] == pytest.approx(3600.0) for t in trains)

@@ -141,8 +141,10 @@ def test_decision_quality_and_targets_are_reported(tmp_path):
     quality = decision_quality(ledger, rows)
     q = quality["asap"]
     assert set(quality) == {"asap", "prior"} and q.rounds == 6  # prior: the graph, no LLM
-    assert quality["prior"].by["asap"] == quality["prior"].by["always A"]
-    assert q.by["asap"] == q.by["always A"]  # it picked A every round
+    # From round 4 (the prior scores from 3 trials) both trained A; the start-up rounds
+    # trained the most central proposal, which need not be listed first.
+    assert quality["prior"].by["asap"][3:] == quality["prior"].by["always A"][3:]
+    assert q.by["asap"][3:] == q.by["always A"][3:]  # it picked A every round it decided
     assert all(0 <= b <= 1 and 1 <= r <= 4 for b, r in q.by["random"])
     assert q.llm_rounds + q.planned == 3  # rounds 1-3: the start-up, the fallback (llm_after)
     # Picking A every round is the prior's pick: asap then trains exactly what "prior" trains.

@@ -68,7 +68,8 @@ def test_react_agent_example_tunes_with_the_tools(tmp_path):
 def test_tuning_graph_as_a_node_of_another_app(tmp_path):
     app = example("subgraph")["build"](ScriptedModel(json_decider), db=str(tmp_path / "p.db"))
     out = app.invoke({})
-    assert out["result"]["trials"] == 4 and out["result"]["best_tool"] == "optuna:tpe"
+    assert out["result"]["trials"] == 4 and out["result"]["best_tool"].startswith(
+        ("optuna:", "nevergrad:"))
     assert out["verdict"].startswith("best val_acc 0.")
 
 
