@@ -4,10 +4,11 @@ Why: the LLM chooses among the tools' proposals, and a small model (SmolLM2-135M
 one it is shown almost every time. So position must carry information, not chance: each round
 the proposals are scored by a GP fitted to the study's finished trials (Matern 5/2 plus noise, on
 the space's unit cube with one-hot categoricals and inactive parameters at the centre), and
-ordered by expected improvement over the best value so far, per predicted second of training
-(:mod:`asap.agent.cost`: a wall-clock budget is spent best on cheap information first). "A" is
-then the prior's pick; the predicted value, its uncertainty, the EI and the predicted training
-time (``~3 min``) stand beside every proposal so a larger model can reason with them and override.
+ordered by expected improvement over the best value so far, priced by each proposal's predicted
+training time (:mod:`asap.agent.cost`: with a time budget, by the share of the time left it
+would leave; per second only when ``cost_weight`` asks, which measured worse here). "A" is then
+the prior's pick; the predicted value, its uncertainty, the EI and the predicted training time
+(``~3 min``) stand beside every proposal so a larger model can reason with them and override.
 
 Measured offline on five tables (HPOBench australian, car, credit_g, kc1; NAS-Bench-201
 cifar10), 40 trials, 5 seeds, true-mean normalized regret averaged over the tasks: picking by GP

@@ -75,19 +75,18 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
                          "scores": scores, "attempts": 0, "reminded": False, "steps": 0,
                          "error": None}
     left = state.get("plan_left", 0)
-    if ctx.llm is None:  # no LLM (--llm off): the prior's pick, as the fallback makes it
-        scored = any(score is not None for score in scores)
-        return {**landed, **base, "choice": fallback(ctx.study, proposals, scored),
-                "decided_by": "prior", "messages": [], "current": ""}
-    start_up = len(ctx.study.finished_ids()) < ctx.llm_after  # nothing the LLM could use yet
     if not state.get("round") and not ctx.study.finished_ids() and _ahead_on(ctx):
         # The first round has nothing to decide from (no result, no prior): it trains the
         # start-up pick at once while the LLM reads the prompt, cold, for a later round.
         _ask(ctx, state, round_no, proposals, scores)
         return {**landed, **base, "choice": fallback(ctx.study, proposals, scored=False),
                 "decided_by": "plan", "messages": [], "current": ""}
-    if start_up:  # the start-up picks; a decision asked ahead waits for the first round after
-        return {**landed, **base, "choice": fallback(ctx.study, proposals, scored=False),
+    if ctx.llm is None or len(ctx.study.finished_ids()) < ctx.llm_after:
+        # No LLM (--llm off), or the start-up rounds, which give it nothing to use (a decision
+        # asked ahead waits for the first round after them): the fallback's pick, the
+        # prior's once it scores.
+        scored = any(score is not None for score in scores)
+        return {**landed, **base, "choice": fallback(ctx.study, proposals, scored),
                 "decided_by": "prior", "messages": [], "current": ""}
     if not left and (early := ctx.ahead.take()) is not None:  # asked ahead, and back: it decides
         if (taken := _decided_ahead(ctx, state, early, proposals, round_no)) is not None:
