@@ -39,7 +39,8 @@ from asap.tools.ledger import Ledger, Study
 from asap.tools.portfolio import PANEL, Portfolio
 from asap.tools.resources import plan_slots
 from asap.tools.space import CategoricalParam, IntParam, Space, SpaceError
-from asap.tools.trainer import Trainer, TrainingJob
+from asap.tools.job import TrainingJob
+from asap.tools.trainer import Trainer
 from asap.tools.types import Trial
 from asap.tools.workloads import Workload, is_tabular
 

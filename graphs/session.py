@@ -30,6 +30,7 @@ from asap.agent.speculation import speculation_mode
 from asap.agent.stats import summarize
 from asap.graphs.state import TuneContext
 from asap.graphs.tuning import graph
+from asap.tools.backend import ForkServerBackend, InProcessBackend, TrialBackend
 from asap.tools.clock import Clock, ClockError, make_clock
 from asap.tools.ledger import Ledger, Study, check_ledger_path
 from asap.tools.optuna_mirror import OptunaMirror, check_storage
@@ -137,14 +138,14 @@ def _ray_slots(stack: contextlib.ExitStack, cfg: TuneConfig, say: TuneCallback) 
 def _trainer(cfg: TuneConfig, study: Study, wl: Workload, slots: list[Slot], started: float,
              cancel: Cancel, say: TuneCallback) -> Trainer:
     """The session's trainer: worker processes here, or Ray tasks (``--backend ray``)."""
-    kwargs = dict(pruner=Pruner(study, cfg.pruner), seed=cfg.seed, in_process=not cfg.isolate,
-                  time_limit_s=cfg.trial_timeout_s,
-                  stop_at=None if cfg.time_budget_s is None else started + cfg.time_budget_s,
-                  cancel=cancel, progress=_progress(study, say), slots=slots)
+    backend: TrialBackend = ForkServerBackend() if cfg.isolate else InProcessBackend()
     if cfg.backend == "ray":
-        from asap.tools.ray_backend import RayTrainer
-        return RayTrainer(study, wl, gpus_per_trial=cfg.gpus_per_trial or 0.0, **kwargs)
-    return Trainer(study, wl, **kwargs)
+        from asap.tools.ray_backend import RayBackend
+        backend = RayBackend(gpus_per_trial=cfg.gpus_per_trial or 0.0)
+    return Trainer(study, wl, pruner=Pruner(study, cfg.pruner), seed=cfg.seed, backend=backend,
+                   time_limit_s=cfg.trial_timeout_s,
+                   stop_at=None if cfg.time_budget_s is None else started + cfg.time_budget_s,
+                   cancel=cancel, progress=_progress(study, say), slots=slots)
 
 
 def worker_slots(cfg: TuneConfig) -> list[Slot]:

@@ -51,9 +51,9 @@ from asap.graphs.state import (
     round_offers,
     warm_up,
 )
+from asap.tools.job import TrainingJob
 from asap.tools.ledger import BudgetSpent, RepeatError
 from asap.tools.portfolio import LIBRARIES, PANEL, Offer
-from asap.tools.trainer import TrainingJob
 from asap.tools.types import Trial
 
 __all__ = ["TuneContext", "TuningState", "build_tuning_graph", "graph"]

@@ -20,8 +20,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from asap.tools.backend import Ending, Launch, Report, TrialBackend, TrialRun
 from asap.tools.resources import ResourceError, Slot
-from asap.tools.trainer import Trainer, TrainingJob
 from asap.tools.workers import describe
 from asap.tools.workloads import call, load_target
 
@@ -119,47 +119,55 @@ def ray_slots(ray: Any, workers: int | None, gpus_per_trial: float | None) -> li
     return [Slot(i) for i in range(n)]
 
 
-class RayTrainer(Trainer):
-    """A :class:`Trainer` whose trials run as Ray tasks (``num_gpus``/``num_cpus`` each)."""
+class RayBackend(TrialBackend):
+    """Trials as Ray tasks (``num_gpus``/``num_cpus`` each) on the cluster Ray is connected to
+    (see :func:`ray_cluster`): ``Trainer(study, workload, backend=RayBackend(...))``."""
 
-    def prestart(self) -> None:
-        """Nothing to start here: Ray's workers are the cluster's."""
+    name = "ray"
 
-    def __init__(self, *args: Any, gpus_per_trial: float = 0.0, cpus_per_trial: float = 1.0,
-                 **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *, gpus_per_trial: float = 0.0, cpus_per_trial: float = 1.0) -> None:
         ray = _ray()
         self._ray = ray
         self._options = dict(num_gpus=gpus_per_trial, num_cpus=cpus_per_trial, max_retries=0)
         self._channel = ray.remote(_Channel).options(num_cpus=0).remote()
 
-    def _supervise(self, job: TrainingJob, fidelity: int | None, start: float) -> None:
-        ray = self._ray
-        status, metrics, error, pruned_at = "failed", {}, None, None
-        should_prune = self.pruner.for_trial() if self.pruner else (lambda s, v: False)
-        task = ray.remote(_run_trial).options(**self._options)
-        ref = task.remote(self.workload.target, job.config, fidelity, self.workload.kwargs,
-                          os.getcwd(), job.seed, job.trial_id, self._channel)
-        deadline, finished = start + self.time_limit_s, False
-        while True:
-            if (halt := self._halt(job, deadline, pruned_at)) is not None:
-                status, error = halt
-                break
-            for step, value in ray.get(self._channel.take.remote(job.trial_id)):
-                stop, pruned_at = self._reported(job, step, value, should_prune, pruned_at)
-                self._channel.answer.remote(job.trial_id, step, stop)
-            done, _ = ray.wait([ref], timeout=0.05)
-            if done:
-                finished = True
-                try:
-                    status, metrics, error = self._judge(ray.get(ref), pruned_at is not None)
-                except Exception as exc:  # noqa: BLE001 - every ending is a readable row
-                    error = _ray_reason(ray, exc)
-                break
-        if not finished:  # cancelled, timed out or pruned and not stopping
+    def start(self, launch: Launch, report: Report) -> TrialRun:
+        wl = launch.workload
+        task = self._ray.remote(_run_trial).options(**self._options)
+        ref = task.remote(wl.target, launch.config, launch.fidelity, wl.kwargs, os.getcwd(),
+                          launch.seed, launch.trial_id, self._channel)
+        return _RayRun(self._ray, ref, self._channel, launch.trial_id, report)
+
+
+class _RayRun(TrialRun):
+    """A Ray task and the channel its reports come through."""
+
+    def __init__(self, ray: Any, ref: Any, channel: Any, trial_id: int, report: Report) -> None:
+        self.ray, self.ref, self.channel, self.trial_id, self.report = (
+            ray, ref, channel, trial_id, report)
+        self.finished = False
+
+    def poll(self, timeout_s: float) -> Ending | None:
+        ray = self.ray
+        for step, value in ray.get(self.channel.take.remote(self.trial_id)):
+            self.channel.answer.remote(self.trial_id, step, self.report(step, value))
+        done, _ = ray.wait([self.ref], timeout=timeout_s)
+        if not done:
+            return None
+        self.finished = True
+        try:
+            return "done", ray.get(self.ref)
+        except Exception as exc:  # noqa: BLE001 - every ending is a readable row
+            return "error", _ray_reason(ray, exc)
+
+    def cancel(self) -> None:
+        if not self.finished:
+            self.finished = True
             with contextlib.suppress(Exception):
-                ray.cancel(ref, force=True)  # kills the worker: a GPU freed for the next trial
-        self._record(job, start, status, metrics, error)
+                self.ray.cancel(self.ref, force=True)  # kills the worker: a GPU freed
+
+    def close(self) -> None:
+        self.cancel()
 
 
 def _ray_reason(ray: Any, exc: Exception) -> str:

@@ -9,81 +9,27 @@ out-of-memory, timeout, crash, bad metric) into a failed trial with a readable r
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import math
-import numbers
-import os
 import queue
-import tempfile
 import threading
 import warnings
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from asap.tools.backend import ForkServerBackend, InProcessBackend, Launch, TrialBackend
 from asap.tools.clock import Clock, ClockError, landing
-from asap.tools.ledger import Study
+from asap.tools.job import TrainingJob, judge, trial_seed
 from asap.tools.pruning import Pruner
 from asap.tools.resources import Slot
-from asap.tools.types import Cancel, Trial, is_pruned, safe_name
-from asap.tools.workers import (
-    crash_reason,
-    describe,
-    fork_server,
-    plain,
-    run_worker,
-    stop_worker,
-    tables_of,
-)
-from asap.tools.workloads import Workload, call, load_target
+from asap.tools.study import Study
+from asap.tools.types import Cancel, Trial
+from asap.tools.workers import describe, keep_log, trial_log
+from asap.tools.workloads import Workload
 
 # Called as progress(event, trial number, data): "start" ({config, tool}) when a trial's worker
 # starts, "report" ({step, value}) for each intermediate value: what a live display shows.
 Progress = Callable[[str, int, dict[str, Any]], None]
-
-
-@dataclass
-class TrainingJob:
-    """A trial in flight. ``wait()`` returns the finished :class:`Trial` from the ledger."""
-
-    trial_id: int
-    config: dict[str, Any]
-    seed: int = 0  # the trial's own seed: what a workload's randomness draws from
-    number: int = 0  # the trial's number in its study
-    slot: Slot = field(default_factory=lambda: Slot(0))  # the worker it runs on
-    clock: Clock = field(default_factory=Clock)  # the session's: what "landed" is read on
-    _thread: threading.Thread | None = None
-    _result: list[Trial] = field(default_factory=list)
-    _cancel: threading.Event = field(default_factory=threading.Event)
-    _reason: str = "cancelled"
-    _landed: queue.SimpleQueue | None = None
-    _done: threading.Event = field(default_factory=threading.Event)  # recorded finished
-    _on_cancel: Callable[[], None] | None = None  # a virtual landing still to come: bring it now
-    _recorded: bool = False  # its result is in (landed, or scheduled to)
-    _land_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def done(self) -> bool:
-        """The trial has landed: recorded finished (on a virtual clock, once its simulated
-        duration has passed, not when its result was computed)."""
-        return self._done.is_set()
-
-    def wait(self, timeout: float | None = None) -> Trial | None:
-        """The finished trial; ``timeout`` (real seconds) None waits on the session's clock."""
-        if timeout is None:
-            self.clock.join(self._done)
-        else:
-            self._done.wait(timeout)
-        return self._result[0] if self._result else None
-
-    def cancel(self, reason: str = "cancelled") -> None:
-        """Kill the worker; the trial is recorded as failed with ``reason``."""
-        self._reason = reason
-        self._cancel.set()
-        if self._on_cancel is not None:
-            self._on_cancel()
 
 
 class Trainer:
@@ -91,9 +37,9 @@ class Trainer:
 
     def __init__(self, study: Study, workload: Workload, *, time_limit_s: float = 600.0,
                  pruner: Pruner | None = None, prune_grace_s: float = 10.0,
-                 seed: int = 0, in_process: bool = False, stop_at: float | None = None,
-                 cancel: Cancel | None = None, progress: Progress | None = None,
-                 slots: list[Slot] | None = None) -> None:
+                 seed: int = 0, backend: TrialBackend | None = None, in_process: bool = False,
+                 stop_at: float | None = None, cancel: Cancel | None = None,
+                 progress: Progress | None = None, slots: list[Slot] | None = None) -> None:
         if not (time_limit_s > 0 and math.isfinite(time_limit_s)):
             raise ValueError(f"time_limit_s must be a positive number, got {time_limit_s}")
         self.study = study
@@ -102,9 +48,9 @@ class Trainer:
         self.pruner = pruner
         self.prune_grace_s = prune_grace_s
         self.seed = seed
-        # A table lookup needs no isolation: in-process trials skip the worker's start-up (the
-        # eval's simulated-clock grids run 1,000s of them). No time limit can stop them.
-        self.in_process = in_process
+        # Where trials run: a worker process each by default; ``in_process=True`` is short for
+        # the in-process backend (table lookups, which need no isolation).
+        self.backend = backend or (InProcessBackend() if in_process else ForkServerBackend())
         # The session's wall-clock budget ends here (a stamp on the session's clock): a trial
         # still running then is stopped and failed, so the budget holds while a trial runs.
         self.stop_at = stop_at
@@ -134,11 +80,10 @@ class Trainer:
         return len(self.slots) if self.slots else 1
 
     def prestart(self) -> None:
-        """Start the fork server now (torch and a table's rows load in its own process, in the
-        background), so that the first trial does not wait for it: a session calls this before
-        its first decision, whose LLM call then overlaps the 2-5 s the server takes to load."""
-        if not self.in_process:
-            fork_server(tables_of(self.workload))
+        """Let the backend get ready now (the fork server loads torch and a table's rows in its
+        own process, in the background), so that the first trial does not wait for it: a
+        session calls this before its first decision, whose LLM call overlaps the 2-5 s."""
+        self.backend.prestart(self.workload)
 
     def _take_slot(self) -> Slot:
         with self._slot_lock:
@@ -199,7 +144,6 @@ class Trainer:
         """The session was cancelled: trials waiting for their virtual landing land now."""
         for job in list(self._jobs):
             if job._on_cancel is not None and not job.done():
-                job._reason = self.cancel.reason
                 job._on_cancel()
 
     def cancel_all(self, reason: str, *, wait_s: float = 0.0) -> None:
@@ -226,73 +170,48 @@ class Trainer:
         """A trial's supervision; whatever goes wrong inside it, the trial is recorded (failed,
         with the reason) and its worker and clock hold released: a session never hangs on it."""
         try:
-            if self.in_process:
-                self._run_here(job, fidelity, start)
-            else:
-                self._supervise(job, fidelity, start)
+            self._supervise(job, fidelity, start)
         except BaseException as exc:  # noqa: BLE001 - recorded as the trial's failure
             if not job._recorded:
                 self._record(job, start, "failed", {}, f"supervisor error: {describe(exc)}")
 
     def _supervise(self, job: TrainingJob, fidelity: int | None, start: float) -> None:
-        status, metrics, error, pruned_at = "failed", {}, None, None
-        should_prune = self.pruner.for_trial() if self.pruner else (lambda s, v: False)
-        ctx = fork_server(tables_of(self.workload))
-        parent, child = ctx.Pipe()
-        log = self.log_path(job.number)
-        proc = ctx.Process(target=run_worker, name=f"asap-trial-{job.trial_id}", daemon=True, args=(
-            child, self.workload.target, job.config, fidelity, self.workload.kwargs, os.getcwd(),
-            job.seed, os.getpid(), str(log), job.slot.env(), job.slot.threads))
-        proc.start()
-        child.close()
-        deadline = start + self.time_limit_s
+        """Start the trial on the backend and poll it until it ends or must stop."""
+        reports = _Reports(self, job)
+        log = trial_log(self.study.ledger.path, self.study.name, job.number)
+        run = self.backend.start(Launch(self.workload, job.config, fidelity, job.seed,
+                                        job.trial_id, job.slot, log), reports)
+        deadline, ending, halt = start + self.time_limit_s, None, None
         try:
-            while True:
-                if (halt := self._halt(job, deadline, pruned_at)) is not None:
-                    status, error = halt
+            while ending is None:
+                if (halt := self._halt(job, deadline, reports.pruned_at)) is not None:
+                    run.cancel()
                     break
-                if not parent.poll(0.05):
-                    if not proc.is_alive() and not parent.poll(0.05):
-                        error = crash_reason(proc)
-                        break
-                    continue
-                try:
-                    msg = parent.recv()
-                except EOFError:
-                    proc.join(1)
-                    error = crash_reason(proc)
-                    break
-                if msg[0] == "report":
-                    stop, pruned_at = self._reported(job, msg[1], msg[2], should_prune,
-                                                     pruned_at)
-                    parent.send(stop)
-                elif msg[0] == "done":
-                    status, metrics, error = self._judge(msg[1], pruned_at is not None)
-                    break
-                elif msg[0] == "pruned":  # the objective raised TrialPruned
-                    status, metrics, error = "pruned", {}, None
-                    break
-                else:  # ("error", reason)
-                    error = msg[1]
-                    break
+                ending = run.poll(0.05)
         finally:
-            stop_worker(proc)
-            parent.close()
-        if log.exists() and log.stat().st_size:
+            run.close()
+        if ending is None:
+            assert halt is not None
+            status, metrics, error = halt[0], {}, halt[1]
+        elif ending[0] == "done":
+            status, metrics, error = self._judge(ending[1], reports.pruned_at is not None)
+        else:
+            status, metrics, error = ("pruned", {}, None) if ending[0] == "pruned" else \
+                ("failed", {}, ending[1])
+        if keep_log(log):
             self.study.annotate(job.trial_id, log=str(log))
-        else:  # nothing printed: leave no empty file or folder behind
-            log.unlink(missing_ok=True)
-            for folder in (log.parent, log.parent.parent):
-                with contextlib.suppress(OSError):  # not empty: another trial's log is there
-                    folder.rmdir()
         self._record(job, start, status, metrics, error)
+
+    def _why(self, job: TrainingJob) -> str:
+        """Why a cancelled trial stopped: its own cancellation's reason, or the session's."""
+        return job._reason if job._cancel.is_set() else self.cancel.reason
 
     def _halt(self, job: TrainingJob, deadline: float, pruned_at: float | None
               ) -> tuple[str, str | None] | None:
         """Whether a trial in flight must stop now, as (status, reason): cancelled, the
         session's time budget spent, its time limit passed, or pruned and past its grace."""
         if job._cancel.is_set() or self.cancel.is_set():
-            return "failed", job._reason if job._cancel.is_set() else self.cancel.reason
+            return "failed", self._why(job)
         now = self.clock.now()
         if self.stop_at is not None and now > self.stop_at and not pruned_at:
             return "failed", "stopped: the session's time budget ran out during this trial"
@@ -302,49 +221,6 @@ class Trainer:
             return "failed", (f"timeout: exceeded the {self.time_limit_s:g}s time limit "
                               "(--trial-timeout)")
         return None
-
-    def _reported(self, job: TrainingJob, step: int, value: float,
-                  should_prune: Callable[[int, float], bool], pruned_at: float | None
-                  ) -> tuple[bool, float | None]:
-        """A worker's intermediate value: recorded and shown, then the prune answer it gets
-        back (a non-finite value stops it unrecorded) and when pruning was first decided."""
-        if not math.isfinite(value):
-            return True, pruned_at
-        self.study.report(job.trial_id, step, value)
-        self._tell("report", job.number, {"step": step, "value": value})
-        stop = should_prune(step, value)
-        return stop, (self.clock.now() if stop and pruned_at is None else pruned_at)
-
-    def log_path(self, number: int) -> Path:
-        """Where trial ``number``'s worker writes what the workload prints (stdout and stderr):
-        ``<ledger>-logs/<study>/trial-<n>.log`` beside the ledger. Kept (and named in the
-        trial's meta as ``log``) when the workload printed something."""
-        ledger = Path(self.study.ledger.path)
-        base = (Path(tempfile.gettempdir()) / "asap-logs" if str(ledger) == ":memory:"
-                else ledger.parent / f"{ledger.name}-logs")
-        return base / safe_name(self.study.name) / f"trial-{number}.log"  # the worker makes it
-
-    def _run_here(self, job: TrainingJob, fidelity: int | None, start: float) -> None:
-        """The trial in this thread: the same reports, judging and records, no worker."""
-        pruned = False
-        should_prune = self.pruner.for_trial() if self.pruner else (lambda s, v: False)
-
-        def report(step: int, value: float) -> bool:
-            nonlocal pruned
-            if not math.isfinite(value):
-                return True
-            self.study.report(job.trial_id, step, value)
-            self._tell("report", job.number, {"step": step, "value": value})
-            pruned = pruned or should_prune(step, value)
-            return pruned
-        try:
-            metrics = call(load_target(self.workload.target), job.config, report, fidelity,
-                           self.workload.kwargs, job.seed)
-            status, metrics, error = self._judge(metrics, pruned)
-        except BaseException as exc:  # noqa: BLE001 - sys.exit() too: a failed trial
-            status, metrics, error = ("pruned", {}, None) if is_pruned(exc) else (
-                "failed", {}, describe(exc))
-        self._record(job, start, status, metrics, error)
 
     def _record(self, job: TrainingJob, start: float, status: str, metrics: dict[str, float],
                 error: str | None) -> None:
@@ -363,7 +239,7 @@ class Trainer:
                 self.fatal = exc
                 self.cancel.cancel(str(exc))
         job._on_cancel = lambda: self.clock.at(self.clock.now(), lambda at: self._land(
-            job, start, at, "failed", {}, job._reason))
+            job, start, at, "failed", {}, self._why(job)))
         self.clock.at(end, lambda at: self._land(job, start, at, status, metrics, error),
                       held=True)
         if job._cancel.is_set() or self.cancel.is_set():  # cancelled before it was scheduled
@@ -392,30 +268,25 @@ class Trainer:
             self._busy.discard(slot.index)
 
     def _judge(self, metrics: Any, pruned: bool) -> tuple[str, dict[str, float], str | None]:
-        """Check what the workload returned; a missing or non-numeric metric fails the trial."""
-        name, metrics = self.workload.metric, plain(metrics)  # numpy, torch: plain numbers
-        if isinstance(metrics, numbers.Real) and not isinstance(metrics, bool):
-            metrics = {name: metrics}  # an objective may return its value alone, as in Optuna
-        if not isinstance(metrics, dict):
-            return "failed", {}, f"workload returned {type(metrics).__name__}, expected a dict of metrics"
-        clean: dict[str, float] = {}
-        for k, v in metrics.items():
-            if isinstance(v, bool) or not isinstance(v, numbers.Real):
-                return "failed", {}, f"metric {k!r} is not a number: {v!r}"
-            try:
-                clean[str(k)] = float(v)
-            except OverflowError:  # an int past float's range (10**400)
-                return "failed", {}, f"metric {k!r} is too large for a number: {str(v)[:40]}..."
-        if pruned:
-            return "pruned", {k: v for k, v in clean.items() if math.isfinite(v)}, None
-        if name not in clean:
-            return "failed", {}, f"workload returned no {name!r} metric (got {sorted(clean)})"
-        if not math.isfinite(clean[name]):
-            return "failed", {}, f"metric {name!r} is {clean[name]} (NaN loss?)"
-        return "complete", clean, None
+        return judge(metrics, self.workload.metric, pruned)
 
 
-def trial_seed(seed: int, number: int) -> int:
-    """Trial ``number``'s seed in a session seeded ``seed``: fresh for every trial, the same for
-    the same trial of another run with that seed (methods compared at equal seeds draw alike)."""
-    return zlib.crc32(f"{seed}:{number}".encode())
+class _Reports:
+    """The one report/prune handler, whatever backend runs the trial: a finite intermediate
+    value is recorded and shown, then answered with whether to stop (once pruned, always); a
+    non-finite one stops the trial unrecorded."""
+
+    def __init__(self, trainer: Trainer, job: TrainingJob) -> None:
+        self.trainer, self.job = trainer, job
+        self.should_prune = trainer.pruner.for_trial() if trainer.pruner else None
+        self.pruned_at: float | None = None  # when pruning was first decided (session clock)
+
+    def __call__(self, step: int, value: float) -> bool:
+        if not math.isfinite(value):
+            return True
+        t = self.trainer
+        t.study.report(self.job.trial_id, step, value)
+        t._tell("report", self.job.number, {"step": step, "value": value})
+        if self.pruned_at is None and self.should_prune and self.should_prune(step, value):
+            self.pruned_at = t.clock.now()
+        return self.pruned_at is not None

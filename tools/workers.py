@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from asap.tools.study import process_alive
-from asap.tools.types import is_pruned
+from asap.tools.types import is_pruned, safe_name
 from asap.tools.workloads import Workload, call, load_target
 
 PRELOAD_ENV = "ASAP_PRELOAD_TABLES"  # read by asap.tools.workloads.preload in the fork server
@@ -166,6 +166,27 @@ def plain(metrics: Any) -> Any:
             return v.item()
         return v
     return {k: one(v) for k, v in metrics.items()} if isinstance(metrics, dict) else one(metrics)
+
+
+def trial_log(ledger: str | Path, study: str, number: int) -> Path:
+    """Where trial ``number``'s worker writes what the workload prints (stdout and stderr):
+    ``<ledger>-logs/<study>/trial-<n>.log`` beside the ledger (the worker makes it). Kept, and
+    named in the trial's meta as ``log``, when the workload printed something."""
+    ledger = Path(ledger)
+    base = (Path(tempfile.gettempdir()) / "asap-logs" if str(ledger) == ":memory:"
+            else ledger.parent / f"{ledger.name}-logs")
+    return base / safe_name(study) / f"trial-{number}.log"
+
+
+def keep_log(log: Path) -> bool:
+    """Whether the trial's log holds anything; if not, no empty file or folder is left."""
+    if log.exists() and log.stat().st_size:
+        return True
+    log.unlink(missing_ok=True)
+    for folder in (log.parent, log.parent.parent):
+        with contextlib.suppress(OSError):  # not empty: another trial's log is there
+            folder.rmdir()
+    return False
 
 
 def _open_log(log: str, tries: int = 5) -> Any:

@@ -14,8 +14,9 @@ import pytest
 
 from asap.tools.ledger import Ledger
 from asap.tools.pruning import Pruner
-from asap.tools.ray_backend import LOST, RayError, RayTrainer, check_address, ray_cluster, ray_slots
+from asap.tools.ray_backend import LOST, RayBackend, RayError, check_address, ray_cluster, ray_slots
 from asap.tools.resources import ResourceError
+from asap.tools.trainer import Trainer
 from asap.tools.workloads import resolve
 
 USERWL = Path(__file__).parents[1] / "userwl"
@@ -45,7 +46,7 @@ def _trainer(tmp_path, name, ref, **kwargs):
         wl = dataclasses.replace(wl, kwargs=kwargs.pop("wl_kwargs"))
     study = Ledger(tmp_path / f"{name}.db").create_study(name, wl.space, metric="score",
                                                          direction="maximize")
-    return study, RayTrainer(study, wl, **kwargs)
+    return study, Trainer(study, wl, backend=RayBackend(), **kwargs)
 
 
 def test_a_ray_trial_reports_and_is_recorded_by_the_driver(ray, tmp_path, userwl):
@@ -61,8 +62,8 @@ def test_the_driver_prunes_a_ray_trial_from_its_reports(ray, tmp_path, userwl):
     study, trainer = _trainer(tmp_path, "pr", "faulty:ok")
     for x in (0.6, 0.7, 0.8, 0.9):  # four good trials with per-step values
         assert trainer.run({"x": x}, tool="test").status == "complete"
-    slow = RayTrainer(study, dataclasses.replace(trainer.workload, target="faulty:slow_bad"),
-                      pruner=Pruner(study, "median"))
+    slow = Trainer(study, dataclasses.replace(trainer.workload, target="faulty:slow_bad"),
+                   pruner=Pruner(study, "median"), backend=trainer.backend)
     trial = slow.run({"x": 0.1}, tool="test")
     assert trial.status == "pruned" and max(trial.intermediate) < 29  # stopped early
 
@@ -81,7 +82,7 @@ def test_a_killed_ray_worker_is_a_failed_trial_and_the_next_one_runs(ray, tmp_pa
     assert trial.status == "failed" and trial.error.startswith(LOST), trial.error
     assert trial.intermediate == {1: 0.5}  # what it reported before it died is kept
     ok = dataclasses.replace(trainer.workload, target="faulty:ok", kwargs={})
-    assert RayTrainer(study, ok).run({"x": 0.3}, tool="test").status == "complete"
+    assert Trainer(study, ok, backend=RayBackend()).run({"x": 0.3}, tool="test").status == "complete"
 
 
 def test_ray_requests_the_cluster_cannot_meet(ray):

@@ -161,7 +161,7 @@ def test_each_trial_draws_its_own_seed_from_a_table(ledger):
     """The table holds several training seeds per grid point: trial n of a session seeded s
     sees draw trial_seed(s, n), so repeats of a config see different draws, sessions with the
     same seed the same ones."""
-    from asap.tools.trainer import trial_seed
+    from asap.tools.job import trial_seed
     from asap.tools.workloads import tabular
     wl = resolve("hpobench:australian")
     cfg = {"alpha": 1e-4, "batch_size": 32, "depth": 2, "learning_rate_init": 1e-3, "width": 128}
