@@ -7,7 +7,7 @@ LLM only decides which one a question asks for.
 from __future__ import annotations
 
 from asap.agent.stats import pct, summarize, tool_records
-from asap.tools.ledger import Study
+from asap.tools.study import Study
 
 
 def top(study: Study, n: int = 5) -> str:

@@ -23,9 +23,9 @@ from asap.agent.fit import off_centre
 from asap.agent.prompt import fmt, label
 from asap.prompts import render
 from asap.tools.hpo_tools import TrainArgs
-from asap.tools.ledger import Study
 from asap.tools.portfolio import Offer
 from asap.tools.space import Space, SpaceError
+from asap.tools.study import Study
 
 
 @dataclass

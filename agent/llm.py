@@ -32,7 +32,7 @@ from pydantic import BaseModel
 
 from asap.agent.config import DecideMode, Protocol
 from asap.agent.deadline import DeadlineExceeded, within
-from asap.tools.ledger import Study
+from asap.tools.study import Study
 
 TOOL_CHOICES: tuple[str | None, ...] = ("required", "auto", None)
 # Status codes with which servers refuse a tool_choice value: 400/422 (vLLM, OpenAI), 500

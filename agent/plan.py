@@ -13,10 +13,11 @@ from typing import Any
 import yaml
 
 from asap.agent.config import TuneConfig
-from asap.tools.ledger import Ledger, Study
+from asap.tools.ledger import Ledger
 from asap.tools.params import CategoricalParam
 from asap.tools.space import Space, SpaceError, format_value
 from asap.tools.space_edit import canonical, pin, propose_space, restrict
+from asap.tools.study import Study
 from asap.tools.workloads import BUILTIN, is_tabular, resolve
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from asap.tools.ledger import Study
+from asap.tools.study import Study
 from asap.tools.types import better
 
 

@@ -27,9 +27,9 @@ from typing import Any
 
 from asap.agent.cost import per_second, predict_seconds, span
 from asap.agent.fit import GP, encode
-from asap.tools.ledger import Study
 from asap.tools.portfolio import Offer
 from asap.tools.space import Space
+from asap.tools.study import Study
 from asap.tools.types import Trial
 
 SHOWN = 4  # proposals a round shows, the prior's best: more asked, the prompt as long

@@ -21,8 +21,8 @@ from asap.agent.config import PromptMode, ProposalStyle, Protocol
 from asap.agent.prior import Score, brief, describe
 from asap.agent.stats import ToolRecord, tool_records
 from asap.prompts import render
-from asap.tools.ledger import Study
 from asap.tools.space import format_value
+from asap.tools.study import Study
 from asap.tools.types import Trial
 
 fmt = format_value  # the prompt's value format is the space's

@@ -62,7 +62,7 @@ from pydantic import BaseModel, Field
 
 from asap.agent.record import llm_record
 from asap.agent.stats import cached_share, decision_calls
-from asap.tools.ledger import Study
+from asap.tools.study import Study
 
 
 class Bounds(BaseModel):

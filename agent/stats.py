@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asap.agent.record import llm_record
-from asap.tools.ledger import Study
+from asap.tools.study import Study
 from asap.tools.types import FINISHED
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from asap.tools.ledger import Study
 from asap.tools.space import CategoricalParam, Space
+from asap.tools.study import Study
 
 
 def distance(space: Space, a: dict[str, Any], b: dict[str, Any]) -> float:

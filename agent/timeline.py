@@ -14,7 +14,7 @@ import bisect
 from pathlib import Path
 
 from asap.agent.stats import Interval, call_kind, merge
-from asap.tools.ledger import Study
+from asap.tools.study import Study
 
 
 class _Clock:

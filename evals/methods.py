@@ -35,11 +35,12 @@ from asap.agent.llm import LLM_ERRORS, chat_model, json_model, timed_invoke
 from asap.agent.speculation import speculation_mode
 from asap.graphs.session import tune
 from asap.tools.clock import make_clock
-from asap.tools.ledger import Ledger, Study
-from asap.tools.portfolio import PANEL, Portfolio
+from asap.tools.job import TrainingJob
+from asap.tools.ledger import Ledger
+from asap.tools.portfolio import PANEL, RANDOM, RANDOM_TOOL, Portfolio
 from asap.tools.resources import plan_slots
 from asap.tools.space import CategoricalParam, IntParam, Space, SpaceError
-from asap.tools.job import TrainingJob
+from asap.tools.study import Study
 from asap.tools.trainer import Trainer
 from asap.tools.types import Trial
 from asap.tools.workloads import Workload, is_tabular
@@ -215,8 +216,8 @@ def _llm_naive(cell: Cell, wl: Workload, study: Study, started: float) -> None:
                                   trial_number=len(study.trials()))
             config = study.space.validate(_clip(study.space, json.loads(answer.content)))
         except (*LLM_ERRORS, json.JSONDecodeError, KeyError, SpaceError) as exc:
-            study.log_event("fallback", tool="optuna:random", reason=f"{type(exc).__name__}: {exc}"[:200])
-            tool, config = "optuna:random", portfolio.ask("optuna", "random")[0]
+            study.log_event("fallback", tool=RANDOM_TOOL, reason=f"{type(exc).__name__}: {exc}"[:200])
+            tool, config = RANDOM_TOOL, portfolio.ask(*RANDOM)[0]
         trainer.run(config, tool=tool)
 
 

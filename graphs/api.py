@@ -31,8 +31,9 @@ from asap.agent.config import TuneConfig
 from asap.graphs.progress import TrialLines
 from asap.graphs.result import OptimizeResult, StudyView
 from asap.graphs.session import TuneCallback, tune
-from asap.tools.ledger import Ledger, Study
+from asap.tools.ledger import Ledger
 from asap.tools.space import Space
+from asap.tools.study import Study
 from asap.tools.types import Cancel, Trial, safe_name
 from asap.tools.workloads import Workload
 

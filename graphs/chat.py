@@ -63,9 +63,10 @@ from asap.agent.plan import (
 )
 from asap.graphs.background import cancellable
 from asap.graphs.session import TuneCallback, tune
-from asap.tools.ledger import Ledger, Study
+from asap.tools.ledger import Ledger
 from asap.tools.space import SpaceError
 from asap.tools.space_edit import narrow
+from asap.tools.study import Study
 from asap.tools.types import Cancel, Trial
 from asap.tools.workloads import BUILTIN, WorkloadError
 

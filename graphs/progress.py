@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from asap.graphs.session import TuneCallback
-from asap.tools.ledger import Study
+from asap.tools.study import Study
 from asap.tools.types import Trial
 
 

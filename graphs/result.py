@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from asap.tools.ledger import Study
+from asap.tools.study import Study
 
 if TYPE_CHECKING:
     import optuna

@@ -32,11 +32,12 @@ from asap.graphs.state import TuneContext
 from asap.graphs.tuning import graph
 from asap.tools.backend import ForkServerBackend, InProcessBackend, TrialBackend
 from asap.tools.clock import Clock, ClockError, make_clock
-from asap.tools.ledger import Ledger, Study, check_ledger_path
+from asap.tools.ledger import Ledger, check_ledger_path
 from asap.tools.optuna_mirror import OptunaMirror, check_storage
 from asap.tools.portfolio import PANEL, Portfolio
 from asap.tools.pruning import Pruner
 from asap.tools.resources import ResourceError, Slot, default_workers, plan_slots
+from asap.tools.study import Study
 from asap.tools.trainer import Trainer
 from asap.tools.types import Cancel, Cancelled, Terminated, Trial
 from asap.tools.workloads import Workload, check_clock, resolve

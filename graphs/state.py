@@ -49,8 +49,8 @@ from asap.prompts import render
 from asap.tools.clock import Clock
 from asap.tools.hpo_tools import Toolbox, stop_tool
 from asap.tools.job import TrainingJob
-from asap.tools.ledger import Study
 from asap.tools.portfolio import Offer, Portfolio
+from asap.tools.study import Study
 from asap.tools.trainer import Trainer
 from asap.tools.types import Trial
 

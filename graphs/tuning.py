@@ -52,8 +52,8 @@ from asap.graphs.state import (
     warm_up,
 )
 from asap.tools.job import TrainingJob
-from asap.tools.ledger import BudgetSpent, RepeatError
-from asap.tools.portfolio import LIBRARIES, PANEL, Offer
+from asap.tools.portfolio import LIBRARIES, PANEL, RANDOM, RANDOM_TOOL, Offer
+from asap.tools.study import BudgetSpent, RepeatError
 from asap.tools.types import Trial
 
 __all__ = ["TuneContext", "TuningState", "build_tuning_graph", "graph"]
@@ -279,7 +279,7 @@ def _start_fresh(ctx: TuneContext, choice: Offer, round_no: int, tries: int = 5)
         except RepeatError as exc:
             lib, _, alg = tool.partition(":")
             if lib not in LIBRARIES:
-                tool, lib, alg = "optuna:random", "optuna", "random"
+                tool, (lib, alg) = RANDOM_TOOL, RANDOM
             ctx.study.log_event("repeat_avoided", tool=tool, round=round_no, trial=exc.number)
             config = ctx.portfolio.ask(lib, alg, 1)[0]
     if ctx.study.space.countable() is None:  # a continuous space repeats by necessity

@@ -41,8 +41,9 @@ from asap.graphs.session import TOOLS_TEXT
 from asap.graphs.state import TuneContext, TuningState
 from asap.graphs.tuning import graph
 from asap.tools.clock import TimeSource
-from asap.tools.ledger import Ledger, Study
+from asap.tools.ledger import Ledger
 from asap.tools.portfolio import PANEL, Portfolio
+from asap.tools.study import Study
 from asap.tools.trainer import Trainer
 from asap.tools.workloads import resolve
 

@@ -16,9 +16,9 @@ from typing import Any, Literal
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
-from asap.tools.ledger import Study
 from asap.tools.portfolio import Portfolio
 from asap.tools.space import SpaceError
+from asap.tools.study import Study
 from asap.tools.trainer import Trainer
 
 Sampler = Literal["tpe", "cmaes", "gp", "qmc", "random"]

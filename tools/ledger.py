@@ -29,10 +29,10 @@ import sqlite_utils
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from asap.tools.space import Space
-from asap.tools.study import BudgetSpent, LedgerError, RepeatError, Study
+from asap.tools.study import LedgerError, Study
 from asap.tools.types import STUDY_NAME, Direction
 
-__all__ = ["BudgetSpent", "Ledger", "LedgerError", "RepeatError", "Study", "check_ledger_path"]
+__all__ = ["Ledger", "check_ledger_path"]
 
 
 _SCHEMA = {

@@ -1,16 +1,22 @@
-"""Nevergrad optimizers as asap optimizers (ask-and-tell, foreign trials via tell-not-asked)."""
+"""Nevergrad optimizers as asap optimizers (ask-and-tell, foreign trials via tell-not-asked).
+
+Nevergrad is imported when the first of its optimizers is made, not with this module: it takes
+~1 s to import, which every graph import would otherwise pay.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import nevergrad as ng
 import numpy as np
 
 from asap.tools.optimizer import Optimizer, quiet
 from asap.tools.space import CategoricalParam, FloatParam, IntParam, Space
 from asap.tools.types import Direction, Trial
+
+if TYPE_CHECKING:
+    import nevergrad as ng
 
 _DUMMY = "__asap_constant_space__"
 
@@ -25,6 +31,7 @@ def parametrization(space: Space, seed: int) -> ng.p.Dict:
     Nevergrad has no conditional spaces, so inactive parameters exist in the vector but do not
     matter; integer steps are searched as an index ``k`` with value ``low + k*step``.
     """
+    import nevergrad as ng
     items: dict[str, ng.p.Parameter] = {}
     for p in space.params:
         if _constant(p):
@@ -96,7 +103,10 @@ class NevergradOptimizer(Optimizer):
 
     def __init__(self, space: Space, direction: Direction, algorithm: str, seed: int = 0,
                  budget: int = 200) -> None:
+        import nevergrad as ng
+
         super().__init__(space, direction, algorithm, seed)
+        self._ng = ng
         # NGOpt picks its inner algorithm from the budget; num_workers allows a few open asks.
         with quiet(self.warnings_ignored):
             self.opt = ng.optimizers.registry[algorithm](
@@ -117,6 +127,6 @@ class NevergradOptimizer(Optimizer):
         value = encode(self.space, trial.config, self.opt.parametrization)
         try:
             self.opt.tell(self.opt.parametrization.spawn_child(new_value=value), loss)
-        except ng.errors.TellNotAskedNotSupportedError:
+        except self._ng.errors.TellNotAskedNotSupportedError:
             self.opt.suggest(**value)  # the next ask returns exactly this candidate
             self.opt.tell(self.opt.ask(), loss)

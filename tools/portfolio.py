@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib
 import zlib
 from collections.abc import Iterator
 from typing import Any
 
-from asap.tools.ledger import Study
+from asap.tools.nevergrad_tool import NevergradOptimizer
 from asap.tools.optimizer import Optimizer
+from asap.tools.optuna_tool import OptunaOptimizer
+from asap.tools.study import Study
 from asap.tools.types import Trial, config_key
 
-# Imported on first use: Nevergrad alone takes ~1 s to import, which every graph import paid.
-LIBRARIES = {"optuna": "asap.tools.optuna_tool:OptunaOptimizer",
-             "nevergrad": "asap.tools.nevergrad_tool:NevergradOptimizer"}
+# The optimizer libraries by name; a new one is an Optimizer subclass added here.
+LIBRARIES: dict[str, type[Optimizer]] = {cls.library: cls for cls in (OptunaOptimizer,
+                                                                       NevergradOptimizer)}
+# What proposes when a tool keeps repeating itself, every panel tool failed, or the LLM's own
+# configuration already ran: random sampling.
+RANDOM = ("optuna", "random")
+RANDOM_TOOL = ":".join(RANDOM)
 # The tools that propose every round, in the order the prompt shows them.
 PANEL = (("optuna", "tpe"), ("optuna", "cmaes"), ("nevergrad", "NGOpt"), ("nevergrad", "DE"))
 # The tools asked again when a round is wider than the panel: the cheap ones. TPE's ask costs
@@ -28,12 +33,6 @@ PANEL = (("optuna", "tpe"), ("optuna", "cmaes"), ("nevergrad", "NGOpt"), ("never
 # (evals/bench_core.py), and a second TPE draw comes from the same density as its first.
 WIDE = PANEL[1:]
 Offer = tuple[str, dict[str, Any]]  # (tool, config): one proposal of a round
-
-
-def library_class(library: str) -> type[Optimizer]:
-    """The optimizer class of ``library`` ("optuna" or "nevergrad"), imported now."""
-    module, _, name = LIBRARIES[library].partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def tool_seed(seed: int, tool: str, seen: int) -> int:
@@ -62,7 +61,7 @@ class Portfolio:
         if key not in self._optimizers:
             if library not in LIBRARIES:
                 raise ValueError(f"unknown library {library!r}; choose one of {list(LIBRARIES)}")
-            cls = library_class(library)
+            cls = LIBRARIES[library]
             seed = tool_seed(self.seed, key, len(self.study.finished_ids()))
             self._optimizers[key] = cls(self.study.space, self.study.direction, algorithm, seed)
             # A hypothetical trial stands in for its real one, which the fork must not be told.
@@ -161,7 +160,7 @@ class Portfolio:
                     offers.append(self._unseen_offer(lib, alg, seen, retries))
                     seen.add(config_key(offers[-1][1]))
         if not offers:  # every tool of the panel failed: random sampling still proposes
-            offers.append(("optuna:random", self._fresh_random(seen)))
+            offers.append((RANDOM_TOOL, self._fresh_random(seen)))
         return offers
 
     def _unseen_offer(self, lib: str, alg: str, seen: set[str], retries: int) -> Offer:
@@ -170,7 +169,7 @@ class Portfolio:
             config = self.ask(lib, alg, 1)[0]
             if config_key(config) not in seen:
                 return f"{lib}:{alg}", config
-        return "optuna:random", self._fresh_random(seen)
+        return RANDOM_TOOL, self._fresh_random(seen)
 
     @contextlib.contextmanager
     def _guard(self, tool: str) -> Iterator[None]:
@@ -207,7 +206,7 @@ class Portfolio:
         """A random configuration not in ``seen`` (the last try if the space is that small)."""
         config: dict[str, Any] = {}
         for _ in range(tries):
-            config = self.ask("optuna", "random", 1)[0]
+            config = self.ask(*RANDOM, 1)[0]
             if config_key(config) not in seen:
                 break
         return config

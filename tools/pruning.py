@@ -13,8 +13,8 @@ from typing import Literal
 import optuna
 from optuna.trial import TrialState, create_trial
 
-from asap.tools.ledger import Study
 from asap.tools.optimizer import quiet
+from asap.tools.study import Study
 
 PrunerKind = Literal["none", "median", "sha", "hyperband"]
 

@@ -17,7 +17,8 @@ import openai
 from rich.console import Console
 
 from asap.agent.server import SERVE_PORT
-from asap.tools.ledger import Ledger, LedgerError
+from asap.tools.ledger import Ledger
+from asap.tools.study import LedgerError
 from asap.tools.types import Terminated, safe_name
 
 console = Console()

@@ -29,8 +29,9 @@ from asap.agent.stats import cached_share, pct
 from asap.evals.grid import GridCallback
 from asap.evals.methods import Cell
 from asap.graphs.session import TuneCallback
-from asap.tools.ledger import Ledger, Study
+from asap.tools.ledger import Ledger
 from asap.tools.space import format_value
+from asap.tools.study import Study
 from asap.tools.types import Trial
 
 

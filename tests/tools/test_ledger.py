@@ -5,7 +5,8 @@ import textwrap
 
 import pytest
 
-from asap.tools.ledger import Ledger, LedgerError
+from asap.tools.ledger import Ledger
+from asap.tools.study import LedgerError
 
 
 def test_reopen_restores_everything(tmp_path, toy_space):
@@ -85,7 +86,7 @@ def test_crash_mid_write_leaves_nothing_half_written(tmp_path, toy_space):
 
 
 def test_a_repeat_is_refused_in_the_inserting_transaction(ledger, toy_space):
-    from asap.tools.ledger import RepeatError
+    from asap.tools.study import RepeatError
     study = ledger.create_study("rep", toy_space, metric="loss", direction="minimize")
     cfg = {"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}
     study.start_trial(cfg, tool="a")  # running: a repeat already
@@ -145,7 +146,7 @@ def test_a_huge_error_is_stored_bounded_with_its_head_and_tail(ledger, toy_space
 
 
 def test_a_trial_slot_is_claimed_in_the_starting_transaction(ledger, toy_space):
-    from asap.tools.ledger import BudgetSpent
+    from asap.tools.study import BudgetSpent
     study = ledger.create_study("b", toy_space, metric="loss", direction="minimize")
     cfg = {"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}
     for x in (1.0, 2.0):
