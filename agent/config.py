@@ -11,10 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from asap.agent.protocols import AUTO, PROTOCOLS
 from asap.tools.types import STUDY_NAME, redact, safe_name
 
-Protocol = Literal["tools", "json"]  # how the LLM answers: native tool calls or a JSON schema
-DecideMode = Literal["tools", "json", "auto"]  # auto: probe the model once
+DECIDE = [AUTO, *PROTOCOLS]  # --decide: a protocol's name, or auto (probe the model once)
 ProposalStyle = Literal["brief", "full"]  # proposal lines without / with their configurations
 PromptMode = Literal["stable", "naive"]  # naive: a status header rewritten every round (ablation)
 
@@ -53,7 +53,9 @@ class TuneConfig(BaseModel):
     api_key: str | None = None
     llm_timeout_s: float = Field(default=120.0, gt=0, le=3600,
                                  description="per LLM request; the client retries twice")
-    decide: DecideMode = "auto"
+    decide: str = Field(default=AUTO, json_schema_extra={"enum": DECIDE},
+                        description="how the LLM answers: tools (native tool calls), json (a "
+                        "proposal's label under a JSON schema), auto (ask the model once)")
     prompt: PromptMode = "stable"
     proposals: ProposalStyle | None = Field(
         default=None, description="proposal lines: brief (tool, record, prediction) or full "
@@ -106,6 +108,13 @@ class TuneConfig(BaseModel):
     def _weight_range(cls, v: float | str) -> float | str:
         if v != "cool" and not 0 <= v <= 4:
             raise ValueError(f"must be 'cool' or a number from 0 to 4, got {v!r}")
+        return v
+
+    @field_validator("decide")
+    @classmethod
+    def _known_protocol(cls, v: str) -> str:
+        if v not in DECIDE:
+            raise ValueError(f"must be one of {DECIDE}, got {v!r}")
         return v
 
     @field_validator("llm", mode="before")

@@ -25,12 +25,10 @@ from typing import Any
 
 import openai
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable
-from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel
+from langchain_core.tools import BaseTool
 
-from asap.agent.config import DecideMode, Protocol
 from asap.agent.deadline import DeadlineExceeded, within
 from asap.tools.study import Study
 
@@ -143,7 +141,7 @@ def _streamed(model: Runnable, messages: list[BaseMessage], cancel: threading.Ev
 
 
 def timed_invoke(model: Runnable, messages: Sequence[BaseMessage], *, study: Study | None,
-                 protocol: Protocol, trial_number: int | None = None,
+                 protocol: str, trial_number: int | None = None,
                  cancel: threading.Event | None = None, **detail: Any) -> AIMessage:
     """One chat call, logged as an ``llm_call`` timing row with its token counts.
 
@@ -226,35 +224,3 @@ class ToolCaller:
                 if self.study is not None:
                     self.study.log_event("tool_choice", refused=choice, next=self.tool_choice,
                                          status=exc.status_code, reason=str(exc)[:200])
-
-
-class _Ready(BaseModel):
-    """Report that you are ready."""
-
-    ready: bool
-
-
-def pick_protocol(llm: BaseChatModel, mode: DecideMode, study: Study | None = None) -> Protocol:
-    """``tools`` or ``json`` for this endpoint and model; ``auto`` asks the model once.
-
-    The probe is one short request with a single tool: a tool call back means the server parses
-    tool calls for this model (``tools``); plain text or a refusal means it does not (``json``).
-    """
-    if mode != "auto":
-        return mode
-    probe = StructuredTool.from_function(func=lambda ready: "ok", name="report_ready",
-                                         args_schema=_Ready, description=_Ready.__doc__)
-    reason = "answered with a tool call"
-    try:
-        answer = ToolCaller(llm, [probe]).invoke(
-            [HumanMessage("Call the tool report_ready with ready=true.")])
-        protocol: Protocol = "tools" if answer.tool_calls else "json"
-        if protocol == "json":
-            reason = f"answered with text: {str(answer.content)[:80]!r}"
-    except (openai.APIStatusError, NotImplementedError) as exc:
-        protocol, reason = "json", f"refused tools: {type(exc).__name__}: {str(exc)[:120]}"
-    except LLM_ERRORS as exc:  # an answer it could not read: its calls will count as errors
-        protocol, reason = "json", f"the probe failed: {type(exc).__name__}: {str(exc)[:120]}"
-    if study is not None:
-        study.log_event("protocol", chosen=protocol, reason=reason)
-    return protocol

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asap.agent.config import PromptMode, ProposalStyle, Protocol
+from asap.agent.config import PromptMode, ProposalStyle
 from asap.agent.prior import Score, brief, describe
+from asap.agent.protocols import DEFAULT, PROTOCOLS, label
 from asap.agent.stats import ToolRecord, tool_records
 from asap.prompts import render
 from asap.tools.space import format_value
@@ -35,11 +36,6 @@ def short(tool: str) -> str:
 
 
 _SHORTEN = re.compile(r"\b\w+:(\w+)\b")  # "A (optuna:tpe)" -> "A (tpe)"
-
-
-def label(i: int) -> str:
-    """The label of the i-th proposal (A, B, ...): what the prompt shows and the LLM answers."""
-    return chr(65 + i)
 
 
 def fmt_config(config: dict[str, Any], order: list[str]) -> str:
@@ -73,14 +69,16 @@ class PromptBuilder:
     study: Study
     tools_text: str
     mode: PromptMode = "stable"
-    protocol: Protocol = "json"
+    protocol: str = DEFAULT  # the decision protocol's name (asap.agent.protocols)
     workers: int = 1  # trials in flight at once: above 1, rounds log a pending row first
-    proposals: ProposalStyle | None = None  # None: brief for the JSON protocol, full for tools
+    proposals: ProposalStyle | None = None  # None: the protocol's (brief for labels)
 
     @property
     def brief(self) -> bool:
         """Proposal lines without their configurations (see :meth:`round_text`)."""
-        return (self.proposals or ("brief" if self.protocol == "json" else "full")) == "brief"
+        if self.proposals is not None:
+            return self.proposals == "brief"
+        return PROTOCOLS[self.protocol].brief
 
     def static(self) -> str:
         s = self.study
@@ -90,7 +88,7 @@ class PromptBuilder:
                       columns=", ".join(s.space.names), parallel=parallel,
                       proposal_help=render(f"proposals_{'brief' if self.brief else 'full'}.txt"
                                            ).rstrip("\n"),
-                      answer=render(f"answer_{self.protocol}.txt").rstrip("\n"))
+                      answer=PROTOCOLS[self.protocol].answer_text())
 
     def round_text(self, round_no: int, proposals: list[tuple[str, dict[str, Any]]],
                    scores: Sequence[Score | None] = (), plan: int = 1) -> str:

@@ -33,7 +33,7 @@ from asap.agent.llm import chat_model, json_model
 from asap.agent.prior import rank
 from asap.agent.prompt import PromptBuilder, PromptLog, label
 from asap.agent.server import EmbeddedServer
-from asap.graphs.session import TOOLS_TEXT
+from asap.graphs.context import TOOLS_TEXT
 from asap.tools.ledger import Ledger
 from asap.tools.portfolio import Portfolio
 from asap.tools.trainer import Trainer

@@ -21,20 +21,20 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
-from asap.agent.config import ConfigError, Protocol, TuneConfig
-from asap.agent.llm import chat_model, pick_protocol
-from asap.agent.prompt import PromptBuilder
+from asap.agent.config import ConfigError, TuneConfig
+from asap.agent.llm import chat_model
+from asap.agent.protocols import DEFAULT, pick_protocol
 from asap.agent.selftune import Bounds
 from asap.agent.server import endpoint, is_llamacpp
 from asap.agent.speculation import speculation_mode
 from asap.agent.stats import summarize
-from asap.graphs.state import TuneContext
+from asap.graphs.context import TuneContext, make_context
 from asap.graphs.tuning import graph
 from asap.tools.backend import ForkServerBackend, InProcessBackend, TrialBackend
 from asap.tools.clock import Clock, ClockError, make_clock
 from asap.tools.ledger import Ledger, check_ledger_path
 from asap.tools.optuna_mirror import OptunaMirror, check_storage
-from asap.tools.portfolio import PANEL, Portfolio
+from asap.tools.portfolio import Portfolio
 from asap.tools.pruning import Pruner
 from asap.tools.resources import ResourceError, Slot, default_workers, plan_slots
 from asap.tools.study import Study
@@ -42,8 +42,6 @@ from asap.tools.trainer import Trainer
 from asap.tools.types import Cancel, Cancelled, Terminated, Trial
 from asap.tools.workloads import Workload, check_clock, resolve
 
-TOOLS_TEXT = "\n".join(f"- {alg} ({lib})" for lib, alg in PANEL) + \
-    "\n- llm (your own configuration)"
 CTRL_C = "interrupted by the user (Ctrl-C)"
 SIGTERM = "terminated (SIGTERM)"
 
@@ -54,7 +52,7 @@ class TuneCallback:
     def on_message(self, text: str) -> None:
         """A line worth showing a person (resuming a study, starting the embedded server)."""
 
-    def on_session_start(self, study: Study, total: int, protocol: Protocol | None) -> None:
+    def on_session_start(self, study: Study, total: int, protocol: str | None) -> None:
         """The study is open and the LLM reachable; ``total`` trials is the budget."""
 
     def on_trial_start(self, study: Study, number: int, config: dict[str, Any], tool: str
@@ -179,12 +177,11 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
         if len(slots) > 1 and cfg.backend == "local":
             say.on_message(f"{len(slots)} workers: " + ", ".join(
                 f"#{s.index} {s.describe()}" for s in slots))
-        ctx = TuneContext(
+        ctx = make_context(
             study, Portfolio(study, seed=cfg.seed, width=cfg.width),
-            _trainer(cfg, study, wl, slots, started, cancel, say),
-            PromptBuilder(study, TOOLS_TEXT, mode=cfg.prompt, protocol=protocol or "json",
-                          workers=len(slots), proposals=cfg.proposals), llm,
-            protocol=protocol or "json", grammar=grammar, max_trials=cfg.trials,
+            _trainer(cfg, study, wl, slots, started, cancel, say), llm,
+            protocol=protocol or DEFAULT, grammar=grammar, prompt=cfg.prompt,
+            proposals=cfg.proposals, max_trials=cfg.trials,
             time_budget_s=cfg.time_budget_s, cost_weight=cfg.cost_weight, started=started,
             max_retries=cfg.max_retries,
             speculation=speculation_mode(cfg) if llm is not None else "off",
@@ -280,7 +277,7 @@ class _Fanout(TuneCallback):
         for c in self.callbacks:
             c.on_message(text)
 
-    def on_session_start(self, study: Study, total: int, protocol: Protocol | None) -> None:
+    def on_session_start(self, study: Study, total: int, protocol: str | None) -> None:
         for c in self.callbacks:
             c.on_session_start(study, total, protocol)
 

@@ -24,21 +24,11 @@ from asap.agent.llm import LLM_ERRORS, Cancelled
 from asap.agent.selftune import Knobs, selftune
 from asap.agent.speculation import accept
 from asap.agent.surrogate import Surrogate
-from asap.graphs.state import (
-    InFlight,
-    SpecRound,
-    TuneContext,
-    TuningState,
-    Verification,
-    absorb,
-    ask,
-    catch_up,
-    commit,
-    decision_text,
-    next_to_land,
-    round_offers,
-    warm_up,
-)
+from asap.graphs.calls import ask, warm_up
+from asap.graphs.context import TuneContext
+from asap.graphs.flights import InFlight
+from asap.graphs.rounds import absorb, catch_up, commit, decision_text, next_to_land, round_offers
+from asap.graphs.state import SpecRound, TuningState, Verification
 
 
 def await_train(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:

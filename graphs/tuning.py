@@ -36,21 +36,11 @@ from asap.agent.guard import fallback
 from asap.agent.llm import LLM_ERRORS, is_context_overflow
 from asap.agent.selftune import observe
 from asap.graphs.ahead import Asked
+from asap.graphs.calls import ask, warm_up
+from asap.graphs.context import TuneContext
+from asap.graphs.rounds import absorb, catch_up, commit, decision_text, planned, round_offers
 from asap.graphs.speculative import await_train, reconcile, speculate
-from asap.graphs.state import (
-    Pending,
-    TuneContext,
-    TuningState,
-    Verification,
-    absorb,
-    ask,
-    catch_up,
-    commit,
-    decision_text,
-    planned,
-    round_offers,
-    warm_up,
-)
+from asap.graphs.state import Pending, TuningState, Verification
 from asap.tools.job import TrainingJob
 from asap.tools.portfolio import LIBRARIES, PANEL, RANDOM, RANDOM_TOOL, Offer
 from asap.tools.study import BudgetSpent, RepeatError

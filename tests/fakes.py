@@ -36,9 +36,8 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
-from asap.agent.prompt import PromptBuilder
-from asap.graphs.session import TOOLS_TEXT
-from asap.graphs.state import TuneContext, TuningState
+from asap.graphs.context import TuneContext, make_context
+from asap.graphs.state import TuningState
 from asap.graphs.tuning import graph
 from asap.tools.clock import TimeSource
 from asap.tools.ledger import Ledger
@@ -135,9 +134,8 @@ def australian(tmp_path, model, *, protocol="json", trials=3, time_scale=0.0, na
     wl = resolve("hpobench:australian", time_scale=time_scale)
     study = Ledger(tmp_path / f"{name}.db").create_study(name, wl.space, metric=wl.metric,
                                                          direction=wl.direction, workload=wl.ref)
-    ctx = TuneContext(study, Portfolio(study, seed=seed), Trainer(study, wl, seed=seed),
-                      PromptBuilder(study, TOOLS_TEXT, protocol=protocol), model,
-                      protocol=protocol, max_trials=trials, **settings)
+    ctx = make_context(study, Portfolio(study, seed=seed), Trainer(study, wl, seed=seed), model,
+                       protocol=protocol, max_trials=trials, **settings)
     return study, ctx
 
 

@@ -106,7 +106,6 @@ class NevergradOptimizer(Optimizer):
         import nevergrad as ng
 
         super().__init__(space, direction, algorithm, seed)
-        self._ng = ng
         # NGOpt picks its inner algorithm from the budget; num_workers allows a few open asks.
         with quiet(self.warnings_ignored):
             self.opt = ng.optimizers.registry[algorithm](
@@ -127,6 +126,13 @@ class NevergradOptimizer(Optimizer):
         value = encode(self.space, trial.config, self.opt.parametrization)
         try:
             self.opt.tell(self.opt.parametrization.spawn_child(new_value=value), loss)
-        except self._ng.errors.TellNotAskedNotSupportedError:
+        except _tell_not_asked():
             self.opt.suggest(**value)  # the next ask returns exactly this candidate
             self.opt.tell(self.opt.ask(), loss)
+
+
+def _tell_not_asked() -> type[Exception]:
+    """Nevergrad's error for an optimizer that takes no candidate it did not ask for."""
+    import nevergrad as ng
+
+    return ng.errors.TellNotAskedNotSupportedError

@@ -23,7 +23,6 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from asap.agent.config import Protocol
 from asap.agent.record import LLMRecord
 from asap.agent.stats import cached_share, pct
 from asap.evals.grid import GridCallback
@@ -56,7 +55,7 @@ class RichProgress(TuneCallback):
     def on_message(self, text: str) -> None:
         self.console.print(text)
 
-    def on_session_start(self, study: Study, total: int, protocol: Protocol | None) -> None:
+    def on_session_start(self, study: Study, total: int, protocol: str | None) -> None:
         self.progress = bar(self.console, "tuning")
         self.task = self.progress.add_task("tuning", total=total, info=f"{protocol} protocol",
                                            completed=len(study.finished_ids()))

@@ -12,9 +12,10 @@ import math
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
-from asap.agent.guard import check_json, check_tools
+from asap.agent.protocols import make_protocol
 from asap.tools.hpo_tools import Toolbox
 from asap.tools.ledger import Ledger
 from asap.tools.portfolio import Portfolio
@@ -69,7 +70,7 @@ def _toolbox(tmp_path_factory):
     study = Ledger(tmp_path_factory.mktemp("fuzz") / "f.db").create_study(
         "fuzz", SPACE, metric="loss", direction="minimize")
     box = Toolbox(study, Portfolio(study), Trainer(study, wl)).tools()
-    return {t.name: t for t in box if t.name != "train_on_gpu"}
+    return make_protocol("tools", GenericFakeChatModel(messages=iter(())), study, box)
 
 
 def _passes(verdict) -> None:
@@ -85,7 +86,7 @@ EXAMPLES = [300, pytest.param(5000, marks=pytest.mark.fuzz)]
 
 @pytest.mark.parametrize("examples", EXAMPLES)
 def test_fuzzed_tool_calls_never_escape_the_guard(tmp_path_factory, examples):
-    tools = _toolbox(tmp_path_factory)
+    protocol = _toolbox(tmp_path_factory)
 
     @settings(max_examples=examples, deadline=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
@@ -95,12 +96,16 @@ def test_fuzzed_tool_calls_never_escape_the_guard(tmp_path_factory, examples):
             {"name": n, "args": a if isinstance(a, dict) else {"value": a}, "id": i}
             for n, a, i in calls], invalid_tool_calls=[{**b, "type": "invalid_tool_call"}
                                                         for b in bad])
-        _passes(check_tools(message, OFFERS, SPACE, tools))
+        _passes(protocol.check(message, OFFERS, SPACE))
     one()
 
 
 @pytest.mark.parametrize("examples", EXAMPLES)
-def test_fuzzed_json_answers_never_escape_the_guard(examples):
+def test_fuzzed_json_answers_never_escape_the_guard(tmp_path, examples):
+    study = Ledger(tmp_path / "j.db").create_study("j", SPACE, metric="loss",
+                                                   direction="minimize")
+    protocol = make_protocol("json", GenericFakeChatModel(messages=iter(())), study)
+
     @settings(max_examples=examples, deadline=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(answer=st.one_of(
@@ -111,5 +116,5 @@ def test_fuzzed_json_answers_never_escape_the_guard(examples):
                   st.one_of(st.sampled_from(["A", "B", "C", "a", ""]), junk), config),
         st.builds(lambda p: json.dumps({"action": "own", "params": p}, default=str), config)))
     def one(answer):
-        _passes(check_json(AIMessage(content=answer), OFFERS, SPACE))
+        _passes(protocol.check(AIMessage(content=answer), OFFERS, SPACE))
     one()

@@ -17,7 +17,7 @@ from fakes import ScriptedModel, australian, call, proposals, rounds, run_graph
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from asap.agent.fit import off_centre
-from asap.agent.llm import pick_protocol
+from asap.agent.protocols import pick_protocol
 from asap.agent.selftune import Bounds
 
 GOOD = {"alpha": 1e-4, "batch_size": 32, "depth": 2, "learning_rate_init": 1e-3, "width": 128}
@@ -404,9 +404,7 @@ def _lands_after_speculation(config, report):
 def test_a_missed_prediction_cancels_the_speculative_call(tmp_path):
     """Each trial lands while the speculative call for the round after it is streaming (an
     event, not a duration); tau 0 misses every prediction, so each such call is cut short."""
-    from asap.agent.prompt import PromptBuilder
-    from asap.graphs.session import TOOLS_TEXT
-    from asap.graphs.state import TuneContext
+    from asap.graphs.context import make_context
     from asap.tools.ledger import Ledger
     from asap.tools.portfolio import Portfolio
     from asap.tools.space import Space
@@ -418,9 +416,8 @@ def test_a_missed_prediction_cancels_the_speculative_call(tmp_path):
                                                    direction="maximize")
     _ASSUMED.clear()
     model = ScriptedModel(_note_assumed, stream_delay=3.0)  # a full answer would take 3 s
-    ctx = TuneContext(study, Portfolio(study), Trainer(study, wl, in_process=True),
-                      PromptBuilder(study, TOOLS_TEXT, protocol="tools"), model,
-                      protocol="tools", max_trials=7, speculation="threshold")
+    ctx = make_context(study, Portfolio(study), Trainer(study, wl, in_process=True), model,
+                       protocol="tools", max_trials=7, speculation="threshold")
     run_graph(ctx, tau=0.0)
     cancelled = [c for c in study.timings("llm_call") if c["detail"].get("cancelled")]
     assert len(cancelled) >= 3 and all(c["duration"] < 2.0 for c in cancelled)  # not 3 s

@@ -153,7 +153,7 @@ def _square(config, report):
 def test_a_wider_round_asks_the_cheap_tools_again_and_shows_the_priors_best(tmp_path):
     """width=2: each tool's first proposal in the panel's order, then each one's second, no
     repeats; the round shows the prior's best four (before the prior scores: the first pass)."""
-    from asap.graphs.state import round_offers
+    from asap.graphs.rounds import round_offers
     from asap.tools.portfolio import PANEL, Portfolio
     study, ctx = australian(tmp_path, None)
     wide = Portfolio(study, seed=3, width=2)

@@ -12,9 +12,8 @@ from fakes import ManualTime, ScriptedModel, run_graph
 from langchain_core.messages import AIMessage
 
 from asap.agent.config import ConfigError, TuneConfig
-from asap.agent.prompt import PromptBuilder
-from asap.graphs.session import TOOLS_TEXT, tune
-from asap.graphs.state import TuneContext
+from asap.graphs.context import make_context
+from asap.graphs.session import tune
 from asap.tools.clock import VirtualClock
 from asap.tools.ledger import Ledger
 from asap.tools.portfolio import Portfolio
@@ -43,8 +42,8 @@ def session(tmp_path, model, source, *, workload=None, workers=1, trials=5, **se
     study.clock = VirtualClock(origin=0.0, source=source)
     trainer = Trainer(study, wl, in_process=True,
                       slots=plan_slots(workers) if workers > 1 else None)
-    ctx = TuneContext(study, Portfolio(study), trainer, PromptBuilder(study, TOOLS_TEXT,
-                      workers=workers), model, max_trials=trials, started=0.0, **settings)
+    ctx = make_context(study, Portfolio(study), trainer, model, max_trials=trials, started=0.0,
+                       **settings)
     return study, ctx
 
 

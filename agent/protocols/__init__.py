@@ -1,0 +1,75 @@
+"""The decision protocols, by name: how the LLM answers a round.
+
+``json`` (:class:`JsonLabelProtocol`): a proposal's label under a JSON schema, for any server
+with structured output; ``tools`` (:class:`ToolCallProtocol`): native tool calls. ``auto``
+(:func:`pick_protocol`) asks the model once which one it speaks. A new protocol is a module
+implementing :class:`DecisionProtocol` and one line in :data:`PROTOCOLS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import openai
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel
+
+from asap.agent.llm import LLM_ERRORS, ToolCaller
+from asap.agent.protocols.base import DecisionProtocol, Verdict, label
+from asap.agent.protocols.json_label import JsonLabelProtocol
+from asap.agent.protocols.tool_calls import ToolCallProtocol
+from asap.tools.study import Study
+
+PROTOCOLS: dict[str, type[DecisionProtocol]] = {
+    JsonLabelProtocol.name: JsonLabelProtocol,
+    ToolCallProtocol.name: ToolCallProtocol,
+}
+DEFAULT = JsonLabelProtocol.name  # what works with any server that has structured output
+AUTO = "auto"  # --decide auto: probe the model once
+
+__all__ = ["AUTO", "DEFAULT", "PROTOCOLS", "DecisionProtocol", "Verdict", "label",
+           "make_protocol", "pick_protocol"]
+
+
+def make_protocol(name: str, llm: BaseChatModel, study: Study, tools: Sequence[BaseTool] = (),
+                  grammar: bool = False) -> DecisionProtocol:
+    """The protocol ``name`` bound to a session; an unknown name is an error naming the known."""
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown decision protocol {name!r}; choose one of {list(PROTOCOLS)}")
+    return PROTOCOLS[name](llm, study, tools, grammar)
+
+
+class _Ready(BaseModel):
+    """Report that you are ready."""
+
+    ready: bool
+
+
+def pick_protocol(llm: BaseChatModel, mode: str, study: Study | None = None) -> str:
+    """The protocol for this endpoint and model; ``auto`` asks the model once.
+
+    The probe is one short request with a single tool: a tool call back means the server parses
+    tool calls for this model (:class:`ToolCallProtocol`); plain text or a refusal means it does
+    not (the default, :class:`JsonLabelProtocol`).
+    """
+    if mode != AUTO:
+        return mode
+    probe = StructuredTool.from_function(func=lambda ready: "ok", name="report_ready",
+                                         args_schema=_Ready, description=_Ready.__doc__)
+    chosen, reason = DEFAULT, "answered with a tool call"
+    try:
+        answer = ToolCaller(llm, [probe]).invoke(
+            [HumanMessage("Call the tool report_ready with ready=true.")])
+        if answer.tool_calls:
+            chosen = ToolCallProtocol.name
+        else:
+            reason = f"answered with text: {str(answer.content)[:80]!r}"
+    except (openai.APIStatusError, NotImplementedError) as exc:
+        reason = f"refused tools: {type(exc).__name__}: {str(exc)[:120]}"
+    except LLM_ERRORS as exc:  # an answer it could not read: its calls will count as errors
+        reason = f"the probe failed: {type(exc).__name__}: {str(exc)[:120]}"
+    if study is not None:
+        study.log_event("protocol", chosen=chosen, reason=reason)
+    return chosen

@@ -1,0 +1,144 @@
+"""The tuning graph's run context: what the nodes act on and nothing that changes.
+
+Following LangGraph's split (``StateGraph(State, context_schema=Context)``): the study, tools,
+trainer, decision protocol, prompt builder, budgets and callbacks, passed as
+``graph.invoke(..., context=...)`` and read by nodes as ``runtime.context``. Built by
+:func:`make_context`, which derives what follows from the settings (the protocol bound to the
+session's tools, the bounds lossless speculation imposes), so the context is really frozen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+
+from asap.agent.breaker import Breaker
+from asap.agent.config import PromptMode, ProposalStyle
+from asap.agent.cost import weight
+from asap.agent.prompt import PromptBuilder, PromptLog
+from asap.agent.protocols import DEFAULT, DecisionProtocol, Verdict, make_protocol
+from asap.agent.selftune import Bounds, Knobs
+from asap.agent.speculation import SpeculationMode
+from asap.graphs.ahead import Ahead
+from asap.graphs.flights import Flights
+from asap.graphs.state import TuningState
+from asap.tools.clock import Clock
+from asap.tools.hpo_tools import Toolbox
+from asap.tools.portfolio import PANEL, Offer, Portfolio
+from asap.tools.study import Study
+from asap.tools.trainer import Trainer
+from asap.tools.types import Trial
+
+# The prompt's tools section: the panel, in the order its proposals are shown.
+TOOLS_TEXT = "\n".join(f"- {alg} ({lib})" for lib, alg in PANEL) + \
+    "\n- llm (your own configuration)"
+
+
+@dataclass(frozen=True)
+class TuneContext:
+    """Everything the nodes act on and nothing that changes. ``llm=None``: the fallback decides."""
+
+    study: Study
+    portfolio: Portfolio
+    trainer: Trainer
+    builder: PromptBuilder
+    llm: BaseChatModel | None
+    decider: DecisionProtocol | None = None  # how the LLM answers; None exactly when no LLM
+    max_trials: int = 20
+    time_budget_s: float | None = None
+    cost_weight: float | Literal["cool"] = 0.0  # "cool": 1 to 0 over the budget (agent.cost)
+    max_retries: int = 2  # answers with a problem sent back per round, then the fallback
+    max_steps: int = 6  # LLM calls per round (suggest-tool exploration included)
+    speculation: SpeculationMode = "off"
+    selftune_every: int = 0  # trials between self-tuning passes (0: off)
+    decide_ahead: bool = True  # under a plan, ask the next decision in the background
+    llm_after: int = 0  # finished trials before the LLM is asked on the critical path
+    bounds: Bounds = field(default_factory=Bounds)
+    started: float = field(default_factory=time.time)  # on the study's clock
+    on_trial: Callable[[Trial, str], None] | None = None  # progress displays
+    flights: Flights = field(default_factory=Flights)
+    ahead: Ahead = field(default_factory=Ahead)  # the next plan's decision, asked meanwhile
+    say: Callable[[str], None] | None = None  # notices for a person (the circuit breaker)
+    breaker: Breaker = field(default_factory=Breaker)
+
+    @property
+    def clock(self) -> Clock:
+        """The session's clock (the study's): what budgets and time stamps are read on."""
+        return self.study.clock
+
+    def check(self, answer: BaseMessage, offers: list[Offer]) -> Verdict:
+        """The guard's verdict on an answer, in the session's protocol (the critical round's,
+        a speculative round's and one asked ahead read it alike)."""
+        assert self.decider is not None
+        return self.decider.check(answer, offers, self.study.space)
+
+    def spent(self) -> bool:
+        """No new trial may start: the trial budget is taken (running trials included), the
+        wall-clock budget is used up, or the run was cancelled or halted."""
+        return (len(self.study.trials()) >= self.max_trials or self.trainer.cancel.is_set()
+                or self.trainer.cancel.halted()
+                or (self.time_budget_s is not None
+                    and self.clock.now() - self.started >= self.time_budget_s))
+
+    def pricing(self) -> tuple[float, float | None]:
+        """How much a proposal's predicted training time weighs in the prior's ranking now,
+        and the time budget left (None: no budget)."""
+        elapsed = self.clock.now() - self.started
+        left = None if self.time_budget_s is None else self.time_budget_s - elapsed
+        if self.cost_weight == "cool":
+            return weight(elapsed, self.time_budget_s), left
+        return float(self.cost_weight), left
+
+    def can_start(self, running: int) -> bool:
+        """With ``running`` trials in flight, a worker is free and the budget allows another."""
+        return running < self.trainer.workers and not self.spent()
+
+    def initial_state(self, tau: float = 0.05, depth: int = 1, context: int = 24,
+                      plan: int = 1) -> TuningState:
+        """The state a run starts from: the knobs inside their bounds and an empty prompt log."""
+        b = self.bounds
+        return {"knobs": Knobs(tau=tau, depth=min(max(depth, b.depth_min), b.depth_max),
+                               context=context, plan=min(max(plan, b.plan_min), b.plan_max)),
+                "log": PromptLog(), "plan_left": 0, "running": {}}
+
+    def recursion_limit(self) -> int:
+        """LangGraph's step bound for a whole session: every round may use all its LLM steps."""
+        return self.max_trials * (4 + 2 * self.max_steps) + 10 + 2 * self.trainer.workers
+
+
+def make_context(study: Study, portfolio: Portfolio, trainer: Trainer,
+                 llm: BaseChatModel | None, *, protocol: str = DEFAULT, grammar: bool = False,
+                 prompt: PromptMode = "stable", proposals: ProposalStyle | None = None,
+                 tools_text: str = TOOLS_TEXT, bounds: Bounds | None = None,
+                 breaker: Breaker | None = None, **settings: Any) -> TuneContext:
+    """A run's context: the prompt builder for ``protocol`` and the trainer's workers, the
+    protocol bound to the session's tools (``grammar``: the server takes llama.cpp GBNF
+    grammars), lossless speculation's depth bound; ``settings`` are the other fields of
+    :class:`TuneContext` (budgets, switches, callbacks)."""
+    builder = PromptBuilder(study, tools_text, mode=prompt, protocol=protocol,
+                            workers=trainer.workers, proposals=proposals)
+    decider = None
+    if llm is not None:
+        decider = make_protocol(protocol, llm, study,
+                                Toolbox(study, portfolio, trainer).tools(), grammar)
+    bounds = bounds or Bounds()
+    if settings.get("speculation") == "lossless":  # each decision is verified serially
+        bounds = bounds.model_copy(update={"depth_max": 1})
+    breaker = breaker or Breaker()
+    ctx = TuneContext(study, portfolio, trainer, builder, llm, decider, bounds=bounds,
+                      breaker=breaker, **settings)
+    ctx.ahead.clock = ctx.clock
+    if breaker.on_change is None:
+        breaker.on_change = lambda state, reason: _breaker_changed(ctx, state, reason)
+    return ctx
+
+
+def _breaker_changed(ctx: TuneContext, state: str, reason: str) -> None:
+    ctx.study.log_event("llm_breaker", state=state, reason=reason)
+    if ctx.say is not None:
+        ctx.say(f"LLM circuit {state}: {reason}")
