@@ -21,7 +21,7 @@ from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
 
 from asap.agent.llm import LLM_ERRORS, Cancelled
-from asap.agent.selftune import Knobs, selftune
+from asap.agent.selftune import Knobs
 from asap.agent.speculation import accept
 from asap.agent.surrogate import Surrogate
 from asap.graphs.calls import ask, warm_up
@@ -69,7 +69,7 @@ def speculate(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
 
 
 def _speculate(ctx: TuneContext, state: TuningState) -> TuningState:
-    knobs = _selftune(ctx, state["knobs"])
+    knobs = state["knobs"]  # as the selftune node left them this step
     chain = list(state.get("chain") or [])
     if ctx.speculation == "off" or knobs.depth == 0 or state.get("plan_left", 0) > 0 \
             or ctx.ahead.asked() \
@@ -79,7 +79,7 @@ def _speculate(ctx: TuneContext, state: TuningState) -> TuningState:
         # a carried chain will not be used.
         drop(ctx, chain)
         _warm(ctx, state, knobs)
-        return {"chain": [], "knobs": knobs}
+        return {"chain": []}
     catch_up(ctx, state)  # off the critical path, before the forks copy the tools
     flight = ctx.flights.get(next_to_land(state))
     in_flight = len(ctx.study.trials())  # trials started, the ones training included
@@ -102,7 +102,7 @@ def _speculate(ctx: TuneContext, state: TuningState) -> TuningState:
         if entry.choice is None:
             break
     flight.level = -1
-    return {"chain": chain, "knobs": knobs, "lag": 0}
+    return {"chain": chain, "lag": 0}
 
 
 def _one_ahead(ctx: TuneContext, state: TuningState, chain: list[SpecRound], flight: InFlight,
@@ -172,22 +172,6 @@ def _warm(ctx: TuneContext, state: TuningState, knobs: Knobs) -> None:
     ctx.study.log_event("warmup", round=state["round"] + 1, compaction=prefix is not None)
     warm_up(ctx, prefix or ctx.builder.next_prefix(state["log"], knobs.context, always=True),
             state["round"] + 1)
-
-
-def _selftune(ctx: TuneContext, knobs: Knobs) -> Knobs:
-    """Every ``selftune_every`` finished trials, retune tau, depth and context from the ledger;
-    the first pass as soon as the ledger holds enough to read (3 decisions, 3 trials), since
-    the knobs start as guesses: waiting for the 8th trial left a short-trial session's rounds
-    5-10 to exposed calls a plan would have saved (measured: ~3 s of a 38 s session).
-
-    It runs on the speculative branch, in parallel with training: off the critical path.
-    """
-    done = len(ctx.study.finished_ids())
-    if not ctx.selftune_every or done == 0:
-        return knobs
-    if done % ctx.selftune_every and ctx.study.timings("selftune"):  # a pass has read enough
-        return knobs
-    return selftune(ctx.study, knobs, ctx.bounds)
 
 
 def drop(ctx: TuneContext, chain: list[SpecRound]) -> None:

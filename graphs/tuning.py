@@ -39,6 +39,7 @@ from asap.graphs.ahead import Asked
 from asap.graphs.calls import ask, warm_up
 from asap.graphs.context import TuneContext
 from asap.graphs.rounds import absorb, catch_up, commit, decision_text, planned, round_offers
+from asap.graphs.selftuning import selftune_node
 from asap.graphs.speculative import await_train, reconcile, speculate
 from asap.graphs.state import Pending, TuningState, Verification
 from asap.tools.job import TrainingJob
@@ -318,11 +319,12 @@ def finish(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
 
 
 WAIT = ["await_train", "speculate"]  # the trials train while the LLM decides ahead
+TUNE = "selftune"  # what every path to WAIT passes first
 
 
 def _wait_or_end(state: TuningState) -> str | list[str]:
     """No new trial: wait for the ones still running (their results are logged), then end."""
-    return WAIT if state.get("running") else "finish"
+    return TUNE if state.get("running") else "finish"
 
 
 def after_propose(state: TuningState) -> str | list[str]:
@@ -336,7 +338,7 @@ def after_dispatch(state: TuningState) -> str | list[str]:
     side; or end, when no trial was left to start and none runs."""
     if state.get("spent"):
         return _wait_or_end(state)
-    return "propose" if state.get("fill") else WAIT
+    return "propose" if state.get("fill") else TUNE
 
 
 def after_guard(state: TuningState) -> str | list[str]:
@@ -352,18 +354,22 @@ def after_reconcile(state: TuningState) -> str | list[str]:
 
 
 def build_tuning_graph():
-    """propose -> agent -> guard -> dispatch -> (await_train || speculate) -> reconcile."""
+    """propose -> agent -> guard -> dispatch -> selftune -> (await_train || speculate)
+    -> reconcile."""
     g = StateGraph(TuningState, context_schema=TuneContext)
     for node in (propose, agent, guard, dispatch, await_train, speculate, reconcile, finish):
         g.add_node(node.__name__, node)
+    g.add_node(TUNE, selftune_node)
     g.add_edge(START, "propose")
-    g.add_conditional_edges("propose", after_propose, ["agent", "dispatch", *WAIT, "finish"])
+    g.add_conditional_edges("propose", after_propose, ["agent", "dispatch", TUNE, "finish"])
     g.add_edge("agent", "guard")
-    g.add_conditional_edges("guard", after_guard, ["agent", "dispatch", *WAIT, "finish"])
-    g.add_conditional_edges("dispatch", after_dispatch, ["propose", *WAIT, "finish"])
+    g.add_conditional_edges("guard", after_guard, ["agent", "dispatch", TUNE, "finish"])
+    g.add_conditional_edges("dispatch", after_dispatch, ["propose", TUNE, "finish"])
+    for branch in WAIT:
+        g.add_edge(TUNE, branch)
     g.add_edge(WAIT, "reconcile")
     g.add_edge("finish", END)
-    g.add_conditional_edges("reconcile", after_reconcile, ["dispatch", "propose", *WAIT, "finish"])
+    g.add_conditional_edges("reconcile", after_reconcile, ["dispatch", "propose", TUNE, "finish"])
     # Never checkpointed, even inside a checkpointed parent (the chat): the ledger is its
     # persistence, its state holds live objects, and a parent's SQLite saver on the ledger's
     # file would contend with the ledger's writes at every step.

@@ -361,11 +361,19 @@ def test_the_selftune_node_runs_beside_training_and_moves_the_knobs(tmp_path):
     assert tuned and tuned[0]["before"]["plan"] == 1
     assert state["knobs"].plan == tuned[-1]["after"]["plan"] > 1
     starts = sorted(t.started_at for t in study.trials())
-    for row in study.timings("selftune"):  # off the critical path: on the speculative branch,
-        # after its round's trial started and done before the next trial could start
+    for row in study.timings("selftune"):  # off the critical path: its own node, after its
+        # round's trial started and done before the next trial could start
         before = [s for s in starts if s <= row["start"]]
         later = [s for s in starts if s > row["start"]]
         assert before and (not later or row["end"] <= later[0])
+
+
+def test_the_drawn_graph_shows_self_tuning_before_the_parallel_branches():
+    from asap.graphs.tuning import graph
+    drawn = graph.get_graph()
+    edges = {(e.source, e.target) for e in drawn.edges}
+    assert {("selftune", "await_train"), ("selftune", "speculate")} <= edges
+    assert ("dispatch", "selftune") in edges and ("dispatch", "await_train") not in edges
 
 
 def test_the_first_selftune_pass_comes_as_soon_as_the_ledger_can_be_read(tmp_path):
