@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from asap.agent.protocols import AUTO, PROTOCOLS
+from asap.tools.ledger import DEFAULT_DB
 from asap.tools.types import STUDY_NAME, redact, safe_name
 
 DECIDE = [AUTO, *PROTOCOLS]  # --decide: a protocol's name, or auto (probe the model once)
@@ -31,14 +32,17 @@ class TuneConfig(BaseModel):
     workload: str = Field(min_length=1)
     trials: int = Field(default=20, ge=1, le=100_000, description="trial budget")
     time_budget_s: float | None = Field(default=None, gt=0,
-                                        description="wall-clock budget; a trial still running "
-                                        "when it ends is stopped")
-    trial_timeout_s: float = Field(default=600.0, gt=0, description="per-trial time limit")
+                                        description="wall-clock budget in seconds; a trial "
+                                        "still running when it ends is stopped")
+    trial_timeout_s: float = Field(default=600.0, gt=0,
+                                   description="per-trial time limit in seconds")
     study: str | None = Field(default=None,
-                              description="default: from the workload; letters, digits, . _ -")
-    db: str = "asap.db"
+                              description="study name (default: from the workload; letters, "
+                              "digits, . _ -); re-run to resume")
+    db: str = Field(default=DEFAULT_DB, description="ledger file (SQLite): trials, timings, "
+                    "events")
     space: str | None = Field(default=None, description="search space file (YAML/JSON)")
-    llm: bool = Field(default=True, description="False (or 'off'): the panel and the prior "
+    llm: bool = Field(default=True, description="off: the panel and the prior "
                       "decide every round with no endpoint and no server started")
     cost_weight: float | Literal["cool"] = Field(
         default=0.0, description="how much a proposal's predicted training time weighs in the "
@@ -48,15 +52,19 @@ class TuneConfig(BaseModel):
     width: int = Field(default=2, ge=1, le=8, description="proposals each tool makes per "
                        "round (past the first, the cheap tools only: not TPE); the prior "
                        "ranks them all and the round shows its best 4")
-    base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint")
-    model: str | None = Field(default=None, description="model name, or a GGUF for embedded")
+    base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint "
+                                 "(default: the embedded llama.cpp server)")
+    model: str | None = Field(default=None, description="model name at --base-url, or a GGUF "
+                              "path for the embedded server")
     api_key: str | None = None
     llm_timeout_s: float = Field(default=120.0, gt=0, le=3600,
-                                 description="per LLM request; the client retries twice")
+                                 description="seconds per LLM request; the client retries "
+                                 "twice")
     decide: str = Field(default=AUTO, json_schema_extra={"enum": DECIDE},
                         description="how the LLM answers: tools (native tool calls), json (a "
                         "proposal's label under a JSON schema), auto (ask the model once)")
-    prompt: PromptMode = "stable"
+    prompt: PromptMode = Field(default="stable", description="naive: a status header "
+                               "rewritten each round (ablation)")
     proposals: ProposalStyle | None = Field(
         default=None, description="proposal lines: brief (tool, record, prediction) or full "
         "(with configurations); default brief for JSON decisions, full for tool calls")
@@ -66,23 +74,33 @@ class TuneConfig(BaseModel):
         default="real", description="real: wall-clock time; virtual: each trial costs its "
         "simulated duration (a table's train_time) and sleeps not at all, the agent's own work "
         "its measured time; budgets and time stamps are read on it")
-    max_retries: int = Field(default=2, ge=0, le=10)
-    pruner: Literal["none", "median", "sha", "hyperband"] = "none"
-    speculation: Literal["auto", "off", "threshold", "lossless"] = "auto"
-    tau: float = Field(default=0.05, ge=0, le=10, description="accept test's relative error")
+    max_retries: int = Field(default=2, ge=0, le=10, description="answers with a problem "
+                             "sent back per round before the prior's pick trains")
+    pruner: Literal["none", "median", "sha", "hyperband"] = Field(
+        default="none", description="stop trials early from their reported values: none, "
+        "median (Optuna's MedianPruner), sha (successive halving), hyperband")
+    speculation: Literal["auto", "off", "threshold", "lossless"] = Field(
+        default="auto", description="decide the next round while the current trial trains: "
+        "threshold (keep it when the prediction was within tau), lossless (verify it), off; "
+        "auto: threshold unless training and the LLM share the CPU")
+    tau: float = Field(default=0.05, ge=0, le=10, description="keep a speculative round when "
+                       "|predicted-actual|/|actual| <= tau")
     context: int | None = Field(default=None, ge=2, le=1000,
-                                description="rounds the prompt carries; None: 24, self-tuned")
+                                description="rounds the prompt carries before compaction: N, "
+                                "or auto (starts at 24, self-tuned)")
     depth: int | None = Field(default=None, ge=1, le=16,
-                              description="speculative rounds ahead; None: 1, self-tuned 0-4 "
-                              "(0: trials too short for speculation to pay)")
+                              description="speculative rounds chained ahead: N, or auto "
+                              "(starts at 1, self-tuned 0-4; 0 while trials are too short "
+                              "to pay)")
     plan: int | None = Field(default=None, ge=1, le=64,
-                             description="rounds one LLM decision covers; None: 1, self-tuned "
-                             "up to 16 while the LLM is slower than training or keeps taking "
-                             "the prior's pick")
+                             description="rounds one LLM decision covers: N, or auto (starts "
+                             "at 1, self-tuned up to 16 while the LLM is slower than training "
+                             "or keeps taking the prior's pick)")
     seed: int = Field(default=0, ge=0, le=2**32 - 1,
                       description="seeds the tools' samplers (0 .. 2**32-1)")
     optuna_storage: str | None = Field(default=None, description="mirror every finished trial "
-                                       "into this Optuna storage URL (sqlite:///optuna.db)")
+                                       "into this Optuna storage URL (sqlite:///optuna.db): "
+                                       "watch it with optuna-dashboard URL")
     isolate: bool = Field(default=True, description="each trial in its own worker process; "
                           "False: in-process, for table lookups (no time limit, no crash guard)")
     workers: int | None = Field(default=None, ge=1, le=1024,
@@ -95,10 +113,13 @@ class TuneConfig(BaseModel):
                                               "worker processes here, or Ray tasks")
     ray_address: str | None = Field(default=None, description="a running Ray cluster "
                                     "(HOST:PORT, auto); None: a local Ray instance")
-    selftune: bool = True
+    selftune: bool = Field(default=True, description="retune tau, depth, the context and "
+                           "the plan from the ledger's timings; off: keep them fixed (ablation)")
     decide_ahead: bool = Field(default=True, description="under a plan, ask the next plan's "
-                               "decision while its rounds train (off: at the plan's end)")
-    selftune_every: int = Field(default=4, ge=1, le=1000)
+                               "decision while its rounds train; off: at the plan's end "
+                               "(ablation)")
+    selftune_every: int = Field(default=4, ge=1, le=1000, description="finished trials "
+                                "between self-tuning passes")
     llm_after: int = Field(default=3, ge=0, le=1000, description="finished trials before the "
                            "LLM is asked on the critical path: before, the tools propose "
                            "start-up samples the prior cannot score, and the fallback picks")

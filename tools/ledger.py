@@ -32,7 +32,9 @@ from asap.tools.space import Space
 from asap.tools.study import LedgerError, Study
 from asap.tools.types import STUDY_NAME, Direction
 
-__all__ = ["Ledger", "check_ledger_path"]
+__all__ = ["DEFAULT_DB", "Ledger", "check_ledger_path"]
+
+DEFAULT_DB = "asap.db"  # the ledger every command reads and writes unless told another
 
 
 _SCHEMA = {

@@ -17,7 +17,8 @@ import openai
 from rich.console import Console
 
 from asap.agent.server import SERVE_PORT
-from asap.tools.ledger import Ledger
+from asap.cli.flags import add_settings, settings_from
+from asap.tools.ledger import DEFAULT_DB, Ledger
 from asap.tools.study import LedgerError
 from asap.tools.types import Terminated, safe_name
 
@@ -48,97 +49,34 @@ def _parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("tune", help="tune a workload with the LLM orchestrating the tools")
     tune.add_argument("workload", help="digits-mlp, digits-cnn, charlm, hpobench:<ds>, "
                       "nasbench201:<ds> or package.module:function (runs your code)")
-    tune.add_argument("--space", help="search space file (YAML/JSON)")
-    tune.add_argument("--trials", type=int, default=20, help="trial budget (default 20)")
-    tune.add_argument("--time-budget", type=float,
-                      help="wall-clock budget in seconds (a trial running at its end is stopped)")
-    tune.add_argument("--trial-timeout", type=float, default=600.0,
-                      help="per-trial time limit in seconds (default 600)")
-    tune.add_argument("--study", help="study name (default: from the workload); re-run to resume")
-    tune.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
-    tune.add_argument("--base-url", help="OpenAI-compatible endpoint (default: embedded llama.cpp)")
-    tune.add_argument("--llm", metavar="{on,off}", default="on",
-                      help="off: the panel and the prior decide every round; no endpoint is "
-                      "reached and no server started")
-    tune.add_argument("--cost-weight", metavar="{W,cool}", default="0",
-                      help="how much predicted training time weighs when the prior ranks "
-                      "proposals: EI per second**W (default 0: EI alone, measured best on the "
-                      "dev tasks); cool: W from 1 to 0 over --time-budget (CArBO)")
-    tune.add_argument("--model", help="model name at --base-url, or a GGUF path for the embedded server")
-    tune.add_argument("--time-scale", type=float, default=0.0,
-                      help="tables sleep train_time x this many real seconds (default 0)")
-    tune.add_argument("--clock", metavar="{real,virtual}", default="real",
-                      help="real (default), or virtual: each trial costs its simulated duration (a table's "
-                      "train_time) and sleeps not at all, the agent's own work its measured "
-                      "time; --time-budget and --trial-timeout are read on it")
-    tune.add_argument("--decide", choices=["auto", "tools", "json"], default="auto",
-                      help="decision protocol: native tool calls, JSON schema, or probe (auto)")
-    tune.add_argument("--prompt", choices=["stable", "naive"], default="stable",
-                      help="naive: a status header rewritten each round (ablation)")
-    tune.add_argument("--proposals", choices=["brief", "full"],
-                      help="proposal lines in the prompt: brief (tool, record, the prior's "
-                      "prediction) or full (with configurations); default brief for JSON "
-                      "decisions, full for tool calls (which copy a configuration)")
-    tune.add_argument("--pruner", choices=["none", "median", "sha", "hyperband"], default="none")
-    tune.add_argument("--speculation", choices=["auto", "off", "threshold", "lossless"],
-                      default="auto",
-                      help="decide the next round while the current trial trains; auto: only "
-                      "when training and the LLM do not share the CPU")
-    tune.add_argument("--tau", type=float, default=0.05,
-                      help="keep a speculative round when |predicted-actual|/|actual| <= tau")
-    tune.add_argument("--context", default="auto",
-                      help="rounds the prompt carries before compaction: N, or auto (self-tuned)")
-    tune.add_argument("--depth", default="auto",
-                      help="speculative rounds chained ahead of the trial in flight: N, or auto "
-                      "(starts at 1, self-tuned 0-4; 0 while trials are too short to pay)")
-    tune.add_argument("--plan", default="auto",
-                      help="rounds one LLM decision covers: N, or auto (starts at 1, self-tuned "
-                      "up to 16 while the LLM is slower than training or keeps taking the "
-                      "prior's pick)")
-    tune.add_argument("--no-ahead", action="store_true",
-                      help="under a plan, ask the next decision at the plan's end (ablation), "
-                      "not in the background while the plan's rounds train")
-    tune.add_argument("--no-selftune", action="store_true",
-                      help="keep tau, depth, the context and the plan fixed (ablation)")
-    tune.add_argument("--seed", type=int, default=0, help="seed of the tools' samplers")
-    tune.add_argument("--workers", type=int,
-                      help="trials in flight at once (default: one per GPU, 1 on a CPU host)")
-    tune.add_argument("--gpus-per-trial", type=float,
-                      help="GPUs each trial gets (0.5: two trials share a GPU; default 1)")
-    tune.add_argument("--backend", choices=["local", "ray"], default="local",
-                      help="where trials run: worker processes here (default) or Ray tasks")
-    tune.add_argument("--ray-address", metavar="ADDR",
-                      help="a running Ray cluster (HOST:PORT or auto; default: a local Ray)")
+    add_settings(tune)  # every TuneConfig field, its help and default from the model
     tune.add_argument("--json", action="store_true", help="print the summary as JSON")
-    tune.add_argument("--optuna-storage", metavar="URL",
-                      help="mirror every finished trial into this Optuna storage (e.g. "
-                      "sqlite:///optuna.db): watch it with optuna-dashboard URL")
     export = sub.add_parser("export", help="mirror a study into an Optuna storage")
     export.add_argument("study")
-    export.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
+    export.add_argument("--db", default=DEFAULT_DB, help=f"ledger file (default: {DEFAULT_DB})")
     export.add_argument("--optuna-storage", metavar="URL", required=True,
                         help="Optuna storage URL, e.g. sqlite:///optuna.db")
     show = sub.add_parser("show", help="print a study's trials and summary")
     show.add_argument("study")
-    show.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
+    show.add_argument("--db", default=DEFAULT_DB, help=f"ledger file (default: {DEFAULT_DB})")
     form = show.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="the summary and every trial as JSON")
     form.add_argument("--csv", action="store_true", help="one CSV row per trial")
     studies = sub.add_parser("studies", help="list the studies in a ledger")
-    studies.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
+    studies.add_argument("--db", default=DEFAULT_DB, help=f"ledger file (default: {DEFAULT_DB})")
     report = sub.add_parser("report", help="wall-clock decomposition; timeline, optimization "
                             "history and parameter importance PNGs")
     report.add_argument("study")
-    report.add_argument("--db", default="asap.db", help="ledger file (default: asap.db)")
+    report.add_argument("--db", default=DEFAULT_DB, help=f"ledger file (default: {DEFAULT_DB})")
     report.add_argument("--out", help="a directory (created) for its four PNGs: STUDY-timeline, "
                         "-history, -llm (latency against prompt length) and -importance; or "
                         "the timeline's .png path, the others beside it (default: here)")
     ch = sub.add_parser("chat", help="tune in a conversation: say what to tune, confirm, ask")
     ch.add_argument("--thread", help="resume this thread")
     ch.add_argument("--list", action="store_true", help="list the threads and exit")
-    ch.add_argument("--db", default="asap.db", help="ledger file (threads are stored in it too)")
-    ch.add_argument("--base-url", help="OpenAI-compatible endpoint (default: the embedded server)")
-    ch.add_argument("--model", help="model name at --base-url, or a GGUF for the embedded server")
+    add_settings(ch, ["db", "base_url", "model"],
+                 {"db": f"ledger file; threads are stored in it too (default: {DEFAULT_DB})"},
+                 keep_defaults=True)
     ev = sub.add_parser("eval", help="compare asap with the tools it orchestrates on a grid")
     ev.add_argument("--profile", choices=["quick", "dev", "gpu", "full"], default="quick",
                     help="quick: a smoke run (~13 min on 2 CPU cores); dev: 5 tables x 10 seeds "
@@ -161,8 +99,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="trials in flight per run (default 1; llm-naive stays serial)")
     ev.add_argument("--db", default="asap-eval.db", help="the eval's ledger (resumes a grid)")
     ev.add_argument("--out", default="asap-eval", help="directory for the report and plots")
-    ev.add_argument("--base-url", help="OpenAI-compatible endpoint for the LLM methods")
-    ev.add_argument("--model", help="model name at --base-url, or a GGUF for the embedded server")
+    add_settings(ev, ["base_url", "model"], keep_defaults=True)
     return p
 
 
@@ -287,23 +224,6 @@ def _studies(db: str) -> int:
     return 0
 
 
-def _weight(text: str) -> float | str:
-    """--cost-weight: "cool", or a number (TuneConfig says which are valid)."""
-    if text == "cool":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"--cost-weight must be a number or cool, got {text!r}") from None
-
-
-def _int(text: str, flag: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{flag} must be an integer or auto, got {text!r}") from None
-
-
 def _report(study_name: str, db: str, out: str | None) -> int:
     from asap.agent.plots import history, importance, llm_latency
     from asap.agent.record import llm_record
@@ -350,25 +270,13 @@ def _tune(args: argparse.Namespace) -> int:
     from asap.cli.render import RichProgress
     from asap.graphs.session import tune
     _quiet_optuna()
-    cfg = TuneConfig.make(
-        workload=args.workload, trials=args.trials, time_budget_s=args.time_budget,
-        trial_timeout_s=args.trial_timeout, optuna_storage=args.optuna_storage,
-        study=args.study, db=args.db, space=args.space, llm=args.llm, base_url=args.base_url,
-        model=args.model, cost_weight=_weight(args.cost_weight),
-        api_key=os.environ.get("OPENAI_API_KEY"), decide=args.decide, prompt=args.prompt,
-        proposals=args.proposals,
-        time_scale=args.time_scale, clock=args.clock, pruner=args.pruner,
-        speculation=args.speculation,
-        tau=args.tau, context=None if args.context == "auto" else _int(args.context, "--context"),
-        depth=None if args.depth == "auto" else _int(args.depth, "--depth"),
-        plan=None if args.plan == "auto" else _int(args.plan, "--plan"), seed=args.seed,
-        selftune=not args.no_selftune, decide_ahead=not args.no_ahead, workers=args.workers,
-        gpus_per_trial=args.gpus_per_trial, backend=args.backend, ray_address=args.ray_address)
+    cfg = TuneConfig.make(workload=args.workload, api_key=os.environ.get("OPENAI_API_KEY"),
+                          **settings_from(args))
     result = tune(cfg, callbacks=[RichProgress(Console(stderr=True))])
     if args.json:
         print(_json(result))
     else:
-        _show(result["study"], args.db, trials=False)
+        _show(result["study"], cfg.db, trials=False)
     return 0 if result["complete"] > 0 else 1
 
 
