@@ -30,13 +30,14 @@ def main(model: BaseChatModel, db: str = "asap.db") -> dict:
 
 
 if __name__ == "__main__":
-    from asap.agent.llm import chat_model, pick_protocol
+    from asap.agent.llm import chat_model
+    from asap.agent.protocols import ToolCallProtocol, pick_protocol
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base-url", required=True)
     ap.add_argument("--model", required=True)
     args = ap.parse_args()
     model = chat_model(args.base_url, args.model)  # max_tokens 300: a bounded answer per turn
-    if pick_protocol(model, "auto") != "tools":
+    if pick_protocol(model, "auto") != ToolCallProtocol.name:
         raise SystemExit(f"{args.model} at {args.base_url} answers tool requests with text, not "
                          "tool calls: serve a tool-calling model (see the top of this file)")
     final = main(model)

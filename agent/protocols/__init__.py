@@ -29,7 +29,8 @@ PROTOCOLS: dict[str, type[DecisionProtocol]] = {
 DEFAULT = JsonLabelProtocol.name  # what works with any server that has structured output
 AUTO = "auto"  # --decide auto: probe the model once
 
-__all__ = ["AUTO", "DEFAULT", "PROTOCOLS", "DecisionProtocol", "Verdict", "label",
+__all__ = ["AUTO", "DEFAULT", "PROTOCOLS", "DecisionProtocol", "JsonLabelProtocol",
+           "ToolCallProtocol", "Verdict", "label",
            "make_protocol", "pick_protocol"]
 
 
