@@ -63,7 +63,7 @@ from asap.agent.plan import (
 )
 from asap.graphs.background import cancellable
 from asap.graphs.session import TuneCallback, tune
-from asap.tools.ledger import Ledger
+from asap.tools.ledger import DEFAULT_DB, Ledger
 from asap.tools.space import SpaceError
 from asap.tools.space_edit import narrow
 from asap.tools.study import Study
@@ -92,7 +92,7 @@ class ChatContext:
     (default: beside the ledger)."""
 
     llm: BaseChatModel
-    db: str = "asap.db"
+    db: str = DEFAULT_DB
     base_url: str | None = None
     model: str | None = None
     tune_llm: BaseChatModel | None = None
@@ -113,7 +113,7 @@ def env_context() -> ChatContext:
     base_url = os.environ.get("ASAP_BASE_URL", "http://127.0.0.1:8080/v1")
     model = os.environ.get("ASAP_MODEL", "default")
     return ChatContext(llm=chat_model(base_url, model), base_url=base_url, model=model,
-                       db=os.environ.get("ASAP_DB", "asap.db"))
+                       db=os.environ.get("ASAP_DB", DEFAULT_DB))
 
 
 def _ctx(runtime: Runtime[ChatContext] | None = None) -> ChatContext:

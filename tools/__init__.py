@@ -16,21 +16,21 @@ if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
 
 
-def study_tools(workload: str, *, db: str | Path = "asap.db", study: str | None = None,
+def study_tools(workload: str, *, db: str | Path | None = None, study: str | None = None,
               space: str | Path | None = None, seed: int = 0, time_limit_s: float = 600.0,
               time_scale: float = 0.0) -> list[BaseTool]:
     """``optuna_suggest``, ``nevergrad_suggest``, ``llm_propose`` and ``train_on_gpu``, bound to
-    the study ``study`` (default: named after the workload) in the ledger ``db``, created on first
-    use and resumed after; every trial lands in that ledger as with ``asap tune``."""
+    the study ``study`` (default: named after the workload) in the ledger ``db`` (default:
+    ``asap.db``, the commands' own), created on first use and resumed after; every trial lands in that ledger as with ``asap tune``."""
     from asap.tools.hpo_tools import Toolbox
-    from asap.tools.ledger import Ledger
+    from asap.tools.ledger import DEFAULT_DB, Ledger
     from asap.tools.portfolio import Portfolio
     from asap.tools.trainer import Trainer
     from asap.tools.workloads import resolve
 
     wl = resolve(workload, space_file=space, time_scale=time_scale)
     name = study or workload.replace(":", "-").replace("/", "-")
-    st = Ledger(db).open_or_create(name, wl.space, metric=wl.metric, direction=wl.direction,
+    st = Ledger(db or DEFAULT_DB).open_or_create(name, wl.space, metric=wl.metric, direction=wl.direction,
                                    workload=wl.ref)
     st.fail_running("interrupted: the process using these tools stopped during this trial")
     return Toolbox(st, Portfolio(st, seed=seed), Trainer(st, wl, time_limit_s=time_limit_s)).tools()
