@@ -100,11 +100,15 @@ class TuneContext:
 
     def initial_state(self, tau: float = 0.05, depth: int = 1, context: int = 24,
                       plan: int = 1) -> TuningState:
-        """The state a run starts from: the knobs inside their bounds and an empty prompt log."""
+        """The state a run starts from: the knobs inside their bounds, an empty prompt log, and
+        every key a round reads (nodes read ``state["key"]``, never a default of their own)."""
         b = self.bounds
         return {"knobs": Knobs(tau=tau, depth=min(max(depth, b.depth_min), b.depth_max),
                                context=context, plan=min(max(plan, b.plan_min), b.plan_max)),
-                "log": PromptLog(), "plan_left": 0, "running": {}}
+                "log": PromptLog(), "round": 0, "plan_left": 0, "plan_tool": None,
+                "running": {}, "chain": [], "lag": 0, "verify": None, "scores": [],
+                "proposals": [], "offers": [], "choice": None, "decided_by": "llm",
+                "error": None, "reminded": False, "spent": False, "stop": False, "fill": False}
 
     def recursion_limit(self) -> int:
         """LangGraph's step bound for a whole session: every round may use all its LLM steps."""

@@ -45,7 +45,7 @@ def commit(knobs: Knobs, proposals: list[Offer], choice: Offer) -> TuningState:
 
 def planned(state: TuningState, proposals: list[Offer]) -> Offer:
     """A round the plan decides: the committed tool's proposal, else the prior's first."""
-    tool = state.get("plan_tool")
+    tool = state["plan_tool"]
     return next((p for p in proposals if p[0] == tool), proposals[0]) if tool else proposals[0]
 
 
@@ -54,7 +54,7 @@ def absorb(ctx: TuneContext, state: TuningState, landed: list[int]) -> TuningSta
     row appended in the order they landed, the display told. ``{}`` when none did."""
     if not landed:
         return {}
-    log, running = state["log"], dict(state.get("running") or {})
+    log, running = state["log"], dict(state["running"])
     for trial_id in landed:
         pending = running.pop(trial_id)
         ctx.flights.end(trial_id)
@@ -76,5 +76,5 @@ def next_to_land(state: TuningState) -> int:
 def catch_up(ctx: TuneContext, state: TuningState) -> None:
     """Advance the real tools past the proposals accepted speculative rounds took from their
     forks, so they do not offer them again (see :meth:`Portfolio.advance`)."""
-    if state.get("lag"):
+    if state["lag"]:
         ctx.portfolio.advance(state["lag"])

@@ -70,10 +70,10 @@ def speculate(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
 
 def _speculate(ctx: TuneContext, state: TuningState) -> TuningState:
     knobs = state["knobs"]  # as the selftune node left them this step
-    chain = list(state.get("chain") or [])
-    if ctx.speculation == "off" or knobs.depth == 0 or state.get("plan_left", 0) > 0 \
+    chain = list(state["chain"])
+    if ctx.speculation == "off" or knobs.depth == 0 or state["plan_left"] > 0 \
             or ctx.ahead.asked() \
-            or not ctx.breaker.closed() or state.get("spent") or state.get("stop"):
+            or not ctx.breaker.closed() or state["spent"] or state["stop"]:
         # Off (or self-tuned off: trials too short to pay), the next round is the plan's (no
         # LLM), the endpoint is failing, or no trial will start: nothing to decide ahead, and
         # a carried chain will not be used.
@@ -161,13 +161,13 @@ def _warm(ctx: TuneContext, state: TuningState, knobs: Knobs) -> None:
     decisions both ways): warming every planned round cut the call after an 8-round plan from
     668 to 382 new tokens (3.2 s to 2.1 s) and raised the session's cached share from 73.9 %
     to 83.1 %, but its 14 warm-ups added 3.2 s of exposed LLM time: 3.7 s more wall-clock."""
-    if ctx.llm is None or state.get("plan_left", 0) > 0 or not ctx.breaker.closed() \
+    if ctx.llm is None or state["plan_left"] > 0 or not ctx.breaker.closed() \
             or ctx.ahead.asked() \
             or ctx.builder.mode != "stable":  # the naive prompt's header changes every round
         return
     flight = ctx.flights.get(next_to_land(state))
     prefix = ctx.builder.next_prefix(state["log"], knobs.context)  # None: no compaction due
-    if flight.job.done() or not (prefix or state.get("decided_by") == "plan"):
+    if flight.job.done() or not (prefix or state["decided_by"] == "plan"):
         return
     ctx.study.log_event("warmup", round=state["round"] + 1, compaction=prefix is not None)
     warm_up(ctx, prefix or ctx.builder.next_prefix(state["log"], knobs.context, always=True),
@@ -187,8 +187,8 @@ def reconcile(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     trial = ctx.study.trial(state["trained"])
     closed = absorb(ctx, state, [trial.id])
     log, running = closed["log"], closed["running"]
-    spent = ctx.spent() or bool(state.get("spent"))
-    chain = state.get("chain") or []
+    spent = ctx.spent() or bool(state["spent"])
+    chain = state["chain"]
     if chain and chain[0].guess.id != trial.id:  # another worker's trial landed first
         drop(ctx, chain)
         chain = []
@@ -215,5 +215,5 @@ def reconcile(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
             "scores": head.scores, "decided_by": "llm", "current": head.current,
             "choice": head.choice, "chain": rest, "log": log, "running": running,
             "spent": spent,
-            "lag": state.get("lag", 0) + 1,
+            "lag": state["lag"] + 1,
             **commit(state["knobs"], head.proposals, head.choice)}

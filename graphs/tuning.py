@@ -56,7 +56,7 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     landed = absorb(ctx, state, ctx.flights.landed_now())  # trials that ended meanwhile
     if ctx.spent():  # cancelled (runs.cancel, the chat's Ctrl-C), or the budget is taken
         return {**landed, "spent": True}
-    round_no = state.get("round", 0) + 1
+    round_no = state["round"] + 1
     start = ctx.clock.now()
     state = {**state, **landed}
     catch_up(ctx, state)
@@ -65,8 +65,8 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     base: TuningState = {"round": round_no, "lag": 0, "proposals": proposals, "offers": proposals,
                          "scores": scores, "attempts": 0, "reminded": False, "steps": 0,
                          "error": None}
-    left = state.get("plan_left", 0)
-    if not state.get("round") and not ctx.study.finished_ids() and _ahead_on(ctx):
+    left = state["plan_left"]
+    if not state["round"] and not ctx.study.finished_ids() and _ahead_on(ctx):
         # The first round has nothing to decide from (no result, no prior): it trains the
         # start-up pick at once while the LLM reads the prompt, cold, for a later round.
         _ask(ctx, state, round_no, proposals, scores)
@@ -100,7 +100,7 @@ def _ask_ahead(ctx: TuneContext, state: TuningState, round_no: int, proposals: l
     if not _ahead_on(ctx) or state["knobs"].plan == 1:
         return
     if not ctx.ahead.asked():
-        if _worth_asking(ctx, state.get("plan_left", 0)):
+        if _worth_asking(ctx, state["plan_left"]):
             _ask(ctx, state, round_no, proposals, scores)
     elif ctx.builder.mode == "stable":  # the naive header changes every round: nothing to keep
         prefix = ctx.builder.prompt(state["log"], "")
@@ -198,7 +198,7 @@ def _llm_error(ctx: TuneContext, state: TuningState, exc: Exception) -> TuningSt
 def guard(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     """Check the answer; send problems back (bounded), else the fallback decides."""
     ctx = runtime.context
-    if state.get("error"):
+    if state["error"]:
         return _fall_back(state, ctx, state["error"])
     answer = state["messages"][-1]
     verdict = ctx.check(answer, state["offers"])
@@ -213,7 +213,7 @@ def guard(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     if state["steps"] >= ctx.max_steps:
         return _fall_back(state, ctx, f"no decision after {ctx.max_steps} LLM calls")
     if verdict.kind == "remind":
-        if state.get("reminded"):
+        if state["reminded"]:
             return _fall_back(state, ctx, verdict.reason)
         ctx.study.log_event("guard_reminder", reason=verdict.reason, round=state["round"])
         return {**update, "reminded": True}
@@ -226,7 +226,7 @@ def guard(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
 
 
 def _fall_back(state: TuningState, ctx: TuneContext, reason: str) -> TuningState:
-    scored = any(score is not None for score in state.get("scores") or ())
+    scored = any(score is not None for score in state["scores"])
     choice = fallback(ctx.study, state["proposals"], scored)
     ctx.study.log_event("fallback", tool=choice[0], reason=reason, round=state["round"])
     return {"choice": choice, "fallbacks": 1, "decided_by": "fallback"}
@@ -235,7 +235,7 @@ def _fall_back(state: TuningState, ctx: TuneContext, reason: str) -> TuningState
 def dispatch(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     """Start training the chosen configuration and go on: the trial runs in its worker."""
     ctx = runtime.context
-    if (verify := state.get("verify")) is not None:  # lossless: was the speculative one it?
+    if (verify := state["verify"]) is not None:  # lossless: was the speculative one it?
         _record_verdict(ctx, verify, state["choice"], state["round"])
     if ctx.trainer.cancel.is_set():
         return {"spent": True, "verify": None}
@@ -247,9 +247,9 @@ def dispatch(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     trial = ctx.study.trial(flight.job.trial_id)
     _record_decision(ctx, state, trial)
     decision = decision_text(state["proposals"], state["choice"])
-    running = {**state.get("running", {}), trial.id: Pending(state["round"], decision)}
+    running = {**state["running"], trial.id: Pending(state["round"], decision)}
     log = ctx.builder.started(state["log"], state["round"], decision, trial)
-    chain = list(state.get("chain") or [])
+    chain = list(state["chain"])
     if chain:  # a carried chain's nearest round assumed this trial: give its guess the real id
         chain[0] = dataclasses.replace(chain[0], guess=dataclasses.replace(
             chain[0].guess, id=trial.id, number=trial.number))
@@ -297,11 +297,11 @@ def _record_decision(ctx: TuneContext, state: TuningState, trial: Trial) -> None
     eval measures decision quality from these."""
     proposals, choice = state["proposals"], state["choice"]
     ctx.study.log_event(
-        "decision", round=state["round"], trial=trial.number, by=state.get("decided_by", "llm"),
+        "decision", round=state["round"], trial=trial.number, by=state["decided_by"],
         choice=decision_text(proposals, choice), trained=[trial.tool, trial.config],
         offers=[[tool, config] for tool, config in proposals],
         scores=[None if sc is None else [sc.mean, sc.sd, sc.ei, sc.seconds]
-                for sc in state.get("scores") or [None] * len(proposals)])
+                for sc in state["scores"] or [None] * len(proposals)])
 
 
 def _record_verdict(ctx: TuneContext, verify: Verification, choice: tuple, round_no: int) -> None:
@@ -324,33 +324,33 @@ TUNE = "selftune"  # what every path to WAIT passes first
 
 def _wait_or_end(state: TuningState) -> str | list[str]:
     """No new trial: wait for the ones still running (their results are logged), then end."""
-    return TUNE if state.get("running") else "finish"
+    return TUNE if state["running"] else "finish"
 
 
 def after_propose(state: TuningState) -> str | list[str]:
-    if state.get("spent") or state.get("stop"):
+    if state["spent"] or state["stop"]:
         return _wait_or_end(state)
-    return "dispatch" if state.get("choice") else "agent"
+    return "dispatch" if state["choice"] else "agent"
 
 
 def after_dispatch(state: TuningState) -> str | list[str]:
     """Another round while a worker is free (N workers); else train and speculate side by
     side; or end, when no trial was left to start and none runs."""
-    if state.get("spent"):
+    if state["spent"]:
         return _wait_or_end(state)
-    return "propose" if state.get("fill") else TUNE
+    return "propose" if state["fill"] else TUNE
 
 
 def after_guard(state: TuningState) -> str | list[str]:
-    if state.get("stop"):
+    if state["stop"]:
         return _wait_or_end(state)
-    return "dispatch" if state.get("choice") else "agent"
+    return "dispatch" if state["choice"] else "agent"
 
 
 def after_reconcile(state: TuningState) -> str | list[str]:
-    if state.get("spent") or state.get("stop"):
+    if state["spent"] or state["stop"]:
         return _wait_or_end(state)
-    return "dispatch" if state.get("choice") else "propose"
+    return "dispatch" if state["choice"] else "propose"
 
 
 def build_tuning_graph():
