@@ -1,21 +1,22 @@
 """The tuning graph: propose -> agent (LLM) -> guard -> dispatch training, until the budget or a stop.
 
-    propose -> agent -> guard -+-> dispatch -+-> await_train -+-> reconcile -> dispatch | propose
-       |         ^             |      ^      +-> speculate ---+
+    propose -> agent -> guard -+-> dispatch -> selftune -+-> await_train -+-> reconcile -> ...
+       |         ^             |      ^                  +-> speculate ---+
        |         +-------------+      |  (retry, reminder, suggest-tool results)
        +------------------------------+  (a round the last decision's plan, or the decision
                                           asked ahead, covers)
     ... -> finish -> END  (no trial may start and none runs)
 
-``dispatch`` starts the trial in its worker process; ``await_train`` and ``speculate`` are
+``dispatch`` starts the trial in its worker process (:mod:`asap.graphs.dispatch`); ``selftune``
+retunes the knobs now and then (:mod:`asap.graphs.selftuning`); ``await_train`` and ``speculate`` are
 parallel branches (one LangGraph step), writing different keys; ``reconcile`` joins them (see
 :mod:`asap.graphs.speculative`: chains of up to ``depth`` predicted rounds, accept or drop). With
 ``speculation="off"`` the speculative branch returns at once: the serial loop.
 
-The graph is compiled once (:data:`graph`); a run passes its :class:`~asap.graphs.state.TuneContext`
+The graph is compiled once (:data:`graph`); a run passes its :class:`~asap.graphs.context.TuneContext`
 (``graph.invoke(ctx.initial_state(), {...}, context=ctx)``) and nodes read it as
 ``runtime.context``. When the self-tuner sets ``plan`` > 1 (the LLM is slower than training),
-one LLM decision covers that many rounds (:func:`~asap.graphs.state.commit`): the rounds it
+one LLM decision covers that many rounds (:func:`~asap.graphs.rounds.commit`): the rounds it
 covers are still proposed, ranked and logged, but go from ``propose`` straight to ``dispatch``,
 and the next plan's decision is asked in the background meanwhile (:mod:`asap.graphs.ahead`).
 Each round starts from the prefix-stable prompt; the round's own conversation
@@ -38,14 +39,12 @@ from asap.agent.selftune import observe
 from asap.graphs.ahead import Asked
 from asap.graphs.calls import ask, warm_up
 from asap.graphs.context import TuneContext
-from asap.graphs.rounds import absorb, catch_up, commit, decision_text, planned, round_offers
+from asap.graphs.dispatch import dispatch
+from asap.graphs.rounds import absorb, catch_up, commit, planned, round_offers
 from asap.graphs.selftuning import selftune_node
 from asap.graphs.speculative import await_train, reconcile, speculate
-from asap.graphs.state import Pending, TuningState, Verification
-from asap.tools.job import TrainingJob
-from asap.tools.portfolio import LIBRARIES, PANEL, RANDOM, RANDOM_TOOL, Offer
-from asap.tools.study import BudgetSpent, RepeatError
-from asap.tools.types import Trial
+from asap.graphs.state import TuningState
+from asap.tools.portfolio import PANEL, Offer
 
 __all__ = ["TuneContext", "TuningState", "build_tuning_graph", "graph"]
 
@@ -230,86 +229,6 @@ def _fall_back(state: TuningState, ctx: TuneContext, reason: str) -> TuningState
     choice = fallback(ctx.study, state["proposals"], scored)
     ctx.study.log_event("fallback", tool=choice[0], reason=reason, round=state["round"])
     return {"choice": choice, "fallbacks": 1, "decided_by": "fallback"}
-
-
-def dispatch(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
-    """Start training the chosen configuration and go on: the trial runs in its worker."""
-    ctx = runtime.context
-    if (verify := state["verify"]) is not None:  # lossless: was the speculative one it?
-        _record_verdict(ctx, verify, state["choice"], state["round"])
-    if ctx.trainer.cancel.is_set():
-        return {"spent": True, "verify": None}
-    try:
-        job = _start_fresh(ctx, state["choice"], state["round"])
-    except (BudgetSpent, SpaceExhausted):  # other processes took the last slots, or nothing
-        return {"spent": True, "verify": None}  # is left that has not run
-    flight = ctx.flights.start(job)
-    trial = ctx.study.trial(flight.job.trial_id)
-    _record_decision(ctx, state, trial)
-    decision = decision_text(state["proposals"], state["choice"])
-    running = {**state["running"], trial.id: Pending(state["round"], decision)}
-    log = ctx.builder.started(state["log"], state["round"], decision, trial)
-    chain = list(state["chain"])
-    if chain:  # a carried chain's nearest round assumed this trial: give its guess the real id
-        chain[0] = dataclasses.replace(chain[0], guess=dataclasses.replace(
-            chain[0].guess, id=trial.id, number=trial.number))
-        flight.predicted = chain[0].predicted
-    return {"trial_id": trial.id, "running": running, "log": log, "chain": chain,
-            "verify": None, "fill": ctx.can_start(len(running))}
-
-
-def _start_fresh(ctx: TuneContext, choice: Offer, round_no: int, tries: int = 5) -> TrainingJob:
-    """Start the chosen trial; a configuration that already ran (the LLM's own config copying an
-    old one, or another process on the study starting it a moment ago) is never trained twice:
-    the tool that offered it (random sampling for the LLM's own) is asked for a fresh one."""
-    tool, config = choice
-    for _ in range(tries):
-        try:
-            return ctx.trainer.start(config, tool=tool, allow_repeat=False, limit=ctx.max_trials,
-                                     landed=ctx.flights.landed)
-        except RepeatError as exc:
-            lib, _, alg = tool.partition(":")
-            if lib not in LIBRARIES:
-                tool, (lib, alg) = RANDOM_TOOL, RANDOM
-            ctx.study.log_event("repeat_avoided", tool=tool, round=round_no, trial=exc.number)
-            config = ctx.portfolio.ask(lib, alg, 1)[0]
-    if ctx.study.space.countable() is None:  # a continuous space repeats by necessity
-        return ctx.trainer.start(config, tool=tool, limit=ctx.max_trials,
-                                 landed=ctx.flights.landed)
-    # The tools keep repeating in a small finite space: the first point not run yet, if any.
-    left = ctx.study.space.untried(ctx.study.config_keys())
-    if left is None:
-        ctx.study.log_event("space_exhausted", round=round_no)
-        if ctx.say is not None:
-            ctx.say("every configuration of the space has run: the session ends")
-        raise SpaceExhausted("every configuration of the space has run")
-    return ctx.trainer.start(left, tool="asap:untried", allow_repeat=False,
-                             limit=ctx.max_trials, landed=ctx.flights.landed)
-
-
-class SpaceExhausted(RuntimeError):
-    """No configuration is left that has not run (or the space is too large to list them)."""
-
-
-def _record_decision(ctx: TuneContext, state: TuningState, trial: Trial) -> None:
-    """The round as an event: what was offered (in the prior's order, with its scores: mean,
-    sd, EI, predicted seconds), what was chosen and by whom, and which trial trained it; the
-    eval measures decision quality from these."""
-    proposals, choice = state["proposals"], state["choice"]
-    ctx.study.log_event(
-        "decision", round=state["round"], trial=trial.number, by=state["decided_by"],
-        choice=decision_text(proposals, choice), trained=[trial.tool, trial.config],
-        offers=[[tool, config] for tool, config in proposals],
-        scores=[None if sc is None else [sc.mean, sc.sd, sc.ei, sc.seconds]
-                for sc in state["scores"] or [None] * len(proposals)])
-
-
-def _record_verdict(ctx: TuneContext, verify: Verification, choice: tuple, round_no: int) -> None:
-    ok = verify.spec.choice == choice
-    ctx.study.log_timing("speculation", verify.spec.start, verify.spec.end,
-                         trial_number=verify.trial, wasted=not ok)
-    ctx.study.log_event("speculation", accepted=ok, mode="lossless", round=round_no,
-                        predicted=verify.spec.predicted, actual=verify.actual)
 
 
 def finish(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import sqlite_utils
 
 from asap.tools.clock import Clock
+from asap.tools.processes import alive_elsewhere, process_start
+from asap.tools.rows import LedgerError, bounded, json_metrics, num, to_trial
 from asap.tools.space import Space
 from asap.tools.types import (
     FINISHED,
@@ -27,21 +29,6 @@ from asap.tools.types import (
 
 if TYPE_CHECKING:
     from asap.tools.ledger import Ledger
-
-
-MAX_ERROR_CHARS = 2000  # a workload's exception text can be megabytes; its tail says most
-
-
-def bounded(error: str | None) -> str | None:
-    """An error as the ledger stores it: at most :data:`MAX_ERROR_CHARS`, head and tail kept."""
-    if error is None or len(error) <= MAX_ERROR_CHARS:
-        return error
-    half = MAX_ERROR_CHARS // 2 - 20
-    return f"{error[:half]} ... [{len(error) - 2 * half} characters cut] ... {error[-half:]}"
-
-
-class LedgerError(RuntimeError):
-    """The ledger cannot do what was asked (unknown study, bad state change, locked file...)."""
 
 
 class RepeatError(LedgerError):
@@ -125,7 +112,7 @@ class Study:
         """Record an intermediate value (one fidelity step) of a running trial: one row
         appended, whatever came before (rewriting the trial's JSON made 10,000 reports take
         125 s, the last 2,500 of them 63 s)."""
-        value = _num(value)
+        value = num(value)
         with self.ledger.transaction():
             row = self.db.execute("SELECT status FROM trials WHERE id = ? AND study = ?",
                                   [trial_id, self.name]).fetchone()
@@ -141,19 +128,19 @@ class Study:
         (``ended_at``, default now: a virtual clock's landing passes its own)."""
         if status not in FINISHED:
             raise LedgerError(f"a trial finishes as one of {FINISHED}, not {status!r}")
-        metrics = {k: _num(v) for k, v in (metrics or {}).items()}
+        metrics = {k: num(v) for k, v in (metrics or {}).items()}
         value = metrics.get(self.metric)
         if status == "complete" and (value is None or not math.isfinite(value)):
             raise LedgerError(f"a complete trial needs a finite '{self.metric}' metric")
         with self.ledger.transaction():
             row = self._running(trial_id)
             now = self.clock.now() if ended_at is None else ended_at
-            update = {"status": status, "metrics": _json(metrics), "error": bounded(error),
+            update = {"status": status, "metrics": json_metrics(metrics), "error": bounded(error),
                       "value": value if value is not None and math.isfinite(value) else None,
                       "ended_at": now, "duration": now - row["started_at"],
                       "intermediate": self._settle(trial_id, row["intermediate"])}
             if intermediate is not None:
-                update["intermediate"] = json.dumps({str(k): _num(v) for k, v in intermediate.items()})
+                update["intermediate"] = json.dumps({str(k): num(v) for k, v in intermediate.items()})
             self.db["trials"].update(trial_id, update)
         return self.trial(trial_id)
 
@@ -165,7 +152,7 @@ class Study:
         with self.ledger.transaction():
             ids = [r["id"] for r in self.db["trials"].rows_where(
                 "study = ? AND status = 'running'", [self.name])
-                if not _alive_elsewhere(**_owner(json.loads(r["meta"] or "{}")))]
+                if not alive_elsewhere(**_owner(json.loads(r["meta"] or "{}")))]
             now = self.clock.now()
             for tid in ids:
                 old = self.db.execute("SELECT intermediate FROM trials WHERE id = ?",
@@ -196,7 +183,7 @@ class Study:
                 if r["id"] in pending:
                     r["intermediate"] = json.dumps({**json.loads(r["intermediate"] or "{}"),
                                                     **pending[r["id"]]})
-        return [_to_trial(r) for r in rows]
+        return [to_trial(r) for r in rows]
 
     def _running(self, trial_id: int) -> dict[str, Any]:
         rows = list(self.db["trials"].rows_where("id = ? AND study = ?", [trial_id, self.name]))
@@ -228,13 +215,9 @@ class Study:
         return rows
 
     def to_dataframe(self) -> Any:
-        """:meth:`to_records` as a pandas DataFrame (like ``optuna.Study.trials_dataframe``);
-        pandas is optional, and named when missing."""
-        try:
-            import pandas as pd
-        except ImportError:
-            raise ImportError("Study.to_dataframe needs pandas: pip install pandas "
-                              "(to_records() gives the same rows without it)") from None
+        """:meth:`to_records` as a pandas DataFrame (asap.optimize's result: Optuna's columns)."""
+        import pandas as pd
+
         return pd.DataFrame.from_records(self.to_records())
 
     def trials(self, *, status: Status | tuple[Status, ...] | None = None,
@@ -257,7 +240,7 @@ class Study:
         order = "value DESC" if self.direction == "maximize" else "value ASC"
         rows = list(self.db["trials"].rows_where(
             "study = ? AND status = 'complete'", [self.name], order_by=f"{order}, id", limit=1))
-        return _to_trial(rows[0]) if rows else None
+        return to_trial(rows[0]) if rows else None
 
     def better(self, a: float, b: float | None) -> bool:
         """True when value ``a`` is strictly better than ``b`` under this study's direction."""
@@ -314,59 +297,3 @@ class Study:
 
 def _owner(meta: dict[str, Any]) -> dict[str, Any]:
     return {"pid": meta.get("pid"), "start": meta.get("pid_start")}
-
-
-def _alive_elsewhere(pid: Any, start: Any = None) -> bool:
-    """Whether ``pid`` is another process of this machine that is still running, and the same
-    one that started the trial: a pid is reused once its process is gone, so its start time
-    (when the trial recorded one) must match too."""
-    return (isinstance(pid, int) and pid != os.getpid() and process_alive(pid)
-            and (start is None or process_start(pid) == start))
-
-
-def process_start(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot, Linux's /proc); None elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` is still running on this machine; a killed one not yet reaped
-    (a zombie) counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True  # no /proc (not Linux): kill(pid, 0) said it exists
-
-
-def _json(metrics: dict[str, float]) -> str:
-    """Metrics as JSON: a non-finite value (JSON has no NaN) is stored as null, unknown."""
-    return json.dumps({k: v if math.isfinite(v) else None for k, v in metrics.items()},
-                      allow_nan=False)
-
-
-def _num(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError, OverflowError):
-        raise LedgerError(f"metric value {str(v)[:60]!r} is not a number") from None
-
-
-def _to_trial(row: dict[str, Any]) -> Trial:
-    return Trial(
-        id=row["id"], number=row["number"], config=json.loads(row["config"]), tool=row["tool"],
-        status=row["status"], value=row["value"], metrics=json.loads(row["metrics"] or "{}"),
-        intermediate={int(k): v for k, v in json.loads(row["intermediate"] or "{}").items()},
-        error=row["error"], fidelity=row["fidelity"], started_at=row["started_at"],
-        ended_at=row["ended_at"], duration=row["duration"], meta=json.loads(row["meta"] or "{}"),
-    )

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from asap.tools.study import process_alive
+from asap.tools.processes import process_alive
 from asap.tools.types import is_pruned, safe_name
 from asap.tools.workloads import Workload, call, load_target
 

@@ -100,7 +100,7 @@ def test_a_repeat_is_refused_in_the_inserting_transaction(ledger, toy_space):
 def test_a_ledger_carries_asaps_id_and_schema_version(tmp_path, toy_space):
     import sqlite3
 
-    from asap.tools.ledger import APPLICATION_ID, SCHEMA_VERSION
+    from asap.tools.ledger_file import APPLICATION_ID, SCHEMA_VERSION
     Ledger(tmp_path / "v.db").create_study("s", toy_space, metric="loss", direction="minimize")
     conn = sqlite3.connect(tmp_path / "v.db")
     assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
@@ -111,7 +111,7 @@ def test_a_ledger_carries_asaps_id_and_schema_version(tmp_path, toy_space):
 def test_a_ledger_from_before_versions_is_migrated_and_a_newer_one_refused(tmp_path, toy_space):
     import sqlite3
 
-    from asap.tools.ledger import SCHEMA_VERSION
+    from asap.tools.ledger_file import SCHEMA_VERSION
     path = tmp_path / "old.db"
     Ledger(path).create_study("s", toy_space, metric="loss", direction="minimize")
     conn = sqlite3.connect(path)
@@ -136,7 +136,7 @@ def test_study_names_cannot_become_paths(ledger, toy_space, name):
 
 
 def test_a_huge_error_is_stored_bounded_with_its_head_and_tail(ledger, toy_space):
-    from asap.tools.study import MAX_ERROR_CHARS
+    from asap.tools.rows import MAX_ERROR_CHARS
     study = ledger.create_study("e", toy_space, metric="loss", direction="minimize")
     tid = study.start_trial({"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}, tool="t")
     error = "Traceback (most recent call last):\n" + "x" * 5_000_000 + "\nValueError: the cause"
@@ -188,7 +188,7 @@ def test_a_running_trial_whose_pid_was_reused_is_recovered(ledger, toy_space):
     import json
     import subprocess
 
-    from asap.tools.study import process_start
+    from asap.tools.processes import process_start
     study = ledger.create_study("pids", toy_space, metric="loss", direction="minimize")
     other = subprocess.Popen(["sleep", "60"])
     try:

@@ -25,7 +25,8 @@ from typing import Any
 
 import yaml
 
-from asap.tools.space import Space, SpaceError, load_yaml
+from asap.tools.space import Space, SpaceError
+from asap.tools.yaml_file import load_yaml
 
 BUILTIN = {
     "digits-mlp": ("asap.tools.workloads.digits:digits_mlp", "val_accuracy", "maximize", 20),
