@@ -28,9 +28,10 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
 
 from asap.agent.config import TuneConfig
+from asap.graphs.callbacks import TuneCallback
 from asap.graphs.progress import TrialLines
 from asap.graphs.result import OptimizeResult, StudyView
-from asap.graphs.session import TuneCallback, tune
+from asap.graphs.session import tune
 from asap.tools.ledger import Ledger
 from asap.tools.space import Space
 from asap.tools.study import Study

@@ -19,23 +19,16 @@ The graph is compiled once per checkpointer; the chat model and ledger come in t
 from __future__ import annotations
 
 import json
-import os
 import re
-from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableLambda
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
-from langgraph.graph.message import add_messages
-from langgraph.runtime import Runtime, get_runtime
+from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from pydantic import BaseModel, ValidationError
-from typing_extensions import TypedDict  # Studio's schemas need it on Python 3.11
 
 from asap.agent import answers
 from asap.agent.config import ConfigError, TuneConfig
@@ -50,7 +43,7 @@ from asap.agent.intent import (
     parse_intent,
     parse_request,
 )
-from asap.agent.llm import LLM_ERRORS, chat_model, json_model
+from asap.agent.llm import LLM_ERRORS, json_model
 from asap.agent.plan import (
     budget_text,
     make_plan,
@@ -62,63 +55,15 @@ from asap.agent.plan import (
     write_space,
 )
 from asap.graphs.background import cancellable
-from asap.graphs.session import TuneCallback, tune
-from asap.tools.ledger import DEFAULT_DB, Ledger
+from asap.graphs.callbacks import TuneCallback
+from asap.graphs.chat_state import ChatContext, ChatInput, ChatState, chat_context
+from asap.graphs.session import tune
+from asap.tools.ledger import Ledger
 from asap.tools.space import SpaceError
 from asap.tools.space_edit import narrow
 from asap.tools.study import Study
 from asap.tools.types import Cancel, Trial
 from asap.tools.workloads import BUILTIN, WorkloadError
-
-
-class ChatInput(TypedDict):
-    """A person's turn: ``{"messages": [{"role": "user", "content": "tune digits-mlp ..."}]}``."""
-
-    messages: Annotated[list[BaseMessage], add_messages]
-
-
-class ChatState(TypedDict, total=False):
-    messages: Annotated[list[BaseMessage], add_messages]
-    request: dict[str, Any]  # gathered so far
-    plan: dict[str, Any] | None  # what confirm shows and tune runs
-    study: str | None  # the last study tuned in this thread
-    phase: Literal["gather", "ready", "go", "done"]
-
-
-@dataclass(frozen=True)
-class ChatContext:
-    """The chat's model and where sessions go; ``tune_llm`` decides in sessions (default: the
-    endpoint ``base_url``/``model``, else the embedded server). Space files go to ``space_dir``
-    (default: beside the ledger)."""
-
-    llm: BaseChatModel
-    db: str = DEFAULT_DB
-    base_url: str | None = None
-    model: str | None = None
-    tune_llm: BaseChatModel | None = None
-    space_dir: Path | None = None
-    # Set from another thread (the terminal's Ctrl-C) to stop a running session; the terminal
-    # clears it before each turn. Server runs get their own (see run_tuning_async).
-    cancel: Cancel = field(default_factory=Cancel, compare=False)
-
-    @property
-    def spaces(self) -> Path:
-        return self.space_dir or Path(self.db).resolve().parent
-
-
-@cache
-def env_context() -> ChatContext:
-    """The context when a LangGraph server runs the graph without one: the LLM at
-    ``ASAP_BASE_URL`` / ``ASAP_MODEL`` (nothing connects until a message arrives)."""
-    base_url = os.environ.get("ASAP_BASE_URL", "http://127.0.0.1:8080/v1")
-    model = os.environ.get("ASAP_MODEL", "default")
-    return ChatContext(llm=chat_model(base_url, model), base_url=base_url, model=model,
-                       db=os.environ.get("ASAP_DB", DEFAULT_DB))
-
-
-def _ctx(runtime: Runtime[ChatContext] | None = None) -> ChatContext:
-    runtime = runtime or get_runtime(ChatContext)
-    return runtime.context if runtime.context is not None else env_context()
 
 
 def _ask_json(ctx: ChatContext, system: str, text: str, schema: type[BaseModel],
@@ -137,7 +82,7 @@ def gather(state: ChatState, runtime: Runtime[ChatContext]) -> ChatState:
     """Read the request (the unambiguous parts directly, the rest through the LLM as JSON);
     ask for what is missing, else plan. A field that makes planning fail is dropped and asked
     for again, never kept (it would fail every later turn)."""
-    ctx = _ctx(runtime)
+    ctx = chat_context(runtime)
     text = state["messages"][-1].content
     request = {**state.get("request", {}), **parse_request(text)}
     if missing(request) is not None:  # the LLM only for what plain reading did not find
@@ -191,7 +136,7 @@ def confirm(state: ChatState, runtime: Runtime[ChatContext]) -> ChatState:
     if YES.match(reply):
         return {"messages": said, "phase": "go"}
     if not NO.match(reply):
-        revised = _revise(state, _ctx(runtime), reply)
+        revised = _revise(state, chat_context(runtime), reply)
         if revised is not None:
             return {**revised, "messages": [*said, *revised.get("messages", [])]}
     # Nothing starts; after a session the thread goes back to answering questions about it.
@@ -258,7 +203,7 @@ def run_tuning(state: ChatState, cancel: Cancel | None = None) -> ChatState:
     """Write the confirmed space, run the session, streaming each trial to the chat. The
     session stops when ``cancel`` (default: the context's, the terminal's Ctrl-C) is set: the
     running trial is failed, everything finished is saved, and the thread answers questions."""
-    ctx, plan = _ctx(), state["plan"]
+    ctx, plan = chat_context(), state["plan"]
     space_file = write_space(plan, ctx.spaces)
     cfg = TuneConfig.make(workload=plan["workload"], trials=plan["trials"],
                           time_budget_s=plan["time_budget_s"], study=plan["study"], db=ctx.db,
@@ -280,7 +225,7 @@ async def run_tuning_async(state: ChatState) -> ChatState:
 
 def respond(state: ChatState, runtime: Runtime[ChatContext]) -> ChatState:
     """Answer from the ledger, or change the plan (extend, narrow) and go back to confirm."""
-    ctx = _ctx(runtime)
+    ctx = chat_context(runtime)
     text = state["messages"][-1].content
     if NO.match(text):  # a plain no to nothing in particular
         return _say("OK. Ask me about the study, or say what to change.")

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from asap.graphs.session import TuneCallback
+from asap.graphs.callbacks import TuneCallback
 from asap.tools.study import Study
 from asap.tools.types import Trial
 

@@ -28,6 +28,7 @@ from asap.agent.selftune import Bounds
 from asap.agent.server import endpoint, is_llamacpp
 from asap.agent.speculation import speculation_mode
 from asap.agent.stats import summarize
+from asap.graphs.callbacks import Fanout, Mirroring, TuneCallback, progress_events
 from asap.graphs.context import TuneContext, make_context
 from asap.graphs.tuning import graph
 from asap.tools.backend import ForkServerBackend, InProcessBackend, TrialBackend
@@ -39,34 +40,11 @@ from asap.tools.pruning import Pruner
 from asap.tools.resources import ResourceError, Slot, default_workers, plan_slots
 from asap.tools.study import Study
 from asap.tools.trainer import Trainer
-from asap.tools.types import Cancel, Cancelled, Terminated, Trial
+from asap.tools.types import Cancel, Cancelled, Terminated
 from asap.tools.workloads import Workload, check_clock, resolve
 
 CTRL_C = "interrupted by the user (Ctrl-C)"
 SIGTERM = "terminated (SIGTERM)"
-
-
-class TuneCallback:
-    """Hooks a session calls as it runs; each does nothing unless overridden."""
-
-    def on_message(self, text: str) -> None:
-        """A line worth showing a person (resuming a study, starting the embedded server)."""
-
-    def on_session_start(self, study: Study, total: int, protocol: str | None) -> None:
-        """The study is open and the LLM reachable; ``total`` trials is the budget."""
-
-    def on_trial_start(self, study: Study, number: int, config: dict[str, Any], tool: str
-                       ) -> None:
-        """Trial ``number`` started training ``config`` (proposed by ``tool``)."""
-
-    def on_report(self, study: Study, number: int, step: int, value: float) -> None:
-        """Trial ``number`` reported an intermediate ``value`` at ``step`` (an epoch...)."""
-
-    def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
-        """A trial finished (complete, failed or pruned); ``tool`` proposed it."""
-
-    def on_session_end(self, study: Study | None, interrupted: bool) -> None:
-        """The session is over (also after an error or Ctrl-C)."""
 
 
 def open_study(ledger: Ledger, cfg: TuneConfig, space: Any, metric: str, direction: str,
@@ -101,7 +79,7 @@ def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
     :class:`~asap.tools.types.Cancelled` (a KeyboardInterrupt): how a session on a worker
     thread is stopped (the chat's Ctrl-C, a LangGraph server's ``runs.cancel``).
     """
-    say = _Fanout(callbacks)
+    say = Fanout(callbacks)
     wl = workload or resolve(cfg.workload, space_file=cfg.space, time_scale=cfg.time_scale)
     check_clock(wl, cfg.clock)
     slots = worker_slots(cfg) if cfg.backend == "local" else None
@@ -144,7 +122,7 @@ def _trainer(cfg: TuneConfig, study: Study, wl: Workload, slots: list[Slot], sta
     return Trainer(study, wl, pruner=Pruner(study, cfg.pruner), seed=cfg.seed, backend=backend,
                    time_limit_s=cfg.trial_timeout_s,
                    stop_at=None if cfg.time_budget_s is None else started + cfg.time_budget_s,
-                   cancel=cancel, progress=_progress(study, say), slots=slots)
+                   cancel=cancel, progress=progress_events(study, say), slots=slots)
 
 
 def worker_slots(cfg: TuneConfig) -> list[Slot]:
@@ -169,7 +147,7 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
         if cfg.optuna_storage:  # every finished trial is mirrored as it lands
             mirror = OptunaMirror(study, cfg.optuna_storage)
             mirror.sync()
-            say = _Fanout([say, _Mirroring(mirror, say)])
+            say = Fanout([say, Mirroring(mirror, say)])
         llm = llm if cfg.llm else None
         protocol = pick_protocol(llm, cfg.decide, study) if llm is not None else None
         slots = slots or [Slot(0)]
@@ -230,73 +208,6 @@ def session_clock(ledger: Ledger, cfg: TuneConfig) -> Clock:
                               f"resume it with --clock {min(ran)}, or name a new --study")
         origin = study.last_time()
     return make_clock(cfg.clock, origin)
-
-
-def _progress(study: Study, say: TuneCallback):
-    """The trainer's progress events as the session's callbacks."""
-    def progress(event: str, number: int, data: dict[str, Any]) -> None:
-        if event == "start":
-            say.on_trial_start(study, number, data["config"], data["tool"])
-        else:
-            say.on_report(study, number, data["step"], data["value"])
-    return progress
-
-
-class _Mirroring(TuneCallback):
-    """Keeps an Optuna storage mirror of the study current (``--optuna-storage``)."""
-
-    def __init__(self, mirror: OptunaMirror, say: TuneCallback) -> None:
-        self.mirror, self.say, self.failing = mirror, say, False
-
-    def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
-        self._sync(study)
-
-    def on_session_end(self, study: Study | None, interrupted: bool) -> None:
-        if study is not None:
-            self._sync(study)
-
-    def _sync(self, study: Study) -> None:
-        """A failing mirror never ends the session: logged (a ``mirror_error`` event), told
-        once, retried at the next trial; the next sync that works catches up."""
-        why = self.mirror.try_sync()
-        if why is not None:
-            study.log_event("mirror_error", reason=why)
-            if not self.failing:
-                self.say.on_message(f"the Optuna mirror failed ({why}); the ledger has every "
-                                    "trial, the mirror is retried after each one")
-        self.failing = why is not None
-
-
-class _Fanout(TuneCallback):
-    """Every callback of a session, called in order."""
-
-    def __init__(self, callbacks: Sequence[TuneCallback]) -> None:
-        self.callbacks = list(callbacks)
-
-    def on_message(self, text: str) -> None:
-        for c in self.callbacks:
-            c.on_message(text)
-
-    def on_session_start(self, study: Study, total: int, protocol: str | None) -> None:
-        for c in self.callbacks:
-            c.on_session_start(study, total, protocol)
-
-    def on_trial_start(self, study: Study, number: int, config: dict[str, Any], tool: str
-                       ) -> None:
-        for c in self.callbacks:
-            c.on_trial_start(study, number, config, tool)
-
-    def on_report(self, study: Study, number: int, step: int, value: float) -> None:
-        for c in self.callbacks:
-            c.on_report(study, number, step, value)
-
-    def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
-        for c in self.callbacks:
-            c.on_trial_complete(study, trial, tool)
-
-    def on_session_end(self, study: Study | None, interrupted: bool) -> None:
-        for c in self.callbacks:
-            c.on_session_end(study, interrupted)
 
 
 def _bounds(cfg: TuneConfig) -> Bounds:

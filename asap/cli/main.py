@@ -16,91 +16,14 @@ from pathlib import Path
 import openai
 from rich.console import Console
 
-from asap.agent.server import SERVE_PORT
-from asap.cli.flags import add_settings, settings_from
-from asap.tools.ledger import DEFAULT_DB, Ledger
+from asap.cli.flags import settings_from
+from asap.cli.parser import build_parser
+from asap.tools.ledger import Ledger
 from asap.tools.study import LedgerError
 from asap.tools.types import Terminated, safe_name
 
 console = Console()
 err = Console(stderr=True)  # errors and notices: stdout carries only results (--json)
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("asap-hpo")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="asap", description="Agentic hyperparameter optimization.")
-    p.add_argument("--version", action="version", version=f"asap-hpo {_version()}")
-    sub = p.add_subparsers(dest="command", required=True)
-    llm = sub.add_parser("llm", help="the embedded LLM").add_subparsers(dest="llm_cmd", required=True)
-    pull = llm.add_parser("pull", help="fetch the default model (SmolLM2-135M-Instruct GGUF)")
-    pull.add_argument("--force", action="store_true", help="fetch again even if cached")
-    serve = llm.add_parser("serve", help="run the embedded llama.cpp server on 127.0.0.1")
-    serve.add_argument("--model", help="a GGUF file (default: SmolLM2-135M-Instruct)")
-    serve.add_argument("--port", type=int, default=SERVE_PORT,
-                       help=f"port (default {SERVE_PORT}, what langgraph.json expects; 0: a free one)")
-    serve.add_argument("--ctx", type=int, default=8192, help="context length per request, in tokens")
-    tune = sub.add_parser("tune", help="tune a workload with the LLM orchestrating the tools")
-    tune.add_argument("workload", help="digits-mlp, digits-cnn, charlm, hpobench:<ds>, "
-                      "nasbench201:<ds> or package.module:function (runs your code)")
-    add_settings(tune)  # every TuneConfig field, its help and default from the model
-    tune.add_argument("--json", action="store_true", help="print the summary as JSON")
-    export = sub.add_parser("export", help="mirror a study into an Optuna storage")
-    export.add_argument("study")
-    export.add_argument("--db", default=DEFAULT_DB, help=f"ledger file (default: {DEFAULT_DB})")
-    export.add_argument("--optuna-storage", metavar="URL", required=True,
-                        help="Optuna storage URL, e.g. sqlite:///optuna.db")
-    show = sub.add_parser("show", help="print a study's trials and summary")
-    show.add_argument("study")
-    show.add_argument("--db", default=DEFAULT_DB, help=f"ledger file (default: {DEFAULT_DB})")
-    form = show.add_mutually_exclusive_group()
-    form.add_argument("--json", action="store_true", help="the summary and every trial as JSON")
-    form.add_argument("--csv", action="store_true", help="one CSV row per trial")
-    studies = sub.add_parser("studies", help="list the studies in a ledger")
-    studies.add_argument("--db", default=DEFAULT_DB, help=f"ledger file (default: {DEFAULT_DB})")
-    report = sub.add_parser("report", help="wall-clock decomposition; timeline, optimization "
-                            "history and parameter importance PNGs")
-    report.add_argument("study")
-    report.add_argument("--db", default=DEFAULT_DB, help=f"ledger file (default: {DEFAULT_DB})")
-    report.add_argument("--out", help="a directory (created) for its four PNGs: STUDY-timeline, "
-                        "-history, -llm (latency against prompt length) and -importance; or "
-                        "the timeline's .png path, the others beside it (default: here)")
-    ch = sub.add_parser("chat", help="tune in a conversation: say what to tune, confirm, ask")
-    ch.add_argument("--thread", help="resume this thread")
-    ch.add_argument("--list", action="store_true", help="list the threads and exit")
-    add_settings(ch, ["db", "base_url", "model"],
-                 {"db": f"ledger file; threads are stored in it too (default: {DEFAULT_DB})"},
-                 keep_defaults=True)
-    ev = sub.add_parser("eval", help="compare asap with the tools it orchestrates on a grid")
-    ev.add_argument("--profile", choices=["quick", "dev", "gpu", "full"], default="quick",
-                    help="quick: a smoke run (~13 min on 2 CPU cores); dev: 5 tables x 10 seeds "
-                    "on the virtual clock, asap against each tool, read on both axes; gpu: dev "
-                    "plus real training, for a --base-url (vLLM) host; full: every task and "
-                    "method")
-    ev.add_argument("--tasks", help="comma-separated workloads (default: the profile's)")
-    ev.add_argument("--methods", help="comma-separated methods (default: the profile's)")
-    ev.add_argument("--seeds", type=int, help="seeds per task and method")
-    ev.add_argument("--trials", type=int, help="trial budget per run")
-    ev.add_argument("--time-budget", type=float,
-                    help="budget per run in seconds of the grid's clock (virtual default: "
-                    "HPOBench 4 h, NAS-Bench-201 24 h simulated; real default: 600)")
-    ev.add_argument("--time-scale", type=float,
-                    help="tables sleep train_time x this many real seconds")
-    ev.add_argument("--clock", metavar="{real,virtual}",
-                    help="virtual: runs go on until their simulated budget (--trials caps "
-                    "them) and the report reads both axes (default: the profile's)")
-    ev.add_argument("--workers", type=int, default=1,
-                    help="trials in flight per run (default 1; llm-naive stays serial)")
-    ev.add_argument("--db", default="asap-eval.db", help="the eval's ledger (resumes a grid)")
-    ev.add_argument("--out", default="asap-eval", help="directory for the report and plots")
-    add_settings(ev, ["base_url", "model"], keep_defaults=True)
-    return p
 
 
 def _json(data: object) -> str:
@@ -295,32 +218,34 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pull(args: argparse.Namespace) -> int:
+    from asap.agent.model import pull
+    path = pull(force=args.force, say=lambda m: console.print(m))
+    console.print(f"default model ready: {path}")
+    return 0
+
+
+# Each command's handler, by its words on the command line.
+COMMANDS = {
+    ("llm", "pull"): _pull,
+    ("llm", "serve"): _serve,
+    ("tune",): _tune,
+    ("show",): lambda a: _show(a.study, a.db,
+                               form="json" if a.json else "csv" if a.csv else "table"),
+    ("studies",): lambda a: _studies(a.db),
+    ("export",): lambda a: _export(a.study, a.db, a.optuna_storage),
+    ("report",): lambda a: _report(a.study, a.db, a.out),
+    ("eval",): _eval,
+    ("chat",): _chat,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one ``asap`` command; returns its exit code (2: a clear error, 130: Ctrl-C)."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
+    words = (args.command, args.llm_cmd) if args.command == "llm" else (args.command,)
     try:
-        if args.command == "llm" and args.llm_cmd == "pull":
-            from asap.agent.model import pull
-            path = pull(force=args.force, say=lambda m: console.print(m))
-            console.print(f"default model ready: {path}")
-            return 0
-        if args.command == "llm" and args.llm_cmd == "serve":
-            return _serve(args)
-        if args.command == "tune":
-            return _tune(args)
-        if args.command == "show":
-            return _show(args.study, args.db,
-                         form="json" if args.json else "csv" if args.csv else "table")
-        if args.command == "studies":
-            return _studies(args.db)
-        if args.command == "export":
-            return _export(args.study, args.db, args.optuna_storage)
-        if args.command == "report":
-            return _report(args.study, args.db, args.out)
-        if args.command == "eval":
-            return _eval(args)
-        if args.command == "chat":
-            return _chat(args)
+        return COMMANDS[words](args)
     except Terminated:
         err.print("terminated (SIGTERM): everything finished so far is saved; re-run to resume")
         return 143
@@ -334,7 +259,6 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"[red]error:[/] the LLM endpoint failed: {type(exc).__name__}: {exc}",
                   soft_wrap=True)
         return 2
-    return 1
 
 
 if __name__ == "__main__":

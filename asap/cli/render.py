@@ -27,7 +27,7 @@ from asap.agent.record import LLMRecord
 from asap.agent.stats import cached_share, pct
 from asap.evals.grid import GridCallback
 from asap.evals.methods import Cell
-from asap.graphs.session import TuneCallback
+from asap.graphs.callbacks import TuneCallback
 from asap.tools.ledger import Ledger
 from asap.tools.space import format_value
 from asap.tools.study import Study

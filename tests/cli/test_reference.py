@@ -11,7 +11,7 @@ import pytest
 from asap.agent.config import TuneConfig
 from asap.agent.protocols import PROTOCOLS
 from asap.cli.flags import SKIP, flag_of, settings_from
-from asap.cli.main import _parser
+from asap.cli.parser import build_parser as _parser
 from asap.cli.reference import readme_with, reference
 
 ROOT = Path(__file__).parents[2]

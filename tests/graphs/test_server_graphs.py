@@ -123,7 +123,7 @@ def test_graphs_publish_input_and_output_schemas():
 
 def test_llm_serve_port_is_the_one_langgraph_json_names():
     from asap.agent.server import SERVE_PORT
-    from asap.cli.main import _parser
+    from asap.cli.parser import build_parser as _parser
     env = json.loads((ROOT / "langgraph.json").read_text())["env"]
     assert env["ASAP_BASE_URL"] == f"http://127.0.0.1:{SERVE_PORT}/v1"
     assert _parser().parse_args(["llm", "serve"]).port == SERVE_PORT

@@ -98,7 +98,8 @@ def test_a_failing_mirror_never_ends_the_session(tmp_path):
     from langchain_core.messages import AIMessage
 
     from asap.agent.config import TuneConfig
-    from asap.graphs.session import TuneCallback, tune
+    from asap.graphs.callbacks import TuneCallback
+    from asap.graphs.session import tune
     from asap.tools.ledger import Ledger
     storage = tmp_path / "optuna.db"
     told: list[str] = []

@@ -169,7 +169,7 @@ def test_the_trial_timeout_is_read_on_the_virtual_clock(tmp_path, monkeypatch):
 
 def test_cancelling_a_virtual_session_lands_its_trial_at_once(tmp_path, monkeypatch):
     """A trial a day long, cancelled while it trains: recorded failed now, nothing waits."""
-    from asap.graphs.session import TuneCallback
+    from asap.graphs.callbacks import TuneCallback
     from asap.tools.types import Cancel, Cancelled
     cancel = Cancel()
 

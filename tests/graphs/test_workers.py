@@ -16,7 +16,8 @@ from fakes import ScriptedModel
 from langchain_core.messages import AIMessage
 
 from asap.agent.config import TuneConfig
-from asap.graphs.session import TuneCallback, tune
+from asap.graphs.callbacks import TuneCallback
+from asap.graphs.session import tune
 from asap.tools.ledger import Ledger
 from asap.tools.resources import Slot
 from asap.tools.trainer import Trainer
