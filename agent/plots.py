@@ -1,22 +1,43 @@
 """The study plots of ``asap report`` beside the timeline: optimization history and importance.
 
 History: the best value so far against trials and against wall-clock, every finished trial a
-dot coloured by the tool that proposed it (which tool earned its place is visible at a glance).
-Importance: Optuna's fANOVA on the study's trials (mirrored into an in-memory Optuna study), the
-same numbers optuna-dashboard shows. Both drawn on a matplotlib ``Figure`` (no pyplot).
+dot in the colour of the tool that proposed it (the timeline's colours), the value axis on the
+range where progress happens. It is drawn here, not by Optuna's ``plot_optimization_history``,
+because that one has no wall-clock axis and no per-tool colours, which are what asap is about.
+Importance: Optuna's own ``plot_param_importances`` (fANOVA) on the study mirrored in memory, the
+same chart and numbers optuna-dashboard shows.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from asap.agent.palette import CALL_COLORS, tool_color
 from asap.tools.study import Study
 from asap.tools.types import better
 
 
+def history_range(study: Study, values: list[float], steps: list[float]
+                  ) -> tuple[float, float]:
+    """The value axis where progress happens: from the final best to where the best-so-far
+    curve starts, padded; a start far worse than the typical trial (the 75th percentile on the
+    worse side, twice its distance to the best) is cut there. A few terrible trials (a diverged
+    loss) would otherwise squeeze the whole curve into one line."""
+    sign = 1.0 if study.direction == "minimize" else -1.0
+    typical = float(np.percentile(values, 75 if sign > 0 else 25))
+    best = steps[-1]
+    limit = typical + 2 * (typical - best)
+    edge = min(steps[0] * sign, limit * sign) * sign
+    lo, hi = sorted((best, edge))
+    pad = 0.08 * (hi - lo) or 0.05 * abs(hi) or 0.05
+    return lo - pad, hi + pad
+
+
 def history(study: Study, path: str | Path) -> Path | None:
-    """Best-so-far over trials and over wall-clock, trials coloured by tool; None without a
-    complete trial."""
+    """Best-so-far over trials and over wall-clock, each trial a dot in its tool's colour (the
+    timeline's); None without a complete trial."""
     from matplotlib.figure import Figure
 
     done = [t for t in study.trials(status="complete") if t.value is not None]
@@ -24,23 +45,27 @@ def history(study: Study, path: str | Path) -> Path | None:
         return None
     t0 = min(t.started_at for t in study.trials() if t.started_at)
     tools = sorted({t.tool for t in done})
-    colors = {tool: f"C{i % 10}" for i, tool in enumerate(tools)}
     best, steps = None, []
     for t in done:
         if better(study.direction, t.value, best):
             best = t.value
         steps.append(best)
+    lo, hi = history_range(study, [t.value for t in done], steps)
+    off = sum(1 for t in done if not lo <= t.value <= hi)
     fig = Figure(figsize=(12, 4))
-    by_trial, by_time = fig.subplots(1, 2)
+    by_trial, by_time = fig.subplots(1, 2, sharey=True)
     for ax, xs in ((by_trial, [t.number for t in done]),
                    (by_time, [(t.ended_at or t.started_at) - t0 for t in done])):
         ax.step(xs, steps, where="post", color="black", label="best so far")
         for tool in tools:
             pts = [(x, t.value) for x, t in zip(xs, done, strict=True) if t.tool == tool]
-            ax.scatter(*zip(*pts, strict=True), s=18, color=colors[tool], label=tool)
-        ax.set_ylabel(study.metric)
+            ax.scatter(*zip(*pts, strict=True), s=18, color=tool_color(tool), label=tool)
+        ax.set_ylim(lo, hi)
+    by_trial.set_ylabel(study.metric + (f" ({off} trial{'s' * (off != 1)} off the axis)"
+                                        if off else ""))
     by_trial.set_xlabel("trial")
-    by_time.set_xlabel("seconds since the first trial")
+    virtual = "virtual" in study.clocks()
+    by_time.set_xlabel(("simulated " if virtual else "") + "seconds since the first trial")
     by_trial.legend(fontsize=8)
     fig.suptitle(f"{study.name}: optimization history ({study.direction})")
     fig.tight_layout()
@@ -50,31 +75,41 @@ def history(study: Study, path: str | Path) -> Path | None:
 
 
 def importance(study: Study, path: str | Path) -> tuple[Path | None, str]:
-    """fANOVA parameter importances as a bar chart; ``(None, why)`` when they cannot be
-    computed (fewer than two complete trials, or no parameter common to them)."""
+    """fANOVA parameter importances, drawn by Optuna's own ``plot_param_importances`` on the
+    study mirrored in memory (the numbers and chart optuna-dashboard shows); ``(None, why)``
+    when they cannot be computed (fewer than two complete trials, or no shared parameter)."""
+    import warnings
+
     import optuna
-    from matplotlib.figure import Figure
+    from matplotlib import pyplot as plt
+    from optuna.visualization.matplotlib import plot_param_importances
 
     from asap.tools.optuna_mirror import in_memory
 
     if len(study.trials(status="complete")) < 2:
         return None, "parameter importance needs at least 2 complete trials"
+    mirrored = in_memory(study)
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
     try:
-        scores = optuna.importance.get_param_importances(
-            in_memory(study), evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        if not optuna.importance.get_param_importances(mirrored, evaluator=evaluator):
+            return None, "no parameter is shared by the complete trials"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            ax = plot_param_importances(mirrored, evaluator=evaluator,
+                                        target_name=study.metric)
     except (ValueError, RuntimeError) as exc:
         return None, f"parameter importance could not be computed: {exc}"
-    if not scores:
-        return None, "no parameter is shared by the complete trials"
-    names = list(scores)[::-1]
-    fig = Figure(figsize=(7, 0.5 + 0.4 * len(names)))
-    ax = fig.subplots()
-    ax.barh(names, [scores[n] for n in names], color="tab:blue")
-    ax.set_xlabel("fANOVA importance (share of the objective's variance)")
-    ax.set_title(f"{study.name}: parameter importance")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
+    fig = ax.figure
+    try:
+        ax.set_title("", loc="left")  # Optuna's own title, replaced by the study's
+        fig.suptitle("")
+        ax.set_title(f"{study.name}: parameter importance (fANOVA)")
+        fig.set_size_inches(8, 0.8 + 0.4 * len(study.space.names))
+        fig.tight_layout()
+        path = Path(path)
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)  # pyplot's figure registry: nothing left open in the process
     return path, ""
 
 
@@ -91,7 +126,8 @@ def llm_latency(study: Study, path: str | Path) -> Path | None:
         return None
     fig = Figure(figsize=(8, 4))
     ax = fig.subplots()
-    for kind, color in zip(CALL_KINDS, ("tab:red", "tab:orange", "tab:purple"), strict=True):
+    for kind in CALL_KINDS:
+        color = CALL_COLORS[kind]
         rows = [c for c in calls if call_kind(c) == kind]
         if rows:
             cached = [(c["cached_tokens"] or 0) / c["prompt_tokens"] for c in rows]

@@ -1,18 +1,23 @@
 """The timeline PNG of ``asap report``: where a study's wall-clock went, lane by lane.
 
-One lane for training (each trial a bar with its number and value, bars edged apart; one lane
-per worker when several trained at once, from the ``worker`` of each train row), one for
-critical-path LLM calls, one for speculative ones, one for warm-up calls (timing rows with ``detail.speculative``);
-accept/reject marks come from ``speculation`` events. A resumed study's sessions are drawn one
-after another, the idle time between them cut out and each start marked. The numbers behind it
-are :func:`asap.agent.stats.decompose`.
+Training: each trial a bar coloured by the tool that proposed it (the history's colours, see
+:mod:`asap.agent.palette`), with its number and value, bars edged apart; one lane per worker
+when several trained at once (from the ``worker`` of each train row). Then one lane per kind of
+LLM call that happened (critical path, speculative, warm-up): a lane with nothing on it is left
+out. Speculation's accept/reject marks sit on the speculative lane, at the verdict's time. The
+start-up gap (the session started, no trial trains yet: the server, the fork server, the first
+decision) is shaded and labelled. A resumed study's sessions are drawn one after another, the
+idle time between them cut out and each start marked. The numbers behind it are
+:func:`asap.agent.stats.decompose`.
 """
 
 from __future__ import annotations
 
 import bisect
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from asap.agent.palette import CALL_COLORS, tool_color
 from asap.agent.stats import Interval, call_kind, merge
 from asap.tools.study import Study
 
@@ -34,6 +39,27 @@ class _Clock:
         return self.offsets[i] + min(max(t, s), e) - s
 
 
+@dataclass
+class Lane:
+    """One row of the timeline: its bars (plot start, width, colour) and marks (x, accepted)."""
+
+    name: str
+    bars: list[tuple[float, float, str]] = field(default_factory=list)
+    labels: list[tuple[float, str]] = field(default_factory=list)
+    marks: list[tuple[float, bool]] = field(default_factory=list)
+
+
+@dataclass
+class Layout:
+    """What the timeline draws, in plot seconds: computed apart from drawing, so it is tested."""
+
+    lanes: list[Lane]
+    startup: tuple[float, float] | None  # the shaded gap before the first trial
+    sessions: list[float]  # where each resumed session starts
+    total: float
+    tools: dict[str, str] = field(default_factory=dict)  # the training bars' tools: colours
+
+
 def trial_labels(study: Study, trains: list[dict], clock: _Clock) -> list[tuple[float, str]]:
     """Where to write each trial's number and value on its bar: bars wide enough to read
     (over 2.5 % of the plot), at their middle."""
@@ -49,49 +75,80 @@ def trial_labels(study: Study, trains: list[dict], clock: _Clock) -> list[tuple[
     return out
 
 
-def _training_lanes(trains: list[dict]) -> list[tuple[str, list[dict], str]]:
-    """One training lane, or one per worker when trials trained side by side."""
-    by_worker: dict[int, list[dict]] = {}
-    for r in trains:
-        by_worker.setdefault(int(r["detail"].get("worker") or 0), []).append(r)
-    if len(by_worker) <= 1:
-        return [("training", trains, "tab:green")]
-    return [(f"worker {w}", items, "tab:green") for w, items in sorted(by_worker.items())]
-
-
-def timeline(study: Study, path: str | Path) -> Path:
-    """A PNG with one lane for training, one for critical LLM calls, one for speculative ones."""
-    from matplotlib.figure import Figure  # no pyplot: no process-wide backend or figure state
-
+def layout(study: Study) -> Layout:
+    """The timeline's lanes, marks, start-up gap and session starts."""
     rows = study.timings()
     sessions = [(e["detail"]["start"], e["detail"]["end"]) for e in study.events("session")]
     clock = _Clock(sessions + [(r["start"], r["end"]) for r in rows])
+    tools = {t.number: t.tool for t in study.trials()}
+    trains = [r for r in rows if r["kind"] == "train"]
+    by_worker: dict[int, list[dict]] = {}
+    for r in trains:
+        by_worker.setdefault(int(r["detail"].get("worker") or 0), []).append(r)
+    lanes, used = [], {}
+    for w, items in sorted(by_worker.items()):
+        for r in items:
+            tool = r["detail"].get("tool") or tools.get(r.get("trial_number"))
+            if tool:
+                used[tool] = tool_color(tool)
+        bars = [(clock(r["start"]), clock(r["end"]) - clock(r["start"]),
+                 tool_color(r["detail"].get("tool") or tools.get(r.get("trial_number"), "")))
+                for r in items]
+        name = "training" if len(by_worker) == 1 else f"worker {w}"
+        lanes.append(Lane(name, bars, trial_labels(study, items, clock)))
     calls = [r for r in rows if r["kind"] == "llm_call"]
-    lanes = _training_lanes([r for r in rows if r["kind"] == "train"]) + [
-        (f"LLM ({name})", [r for r in calls if call_kind(r) == kind], color)
-        for kind, name, color in (("critical", "critical path", "tab:red"),
-                                  ("speculative", "speculative", "tab:orange"),
-                                  ("warm-up", "warm-up", "tab:purple"))]
-    top = len(lanes) - 0.5  # where the marks go, above the last lane
-    fig = Figure(figsize=(12, 2.6 + 0.4 * len(lanes)))
+    verdicts = [(clock(e["at"]), bool(e["detail"].get("accepted")))
+                for e in study.events("speculation")]
+    for kind, name in (("critical", "critical path"), ("speculative", "speculative"),
+                       ("warm-up", "warm-up")):
+        items = [r for r in calls if call_kind(r) == kind]
+        marks = verdicts if kind == "speculative" else []
+        if items or marks:
+            lanes.append(Lane(f"LLM ({name})", [
+                (clock(r["start"]), clock(r["end"]) - clock(r["start"]), CALL_COLORS[kind])
+                for r in items], marks=marks))
+    first = merge(sessions)[0][0] if sessions else None
+    startup = None
+    if first is not None and trains:
+        begin = clock(min(r["start"] for r in trains))
+        startup = (clock(first), begin) if begin > clock(first) else None
+    starts = [clock(s) for s, _ in merge(sessions)[1:]]
+    return Layout(lanes, startup, starts, clock(clock.spans[-1][1]), dict(sorted(used.items())))
+
+
+def timeline(study: Study, path: str | Path) -> Path:
+    """The timeline as a PNG at ``path`` (see the module docstring)."""
+    from matplotlib.figure import Figure  # no pyplot: no process-wide backend or figure state
+
+    plan = layout(study)
+    lanes = plan.lanes or [Lane("training")]
+    fig = Figure(figsize=(12, 2.2 + 0.45 * len(lanes)))
     ax = fig.subplots()
-    for y, (name, items, color) in enumerate(lanes):
-        ax.broken_barh([(clock(r["start"]), clock(r["end"]) - clock(r["start"])) for r in items],
-                       (y - 0.35, 0.7), facecolor=color, edgecolor="white", linewidth=1.0)
-        if not name.startswith("LLM"):
-            for x, text in trial_labels(study, items, clock):
-                ax.text(x, y, text, ha="center", va="center", fontsize=7)
-    for k, (s, _) in enumerate(merge(sessions)[1:], start=2):  # each resumed session's start
-        ax.axvline(clock(s), color="gray", linestyle="--", linewidth=1)
-        ax.text(clock(s), top + 0.1, f" session {k}", fontsize=7, color="gray", va="bottom")
-    for e in study.events("speculation"):
-        ok = e["detail"].get("accepted")
-        ax.plot(clock(e["at"]), top, marker="v" if ok else "x", color="green" if ok else "black")
-    ax.set_yticks(range(len(lanes)), [name for name, _, _ in lanes])
-    ax.set_ylim(-0.6, top + 0.4)
+    for y, lane in enumerate(lanes):
+        ax.broken_barh([(x, w) for x, w, _ in lane.bars], (y - 0.35, 0.7),
+                       facecolor=[c for _, _, c in lane.bars], edgecolor="white", linewidth=1.0)
+        for x, text in lane.labels:
+            ax.text(x, y, text, ha="center", va="center", fontsize=7)
+        for x, ok in lane.marks:
+            ax.plot(x, y + 0.45, marker="v" if ok else "x", color="green" if ok else "black",
+                    markersize=6)
+    if plan.startup is not None:
+        ax.axvspan(*plan.startup, color="0.92", zorder=0)
+        ax.text(plan.startup[0], len(lanes) - 0.45, " start-up", fontsize=7, color="0.4",
+                va="bottom")
+    for k, x in enumerate(plan.sessions, start=2):
+        ax.axvline(x, color="gray", linestyle="--", linewidth=1)
+        ax.text(x, len(lanes) - 0.45, f" session {k}", fontsize=7, color="gray", va="bottom")
+    if plan.tools:
+        from matplotlib.patches import Patch
+        ax.legend(handles=[Patch(color=c, label=t) for t, c in plan.tools.items()], fontsize=7,
+                  loc="upper right", ncols=min(4, len(plan.tools)))
+    ax.set_yticks(range(len(lanes)), [lane.name for lane in lanes])
+    ax.set_ylim(-0.6, len(lanes) + (0.3 if plan.tools else -0.1))
     virtual = "virtual" in study.clocks()  # simulated seconds: trials cost their table time
     ax.set_xlabel(("simulated " if virtual else "") + "seconds worked (the time between "
-                  "sessions cut out)")
+                  "sessions cut out); training bars in the colour of the tool that proposed "
+                  "them, as in the history")
     ax.set_title(f"{study.name}: {'virtual-clock' if virtual else 'wall-clock'} timeline "
                  "(v accepted, x rejected speculation)")
     fig.tight_layout()

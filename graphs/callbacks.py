@@ -34,6 +34,10 @@ class TuneCallback:
     def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
         """A trial finished (complete, failed or pruned); ``tool`` proposed it."""
 
+    def on_phase(self, study: Study, phase: str) -> None:
+        """What the session waits on now: ``"tools"`` (the tools propose and the prior ranks),
+        ``"llm"`` (a decision on the critical path) or ``"training"`` (the trials in flight)."""
+
     def on_session_end(self, study: Study | None, interrupted: bool) -> None:
         """The session is over (also after an error or Ctrl-C)."""
 
@@ -99,6 +103,10 @@ class Fanout(TuneCallback):
     def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
         for c in self.callbacks:
             c.on_trial_complete(study, trial, tool)
+
+    def on_phase(self, study: Study, phase: str) -> None:
+        for c in self.callbacks:
+            c.on_phase(study, phase)
 
     def on_session_end(self, study: Study | None, interrupted: bool) -> None:
         for c in self.callbacks:

@@ -61,6 +61,7 @@ class TuneContext:
     bounds: Bounds = field(default_factory=Bounds)
     started: float = field(default_factory=time.time)  # on the study's clock
     on_trial: Callable[[Trial, str], None] | None = None  # progress displays
+    on_phase: Callable[[str], None] | None = None  # what the session waits on (displays)
     flights: Flights = field(default_factory=Flights)
     ahead: Ahead = field(default_factory=Ahead)  # the next plan's decision, asked meanwhile
     say: Callable[[str], None] | None = None  # notices for a person (the circuit breaker)
@@ -76,6 +77,11 @@ class TuneContext:
         a speculative round's and one asked ahead read it alike)."""
         assert self.decider is not None
         return self.decider.check(answer, offers, self.study.space)
+
+    def phase(self, name: str) -> None:
+        """Tell the displays what the session waits on now ("tools", "llm", "training")."""
+        if self.on_phase is not None:
+            self.on_phase(name)
 
     def spent(self) -> bool:
         """No new trial may start: the trial budget is taken (running trials included), the

@@ -36,6 +36,7 @@ def await_train(state: TuningState, runtime: Runtime[TuneContext]) -> TuningStat
     (the speculative branch runs meanwhile)."""
     ctx = runtime.context
     flight = ctx.flights.get(next_to_land(state))  # the one speculation decides after
+    ctx.phase("training")
     if ctx.clock.virtual:
         ctx.flights.await_speculation()
     landed = ctx.flights.next_landed(ctx.clock)

@@ -56,6 +56,7 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     if ctx.spent():  # cancelled (runs.cancel, the chat's Ctrl-C), or the budget is taken
         return {**landed, "spent": True}
     round_no = state["round"] + 1
+    ctx.phase("tools")
     start = ctx.clock.now()
     state = {**state, **landed}
     catch_up(ctx, state)
@@ -170,6 +171,7 @@ def agent(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
         return {"error": "the LLM circuit is open after failed calls: the prior decides"}
     messages, detail = state["messages"], {"round": state["round"], "step": state["steps"] + 1}
     log, knobs, update = state["log"], state["knobs"], {}
+    ctx.phase("llm")
     for _ in range(3):
         try:
             answer = ask(ctx, messages, len(state["proposals"]), detail)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console, Group
@@ -51,6 +52,10 @@ class RichProgress(TuneCallback):
         self.progress: Progress | None = None
         self.task: Any = None
         self.live: Live | None = None
+        self.phase = "tools"
+
+    def on_phase(self, study: Study, phase: str) -> None:
+        self.phase = phase
 
     def on_message(self, text: str) -> None:
         self.console.print(text)
@@ -64,7 +69,7 @@ class RichProgress(TuneCallback):
 
     def view(self, study: Study) -> Group:
         """What the display shows (the bar and the running trials), rendered at each refresh."""
-        return Group(self.progress, Running(study))
+        return Group(self.progress, Running(study, lambda: self.phase))
 
     def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
         if self.progress is not None:
@@ -80,19 +85,27 @@ class RichProgress(TuneCallback):
             self.live = self.progress = None
 
 
+# What the session waits on, as the live display says it.
+WAITING = {"tools": "the tools (proposals, the prior's ranking)",
+           "llm": "the LLM (a decision on the critical path)",
+           "training": "training (the LLM may decide the next round meanwhile)"}
+
+
 class Running:
     """The trials in flight, read from the ledger whenever the display refreshes."""
 
-    def __init__(self, study: Study) -> None:
-        self.study = study
+    def __init__(self, study: Study, phase: Callable[[], str] = lambda: "tools") -> None:
+        self.study, self.phase = study, phase
 
     def __rich__(self) -> Table | Text:
         running = self.study.trials(status="running")
+        waiting = WAITING.get(self.phase(), self.phase())
         if not running:
-            return Text("deciding the next trial (tools, prior, LLM)", style="dim")
+            return Text(f"deciding the next trial: {waiting}", style="dim")
         now = self.study.clock.now()
         table = Table("trial", "worker", "training for", "configuration", box=None,
-                      title_justify="left", header_style="dim")
+                      title=f"waiting on {waiting}", title_justify="left",
+                      title_style="dim", header_style="dim")
         for t in running:
             config = ", ".join(f"{k}={format_value(v)}" for k, v in t.config.items())
             table.add_row(f"#{t.number}", str(t.meta.get("worker", 0)),

@@ -141,12 +141,14 @@ def test_trial_bars_are_labelled_with_their_number_and_value(timed):
     assert trial_labels(timed, rows, clock) == [(6.0, "#0\n0.5"), (13.0, "#1\n0.25")]
 
 
-def test_the_timeline_draws_one_training_lane_per_worker():
-    from asap.agent.timeline import _training_lanes
-    rows = [{"start": 0, "end": 2, "detail": {"worker": 0}},
-            {"start": 0.5, "end": 1, "detail": {"worker": 1}},
-            {"start": 2, "end": 3, "detail": {"worker": 0}}]
-    lanes = _training_lanes(rows)
-    assert [(name, len(items)) for name, items, _ in lanes] == [("worker 0", 2), ("worker 1", 1)]
-    serial = [{**r, "detail": {}} for r in rows]  # a ledger written before workers existed
-    assert [name for name, _, _ in _training_lanes(serial)] == ["training"]
+def test_the_timeline_draws_one_training_lane_per_worker(ledger, toy_space):
+    from asap.agent.timeline import layout
+    study = ledger.create_study("w", toy_space, metric="loss", direction="minimize")
+    for start, end, worker in ((0, 2, 0), (0.5, 1, 1), (2, 3, 0)):
+        study.log_timing("train", start, end, worker=worker)
+    assert [(lane.name, len(lane.bars)) for lane in layout(study).lanes] == [
+        ("worker 0", 2), ("worker 1", 1)]
+    serial = ledger.create_study("s", toy_space, metric="loss", direction="minimize")
+    for start, end in ((0, 2), (2, 3)):  # a ledger written before workers existed
+        serial.log_timing("train", start, end)
+    assert [lane.name for lane in layout(serial).lanes] == ["training"]

@@ -118,12 +118,18 @@ def test_the_live_display_shows_each_running_trial_and_what_the_session_waits_on
         probe = Console(file=io.StringIO(), width=200)
         probe.print(display.view(study))
         return probe.file.getvalue()
+    display.on_phase(study, "training")
     text = shown()
     assert "#0" in text and "width=128" in text and "training for" in text
+    assert "waiting on training" in text
     study.finish_trial(tid, status="complete", metrics={wl.metric: 0.8})
     display.on_trial_complete(study, study.trial(tid), "optuna:tpe")
+    display.on_phase(study, "tools")
     text = shown()
-    assert "#0" not in text and "deciding the next trial" in text and "best 0.8000" in text
+    assert "#0" not in text and "deciding the next trial: the tools" in text
+    assert "best 0.8000" in text
+    display.on_phase(study, "llm")
+    assert "deciding the next trial: the LLM" in shown()
     display.on_session_end(study, False)
 
 

@@ -203,3 +203,15 @@ def test_the_llm_is_not_asked_before_the_prior_has_anything_to_score(tmp_path):
     assert [d["by"] for d in events(study, "decision")] == ["prior"] * 3 + ["llm"] * 2
     assert len(model.calls) == 2 and len(study.timings("llm_call")) == 2
     assert "Round 4" in model.calls[0][0][-1].content  # the first call: after three results
+
+
+def test_the_session_tells_the_displays_what_it_waits_on(tmp_path):
+    """Each round: the tools first, then the LLM when it is asked, then training."""
+    seen: list[str] = []
+    model = ScriptedModel(copy_a)
+    study, ctx = australian(tmp_path, model, protocol="tools", trials=5,
+                            on_phase=seen.append)
+    run_graph(ctx)
+    assert seen[0] == "tools" and {"tools", "llm", "training"} <= set(seen)
+    first_llm = seen.index("llm")
+    assert seen[first_llm - 1] == "tools" and "training" in seen[first_llm:]

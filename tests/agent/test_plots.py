@@ -1,0 +1,59 @@
+"""What ``asap report``'s figures show, read from their layout rather than their pixels: one
+colour per tool in both figures, no empty lane, every mark on its lane, the start-up gap, and
+the history's value axis where progress happens."""
+
+from __future__ import annotations
+
+from asap.agent.palette import CALL_COLORS, tool_color
+from asap.agent.plots import history, history_range
+from asap.agent.timeline import layout, timeline
+
+
+def _trial(study, config, tool, value, start, end, worker=0):
+    tid = study.start_trial(config, tool=tool)
+    trial = study.finish_trial(tid, status="complete", metrics={"loss": value}, ended_at=end)
+    study.log_timing("train", start, end, trial_number=trial.number, tool=tool, worker=worker)
+    return trial
+
+
+def test_training_bars_take_their_tools_colour_and_empty_lanes_are_left_out(ledger, toy_space):
+    study = ledger.create_study("lanes", toy_space, metric="loss", direction="minimize")
+    study.log_event("session", start=0.0, end=20.0, interrupted=False)
+    _trial(study, {"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}, "optuna:tpe",
+           0.5, 3.0, 8.0)
+    _trial(study, {"x": 2.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}, "nevergrad:DE",
+           0.4, 8.0, 15.0)
+    plan = layout(study)  # no LLM call at all (--llm off): one lane
+    assert [lane.name for lane in plan.lanes] == ["training"]
+    assert [c for _, _, c in plan.lanes[0].bars] == [tool_color("optuna:tpe"),
+                                                     tool_color("nevergrad:DE")]
+    assert plan.startup == (0.0, 3.0)  # the session started 3 s before the first trial
+    assert tool_color("optuna:tpe") != tool_color("nevergrad:DE")
+    assert timeline(study, ledger.path.parent / "lanes.png").stat().st_size > 5000
+
+
+def test_speculation_marks_sit_on_the_speculative_lane(ledger, toy_space):
+    study = ledger.create_study("marks", toy_space, metric="loss", direction="minimize")
+    study.log_event("session", start=0.0, end=16.0, interrupted=False)
+    study.log_timing("llm_call", 0, 2, prompt_tokens=100, cached_tokens=0)
+    _trial(study, {"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}, "optuna:tpe",
+           0.5, 2.0, 10.0)
+    study.log_timing("llm_call", 3, 5, prompt_tokens=200, cached_tokens=180, speculative=True)
+    study.log_event("speculation", accepted=True)
+    lanes = {lane.name: lane for lane in layout(study).lanes}
+    assert list(lanes) == ["training", "LLM (critical path)", "LLM (speculative)"]
+    assert [ok for _, ok in lanes["LLM (speculative)"].marks] == [True]
+    assert not lanes["LLM (critical path)"].marks and not lanes["training"].marks
+    assert lanes["LLM (speculative)"].bars[0][2] == CALL_COLORS["speculative"]
+
+
+def test_the_history_axis_covers_progress_not_a_diverged_trial(ledger, toy_space, tmp_path):
+    study = ledger.create_study("hist", toy_space, metric="loss", direction="minimize")
+    values = [0.9, 0.7, 1e6, 0.6, 0.65, 0.5, 0.55, 0.52]  # one diverged loss
+    for i, v in enumerate(values):
+        _trial(study, {"x": i / 10, "lr": 0.1, "n_layers": 1, "optimizer": "adam"},
+               "optuna:tpe", v, float(i), i + 1.0)
+    steps = [min(values[:i + 1]) for i in range(len(values))]
+    lo, hi = history_range(study, values, steps)
+    assert lo < 0.5 and 0.9 < hi < 10  # the whole best-so-far curve, not the 1e6
+    assert history(study, tmp_path / "h.png").stat().st_size > 5000
