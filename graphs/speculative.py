@@ -73,11 +73,11 @@ def _speculate(ctx: TuneContext, state: TuningState) -> TuningState:
     knobs = state["knobs"]  # as the selftune node left them this step
     chain = list(state["chain"])
     if ctx.speculation == "off" or knobs.depth == 0 or state["plan_left"] > 0 \
-            or ctx.ahead.asked() \
+            or ctx.ahead.asked() or len(ctx.study.finished_ids()) + 1 < ctx.llm_after \
             or not ctx.breaker.closed() or state["spent"] or state["stop"]:
         # Off (or self-tuned off: trials too short to pay), the next round is the plan's (no
-        # LLM), the endpoint is failing, or no trial will start: nothing to decide ahead, and
-        # a carried chain will not be used.
+        # LLM) or a start-up round (the fallback's: llm_after), the endpoint is failing, or no
+        # trial will start: nothing to decide ahead, and a carried chain will not be used.
         drop(ctx, chain)
         _warm(ctx, state, knobs)
         return {"chain": []}

@@ -38,6 +38,18 @@ def test_speculation_overlaps_training_and_accepts_within_tau(tmp_path):
     assert len({json.dumps(t.config) for t in study.trials()}) == 6
 
 
+def test_no_round_before_llm_after_is_decided_speculatively(tmp_path):
+    """The start-up rounds train the fallback's pick: speculation, like the critical path,
+    first decides the round after ``llm_after`` trials have finished."""
+    study, _, _ = run(tmp_path, ScriptedModel(copy_a), trials=7, time_scale=0.02,
+                      speculation="threshold", tau=1e9, llm_after=3, decide_ahead=False)
+    spec = [c for c in study.timings("llm_call")
+            if c["detail"].get("speculative") and not c["detail"].get("ahead")]
+    assert spec and min(c["detail"]["round"] for c in spec) >= 4
+    by = [e["detail"]["by"] for e in study.events("decision")]
+    assert by[:3] == ["prior", "prior", "prior"] and "llm" in by[3:]
+
+
 def test_rejected_speculation_leaves_only_the_serial_trials(tmp_path):
     study, _, _ = run(tmp_path, ScriptedModel(copy_a), trials=4, time_scale=0.02,
                       speculation="threshold", tau=0.0)

@@ -250,3 +250,25 @@ def test_optuna_sees_other_workers_running_trials_and_no_stale_asks(tmp_path, to
             if t.params == config]
     assert [(t.state, t.value) for t in told] == [(TrialState.COMPLETE, toy_objective(config))]
 
+
+
+def test_a_fork_made_while_a_trial_trains_leaves_the_real_tools_as_they_were(ledger, toy_space):
+    """Speculation forks the tools while a trial trains; whether it does (timing) must not
+    change what the real tools propose once the trial lands."""
+    import dataclasses
+
+    def rounds(name: str, fork: bool) -> list:
+        study = ledger.create_study(name, toy_space, metric="loss", direction="minimize")
+        tools = Portfolio(study, seed=3)
+        for _ in range(4):
+            tool, config = tools.panel_offers()[0]
+            tid = study.start_trial(config, tool=tool)
+            if fork:  # the speculative branch, before the trial lands
+                guess = dataclasses.replace(study.trial(tid), id=-1, status="complete",
+                                            value=1.0, metrics={"loss": 1.0})
+                tools.fork([guess]).panel_offers()
+            study.finish_trial(tid, status="complete", metrics={"loss": toy_objective(config)})
+            tools.sync()
+        return tools.panel_offers()
+
+    assert rounds("with", fork=True) == rounds("without", fork=False)
