@@ -13,37 +13,83 @@
 
 from __future__ import annotations
 
+import copy
 import os
-from typing import Any, NotRequired
+from typing import Annotated, Any, NotRequired
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableLambda
+from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from typing_extensions import TypedDict  # Studio's schemas need it on Python 3.11
 
-from asap.graphs.api import run_task
+from asap.agent.config import TuneConfig
+from asap.graphs.api import TaskResult, run_task
 from asap.graphs.background import cancellable
+from asap.graphs.callbacks import TuneCallback
 from asap.graphs.chat import build_chat_graph
 from asap.graphs.tuning import graph as tuning_graph
-from asap.tools.types import Cancel
+from asap.tools.study import Study
+from asap.tools.types import Cancel, Trial
+
+
+def _settings_model() -> type[BaseModel]:
+    """TuneConfig's fields but the workload and the trial budget (the task's own keys), each
+    optional with TuneConfig's default and description: the form Studio shows for
+    ``settings``. TuneConfig itself still validates the run's values (cross-field rules)."""
+    fields = {name: (field.annotation, copy.copy(field))  # its default, bounds, description
+              for name, field in TuneConfig.model_fields.items()
+              if name not in ("workload", "trials")}
+    return create_model("TuneSettings", __doc__="asap tune's settings (TuneConfig).",
+                        __config__=ConfigDict(extra="forbid"), **fields)
+
+
+TuneSettings = _settings_model()
 
 
 class TuneInput(TypedDict):
     """One tuning task: a workload reference, a trial budget, :class:`TuneConfig` fields."""
 
-    workload: str
-    trials: NotRequired[int]
-    settings: NotRequired[dict[str, Any]]
+    workload: Annotated[str, Field(description="digits-mlp, digits-cnn, charlm, "
+                                   "hpobench:<ds>, nasbench201:<ds> or package.module:function")]
+    trials: NotRequired[Annotated[int, Field(ge=1, description="trial budget (default 20)")]]
+    settings: NotRequired[TuneSettings]  # type: ignore[valid-type]
 
 
 class TuneOutput(TypedDict):
-    """The task's :class:`~asap.graphs.api.TaskResult` as a dict."""
+    """The task's :class:`~asap.graphs.api.TaskResult` (so far, when the run was cancelled)."""
 
-    result: dict[str, Any]
+    result: TaskResult
+    cancelled: NotRequired[bool]
 
 
 class TuneTask(TuneInput):
-    result: NotRequired[dict[str, Any]]
+    result: NotRequired[TaskResult]
+    cancelled: NotRequired[bool]
+
+
+class StreamEvents(TuneCallback):
+    """Each trial's start, report and result and each decision as a ``custom`` stream event
+    (LangGraph's stream writer): ``client.runs.stream(..., stream_mode="custom")`` shows the
+    session's progress as it happens."""
+
+    def __init__(self) -> None:
+        self.write = get_stream_writer()
+
+    def on_trial_start(self, study: Study, number: int, config: dict[str, Any], tool: str
+                       ) -> None:
+        self.write({"event": "trial_start", "trial": number, "tool": tool, "config": config})
+
+    def on_report(self, study: Study, number: int, step: int, value: float) -> None:
+        self.write({"event": "report", "trial": number, "step": step, "value": value})
+
+    def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
+        self.write({"event": "trial", "trial": trial.number, "status": trial.status,
+                    "value": trial.value, "tool": tool})
+
+    def on_decision(self, study: Study, decision: dict[str, Any]) -> None:
+        self.write({"event": "decision", **decision})
 
 
 def endpoint_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -60,10 +106,13 @@ def build_tune_graph(llm: BaseChatModel | None = None):
     ``ASAP_BASE_URL``/``ASAP_MODEL``, else the embedded server). Run async (a server), a
     cancelled run stops its session: the running trial is failed, no new one starts."""
     def run(state: TuneTask, cancel: Cancel | None = None) -> dict[str, Any]:
-        settings = state.get("settings", {}) if llm is not None else endpoint_settings(
-            state.get("settings", {}))
-        result = run_task(state["workload"], llm=llm, trials=state.get("trials", 20),
-                          cancel=cancel, **settings)
+        given = state.get("settings") or {}
+        given = given.model_dump(exclude_unset=True) if isinstance(given, BaseModel) else given
+        settings = dict(given if llm is not None else endpoint_settings(given))
+        on_off = settings.pop("llm", None)  # settings' llm=False: the prior decides, no endpoint
+        result = run_task(state["workload"], llm=llm if llm is not None else on_off,
+                          trials=state.get("trials", 20), cancel=cancel,
+                          callbacks=(StreamEvents(),), **settings)
         return {"result": result.model_dump()}
 
     async def arun(state: TuneTask) -> dict[str, Any]:
@@ -78,4 +127,20 @@ def build_tune_graph(llm: BaseChatModel | None = None):
 
 graph = build_tune_graph()
 chat_graph = build_chat_graph()
-__all__ = ["build_tune_graph", "chat_graph", "graph", "tuning_graph"]
+
+# What langgraph.json serves, by module path: it works from any directory where asap-hpo is
+# installed (a file path would point into a checkout).
+GRAPHS = {"tune": "asap.graphs.app:graph", "tuning": "asap.graphs.app:tuning_graph",
+          "chat": "asap.graphs.app:chat_graph"}
+
+
+def langgraph_config(base_url: str = "http://127.0.0.1:8080/v1", model: str = "default"
+                     ) -> dict[str, Any]:
+    """A ``langgraph.json`` for ``langgraph dev``/``build``: the graphs by module path, asap-hpo
+    as the dependency, and the LLM endpoint the graphs read (``asap llm serve``'s default)."""
+    return {"dependencies": ["asap-hpo"], "graphs": dict(GRAPHS),
+            "env": {"ASAP_BASE_URL": base_url, "ASAP_MODEL": model}, "python_version": "3.11"}
+
+
+__all__ = ["GRAPHS", "build_tune_graph", "chat_graph", "graph", "langgraph_config",
+           "tuning_graph"]

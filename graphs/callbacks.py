@@ -34,6 +34,10 @@ class TuneCallback:
     def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
         """A trial finished (complete, failed or pruned); ``tool`` proposed it."""
 
+    def on_decision(self, study: Study, decision: dict[str, Any]) -> None:
+        """A round was decided and its trial started: ``decision`` is the ledger's ``decision``
+        event (round, trial, by, choice, the tool and configuration trained, the offers)."""
+
     def on_phase(self, study: Study, phase: str) -> None:
         """What the session waits on now: ``"tools"`` (the tools propose and the prior ranks),
         ``"llm"`` (a decision on the critical path) or ``"training"`` (the trials in flight)."""
@@ -107,6 +111,10 @@ class Fanout(TuneCallback):
     def on_phase(self, study: Study, phase: str) -> None:
         for c in self.callbacks:
             c.on_phase(study, phase)
+
+    def on_decision(self, study: Study, decision: dict[str, Any]) -> None:
+        for c in self.callbacks:
+            c.on_decision(study, decision)
 
     def on_session_end(self, study: Study | None, interrupted: bool) -> None:
         for c in self.callbacks:

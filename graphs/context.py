@@ -62,6 +62,7 @@ class TuneContext:
     started: float = field(default_factory=time.time)  # on the study's clock
     on_trial: Callable[[Trial, str], None] | None = None  # progress displays
     on_phase: Callable[[str], None] | None = None  # what the session waits on (displays)
+    on_decision: Callable[[dict[str, Any]], None] | None = None  # each round's decision
     flights: Flights = field(default_factory=Flights)
     ahead: Ahead = field(default_factory=Ahead)  # the next plan's decision, asked meanwhile
     say: Callable[[str], None] | None = None  # notices for a person (the circuit breaker)

@@ -85,12 +85,14 @@ def _record_decision(ctx: TuneContext, state: TuningState, trial: Trial) -> None
     sd, EI, predicted seconds), what was chosen and by whom, and which trial trained it; the
     eval measures decision quality from these."""
     proposals, choice = state["proposals"], state["choice"]
-    ctx.study.log_event(
-        "decision", round=state["round"], trial=trial.number, by=state["decided_by"],
-        choice=decision_text(proposals, choice), trained=[trial.tool, trial.config],
-        offers=[[tool, config] for tool, config in proposals],
-        scores=[None if sc is None else [sc.mean, sc.sd, sc.ei, sc.seconds]
-                for sc in state["scores"] or [None] * len(proposals)])
+    decision = dict(round=state["round"], trial=trial.number, by=state["decided_by"],
+                    choice=decision_text(proposals, choice), trained=[trial.tool, trial.config],
+                    offers=[[tool, config] for tool, config in proposals],
+                    scores=[None if sc is None else [sc.mean, sc.sd, sc.ei, sc.seconds]
+                            for sc in state["scores"] or [None] * len(proposals)])
+    ctx.study.log_event("decision", **decision)
+    if ctx.on_decision is not None:
+        ctx.on_decision(decision)
 
 
 def _record_verdict(ctx: TuneContext, verify: Verification, choice: tuple, round_no: int) -> None:

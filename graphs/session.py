@@ -167,6 +167,7 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
             selftune_every=cfg.selftune_every if cfg.selftune and llm is not None else 0,
             on_trial=lambda trial, tool: say.on_trial_complete(study, trial, tool),
             on_phase=lambda phase: say.on_phase(study, phase),
+            on_decision=lambda decision: say.on_decision(study, decision),
             say=say.on_message)
         if len(study.finished_ids()) < cfg.trials:
             ctx.trainer.prestart()  # the fork server loads while the first round decides

@@ -218,6 +218,18 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _init_langgraph(args: argparse.Namespace) -> int:
+    from asap.graphs.app import langgraph_config
+    path = Path(args.dir) / "langgraph.json"
+    if path.exists() and not args.force:
+        raise ValueError(f"{path} exists; --force replaces it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(langgraph_config(args.base_url, args.model), indent=2) + "\n")
+    console.print(f"wrote {path}: serve it with `langgraph dev --config {path}` (the LLM at "
+                  f"{args.base_url}: `asap llm serve` starts the embedded one)", soft_wrap=True)
+    return 0
+
+
 def _pull(args: argparse.Namespace) -> int:
     from asap.agent.model import pull
     path = pull(force=args.force, say=lambda m: console.print(m))
@@ -237,6 +249,7 @@ COMMANDS = {
     ("report",): lambda a: _report(a.study, a.db, a.out),
     ("eval",): _eval,
     ("chat",): _chat,
+    ("init-langgraph",): _init_langgraph,
 }
 
 

@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings(ch, ["db", "base_url", "model"],
                  {"db": f"ledger file; threads are stored in it too (default: {DEFAULT_DB})"},
                  keep_defaults=True)
+    lg = sub.add_parser("init-langgraph", help="write a langgraph.json that serves asap's graphs "
+                        "(tune, tuning, chat) by module path, for langgraph dev or build")
+    lg.add_argument("--dir", default=".", help="where to write it (default: here)")
+    lg.add_argument("--base-url", default="http://127.0.0.1:8080/v1",
+                    help="the LLM endpoint the graphs use (default: asap llm serve's)")
+    lg.add_argument("--model", default="default", help="the model name at --base-url")
+    lg.add_argument("--force", action="store_true", help="replace an existing langgraph.json")
     ev = sub.add_parser("eval", help="compare asap with the tools it orchestrates on a grid")
     ev.add_argument("--profile", choices=["quick", "dev", "gpu", "full"], default="quick",
                     help="quick: a smoke run (~13 min on 2 CPU cores); dev: 5 tables x 10 seeds "

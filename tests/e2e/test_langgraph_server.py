@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from fakes import FakeOpenAI
 
+from asap.cli.main import main
 from asap.tools.ledger import Ledger
 
-ROOT = Path(__file__).parents[2]
 USERWL = Path(__file__).parents[1] / "userwl"
 
 
@@ -39,16 +39,18 @@ def _until(check, what: str, timeout_s: float = 180.0):
 
 @pytest.fixture
 def dev_server(tmp_path):
-    """``langgraph dev`` on 127.0.0.1 with the repo's graphs and an LLM endpoint in its env."""
+    """``langgraph dev`` on 127.0.0.1 with asap's graphs and an LLM endpoint in its env."""
     if shutil.which("langgraph", path=str(Path(sys.executable).parent)) is None:
         pytest.fail("langgraph-cli is part of the dev extra: pip install -e '.[dev]'")
     fake = FakeOpenAI().start()
-    spec = json.loads((ROOT / "langgraph.json").read_text())
-    spec["dependencies"] = [str(ROOT)]
-    spec["graphs"] = {k: str(ROOT / v.removeprefix("./")) for k, v in spec["graphs"].items()}
-    spec["env"] = {"ASAP_BASE_URL": fake.base_url, "ASAP_MODEL": "fake",
-                   "ASAP_DB": str(tmp_path / "chat.db")}
+    # The file a pip-install user gets from `asap init-langgraph`, in a directory outside the
+    # repo: the graphs load by module path from the installed package.
+    assert main(["init-langgraph", "--dir", str(tmp_path), "--base-url", fake.base_url,
+                 "--model", "fake"]) == 0
     config = tmp_path / "langgraph.json"
+    spec = json.loads(config.read_text())
+    assert all(not ref.startswith(".") for ref in spec["graphs"].values())
+    spec["env"]["ASAP_DB"] = str(tmp_path / "chat.db")
     config.write_text(json.dumps(spec))
     port = _free_port()
     # It runs in tmp_path (its .langgraph_api/ state lands there, not in the repo); the test
@@ -89,6 +91,17 @@ def test_a_server_run_uses_the_env_endpoint_shows_schemas_and_cancels(dev_server
     schemas = client.assistants.get_schemas(tune["assistant_id"])
     assert schemas["input_schema"]["required"] == ["workload"]  # Studio's input form
     assert "result" in schemas["output_schema"]["properties"]
+    assert "cost_weight" in json.dumps(schemas["input_schema"])  # TuneConfig's fields
+
+    # Progress as the run goes: each decision, trial start and result a custom event.
+    streamed = client.threads.create()
+    events = [part.data for part in client.runs.stream(
+        streamed["thread_id"], tune["assistant_id"], stream_mode="custom", input={
+            "workload": "hpobench:australian", "trials": 3,
+            "settings": {"llm": False, "db": str(tmp_path / "p.db")}})
+        if part.event == "custom"]
+    assert [e["event"] for e in events if e["event"] != "report"].count("trial") == 3
+    assert sum(e["event"] == "decision" for e in events) == 3
 
     db = tmp_path / "s.db"
     thread = client.threads.create()

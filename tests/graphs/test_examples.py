@@ -91,19 +91,52 @@ def test_run_task_names_a_bad_setting(tmp_path):
         run_task("hpobench:australian", nonsense=1, db=str(tmp_path / "x.db"))
 
 
-def test_langgraph_json_names_loadable_graphs():
+def test_langgraph_json_names_loadable_graphs_by_module_path():
+    """The graphs are module paths (they load wherever asap-hpo is installed), the repo's file
+    is what ``asap init-langgraph`` writes, and every graph publishes its JSON schemas."""
+    import importlib
+
+    from asap.agent.config import TuneConfig
+    from asap.graphs.app import langgraph_config
     spec = json.loads((EXAMPLES.parent / "langgraph.json").read_text())
+    assert spec == langgraph_config()
     nodes = {}
     for name, ref in spec["graphs"].items():
-        path, _, attr = ref.partition(":")
-        graph = getattr(load(EXAMPLES.parent / path, "langgraph_json_graph"), attr)
-        assert hasattr(graph, "invoke")
+        module, _, attr = ref.partition(":")
+        assert not module.endswith(".py") and "/" not in module
+        graph = getattr(importlib.import_module(module), attr)
         nodes[name] = set(graph.get_graph().nodes)
+        assert graph.get_input_jsonschema()["properties"]  # Studio's form, for every graph
+        assert graph.get_output_jsonschema()["properties"]
     assert set(spec["graphs"]) == {"tune", "tuning", "chat"}
     assert "tune" in nodes["tune"] and "tune" in nodes["chat"]
     # The real tuning loop, node by node, as LangGraph's tooling draws it.
-    assert {"propose", "agent", "guard", "dispatch", "await_train", "speculate",
+    assert {"propose", "agent", "guard", "dispatch", "selftune", "await_train", "speculate",
             "reconcile"} <= nodes["tuning"]
+    tune = importlib.import_module("asap.graphs.app").graph
+    schema = tune.get_input_jsonschema()
+    settings = schema["$defs"]["TuneSettings"]["properties"]
+    assert set(settings) == set(TuneConfig.model_fields) - {"workload", "trials"}
+    assert settings["width"]["default"] == 2 and settings["width"]["maximum"] == 8
+    assert settings["pruner"]["enum"] == ["none", "median", "sha", "hyperband"]
+    assert "description" in settings["cost_weight"]
+    output = tune.get_output_jsonschema()
+    assert "best_value" in output["$defs"]["TaskResult"]["properties"]
+
+
+def test_the_tune_graph_streams_trials_and_decisions_as_custom_events(tmp_path):
+    from asap.graphs.app import graph
+    events = list(graph.stream(
+        {"workload": "hpobench:australian", "trials": 4,
+         "settings": {"llm": False, "db": str(tmp_path / "s.db"), "isolate": False}},
+        stream_mode="custom"))
+    kinds = [e["event"] for e in events]
+    assert kinds.count("trial_start") == kinds.count("trial") == kinds.count("decision") == 4
+    first = events[kinds.index("decision")]
+    assert first["round"] == 1 and first["by"] == "prior" and first["trained"][0]
+    done = [e for e in events if e["event"] == "trial"]
+    assert [e["trial"] for e in done] == [0, 1, 2, 3] and all(e["status"] == "complete"
+                                                              for e in done)
 
 
 def test_chat_graph_example_confirms_then_answers(tmp_path):
