@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from asap.tools.portfolio import Portfolio
-from asap.tools.space import SpaceError
+from asap.tools.space import CategoricalParam, FloatParam, Space, SpaceError
 from asap.tools.study import Study
 from asap.tools.trainer import Trainer
 
@@ -58,6 +58,42 @@ class StopArgs(BaseModel):
     """End the tuning session now, because more trials will not improve the best value."""
 
     reason: str = Field(default="", description="why more trials will not help")
+
+
+def params_model(space: Space) -> type[BaseModel]:
+    """The search space as the type of a ``params`` argument: each parameter with its type,
+    bounds or choices and a description, conditional ones optional (and saying when they
+    apply). What a tool-calling model is given, so it can propose valid configurations; the
+    space itself still validates what it sends."""
+    fields: dict[str, Any] = {}
+    for i, p in enumerate(space.params):
+        about = p.describe() + (f"; only when {p.when.describe()}, else leave it out"
+                                if p.when else "")
+        if isinstance(p, CategoricalParam):
+            kind: Any = Literal[tuple(p.choices)]
+        elif isinstance(p, FloatParam):
+            kind = Annotated[float, Field(ge=p.low, le=p.high)]
+        else:
+            kind = Annotated[int, Field(ge=p.low, le=p.high)]
+        extra = dict(default=None) if p.when else {}
+        fields[f"p{i}"] = (kind | None if p.when else kind,
+                           Field(alias=p.name, description=about, **extra))
+    return create_model("Params", __doc__="A configuration of the search space.",
+                        __config__=ConfigDict(extra="forbid", populate_by_name=True), **fields)
+
+
+def _typed(schema: type[BaseModel], space: Space) -> dict[str, Any]:
+    """``schema``'s JSON schema with ``params`` typed by the space (inline: no ``$ref``, which
+    some servers' tool parsers do not follow). A JSON-schema ``args_schema`` is what the model
+    is given; LangChain passes the arguments through unvalidated, and the space validates them
+    (a bad configuration is a structured ``{"error"}`` answer, never an exception)."""
+    out = schema.model_json_schema()
+    params = params_model(space).model_json_schema()
+    params.pop("title", None)
+    out["properties"]["params"] = {**params, "description": "a configuration of the search "
+                                   "space: active parameters only"}
+    out["title"] = schema.__name__
+    return out
 
 
 def _answer(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -105,11 +141,30 @@ class Toolbox:
                         "metrics": trial.metrics, "config": trial.evaluated,
                         "error": trial.error, "duration": trial.duration})
 
+    def _checked(self, schema: type[BaseModel], args: dict[str, Any],
+                 then: Any) -> tuple[str, dict[str, Any]]:
+        """Arguments a JSON-schema tool received unvalidated, checked against ``schema``: a
+        wrong one is a structured error naming it, as a bad configuration is."""
+        try:
+            return then(schema.model_validate(args))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "arguments"
+            return _answer({"error": f"invalid argument {where!r}: {err['msg']}"})
+
     def tools(self) -> list[BaseTool]:
-        """The four tools as LangChain ``BaseTool``s, usable by any tool-calling agent."""
+        """The four tools as LangChain ``BaseTool``s, usable by any tool-calling agent. Each
+        description names the search space, and ``params`` is typed by it
+        (:func:`params_model`): a model bound to these tools knows the names, types, ranges,
+        choices and conditions it may propose."""
+        space = self.study.space
+        about = (f"\nThe search space ({self.study.direction} {self.study.metric}):\n"
+                 + space.describe())
+
         def make(fn, name: str, schema: type[BaseModel]) -> BaseTool:
-            return StructuredTool.from_function(func=fn, name=name, args_schema=schema,
-                                                description=schema.__doc__,
+            args = _typed(schema, space) if "params" in schema.model_fields else schema
+            return StructuredTool.from_function(func=fn, name=name, args_schema=args,
+                                                description=(schema.__doc__ or "") + about,
                                                 response_format="content_and_artifact")
         # The config argument is called ``params``: LangChain reserves ``config`` (RunnableConfig).
         return [
@@ -117,7 +172,8 @@ class Toolbox:
                  OptunaSuggestArgs),
             make(lambda optimizer, n=1: self.suggest("nevergrad", optimizer, n),
                  "nevergrad_suggest", NevergradSuggestArgs),
-            make(lambda params: self.propose(params), "llm_propose", LLMProposeArgs),
-            make(lambda params, fidelity=None, tool="llm": self.train(params, fidelity, tool),
-                 "train_on_gpu", TrainArgs),
+            make(lambda **args: self._checked(LLMProposeArgs, args, lambda a: self.propose(
+                a.params)), "llm_propose", LLMProposeArgs),
+            make(lambda **args: self._checked(TrainArgs, args, lambda a: self.train(
+                a.params, a.fidelity, a.tool)), "train_on_gpu", TrainArgs),
         ]

@@ -3,7 +3,9 @@
 import json
 
 import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import ToolMessage
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ValidationError
 
 from asap.tools.hpo_tools import Toolbox
@@ -58,3 +60,42 @@ def test_arguments_are_typed(toolbox):
         tools["nevergrad_suggest"].invoke({"optimizer": "CMA", "n": 99})
     schema = tools["optuna_suggest"].tool_call_schema.model_json_schema()
     assert schema["properties"]["sampler"]["enum"] == ["tpe", "cmaes", "gp", "qmc", "random"]
+
+
+class _Recorder(GenericFakeChatModel):
+    """A chat model that keeps the tool definitions it is bound to, as OpenAI's API gets them."""
+
+    given: list = []
+
+    def bind_tools(self, tools, **kwargs):
+        self.given[:] = [convert_to_openai_tool(t) for t in tools]
+        return self
+
+
+def test_a_bound_model_is_given_the_space_in_every_tool(ledger, toy_space):
+    wl = resolve("hpobench:australian")
+    study = ledger.create_study("s", toy_space, metric="loss", direction="minimize")
+    model = _Recorder(messages=iter(()))
+    model.bind_tools(Toolbox(study, Portfolio(study), Trainer(study, wl)).tools())
+    given = {t["function"]["name"]: t["function"] for t in model.given}
+    for fn in given.values():  # every description names each parameter and its range
+        assert "lr: float in [0.0001, 1] log" in fn["description"]
+        assert "momentum" in fn["description"] and "only when optimizer in" in fn["description"]
+    params = given["train_on_gpu"]["parameters"]["properties"]["params"]
+    assert "$ref" not in json.dumps(params)  # inline: every server's parser reads it
+    props = params["properties"]
+    assert props["x"]["minimum"] == -5.0 and props["x"]["maximum"] == 5.0
+    assert props["optimizer"]["enum"] == ["sgd", "adam"]
+    assert props["n_layers"]["type"] == "integer"
+    assert "only when" in props["momentum"]["description"]
+    assert set(params["required"]) == {"x", "lr", "n_layers", "optimizer"}  # not conditional
+    assert given["llm_propose"]["parameters"]["properties"]["params"] == params
+
+
+def test_arguments_of_the_wrong_kind_are_a_structured_error(toolbox):
+    tools = {t.name: t for t in toolbox.tools()}
+    text, art = _call(tools["train_on_gpu"], {"params": {"alpha": 1e-4}, "fidelity": "many"})
+    assert art == json.loads(text) and art["error"].startswith("invalid argument 'fidelity'")
+    text, art = _call(tools["llm_propose"], {"params": "not a dict"})
+    assert art["error"].startswith("invalid argument 'params'")
+    assert toolbox.study.trials() == []
