@@ -6,18 +6,41 @@ fails before anything starts, with a message naming the field.
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from asap.agent.protocols import AUTO, PROTOCOLS
-from asap.tools.ledger import DEFAULT_DB
-from asap.tools.types import STUDY_NAME, redact, safe_name
+from asap.tools.types import DEFAULT_DB, STUDY_NAME, redact, safe_name
 
-DECIDE = [AUTO, *PROTOCOLS]  # --decide: a protocol's name, or auto (probe the model once)
+AUTO = "auto"  # --decide auto: probe the model once
+
+
+def decide_choices() -> list[str]:
+    """``--decide``'s names: ``auto`` and every registered decision protocol (imported here, not
+    with this module: the protocols import the LLM client, and ``asap --help`` should not)."""
+    from asap.agent.protocols import PROTOCOLS
+    return [AUTO, *PROTOCOLS]
+
+
+def _decide_schema(schema: dict[str, Any]) -> None:
+    schema["enum"] = decide_choices()
 ProposalStyle = Literal["brief", "full"]  # proposal lines without / with their configurations
 PromptMode = Literal["stable", "naive"]  # naive: a status header rewritten every round (ablation)
+
+
+BASE_URL_ENV, MODEL_ENV = "ASAP_BASE_URL", "ASAP_MODEL"
+
+
+def endpoint_from_env(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with the LLM endpoint from ``ASAP_BASE_URL`` / ``ASAP_MODEL`` when they name
+    none: what ``asap tune``, ``asap chat`` and the served graphs (langgraph.json's ``env``)
+    read alike. A ``base_url`` given wins; with neither, the embedded server."""
+    if settings.get("base_url") or not os.environ.get(BASE_URL_ENV):
+        return settings
+    return {**settings, "base_url": os.environ[BASE_URL_ENV],
+            "model": settings.get("model") or os.environ.get(MODEL_ENV, "default")}
 
 
 class ConfigError(ValueError):
@@ -60,7 +83,7 @@ class TuneConfig(BaseModel):
     llm_timeout_s: float = Field(default=120.0, gt=0, le=3600,
                                  description="seconds per LLM request; the client retries "
                                  "twice")
-    decide: str = Field(default=AUTO, json_schema_extra={"enum": DECIDE},
+    decide: str = Field(default=AUTO, json_schema_extra=_decide_schema,
                         description="how the LLM answers: tools (native tool calls), json (a "
                         "proposal's label under a JSON schema), auto (ask the model once)")
     prompt: PromptMode = Field(default="stable", description="naive: a status header "
@@ -134,8 +157,8 @@ class TuneConfig(BaseModel):
     @field_validator("decide")
     @classmethod
     def _known_protocol(cls, v: str) -> str:
-        if v not in DECIDE:
-            raise ValueError(f"must be one of {DECIDE}, got {v!r}")
+        if v not in (names := decide_choices()):
+            raise ValueError(f"must be one of {names}, got {v!r}")
         return v
 
     @field_validator("llm", mode="before")

@@ -18,6 +18,7 @@ not report stays unknown (NULL), never zero.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -90,7 +91,7 @@ def chat_model(base_url: str, model: str, *, api_key: str | None = None, max_tok
     """``ChatOpenAI`` for one endpoint: greedy (by default), bounded answers, the client's own
     retries."""
     from langchain_openai import ChatOpenAI
-    return ChatOpenAI(base_url=base_url, model=model, api_key=api_key or "not-needed",
+    return ChatOpenAI(base_url=base_url, model=model, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
                       temperature=temperature, seed=seed, max_tokens=max_tokens, max_retries=2,
                       timeout=timeout_s,
                       stream_usage=True)  # streamed (cancellable) calls report tokens too

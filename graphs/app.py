@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import copy
-import os
 from typing import Annotated, Any, NotRequired
 
 from langchain_core.language_models import BaseChatModel
@@ -24,7 +23,7 @@ from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from typing_extensions import TypedDict  # Studio's schemas need it on Python 3.11
 
-from asap.agent.config import TuneConfig
+from asap.agent.config import TuneConfig, endpoint_from_env
 from asap.graphs.api import TaskResult, run_task
 from asap.graphs.background import cancellable
 from asap.graphs.callbacks import TuneCallback
@@ -92,15 +91,6 @@ class StreamEvents(TuneCallback):
         self.write({"event": "decision", **decision})
 
 
-def endpoint_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` with the LLM endpoint from ``ASAP_BASE_URL`` / ``ASAP_MODEL`` when they name
-    none: what a server's environment (langgraph.json's ``env``) configures."""
-    if settings.get("base_url") or not os.environ.get("ASAP_BASE_URL"):
-        return settings
-    return {**settings, "base_url": os.environ["ASAP_BASE_URL"],
-            "model": settings.get("model") or os.environ.get("ASAP_MODEL", "default")}
-
-
 def build_tune_graph(llm: BaseChatModel | None = None):
     """``START -> tune -> END``; ``llm`` decides (default: the endpoint in ``settings``, else
     ``ASAP_BASE_URL``/``ASAP_MODEL``, else the embedded server). Run async (a server), a
@@ -108,7 +98,7 @@ def build_tune_graph(llm: BaseChatModel | None = None):
     def run(state: TuneTask, cancel: Cancel | None = None) -> dict[str, Any]:
         given = state.get("settings") or {}
         given = given.model_dump(exclude_unset=True) if isinstance(given, BaseModel) else given
-        settings = dict(given if llm is not None else endpoint_settings(given))
+        settings = dict(given if llm is not None else endpoint_from_env(given))
         on_off = settings.pop("llm", None)  # settings' llm=False: the prior decides, no endpoint
         result = run_task(state["workload"], llm=llm if llm is not None else on_off,
                           trials=state.get("trials", 20), cancel=cancel,

@@ -37,11 +37,10 @@ from asap.tools.ledger_file import (
 )
 from asap.tools.space import Space
 from asap.tools.study import LedgerError, Study
-from asap.tools.types import STUDY_NAME, Direction
+from asap.tools.types import DEFAULT_DB, STUDY_NAME, Direction
 
 __all__ = ["DEFAULT_DB", "Ledger", "check_ledger_path"]
 
-DEFAULT_DB = "asap.db"  # the ledger every command reads and writes unless told another
 
 
 def space_difference(old: Space, new: Space) -> str:

@@ -62,6 +62,7 @@ def config_key(config: dict[str, Any]) -> str:
 # A study's name becomes file names (reports, the chat's space files) and comes from people, an
 # LLM's extraction and the LangGraph server API: letters, digits, dot, underscore and dash only,
 # starting with a letter or digit (no path separators, no "..", no hidden files).
+DEFAULT_DB = "asap.db"  # the ledger every command reads and writes unless told another
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 

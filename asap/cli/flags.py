@@ -42,8 +42,11 @@ def _inner(annotation: Any) -> list[Any]:
 
 def choices_of(field: FieldInfo) -> list[str] | None:
     """The names a field takes: its ``Literal`` values or its schema's enum."""
-    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-    if "enum" in extra:
+    extra = field.json_schema_extra
+    if callable(extra):  # computed when asked (the protocol registry's names)
+        extra(schema := {})
+        extra = schema
+    if isinstance(extra, dict) and "enum" in extra:
         return list(extra["enum"])  # type: ignore[arg-type]
     members = _inner(field.annotation)
     if len(members) == 1 and get_origin(members[0]) is Literal:

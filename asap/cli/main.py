@@ -16,6 +16,7 @@ from pathlib import Path
 import openai
 from rich.console import Console
 
+from asap.agent.config import endpoint_from_env
 from asap.cli.flags import settings_from
 from asap.cli.parser import build_parser
 from asap.tools.ledger import Ledger
@@ -52,7 +53,8 @@ def _chat(args: argparse.Namespace) -> int:
         console.print(threads_table(threads(args.db), args.db))
         return 0
     _quiet_optuna()
-    ctx, stack = default_context(args.db, args.base_url, args.model,
+    endpoint = endpoint_from_env({"base_url": args.base_url, "model": args.model})
+    ctx, stack = default_context(args.db, endpoint["base_url"], endpoint["model"],
                                  say=lambda m: console.print(f"[dim]{m}[/]", highlight=False))
     with stack:
         chat(ctx, thread=args.thread, console=console)
@@ -194,7 +196,7 @@ def _tune(args: argparse.Namespace) -> int:
     from asap.graphs.session import tune
     _quiet_optuna()
     cfg = TuneConfig.make(workload=args.workload, api_key=os.environ.get("OPENAI_API_KEY"),
-                          **settings_from(args))
+                          **endpoint_from_env(settings_from(args)))
     result = tune(cfg, callbacks=[RichProgress(Console(stderr=True))])
     if args.json:
         print(_json(result))

@@ -8,7 +8,7 @@ import argparse
 
 from asap.agent.server import SERVE_PORT
 from asap.cli.flags import add_settings
-from asap.tools.ledger import DEFAULT_DB
+from asap.tools.types import DEFAULT_DB
 
 
 def _version() -> str:

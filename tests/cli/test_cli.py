@@ -143,3 +143,19 @@ def test_a_bad_cost_weight_is_one_line_naming_it(tmp_path, capsys):
     with pytest.raises(ConfigError, match="must be 'cool' or a number from 0 to 4"):
         TuneConfig.make(workload="hpobench:australian", cost_weight=-1)
     assert TuneConfig(workload="hpobench:australian", cost_weight="cool").cost_weight == "cool"
+
+
+def test_tune_reads_the_endpoint_from_the_environment_like_the_graphs(tmp_path, monkeypatch,
+                                                                        capsys):
+    """ASAP_BASE_URL / ASAP_MODEL name the LLM when no --base-url does (the README's table)."""
+    from fakes import FakeOpenAI
+    fake = FakeOpenAI().start()
+    try:
+        monkeypatch.setenv("ASAP_BASE_URL", fake.base_url)
+        monkeypatch.setenv("ASAP_MODEL", "fake")
+        assert main(["tune", "hpobench:australian", "--trials", "4", "--clock", "virtual",
+                     "--db", str(tmp_path / "e.db"), "--json"]) == 0
+    finally:
+        fake.stop()
+    assert json.loads(capsys.readouterr().out)["trials"] == 4
+    assert sum(fake.served.values()) >= 2  # the protocol probe, then round 4's decision
