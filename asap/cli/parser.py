@@ -77,8 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "on the virtual clock, asap against each tool, read on both axes; gpu: dev "
                     "plus real training, for a --base-url (vLLM) host; full: every task and "
                     "method")
-    ev.add_argument("--tasks", help="comma-separated workloads (default: the profile's)")
-    ev.add_argument("--methods", help="comma-separated methods (default: the profile's)")
+    ev.add_argument("--tasks", help="comma-separated workloads (default: the profile's): "
+                    "hpobench:australian, hpobench:car, hpobench:credit_g, hpobench:kc1, "
+                    "nasbench201:cifar10, digits-mlp, charlm, or any workload reference")
+    ev.add_argument("--methods", help="comma-separated methods (default: the profile's): "
+                    "asap, asap-nospec, asap-naive, asap-noselftune (ablations), llm-naive "
+                    "(an LLM proposes alone), prior, prior-w1, prior-cool, prior-eips (no LLM), "
+                    "tpe, cmaes, ngopt, random (one tool), portfolio (the tools in turn)")
     ev.add_argument("--seeds", type=int, help="seeds per task and method")
     ev.add_argument("--trials", type=int, help="trial budget per run")
     ev.add_argument("--time-budget", type=float,

@@ -59,3 +59,12 @@ def test_the_readme_synopsis_and_the_command_reference_match_the_parsers():
     readme = (ROOT / "README.md").read_text()
     assert readme_with(readme) == readme, "README synopsis is stale"
     assert (ROOT / "docs" / "commands.md").read_text() == reference(), "docs/commands.md is stale"
+
+
+def test_eval_help_names_every_method_and_task_it_knows():
+    from asap.evals.grid import TASKS
+    from asap.evals.methods import METHODS
+    ev = _parser()._subparsers._group_actions[0].choices["eval"]
+    helps = {a.dest: a.help or "" for a in ev._actions}
+    assert all(m in helps["methods"] for m in METHODS), "a method missing from --methods' help"
+    assert all(t in helps["tasks"] for t in TASKS), "a task missing from --tasks' help"
