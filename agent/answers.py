@@ -56,3 +56,95 @@ def best(study: Study) -> str:
     return (f"{study.name}: best {study.metric} {s['best_value']:.4g} (trial {s['best_trial']}, "
             f"{s['best_tool']}) after {s['trials']} trial{'' if s['trials'] == 1 else 's'}; config "
             f"{study.space.format(s['best_config'])}")
+
+
+_BY = {"llm": "the LLM", "prior": "the prior (no LLM call)", "plan": "a plan (one LLM "
+       "decision covering several rounds)", "fallback": "the fallback (the LLM's answer was "
+       "unusable)"}
+
+
+def decision_for(study: Study, tool: str | None) -> str:
+    """The last round that trained ``tool``'s proposal: who decided, and what the prior said of
+    it then (its predicted value, uncertainty, expected improvement and training time)."""
+    every = [e["detail"] for e in study.events("decision")]
+    rounds = [d for d in every if tool is None or tool.lower() in d["trained"][0].lower()]
+    if not rounds:
+        if not every:
+            return ""
+        return (f"No round trained {tool}'s proposal in {study.name}. "
+                + decision_for(study, None))
+    d = rounds[-1]
+    trained, label = d["trained"], d["choice"].split()[0]
+    line = (f"Round {d['round']} trained {trained[0]}'s proposal ({label}, trial {d['trial']}), "
+            f"decided by {_BY.get(d['by'], d['by'])}")
+    offers = [tuple(o) for o in d.get("offers", [])]
+    scores = d.get("scores") or []
+    i = next((k for k, o in enumerate(offers) if o[0] == trained[0] and o[1] == trained[1]),
+             None)
+    if i is not None and i < len(scores) and scores[i]:
+        mean, sd, ei, seconds = (scores[i] + [None])[:4]
+        line += (f"; the prior ranked it {i + 1} of {len(offers)}, predicting "
+                 f"{study.metric} {mean:.4g} ±{sd:.2g} (expected improvement {ei:.3g}"
+                 + (f", ~{seconds:.3g} s to train" if seconds else "") + ")")
+    elif d["by"] in ("prior", "plan") and d["round"] <= 3:
+        line += "; a start-up round: the prior had too few trials to score, so the proposal " \
+                "nearest the centre of the space trained"
+    return line + "."
+
+
+def importance(study: Study, names: list[str] | None = None) -> str:
+    """Which parameters matter: Optuna's fANOVA on the study's complete trials (the numbers
+    optuna-dashboard shows); ``names`` (two named in the question) are compared."""
+    import optuna
+
+    from asap.tools.optuna_mirror import in_memory
+
+    if len(study.trials(status="complete")) < 2:
+        return "Parameter importance needs at least 2 complete trials."
+    try:
+        scores = optuna.importance.get_param_importances(
+            in_memory(study), evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    except (ValueError, RuntimeError) as exc:
+        return f"Parameter importance could not be computed: {exc}"
+    ranked = ", ".join(f"{k} {v:.2f}" for k, v in scores.items())
+    n = len(study.trials(status="complete"))
+    text = f"fANOVA importance over {n} complete trials (share of the variance): {ranked}."
+    named = [k for k in scores if k in (names or [])]
+    if len(named) == 2:
+        a, b = sorted(named, key=lambda k: -scores[k])
+        text = f"{a} matters more than {b} here ({scores[a]:.2f} against {scores[b]:.2f}). " \
+               + text
+    return text + (" With few trials these numbers move a lot." if n < 10 else "")
+
+
+def next_proposals(study: Study, target: float | None = None, show: int = 3) -> str:
+    """What to try next: the tools' next proposals, ranked by the prior as a round would rank
+    them, each with its prediction (nothing is trained)."""
+    from asap.agent.prior import rank
+    from asap.tools.portfolio import Portfolio
+
+    if len(study.trials(status="complete")) < 3:
+        return "The prior needs 3 complete trials to rank proposals; a few more trials first."
+    offers = Portfolio(study, seed=len(study.trials())).panel_offers()
+    ranked, scores = rank(study, offers)
+    lines = []
+    for (tool, config), sc in list(zip(ranked, scores, strict=True))[:show]:
+        pred = "" if sc is None else f": predicted {sc.mean:.4g} ±{sc.sd:.2g}"
+        lines.append(f"- {tool}{pred}  {study.space.format(config)}")
+    text = "The tools' next proposals, as the prior ranks them:\n" + "\n".join(lines)
+    if target is not None and scores and scores[0] is not None:
+        reach = [sc for sc in scores if sc is not None and (
+            sc.mean > target if study.direction == "maximize" else sc.mean < target)]
+        text += (f"\n{len(reach)} of them {'is' if len(reach) == 1 else 'are'} predicted past "
+                 f"{target:g}." if reach else f"\nNone is predicted past {target:g} yet; more "
+                 "trials narrow the prior's uncertainty.")
+    return text
+
+
+HELP_TEXT = """I can tune and answer questions about what was tuned:
+- "tune the learning rate and width of train.py:fit for accuracy, 20 trials": I show the plan and
+  wait for your yes before anything runs.
+- After a session: "top 5", "why tpe?", "where did the time go?", "which parameter matters?",
+  "what should I try next?"; "5 more trials", "narrow width to 32..64", "try adam" (each shown as
+  a plan that needs a yes); "stop".
+- "exit" leaves; `asap chat --thread ID` comes back to this conversation."""

@@ -16,7 +16,7 @@ from asap.agent.config import TuneConfig
 from asap.tools.ledger import Ledger
 from asap.tools.params import CategoricalParam
 from asap.tools.space import Space, SpaceError, format_value
-from asap.tools.space_edit import canonical, pin, propose_space, restrict
+from asap.tools.space_edit import ALIASES, canonical, pin, propose_space, restrict
 from asap.tools.study import Study
 from asap.tools.workloads import BUILTIN, is_tabular, resolve
 
@@ -100,9 +100,13 @@ def repin(study: Study, value: str, name: str | None = None) -> Space:
 
 
 def plan_of(study: Study) -> dict[str, Any]:
-    """The plan that runs ``study`` again (to extend it): its workload, space and trials."""
+    """The plan that runs ``study`` again (to extend it): its workload, space and trials, and
+    the values its space pins (one choice), shown as the first plan showed them."""
+    pinned = {p.name: p.choices[0] for p in study.space.params
+              if isinstance(p, CategoricalParam) and len(p.choices) == 1}
     return {"workload": study.workload, "study": study.name, "metric": study.metric,
-            "direction": study.direction, "pinned": {}, "fixed": "",
+            "direction": study.direction, "pinned": pinned,
+            "fixed": _fixed(study.space, pinned),
             "params": study.space.to_dict(), "space": study.space.describe(free_only=True),
             "trials": len(study.finished_ids()), "time_budget_s": None}
 
@@ -143,7 +147,9 @@ def match(names: list[str], space: Space) -> list[str]:
     """Space parameters for the person's words ("learning rate" -> lr or learning_rate_init)."""
     out = []
     for raw in names:
-        keys = {raw.strip().lower().replace(" ", "_").replace("-", "_"), canonical(raw)}
+        key = canonical(raw)  # "lr" also reads as its spelled-out alias, "learning_rate"
+        keys = {raw.strip().lower().replace(" ", "_").replace("-", "_"), key} | {
+            a.replace(" ", "_").replace("-", "_") for a, c in ALIASES.items() if c == key}
         hits = [n for n in space.names if any(n == k or k in n for k in keys)]
         if not hits:
             raise SpaceError(f"'{raw}' is not a parameter of this workload ({space.names})")

@@ -54,8 +54,10 @@ from asap.agent.plan import (
     repin,
     write_space,
 )
+from asap.agent.questions import is_question
 from asap.graphs.background import cancellable
 from asap.graphs.callbacks import TuneCallback
+from asap.graphs.chat_questions import NOTHING, answer
 from asap.graphs.chat_state import ChatContext, ChatInput, ChatState, chat_context
 from asap.graphs.session import tune
 from asap.tools.ledger import Ledger
@@ -84,6 +86,8 @@ def gather(state: ChatState, runtime: Runtime[ChatContext]) -> ChatState:
     for again, never kept (it would fail every later turn)."""
     ctx = chat_context(runtime)
     text = state["messages"][-1].content
+    if is_question(text):  # answered, never read as a request
+        return answer(ctx, state, text)
     request = {**state.get("request", {}), **parse_request(text)}
     if missing(request) is not None:  # the LLM only for what plain reading did not find
         request = {**_extract(ctx, text), **request}
@@ -135,12 +139,16 @@ def confirm(state: ChatState, runtime: Runtime[ChatContext]) -> ChatState:
     said = [AIMessage(question), HumanMessage(reply)]
     if YES.match(reply):
         return {"messages": said, "phase": "go"}
+    if is_question(reply):  # answered; the plan still waits for a yes
+        answered = answer(chat_context(runtime), state, reply)
+        return {"messages": [*said, *answered.get("messages", [])], "phase": "ready",
+                "plan": answered.get("plan") or plan}
     if not NO.match(reply):
         revised = _revise(state, chat_context(runtime), reply)
         if revised is not None:
             return {**revised, "messages": [*said, *revised.get("messages", [])]}
     # Nothing starts; after a session the thread goes back to answering questions about it.
-    return {"messages": [*said, AIMessage("Nothing started. What should change?")],
+    return {"messages": [*said, AIMessage(NOTHING)],
             "phase": "done" if state.get("study") else "gather", "plan": None}
 
 
@@ -228,7 +236,9 @@ def respond(state: ChatState, runtime: Runtime[ChatContext]) -> ChatState:
     ctx = chat_context(runtime)
     text = state["messages"][-1].content
     if NO.match(text):  # a plain no to nothing in particular
-        return _say("OK. Ask me about the study, or say what to change.")
+        return _say(NOTHING)
+    if is_question(text):  # answered from the ledger, never turned into an action
+        return answer(ctx, state, text)
     intent = (parse_intent(text) or _ask_json(ctx, CLASSIFY, text, Intent, "intent")
               or Intent(action="other"))
     study = Ledger(ctx.db).open_study(state["study"])
@@ -262,15 +272,7 @@ def respond(state: ChatState, runtime: Runtime[ChatContext]) -> ChatState:
                              "trials": plan["trials"]}, "phase": "ready"}
     except (SpaceError, ConfigError) as exc:
         return _say(f"I cannot do that: {exc}")
-    context = answers.best(study) + "\n" + answers.time_split(study)
-    try:
-        reply = ctx.llm.invoke([SystemMessage(f"You answer questions about a tuning session. "
-                                             f"Facts from the ledger:\n{context}"),
-                               HumanMessage(text)])
-    except LLM_ERRORS as exc:
-        return _say(f"(the LLM failed: {type(exc).__name__}) Here is what the ledger says:\n"
-                    + context)
-    return {"messages": [AIMessage(reply.content)]}
+    return answer(ctx, state, text)  # no action named: answered from the ledger's facts
 
 
 def _say(text: str) -> ChatState:

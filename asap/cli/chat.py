@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -20,6 +21,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langgraph.types import Command
 from rich.console import Console
 
+from asap.agent import answers
 from asap.graphs.chat import ChatContext, build_chat_graph
 from asap.graphs.session import CTRL_C
 from asap.tools.ledger import Ledger
@@ -44,7 +46,8 @@ def checkpointer(db: str) -> Iterator[Any]:
 
 
 def threads(db: str) -> list[dict[str, Any]]:
-    """Every chat thread in ``db``: id, turns, and its first request."""
+    """Every chat thread in ``db``: id, its last activity (local time), turns, its study and
+    its first request; the latest first."""
     out: dict[str, dict[str, Any]] = {}
     with checkpointer(db) as saver:
         for cp in saver.list(None):
@@ -53,7 +56,8 @@ def threads(db: str) -> list[dict[str, Any]]:
                 continue  # newest first: the first seen is the latest state
             msgs = cp.checkpoint["channel_values"].get("messages", [])
             first = next((m.content for m in msgs if isinstance(m, HumanMessage)), "")
-            out[tid] = {"thread": tid, "messages": len(msgs), "first": first[:70],
+            out[tid] = {"thread": tid, "last": _local(cp.checkpoint["ts"]),
+                        "messages": len(msgs), "first": first[:70],
                         "study": cp.checkpoint["channel_values"].get("study")}
     return list(out.values())
 
@@ -69,6 +73,7 @@ def chat(ctx: ChatContext, *, thread: str | None = None, console: Console | None
         graph = build_chat_graph(saver)
         console.print(f"[dim]thread {thread} (asap chat --thread {thread} resumes it); "
                       "exit to leave[/]")
+        _recap(graph, config, thread, ctx.db, console)
         pending = _pending(graph, config)
         _say(console, pending)
         while True:
@@ -114,6 +119,28 @@ def _ctrl_c_cancels(ctx: ChatContext, console: Console) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _local(ts: str) -> str:
+    """A checkpoint's UTC time stamp as local time, to the minute."""
+    return datetime.fromisoformat(ts).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _recap(graph: Any, config: dict, thread: str, db: str, console: Console) -> None:
+    """A resumed thread: its study where it stopped, and the last exchange."""
+    values = graph.get_state(config).values or {}
+    messages = values.get("messages", [])
+    if not messages:
+        return
+    console.print(f"[dim]Resuming thread {thread}.[/]")
+    if values.get("study") and Ledger(db).has_study(values["study"]):
+        _say(console, answers.best(Ledger(db, readonly=True).open_study(values["study"])))
+    last = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=None)
+    if last is not None:
+        console.print(f"[dim]you> {messages[last].content}[/]", markup=True, highlight=False)
+        reply = next((m for m in messages[last + 1:] if isinstance(m, AIMessage)), None)
+        if reply is not None:
+            _say(console, str(reply.content)[:600])
 
 
 def _say(console: Console, text: str | None) -> None:

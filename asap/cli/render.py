@@ -184,9 +184,10 @@ def studies_table(ledger: Ledger, db: str) -> Table:
 
 
 def threads_table(threads: list[dict[str, Any]], db: str) -> Table:
-    table = Table("thread", "messages", "study", "first request", title=f"chats in {db}")
+    table = Table("thread", "last activity", "messages", "study", "first request",
+                  title=f"chats in {db}")
     for t in threads:
-        table.add_row(t["thread"], str(t["messages"]), t["study"] or "-", t["first"])
+        table.add_row(t["thread"], t["last"], str(t["messages"]), t["study"] or "-", t["first"])
     return table
 
 

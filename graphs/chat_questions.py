@@ -1,0 +1,72 @@
+"""The chat's questions: answered from the ledger and the study, never turned into actions.
+
+Every node of the chat graph asks :func:`~asap.agent.questions.is_question` first, before any
+action rule. The numbers come from the ledger (:mod:`asap.agent.answers`); the LLM only writes
+the answer to a question none of these covers, from the ledger's facts. "What should I try
+next?" ends with an offer (5 more trials) that, like every request, waits for a yes.
+"""
+
+from __future__ import annotations
+
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+from asap.agent import answers
+from asap.agent.intent import parse_request
+from asap.agent.llm import LLM_ERRORS
+from asap.agent.plan import match, plan_of
+from asap.agent.questions import kind, target_named, tool_named
+from asap.graphs.chat_state import ChatContext, ChatState
+from asap.tools.ledger import Ledger
+from asap.tools.space import SpaceError
+
+NOTHING = "OK, nothing started. Ask me about the study, or say what to change."
+OFFER = 5  # trials "what should I try next?" offers to run
+
+
+def answer(ctx: ChatContext, state: ChatState, text: str) -> ChatState:
+    """The answer to a question; with a study, about it. Sets no plan, except the offer."""
+    q = kind(text)
+    name = state.get("study")
+    if q == "help" or name is None:
+        prefix = "" if q == "help" or name else "Nothing has been tuned in this conversation " \
+                                                "yet. "
+        return _say(prefix + answers.HELP_TEXT)
+    study = Ledger(ctx.db).open_study(name)
+    if q == "why":
+        tool = tool_named(text)
+        return _say("\n".join(x for x in (answers.decision_for(study, tool),
+                                          answers.why(study, tool)) if x))
+    if q == "time":
+        return _say(answers.time_split(study))
+    if q == "importance":
+        named = []
+        for word in parse_request(text).get("params", []):  # "lr" -> learning_rate_init
+            try:
+                named += match([word], study.space)
+            except SpaceError:
+                continue
+        return _say(answers.importance(study, named))
+    if q == "next":
+        done = len(study.finished_ids())
+        plan = plan_of(study)
+        offer = {**plan, "trials": done + OFFER, "more": OFFER, "done": done}
+        return {"messages": [AIMessage(answers.next_proposals(study, target_named(text))
+                                       + f"\nI can run {OFFER} more trials from here.")],
+                "plan": offer, "phase": "ready"}
+    if q == "top":
+        return _say(answers.top(study, 5))
+    if q == "best":
+        return _say(answers.best(study))
+    facts = answers.best(study) + "\n" + answers.time_split(study)
+    try:
+        reply = ctx.llm.invoke([SystemMessage("You answer questions about a tuning session. "
+                                              f"Facts from the ledger:\n{facts}"),
+                                HumanMessage(text)])
+    except LLM_ERRORS as exc:
+        return _say(f"(the LLM failed: {type(exc).__name__}) Here is what the ledger says:\n"
+                    + facts)
+    return {"messages": [AIMessage(reply.content)]}
+
+
+def _say(text: str) -> ChatState:
+    return {"messages": [AIMessage(text)]}
