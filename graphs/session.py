@@ -34,7 +34,6 @@ from asap.graphs.tuning import graph
 from asap.tools.backend import ForkServerBackend, InProcessBackend, TrialBackend
 from asap.tools.clock import Clock, ClockError, make_clock
 from asap.tools.ledger import Ledger, check_ledger_path
-from asap.tools.optuna_mirror import OptunaMirror, check_storage
 from asap.tools.portfolio import Portfolio
 from asap.tools.pruning import Pruner
 from asap.tools.resources import ResourceError, Slot, default_workers, plan_slots
@@ -85,6 +84,7 @@ def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
     slots = worker_slots(cfg) if cfg.backend == "local" else None
     check_ledger_path(cfg.db)  # everything is checked before the ledger file is created
     if cfg.optuna_storage:
+        from asap.tools.optuna_mirror import check_storage  # SQLAlchemy: only when used
         check_storage(cfg.optuna_storage, cfg.study_name, wl.space.to_json(), wl.direction)
     grammar = False
     with contextlib.ExitStack() as stack:
@@ -145,6 +145,7 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
     started, protocol, interrupted, mirror = clock.now(), None, True, None
     try:
         if cfg.optuna_storage:  # every finished trial is mirrored as it lands
+            from asap.tools.optuna_mirror import OptunaMirror
             mirror = OptunaMirror(study, cfg.optuna_storage)
             mirror.sync()
             say = Fanout([say, Mirroring(mirror, say)])
