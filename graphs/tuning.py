@@ -19,9 +19,8 @@ The graph is compiled once (:data:`graph`); a run passes its :class:`~asap.graph
 one LLM decision covers that many rounds (:func:`~asap.graphs.rounds.commit`): the rounds it
 covers are still proposed, ranked and logged, but go from ``propose`` straight to ``dispatch``,
 and the next plan's decision is asked in the background meanwhile (:mod:`asap.graphs.ahead`).
-Each round starts from the prefix-stable prompt; the round's own conversation
-(the LLM's answers, tool results, guard feedback) lives in ``messages`` and is dropped when the
-round closes.
+Each round starts from the prefix-stable prompt; the round's own conversation (the LLM's answers,
+tool results, guard feedback) lives in ``messages`` and is dropped when the round closes.
 """
 
 from __future__ import annotations
