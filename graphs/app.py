@@ -13,12 +13,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Annotated, Any, NotRequired
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableLambda
-from langgraph.config import get_stream_writer
+from langgraph.config import get_config, get_stream_writer
+from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from typing_extensions import TypedDict  # Studio's schemas need it on Python 3.11
@@ -91,6 +93,38 @@ class StreamEvents(TuneCallback):
         self.write({"event": "decision", **decision})
 
 
+def _so_far(state: TuneTask) -> dict[str, Any] | None:
+    """The task's result from its study as the session left it; None without a study."""
+    from asap.agent.stats import summarize
+    from asap.tools.ledger import Ledger
+
+    given = state.get("settings") or {}
+    given = given.model_dump(exclude_unset=True) if isinstance(given, BaseModel) else given
+    cfg = TuneConfig.make(workload=state["workload"],
+                          **{k: v for k, v in given.items() if k != "llm"})
+    ledger = Ledger(cfg.db, readonly=True)
+    if not ledger.has_study(cfg.study_name):
+        return None
+    return TaskResult.from_summary(summarize(ledger.open_study(cfg.study_name))).model_dump()
+
+
+async def _keep_partial(graph: Any, config: dict[str, Any], state: TuneTask) -> None:
+    """Write the task's result so far into the thread's state, marked ``cancelled`` (the ledger
+    read in a thread: a server's event loop must not block)."""
+    try:
+        result = await asyncio.to_thread(_so_far, state)
+        conf = config.get("configurable", {})
+        saver = conf.get(CONFIG_KEY_CHECKPOINTER)  # the server's, for this thread
+        if result is None or saver is None or "thread_id" not in conf:
+            return
+        thread = {"configurable": {"thread_id": conf["thread_id"], "checkpoint_ns": "",
+                                   CONFIG_KEY_CHECKPOINTER: saver}}
+        await graph.aupdate_state(thread, {"result": result, "cancelled": True},
+                                  as_node="tune")
+    except Exception:  # noqa: BLE001 - a cancellation must go on whatever happens here
+        return
+
+
 def build_tune_graph(llm: BaseChatModel | None = None):
     """``START -> tune -> END``; ``llm`` decides (default: the endpoint in ``settings``, else
     ``ASAP_BASE_URL``/``ASAP_MODEL``, else the embedded server). Run async (a server), a
@@ -106,13 +140,21 @@ def build_tune_graph(llm: BaseChatModel | None = None):
         return {"result": result.model_dump()}
 
     async def arun(state: TuneTask) -> dict[str, Any]:
-        return await cancellable(lambda cancel: run(state, cancel))
+        config = get_config()  # the run's: its thread and checkpointer
+        try:
+            return await cancellable(lambda cancel: run(state, cancel))
+        except asyncio.CancelledError:
+            # The session has stopped (its running trial failed "cancelled"): the thread's
+            # state gets the result so far, marked cancelled, before the cancellation goes on.
+            await _keep_partial(compiled, config, state)
+            raise
 
     g = StateGraph(TuneTask, input_schema=TuneInput, output_schema=TuneOutput)
     g.add_node("tune", RunnableLambda(run, afunc=arun, name="tune"))
     g.add_edge(START, "tune")
     g.add_edge("tune", END)
-    return g.compile()
+    compiled = g.compile()
+    return compiled
 
 
 graph = build_tune_graph()

@@ -123,3 +123,8 @@ def test_a_server_run_uses_the_env_endpoint_shows_schemas_and_cancels(dev_server
     assert ended[-1]["detail"]["interrupted"] is True
     trials = Ledger(db).open_study("s").trials()
     assert [(t.status, t.error) for t in trials] == [("failed", "cancelled: the run was cancelled")]
+    # The thread's state holds the result so far, marked cancelled.
+    state = _until(lambda: client.threads.get_state(thread["thread_id"])["values"].get(
+        "cancelled") and client.threads.get_state(thread["thread_id"])["values"],
+        "a partial result in the thread's state", 60)
+    assert state["result"]["failed"] == 1 and state["result"]["study"] == "s"
