@@ -37,6 +37,8 @@ def test_questions_after_a_session_are_answered_not_acted_on(tmp_path):
     assert "The tools' next proposals, as the prior ranks them" in out
     assert "past 0.97" in out and "I can run 5 more trials" in out
     assert "5 more trials (9 in all)" in out and "Proceed?" in out  # the offer needs a yes
+    offer = out.split("5 more trials (9 in all)")[1].split("Proceed?")[0]
+    assert "Fixed: alpha=1e-4" in offer  # an extension shows the pins as the first plan did
     assert out.count("OK, nothing started.") == 2  # one reply to "no", whenever it comes
     assert "I cannot do that" not in out and "Nothing started. What should change" not in out
     assert "I can tune and answer questions" in out  # help
