@@ -161,7 +161,9 @@ def test_ctrl_c_with_two_trials_running_marks_both_interrupted(tmp_path, server)
     proc = subprocess.Popen(cmd, cwd=userwl, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     reported = lambda: sum(bool(t.intermediate) for t in _trials(db, "i")) == 2  # noqa: E731
-    assert until(proc, reported), "the session ended before both trials reported"
+    if not until(proc, reported):
+        raise AssertionError("the session ended before both trials reported: "
+                             + proc.communicate(timeout=GUARD_S)[1][-2000:])
     proc.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C sends
     _, err = proc.communicate(timeout=GUARD_S)
     assert proc.returncode == 130, err[-2000:]
