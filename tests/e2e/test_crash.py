@@ -130,9 +130,12 @@ def test_sigkill_at_observed_points_loses_no_finished_trial(tmp_path, server):
 def test_sigkill_with_two_trials_running_marks_both_and_the_resume_goes_on(tmp_path, server):
     db = tmp_path / "n.db"
     cmd = [*tune_cmd(server, db, "n", 60), "--workers", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "n.stderr"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
     both = lambda: sum(t.status == "running" for t in _trials(db, "n")) == 2  # noqa: E731
-    assert until(proc, both), "the session ended before two trials ran at once"
+    assert until(proc, both), (f"the session ended (exit {proc.returncode}) before two trials "
+                               f"ran at once: {log.read_text()[-2000:]}")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     seen = finished(db, "n")
