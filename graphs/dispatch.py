@@ -14,6 +14,7 @@ from langgraph.runtime import Runtime
 
 from asap.graphs.context import TuneContext
 from asap.graphs.rounds import decision_text
+from asap.graphs.selftuning import due
 from asap.graphs.state import Pending, TuningState, Verification
 from asap.tools.job import TrainingJob
 from asap.tools.portfolio import LIBRARIES, RANDOM, RANDOM_TOOL, Offer
@@ -43,8 +44,9 @@ def dispatch(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
         chain[0] = dataclasses.replace(chain[0], guess=dataclasses.replace(
             chain[0].guess, id=trial.id, number=trial.number))
         flight.predicted = chain[0].predicted
+    fill = ctx.can_start(len(running))
     return {"trial_id": trial.id, "running": running, "log": log, "chain": chain,
-            "verify": None, "fill": ctx.can_start(len(running))}
+            "verify": None, "fill": fill, "tune_due": not fill and due(ctx)}
 
 
 def _start_fresh(ctx: TuneContext, choice: Offer, round_no: int, tries: int = 5) -> TrainingJob:

@@ -15,16 +15,22 @@ from asap.graphs.context import TuneContext
 from asap.graphs.state import TuningState
 
 
-def selftune_node(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
-    """Every ``selftune_every`` finished trials, retune the knobs from the ledger; the first
-    pass as soon as the ledger holds enough to read (3 decisions, 3 trials), since the knobs
-    start as guesses: waiting for the 8th trial left a short-trial session's rounds 5-10 to
-    exposed calls a plan would have saved (measured: ~3 s of a 38 s session)."""
-    ctx = runtime.context
+def due(ctx: TuneContext) -> bool:
+    """Whether a self-tuning pass is due: every ``selftune_every`` finished trials, and every
+    round until a first pass has read enough (3 decisions, 3 trials), since the knobs start as
+    guesses: waiting for the 8th trial left a short-trial session's rounds 5-10 to exposed calls
+    a plan would have saved (measured: ~3 s of a 38 s session)."""
     done = len(ctx.study.finished_ids())
     if not ctx.selftune_every or done == 0:
-        return {}
-    if done % ctx.selftune_every and ctx.study.timings("selftune"):  # a pass has read enough
+        return False
+    return not (done % ctx.selftune_every and ctx.study.timings("selftune"))
+
+
+def selftune_node(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
+    """Retune the knobs from the ledger (the graph routes here only when :func:`due` said so
+    at dispatch: a round with nothing due pays no extra graph step)."""
+    ctx = runtime.context
+    if not due(ctx):
         return {}
     with ctx.clock.busy():  # overlaps training, as the speculative branch's work does
         return {"knobs": selftune(ctx.study, state["knobs"], ctx.bounds)}

@@ -75,6 +75,7 @@ class TuningState(TypedDict, total=False):
     trial_id: int  # the trial started last
     running: dict[int, Pending]  # every trial in flight, by id (one per busy worker)
     fill: bool  # a worker is still free after a dispatch: decide another round now
+    tune_due: bool  # a self-tuning pass is due: the selftune node runs before the branches
     trained: int  # the training branch's result (a trial id)
     chain: list[SpecRound]  # speculative rounds ahead of the trial that lands next
     verify: Verification | None

@@ -239,12 +239,12 @@ def finish(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
 
 
 WAIT = ["await_train", "speculate"]  # the trials train while the LLM decides ahead
-TUNE = "selftune"  # what every path to WAIT passes first
+TUNE = "selftune"  # before WAIT, when a pass is due (dispatch says)
 
 
 def _wait_or_end(state: TuningState) -> str | list[str]:
     """No new trial: wait for the ones still running (their results are logged), then end."""
-    return TUNE if state["running"] else "finish"
+    return WAIT if state["running"] else "finish"
 
 
 def after_propose(state: TuningState) -> str | list[str]:
@@ -258,7 +258,7 @@ def after_dispatch(state: TuningState) -> str | list[str]:
     side; or end, when no trial was left to start and none runs."""
     if state["spent"]:
         return _wait_or_end(state)
-    return "propose" if state["fill"] else TUNE
+    return "propose" if state["fill"] else TUNE if state["tune_due"] else WAIT
 
 
 def after_guard(state: TuningState) -> str | list[str]:
@@ -281,15 +281,15 @@ def build_tuning_graph():
         g.add_node(node.__name__, node)
     g.add_node(TUNE, selftune_node)
     g.add_edge(START, "propose")
-    g.add_conditional_edges("propose", after_propose, ["agent", "dispatch", TUNE, "finish"])
+    g.add_conditional_edges("propose", after_propose, ["agent", "dispatch", *WAIT, "finish"])
     g.add_edge("agent", "guard")
-    g.add_conditional_edges("guard", after_guard, ["agent", "dispatch", TUNE, "finish"])
-    g.add_conditional_edges("dispatch", after_dispatch, ["propose", TUNE, "finish"])
+    g.add_conditional_edges("guard", after_guard, ["agent", "dispatch", *WAIT, "finish"])
+    g.add_conditional_edges("dispatch", after_dispatch, ["propose", TUNE, *WAIT, "finish"])
     for branch in WAIT:
         g.add_edge(TUNE, branch)
     g.add_edge(WAIT, "reconcile")
     g.add_edge("finish", END)
-    g.add_conditional_edges("reconcile", after_reconcile, ["dispatch", "propose", TUNE, "finish"])
+    g.add_conditional_edges("reconcile", after_reconcile, ["dispatch", "propose", *WAIT, "finish"])
     # Never checkpointed, even inside a checkpointed parent (the chat): the ledger is its
     # persistence, its state holds live objects, and a parent's SQLite saver on the ledger's
     # file would contend with the ledger's writes at every step.

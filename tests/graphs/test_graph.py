@@ -114,7 +114,7 @@ def test_the_drawn_graph_shows_self_tuning_before_the_parallel_branches():
     drawn = graph.get_graph()
     edges = {(e.source, e.target) for e in drawn.edges}
     assert {("selftune", "await_train"), ("selftune", "speculate")} <= edges
-    assert ("dispatch", "selftune") in edges and ("dispatch", "await_train") not in edges
+    assert ("dispatch", "selftune") in edges  # taken when a pass is due, else straight on
 
 
 def test_the_first_selftune_pass_comes_as_soon_as_the_ledger_can_be_read(tmp_path):
