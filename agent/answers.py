@@ -95,17 +95,12 @@ def decision_for(study: Study, tool: str | None) -> str:
 def importance(study: Study, names: list[str] | None = None) -> str:
     """Which parameters matter: Optuna's fANOVA on the study's complete trials (the numbers
     optuna-dashboard shows); ``names`` (two named in the question) are compared."""
-    import optuna
+    from asap.tools.optuna_mirror import importances
 
-    from asap.tools.optuna_mirror import in_memory
-
-    if len(study.trials(status="complete")) < 2:
-        return "Parameter importance needs at least 2 complete trials."
     try:
-        scores = optuna.importance.get_param_importances(
-            in_memory(study), evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-    except (ValueError, RuntimeError) as exc:
-        return f"Parameter importance could not be computed: {exc}"
+        scores = importances(study)[1]
+    except ValueError as exc:
+        return f"{str(exc)[0].upper()}{str(exc)[1:]}."
     ranked = ", ".join(f"{k} {v:.2f}" for k, v in scores.items())
     n = len(study.trials(status="complete"))
     text = f"fANOVA importance over {n} complete trials (share of the variance): {ranked}."

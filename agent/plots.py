@@ -84,21 +84,16 @@ def importance(study: Study, path: str | Path) -> tuple[Path | None, str]:
     from matplotlib import pyplot as plt
     from optuna.visualization.matplotlib import plot_param_importances
 
-    from asap.tools.optuna_mirror import in_memory
+    from asap.tools.optuna_mirror import importances
 
-    if len(study.trials(status="complete")) < 2:
-        return None, "parameter importance needs at least 2 complete trials"
-    mirrored = in_memory(study)
-    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
     try:
-        if not optuna.importance.get_param_importances(mirrored, evaluator=evaluator):
-            return None, "no parameter is shared by the complete trials"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            ax = plot_param_importances(mirrored, evaluator=evaluator,
-                                        target_name=study.metric)
-    except (ValueError, RuntimeError) as exc:
-        return None, f"parameter importance could not be computed: {exc}"
+        mirrored, scores = importances(study)
+    except ValueError as exc:
+        return None, str(exc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ax = plot_param_importances(mirrored, evaluator=_computed(scores),
+                                    target_name=study.metric)
     fig = ax.figure
     try:
         ax.set_title("", loc="left")  # Optuna's own title, replaced by the study's
@@ -111,6 +106,18 @@ def importance(study: Study, path: str | Path) -> tuple[Path | None, str]:
     finally:
         plt.close(fig)  # pyplot's figure registry: nothing left open in the process
     return path, ""
+
+
+def _computed(scores: dict[str, float]) -> object:
+    """An importance evaluator that returns importances already computed, so that Optuna's plot
+    draws them instead of running fANOVA a second time."""
+    from optuna.importance import BaseImportanceEvaluator
+
+    class Computed(BaseImportanceEvaluator):
+        def evaluate(self, study: object, params: object = None, *, target: object = None
+                     ) -> dict[str, float]:
+            return dict(scores)
+    return Computed()
 
 
 def llm_latency(study: Study, path: str | Path) -> Path | None:

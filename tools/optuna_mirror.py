@@ -112,6 +112,24 @@ def _fits(study: Study, name: str, value: Any) -> bool:
         return False
 
 
+def importances(study: Study) -> tuple[optuna.Study, dict[str, float]]:
+    """fANOVA importances (seed 0, the numbers optuna-dashboard shows) of the study's parameters
+    over its complete trials, and the in-memory mirror they were computed on (for Optuna's own
+    plot). A ``ValueError`` says why there are none: fewer than two complete trials, no
+    parameter they share, or fANOVA failing."""
+    if len(study.trials(status="complete")) < 2:
+        raise ValueError("parameter importance needs at least 2 complete trials")
+    mirrored = in_memory(study)
+    try:
+        scores = optuna.importance.get_param_importances(
+            mirrored, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    except (ValueError, RuntimeError) as exc:
+        raise ValueError(f"parameter importance could not be computed: {exc}") from None
+    if not scores:
+        raise ValueError("no parameter is shared by the complete trials")
+    return mirrored, scores
+
+
 class OptunaMirror:
     """One asap study mirrored into one Optuna storage (any RDB URL Optuna takes)."""
 
