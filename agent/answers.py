@@ -92,6 +92,11 @@ def decision_for(study: Study, tool: str | None) -> str:
     return line + "."
 
 
+def why_picked(study: Study, tool: str | None = None) -> str:
+    """Why ``tool`` (or the last tool) trained: the round that picked it, then every record."""
+    return "\n".join(x for x in (decision_for(study, tool), why(study, tool)) if x)
+
+
 def importance(study: Study, names: list[str] | None = None) -> str:
     """Which parameters matter: Optuna's fANOVA on the study's complete trials (the numbers
     optuna-dashboard shows); ``names`` (two named in the question) are compared."""

@@ -57,7 +57,7 @@ from asap.agent.plan import (
 from asap.agent.questions import is_question
 from asap.graphs.background import cancellable
 from asap.graphs.callbacks import TuneCallback
-from asap.graphs.chat_questions import NOTHING, answer
+from asap.graphs.chat_questions import NOTHING, answer, say
 from asap.graphs.chat_state import ChatContext, ChatInput, ChatState, chat_context
 from asap.graphs.session import tune
 from asap.tools.ledger import Ledger
@@ -236,7 +236,7 @@ def respond(state: ChatState, runtime: Runtime[ChatContext]) -> ChatState:
     ctx = chat_context(runtime)
     text = state["messages"][-1].content
     if NO.match(text):  # a plain no to nothing in particular
-        return _say(NOTHING)
+        return say(NOTHING)
     if is_question(text):  # answered from the ledger, never turned into an action
         return answer(ctx, state, text)
     intent = (parse_intent(text) or _ask_json(ctx, CLASSIFY, text, Intent, "intent")
@@ -245,15 +245,15 @@ def respond(state: ChatState, runtime: Runtime[ChatContext]) -> ChatState:
     plan = plan_of(study)  # changes apply to the study tuned last, not a plan refused since
     try:
         if intent.action == "top":
-            return _say(answers.top(study, intent.n or 5))
+            return say(answers.top(study, intent.n or 5))
         if intent.action == "why":
-            return _say(answers.why(study, intent.tool))
+            return say(answers.why_picked(study, intent.tool))
         if intent.action == "time":
-            return _say(answers.time_split(study))
+            return say(answers.time_split(study))
         if intent.action == "best":
-            return _say(answers.best(study))
+            return say(answers.best(study))
         if intent.action == "stop":
-            return _say(f"Stopped. {study.name} is saved in {ctx.db}; ask me about it any time.")
+            return say(f"Stopped. {study.name} is saved in {ctx.db}; ask me about it any time.")
         if intent.action == "new":
             return {"phase": "gather", "request": {}}
         if intent.action == "extend":
@@ -271,12 +271,8 @@ def respond(state: ChatState, runtime: Runtime[ChatContext]) -> ChatState:
             return {"plan": {**make_plan(request, study=name, space=space),
                              "trials": plan["trials"]}, "phase": "ready"}
     except (SpaceError, ConfigError) as exc:
-        return _say(f"I cannot do that: {exc}")
+        return say(f"I cannot do that: {exc}")
     return answer(ctx, state, text)  # no action named: answered from the ledger's facts
-
-
-def _say(text: str) -> ChatState:
-    return {"messages": [AIMessage(text)]}
 
 
 def build_chat_graph(checkpointer: Any = None):

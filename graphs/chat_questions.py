@@ -11,7 +11,7 @@ from __future__ import annotations
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from asap.agent import answers
-from asap.agent.intent import parse_request
+from asap.agent.intent import parse_intent, parse_request
 from asap.agent.llm import LLM_ERRORS
 from asap.agent.plan import match, plan_of
 from asap.agent.questions import kind, target_named, tool_named
@@ -30,14 +30,12 @@ def answer(ctx: ChatContext, state: ChatState, text: str) -> ChatState:
     if q == "help" or name is None:
         prefix = "" if q == "help" or name else "Nothing has been tuned in this conversation " \
                                                 "yet. "
-        return _say(prefix + answers.HELP_TEXT)
+        return say(prefix + answers.HELP_TEXT)
     study = Ledger(ctx.db).open_study(name)
     if q == "why":
-        tool = tool_named(text)
-        return _say("\n".join(x for x in (answers.decision_for(study, tool),
-                                          answers.why(study, tool)) if x))
+        return say(answers.why_picked(study, tool_named(text)))
     if q == "time":
-        return _say(answers.time_split(study))
+        return say(answers.time_split(study))
     if q == "importance":
         named = []
         for word in parse_request(text).get("params", []):  # "lr" -> learning_rate_init
@@ -45,7 +43,7 @@ def answer(ctx: ChatContext, state: ChatState, text: str) -> ChatState:
                 named += match([word], study.space)
             except SpaceError:
                 continue
-        return _say(answers.importance(study, named))
+        return say(answers.importance(study, named))
     if q == "next":
         done = len(study.finished_ids())
         plan = plan_of(study)
@@ -53,20 +51,22 @@ def answer(ctx: ChatContext, state: ChatState, text: str) -> ChatState:
         return {"messages": [AIMessage(answers.next_proposals(study, target_named(text))
                                        + f"\nI can run {OFFER} more trials from here.")],
                 "plan": offer, "phase": "ready"}
-    if q == "top":
-        return _say(answers.top(study, 5))
+    if q == "top":  # "what were the top 3?": that many
+        asked = parse_intent(text)
+        return say(answers.top(study, asked.n if asked and asked.n else 5))
     if q == "best":
-        return _say(answers.best(study))
+        return say(answers.best(study))
     facts = answers.best(study) + "\n" + answers.time_split(study)
     try:
         reply = ctx.llm.invoke([SystemMessage("You answer questions about a tuning session. "
                                               f"Facts from the ledger:\n{facts}"),
                                 HumanMessage(text)])
     except LLM_ERRORS as exc:
-        return _say(f"(the LLM failed: {type(exc).__name__}) Here is what the ledger says:\n"
+        return say(f"(the LLM failed: {type(exc).__name__}) Here is what the ledger says:\n"
                     + facts)
     return {"messages": [AIMessage(reply.content)]}
 
 
-def _say(text: str) -> ChatState:
+def say(text: str) -> ChatState:
+    """A reply of the chat's, as the state update that adds it."""
     return {"messages": [AIMessage(text)]}

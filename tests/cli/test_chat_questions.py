@@ -24,7 +24,7 @@ def test_questions_after_a_session_are_answered_not_acted_on(tmp_path):
     out = session(db, [*SETUP, "why TPE?", "how much time went to the LLM?",
                        "is width or lr more important here?",
                        "what should I try next to get above 0.97?", "no",
-                       "no", "help", "exit"])
+                       "no", "help", "what were the top 2?", "exit"])
     study = Ledger(db).open_study("chat-hpobench-australian-1")
     assert len(study.trials()) == 4  # no question ran a trial
     assert not Ledger(db).has_study("chat-hpobench-australian-2")  # nor proposed a study
@@ -42,6 +42,7 @@ def test_questions_after_a_session_are_answered_not_acted_on(tmp_path):
     assert out.count("OK, nothing started.") == 2  # one reply to "no", whenever it comes
     assert "I cannot do that" not in out and "Nothing started. What should change" not in out
     assert "I can tune and answer questions" in out  # help
+    assert "Top 2 of 4 complete trials" in out  # as many as the question asks
 
 
 def test_a_question_at_the_confirmation_is_answered_and_the_plan_still_waits(tmp_path):
