@@ -93,15 +93,20 @@ class StreamEvents(TuneCallback):
         self.write({"event": "decision", **decision})
 
 
+def _given(state: TuneTask) -> dict[str, Any]:
+    """The task's settings as given: a dict from JSON, or the typed model's fields that were
+    set."""
+    given = state.get("settings") or {}
+    return given.model_dump(exclude_unset=True) if isinstance(given, BaseModel) else given
+
+
 def _so_far(state: TuneTask) -> dict[str, Any] | None:
     """The task's result from its study as the session left it; None without a study."""
     from asap.agent.stats import summarize
     from asap.tools.ledger import Ledger
 
-    given = state.get("settings") or {}
-    given = given.model_dump(exclude_unset=True) if isinstance(given, BaseModel) else given
     cfg = TuneConfig.make(workload=state["workload"],
-                          **{k: v for k, v in given.items() if k != "llm"})
+                          **{k: v for k, v in _given(state).items() if k != "llm"})
     ledger = Ledger(cfg.db, readonly=True)
     if not ledger.has_study(cfg.study_name):
         return None
@@ -130,8 +135,7 @@ def build_tune_graph(llm: BaseChatModel | None = None):
     ``ASAP_BASE_URL``/``ASAP_MODEL``, else the embedded server). Run async (a server), a
     cancelled run stops its session: the running trial is failed, no new one starts."""
     def run(state: TuneTask, cancel: Cancel | None = None) -> dict[str, Any]:
-        given = state.get("settings") or {}
-        given = given.model_dump(exclude_unset=True) if isinstance(given, BaseModel) else given
+        given = _given(state)
         settings = dict(given if llm is not None else endpoint_from_env(given))
         on_off = settings.pop("llm", None)  # settings' llm=False: the prior decides, no endpoint
         result = run_task(state["workload"], llm=llm if llm is not None else on_off,

@@ -115,7 +115,8 @@ class TuneContext:
                 "log": PromptLog(), "round": 0, "plan_left": 0, "plan_tool": None,
                 "running": {}, "chain": [], "lag": 0, "verify": None, "scores": [],
                 "proposals": [], "offers": [], "choice": None, "decided_by": "llm",
-                "error": None, "reminded": False, "spent": False, "stop": False, "fill": False, "tune_due": False}
+                "error": None, "reminded": False, "spent": False, "stop": False, "fill": False,
+                "tune_due": False}
 
     def recursion_limit(self) -> int:
         """LangGraph's step bound for a whole session: every round may use all its LLM steps."""

@@ -27,10 +27,9 @@ def due(ctx: TuneContext) -> bool:
 
 
 def selftune_node(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
-    """Retune the knobs from the ledger (the graph routes here only when :func:`due` said so
-    at dispatch: a round with nothing due pays no extra graph step)."""
+    """Retune the knobs from the ledger. The graph routes here only when :func:`due` said so
+    at dispatch (``tune_due``): a round with nothing due pays no extra graph step, and the
+    ledger is not read twice for it."""
     ctx = runtime.context
-    if not due(ctx):
-        return {}
     with ctx.clock.busy():  # overlaps training, as the speculative branch's work does
         return {"knobs": selftune(ctx.study, state["knobs"], ctx.bounds)}

@@ -82,16 +82,13 @@ def params_model(space: Space) -> type[BaseModel]:
                         __config__=ConfigDict(extra="forbid", populate_by_name=True), **fields)
 
 
-def _typed(schema: type[BaseModel], space: Space) -> dict[str, Any]:
-    """``schema``'s JSON schema with ``params`` typed by the space (inline: no ``$ref``, which
+def _typed(schema: type[BaseModel], params: dict[str, Any]) -> dict[str, Any]:
+    """``schema``'s JSON schema with ``params`` typed by the space (``params``: its schema) (inline: no ``$ref``, which
     some servers' tool parsers do not follow). A JSON-schema ``args_schema`` is what the model
     is given; LangChain passes the arguments through unvalidated, and the space validates them
     (a bad configuration is a structured ``{"error"}`` answer, never an exception)."""
     out = schema.model_json_schema()
-    params = params_model(space).model_json_schema()
-    params.pop("title", None)
-    out["properties"]["params"] = {**params, "description": "a configuration of the search "
-                                   "space: active parameters only"}
+    out["properties"]["params"] = params
     out["title"] = schema.__name__
     return out
 
@@ -160,9 +157,12 @@ class Toolbox:
         space = self.study.space
         about = (f"\nThe search space ({self.study.direction} {self.study.metric}):\n"
                  + space.describe())
+        params = {k: v for k, v in params_model(space).model_json_schema().items()
+                  if k != "title"}  # built once, shared by llm_propose and train_on_gpu
+        params["description"] = "a configuration of the search space: active parameters only"
 
         def make(fn, name: str, schema: type[BaseModel]) -> BaseTool:
-            args = _typed(schema, space) if "params" in schema.model_fields else schema
+            args = _typed(schema, params) if "params" in schema.model_fields else schema
             return StructuredTool.from_function(func=fn, name=name, args_schema=args,
                                                 description=(schema.__doc__ or "") + about,
                                                 response_format="content_and_artifact")
