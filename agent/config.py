@@ -141,8 +141,16 @@ class TuneConfig(BaseModel):
     decide_ahead: bool = Field(default=True, description="under a plan, ask the next plan's "
                                "decision while its rounds train; off: at the plan's end "
                                "(ablation)")
+    prefetch: bool = Field(default=True, description="in the serial loop on the real clock, "
+                           "ask the next round's tools while the trial trains; off: after it "
+                           "lands (ablation; the decisions lossless speculation reproduces)")
     selftune_every: int = Field(default=4, ge=1, le=1000, description="finished trials "
                                 "between self-tuning passes")
+    ask: Literal["priced", "always"] = Field(
+        default="priced", description="when the LLM is asked: priced (each call weighed "
+        "against a trial's duration and what its departures from the prior have earned; a call "
+        "that costs more than 5 %% of a trial is asked only at a stagnation point, in the "
+        "background) or always (every round after llm_after, as an agent eval wants)")
     llm_after: int = Field(default=3, ge=0, le=1000, description="finished trials before the "
                            "LLM is asked on the critical path: before, the tools propose "
                            "start-up samples the prior cannot score, and the fallback picks")

@@ -21,6 +21,7 @@ import ipaddress
 import json
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -52,6 +53,10 @@ class EmbeddedServer:
         self.say = say
         self._server = None
         self.url: str | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._model: Path | None = None  # checked by reserve()
+        self.error: Exception | None = None  # why a start in the background failed
 
     @property
     def base_url(self) -> str:
@@ -61,8 +66,45 @@ class EmbeddedServer:
         return f"{self.url}/v1"
 
     def start(self, timeout_s: float = 120.0) -> EmbeddedServer:
+        """Start the server and wait until it answers."""
+        self._launch(self._check(), timeout_s)
+        return self
+
+    def reserve(self) -> EmbeddedServer:
+        """Check what can fail at once (the extra, the model file, the port) and fix the port,
+        so :attr:`base_url` is known; the model loads at the first :meth:`ready` (a session
+        whose calls would not pay never loads it)."""
+        self._model = self._check()
+        if not self.port:  # the URL must be known before the server binds it
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((LOOPBACK, 0))
+                self.port = sock.getsockname()[1]
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        return self
+
+    def ready(self, wait: bool = False) -> bool:
+        """Whether the server answers; the first call starts loading the model in a background
+        thread (``wait``: and waits for it). False for good once that start failed
+        (:attr:`error` says why)."""
+        with self._lock:  # the graph's two branches may both ask
+            if self._thread is None and self._server is None:
+                model = self._model or self.reserve()._model
+
+                def run() -> None:
+                    try:
+                        self._launch(model, 120.0)
+                    except Exception as exc:  # noqa: BLE001 - ready() reports it
+                        self.error = exc
+                self._thread = threading.Thread(target=run, name="asap-llm-start", daemon=True)
+                self._thread.start()
+        if self._thread is not None and (wait or not self._thread.is_alive()):
+            self._thread.join()
+        return self._server is not None and self.error is None and (
+            self._thread is None or not self._thread.is_alive())
+
+    def _check(self) -> Path:
         try:
-            import xllamacpp
+            import xllamacpp  # noqa: F401 - the 'local' extra
         except ImportError:
             raise ServerError("the embedded server needs the 'local' extra: "
                               "pip install 'asap-hpo[local]'") from None
@@ -70,6 +112,11 @@ class EmbeddedServer:
         check_gguf(model)
         if self.port:
             check_port_free(self.port)
+        return model
+
+    def _launch(self, model: Path, timeout_s: float) -> None:
+        import xllamacpp
+
         params = xllamacpp.CommonParams()
         params.model.path = str(model)
         params.hostnames = [LOOPBACK]  # never beyond loopback
@@ -87,6 +134,7 @@ class EmbeddedServer:
         # not all but the block (tests/e2e). The slots still keep their own caches, chosen by
         # prompt similarity; what is lost is restoring a log after unrelated prompts used both.
         params.cache_ram_mib = 0
+        params.warmup = False  # an empty decode at load: CPU taken from the trials beside it
         params.verbosity = 0
         try:
             self._server = xllamacpp.Server(params)
@@ -94,15 +142,16 @@ class EmbeddedServer:
             raise ServerError(f"llama.cpp server failed to start on {model}: {exc}") from None
         self.url = self._server.listening_address.rstrip("/")
         wait_healthy(self.url, timeout_s)
-        return self
 
     def stop(self) -> None:
+        if self._thread is not None:
+            self._thread.join()  # a start in the background ends first
         if self._server is not None:
             server, self._server, self.url = self._server, None, None
             del server  # the C++ destructor stops the main loop and joins its threads
 
     def __enter__(self) -> EmbeddedServer:
-        return self.start() if self._server is None else self
+        return self.start() if self._server is None and self._model is None else self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -10,6 +10,7 @@ from typing import Literal
 
 from asap.agent.config import TuneConfig
 from asap.agent.server import is_loopback
+from asap.tools.resources import gpu_count
 from asap.tools.workloads import is_tabular
 
 SpeculationMode = Literal["off", "threshold", "lossless"]
@@ -40,5 +41,7 @@ def speculation_mode(cfg: TuneConfig) -> SpeculationMode:
         return "threshold" if cfg.time_scale > 0 else "off"
     if cfg.base_url and not is_loopback(cfg.base_url):  # the LLM runs on another machine
         return "threshold"
-    import torch  # the LLM on this machine (the embedded server, a local vLLM): a GPU trains
-    return "threshold" if torch.cuda.is_available() else "off"
+    # The LLM on this machine (the embedded server, a local vLLM): a GPU trains beside it.
+    # Asked without importing torch on a host with no NVIDIA driver (2 s, for a scikit-learn
+    # objective that never needs it).
+    return "threshold" if gpu_count() else "off"

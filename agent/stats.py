@@ -134,13 +134,27 @@ def summarize(study: Study) -> dict[str, Any]:
         "llm_errors": len(study.events("llm_error")),
         "stopped_by_llm": bool(study.events("stop")),
         "llm_record": llm_record(study).as_dict(),
+        "llm_asked": asked(study),
         "accept_rate": d["accept_rate"],
-        "time": {k: d[k] for k in ("wall_s", "train_s", "exposed_llm_s", "tools_s", "other_s",
+        "time": {k: d[k] for k in ("wall_s", "train_s", "exposed_llm_s", "tools_s", "startup_s",
+                                   "other_s",
                                    "llm_s", "hidden_llm_s", "speculative_llm_s", "wasted_s")},
     }
 
 
 Interval = tuple[float, float]
+
+
+def asked(study: Study) -> dict[str, Any] | None:
+    """Why the LLM was or was not asked, as priced last (:mod:`asap.agent.pricing`): the last
+    verdict and its reason, and how many rounds each verdict held. None when never priced."""
+    priced = study.events("llm_price")
+    if not priced:
+        return None
+    last = priced[-1]["detail"]
+    by = [e["detail"].get("by") for e in study.events("decision")]
+    return {"asked": last["ask"], "why": last["why"], "rounds_llm": by.count("llm"),
+            "rounds_prior": by.count("prior")}
 
 
 def merge(intervals: list[Interval]) -> list[Interval]:
@@ -199,6 +213,18 @@ def wall_clock(study: Study, rows: list[dict[str, Any]]) -> float:
     return sum(e - s for s, e in merge(spans))
 
 
+def startup_gaps(study: Study) -> list[Interval]:
+    """Each session's start-up: from its start to the first trial it started (the worker's
+    start, the first round's tools), or to its end when it started none."""
+    starts = sorted(t.started_at for t in study.trials())
+    gaps = []
+    for e in study.events("session"):
+        begin, end = e["detail"]["start"], e["detail"]["end"]
+        first = next((s for s in starts if begin <= s <= end), end)
+        gaps.append((begin, first))
+    return gaps
+
+
 def decompose(study: Study) -> dict[str, Any]:
     """The wall-clock split (its parts add up to ``wall_s``), the LLM's seconds by kind of call,
     speculation's accept rate and waste, the cache share, the self-tuner's knobs."""
@@ -212,6 +238,8 @@ def decompose(study: Study) -> dict[str, Any]:
     hidden = covered(llm, training)
     exposed = sum(e - s for s, e in llm) - hidden
     tools_s = sum(e - s for s, e in tooling) - covered(tooling, merge(training + llm))
+    gaps = merge(startup_gaps(study))
+    startup_s = sum(e - s for s, e in gaps) - covered(gaps, merge(training + llm + tooling))
     # Wasted: speculative LLM seconds inside the speculations that were discarded.
     dropped = span([t for t in study.timings("speculation") if t["detail"].get("wasted")])
     judged = study.events("speculation")
@@ -220,7 +248,8 @@ def decompose(study: Study) -> dict[str, Any]:
         "train_s": train_s,
         "exposed_llm_s": exposed,
         "tools_s": tools_s,
-        "other_s": max(0.0, wall - train_s - exposed - tools_s),
+        "startup_s": startup_s,
+        "other_s": max(0.0, wall - train_s - exposed - tools_s - startup_s),
         "exposed_share": exposed / wall if wall else None,
         "llm_s": sum(c["duration"] for c in critical),
         "speculative_llm_s": sum(c["duration"] for c in speculative),

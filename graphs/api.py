@@ -141,6 +141,10 @@ def optimize(objective: Callable[..., float | dict[str, float]],
     ``base_url``, ``isolate=False`` to run in this process, ...); Optuna's ``timeout``,
     ``n_jobs`` and ``study_name`` are taken for what they mean. ``llm``: a chat model to decide
     with, or ``False`` / ``"off"`` for the panel and the prior without an LLM.
+
+    Runs are reproducible: ``seed`` (default 0) seeds every tool, so two calls with the same
+    objective and settings propose the same configurations; pass another ``seed=`` for another
+    run (to compare with Optuna over several runs, vary it as you would a sampler's seed).
     """
     if direction not in ("minimize", "maximize"):
         raise ValueError(f"direction must be 'minimize' or 'maximize', got {direction!r}")

@@ -4,9 +4,11 @@
   await_train || speculate -> reconcile), as LangGraph's tooling draws it. It runs on a live
   :class:`~asap.graphs.state.TuneContext` (a study, tools, a trainer, a chat model), which only an
   in-process caller can hand it: :func:`asap.graphs.session.tune` builds one.
-- ``graph``: one tuning task from plain JSON, for servers and parent graphs. Input state:
-  ``{"workload": str, "trials": int, "settings": {TuneConfig fields}}``; output adds ``"result"``:
-  :class:`~asap.graphs.api.TaskResult` as a dict.
+- ``graph``: one tuning task from plain JSON, as a server serves it to clients. Input state:
+  ``{"workload": str, "trials": int, "settings": {the TuneConfig fields a client may set}}``,
+  under the operator's :class:`~asap.graphs.policy.ServerPolicy`; output adds ``"result"``:
+  :class:`~asap.graphs.api.TaskResult` as a dict. ``build_tune_graph()`` builds one for your own
+  app, where you are the operator and every setting is yours.
 - ``chat_graph``: the chat (its LLM from the run's context, else ``ASAP_BASE_URL``/``ASAP_MODEL``;
   the platform supplies the checkpointer).
 """
@@ -30,23 +32,25 @@ from asap.graphs.api import TaskResult, run_task
 from asap.graphs.background import cancellable
 from asap.graphs.callbacks import TuneCallback
 from asap.graphs.chat import build_chat_graph
+from asap.graphs.policy import CLIENT_SETTINGS, ServerPolicy
 from asap.graphs.tuning import graph as tuning_graph
 from asap.tools.study import Study
 from asap.tools.types import Cancel, Trial
 
 
-def _settings_model() -> type[BaseModel]:
-    """TuneConfig's fields but the workload and the trial budget (the task's own keys), each
-    optional with TuneConfig's default and description: the form Studio shows for
-    ``settings``. TuneConfig itself still validates the run's values (cross-field rules)."""
-    fields = {name: (field.annotation, copy.copy(field))  # its default, bounds, description
-              for name, field in TuneConfig.model_fields.items()
-              if name not in ("workload", "trials")}
-    return create_model("TuneSettings", __doc__="asap tune's settings (TuneConfig).",
+def _settings_model(name: str, names: frozenset[str] | None = None) -> type[BaseModel]:
+    """TuneConfig's fields (``names`` of them; all but the workload and the trial budget, the
+    task's own keys), each optional with TuneConfig's default and description: the form Studio
+    shows for ``settings``. TuneConfig itself still validates the run's values."""
+    fields = {key: (field.annotation, copy.copy(field))  # its default, bounds, description
+              for key, field in TuneConfig.model_fields.items()
+              if key not in ("workload", "trials") and (names is None or key in names)}
+    return create_model(name, __doc__="asap tune's settings (TuneConfig).",
                         __config__=ConfigDict(extra="forbid"), **fields)
 
 
-TuneSettings = _settings_model()
+TuneSettings = _settings_model("TuneSettings")
+ClientSettings = _settings_model("ClientSettings", CLIENT_SETTINGS)  # what a served client sets
 
 
 class TuneInput(TypedDict):
@@ -56,6 +60,16 @@ class TuneInput(TypedDict):
                                    "hpobench:<ds>, nasbench201:<ds> or package.module:function")]
     trials: NotRequired[Annotated[int, Field(ge=1, description="trial budget (default 20)")]]
     settings: NotRequired[TuneSettings]  # type: ignore[valid-type]
+
+
+class ServedInput(TypedDict):
+    """One tuning task from a served graph's client (:mod:`asap.graphs.policy`): a workload the
+    server serves, a trial budget, the settings a client may choose."""
+
+    workload: Annotated[str, Field(description="digits-mlp, digits-cnn, charlm, "
+                                   "hpobench:<ds>, nasbench201:<ds> or one the server registers")]
+    trials: NotRequired[Annotated[int, Field(ge=1, description="trial budget (default 20)")]]
+    settings: NotRequired[ClientSettings]  # type: ignore[valid-type]
 
 
 class TuneOutput(TypedDict):
@@ -100,24 +114,25 @@ def _given(state: TuneTask) -> dict[str, Any]:
     return given.model_dump(exclude_unset=True) if isinstance(given, BaseModel) else given
 
 
-def _so_far(state: TuneTask) -> dict[str, Any] | None:
+def _so_far(state: TuneTask, given: dict[str, Any]) -> dict[str, Any] | None:
     """The task's result from its study as the session left it; None without a study."""
     from asap.agent.stats import summarize
     from asap.tools.ledger import Ledger
 
     cfg = TuneConfig.make(workload=state["workload"],
-                          **{k: v for k, v in _given(state).items() if k != "llm"})
+                          **{k: v for k, v in given.items() if k != "llm"})
     ledger = Ledger(cfg.db, readonly=True)
     if not ledger.has_study(cfg.study_name):
         return None
     return TaskResult.from_summary(summarize(ledger.open_study(cfg.study_name))).model_dump()
 
 
-async def _keep_partial(graph: Any, config: dict[str, Any], state: TuneTask) -> None:
+async def _keep_partial(graph: Any, config: dict[str, Any], state: TuneTask,
+                        given: dict[str, Any]) -> None:
     """Write the task's result so far into the thread's state, marked ``cancelled`` (the ledger
     read in a thread: a server's event loop must not block)."""
     try:
-        result = await asyncio.to_thread(_so_far, state)
+        result = await asyncio.to_thread(_so_far, state, given)
         conf = config.get("configurable", {})
         saver = conf.get(CONFIG_KEY_CHECKPOINTER)  # the server's, for this thread
         if result is None or saver is None or "thread_id" not in conf:
@@ -130,12 +145,24 @@ async def _keep_partial(graph: Any, config: dict[str, Any], state: TuneTask) -> 
         return
 
 
-def build_tune_graph(llm: BaseChatModel | None = None):
+def build_tune_graph(llm: BaseChatModel | None = None, *, served: bool = False):
     """``START -> tune -> END``; ``llm`` decides (default: the endpoint in ``settings``, else
     ``ASAP_BASE_URL``/``ASAP_MODEL``, else the embedded server). Run async (a server), a
-    cancelled run stops its session: the running trial is failed, no new one starts."""
-    def run(state: TuneTask, cancel: Cancel | None = None) -> dict[str, Any]:
+    cancelled run stops its session: the running trial is failed, no new one starts.
+
+    ``served``: the graph a server hands to clients (:data:`graph`, what langgraph.json
+    serves): each task passes the operator's :class:`~asap.graphs.policy.ServerPolicy` (read
+    from the server's environment) before anything runs, and its input schema offers only the
+    settings a client may choose. In your own app (``served=False``) you are the operator."""
+    def allowed(state: TuneTask) -> dict[str, Any]:
         given = _given(state)
+        if not served:
+            return given
+        return ServerPolicy.from_env().task(state["workload"], state.get("trials", 20), given)
+
+    def run(state: TuneTask, cancel: Cancel | None = None,
+            given: dict[str, Any] | None = None) -> dict[str, Any]:
+        given = allowed(state) if given is None else given
         settings = dict(given if llm is not None else endpoint_from_env(given))
         on_off = settings.pop("llm", None)  # settings' llm=False: the prior decides, no endpoint
         result = run_task(state["workload"], llm=llm if llm is not None else on_off,
@@ -145,15 +172,17 @@ def build_tune_graph(llm: BaseChatModel | None = None):
 
     async def arun(state: TuneTask) -> dict[str, Any]:
         config = get_config()  # the run's: its thread and checkpointer
+        given = allowed(state)
         try:
-            return await cancellable(lambda cancel: run(state, cancel))
+            return await cancellable(lambda cancel: run(state, cancel, given))
         except asyncio.CancelledError:
             # The session has stopped (its running trial failed "cancelled"): the thread's
             # state gets the result so far, marked cancelled, before the cancellation goes on.
-            await _keep_partial(compiled, config, state)
+            await _keep_partial(compiled, config, state, given)
             raise
 
-    g = StateGraph(TuneTask, input_schema=TuneInput, output_schema=TuneOutput)
+    g = StateGraph(TuneTask, input_schema=ServedInput if served else TuneInput,
+                   output_schema=TuneOutput)
     g.add_node("tune", RunnableLambda(run, afunc=arun, name="tune"))
     g.add_edge(START, "tune")
     g.add_edge("tune", END)
@@ -161,7 +190,7 @@ def build_tune_graph(llm: BaseChatModel | None = None):
     return compiled
 
 
-graph = build_tune_graph()
+graph = build_tune_graph(served=True)
 chat_graph = build_chat_graph()
 
 # What langgraph.json serves, by module path: it works from any directory where asap-hpo is

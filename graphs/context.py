@@ -20,12 +20,14 @@ from langchain_core.messages import BaseMessage
 from asap.agent.breaker import Breaker
 from asap.agent.config import PromptMode, ProposalStyle
 from asap.agent.cost import weight
+from asap.agent.pricing import ALWAYS, Price, llm_due
 from asap.agent.prompt import PromptBuilder, PromptLog
 from asap.agent.protocols import DEFAULT, DecisionProtocol, Verdict, make_protocol
 from asap.agent.selftune import Bounds, Knobs
 from asap.agent.speculation import SpeculationMode
 from asap.graphs.ahead import Ahead
 from asap.graphs.flights import Flights
+from asap.graphs.prefetch import Prefetch
 from asap.graphs.state import TuningState
 from asap.tools.clock import Clock
 from asap.tools.hpo_tools import Toolbox
@@ -58,6 +60,7 @@ class TuneContext:
     selftune_every: int = 0  # trials between self-tuning passes (0: off)
     decide_ahead: bool = True  # under a plan, ask the next decision in the background
     llm_after: int = 0  # finished trials before the LLM is asked on the critical path
+    ask: Literal["priced", "always"] = "priced"  # agent.pricing weighs each call, or always
     bounds: Bounds = field(default_factory=Bounds)
     started: float = field(default_factory=time.time)  # on the study's clock
     on_trial: Callable[[Trial, str], None] | None = None  # progress displays
@@ -67,6 +70,9 @@ class TuneContext:
     ahead: Ahead = field(default_factory=Ahead)  # the next plan's decision, asked meanwhile
     say: Callable[[str], None] | None = None  # notices for a person (the circuit breaker)
     breaker: Breaker = field(default_factory=Breaker)
+    llm_ready: Callable[[], bool] = lambda: True  # the embedded server may still be loading
+    prefetch: bool = True  # ask the next round's tools while the trial trains (serial loop)
+    prefetched: Prefetch = field(default_factory=Prefetch)  # what they proposed meanwhile
 
     @property
     def clock(self) -> Clock:
@@ -101,6 +107,19 @@ class TuneContext:
             return weight(elapsed, self.time_budget_s), left
         return float(self.cost_weight), left
 
+    def price(self) -> Price:
+        """Whether this round's decision is worth an LLM call (:mod:`asap.agent.pricing`)."""
+        if self.ask == "always":
+            return ALWAYS
+        return llm_due(self.study, self.max_trials, self.trainer.workers)
+
+    def prefetching(self) -> bool:
+        """The training branch asks the next round's proposals (:mod:`asap.graphs.prefetch`):
+        the serial loop on the real clock (one worker, no speculative branch to fork the tools
+        meanwhile; a virtual clock charges the tools their real time either way)."""
+        return (self.prefetch and self.trainer.workers == 1 and self.speculation == "off"
+                and not self.clock.virtual)
+
     def can_start(self, running: int) -> bool:
         """With ``running`` trials in flight, a worker is free and the budget allows another."""
         return running < self.trainer.workers and not self.spent()
@@ -112,7 +131,7 @@ class TuneContext:
         b = self.bounds
         return {"knobs": Knobs(tau=tau, depth=min(max(depth, b.depth_min), b.depth_max),
                                context=context, plan=min(max(plan, b.plan_min), b.plan_max)),
-                "log": PromptLog(), "round": 0, "plan_left": 0, "plan_tool": None,
+                "log": PromptLog(), "round": 0, "plan_left": 0, "plan_tool": None, "asking": None,
                 "running": {}, "chain": [], "lag": 0, "verify": None, "scores": [],
                 "proposals": [], "offers": [], "choice": None, "decided_by": "llm",
                 "error": None, "reminded": False, "spent": False, "stop": False, "fill": False,

@@ -20,7 +20,13 @@ def round_offers(ctx: TuneContext, portfolio: Portfolio | None = None,
     """A round's proposals: the panel's (``portfolio``: a speculative fork's), ranked by the
     prior with ``extra`` assumed trials, its best :data:`SHOWN` and their scores. With two or
     more asks per tool the prior has more to choose from, and the prompt stays as long."""
-    offers = (portfolio or ctx.portfolio).panel_offers()
+    return ranked_offers(ctx, (portfolio or ctx.portfolio).panel_offers(), extra)
+
+
+def ranked_offers(ctx: TuneContext, offers: list[Offer], extra: list[Trial] | None = None
+                  ) -> tuple[list[Offer], list[Score | None]]:
+    """The panel's ``offers`` ranked by the prior on the trials finished now (and ``extra``
+    assumed ones): its best :data:`SHOWN` and their scores."""
     w, left = ctx.pricing()
     ranked, scores = rank(ctx.study, offers, extra=extra or (), cost_weight=w, left_s=left)
     return ranked[:SHOWN], scores[:SHOWN]

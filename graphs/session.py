@@ -16,16 +16,16 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
 from asap.agent.config import ConfigError, TuneConfig
 from asap.agent.llm import chat_model
-from asap.agent.protocols import DEFAULT, pick_protocol
+from asap.agent.protocols import AUTO, DEFAULT, pick_protocol
 from asap.agent.selftune import Bounds
-from asap.agent.server import endpoint, is_llamacpp
+from asap.agent.server import EmbeddedServer, endpoint, is_llamacpp
 from asap.agent.speculation import speculation_mode
 from asap.agent.stats import summarize
 from asap.graphs.callbacks import Fanout, Mirroring, TuneCallback, progress_events
@@ -86,16 +86,21 @@ def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
     if cfg.optuna_storage:
         from asap.tools.optuna_mirror import check_storage  # SQLAlchemy: only when used
         check_storage(cfg.optuna_storage, cfg.study_name, wl.space.to_json(), wl.direction)
-    grammar = False
+    grammar, server = False, None
     with contextlib.ExitStack() as stack:
         if cfg.backend == "ray":  # the cluster answers and has the GPUs, or nothing is written
             slots = _ray_slots(stack, cfg, say)
         if llm is None and cfg.llm:
-            base_url, model = endpoint(stack, cfg.base_url, cfg.model, api_key=cfg.api_key,
-                                       say=say.on_message)
+            if cfg.base_url is None:  # the embedded server loads when a call is first due
+                server = stack.enter_context(EmbeddedServer(cfg.model, say=say.on_message)
+                                             .reserve())
+                base_url, model, grammar = server.base_url, "default", True
+            else:
+                base_url, model = endpoint(stack, cfg.base_url, cfg.model,
+                                           api_key=cfg.api_key, say=say.on_message)
+                grammar = is_llamacpp(base_url, cfg.api_key)
             llm = chat_model(base_url, model, api_key=cfg.api_key, timeout_s=cfg.llm_timeout_s)
-            grammar = cfg.base_url is None or is_llamacpp(base_url, cfg.api_key)
-        return _session(cfg, wl, llm, say, cancel or Cancel(), grammar, slots)
+        return _session(cfg, wl, llm, say, cancel or Cancel(), grammar, slots, server)
 
 
 def _ray_slots(stack: contextlib.ExitStack, cfg: TuneConfig, say: TuneCallback) -> list[Slot]:
@@ -135,8 +140,8 @@ def worker_slots(cfg: TuneConfig) -> list[Slot]:
 
 
 def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: TuneCallback,
-             cancel: Cancel, grammar: bool = False, slots: list[Slot] | None = None
-             ) -> dict[str, Any]:
+             cancel: Cancel, grammar: bool = False, slots: list[Slot] | None = None,
+             server: EmbeddedServer | None = None) -> dict[str, Any]:
     """The session proper, on a reachable LLM: open the study, run the graph, log, summarize."""
     ledger = Ledger(cfg.db)
     new = not ledger.has_study(cfg.study_name)
@@ -150,7 +155,7 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
             mirror.sync()
             say = Fanout([say, Mirroring(mirror, say)])
         llm = llm if cfg.llm else None
-        protocol = pick_protocol(llm, cfg.decide, study) if llm is not None else None
+        protocol = _protocol(cfg, llm, study, server) if llm is not None else None
         slots = slots or [Slot(0)]
         say.on_session_start(study, cfg.trials, protocol)
         if len(slots) > 1 and cfg.backend == "local":
@@ -165,11 +170,12 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
             max_retries=cfg.max_retries,
             speculation=speculation_mode(cfg) if llm is not None else "off",
             bounds=_bounds(cfg), decide_ahead=cfg.decide_ahead, llm_after=cfg.llm_after,
+            ask=cfg.ask, prefetch=cfg.prefetch,
             selftune_every=cfg.selftune_every if cfg.selftune and llm is not None else 0,
             on_trial=lambda trial, tool: say.on_trial_complete(study, trial, tool),
             on_phase=lambda phase: say.on_phase(study, phase),
             on_decision=lambda decision: say.on_decision(study, decision),
-            say=say.on_message)
+            say=say.on_message, llm_ready=_ready(server, study, say))
         if len(study.finished_ids()) < cfg.trials:
             ctx.trainer.prestart()  # the fork server loads while the first round decides
             with _cancel_on_signals(ctx):
@@ -197,6 +203,42 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
         clock.close()
         say.on_session_end(study, interrupted)
     return summarize(study)
+
+
+def _protocol(cfg: TuneConfig, llm: BaseChatModel, study: Study,
+              server: EmbeddedServer | None) -> str:
+    """The decision protocol. The embedded default model needs no probe (SmolLM2's chat
+    template has no tool calls: it answers a tool request with text), so its server may still
+    be loading; another model is probed once its server answers."""
+    if server is not None and cfg.decide == AUTO and cfg.model is None:
+        study.log_event("protocol", chosen=DEFAULT, reason="the embedded default model has no "
+                        "tool-call template")
+        return DEFAULT
+    if server is not None:
+        server.ready(wait=True)
+    return pick_protocol(llm, cfg.decide, study)
+
+
+def _ready(server: EmbeddedServer | None, study: Study, say: TuneCallback
+           ) -> Callable[[], bool]:
+    """Whether the LLM may be asked now: always for an endpoint that answered; the embedded
+    server starts loading at the first question and answers once loaded, while trials go on
+    (a failed start is said once, and the prior decides)."""
+    if server is None:
+        return lambda: True
+    told = []
+
+    def ready() -> bool:
+        if server.ready():
+            return True
+        if server.error is not None and not told:
+            told.append(True)
+            study.log_event("llm_error", reason=f"the embedded server did not start: "
+                            f"{server.error}"[:300])
+            say.on_message(f"the embedded LLM server did not start ({server.error}); the prior "
+                           "decides every round")
+        return False
+    return ready
 
 
 def session_clock(ledger: Ledger, cfg: TuneConfig) -> Clock:

@@ -29,6 +29,7 @@ from asap.graphs.context import TuneContext
 from asap.graphs.flights import InFlight
 from asap.graphs.rounds import absorb, catch_up, commit, decision_text, next_to_land, round_offers
 from asap.graphs.state import SpecRound, TuningState, Verification
+from asap.tools.portfolio import PANEL
 
 
 def await_train(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
@@ -36,6 +37,8 @@ def await_train(state: TuningState, runtime: Runtime[TuneContext]) -> TuningStat
     (the speculative branch runs meanwhile)."""
     ctx = runtime.context
     flight = ctx.flights.get(next_to_land(state))  # the one speculation decides after
+    if ctx.prefetching() and not state["spent"] and not state["stop"]:
+        _prefetch(ctx, state)
     ctx.phase("training")
     if ctx.clock.virtual:
         ctx.flights.await_speculation()
@@ -48,6 +51,17 @@ def await_train(state: TuningState, runtime: Runtime[TuneContext]) -> TuningStat
         # not hold up the critical path.
         flight.cancel.set()
     return {"trained": landed}
+
+
+def _prefetch(ctx: TuneContext, state: TuningState) -> None:
+    """The next round's proposals while this trial trains (:mod:`asap.graphs.prefetch`); its
+    tool_call timing row overlaps training, so the asks are off the critical path."""
+    start, basis = ctx.clock.now(), len(ctx.study.trials())
+    if basis >= ctx.max_trials:
+        return  # no round follows
+    ctx.prefetched.put(basis, ctx.portfolio.panel_offers())
+    ctx.study.log_timing("tool_call", start, ctx.clock.now(), round=state["round"] + 1,
+                         tools=len(PANEL), prefetched=True)
 
 
 def _missed(flight: InFlight, knobs: Knobs) -> bool:
@@ -74,10 +88,12 @@ def _speculate(ctx: TuneContext, state: TuningState) -> TuningState:
     chain = list(state["chain"])
     if ctx.speculation == "off" or knobs.depth == 0 or state["plan_left"] > 0 \
             or ctx.ahead.asked() or len(ctx.study.finished_ids()) + 1 < ctx.llm_after \
-            or not ctx.breaker.closed() or state["spent"] or state["stop"]:
+            or not ctx.breaker.closed() or state["spent"] or state["stop"] \
+            or not ctx.price().ask or not ctx.llm_ready():
         # Off (or self-tuned off: trials too short to pay), the next round is the plan's (no
-        # LLM) or a start-up round (the fallback's: llm_after), the endpoint is failing, or no
-        # trial will start: nothing to decide ahead, and a carried chain will not be used.
+        # LLM) or a start-up round (the fallback's: llm_after), the endpoint is failing, no
+        # trial will start, or a call costs more than it has earned (the prior decides the
+        # next round): nothing to decide ahead, and a carried chain will not be used.
         drop(ctx, chain)
         _warm(ctx, state, knobs)
         return {"chain": []}
@@ -164,7 +180,8 @@ def _warm(ctx: TuneContext, state: TuningState, knobs: Knobs) -> None:
     to 83.1 %, but its 14 warm-ups added 3.2 s of exposed LLM time: 3.7 s more wall-clock."""
     if ctx.llm is None or state["plan_left"] > 0 or not ctx.breaker.closed() \
             or ctx.ahead.asked() \
-            or ctx.builder.mode != "stable":  # the naive prompt's header changes every round
+            or ctx.builder.mode != "stable" \
+            or not ctx.price().ask or not ctx.llm_ready():  # no call next: nothing to warm
         return
     flight = ctx.flights.get(next_to_land(state))
     prefix = ctx.builder.next_prefix(state["log"], knobs.context)  # None: no compaction due

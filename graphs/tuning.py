@@ -39,7 +39,7 @@ from asap.graphs.ahead import Asked
 from asap.graphs.calls import ask, warm_up
 from asap.graphs.context import TuneContext
 from asap.graphs.dispatch import dispatch
-from asap.graphs.rounds import absorb, catch_up, commit, planned, round_offers
+from asap.graphs.rounds import absorb, catch_up, commit, planned, ranked_offers, round_offers
 from asap.graphs.selftuning import selftune_node
 from asap.graphs.speculative import await_train, reconcile, speculate
 from asap.graphs.state import TuningState
@@ -59,7 +59,10 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     start = ctx.clock.now()
     state = {**state, **landed}
     catch_up(ctx, state)
-    proposals, scores = round_offers(ctx)
+    if (asked := ctx.prefetched.take(len(ctx.study.trials()))) is not None:
+        proposals, scores = ranked_offers(ctx, asked)  # asked while the last trial trained
+    else:
+        proposals, scores = round_offers(ctx)
     ctx.study.log_timing("tool_call", start, ctx.clock.now(), round=round_no, tools=len(PANEL))
     base: TuningState = {"round": round_no, "lag": 0, "proposals": proposals, "offers": proposals,
                          "scores": scores, "attempts": 0, "reminded": False, "steps": 0,
@@ -87,6 +90,20 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
         _ask_ahead(ctx, state, round_no, proposals, scores)
         return {**landed, **base, "choice": planned(state, proposals), "decided_by": "plan",
                 "plan_left": max(left - 1, 0), "messages": [], "current": ""}
+    price = ctx.price()
+    if price.ask != state["asking"]:  # the verdict changed: say why, once
+        ctx.study.log_event("llm_price", ask=price.ask, why=price.why, round=round_no,
+                            ratio=price.ratio)
+    if not price.ask or not price.cheap or not ctx.llm_ready():  # the prior decides this
+        # round; a call that costs more than a trial, when it is due, is asked while the trials
+        # train (it decides a later round: no session waits for it); an embedded server that
+        # is still loading answers a later round
+        if price.ask and ctx.llm_ready() and ctx.breaker.closed():
+            _ask(ctx, state, round_no, proposals, scores)
+        scored = any(score is not None for score in scores)
+        return {**landed, **base, "choice": fallback(ctx.study, proposals, scored),
+                "decided_by": "prior", "messages": [], "current": "", "asking": price.ask}
+    base["asking"] = True
     current = ctx.builder.round_text(round_no, proposals, scores, plan=state["knobs"].plan)
     return {**landed, **base, "decided_by": "llm", "current": current, "choice": None,
             "messages": [HumanMessage(ctx.builder.prompt(state["log"], current))]}
@@ -110,7 +127,7 @@ def _ahead_on(ctx: TuneContext) -> bool:
     """Decisions may be asked ahead: an LLM that answers, and speculation on (lossless promises
     the serial decisions, off is the serial loop)."""
     return (ctx.llm is not None and ctx.speculation == "threshold" and ctx.decide_ahead
-            and ctx.breaker.closed())
+            and ctx.breaker.closed() and ctx.llm_ready())
 
 
 def _ask(ctx: TuneContext, state: TuningState, round_no: int, proposals: list[Offer],
@@ -129,6 +146,8 @@ def _worth_asking(ctx: TuneContext, left: int) -> bool:
     cancelled call's prompt is read to its end anyway)."""
     started = len(ctx.study.trials())
     if started + left >= ctx.max_trials:
+        return False
+    if not ctx.price().ask:
         return False
     seen = observe(ctx.study)
     return seen is None or (ctx.max_trials - started - 1) * seen.train_s >= seen.llm_s

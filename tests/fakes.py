@@ -39,9 +39,10 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from asap.graphs.context import TuneContext, make_context
 from asap.graphs.state import TuningState
 from asap.graphs.tuning import graph
-from asap.tools.clock import TimeSource
+from asap.tools.clock import TimeSource, VirtualClock
 from asap.tools.ledger import Ledger
 from asap.tools.portfolio import PANEL, Portfolio
+from asap.tools.resources import plan_slots
 from asap.tools.study import Study
 from asap.tools.trainer import Trainer
 from asap.tools.workloads import resolve
@@ -130,7 +131,11 @@ def rounds(messages: list[BaseMessage]) -> int:
 
 def australian(tmp_path, model, *, protocol="json", trials=3, time_scale=0.0, name="g", seed=0,
                **settings: Any) -> tuple[Study, TuneContext]:
-    """A new study on the australian table and a run context deciding with ``model``."""
+    """A new study on the australian table and a run context deciding with ``model``, asked
+    every round (``ask="always"``: these tables' trials take no time here, so the product's
+    priced asking would leave every round to the prior; tests/agent/test_pricing.py and
+    tests/graphs/test_pricing.py cover that)."""
+    settings.setdefault("ask", "always")
     wl = resolve("hpobench:australian", time_scale=time_scale)
     study = Ledger(tmp_path / f"{name}.db").create_study(name, wl.space, metric=wl.metric,
                                                          direction=wl.direction, workload=wl.ref)
@@ -297,3 +302,27 @@ class ManualTime(TimeSource):
         self.t += seconds
         for wake in self._wakes:
             wake()
+
+
+A = '{"action": "train", "choice": "A"}'  # a JSON decision: the prior's pick
+
+
+def costing(source: ManualTime, seconds: float) -> ScriptedModel:
+    """A model whose every decision takes ``seconds`` on the manual clock and picks A."""
+    def script(messages, kwargs):
+        source.advance(seconds)
+        return AIMessage(A)
+    return ScriptedModel(script)
+
+
+def virtual_session(tmp_path, model, source, *, workload=None, workers=1, trials=5, **settings):
+    """A run context on a virtual clock driven by ``source``, table lookups in-process."""
+    wl = workload or resolve("hpobench:australian")
+    study = Ledger(tmp_path / "v.db").create_study("v", wl.space, metric=wl.metric,
+                                                   direction=wl.direction, workload=wl.ref)
+    study.clock = VirtualClock(origin=0.0, source=source)
+    trainer = Trainer(study, wl, in_process=True,
+                      slots=plan_slots(workers) if workers > 1 else None)
+    ctx = make_context(study, Portfolio(study), trainer, model, max_trials=trials, started=0.0,
+                       **{"ask": "always", **settings})
+    return study, ctx

@@ -21,13 +21,15 @@ from typing import Any, Literal
 from asap.tools.resources import Slot
 from asap.tools.types import is_pruned
 from asap.tools.workers import (
+    Preload,
     crash_reason,
     describe,
     fork_server,
     plain,
+    preload_of,
     run_worker,
     stop_worker,
-    tables_of,
+    worker_started,
 )
 from asap.tools.workloads import Workload, call, load_target
 
@@ -82,17 +84,20 @@ class TrialBackend(ABC):
 
 
 class ForkServerBackend(TrialBackend):
-    """Each trial in its own worker process, forked from a server that preloaded torch and the
-    workload's table: isolated (a crash, an out-of-memory or a hang takes only that trial) and
-    started in milliseconds."""
+    """Each trial in its own worker process, forked from a server that preloaded the workload's
+    module (and what its first trial imported) or its table: isolated (a crash, an
+    out-of-memory or a hang takes only that trial) and started in milliseconds."""
 
     name = "local"
 
+    def __init__(self) -> None:
+        self.learned = Preload()  # what finished trials imported beyond the preloads
+
     def prestart(self, workload: Workload) -> None:
-        fork_server(tables_of(workload))  # torch and a table load in the server's own process
+        fork_server(preload_of(workload))  # the imports and a table load in the server
 
     def start(self, launch: Launch, report: Report) -> TrialRun:
-        ctx = fork_server(tables_of(launch.workload))
+        ctx = fork_server(preload_of(launch.workload) | self.learned)
         parent, child = ctx.Pipe()
         wl = launch.workload
         proc = ctx.Process(target=run_worker, name=f"asap-trial-{launch.trial_id}", daemon=True,
@@ -100,15 +105,17 @@ class ForkServerBackend(TrialBackend):
                                  os.getcwd(), launch.seed, os.getpid(), str(launch.log),
                                  launch.slot.env(), launch.slot.threads))
         proc.start()
+        worker_started(+1)
         child.close()
-        return _WorkerRun(proc, parent, report)
+        return _WorkerRun(proc, parent, report, self)
 
 
 class _WorkerRun(TrialRun):
     """A worker process and the pipe its reports and result come through."""
 
-    def __init__(self, proc: Any, conn: Any, report: Report) -> None:
-        self.proc, self.conn, self.report = proc, conn, report
+    def __init__(self, proc: Any, conn: Any, report: Report, backend: ForkServerBackend) -> None:
+        self.proc, self.conn, self.report, self.backend = proc, conn, report, backend
+        self.closed = False
 
     def poll(self, timeout_s: float) -> Ending | None:
         if not self.conn.poll(timeout_s):
@@ -123,8 +130,10 @@ class _WorkerRun(TrialRun):
         if msg[0] == "report":
             self.conn.send(self.report(msg[1], msg[2]))
             return None
-        return ("done", msg[1]) if msg[0] == "done" else \
-            ("pruned", None) if msg[0] == "pruned" else ("error", msg[1])
+        if msg[0] == "done":  # the packages it imported: preloaded for the next trials
+            self.backend.learned |= Preload(frozenset(msg[2]))
+            return "done", msg[1]
+        return ("pruned", None) if msg[0] == "pruned" else ("error", msg[1])
 
     def cancel(self) -> None:
         stop_worker(self.proc)
@@ -132,6 +141,9 @@ class _WorkerRun(TrialRun):
     def close(self) -> None:
         stop_worker(self.proc)  # and whatever it started (its process group)
         self.conn.close()
+        if not self.closed:
+            self.closed = True
+            worker_started(-1)
 
 
 class InProcessBackend(TrialBackend):

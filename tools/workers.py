@@ -23,45 +23,76 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from asap.tools.processes import process_alive
+from asap.tools.resources import free_cores, usable_cores
 from asap.tools.types import is_pruned, safe_name
 from asap.tools.workloads import Workload, call, load_target
 
 PRELOAD_ENV = "ASAP_PRELOAD_TABLES"  # read by asap.tools.workloads.preload in the fork server
+MODULES_ENV = "ASAP_PRELOAD_MODULES"
 MAIN_ENV = "ASAP_PRELOAD_MAIN"
 _server_lock = threading.Lock()
-_server_started = False
+_server: Preload | None = None  # what the running fork server preloaded
+_live = 0  # workers started and not yet closed: the server is restarted only when none runs
+STDLIB = frozenset(sys.stdlib_module_names)
 
 
-def fork_server(tables: tuple[str, ...] = ()) -> mp.context.BaseContext:
+@dataclass(frozen=True)
+class Preload:
+    """What the fork server loads once for every worker: modules to import (the objective's own
+    module and what it imports) and table workloads' tables (``bench:dataset``)."""
+
+    modules: frozenset[str] = frozenset()
+    tables: frozenset[str] = frozenset()
+
+    def __or__(self, other: Preload) -> Preload:
+        return Preload(self.modules | other.modules, self.tables | other.tables)
+
+    def covers(self, other: Preload) -> bool:
+        return other.modules <= self.modules and other.tables <= self.tables
+
+
+def fork_server(preload: Preload = Preload()) -> mp.context.BaseContext:
     """The forkserver context, its server started on the first trial rather than at import
-    (once per process: later calls return the running one).
+    (once per process: later calls return the running one, restarted with more preloads when
+    ``preload`` asks for modules it lacks and no worker of it runs).
 
-    Importing torch once in the fork server makes each trial's worker start in milliseconds; a
-    table workload's tables are read there too (``tables``: ``bench:dataset`` refs), which cost
-    every worker 2-3 s of CPU when each read its own (measured on hpobench:australian), time
-    that also slowed a speculative LLM call running beside it.
+    Why preloads: forking from a server that already imported the objective's module (and what
+    that module imports: scikit-learn, torch) makes each worker start in milliseconds instead
+    of importing them again every trial (1.3 s for scikit-learn, 1.5 s for torch, here). Only
+    what the workload needs is loaded: a scikit-learn objective's server does not import torch.
     """
-    global _server_started
+    global _server
     ctx = mp.get_context("forkserver")
     with _server_lock:
-        if not _server_started:
+        if _server is not None and not _server.covers(preload) and _live == 0:
+            multiprocessing.forkserver._forkserver._stop()  # noqa: SLF001 - restarted below
+            preload, _server = preload | _server, None
+        if _server is None:
             _own_temp_dir()
             # This module too: a worker unpickles its run_worker, and its imports (the ledger's
             # sqlite-utils...) cost each worker ~0.35 s of CPU otherwise.
-            ctx.set_forkserver_preload(["torch", "asap.tools.workloads.common",
-                                        "asap.tools.workers", "asap.tools.workloads.preload"])
+            ctx.set_forkserver_preload(["asap.tools.workers", "asap.tools.workloads.preload"])
             # And the main script (the `asap` command imports rich, openai, langchain), which
             # multiprocessing re-imports in every worker unless the server has it (~1.5 s a
             # trial); Python 3.11's "__main__" preload never receives its path, so we pass it.
             main = mp.spawn.get_preparation_data("asap").get("init_main_from_path")
-            with _env({PRELOAD_ENV: ",".join(tables), MAIN_ENV: main or ""}):
+            with _env({PRELOAD_ENV: ",".join(sorted(preload.tables)),
+                       MODULES_ENV: ",".join(sorted(preload.modules)), MAIN_ENV: main or ""}):
                 multiprocessing.forkserver.ensure_running()
-            _server_started = True
+            _server = preload
     return ctx
+
+
+def worker_started(delta: int) -> None:
+    """Count a worker in (+1) or out (-1): the fork server is never restarted under one."""
+    global _live
+    with _server_lock:
+        _live += delta
 
 
 @contextlib.contextmanager
@@ -106,10 +137,49 @@ def _own_temp_dir() -> None:
         mp.util.Finalize(None, shutil.rmtree, args=(mine, True), exitpriority=-100)
 
 
-def tables_of(workload: Workload) -> tuple[str, ...]:
-    """The table a table workload looks up, for the fork server to read once."""
+def preload_of(workload: Workload) -> Preload:
+    """What a workload's workers need loaded: a table workload's table, and the module its
+    target lives in (a module-level function's, or ``package.module`` of a reference); a
+    script's own functions come with the main script, which the server imports anyway."""
     kw = workload.kwargs
-    return (f"{kw['bench']}:{kw['dataset']}",) if "bench" in kw and "dataset" in kw else ()
+    tables = {f"{kw['bench']}:{kw['dataset']}"} if "bench" in kw and "dataset" in kw else set()
+    target = workload.target
+    module = target.partition(":")[0] if isinstance(target, str) else \
+        getattr(target, "__module__", None)
+    modules = {module} if module and module not in ("__main__", "__mp_main__") else set()
+    if callable(target):  # and what its body imports (an import inside the objective)
+        modules |= body_imports(target)
+    return Preload(frozenset(modules), frozenset(tables))
+
+
+def body_imports(fn: Any) -> set[str]:
+    """The absolute imports written inside a function's body (``import torch``, ``from x.y
+    import z``): the modules its first call would load in every worker."""
+    import dis
+
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return set()
+    found, stack = set(), [code]
+    while stack:
+        code = stack.pop()
+        stack.extend(c for c in code.co_consts if hasattr(c, "co_code"))
+        instructions = list(dis.get_instructions(code))
+        for level, ins in zip(instructions, instructions[2:], strict=False):
+            if ins.opname == "IMPORT_NAME" and level.argval == 0:  # level, fromlist, name
+                found.add(ins.argval)
+    return found
+
+
+def imported_since(before: set[str]) -> list[str]:
+    """The modules imported in this process since ``before`` was taken (what a trial's
+    objective imported lazily, for the fork server to preload next time): the packages it had
+    not loaded at all, whole names; the standard library's and the preloaded packages' own
+    submodules are left out (cheap, and not worth starting the server again for)."""
+    loaded = {n.partition(".")[0] for n in before}
+    return sorted(n for n in set(sys.modules) - before
+                  if n.partition(".")[0] not in loaded | STDLIB
+                  and not n.startswith("_") and "__main__" not in n)
 
 
 def run_worker(conn, target: str, config: dict, fidelity: int | None, kwargs: dict, cwd: str,
@@ -123,10 +193,8 @@ def run_worker(conn, target: str, config: dict, fidelity: int | None, kwargs: di
     # The worker's slot: its GPUs (set before anything initializes CUDA; the fork server only
     # imported torch) or its share of the cores.
     os.environ.update(env or {})
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    _limit_threads(min(threads or usable_cores(), free_cores()))
+    before = set(sys.modules)
     # What the workload prints goes to the trial's log, never to the tuner's stdout (--json).
     out = _open_log(log)
     os.dup2(out.fileno(), 1)
@@ -147,13 +215,26 @@ def run_worker(conn, target: str, config: dict, fidelity: int | None, kwargs: di
     try:
         fn = load_target(target)
         metrics = call(fn, config, report, fidelity, kwargs, seed)
-        conn.send(("done", plain(metrics)))
+        conn.send(("done", plain(metrics), imported_since(before)))
     except MemoryError as exc:
         conn.send(("error", f"out of memory: {exc}"))
     except BaseException as exc:  # noqa: BLE001 - everything becomes a readable failed trial
         conn.send(("pruned", None) if is_pruned(exc) else ("error", describe(exc)))
     finally:
         conn.close()
+
+
+def _limit_threads(threads: int) -> None:
+    """The worker's share of the cores (its slot's, less what other processes take now): torch's
+    intra-op threads if torch is loaded, the BLAS and OpenMP pools already loaded
+    (threadpoolctl), and the environment for those loaded later."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    with contextlib.suppress(ImportError):
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(threads)
 
 
 def plain(metrics: Any) -> Any:

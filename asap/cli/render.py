@@ -192,14 +192,15 @@ def threads_table(threads: list[dict[str, Any]], db: str) -> Table:
 
 
 def decomposition_table(study: Study, d: dict[str, Any]) -> Table:
-    """The wall-clock split (its four parts add up to the wall-clock), then the LLM's seconds
+    """The wall-clock split (its parts add up to the wall-clock), then the LLM's seconds
     by kind of call, each labelled by what it measures."""
     wall = d["wall_s"] or 1e-9
     table = Table("", "seconds", "share", title=f"study {study.name}: wall-clock decomposition")
     for key, name in (("train_s", "training (a trial running)"),
                       ("exposed_llm_s", "LLM, no trial running (exposed)"),
                       ("tools_s", "tools, nothing else running"),
-                      ("other_s", "other (start-up, ledger, waiting)")):
+                      ("startup_s", "start-up (before the first trial)"),
+                      ("other_s", "other (ledger, waiting)")):
         table.add_row(name, f"{d[key]:.1f}", pct(d[key] / wall, ".1%"))
     table.add_row("wall-clock (the sum)", f"{d['wall_s']:.1f}", "100%", end_section=True)
     for key, name in (("llm_s", "LLM calls on the critical path"),
@@ -244,7 +245,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         " (virtual clock: simulated seconds)" if s.get("clock") == "virtual" else ""))
     for key, name in (("train_s", "training (a trial running)"),
                       ("exposed_llm_s", "LLM, no trial running (exposed)"),
-                      ("tools_s", "tools, nothing else running"), ("other_s", "other")):
+                      ("tools_s", "tools, nothing else running"),
+                      ("startup_s", "start-up (before the first trial)"), ("other_s", "other")):
         share = f"{t[key] / t['wall_s']:.0%}" if t["wall_s"] else "-"
         split.add_row(name, f"{t[key]:.1f}", share)
     split.add_row("wall-clock (the sum)", f"{t['wall_s']:.1f}", "", end_section=True)
@@ -263,3 +265,7 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
                   f"{s['llm_errors']} LLM errors")
     if (record := s.get("llm_record")) is not None:
         console.print(LLMRecord(**record).sentence())
+    if (priced := s.get("llm_asked")) is not None:
+        console.print(f"asked the LLM: {'yes' if priced['asked'] else 'no'}, {safe(priced['why'])}"
+                      f" ({priced['rounds_llm']} rounds the LLM decided, "
+                      f"{priced['rounds_prior']} the prior)", highlight=False)

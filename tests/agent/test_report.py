@@ -8,6 +8,7 @@ from langchain_core.messages import AIMessage
 from asap.agent.stats import decompose, merge, overlap
 from asap.agent.timeline import timeline
 from asap.cli.main import main
+from asap.tools.clock import Clock
 
 
 def test_interval_arithmetic():
@@ -31,12 +32,39 @@ def timed(ledger, toy_space):
     return study
 
 
+class _At(Clock):
+    """A clock stopped at one time: what the trial started on it records."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def now(self) -> float:
+        return self.at
+
+
+def test_the_start_up_is_the_time_before_a_sessions_first_trial(ledger, toy_space):
+    """From the session's start to its first trial (the worker's start, the first round's
+    tools), less what the tools' timing rows already name; a resumed session has its own."""
+    study = ledger.create_study("up", toy_space, metric="loss", direction="minimize")
+    study.log_timing("tool_call", 0, 1)
+    study.clock = _At(3.0)
+    study.start_trial({"x": 0.0, "lr": 0.01, "n_layers": 1, "optimizer": "adam"}, tool="t")
+    study.log_timing("train", 3, 10)
+    study.log_event("session", start=0, end=10, interrupted=False)
+    study.log_event("session", start=20, end=25, interrupted=False)  # started no trial
+    d = decompose(study)
+    assert d["startup_s"] == 2 + 5 and d["tools_s"] == 1
+    assert d["train_s"] + d["exposed_llm_s"] + d["tools_s"] + d["startup_s"] + d["other_s"] \
+        == d["wall_s"] == 15
+
+
 def test_decompose_splits_exposed_and_hidden(timed):
     d = decompose(timed)
     assert d["wall_s"] == 16 and d["train_s"] == 12 and d["llm_s"] == 4
     # exposed: 0-2 and 10-11; hidden: the speculative 3-5 and the critical 9-10
     assert d["exposed_llm_s"] == 3 and d["hidden_llm_s"] == 3
-    assert d["train_s"] + d["exposed_llm_s"] + d["tools_s"] + d["other_s"] == d["wall_s"]
+    assert d["train_s"] + d["exposed_llm_s"] + d["tools_s"] + d["startup_s"] + d["other_s"] \
+        == d["wall_s"]
     assert d["exposed_share"] == pytest.approx(3 / 16)
     assert d["speculative_llm_s"] == 2 and d["wasted_s"] == 2 and d["accept_rate"] == 0.0
     assert d["cached_share"] == pytest.approx(470 / 600)
@@ -72,7 +100,8 @@ def test_a_killed_session_counts_in_the_wall_clock_so_no_share_passes_100(ledger
     d = decompose(study)
     assert d["wall_s"] == 400 and d["exposed_llm_s"] == 270 and d["exposed_share"] <= 1
     t = summarize(study)["time"]
-    assert t["wall_s"] == 400 and t["train_s"] + t["exposed_llm_s"] + t["other_s"] == 400
+    assert t["wall_s"] == 400 and \
+        t["train_s"] + t["exposed_llm_s"] + t["startup_s"] + t["other_s"] == 400
 
 
 def test_report_draws_the_history_and_the_importance_beside_the_timeline(tmp_path, capsys):
@@ -116,9 +145,9 @@ def test_a_recorded_session_decomposes_into_parts_that_add_up(tmp_path):
              study="d", time_scale=0.01, speculation="threshold", selftune=False)
     study = Ledger(tmp_path / "d.db").open_study("d")
     d = decompose(study)
-    parts = d["train_s"] + d["exposed_llm_s"] + d["tools_s"] + d["other_s"]
+    parts = d["train_s"] + d["exposed_llm_s"] + d["tools_s"] + d["startup_s"] + d["other_s"]
     assert parts == pytest.approx(d["wall_s"]) and min(
-        d["train_s"], d["exposed_llm_s"], d["tools_s"], d["other_s"]) >= 0
+        d["train_s"], d["exposed_llm_s"], d["tools_s"], d["startup_s"], d["other_s"]) >= 0
     assert d["speculative_llm_s"] > 0 and d["hidden_llm_s"] > 0
     assert d["wasted_s"] <= d["speculative_llm_s"]
 

@@ -50,7 +50,10 @@ def dev_server(tmp_path):
     config = tmp_path / "langgraph.json"
     spec = json.loads(config.read_text())
     assert all(not ref.startswith(".") for ref in spec["graphs"].values())
-    spec["env"]["ASAP_DB"] = str(tmp_path / "chat.db")
+    # The operator's policy: its ledger, its folder of space files, the user workloads it
+    # serves (asap.graphs.policy).
+    spec["env"].update({"ASAP_DB": str(tmp_path / "chat.db"), "ASAP_SPACES": str(USERWL),
+                        "ASAP_WORKLOADS": "faulty:reports_then_hangs"})
     config.write_text(json.dumps(spec))
     port = _free_port()
     # It runs in tmp_path (its .langgraph_api/ state lands there, not in the repo); the test
@@ -97,17 +100,16 @@ def test_a_server_run_uses_the_env_endpoint_shows_schemas_and_cancels(dev_server
     streamed = client.threads.create()
     events = [part.data for part in client.runs.stream(
         streamed["thread_id"], tune["assistant_id"], stream_mode="custom", input={
-            "workload": "hpobench:australian", "trials": 3,
-            "settings": {"llm": False, "db": str(tmp_path / "p.db")}})
+            "workload": "hpobench:australian", "trials": 3, "settings": {"llm": False}})
         if part.event == "custom"]
     assert [e["event"] for e in events if e["event"] != "report"].count("trial") == 3
     assert sum(e["event"] == "decision" for e in events) == 3
 
-    db = tmp_path / "s.db"
+    db = tmp_path / "chat.db"  # the operator's ledger
     thread = client.threads.create()
     run = client.runs.create(thread["thread_id"], tune["assistant_id"], input={
         "workload": "faulty:reports_then_hangs", "trials": 3,
-        "settings": {"db": str(db), "study": "s", "space": str(USERWL / "space.yaml")}})
+        "settings": {"study": "s", "space": "space"}})
 
     def reported():
         if not db.exists() or not Ledger(db).has_study("s"):
@@ -128,3 +130,34 @@ def test_a_server_run_uses_the_env_endpoint_shows_schemas_and_cancels(dev_server
         "cancelled") and client.threads.get_state(thread["thread_id"])["values"],
         "a partial result in the thread's state", 60)
     assert state["result"]["failed"] == 1 and state["result"]["study"] == "s"
+
+
+@pytest.mark.e2e
+def test_a_client_cannot_take_the_servers_key_files_or_imports(dev_server, tmp_path):
+    """Issue 37's probes as a langgraph-sdk client sends them: an endpoint of its own (the
+    server's OPENAI_API_KEY went there with every prompt), a module to import, a file to
+    read; each run ends in one error naming the refusal, and nothing reaches the listener."""
+    client, fake = dev_server
+    listener = FakeOpenAI().start()
+    try:
+        (tmp_path / "userscript.py").write_text(
+            "from pathlib import Path\nPath('imported').touch()\n"
+            "def f(config, report):\n    return 1.0\n")
+        probes = [
+            ({"workload": "hpobench:australian", "trials": 5, "settings": {
+                "clock": "virtual", "base_url": listener.base_url, "llm_after": 0}},
+             "'base_url': set by the server's operator"),
+            ({"workload": "userscript:f", "settings": {"llm": False}}, "is not served here"),
+            ({"workload": "hpobench:australian", "settings": {"llm": False,
+                                                             "space": "/etc/shadow"}},
+             "not a path"),
+            ({"workload": "hpobench:australian", "trials": 100000}, "trials: at most"),
+        ]
+        for task, said in probes:
+            thread = client.threads.create()
+            out = client.runs.wait(thread["thread_id"], "tune", input=task, raise_error=False)
+            text = json.dumps(out)
+            assert said in text and "root:" not in text, text[-2000:]
+        assert listener.requests == [] and not (tmp_path / "imported").exists()
+    finally:
+        listener.stop()

@@ -54,3 +54,31 @@ def test_serves_on_loopback_with_prefix_cache_and_stops():
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(ServerError, match="does not exist"):
         EmbeddedServer(tmp_path / "nope.gguf").start()
+
+
+@pytest.mark.e2e
+def test_a_reserved_server_loads_at_its_first_question_on_the_port_it_named():
+    """What a session does: the URL is known at once (its chat model is built with it), nothing
+    listens until a call is first due, then the model loads in the background."""
+    srv = EmbeddedServer(say=lambda m: None).reserve()
+    try:
+        port = urlparse(srv.base_url).port
+        assert listening_on(port) == set()  # not loaded: a session whose calls never pay
+        assert srv.ready(wait=True) and listening_on(port) == {"127.0.0.1"}
+        answer = openai.OpenAI(base_url=srv.base_url, api_key="local").chat.completions.create(
+            model="default", max_tokens=4, messages=[{"role": "user", "content": "Hi"}])
+        assert answer.choices
+    finally:
+        srv.stop()
+
+
+@pytest.mark.e2e
+def test_a_model_that_fails_to_load_in_the_background_says_why(tmp_path):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + bytes(4096))  # the magic, then nothing llama.cpp can read
+    srv = EmbeddedServer(broken, say=lambda m: None).reserve()
+    try:
+        assert not srv.ready(wait=True) and not srv.ready()
+        assert isinstance(srv.error, ServerError) and "failed to start" in str(srv.error)
+    finally:
+        srv.stop()

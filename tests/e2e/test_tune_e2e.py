@@ -15,8 +15,10 @@ from asap.tools.ledger import Ledger
 @pytest.mark.e2e
 def test_asap_tune_runs_real_digits_trials_on_the_embedded_llm(tmp_path):
     db = tmp_path / "e2e.db"
+    # --ask always: the LLM decides every round after the start-up ones, whatever it costs
+    # (priced, as the resume below runs, a 2-s call beside 3-s trials would not be asked).
     done = subprocess.run([sys.executable, "-m", "asap.cli", "tune", "digits-mlp",
-                           "--trials", "5", "--db", str(db), "--json"],
+                           "--trials", "5", "--ask", "always", "--db", str(db), "--json"],
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
@@ -29,11 +31,17 @@ def test_asap_tune_runs_real_digits_trials_on_the_embedded_llm(tmp_path):
     assert [e["detail"]["by"] for e in study.events("decision")][:3] == ["prior"] * 3
     assert len(calls) >= 2 and all(c["cached_tokens"] is not None for c in calls)
     assert max(c["cached_tokens"] for c in calls) > 0
-    # Resuming with a larger budget continues the same study.
+    # Resuming with a larger budget continues the same study; priced (the default), the
+    # call costs more than these trials and the LLM never departed: the prior decides, and the
+    # ledger and the summary say why.
     again = subprocess.run([sys.executable, "-m", "asap.cli", "tune", "digits-mlp",
                             "--trials", "6", "--db", str(db), "--json"],
                            capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and json.loads(again.stdout)["trials"] == 6
+    assert again.returncode == 0, again.stderr[-2000:]
+    resumed = json.loads(again.stdout)
+    assert resumed["trials"] == 6 and len(study.timings("llm_call")) == len(calls)
+    assert study.events("decision")[-1]["detail"]["by"] == "prior"
+    assert "has not yet beaten the prior" in resumed["llm_asked"]["why"]
 
 
 @pytest.mark.e2e

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 
+import httpx
 import openai
 from fakes import ScriptedModel, australian, run_graph
 from langchain_core.messages import AIMessage
@@ -88,7 +89,8 @@ def test_idle_rounds_warm_the_rows_the_next_decision_reads(tmp_path):
 
 
 def test_a_failed_call_ahead_leaves_the_round_to_a_call_of_its_own(tmp_path):
-    request = openai.APIConnectionError(request=None)
+    # Built as openai's own tests build it: with an httpx request (openai 3.x reads its headers).
+    request = openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:9/v1"))
 
     def script(messages, kwargs):
         if len(model.calls) == 2:

@@ -98,6 +98,7 @@ def test_langgraph_json_names_loadable_graphs_by_module_path():
 
     from asap.agent.config import TuneConfig
     from asap.graphs.app import langgraph_config
+    from asap.graphs.policy import CLIENT_SETTINGS
     spec = json.loads((EXAMPLES.parent / "langgraph.json").read_text())
     assert spec == langgraph_config()
     nodes = {}
@@ -113,10 +114,13 @@ def test_langgraph_json_names_loadable_graphs_by_module_path():
     # The real tuning loop, node by node, as LangGraph's tooling draws it.
     assert {"propose", "agent", "guard", "dispatch", "selftune", "await_train", "speculate",
             "reconcile"} <= nodes["tuning"]
-    tune = importlib.import_module("asap.graphs.app").graph
+    app = importlib.import_module("asap.graphs.app")
+    tune = app.graph  # what a server serves: only the settings a client may choose
     schema = tune.get_input_jsonschema()
-    settings = schema["$defs"]["TuneSettings"]["properties"]
-    assert set(settings) == set(TuneConfig.model_fields) - {"workload", "trials"}
+    settings = schema["$defs"]["ClientSettings"]["properties"]
+    assert set(settings) == CLIENT_SETTINGS and not {"base_url", "db", "model"} & set(settings)
+    own = app.build_tune_graph().get_input_jsonschema()["$defs"]["TuneSettings"]["properties"]
+    assert set(own) == set(TuneConfig.model_fields) - {"workload", "trials"}  # your own app's
     assert settings["width"]["default"] == 2 and settings["width"]["maximum"] == 8
     assert settings["pruner"]["enum"] == ["none", "median", "sha", "hyperband"]
     assert "description" in settings["cost_weight"]
@@ -124,11 +128,11 @@ def test_langgraph_json_names_loadable_graphs_by_module_path():
     assert "best_value" in output["$defs"]["TaskResult"]["properties"]
 
 
-def test_the_tune_graph_streams_trials_and_decisions_as_custom_events(tmp_path):
+def test_the_tune_graph_streams_trials_and_decisions_as_custom_events(tmp_path, monkeypatch):
     from asap.graphs.app import graph
+    monkeypatch.setenv("ASAP_DB", str(tmp_path / "s.db"))  # the operator's ledger
     events = list(graph.stream(
-        {"workload": "hpobench:australian", "trials": 4,
-         "settings": {"llm": False, "db": str(tmp_path / "s.db"), "isolate": False}},
+        {"workload": "hpobench:australian", "trials": 4, "settings": {"llm": False}},
         stream_mode="custom"))
     kinds = [e["event"] for e in events]
     assert kinds.count("trial_start") == kinds.count("trial") == kinds.count("decision") == 4

@@ -26,7 +26,7 @@ def server():
 
 
 def session(db, server, trials, **kw):
-    cfg = TuneConfig(llm_after=0, workload="hpobench:australian", trials=trials, db=str(db), study="f",
+    cfg = TuneConfig(llm_after=0, ask="always", workload="hpobench:australian", trials=trials, db=str(db), study="f",
                      base_url=server.base_url, model="fake", api_key=SECRET, decide="json",
                      speculation="off", llm_timeout_s=1.0, **kw)
     return tune(cfg)
@@ -106,7 +106,7 @@ def _env() -> dict[str, str]:
 def test_the_time_budget_stops_a_trial_that_is_still_running(tmp_path, server, monkeypatch):
     userwl = __import__("pathlib").Path(__file__).parents[1] / "userwl"
     monkeypatch.chdir(userwl)
-    cfg = TuneConfig(llm_after=0, workload="faulty:hangs", space=str(userwl / "space.yaml"), trials=5,
+    cfg = TuneConfig(llm_after=0, ask="always", workload="faulty:hangs", space=str(userwl / "space.yaml"), trials=5,
                      time_budget_s=2.0, db=str(tmp_path / "h.db"), study="h",
                      base_url=server.base_url, model="fake", decide="json", speculation="off")
     s = tune(cfg)
@@ -165,7 +165,7 @@ def test_an_answer_no_client_can_read_is_an_llm_error_not_the_end(tmp_path, serv
     """A 200 with no choices, no answer object, bytes that are not UTF-8, or nothing: each
     call fails as an LLM error the breaker counts (the probe too), and the prior decides."""
     server.faults.extend([kind] * 3)  # the protocol probe, then rounds 1-2
-    cfg = TuneConfig(llm_after=0, workload="hpobench:australian", trials=4, db=str(tmp_path / "m.db"),
+    cfg = TuneConfig(llm_after=0, ask="always", workload="hpobench:australian", trials=4, db=str(tmp_path / "m.db"),
                      study="f", base_url=server.base_url, model="fake", decide="auto",
                      speculation="off", llm_timeout_s=5.0)
     s = tune(cfg)

@@ -103,7 +103,8 @@ def test_tune_graph_reads_the_endpoint_from_the_environment(tmp_path, monkeypatc
         monkeypatch.setenv("ASAP_BASE_URL", fake.base_url)
         monkeypatch.setenv("ASAP_MODEL", "fake")
         out = build_tune_graph().invoke({"workload": "hpobench:australian", "trials": 4,
-                                         "settings": {"db": str(tmp_path / "e.db")}})
+                                         "settings": {"db": str(tmp_path / "e.db"),
+                                                      "ask": "always"}})
     finally:
         fake.stop()
     # the protocol probe, then round 4's decision (rounds 1-3: the start-up, llm_after)

@@ -60,13 +60,14 @@ def test_rejected_speculation_leaves_only_the_serial_trials(tmp_path):
     assert len(wasted) == sum(not e["accepted"] for e in judged)
 
 
-def _session(tmp_path, name, speculation):
+def _session(tmp_path, name, speculation, **settings):
     return run(tmp_path, ScriptedModel(copy_a), trials=6, time_scale=0.01, name=name, seed=7,
-               speculation=speculation, tau=0.05)[0]
+               speculation=speculation, tau=0.05, **settings)[0]
 
 
 def test_lossless_mode_makes_exactly_the_serial_decisions(tmp_path):
-    serial = _session(tmp_path, "serial", "off")
+    # The serial loop that asks each round's tools after its trial lands (not meanwhile).
+    serial = _session(tmp_path, "serial", "off", prefetch=False)
     lossless = _session(tmp_path, "lossless", "lossless")
     assert [(t.tool, t.config) for t in lossless.trials()] == [
         (t.tool, t.config) for t in serial.trials()]
@@ -116,7 +117,7 @@ def test_a_missed_prediction_cancels_the_speculative_call(tmp_path):
     _ASSUMED.clear()
     model = ScriptedModel(_note_assumed, stream_delay=3.0)  # a full answer would take 3 s
     ctx = make_context(study, Portfolio(study), Trainer(study, wl, in_process=True), model,
-                       protocol="tools", max_trials=7, speculation="threshold")
+                       protocol="tools", max_trials=7, speculation="threshold", ask="always")
     run_graph(ctx, tau=0.0)
     cancelled = [c for c in study.timings("llm_call") if c["detail"].get("cancelled")]
     assert len(cancelled) >= 3 and all(c["duration"] < 2.0 for c in cancelled)  # not 3 s

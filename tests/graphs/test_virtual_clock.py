@@ -8,43 +8,17 @@ import itertools
 from pathlib import Path
 
 import pytest
-from fakes import ManualTime, ScriptedModel, run_graph
+from fakes import A, ManualTime, ScriptedModel, costing, run_graph
+from fakes import virtual_session as session
 from langchain_core.messages import AIMessage
 
 from asap.agent.config import ConfigError, TuneConfig
-from asap.graphs.context import make_context
 from asap.graphs.session import tune
-from asap.tools.clock import VirtualClock
 from asap.tools.ledger import Ledger
-from asap.tools.portfolio import Portfolio
-from asap.tools.resources import plan_slots
 from asap.tools.space import Space
-from asap.tools.trainer import Trainer
-from asap.tools.workloads import Workload, resolve
+from asap.tools.workloads import Workload
 
 USERWL = Path(__file__).parents[1] / "userwl"
-A = '{"action": "train", "choice": "A"}'
-
-
-def costing(source: ManualTime, seconds: float) -> ScriptedModel:
-    """A model whose every decision takes ``seconds`` on the manual clock and picks A."""
-    def script(messages, kwargs):
-        source.advance(seconds)
-        return AIMessage(A)
-    return ScriptedModel(script)
-
-
-def session(tmp_path, model, source, *, workload=None, workers=1, trials=5, **settings):
-    """A run context on a virtual clock driven by ``source``, table lookups in-process."""
-    wl = workload or resolve("hpobench:australian")
-    study = Ledger(tmp_path / "v.db").create_study("v", wl.space, metric=wl.metric,
-                                                   direction=wl.direction, workload=wl.ref)
-    study.clock = VirtualClock(origin=0.0, source=source)
-    trainer = Trainer(study, wl, in_process=True,
-                      slots=plan_slots(workers) if workers > 1 else None)
-    ctx = make_context(study, Portfolio(study), trainer, model, max_trials=trials, started=0.0,
-                       **settings)
-    return study, ctx
 
 
 @pytest.mark.parametrize("decision_s", [2.0, None])

@@ -46,7 +46,7 @@ def test_two_workers_keep_two_trials_in_flight_and_log_them_as_they_land(tmp_pat
     model = _model()
     cfg = TuneConfig(workload="parallel:rendezvous", space=str(userwl / "space.yaml"), trials=6,
                      workers=2, isolate=False, db=str(tmp_path / "w.db"), study="w",
-                     decide="json", speculation="off", llm_after=0)  # the LLM from round 1
+                     decide="json", speculation="off", llm_after=0, ask="always")  # from round 1
     summary = tune(cfg, llm=model)
     trials = Ledger(tmp_path / "w.db").open_study("w").trials()
     # The first two met each other: they could only if both trained at once.

@@ -38,3 +38,18 @@ def test_a_slot_names_its_gpus_as_the_tuner_sees_them(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6,7")  # the tuner itself was given three
     assert Slot(1, gpus=(1, 2)).env() == {"CUDA_VISIBLE_DEVICES": "6,7"}
     assert Slot(0, threads=2).env() == {}
+
+
+def test_a_trial_takes_the_cores_other_processes_leave_free(tmp_path, monkeypatch):
+    """Twelve runnable tasks on two cores: one thread (two spun at every parallel region for a
+    thread the scheduler had not run, 0.6 s became 28 s); an idle machine: every core."""
+    from asap.tools import resources
+    monkeypatch.setattr(resources, "usable_cores", lambda: 2)
+    busy, idle, odd = tmp_path / "busy", tmp_path / "idle", tmp_path / "odd"
+    busy.write_text("11.9 8.0 4.1 13/412 9999\n")
+    idle.write_text("0.1 0.2 0.3 1/300 9999\n")
+    odd.write_text("not a loadavg\n")
+    assert resources.free_cores(str(busy)) == 1
+    assert resources.free_cores(str(idle)) == 2
+    assert resources.free_cores(str(odd)) == 2  # unreadable: the slot's share, as before
+    assert resources.free_cores(str(tmp_path / "missing")) == 2

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from asap.tools.ledger import Ledger
+from asap.tools.space import Space
 from asap.tools.trainer import Trainer
 from asap.tools.workloads import BUILTIN, resolve
 from asap.tools.workloads.digits import digits_mlp
@@ -48,14 +49,62 @@ def test_the_fork_server_reads_a_workloads_table_once_for_every_worker():
     import subprocess
     import sys
 
-    from asap.tools.workers import PRELOAD_ENV, tables_of
-    assert tables_of(resolve("hpobench:australian")) == ("hpobench:australian",)
-    assert tables_of(resolve("digits-mlp")) == ()
+    from asap.tools.workers import PRELOAD_ENV, preload_of
+    assert preload_of(resolve("hpobench:australian")).tables == {"hpobench:australian"}
+    assert preload_of(resolve("digits-mlp")).tables == set()
     code = ("import asap.tools.workloads.preload; from asap.tools.workloads import tabular; "
             "print(tabular._table.cache_info().currsize)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**__import__("os").environ, PRELOAD_ENV: "hpobench:australian"})
     assert out.stdout.strip() == "1", out.stderr[-500:]
+
+
+def test_the_fork_server_preloads_the_objectives_module_and_not_torch_for_others():
+    """A worker forks with its objective's module already imported (scikit-learn took 1.3 s a
+    trial to import again); torch is loaded only for a workload whose module needs it."""
+    import subprocess
+    import sys
+
+    from asap.evals.objectives import gbc_cancer
+    from asap.tools.workers import MODULES_ENV, preload_of
+    from asap.tools.workloads import Workload
+    wl = Workload("x", gbc_cancer, Space.from_dict({"x": {"type": "float", "low": 0, "high": 1}}),
+                  "value", "maximize")
+    assert preload_of(wl).modules == {"asap.evals.objectives"}
+    assert preload_of(resolve("digits-mlp")).modules == {"asap.tools.workloads.digits"}
+    assert preload_of(resolve("hpobench:australian")).modules == {
+        "asap.tools.workloads.tabular"}
+    code = ("import sys, asap.tools.workers, asap.tools.workloads.preload; "
+            "print('sklearn' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, MODULES_ENV: "asap.evals.objectives"})
+    assert out.stdout.split() == ["True", "False"], out.stderr[-500:]
+
+
+def test_what_a_trial_imported_is_preloaded_for_the_next_one(tmp_path):
+    """An objective that imports inside its body (the import runs in every trial): a plain
+    import statement is read from its code and preloaded from the first trial; one a trial
+    alone can tell (a name built at run time) teaches the fork server, which starts again with
+    it after the first trial."""
+    import userwl.lazy as lazy
+
+    from asap.tools.backend import ForkServerBackend
+    from asap.tools.workers import body_imports, preload_of
+    from asap.tools.workloads import Workload
+    space = Space.from_dict({"x": {"type": "float", "low": 0, "high": 1}})
+    assert body_imports(lazy.static) == {"pygments"} and body_imports(lazy.dynamic) == set()
+    values = {}
+    for fn in (lazy.static, lazy.dynamic):
+        wl = Workload(f"userwl.lazy:{fn.__name__}", fn, space, "value", "maximize")
+        assert "userwl.lazy" in preload_of(wl).modules
+        study = Ledger(str(tmp_path / "l.db")).open_or_create(fn.__name__, space,
+                                                              metric="value", direction="maximize")
+        backend = ForkServerBackend()
+        trainer = Trainer(study, wl, backend=backend)
+        values[fn.__name__] = [trainer.run({"x": x}, tool="t").value for x in (0.5, 0.25, 0.125)]
+        if fn is lazy.dynamic:
+            assert "tabulate" in backend.learned.modules
+    assert values == {"static": [1.0, 1.0, 1.0], "dynamic": [0.0, 1.0, 1.0]}
 
 
 def test_the_fork_server_folder_is_private_whatever_another_user_made_first(tmp_path):

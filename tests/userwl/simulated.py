@@ -23,3 +23,8 @@ def silent(config, report):
 def hour(config, report):
     """A trial an hour long on the virtual clock: longer than any LLM call on any machine."""
     return {"score": 0.5 + 0.5 * config["x"], "train_time": 3600.0}
+
+
+def flat(config, report, seconds=1.0):
+    """The same score whatever the configuration: a study that stagnates from its first trial."""
+    return {"score": 0.5, "train_time": seconds}

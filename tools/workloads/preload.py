@@ -1,4 +1,6 @@
-"""Imported by the trainer's fork server as it starts: reads the tables named in
+"""Imported by the trainer's fork server as it starts: imports the modules named in
+``ASAP_PRELOAD_MODULES`` (the objective's module and what its trials imported; with torch, what
+torch's optimizers import on first use); reads the tables named in
 ``ASAP_PRELOAD_TABLES`` (``bench:dataset``, comma-separated) once, so every trial's worker forks
 with them in memory instead of reading them again; and imports the tuner's main script
 (``ASAP_PRELOAD_MAIN``) as multiprocessing's ``__mp_main__``, which each worker would otherwise
@@ -7,9 +9,11 @@ path for)."""
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing.process
 import multiprocessing.spawn
 import os
+import sys
 
 from asap.tools.workloads import tabular
 
@@ -29,4 +33,16 @@ for _ref in filter(None, os.environ.get("ASAP_PRELOAD_TABLES", "").split(",")):
     try:
         tabular._table(_bench, _dataset)
     except Exception:  # noqa: BLE001 - a worker reads it itself then, and reports what is wrong
+        pass
+
+for _module in filter(None, os.environ.get("ASAP_PRELOAD_MODULES", "").split(",")):
+    try:
+        importlib.import_module(_module)
+    except BaseException:  # noqa: BLE001 - a worker imports it itself then, and reports errors
+        pass
+
+if "torch" in sys.modules:  # its optimizers import torch._dynamo (and sympy) on first use: ~2 s
+    try:
+        importlib.import_module("torch._dynamo")
+    except BaseException:  # noqa: BLE001 - as above
         pass

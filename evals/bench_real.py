@@ -1,0 +1,174 @@
+"""asap against the Optuna samplers it wraps, on the real clock, on objectives of a few seconds.
+
+The question a user timing asap asks: "I ran Optuna on my scikit-learn model; is asap as fast,
+and does it get as far?" For each objective in :mod:`asap.evals.objectives` and each repeat,
+every method runs ``--trials`` trials once, in alternation (drift in the machine's load hits
+every method alike), with the repeat's seed:
+
+- ``optuna-tpe`` / ``optuna-cmaes``: ``optuna.create_study(sampler=...).optimize(objective)``
+  in this process, as users run it;
+- ``asap``: ``asap.optimize`` with its defaults (the embedded LLM server started by the call);
+- ``asap-nollm``: ``asap.optimize(..., llm=False)`` (the panel and the prior).
+
+Printed per objective and method: total wall-clock (median and range; asap's includes starting
+its LLM server and worker), the time to reach Optuna TPE's median final best (median over
+repeats; "-" when fewer than half got there), the final best (median and range), and asap's
+split of its wall-clock (training, exposed LLM, tools and prior on the critical path, worker
+start-up, the rest), then each method's ratios to Optuna TPE. ``--out`` keeps every run as JSON.
+
+    python evals/bench_real.py --repeats 5 --trials 30
+
+Not a test: the numbers depend on the machine (docs/evaluation.md has what was measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from asap.evals.objectives import TASKS, Task
+
+METHODS = ("optuna-tpe", "optuna-cmaes", "asap", "asap-nollm")
+PARTS = ("train_s", "exposed_llm_s", "tools_s", "startup_s", "other_s")
+
+
+def run_optuna(task: Task, method: str, trials: int, seed: int) -> dict[str, Any]:
+    """One Optuna study, in-process; each trial's end as seconds since the call."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = (optuna.samplers.TPESampler(seed=seed) if method == "optuna-tpe"
+               else optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False))
+    start = time.time()
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(task.optuna_objective(), n_trials=trials)
+    wall = time.time() - start
+    ends = [(t.datetime_complete.timestamp() - start, t.value) for t in study.trials
+            if t.value is not None]
+    return {"wall_s": wall, "best": study.best_value, "ends": ends,
+            "first_trial_s": study.trials[0].datetime_start.timestamp() - start}
+
+
+def run_asap(task: Task, method: str, trials: int, seed: int, db: str) -> dict[str, Any]:
+    """One ``asap.optimize`` call as a user makes it; its split from the ledger."""
+    import asap
+    from asap.tools.ledger import Ledger
+
+    name = f"{task.name}-{method}-s{seed}"
+    start = time.time()
+    result = asap.optimize(task.objective, task.space, n_trials=trials, direction="maximize",
+                           seed=seed, db=db, study=name, show_progress_bar=False,
+                           **({"llm": False} if method == "asap-nollm" else {}))
+    wall = time.time() - start
+    study = Ledger(db, readonly=True).open_study(name)
+    ends = [(t.ended_at - start, t.value) for t in study.trials(status="complete")]
+    return {"wall_s": wall, "best": result.best_value, "ends": ends,
+            "split": split_of(study, wall), "llm_calls": result.summary.llm_calls,
+            "first_trial_s": min(t.started_at for t in study.trials()) - start}
+
+
+def split_of(study: Any, wall: float) -> dict[str, float]:
+    """asap's wall-clock in parts that add up to the call's: the ledger's decomposition, and
+    what the call spent outside its session (imports, the LLM server's start) as start-up."""
+    from asap.agent.stats import decompose
+
+    d = decompose(study)
+    parts = {p: d[p] for p in PARTS}
+    parts["startup_s"] += max(0.0, wall - d["wall_s"])
+    return parts
+
+
+def time_to(ends: list[tuple[float, float]], target: float) -> float | None:
+    """Seconds until the best so far first reached ``target`` (maximized); None if never."""
+    for at, value in sorted(ends):
+        if value >= target - 1e-12:
+            return at
+    return None
+
+
+def median_time(times: list[float | None]) -> float | None:
+    """The median with "never" as infinity; None when at least half never got there."""
+    ordered = sorted(float("inf") if t is None else t for t in times)
+    mid = statistics.median(ordered)
+    return None if mid == float("inf") else mid
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", default="gbc_cancer,svc_digits,mlp_digits",
+                    help=f"comma-separated, from {sorted(TASKS)}")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--trials", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", help="write every run as JSON here")
+    args = ap.parse_args()
+    console = Console(stderr=True)
+    imports = {}  # once per process, as a user's script pays them: not part of any run
+    for module in ("optuna", "asap.graphs.api"):
+        start = time.perf_counter()
+        importlib.import_module(module)
+        imports[module] = time.perf_counter() - start
+    console.print("imported before the runs: " + ", ".join(
+        f"{m} {s:.2f} s" for m, s in imports.items()))
+    tasks = [TASKS[t] for t in args.tasks.split(",")]
+    methods = args.methods.split(",")
+    db = str(Path(tempfile.mkdtemp()) / "bench.db")
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {t.name: {m: [] for m in methods}
+                                                         for t in tasks}
+    for task in tasks:
+        for rep in range(args.repeats):
+            order = methods[rep % len(methods):] + methods[:rep % len(methods)]
+            for method in order:  # alternated, and rotated so no method always goes first
+                console.print(f"{task.name} repeat {rep} (seed {rep}): {method}")
+                run: Callable[..., dict[str, Any]] = (
+                    run_optuna if method.startswith("optuna") else
+                    lambda *a: run_asap(*a, db=db))
+                runs[task.name][method].append(run(task, method, args.trials, rep))
+    if args.out:
+        Path(args.out).write_text(json.dumps(runs, indent=1))
+    for task in tasks:
+        Console(width=200).print(report(task.name, runs[task.name], args.trials))
+
+
+def report(name: str, runs: dict[str, list[dict[str, Any]]], trials: int) -> Table:
+    """One objective's table: each method's wall-clock, time to target, best, split, ratios."""
+    base = runs.get("optuna-tpe") or next(iter(runs.values()))
+    target = statistics.median(r["best"] for r in base)
+    base_wall = statistics.median(r["wall_s"] for r in base)
+    base_tt = median_time([time_to(r["ends"], target) for r in base])
+    table = Table("method", "wall s (median, range)", "x TPE", "to target s", "x TPE",
+                  "best (median, range)", "train / LLM / tools / start-up / other",
+                  "first trial s", "LLM calls", title=f"{name}: {trials} trials, {len(base)} repeats; target = "
+                  f"Optuna TPE's median final best {target:.4f}")
+    for method, rs in runs.items():
+        walls = [r["wall_s"] for r in rs]
+        bests = [r["best"] for r in rs]
+        tt = median_time([time_to(r["ends"], target) for r in rs])
+        wall = statistics.median(walls)
+        split = "-"
+        if "split" in rs[0]:
+            shares = {p: statistics.median(r["split"][p] / r["wall_s"] for r in rs)
+                      for p in PARTS}
+            split = " / ".join(f"{shares[p]:.0%}" for p in PARTS)
+        table.add_row(
+            method, f"{wall:.1f} ({min(walls):.1f}-{max(walls):.1f})", f"{wall / base_wall:.2f}",
+            "-" if tt is None else f"{tt:.1f}",
+            "-" if tt is None or not base_tt else f"{tt / base_tt:.2f}",
+            f"{statistics.median(bests):.4f} ({min(bests):.4f}-{max(bests):.4f})", split,
+            f"{statistics.median(r['first_trial_s'] for r in rs):.2f}",
+            str(statistics.median(r.get("llm_calls", 0) for r in rs)))
+    return table
+
+
+if __name__ == "__main__":
+    main()
