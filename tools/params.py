@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Scalar = bool | int | float | str | None  # None: a categorical choice, as in Optuna
 
@@ -66,6 +67,16 @@ class _Param(BaseModel):
 
     name: str = Field(min_length=1)
     when: Condition | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, v: str) -> str:
+        # A name goes into the LLM's prompt as it is: a newline there starts a line of its own
+        # (an instruction a space file smuggles in), an ESC a terminal sequence in `asap show`.
+        if any(unicodedata.category(c) == "Cc" for c in v):
+            raise ValueError(f"parameter {v!r}: a name holds no control characters (newlines, "
+                             "tabs, escapes)")
+        return v
 
 
 class FloatParam(_Param):

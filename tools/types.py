@@ -140,7 +140,14 @@ def redact(text: str, url: str | None = None) -> str:
     """``text`` with the password of ``url`` (default: ``text`` is the URL) shown as ``***``:
     error lines name the URL a person gave, never the secret in it."""
     try:
-        password = urllib.parse.urlsplit(url if url is not None else text).password
+        parts = urllib.parse.urlsplit(url if url is not None else text)
+        password = parts.password
     except ValueError:  # not a URL at all: nothing to find
         return text
-    return text.replace(password, "***") if password else text
+    if not password:
+        return text
+    # The password field where a URL's netloc holds it (user:password@), not every occurrence
+    # of its text: "ostgres" inside "postgresql", or "a" inside every word, stay as they are.
+    userinfo = parts.netloc.rpartition("@")[0]
+    user = userinfo.partition(":")[0]
+    return text.replace(f"{user}:{password}@", f"{user}:***@")

@@ -68,5 +68,8 @@ def load_yaml(text: str, source: str) -> Any:
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise SpaceError(f"{source} is not valid YAML/JSON: {exc}") from None
+    except RecursionError:  # the parser and the checks recurse once per level
+        raise SpaceError(f"{source} nests too deeply; a search space is a few levels deep"
+                         ) from None
     finally:
         loader.dispose()

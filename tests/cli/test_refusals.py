@@ -89,6 +89,7 @@ BOMB = "\n".join([f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]" for i in
     (["eval", "--clock", "sundial", "--methods", "tpe"], "unknown clock 'sundial'"),
     (["tune", "faulty:ok", "--space", "{tmp}/twice.yaml"], "names 'x' twice (line 4)"),
     (["tune", "faulty:ok", "--space", "{tmp}/wide.yaml"], "too wide (high - low overflows)"),
+    (["tune", "faulty:ok", "--space", "{tmp}/deep.yaml"], "deep.yaml nests too deeply"),
     (["tune", "hpobench:australian", "--seed", "4294967296"],
      "seed: Input should be less than or equal to 4294967295"),
     (["tune", "hpobench:australian", "--base-url", "http://127.0.0.1:8000/v1 extra"],
@@ -98,6 +99,9 @@ BOMB = "\n".join([f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]" for i in
     (["tune", "hpobench:australian", "--optuna-storage",
       "postgresql://me:hunter2@127.0.0.1:9/optuna"], "cannot open the Optuna storage "
      "'postgresql://me:***@127.0.0.1:9/optuna'"),
+    (["tune", "hpobench:australian", "--optuna-storage",  # a password inside another word
+      "postgresql://admin:ostgres@127.0.0.1:19999/db"], "cannot open the Optuna storage "
+     "'postgresql://admin:***@127.0.0.1:19999/db'"),
 ])
 def test_refusals_write_nothing(tmp_path, capsys, monkeypatch, args, message):
     (tmp_path / "notes.txt").write_text("not a model\n")
@@ -107,6 +111,7 @@ def test_refusals_write_nothing(tmp_path, capsys, monkeypatch, args, message):
                                          "high: 1}\n  x: {type: int, low: 0, high: 9}\n")
     (tmp_path / "wide.yaml").write_text("metric: score\nparams:\n  x: {type: float, "
                                         "low: -1e308, high: 1e308}\n")
+    (tmp_path / "deep.yaml").write_text("[" * 100_000 + "]" * 100_000)  # 200 KB, 1e5 levels
     monkeypatch.chdir(USERWL)
     db = tmp_path / "x.db"
     assert main([*(a.replace("{tmp}", str(tmp_path)) for a in args), "--db", str(db)]) == 2
@@ -238,3 +243,29 @@ def test_an_immutable_ledger_is_read_but_never_tuned_into(tmp_path, capsys, toy_
         assert sorted(p.name for p in folder.iterdir()) == before
     finally:
         _read_only(False, db, folder)
+
+
+def test_redaction_hides_the_password_field_and_garbles_nothing_else():
+    """Every occurrence of the password's text was starred: 'p***ql://admin:***@' for the
+    password 'ostgres', 'F***iled to import DB ***ccess module' for 'a'."""
+    from asap.tools.types import redact
+    assert redact("postgresql://admin:ostgres@127.0.0.1:19999/db") == \
+        "postgresql://admin:***@127.0.0.1:19999/db"
+    url = "postgresql://u:a@127.0.0.1/db"
+    assert redact(f"Failed to import DB access module for {url}", url) == \
+        "Failed to import DB access module for postgresql://u:***@127.0.0.1/db"
+    assert redact("no secret here", "sqlite:///optuna.db") == "no secret here"
+
+
+@pytest.mark.parametrize("where", ["file", "proc"])
+def test_a_model_cache_that_cannot_be_used_is_one_line(tmp_path, capsys, monkeypatch, where):
+    """`asap llm pull` with ASAP_CACHE_DIR at a file, or under /proc: a traceback before."""
+    if where == "file":
+        (tmp_path / "afile").write_text("x")
+        monkeypatch.setenv("ASAP_CACHE_DIR", str(tmp_path / "afile" / "models"))
+    else:
+        monkeypatch.setenv("ASAP_CACHE_DIR", "/proc/asap-cache")
+    assert main(["llm", "pull"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot use the model cache folder" in err and "Traceback" not in err
+    assert "\n" not in err.strip()

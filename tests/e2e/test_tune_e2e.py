@@ -13,6 +13,7 @@ from asap.tools.ledger import Ledger
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(1600)  # past its two sessions' own limits (900 s and 600 s) on a busy machine
 def test_asap_tune_runs_real_digits_trials_on_the_embedded_llm(tmp_path):
     db = tmp_path / "e2e.db"
     # --ask always: the LLM decides every round after the start-up ones, whatever it costs

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from fakes import FakeOpenAI
+from langchain_core.messages import HumanMessage
 
 from asap.agent.config import TuneConfig
 from asap.graphs.session import tune
@@ -198,3 +199,19 @@ def test_a_models_list_that_drips_meets_the_probes_deadline(server):
     server.drip_models = True
     with pytest.raises(ServerError, match="did not complete within 1 s"):
         probe(server.base_url, timeout_s=1.0)
+
+
+@pytest.mark.parametrize("kind", ["unstreamed", "unstreamed_empty"])
+def test_a_server_that_ignores_stream_true_is_an_llm_error(server, kind):
+    """A streamed (cancellable) call, as speculation makes, answered with one plain JSON body
+    (with choices or without): the openai SDK's stream parser failed an assertion, outside
+    LLM_ERRORS, and the session crashed."""
+    import threading
+
+    from asap.agent.llm import LLM_ERRORS, MalformedAnswer, chat_model, timed_invoke
+    server.faults.append(kind)
+    model = chat_model(server.base_url, "fake", timeout_s=5.0)
+    with pytest.raises(LLM_ERRORS) as info:
+        timed_invoke(model, [HumanMessage("Name one optimizer.")], study=None, protocol="json",
+                     cancel=threading.Event())
+    assert isinstance(info.value, MalformedAnswer)

@@ -116,3 +116,70 @@ def test_in_your_own_app_every_setting_is_yours(operator):
                                           db=str(operator / "mine.db")))
     assert out["result"]["complete"] == 3 and Ledger(operator / "mine.db").has_study(
         "hpobench-australian")
+
+
+def _chat(tmp_path):
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from asap.graphs.chat import build_chat_graph
+    return build_chat_graph(InMemorySaver()), {"configurable": {"thread_id": "t"}}
+
+
+def _plan(study, workload="hpobench:australian"):
+    return {"workload": workload, "trials": 3, "time_budget_s": None, "study": study,
+            "metric": "val_acc", "direction": "maximize",
+            "params": {"lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True}}}
+
+
+def test_a_plain_sdk_client_reaches_the_chat_on_the_operators_context(operator, monkeypatch):
+    """Item 7: a server passes its client's context ({} for a plain client): it failed with
+    "missing 1 required positional argument: 'llm'". A context without a live model is the
+    client's: the operator's (ASAP_BASE_URL, ASAP_DB) replaces it whole, its db too."""
+    from langchain_core.messages import HumanMessage
+
+    from asap.graphs.chat_state import ChatContext, env_context
+    fake = FakeOpenAI(answer='{"intent": "question"}').start()
+    monkeypatch.setenv("ASAP_BASE_URL", fake.base_url)
+    env_context.cache_clear()
+    try:
+        chat, config = _chat(operator)
+        out = chat.invoke({"messages": [HumanMessage("hello")]}, config,
+                          context=ChatContext(db=str(operator / "clients.db")))
+        assert out["messages"][-1].content and fake.requests  # the operator's endpoint
+        assert not (operator / "clients.db").exists()
+    finally:
+        env_context.cache_clear()
+        fake.stop()
+
+
+def test_a_plan_written_into_the_thread_is_checked_before_anything_is_written(operator,
+                                                                              monkeypatch):
+    """Item 4: a client's update_state put a path in the plan's study, and the space file was
+    written there before the study name was checked; on a server, a plan's workload passes the
+    operator's policy too."""
+    from fakes import ScriptedModel, chat_script
+
+    from asap.agent.config import ConfigError
+    from asap.graphs.chat_state import ChatContext, env_context
+    outside = operator / "outside"
+    outside.mkdir()
+    chat, config = _chat(operator)
+    ctx = ChatContext(llm=ScriptedModel(chat_script), db=str(operator / "c.db"),
+                      space_dir=operator)
+    chat.update_state(config, {"plan": _plan(str(outside / "TRAVERSED")), "phase": "go"},
+                      as_node="confirm")
+    with pytest.raises(ConfigError, match="is not a study name"):
+        chat.invoke(None, config, context=ctx)
+    assert list(outside.iterdir()) == [] and not (operator / "c.db").exists()
+    # Served (the operator's context): a module the operator does not serve is refused too.
+    monkeypatch.setenv("ASAP_BASE_URL", "http://127.0.0.1:9/v1")
+    env_context.cache_clear()
+    try:
+        chat, config = _chat(operator)
+        chat.update_state(config, {"plan": _plan("s", "userscript:f"), "phase": "go"},
+                          as_node="confirm")
+        with pytest.raises(PolicyError, match="is not served here"):
+            chat.invoke(None, config, context=ChatContext())
+        assert not (operator / "s.space.yaml").exists()
+    finally:
+        env_context.cache_clear()
