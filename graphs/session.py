@@ -25,7 +25,7 @@ from asap.agent.config import ConfigError, TuneConfig
 from asap.agent.llm import chat_model
 from asap.agent.protocols import AUTO, DEFAULT, pick_protocol
 from asap.agent.selftune import Bounds
-from asap.agent.server import EmbeddedServer, endpoint, is_llamacpp
+from asap.agent.server import EmbeddedServer, ServerError, endpoint, is_llamacpp
 from asap.agent.speculation import speculation_mode
 from asap.agent.stats import summarize
 from asap.graphs.callbacks import Fanout, Mirroring, TuneCallback, progress_events
@@ -91,10 +91,17 @@ def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
         if cfg.backend == "ray":  # the cluster answers and has the GPUs, or nothing is written
             slots = _ray_slots(stack, cfg, say)
         if llm is None and cfg.llm:
-            if cfg.base_url is None:  # the embedded server loads when a call is first due
+            if cfg.base_url is None:  # the embedded server
                 server = stack.enter_context(EmbeddedServer(cfg.model, say=say.on_message)
                                              .reserve())
                 base_url, model, grammar = server.base_url, "default", True
+                if speculation_mode(cfg) == "threshold":
+                    # The LLM runs beside training (a GPU trains, or the clock is simulated):
+                    # loaded now, it reads the first round's prompt while that round trains.
+                    # Otherwise it shares the cores with the trials and loads when a call is
+                    # first due (a session whose calls never pay never loads it).
+                    if not server.ready(wait=True):
+                        raise server.error or ServerError("the embedded server did not start")
             else:
                 base_url, model = endpoint(stack, cfg.base_url, cfg.model,
                                            api_key=cfg.api_key, say=say.on_message)

@@ -35,7 +35,7 @@ def tune_cmd(server, db, study, trials):
     return [sys.executable, "-m", "asap.cli", "tune", "hpobench:australian",
             "--time-scale", "0.02", "--trials", str(trials), "--db", str(db), "--study", study,
             "--base-url", server.base_url, "--model", "fake", "--decide", "json",
-            "--speculation", "off"]
+            "--speculation", "off", "--ask", "always"]  # calls in flight to kill it at
 
 
 def finished(db, study):
