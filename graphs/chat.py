@@ -229,7 +229,8 @@ def checked_plan(plan: dict[str, Any], ctx: ChatContext) -> TuneConfig:
     """The session a plan asks for, checked whole before its space file is written: the study
     a name (not a path), the space well formed, the settings valid, and on a server the task
     one the operator's policy allows (a client can write a thread's state)."""
-    if not isinstance(plan, dict) or not {"workload", "trials", "study", "params"} <= set(plan):
+    if not isinstance(plan, dict) or not {"workload", "trials", "study", "params", "metric",
+                                          "direction"} <= set(plan):
         raise ConfigError("the plan to run is incomplete; ask for a tuning session again")
     settings = {"time_budget_s": plan.get("time_budget_s"), "study": plan["study"]}
     if ctx.served:  # capped as the operator says; its ledger is the context's

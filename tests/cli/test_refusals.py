@@ -90,6 +90,8 @@ BOMB = "\n".join([f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]" for i in
     (["tune", "faulty:ok", "--space", "{tmp}/twice.yaml"], "names 'x' twice (line 4)"),
     (["tune", "faulty:ok", "--space", "{tmp}/wide.yaml"], "too wide (high - low overflows)"),
     (["tune", "faulty:ok", "--space", "{tmp}/deep.yaml"], "deep.yaml nests too deeply"),
+    (["tune", "faulty:ok", "--space", "{tmp}/escmetric.yaml"],
+     "the metric is a name without control characters"),
     (["tune", "hpobench:australian", "--seed", "4294967296"],
      "seed: Input should be less than or equal to 4294967295"),
     (["tune", "hpobench:australian", "--base-url", "http://127.0.0.1:8000/v1 extra"],
@@ -112,6 +114,8 @@ def test_refusals_write_nothing(tmp_path, capsys, monkeypatch, args, message):
     (tmp_path / "wide.yaml").write_text("metric: score\nparams:\n  x: {type: float, "
                                         "low: -1e308, high: 1e308}\n")
     (tmp_path / "deep.yaml").write_text("[" * 100_000 + "]" * 100_000)  # 200 KB, 1e5 levels
+    (tmp_path / "escmetric.yaml").write_text('metric: "sc\\eore"\nparams:\n  x: {type: float, '
+                                             'low: 0, high: 1}\n')
     monkeypatch.chdir(USERWL)
     db = tmp_path / "x.db"
     assert main([*(a.replace("{tmp}", str(tmp_path)) for a in args), "--db", str(db)]) == 2

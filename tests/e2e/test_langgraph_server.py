@@ -60,10 +60,13 @@ def dev_server(tmp_path):
     # workloads are importable through PYTHONPATH.
     env = {**os.environ, "LANGGRAPH_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false",
            "PYTHONPATH": os.pathsep.join([str(USERWL), os.environ.get("PYTHONPATH", "")])}
+    # Its log goes to a file: a pipe nobody reads fills up (64 KB) and the server then blocks
+    # on its next log line, mid-run (seen: a cancelled session that never ended).
+    log = tmp_path / "langgraph-dev.log"
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "langgraph"), "dev", "--config", str(config),
          "--host", "127.0.0.1", "--port", str(port), "--no-browser", "--no-reload"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=tmp_path, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         from langgraph_sdk import get_sync_client
@@ -71,7 +74,7 @@ def dev_server(tmp_path):
 
         def ready():
             if proc.poll() is not None:
-                raise AssertionError(f"langgraph dev exited: {proc.stdout.read()[-3000:]}")
+                raise AssertionError(f"langgraph dev exited: {log.read_text()[-3000:]}")
             try:
                 return client.assistants.search(limit=10)
             except Exception:  # noqa: BLE001 - not up yet
@@ -159,5 +162,13 @@ def test_a_client_cannot_take_the_servers_key_files_or_imports(dev_server, tmp_p
             text = json.dumps(out)
             assert said in text and "root:" not in text, text[-2000:]
         assert listener.requests == [] and not (tmp_path / "imported").exists()
+        # The chat for a plain client (the server passes it {} as context): it answers on the
+        # operator's endpoint; a context naming another ledger is the client's and ignored.
+        thread = client.threads.create()
+        before = len(fake.requests)
+        out = client.runs.wait(thread["thread_id"], "chat", input={"messages": [
+            {"role": "user", "content": "hello"}]}, context={"db": str(tmp_path / "mine.db")})
+        assert out["messages"][-1]["type"] == "ai" and out["messages"][-1]["content"]
+        assert len(fake.requests) > before and not (tmp_path / "mine.db").exists()
     finally:
         listener.stop()

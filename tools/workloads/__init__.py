@@ -17,6 +17,7 @@ import functools
 import importlib
 import inspect
 import sys
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -121,6 +122,9 @@ def _user(ref: str, space_file: Any, metric: str | None, direction: str | None) 
     direction = direction or meta.get("direction", "maximize")
     if not metric:
         raise WorkloadError(f"workload {ref!r}: name the metric: add a 'metric:' line to the space file")
+    if not isinstance(metric, str) or any(unicodedata.category(c) == "Cc" for c in metric):
+        raise WorkloadError(f"{space_file}: the metric is a name without control characters "
+                            f"(newlines, tabs, escapes), got {metric!r}")
     if direction not in ("minimize", "maximize"):
         raise WorkloadError(f"direction must be minimize or maximize, got {direction!r}")
     duration = meta.get("duration")
