@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import threading
 from dataclasses import dataclass
 
 from asap.agent.record import llm_record
@@ -48,6 +49,20 @@ class Price:
 
 
 ALWAYS = Price(True, "asked every round (ask=always)", 0.0)
+
+
+class Verdicts:
+    """The last verdict a session priced (its nodes price from two threads), to say each
+    change once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: bool | None = None
+
+    def changed(self, ask: bool) -> bool:
+        with self._lock:
+            changed, self._last = ask != self._last, ask
+            return changed
 
 
 def llm_due(study: Study, budget: int, workers: int = 1) -> Price:

@@ -20,7 +20,7 @@ from langchain_core.messages import BaseMessage
 from asap.agent.breaker import Breaker
 from asap.agent.config import PromptMode, ProposalStyle
 from asap.agent.cost import weight
-from asap.agent.pricing import ALWAYS, Price, llm_due
+from asap.agent.pricing import ALWAYS, Price, Verdicts, llm_due
 from asap.agent.prompt import PromptBuilder, PromptLog
 from asap.agent.protocols import DEFAULT, DecisionProtocol, Verdict, make_protocol
 from asap.agent.selftune import Bounds, Knobs
@@ -73,6 +73,7 @@ class TuneContext:
     llm_ready: Callable[[], bool] = lambda: True  # the embedded server may still be loading
     prefetch: bool = True  # ask the next round's tools while the trial trains (serial loop)
     prefetched: Prefetch = field(default_factory=Prefetch)  # what they proposed meanwhile
+    verdicts: Verdicts = field(default_factory=Verdicts)  # the last price verdict, logged once
 
     @property
     def clock(self) -> Clock:
@@ -107,11 +108,16 @@ class TuneContext:
             return weight(elapsed, self.time_budget_s), left
         return float(self.cost_weight), left
 
-    def price(self) -> Price:
-        """Whether this round's decision is worth an LLM call (:mod:`asap.agent.pricing`)."""
-        if self.ask == "always":
-            return ALWAYS
-        return llm_due(self.study, self.max_trials, self.trainer.workers)
+    def price(self, round_no: int) -> Price:
+        """Whether round ``round_no``'s decision is worth an LLM call (:mod:`asap.agent.pricing`),
+        whichever node asks (the critical path, speculation, a warm-up, a decision asked ahead);
+        each change of verdict is an ``llm_price`` event with its reason."""
+        price = ALWAYS if self.ask == "always" else llm_due(self.study, self.max_trials,
+                                                            self.trainer.workers)
+        if price.ratio is not None and self.verdicts.changed(price.ask):  # priced, and new
+            self.study.log_event("llm_price", ask=price.ask, why=price.why, round=round_no,
+                                 ratio=price.ratio)
+        return price
 
     def prefetching(self) -> bool:
         """The training branch asks the next round's proposals (:mod:`asap.graphs.prefetch`):
@@ -131,7 +137,7 @@ class TuneContext:
         b = self.bounds
         return {"knobs": Knobs(tau=tau, depth=min(max(depth, b.depth_min), b.depth_max),
                                context=context, plan=min(max(plan, b.plan_min), b.plan_max)),
-                "log": PromptLog(), "round": 0, "plan_left": 0, "plan_tool": None, "asking": None,
+                "log": PromptLog(), "round": 0, "plan_left": 0, "plan_tool": None,
                 "running": {}, "chain": [], "lag": 0, "verify": None, "scores": [],
                 "proposals": [], "offers": [], "choice": None, "decided_by": "llm",
                 "error": None, "reminded": False, "spent": False, "stop": False, "fill": False,

@@ -89,7 +89,7 @@ def _speculate(ctx: TuneContext, state: TuningState) -> TuningState:
     if ctx.speculation == "off" or knobs.depth == 0 or state["plan_left"] > 0 \
             or ctx.ahead.asked() or len(ctx.study.finished_ids()) + 1 < ctx.llm_after \
             or not ctx.breaker.closed() or state["spent"] or state["stop"] \
-            or not ctx.price().ask or not ctx.llm_ready():
+            or not ctx.price(state["round"] + 1).ask or not ctx.llm_ready():
         # Off (or self-tuned off: trials too short to pay), the next round is the plan's (no
         # LLM) or a start-up round (the fallback's: llm_after), the endpoint is failing, no
         # trial will start, or a call costs more than it has earned (the prior decides the
@@ -181,7 +181,8 @@ def _warm(ctx: TuneContext, state: TuningState, knobs: Knobs) -> None:
     if ctx.llm is None or state["plan_left"] > 0 or not ctx.breaker.closed() \
             or ctx.ahead.asked() \
             or ctx.builder.mode != "stable" \
-            or not ctx.price().ask or not ctx.llm_ready():  # no call next: nothing to warm
+            or not ctx.price(state["round"] + 1).ask \
+            or not ctx.llm_ready():  # no call next: nothing to warm
         return
     flight = ctx.flights.get(next_to_land(state))
     prefix = ctx.builder.next_prefix(state["log"], knobs.context)  # None: no compaction due

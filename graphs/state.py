@@ -83,7 +83,6 @@ class TuningState(TypedDict, total=False):
     knobs: Knobs  # tau, speculation depth, rounds the prompt carries, plan: self-tuned
     plan_left: int  # rounds the last LLM decision still covers (see :func:`commit`)
     plan_tool: str | None  # the tool it committed to; None: the prior's pick
-    asking: bool | None  # the LLM's price verdict last round (agent.pricing); None: not yet
     log: PromptLog  # the prompt's append-only part
     retries: Annotated[int, operator.add]
     fallbacks: Annotated[int, operator.add]

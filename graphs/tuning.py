@@ -90,10 +90,7 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
         _ask_ahead(ctx, state, round_no, proposals, scores)
         return {**landed, **base, "choice": planned(state, proposals), "decided_by": "plan",
                 "plan_left": max(left - 1, 0), "messages": [], "current": ""}
-    price = ctx.price()
-    if price.ask != state["asking"]:  # the verdict changed: say why, once
-        ctx.study.log_event("llm_price", ask=price.ask, why=price.why, round=round_no,
-                            ratio=price.ratio)
+    price = ctx.price(round_no)
     if not price.ask or not price.cheap or not ctx.llm_ready():  # the prior decides this
         # round; a call that costs more than a trial, when it is due, is asked while the trials
         # train (it decides a later round: no session waits for it); an embedded server that
@@ -102,8 +99,7 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
             _ask(ctx, state, round_no, proposals, scores)
         scored = any(score is not None for score in scores)
         return {**landed, **base, "choice": fallback(ctx.study, proposals, scored),
-                "decided_by": "prior", "messages": [], "current": "", "asking": price.ask}
-    base["asking"] = True
+                "decided_by": "prior", "messages": [], "current": ""}
     current = ctx.builder.round_text(round_no, proposals, scores, plan=state["knobs"].plan)
     return {**landed, **base, "decided_by": "llm", "current": current, "choice": None,
             "messages": [HumanMessage(ctx.builder.prompt(state["log"], current))]}
@@ -116,7 +112,7 @@ def _ask_ahead(ctx: TuneContext, state: TuningState, round_no: int, proposals: l
     if not _ahead_on(ctx) or state["knobs"].plan == 1:
         return
     if not ctx.ahead.asked():
-        if _worth_asking(ctx, state["plan_left"]):
+        if _worth_asking(ctx, state["plan_left"], round_no + 1):
             _ask(ctx, state, round_no, proposals, scores)
     elif ctx.builder.mode == "stable":  # the naive header changes every round: nothing to keep
         prefix = ctx.builder.prompt(state["log"], "")
@@ -140,14 +136,14 @@ def _ask(ctx: TuneContext, state: TuningState, round_no: int, proposals: list[Of
                   lambda cancel: ask(ctx, messages, len(proposals), detail, cancel=cancel))
 
 
-def _worth_asking(ctx: TuneContext, left: int) -> bool:
+def _worth_asking(ctx: TuneContext, left: int, round_no: int) -> bool:
     """A decision asked now can still be taken: a round comes after the plan, and the trials
     left outlast a decision (the session's end waits for a call still running, since a
     cancelled call's prompt is read to its end anyway)."""
     started = len(ctx.study.trials())
     if started + left >= ctx.max_trials:
         return False
-    if not ctx.price().ask:
+    if not ctx.price(round_no).ask:
         return False
     seen = observe(ctx.study)
     return seen is None or (ctx.max_trials - started - 1) * seen.train_s >= seen.llm_s

@@ -70,7 +70,7 @@ def fork_server(preload: Preload = Preload()) -> mp.context.BaseContext:
     ctx = mp.get_context("forkserver")
     with _server_lock:
         if _server is not None and not _server.covers(preload) and _live == 0:
-            multiprocessing.forkserver._forkserver._stop()  # noqa: SLF001 - restarted below
+            _let_go()
             preload, _server = preload | _server, None
         if _server is None:
             _own_temp_dir()
@@ -86,6 +86,22 @@ def fork_server(preload: Preload = Preload()) -> mp.context.BaseContext:
                 multiprocessing.forkserver.ensure_running()
             _server = preload
     return ctx
+
+
+def _let_go() -> None:
+    """Forget the running fork server so the next call starts another: its alive pipe closed,
+    it exits by itself. Not waited for (multiprocessing's own ``_stop`` waits for its pid, and
+    in a process whose event loop reaps children, a LangGraph server's, that wait hung)."""
+    server = multiprocessing.forkserver._forkserver  # noqa: SLF001 - no public restart
+    with server._lock:  # noqa: SLF001
+        if server._forkserver_alive_fd is not None:  # noqa: SLF001
+            os.close(server._forkserver_alive_fd)  # noqa: SLF001
+        address = server._forkserver_address  # noqa: SLF001
+        server._forkserver_alive_fd = server._forkserver_pid = None  # noqa: SLF001
+        server._forkserver_address = None  # noqa: SLF001
+    if address and not multiprocessing.util.is_abstract_socket_namespace(address):
+        with contextlib.suppress(OSError):
+            os.unlink(address)
 
 
 def worker_started(delta: int) -> None:

@@ -158,16 +158,15 @@ def test_decision_quality_and_targets_are_reported(tmp_path):
     # event says which, and why, whenever the verdict changes.
     asap_study = ledger.open_study("hpobench-australian.asap.s0")
     by = [e["detail"]["by"] for e in asap_study.events("decision")]
-    assert by[:4] == ["plan", "prior", "prior", "llm"], by
-    planned_after = len(by[4:]) - len([b for b in by[4:] if b != "plan"])
-    assert by[4:4 + planned_after] == ["plan"] * planned_after, by
-    priced = {e["detail"]["round"]: e["detail"] for e in asap_study.events("llm_price")}
-    verdict = None
-    for round_no, decided in enumerate(by[4 + planned_after:], start=5 + planned_after):
-        verdict = priced.get(round_no, verdict)
-        assert verdict is not None and "of a trial" in verdict["why"], (by, priced)
-        assert decided == ("llm" if verdict["ask"] else "prior"), (by, priced)
-        assert verdict["ask"] or "has not yet beaten the prior" in verdict["why"]
+    assert by[:4] == ["plan", "prior", "prior", "llm"] and set(by[4:]) <= {"plan", "llm",
+                                                                         "prior"}, by
+    verdicts = [e["detail"] for e in asap_study.events("llm_price")]
+    assert verdicts and all("of a trial" in v["why"] for v in verdicts), verdicts
+    if "llm" in by[4:]:  # the critical path or speculation asked: a cheap verdict said so
+        assert any(v["ask"] for v in verdicts), (by, verdicts)
+    if "prior" in by[4:]:  # the prior decided: a dear verdict said why
+        assert any(not v["ask"] and "has not yet beaten the prior" in v["why"]
+                   for v in verdicts), (by, verdicts)
     assert q.llm_rounds == by.count("llm") and q.planned == by.count("plan")
     # Picking A every round is the prior's pick: asap then trains exactly what "prior" trains,
     # up to the first round decided speculatively and kept (its A was ranked on the predicted
