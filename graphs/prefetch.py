@@ -1,12 +1,12 @@
 """The next round's proposals, asked while the current trial trains.
 
-Why: on trials of a second or two, asking four tools (tens to hundreds of milliseconds a round,
-more in the first rounds, where the libraries load) is a gap in which no trial trains. In the
-serial loop (one worker, no speculative branch) the training branch asks them as soon as the
-trial has started, with that trial pending in every tool (as a second worker would see it), and
-the next round takes them if nothing else has started since. The tools are still told every
-result, and the prior ranks the proposals once the trial has landed, on every result: only the
-tools' proposals lag one result behind, as asynchronous BO's do.
+Why: on trials of a second or two, asking four tools (more in the first rounds, where the
+libraries load) is a gap in which no trial trains. In the serial loop (one worker, no
+speculative branch) the training branch asks them as soon as the trial has started, with that
+trial pending in every tool (as a second worker would see it), and the next round takes them if
+nothing else has started since. The tools are still told every result, and the prior ranks the
+proposals once the trial has landed, on every result: only the tools' proposals lag one result
+behind, as asynchronous BO's do.
 """
 
 from __future__ import annotations

@@ -57,8 +57,8 @@ def free_cores(loadavg: str = "/proc/loadavg", samples: int = 5) -> int:
     reader excluded); all of them where that count cannot be read.
 
     Why: a trial with as many compute threads as cores, on a machine whose cores are busy, waits
-    at every parallel region for a thread the scheduler has not run (OpenMP spins meanwhile):
-    a 0.6-s torch step took 28 s with 2 threads beside 12 busy processes, 0.6 s with 1.
+    at every parallel region for a thread the scheduler has not run (OpenMP spins meanwhile),
+    and slows far more than in proportion (README, "Tools").
     """
     cores = usable_cores()
     counts = []

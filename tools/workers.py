@@ -63,7 +63,7 @@ def fork_server(preload: Preload = Preload()) -> mp.context.BaseContext:
 
     Why preloads: forking from a server that already imported the objective's module (and what
     that module imports: scikit-learn, torch) makes each worker start in milliseconds instead
-    of importing them again every trial (1.3 s for scikit-learn, 1.5 s for torch, here). Only
+    of importing them again every trial. Only
     what the workload needs is loaded: a scikit-learn objective's server does not import torch.
     """
     global _server

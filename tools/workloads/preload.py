@@ -41,7 +41,7 @@ for _module in filter(None, os.environ.get("ASAP_PRELOAD_MODULES", "").split(","
     except BaseException:  # noqa: BLE001 - a worker imports it itself then, and reports errors
         pass
 
-if "torch" in sys.modules:  # its optimizers import torch._dynamo (and sympy) on first use: ~2 s
+if "torch" in sys.modules:  # its optimizers import torch._dynamo (and sympy) on first use
     try:
         importlib.import_module("torch._dynamo")
     except BaseException:  # noqa: BLE001 - as above
