@@ -76,10 +76,8 @@ class Ledger:
     @retry(retry=retry_if_exception(lambda e: "disk I/O error" in str(e)), reraise=True,
            stop=stop_after_attempt(12), wait=wait_exponential(multiplier=0.05, max=2.0))
     def _open(self, busy_timeout_s: float) -> None:
-        """Connect, switch to WAL, check the schema. Retried on "disk I/O error": seen when a
-        process opens a ledger while another connection on it closes (which checkpoints the WAL
-        and removes its files), gone on a later try. Four tries within ~0.4 s were not enough
-        for an eval grid beside a reader on a loaded machine; twelve span ~12 s."""
+        """Connect, switch to WAL, check the schema. Retried on "disk I/O error", which SQLite
+        reports while another process's closing connection removes the WAL files."""
         conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, check_same_thread=False,
                                isolation_level=None)
         try:
@@ -98,7 +96,7 @@ class Ledger:
         folder this user cannot write): SQLite's read-only mode, and ``immutable`` where not
         even its lock files can be made (nothing may then write it meanwhile)."""
         frozen = "&immutable=1" if not os.access(self.path.parent, os.W_OK) else ""
-        conn = sqlite3.connect(f"file:{self.path}?mode=ro{frozen}", uri=True,
+        conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro{frozen}", uri=True,
                                timeout=busy_timeout_s, check_same_thread=False,
                                isolation_level=None)
         self.db = sqlite_utils.Database(conn)

@@ -73,30 +73,39 @@ def check_ledger_path(path: str | Path, *, write: bool = True) -> Path:
 
 def identify(path: Path) -> int:
     """The schema version of the asap ledger at ``path`` (0: written before versions); a file
-    that is not one is refused, unchanged, with what it is instead."""
-    with open(path, "rb") as f:
-        header = f.read(100)
-    if not header.startswith(b"SQLite format 3\x00"):
-        raise LedgerError(f"{path} is not an asap ledger (not a SQLite database); "
-                          "pass another --db")
-    # The header's fields can be stale while a writer's WAL holds newer pages: ask SQLite, read
-    # only (it then sees the WAL), and fall back to the header when that cannot open.
-    app_id, version = int.from_bytes(header[68:72], "big"), int.from_bytes(header[60:64], "big")
+    that is not one is refused, unchanged, with what it is instead.
+
+    Read through SQLite only, never with a file descriptor of our own: closing any descriptor
+    of a database file drops every POSIX lock this process holds on it, so a session's
+    connection in this process would look gone to other processes, and the next one to close
+    would delete the WAL under it (its later commits lost). SQLite's own connections share
+    their locks within a process and do not do that.
+    """
     tables: set[str] = set()
     cols: set[str] = set()
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    uri = path.absolute().as_uri()
+    # The WAL seen (read only); where that cannot open (a WAL without its shared-memory index
+    # in a read-only folder), the database file as it is: its header's id and version.
+    for query in ("?mode=ro", "?mode=ro&immutable=1"):
         try:
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            cols = {r[1] for r in conn.execute("PRAGMA table_info(studies)")}
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:
-        pass  # e.g. a WAL file without its shared-memory index in a read-only directory
-    except sqlite3.DatabaseError as exc:
-        raise LedgerError(f"{path} cannot be read as a SQLite database ({exc})") from None
+            conn = sqlite3.connect(uri + query, uri=True)
+            try:
+                app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                tables = {r[0] for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table'")}
+                cols = {r[1] for r in conn.execute("PRAGMA table_info(studies)")}
+            finally:
+                conn.close()
+            break
+        except sqlite3.OperationalError:
+            if query.endswith("immutable=1"):
+                raise LedgerError(f"{path} cannot be read (is it readable by this user?)") from None
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc):
+                raise LedgerError(f"{path} is not an asap ledger (not a SQLite database); "
+                                  "pass another --db") from None
+            raise LedgerError(f"{path} cannot be read as a SQLite database ({exc})") from None
     if app_id == APPLICATION_ID:
         if version > SCHEMA_VERSION:
             raise LedgerError(f"{path} was written by a newer asap (ledger schema {version}, this "

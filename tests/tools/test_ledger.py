@@ -182,6 +182,31 @@ def test_a_transient_disk_io_error_on_open_is_retried(tmp_path, monkeypatch):
     assert failures == [1] and not ledger.has_study("nope")
 
 
+@pytest.mark.parametrize("reader", ["", "?mode=ro"])
+def test_another_open_here_and_a_reader_elsewhere_never_lose_a_writers_commits(
+        tmp_path, toy_space, reader):
+    """Issue 37's "a reader must never end a writer": this process opens the ledger again (a
+    served graph does, per request) while its session writes, and another process reads and
+    closes (the sqlite3 shell, pandas, ``asap show``). Had opening the file a second time here
+    dropped the session's locks, that reader would delete the WAL under the session and its
+    later commits would be lost."""
+    db = tmp_path / "live.db"
+    writer = Ledger(db)
+    study = writer.create_study("s", toy_space, metric="loss", direction="minimize")
+    Ledger(db).close()
+    Ledger(db, readonly=True).close()
+    read = (f"import sqlite3; c = sqlite3.connect({(db.as_uri() + reader)!r}, uri=True); "
+            "c.execute('SELECT count(*) FROM studies').fetchall(); c.close()")
+    subprocess.run([sys.executable, "-c", read], check=True)
+    study.log_event("after_the_reader")
+    count = (f"import sqlite3; c = sqlite3.connect({(db.as_uri() + '?mode=ro')!r}, uri=True); "
+             "print(c.execute(\"SELECT count(*) FROM events WHERE kind='after_the_reader'\")"
+             ".fetchone()[0])")
+    seen = subprocess.run([sys.executable, "-c", count], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    assert seen == "1"
+
+
 def test_a_running_trial_whose_pid_was_reused_is_recovered(ledger, toy_space):
     """The pid in a trial's meta now belongs to another process (a sleep started later): the
     trial's own process is gone, so it is marked failed; a trial of a live process is kept."""
