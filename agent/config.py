@@ -126,6 +126,9 @@ class TuneConfig(BaseModel):
                                        "watch it with optuna-dashboard URL")
     isolate: bool = Field(default=True, description="each trial in its own worker process; "
                           "False: in-process, for table lookups (no time limit, no crash guard)")
+    reuse_workers: bool = Field(default=True, description="a worker that finished a trial "
+                                "runs the next one (the objective's first-call costs paid once "
+                                "per worker, as in-process); off: a fresh process per trial")
     workers: int | None = Field(default=None, ge=1, le=1024,
                                 description="trials in flight at once; None: one per GPU on a "
                                 "GPU host, 1 on a CPU host")

@@ -39,10 +39,11 @@ from rich.table import Table
 
 from asap.evals.objectives import TASKS, Task
 
-METHODS = ("optuna-tpe", "optuna-cmaes", "asap", "asap-nollm", "asap-inprocess")
-# asap's settings per method: its defaults, without the LLM, and in this process (isolate=False:
-# no worker process per trial, as Optuna runs an objective).
-SETTINGS = {"asap": {}, "asap-nollm": {"llm": False}, "asap-inprocess": {"isolate": False}}
+METHODS = ("optuna-tpe", "optuna-cmaes", "asap", "asap-nollm", "asap-inprocess", "asap-fresh")
+# asap's settings per method: its defaults, without the LLM, in this process (isolate=False:
+# no worker process, as Optuna runs an objective), and a fresh worker process per trial.
+SETTINGS = {"asap": {}, "asap-nollm": {"llm": False}, "asap-inprocess": {"isolate": False},
+            "asap-fresh": {"reuse_workers": False}}
 PARTS = ("train_s", "exposed_llm_s", "tools_s", "startup_s", "other_s")
 
 
@@ -111,7 +112,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", default="gbc_cancer,svc_digits,mlp_digits",
                     help=f"comma-separated, from {sorted(TASKS)}")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default="optuna-tpe,optuna-cmaes,asap,asap-nollm")
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", help="write every run as JSON here")

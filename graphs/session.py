@@ -127,7 +127,8 @@ def _ray_slots(stack: contextlib.ExitStack, cfg: TuneConfig, say: TuneCallback) 
 def _trainer(cfg: TuneConfig, study: Study, wl: Workload, slots: list[Slot], started: float,
              cancel: Cancel, say: TuneCallback) -> Trainer:
     """The session's trainer: worker processes here, or Ray tasks (``--backend ray``)."""
-    backend: TrialBackend = ForkServerBackend() if cfg.isolate else InProcessBackend()
+    backend: TrialBackend = (ForkServerBackend(reuse=cfg.reuse_workers) if cfg.isolate
+                             else InProcessBackend())
     if cfg.backend == "ray":
         from asap.tools.ray_backend import RayBackend
         backend = RayBackend(gpus_per_trial=cfg.gpus_per_trial or 0.0)
@@ -154,7 +155,7 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
     new = not ledger.has_study(cfg.study_name)
     clock = session_clock(ledger, cfg)
     study: Study | None = open_study(ledger, cfg, wl.space, wl.metric, wl.direction, say, clock)
-    started, protocol, interrupted, mirror = clock.now(), None, True, None
+    started, protocol, interrupted, mirror, trainer = clock.now(), None, True, None, None
     try:
         if cfg.optuna_storage:  # every finished trial is mirrored as it lands
             from asap.tools.optuna_mirror import OptunaMirror
@@ -168,9 +169,9 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
         if len(slots) > 1 and cfg.backend == "local":
             say.on_message(f"{len(slots)} workers: " + ", ".join(
                 f"#{s.index} {s.describe()}" for s in slots))
+        trainer = _trainer(cfg, study, wl, slots, started, cancel, say)
         ctx = make_context(
-            study, Portfolio(study, seed=cfg.seed, width=cfg.width),
-            _trainer(cfg, study, wl, slots, started, cancel, say), llm,
+            study, Portfolio(study, seed=cfg.seed, width=cfg.width), trainer, llm,
             protocol=protocol or DEFAULT, grammar=grammar, prompt=cfg.prompt,
             proposals=cfg.proposals, max_trials=cfg.trials,
             time_budget_s=cfg.time_budget_s, cost_weight=cfg.cost_weight, started=started,
@@ -204,6 +205,8 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
                 mirror.drop_if_empty()
         raise
     finally:
+        if trainer is not None:
+            trainer.close()
         if study is not None:  # Ctrl-C and errors log the session as interrupted
             study.log_event("session", start=started, end=clock.now(), protocol=protocol,
                             prompt=cfg.prompt, interrupted=interrupted, clock=clock.name)

@@ -12,6 +12,8 @@ class implementing :class:`TrialBackend` and its run; pass it as ``Trainer(..., 
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from asap.tools.workers import (
     fork_server,
     plain,
     preload_of,
-    run_worker,
+    serve_trials,
     stop_worker,
     worker_started,
 )
@@ -78,44 +80,113 @@ class TrialBackend(ABC):
         """Get ready before the first trial (a session calls this before its first decision,
         so the start-up overlaps that decision's LLM call). Nothing by default."""
 
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release what the backend keeps between trials (the session is over)."""
+
     @abstractmethod
     def start(self, launch: Launch, report: Report) -> TrialRun:
         """Start the trial and return at once; its reports go to ``report``."""
 
 
 class ForkServerBackend(TrialBackend):
-    """Each trial in its own worker process, forked from a server that preloaded the workload's
+    """Each trial in a worker process forked from a server that preloaded the workload's
     module (and what its first trial imported) or its table: isolated (a crash, an
-    out-of-memory or a hang takes only that trial) and started in milliseconds."""
+    out-of-memory or a hang takes only that worker) and started in milliseconds.
+
+    ``reuse``: a worker that finished a trial runs its slot's next one (as Ray Tune's
+    ``reuse_actors`` does), so the objective's first-call costs are paid once per slot; a
+    worker that was stopped (cancelled, timed out, pruned past its grace) or ran out of memory
+    is replaced. ``reuse=False``: a fresh process per trial.
+    """
 
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, reuse: bool = True) -> None:
+        self.reuse = reuse
         self.learned = Preload()  # what finished trials imported beyond the preloads
+        self._idle: dict[tuple, _Worker] = {}  # a kept worker per slot, between trials
+        self._lock = threading.Lock()
+        # Kept workers end with the backend, even one nobody closes (a tool caller's trainer).
+        self._finalizer = weakref.finalize(self, _stop_all, self._idle, self._lock)
 
     def prestart(self, workload: Workload) -> None:
         fork_server(preload_of(workload))  # the imports and a table load in the server
 
     def start(self, launch: Launch, report: Report) -> TrialRun:
-        ctx = fork_server(preload_of(launch.workload) | self.learned)
-        parent, child = ctx.Pipe()
+        key = (launch.slot.index, tuple(sorted(launch.slot.env().items())))
+        with self._lock:
+            worker = self._idle.pop(key, None)
+        if worker is not None and not worker.proc.is_alive():
+            worker.stop()
+            worker = None
         wl = launch.workload
-        proc = ctx.Process(target=run_worker, name=f"asap-trial-{launch.trial_id}", daemon=True,
-                           args=(child, wl.target, launch.config, launch.fidelity, wl.kwargs,
-                                 os.getcwd(), launch.seed, os.getpid(), str(launch.log),
-                                 launch.slot.env(), launch.slot.threads))
+        job = (wl.target, launch.config, launch.fidelity, wl.kwargs, os.getcwd(), launch.seed,
+               str(launch.log), launch.slot.threads)
+        if worker is not None:
+            try:
+                worker.conn.send(job)
+                return _WorkerRun(worker, key, report, self)
+            except OSError:  # it ended since it was kept: a fresh one takes the trial
+                worker.stop()
+        worker = _Worker.start(fork_server(preload_of(wl) | self.learned), launch)
+        worker.conn.send(job)
+        return _WorkerRun(worker, key, report, self)
+
+    def keep(self, key: tuple, worker: _Worker) -> None:
+        """A worker whose trial ended cleanly waits for its slot's next trial."""
+        with self._lock:
+            previous, self._idle[key] = self._idle.get(key), worker
+        if previous is not None:
+            previous.stop()
+
+    def close(self) -> None:
+        """End the kept workers (the session is over)."""
+        self._finalizer()
+
+
+def _stop_all(idle: dict[tuple, _Worker], lock: threading.Lock) -> None:
+    with lock:
+        workers = list(idle.values())
+        idle.clear()
+    for worker in workers:
+        worker.stop()
+
+
+class _Worker:
+    """A worker process and its pipe: trials go in, reports and results come back."""
+
+    def __init__(self, proc: Any, conn: Any) -> None:
+        self.proc, self.conn = proc, conn
+        self.stopped = False
+
+    @classmethod
+    def start(cls, ctx: Any, launch: Launch) -> _Worker:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=serve_trials, name=f"asap-worker-{launch.slot.index}",
+                           daemon=True, args=(child, os.getpid(), launch.slot.env()))
         proc.start()
         worker_started(+1)
         child.close()
-        return _WorkerRun(proc, parent, report, self)
+        return cls(proc, parent)
+
+    def stop(self) -> None:
+        """End the process and whatever it started (its process group)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        stop_worker(self.proc)
+        self.conn.close()
+        worker_started(-1)
 
 
 class _WorkerRun(TrialRun):
-    """A worker process and the pipe its reports and result come through."""
+    """One trial on a worker: its reports and its result come through the worker's pipe."""
 
-    def __init__(self, proc: Any, conn: Any, report: Report, backend: ForkServerBackend) -> None:
-        self.proc, self.conn, self.report, self.backend = proc, conn, report, backend
-        self.closed = False
+    def __init__(self, worker: _Worker, key: tuple, report: Report,
+                 backend: ForkServerBackend) -> None:
+        self.worker, self.key, self.report, self.backend = worker, key, report, backend
+        self.proc, self.conn = worker.proc, worker.conn
+        self.clean = False  # ended by its own result: the worker may run the next trial
 
     def poll(self, timeout_s: float) -> Ending | None:
         if not self.conn.poll(timeout_s):
@@ -130,20 +201,21 @@ class _WorkerRun(TrialRun):
         if msg[0] == "report":
             self.conn.send(self.report(msg[1], msg[2]))
             return None
-        if msg[0] == "done":  # the packages it imported: preloaded for the next trials
+        self.clean = not str(msg[1]).startswith("out of memory")
+        if msg[0] == "done":  # the packages it imported: preloaded for the next workers
             self.backend.learned |= Preload(frozenset(msg[2]))
             return "done", msg[1]
         return ("pruned", None) if msg[0] == "pruned" else ("error", msg[1])
 
     def cancel(self) -> None:
-        stop_worker(self.proc)
+        self.clean = False
+        self.worker.stop()
 
     def close(self) -> None:
-        stop_worker(self.proc)  # and whatever it started (its process group)
-        self.conn.close()
-        if not self.closed:
-            self.closed = True
-            worker_started(-1)
+        if self.clean and self.backend.reuse and self.proc.is_alive():
+            self.backend.keep(self.key, self.worker)
+        else:
+            self.worker.stop()
 
 
 class InProcessBackend(TrialBackend):

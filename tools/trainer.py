@@ -85,6 +85,10 @@ class Trainer:
         session calls this before its first decision, whose LLM call overlaps the 2-5 s."""
         self.backend.prestart(self.workload)
 
+    def close(self) -> None:
+        """End what the backend keeps between trials (its workers): the session is over."""
+        self.backend.close()
+
     def _take_slot(self) -> Slot:
         with self._slot_lock:
             if self.slots is None:

@@ -74,7 +74,7 @@ def fork_server(preload: Preload = Preload()) -> mp.context.BaseContext:
             preload, _server = preload | _server, None
         if _server is None:
             _own_temp_dir()
-            # This module too: a worker unpickles its run_worker, and its imports (the ledger's
+            # This module too: a worker unpickles its serve_trials, and its imports (the ledger's
             # sqlite-utils...) cost each worker ~0.35 s of CPU otherwise.
             ctx.set_forkserver_preload(["asap.tools.workers", "asap.tools.workloads.preload"])
             # And the main script (the `asap` command imports rich, openai, langchain), which
@@ -198,17 +198,44 @@ def imported_since(before: set[str]) -> list[str]:
                   and not n.startswith("_") and "__main__" not in n)
 
 
-def run_worker(conn, target: str, config: dict, fidelity: int | None, kwargs: dict, cwd: str,
-            seed: int, tuner: int, log: str, env: dict[str, str] | None = None,
-            threads: int | None = None) -> None:
-    """Runs in the child: train, reporting each step and obeying prune decisions."""
-    # Its own process group: what the workload starts (a data loader, a subprocess) ends with
-    # the trial (stop_worker ends the group), instead of running on under pid 1.
+def serve_trials(conn, tuner: int, env: dict[str, str] | None = None) -> None:
+    """Runs in the child: trials one after another as the pipe sends them (``None`` or a
+    closed pipe ends it), each reporting its steps and obeying prune decisions.
+
+    Why one process for several trials: a fresh process pays the objective's first-call costs
+    again every trial (torch's thread pools and kernels, a dataset's load cached in a module);
+    a worker kept for its slot pays them once, as an in-process Optuna study does, while a
+    crash, an out-of-memory or a hang still takes only this process.
+    """
+    # Its own process group: what its trials start and leave running (a subprocess, a pool a
+    # module keeps between calls, as scikit-learn's loky does) ends with it (stop_worker ends
+    # the group), not left under pid 1.
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
     # The worker's slot: its GPUs (set before anything initializes CUDA; the fork server only
-    # imported torch) or its share of the cores.
+    # imported torch).
     os.environ.update(env or {})
+    # A terminal's Ctrl-C reaches the whole process group; the parent decides what it means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _kill_with_parent()
+    threading.Thread(target=_die_with, args=(tuner,), name="asap-watchdog", daemon=True).start()
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            break
+        if job is None:
+            break
+        ending = _run_trial(conn, *job)
+        if ending == "out of memory":  # a process that ran out may not be sound any more
+            break
+    conn.close()
+
+
+def _run_trial(conn, target: str, config: dict, fidelity: int | None, kwargs: dict, cwd: str,
+               seed: int, log: str, threads: int | None) -> str:
+    """One trial in this worker: its output to its log, its share of the cores, its result
+    (or its failure, one line) sent back. Says "out of memory" when it ran out."""
     _limit_threads(min(threads or usable_cores(), free_cores()))
     before = set(sys.modules)
     # What the workload prints goes to the trial's log, never to the tuner's stdout (--json).
@@ -216,10 +243,6 @@ def run_worker(conn, target: str, config: dict, fidelity: int | None, kwargs: di
     os.dup2(out.fileno(), 1)
     os.dup2(out.fileno(), 2)
     sys.stdout = sys.stderr = out
-    # A terminal's Ctrl-C reaches the whole process group; the parent decides what it means.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _kill_with_parent()
-    threading.Thread(target=_die_with, args=(tuner,), name="asap-watchdog", daemon=True).start()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
 
@@ -231,13 +254,22 @@ def run_worker(conn, target: str, config: dict, fidelity: int | None, kwargs: di
     try:
         fn = load_target(target)
         metrics = call(fn, config, report, fidelity, kwargs, seed)
-        conn.send(("done", plain(metrics), imported_since(before)))
+        message: tuple = ("done", plain(metrics), imported_since(before))
     except MemoryError as exc:
-        conn.send(("error", f"out of memory: {exc}"))
+        message = ("error", f"out of memory: {exc}")
     except BaseException as exc:  # noqa: BLE001 - everything becomes a readable failed trial
-        conn.send(("pruned", None) if is_pruned(exc) else ("error", describe(exc)))
-    finally:
-        conn.close()
+        message = ("pruned", None) if is_pruned(exc) else ("error", describe(exc))
+    # The log complete and closed before the result goes (the trainer then keeps or removes
+    # it); until the next trial, output goes nowhere.
+    with contextlib.suppress(OSError, ValueError):
+        out.flush()
+        null = open(os.devnull, "w")  # noqa: SIM115 - the worker's output until the next trial
+        os.dup2(null.fileno(), 1)
+        os.dup2(null.fileno(), 2)
+        sys.stdout = sys.stderr = null
+        out.close()
+    conn.send(message)
+    return "out of memory" if str(message[1]).startswith("out of memory") else message[0]
 
 
 def _limit_threads(threads: int) -> None:

@@ -23,7 +23,7 @@ ALIASES = {"time_budget_s": "--time-budget", "trial_timeout_s": "--trial-timeout
            "llm_timeout_s": "--llm-timeout", "decide_ahead": "--no-ahead",
            "selftune": "--no-selftune"}
 AUTO = {"context", "depth", "plan"}  # None is spelled "auto": the self-tuner sets them
-METAVARS = {"llm": "{on,off}", "isolate": "{on,off}", "cost_weight": "{W,cool}", "clock": "{real,virtual}",
+METAVARS = {"cost_weight": "{W,cool}", "clock": "{real,virtual}",
             "ray_address": "ADDR", "study": "NAME", "base_url": "URL", "model": "NAME", "optuna_storage": "URL", "space": "FILE", "db": "FILE"}
 SKIP = {"workload", "api_key"}  # a positional argument; the key only from OPENAI_API_KEY
 
@@ -98,6 +98,8 @@ def _metavar(name: str, field: FieldInfo) -> str:
         return "{N,auto}"
     if name.endswith("_s"):
         return "SECONDS"
+    if members == [bool]:
+        return "{on,off}"
     return "N" if int in members else "X" if float in members else "TEXT"
 
 

@@ -284,3 +284,33 @@ def test_an_objective_that_raises_trial_pruned_is_pruned_in_its_worker(user):
     trial = trainer.run({"x": 0.25}, tool="test")
     assert trial.status == "pruned" and trial.error is None
     assert trial.intermediate == {1: 0.25}
+
+
+def test_a_worker_runs_its_slots_next_trial_and_a_stopped_one_is_replaced(user):
+    """Kept workers (``reuse_workers``, the default): a trial that ended by itself leaves its
+    worker for the next trial, each trial's output still in its own log; one stopped at its
+    time limit takes its worker with it; the trainer's close ends the kept one."""
+    from asap.tools.processes import process_alive
+
+    study, trainer = user("pid_or_hang", time_limit_s=3.0)
+    first, second = (trainer.run({"x": x}, tool="t") for x in (0.1, 0.2))
+    assert first.metrics["pid"] == second.metrics["pid"]
+    logs = [Path(study.trial(t.id).meta["log"]).read_text() for t in (first, second)]
+    assert logs == ["trial with x=0.1\n", "trial with x=0.2\n"]
+    assert "timeout" in trainer.run({"x": 0.95}, tool="t").error
+    third = trainer.run({"x": 0.3}, tool="t")
+    assert third.status == "complete" and third.metrics["pid"] != first.metrics["pid"]
+    assert not process_alive(int(first.metrics["pid"]))
+    trainer.close()
+    guard = time.monotonic() + 60  # a SIGKILL lands asynchronously: wait for that event
+    while process_alive(int(third.metrics["pid"])):
+        assert time.monotonic() < guard, "a kept worker outlived its trainer"
+        time.sleep(0.05)
+
+
+def test_without_reuse_every_trial_gets_a_fresh_worker(user):
+    from asap.tools.backend import ForkServerBackend
+
+    study, trainer = user("pid_or_hang", backend=ForkServerBackend(reuse=False))
+    pids = {trainer.run({"x": x}, tool="t").metrics["pid"] for x in (0.1, 0.2, 0.3)}
+    assert len(pids) == 3

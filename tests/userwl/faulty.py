@@ -142,3 +142,11 @@ def prunes_itself(config, report):
     import optuna
     report(1, config["x"])
     raise optuna.TrialPruned()
+
+
+def pid_or_hang(config, report):
+    """Its worker's pid as a metric; hangs when x > 0.9 (a test times it out)."""
+    print(f"trial with x={config['x']}")
+    if config["x"] > 0.9:
+        time.sleep(600)
+    return {"score": config["x"], "pid": float(os.getpid())}
