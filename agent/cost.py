@@ -42,16 +42,25 @@ def timed(done: Sequence[Trial]) -> list[Trial]:
             and math.isfinite(t.duration) and t.duration > 0]
 
 
+def cost_points(space: Space, done: Sequence[Trial]
+                ) -> tuple[list[list[float]], list[float]] | None:
+    """The cost GP's points: the timed trials' encoded configs and log seconds; None with
+    fewer than :data:`MIN_TIMED` of them."""
+    done = timed(done)
+    if len(done) < MIN_TIMED:
+        return None
+    return ([encode(space, t.config) for t in done],
+            [math.log(max(t.duration, FLOOR_S)) for t in done])
+
+
 def predict_seconds(space: Space, done: Sequence[Trial], configs: Sequence[dict[str, Any]],
                     gp: GP, refit: bool = True) -> list[float] | None:
     """Each config's predicted training seconds (the GP's median), or None with fewer than
     :data:`MIN_TIMED` timed trials. Deterministic given the trials (prefix-stable prompts)."""
-    done = timed(done)
-    if len(done) < MIN_TIMED:
+    points = cost_points(space, done)
+    if points is None:
         return None
-    x = [encode(space, t.config) for t in done]
-    y = [math.log(max(t.duration, FLOOR_S)) for t in done]
-    mean, _ = gp.predict(x, y, [encode(space, c) for c in configs], refit=refit)
+    mean, _ = gp.predict(*points, [encode(space, c) for c in configs], refit=refit)
     return [max(math.exp(m), FLOOR_S) for m in mean]
 
 

@@ -27,6 +27,17 @@ class GP:
         self._kernel: Any = None
         self._fitted_at = 0
         self._dims = -1
+        self._ahead = False  # fitted ahead: good for the next real round's one more point
+
+    def fit_ahead(self, x: Sequence[Sequence[float]], y: Sequence[float]) -> None:
+        """Fit the hyperparameters on ``x, y`` now (while a trial trains), so that the next
+        real round, on these points and the trial's result, only conditions on them: the
+        kernel lags one result behind, as prefetched proposals do, off the critical path."""
+        import numpy as np
+
+        xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        self._fit(xa, ya, hyper=True)
+        self._ahead = True
 
     def predict(self, x: Sequence[Sequence[float]], y: Sequence[float],
                 queries: Sequence[Sequence[float]], refit: bool = True
@@ -37,15 +48,27 @@ class GP:
         points must not decide the kernel the real rounds use) unless there is no kernel yet.
         """
         import numpy as np
+
+        xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        n, dims = len(ya), xa.shape[1]
+        ahead = self._ahead and self._fitted_at <= n <= self._fitted_at + 1 and dims == self._dims
+        if refit:
+            self._ahead = False
+        hyper = (self._kernel is None or dims != self._dims
+                 or (refit and not ahead and (n < ALWAYS_BELOW or n >= self._fitted_at * REFIT)))
+        gp, center, scale = self._fit(xa, ya, hyper=hyper)
+        mean, sd = gp.predict(np.asarray(queries, dtype=float), return_std=True)
+        return ([center + scale * float(m) for m in mean],
+                [scale * max(float(s), 1e-9) for s in sd])
+
+    def _fit(self, xa: Any, ya: Any, *, hyper: bool) -> tuple[Any, float, float]:
+        """The regressor on standardized targets, its hyperparameters fitted (``hyper``, kept
+        for later rounds) or the kept ones; with the standardization's centre and scale."""
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
-        xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
         center, scale = float(ya.mean()), float(ya.std()) or 1.0
-        n, dims = len(ya), xa.shape[1]
-        fit = (self._kernel is None or dims != self._dims
-               or (refit and (n < ALWAYS_BELOW or n >= self._fitted_at * REFIT)))
-        if fit:
+        if hyper:
             gp = GaussianProcessRegressor(ConstantKernel() * Matern(nu=2.5) + WhiteKernel(),
                                           n_restarts_optimizer=0)
         else:
@@ -53,11 +76,9 @@ class GP:
         with warnings.catch_warnings():  # hyperparameters at their bounds: expected on few points
             warnings.simplefilter("ignore")
             gp.fit(xa, (ya - center) / scale)
-        if fit:
-            self._kernel, self._fitted_at, self._dims = gp.kernel_, n, dims
-        mean, sd = gp.predict(np.asarray(queries, dtype=float), return_std=True)
-        return ([center + scale * float(m) for m in mean],
-                [scale * max(float(s), 1e-9) for s in sd])
+        if hyper:
+            self._kernel, self._fitted_at, self._dims = gp.kernel_, len(ya), xa.shape[1]
+        return gp, center, scale
 
 
 def encode(space: Space, config: dict[str, Any]) -> list[float]:

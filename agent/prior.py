@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asap.agent.cost import per_second, predict_seconds, span
+from asap.agent.cost import cost_points, per_second, predict_seconds, span
 from asap.agent.fit import GP, encode
 from asap.tools.portfolio import Offer
 from asap.tools.space import Space
@@ -75,6 +75,22 @@ def rank(study: Study, offers: Sequence[Offer], extra: Sequence[Trial] = (),
     key = per_second([s.ei for s in scores], seconds, cost_weight, left_s)
     order = sorted(range(len(offers)), key=lambda i: -key[i])  # stable: ties keep order
     return [offers[i] for i in order], [scores[i] for i in order]
+
+
+def fit_ahead(study: Study) -> None:
+    """Fit the prior's kernels (value and cost) now, on the trials finished so far, while the
+    next trial trains: the round after it lands conditions on its result with them instead of
+    fitting them on the critical path (:meth:`~asap.agent.fit.GP.fit_ahead`)."""
+    done = [t for t in study.trials(status="complete") if t.value is not None]
+    done = _fittable(study, done)[-MAX_POINTS:]
+    if len(done) < MIN_POINTS:
+        return
+    sign = 1.0 if study.direction == "maximize" else -1.0
+    gps = _GPS.setdefault(study, {"value": GP(), "cost": GP()})
+    gps["value"].fit_ahead([encode(study.space, t.config) for t in done],
+                           [sign * t.value for t in done])
+    if (points := cost_points(study.space, done)) is not None:
+        gps["cost"].fit_ahead(*points)
 
 
 def _fittable(study: Study, done: list[Trial]) -> list[Trial]:

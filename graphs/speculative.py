@@ -21,6 +21,7 @@ from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
 
 from asap.agent.llm import LLM_ERRORS, Cancelled
+from asap.agent.prior import fit_ahead
 from asap.agent.selftune import Knobs
 from asap.agent.speculation import accept
 from asap.agent.surrogate import Surrogate
@@ -54,12 +55,14 @@ def await_train(state: TuningState, runtime: Runtime[TuneContext]) -> TuningStat
 
 
 def _prefetch(ctx: TuneContext, state: TuningState) -> None:
-    """The next round's proposals while this trial trains (:mod:`asap.graphs.prefetch`); its
-    tool_call timing row overlaps training, so the asks are off the critical path."""
+    """The next round's proposals and the prior's kernels while this trial trains
+    (:mod:`asap.graphs.prefetch`); its tool_call timing row overlaps training, so the asks and
+    the fit are off the critical path."""
     start, basis = ctx.clock.now(), len(ctx.study.trials())
     if basis >= ctx.max_trials:
         return  # no round follows
     ctx.prefetched.put(basis, ctx.portfolio.panel_offers())
+    fit_ahead(ctx.study)  # the prior's kernels too: the next round only conditions on them
     ctx.study.log_timing("tool_call", start, ctx.clock.now(), round=state["round"] + 1,
                          tools=len(PANEL), prefetched=True)
 

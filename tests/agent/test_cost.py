@@ -89,6 +89,21 @@ def test_a_reused_kernel_still_conditions_on_every_new_point():
     assert gp._kernel is not kernel  # 50 points: refitted
 
 
+def test_a_kernel_fitted_ahead_serves_the_round_after_one_more_result():
+    """Fitted while a trial trains (on the points before it), the kernel serves the round on
+    those points and its result without a fit on the critical path, and that point still
+    moves the prediction; the round after that fits again (fewer than 20 points)."""
+    gp = GP()
+    xs = [[i / 10] for i in range(10)]
+    ys = [math.sin(6 * x[0]) for x in xs]
+    gp.fit_ahead(xs, ys)
+    kernel = gp._kernel
+    mean, _ = gp.predict([*xs, [0.95]], [*ys, 5.0], [[0.95]])
+    assert gp._kernel is kernel and mean[0] > 2.0
+    gp.predict([*xs, [0.95], [0.05]], [*ys, 5.0, 0.0], [[0.5]])
+    assert gp._kernel is not kernel
+
+
 def test_a_speculative_round_does_not_refit_the_kernel(ledger, toy_space):
     study = timed_study(ledger, toy_space, XS)
     offers = [("t", {"x": 1.0, "lr": 0.01, "n_layers": 1, "optimizer": "adam"})]
