@@ -50,6 +50,8 @@ class TaskResult(BaseModel):
     best_config: dict[str, Any] | None
     best_tool: str | None = Field(description="the tool that proposed the best configuration")
     trials: int
+    ran: int = Field(default=0, description="trials this call ran (``trials`` counts the "
+                     "study's, a resumed one's earlier trials included)")
     complete: int
     failed: int
     wall_clock_s: float
@@ -71,7 +73,7 @@ class TaskResult(BaseModel):
         return cls(**{k: s[k] for k in (
             "study", "workload", "metric", "direction", "best_value", "best_config", "best_tool",
             "trials", "complete", "failed", "llm_calls", "cached_share", "accept_rate",
-            "fallbacks", "retries", "llm_errors", "llm_record")},
+            "fallbacks", "retries", "llm_errors", "llm_record", "ran")},
             wall_clock_s=wall, llm_share=s["time"]["exposed_llm_s"] / wall if wall else None)
 
 
@@ -109,8 +111,8 @@ ELSEWHERE = {
                "'sqlite:///optuna.db' mirrors them into an Optuna storage as they finish",
     "catch": "a trial that raises never ends the session: it is recorded as failed, with its "
              "error",
-    "gc_after_trial": "each trial runs in a worker process of its own (isolate=True): nothing "
-                      "accumulates between trials",
+    "gc_after_trial": "trials run in worker processes (isolate=True); reuse_workers=False "
+                      "gives each trial a fresh one, so nothing accumulates between trials",
     "load_if_exists": "study= names a study: an existing one resumes, a new one is created",
 }
 

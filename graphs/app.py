@@ -106,6 +106,9 @@ class StreamEvents(TuneCallback):
     def on_decision(self, study: Study, decision: dict[str, Any]) -> None:
         self.write({"event": "decision", **decision})
 
+    def on_message(self, text: str) -> None:
+        self.write({"event": "message", "text": text})
+
 
 def _given(state: TuneTask) -> dict[str, Any]:
     """The task's settings as given: a dict from JSON, or the typed model's fields that were

@@ -156,6 +156,7 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
     clock = session_clock(ledger, cfg)
     study: Study | None = open_study(ledger, cfg, wl.space, wl.metric, wl.direction, say, clock)
     started, protocol, interrupted, mirror, trainer = clock.now(), None, True, None, None
+    opened = len(study.finished_ids())
     try:
         if cfg.optuna_storage:  # every finished trial is mirrored as it lands
             from asap.tools.optuna_mirror import OptunaMirror
@@ -184,7 +185,11 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
             on_phase=lambda phase: say.on_phase(study, phase),
             on_decision=lambda decision: say.on_decision(study, decision),
             say=say.on_message, llm_ready=_ready(server, study, say))
-        if len(study.finished_ids()) < cfg.trials:
+        if opened >= cfg.trials:
+            say.on_message(f"study '{study.name}' already has {opened} finished trials and "
+                           f"trials={cfg.trials} counts the study's total: none run; ask for "
+                           f"more than {opened} to go on")
+        else:
             ctx.trainer.prestart()  # the fork server loads while the first round decides
             with _cancel_on_signals(ctx):
                 graph.invoke(ctx.initial_state(cfg.tau, cfg.depth or 1, cfg.context or 24,
@@ -212,7 +217,7 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
                             prompt=cfg.prompt, interrupted=interrupted, clock=clock.name)
         clock.close()
         say.on_session_end(study, interrupted)
-    return summarize(study)
+    return {**summarize(study), "ran": len(study.finished_ids()) - opened}
 
 
 def _protocol(cfg: TuneConfig, llm: BaseChatModel, study: Study,

@@ -91,6 +91,31 @@ def test_llm_off_reaches_no_endpoint_and_the_prior_decides(tmp_path, capsys):
     assert "llm: Input should be a valid boolean" in capsys.readouterr().err
 
 
+def test_trials_count_the_studys_total_and_a_rerun_within_it_says_so(tmp_path):
+    """Issue 37 (8): ``trials`` in a task is the study's total; a re-run asking for no more
+    than it has runs nothing and says so (a message, ``ran`` 0), one asking for more runs the
+    difference."""
+    from asap.graphs.api import run_task
+    from asap.graphs.callbacks import TuneCallback
+
+    class Said(TuneCallback):
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def on_message(self, text: str) -> None:
+            self.lines.append(text)
+
+    db = str(tmp_path / "total.db")
+    first = run_task("hpobench:australian", llm="off", trials=3, db=db, isolate=False)
+    said = Said()
+    again = run_task("hpobench:australian", llm="off", trials=2, db=db, isolate=False,
+                     callbacks=(said,))
+    assert (first.ran, again.ran, again.trials) == (3, 0, 3)
+    assert any("already has 3 finished trials" in line and "more than 3" in line
+               for line in said.lines), said.lines
+    assert run_task("hpobench:australian", llm="off", trials=5, db=db, isolate=False).ran == 2
+
+
 def test_a_failing_mirror_never_ends_the_session(tmp_path):
     """The mirror's file turns into garbage after the second trial: every trial is still
     trained and recorded, each failed sync is a mirror_error event, the person is told once."""
