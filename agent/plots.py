@@ -11,12 +11,13 @@ same chart and numbers optuna-dashboard shows.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from asap.agent.palette import CALL_COLORS, tool_color
 from asap.tools.study import Study
-from asap.tools.types import better
+from asap.tools.types import better, printable
 
 
 def history_range(study: Study, values: list[float], steps: list[float]
@@ -33,6 +34,21 @@ def history_range(study: Study, values: list[float], steps: list[float]
     lo, hi = sorted((best, edge))
     pad = 0.08 * (hi - lo) or 0.05 * abs(hi) or 0.05
     return lo - pad, hi + pad
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay ``fig`` out and save it as ``path``. Its text is made printable first: a name from an
+    old ledger may hold a control character, which no font draws (matplotlib's warning would
+    print the raw byte, an ESC among them, to the terminal)."""
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        if (shown := printable(text.get_text())) != text.get_text():
+            text.set_text(shown)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    return path
 
 
 def history(study: Study, path: str | Path) -> Path | None:
@@ -68,10 +84,7 @@ def history(study: Study, path: str | Path) -> Path | None:
     by_time.set_xlabel(("simulated " if virtual else "") + "seconds since the first trial")
     by_trial.legend(fontsize=8)
     fig.suptitle(f"{study.name}: optimization history ({study.direction})")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path)
 
 
 def importance(study: Study, path: str | Path) -> tuple[Path | None, str]:
@@ -100,9 +113,7 @@ def importance(study: Study, path: str | Path) -> tuple[Path | None, str]:
         fig.suptitle("")
         ax.set_title(f"{study.name}: parameter importance (fANOVA)")
         fig.set_size_inches(8, 0.8 + 0.4 * len(study.space.names))
-        fig.tight_layout()
-        path = Path(path)
-        fig.savefig(path, dpi=100)
+        path = save_figure(fig, path)
     finally:
         plt.close(fig)  # pyplot's figure registry: nothing left open in the process
     return path, ""
@@ -144,7 +155,4 @@ def llm_latency(study: Study, path: str | Path) -> Path | None:
     ax.set(xlabel="prompt tokens", ylabel="seconds",
            title=f"{study.name}: LLM latency against prompt length (faint: mostly uncached)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asap.agent.palette import CALL_COLORS, tool_color
+from asap.agent.plots import save_figure
 from asap.agent.stats import Interval, call_kind, merge
 from asap.tools.study import Study
 
@@ -151,7 +152,4 @@ def timeline(study: Study, path: str | Path) -> Path:
                   "them, as in the history")
     ax.set_title(f"{study.name}: {'virtual-clock' if virtual else 'wall-clock'} timeline "
                  "(v accepted, x rejected speculation)")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path)

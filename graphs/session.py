@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -191,12 +192,16 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
                            f"more than {opened} to go on")
         else:
             ctx.trainer.prestart()  # the fork server loads while the first round decides
-            with _cancel_on_signals(ctx):
-                graph.invoke(ctx.initial_state(cfg.tau, cfg.depth or 1, cfg.context or 24,
-                                               cfg.plan or 1),
-                             {"recursion_limit": ctx.recursion_limit()}, context=ctx)
-        if ctx.trainer.fatal is not None:  # a trial the virtual clock could not price
-            raise ctx.trainer.fatal
+            try:
+                with _cancel_on_signals(ctx):
+                    graph.invoke(ctx.initial_state(cfg.tau, cfg.depth or 1, cfg.context or 24,
+                                                   cfg.plan or 1),
+                                 {"recursion_limit": ctx.recursion_limit()}, context=ctx)
+            except Exception:
+                if trainer.fatal is None:
+                    raise
+        if trainer.fatal is not None:  # a trial the clock could not price, a full disk
+            raise trainer.fatal
         if cancel.is_set():
             study.fail_running(cancel.reason)
             raise Cancelled(cancel.reason)
@@ -213,8 +218,10 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
         if trainer is not None:
             trainer.close()
         if study is not None:  # Ctrl-C and errors log the session as interrupted
-            study.log_event("session", start=started, end=clock.now(), protocol=protocol,
-                            prompt=cfg.prompt, interrupted=interrupted, clock=clock.name)
+            # (not on a ledger that cannot be written: its error is the one to show)
+            with contextlib.suppress(sqlite3.Error):
+                study.log_event("session", start=started, end=clock.now(), protocol=protocol,
+                                prompt=cfg.prompt, interrupted=interrupted, clock=clock.name)
         clock.close()
         say.on_session_end(study, interrupted)
     return {**summarize(study), "ran": len(study.finished_ids()) - opened}

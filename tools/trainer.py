@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import math
 import queue
+import sqlite3
 import threading
 import warnings
 from collections.abc import Callable
@@ -64,9 +65,10 @@ class Trainer:
         self._busy: set[int] = set()
         self._slot_lock = threading.Lock()
         self._jobs: list[TrainingJob] = []
-        # A trial the virtual clock cannot price (no duration, or a bad one) ends the session
-        # with this error, after its trials in flight are cancelled.
-        self.fatal: ClockError | None = None
+        # What ends the session, after its trials in flight are cancelled: a trial the virtual
+        # clock cannot price (no duration, or a bad one), a ledger that cannot be written (a
+        # full disk).
+        self.fatal: ClockError | sqlite3.Error | None = None
         self.cancel.listen(self._cancelled)
 
     @property
@@ -176,8 +178,19 @@ class Trainer:
         try:
             self._supervise(job, fidelity, start)
         except BaseException as exc:  # noqa: BLE001 - recorded as the trial's failure
+            if isinstance(exc, sqlite3.Error):  # the ledger cannot be written: a full disk
+                self._end_session(exc, f"the ledger cannot be written: {exc}")
             if not job._recorded:
-                self._record(job, start, "failed", {}, f"supervisor error: {describe(exc)}")
+                try:
+                    self._record(job, start, "failed", {}, f"supervisor error: {describe(exc)}")
+                except sqlite3.Error as again:
+                    self._end_session(again, f"the ledger cannot be written: {again}")
+
+    def _end_session(self, exc: ClockError | sqlite3.Error, reason: str) -> None:
+        """The session ends on ``exc`` (the first such error wins): every trial is cancelled."""
+        if self.fatal is None:
+            self.fatal = exc
+            self.cancel.cancel(reason)
 
     def _supervise(self, job: TrainingJob, fidelity: int | None, start: float) -> None:
         """Start the trial on the backend and poll it until it ends or must stop."""
@@ -239,9 +252,7 @@ class Trainer:
                                          self.workload.ref, self.time_limit_s, self.stop_at)
         except ClockError as exc:  # the session ends on it; the trial lands failed, now
             end, status, error = self.clock.now(), "failed", str(exc)
-            if self.fatal is None:
-                self.fatal = exc
-                self.cancel.cancel(str(exc))
+            self._end_session(exc, str(exc))
         job._on_cancel = lambda: self.clock.at(self.clock.now(), lambda at: self._land(
             job, start, at, "failed", {}, self._why(job)))
         self.clock.at(end, lambda at: self._land(job, start, at, status, metrics, error),

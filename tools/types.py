@@ -66,6 +66,16 @@ DEFAULT_DB = "asap.db"  # the ledger every command reads and writes unless told 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # tab and newline are text
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters shown as ``?`` (tab and newline kept): stored text
+    from a workload or an old ledger, shown on a terminal (where ESC starts a sequence) or in a
+    plot (where no font has a glyph for it)."""
+    return _CONTROL.sub("?", text)
+
+
 def safe_name(text: str) -> str:
     """``text`` as a study or file name: each run of other characters becomes one dash."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip(".-_")[:128]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from asap.tools.processes import process_alive
+from asap.tools.processes import descendants, process_alive
 from asap.tools.resources import free_cores, usable_cores
 from asap.tools.types import is_pruned, safe_name
 from asap.tools.workloads import Workload, call, load_target
@@ -218,6 +218,7 @@ def serve_trials(conn, tuner: int, env: dict[str, str] | None = None) -> None:
     # A terminal's Ctrl-C reaches the whole process group; the parent decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _kill_with_parent()
+    _adopt_orphans()
     threading.Thread(target=_die_with, args=(tuner,), name="asap-watchdog", daemon=True).start()
     while True:
         try:
@@ -341,6 +342,17 @@ def _kill_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _adopt_orphans() -> None:
+    """Linux: processes a trial started and left behind (a ``setsid`` daemon whose parent
+    exited) become this worker's children, not init's, so that stopping the worker finds and
+    ends them (:func:`stop_worker`)."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+
+
 def _die_with(tuner: int, every_s: float = 0.5) -> None:
     """Exit when the tuning process is gone (SIGKILLed, crashed): a worker is a grandchild (the
     fork server starts it), so nothing else stops it, and on a GPU host it would hold the
@@ -373,7 +385,9 @@ def crash_reason(proc: mp.process.BaseProcess) -> str:
 
 
 def stop_worker(proc: mp.process.BaseProcess) -> None:
-    """End a trial's worker and every process it started (its process group)."""
+    """End a worker and every process its trials started: its process group, and the ones that
+    left it (``setsid``) but stayed below it (the worker is their subreaper)."""
+    below = descendants(proc.pid) if proc.pid is not None else []
     if proc.is_alive():
         proc.terminate()
         proc.join(2)
@@ -383,3 +397,6 @@ def stop_worker(proc: mp.process.BaseProcess) -> None:
     if proc.pid is not None:
         with contextlib.suppress(OSError):  # no such group: nothing was left running
             os.killpg(proc.pid, signal.SIGKILL)
+    for pid in below:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)

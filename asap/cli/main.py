@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import json
 import math
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -269,6 +271,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (LedgerError, RuntimeError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        return 2
+    except sqlite3.Error as exc:  # after the ledger was opened and checked: a full disk
+        err.print(f"[red]error:[/] the ledger cannot be written ({exc}): everything recorded "
+                  "so far is kept; free some space, then re-run to resume", soft_wrap=True)
+        return 2
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        err.print(f"[red]error:[/] no space left on the device: {exc.filename or exc}; free "
+                  "some space, then re-run", soft_wrap=True)
         return 2
     except openai.OpenAIError as exc:
         err.print(f"[red]error:[/] the LLM endpoint failed: {type(exc).__name__}: {exc}",

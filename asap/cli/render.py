@@ -6,7 +6,6 @@ rich output.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +31,7 @@ from asap.graphs.callbacks import TuneCallback
 from asap.tools.ledger import Ledger
 from asap.tools.space import format_value
 from asap.tools.study import Study
-from asap.tools.types import Trial
+from asap.tools.types import Trial, printable
 
 
 def bar(console: Console, label: str) -> Progress:
@@ -147,14 +146,11 @@ def live_info(study: Study, tool: str) -> str:
     return " | ".join(parts)
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def safe(text: str) -> str:
     """Stored text (a workload's error, a tool name, a choice) for a rich f-string: its control
     characters (terminal escapes: clear screen, window title) shown as ``?`` and its square
     brackets escaped, so it prints as written and never as markup (``[/bold]`` crashed show)."""
-    return escape(_CONTROL.sub("?", text))
+    return escape(printable(text))
 
 
 def trials_table(study: Study) -> Table:

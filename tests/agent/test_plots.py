@@ -57,3 +57,33 @@ def test_the_history_axis_covers_progress_not_a_diverged_trial(ledger, toy_space
     lo, hi = history_range(study, values, steps)
     assert lo < 0.5 and 0.9 < hi < 10  # the whole best-so-far curve, not the 1e6
     assert history(study, tmp_path / "h.png").stat().st_size > 5000
+
+
+def test_control_characters_in_an_old_ledgers_names_are_drawn_as_question_marks(
+        ledger, toy_space, tmp_path):
+    """Issue 37 (18): a metric and a tool named with ESC (ledgers from before names were
+    checked): the pictures draw '?' and matplotlib warns of no missing glyph (its warning
+    printed the raw ESC to the terminal)."""
+    import warnings
+
+    from asap.agent.plots import save_figure
+
+    study = ledger.create_study("esc", toy_space, metric="loss\x1b[2J", direction="minimize")
+    study.log_event("session", start=0.0, end=4.0, interrupted=False)
+    for i in range(3):
+        tid = study.start_trial({"x": i / 10, "lr": 0.1, "n_layers": 1, "optimizer": "adam"},
+                                tool="tool\x1b]0;x\x07")
+        study.finish_trial(tid, status="complete", metrics={"loss\x1b[2J": 1.0 - i / 10},
+                           ended_at=i + 1.0)
+        study.log_timing("train", float(i), i + 1.0, trial_number=i, tool="tool\x1b]0;x\x07")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert history(study, tmp_path / "h.png").stat().st_size > 5000
+        assert timeline(study, tmp_path / "t.png").stat().st_size > 5000
+    assert not [w for w in caught if "Glyph" in str(w.message)], [str(w.message) for w in caught]
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    ax.set_title("a\x1bb")
+    save_figure(fig, tmp_path / "f.png")
+    assert ax.get_title() == "a?b"
+    plt.close(fig)

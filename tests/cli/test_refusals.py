@@ -273,3 +273,37 @@ def test_a_model_cache_that_cannot_be_used_is_one_line(tmp_path, capsys, monkeyp
     err = capsys.readouterr().err
     assert "cannot use the model cache folder" in err and "Traceback" not in err
     assert "\n" not in err.strip()
+
+
+def test_a_full_disk_is_one_line_and_the_cut_off_trial_is_failed(tmp_path, capsys,
+                                                                        monkeypatch):
+    """Issue 37 (13): the ledger's disk fills during a trial (SQLite's page cap stands in for
+    the disk): one line, exit 2, no traceback from any thread; the trials recorded stay, and
+    the resume on a disk with room marks the cut-off trial failed."""
+    import threading
+
+    from asap.tools import ledger as ledger_mod
+
+    monkeypatch.chdir(USERWL)
+    db = tmp_path / "full.db"
+    opened = ledger_mod.Ledger._ensure_schema
+
+    def capped(self):
+        opened(self)
+        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+        self.db.execute(f"PRAGMA max_page_count = {pages + 3}")
+    monkeypatch.setattr(ledger_mod.Ledger, "_ensure_schema", capped)
+    raised = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: raised.append(args.exc_value))
+    args = ["tune", "faulty:reports_many", "--space", "space.yaml", "--llm", "off",
+            "--trials", "2", "--db", str(db), "--study", "full"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "the ledger cannot be written" in err and "disk is full" in err, err
+    assert "Traceback" not in err and raised == []
+    monkeypatch.setattr(ledger_mod.Ledger, "_ensure_schema", opened)
+    # The cut-off trial is failed now where the disk still takes that row, else by the resume.
+    assert main([*args[:6], "--trials", "1", *args[8:]]) == 1  # 1: no trial completed
+    trials = Ledger(db).open_study("full").trials()
+    assert [t.status for t in trials] == ["failed"]
+    assert "disk is full" in trials[0].error or "interrupted" in trials[0].error

@@ -314,3 +314,26 @@ def test_without_reuse_every_trial_gets_a_fresh_worker(user):
     study, trainer = user("pid_or_hang", backend=ForkServerBackend(reuse=False))
     pids = {trainer.run({"x": x}, tool="t").metrics["pid"] for x in (0.1, 0.2, 0.3)}
     assert len(pids) == 3
+
+
+def test_a_setsid_daemon_a_trial_leaves_ends_with_its_worker(ledger, tmp_path, monkeypatch):
+    """Issue 37 (15): ``setsid`` takes a process out of the worker's group, and its shell's
+    exit out of its parentage; the worker adopts it (a subreaper), so closing the trainer
+    (its kept worker stopped) ends it too."""
+    import dataclasses
+
+    from asap.tools.processes import process_alive
+    monkeypatch.chdir(HERE)
+    pidfile = tmp_path / "daemon.pid"
+    wl = resolve("faulty:leaves_a_daemon", space_file=HERE / "space.yaml")
+    wl = dataclasses.replace(wl, kwargs={"pidfile": str(pidfile)})
+    study = ledger.create_study("daemon", wl.space, metric=wl.metric, direction=wl.direction)
+    trainer = Trainer(study, wl)
+    assert trainer.run({"x": 0.5}, tool="t").status == "complete"
+    daemon = int(pidfile.read_text())
+    assert process_alive(daemon)
+    trainer.close()
+    guard = time.monotonic() + 60  # a SIGKILL lands asynchronously: wait for that event
+    while process_alive(daemon):
+        assert time.monotonic() < guard, "the trial's daemon outlived its worker"
+        time.sleep(0.05)

@@ -150,3 +150,21 @@ def pid_or_hang(config, report):
     if config["x"] > 0.9:
         time.sleep(600)
     return {"score": config["x"], "pid": float(os.getpid())}
+
+
+def reports_many(config, report):
+    """A report a step, many steps (a test fills the ledger's disk with them)."""
+    for step in range(100_000):
+        report(step, config["x"])
+    return {"score": config["x"]}
+
+
+def leaves_a_daemon(config, report, pidfile):
+    """Starts a ``setsid`` daemon through a shell that exits at once (the daemon is nobody's
+    child then), writes its pid to ``pidfile`` and returns."""
+    import subprocess
+    subprocess.run(["sh", "-c", f"setsid sh -c 'echo $$ > {pidfile}.tmp; "
+                    f"mv {pidfile}.tmp {pidfile}; exec sleep 600' &"], check=True)
+    while not os.path.exists(pidfile):
+        time.sleep(0.01)
+    return {"score": config["x"]}
