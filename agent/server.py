@@ -144,10 +144,14 @@ class EmbeddedServer:
         wait_healthy(self.url, timeout_s)
 
     def stop(self) -> None:
+        """Stop the server. A call still in flight (a session ended by SIGTERM mid-call) has
+        its connection shut first: the server's handler for it waits for its client, and the
+        server's destructor waits for that handler."""
         if self._thread is not None:
             self._thread.join()  # a start in the background ends first
         if self._server is not None:
             server, self._server, self.url = self._server, None, None
+            shut_connections(self.port)
             del server  # the C++ destructor stops the main loop and joins its threads
 
     def __enter__(self) -> EmbeddedServer:
@@ -155,6 +159,29 @@ class EmbeddedServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def shut_connections(port: int) -> None:
+    """Shut down this process's TCP connections to 127.0.0.1:``port`` (Linux's /proc: the
+    sockets whose remote end is that port, among this process's descriptors). The threads
+    blocked reading them get an end of stream at once."""
+    inodes = set()
+    with contextlib.suppress(OSError, StopIteration, IndexError, ValueError):
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                host, _, remote_port = fields[2].partition(":")
+                if host == "0100007F" and int(remote_port, 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return
+    with contextlib.suppress(OSError):
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/self/fd/{fd}") in inodes:
+                    with socket.socket(fileno=os.dup(int(fd))) as sock:
+                        sock.shutdown(socket.SHUT_RDWR)
 
 
 def check_port_free(port: int) -> None:

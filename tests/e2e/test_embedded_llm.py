@@ -150,3 +150,48 @@ def test_decisions_asked_ahead_on_smollm2_read_one_row_and_their_block(tmp_path)
     after_warm = ahead[2]["prompt_tokens"] - warm[1]["prompt_tokens"]
     assert ahead[2]["prompt_tokens"] > 700 and uncached <= after_warm + 10 and uncached < 260
     assert warm[1]["prompt_tokens"] - warm[1]["cached_tokens"] < 70  # one row (round 4's)
+
+
+@pytest.mark.e2e
+def test_stopping_the_server_with_a_call_in_flight_ends_that_call_and_returns():
+    """Issue 37 (9): a session ended by SIGTERM mid-call stops the server while a call waits
+    for its answer; the server's destructor waited for that call's handler, which waited for
+    its client: the session hung for good. The stop shuts the call's connection first."""
+    import json
+    import threading
+    import time
+    import urllib.request
+
+    import openai
+
+    srv = EmbeddedServer(say=lambda m: None)
+    srv.reserve().ready(wait=True)
+    client = openai.OpenAI(base_url=srv.base_url, api_key="x", max_retries=0, timeout=600)
+    asked, outcome = threading.Event(), []
+
+    def call() -> None:
+        asked.set()
+        try:
+            client.chat.completions.create(model="default", max_tokens=4000, messages=[
+                {"role": "user", "content": "Write a very long story about dragons."}])
+            outcome.append("answered")
+        except openai.APIConnectionError:
+            outcome.append("cut off")
+    threading.Thread(target=call, daemon=True).start()
+    asked.wait()
+
+    def processing() -> bool:  # the server is answering the call (llama.cpp's /slots)
+        with urllib.request.urlopen(f"{srv.url}/slots") as answer:
+            return any(slot["is_processing"] for slot in json.loads(answer.read()))
+    while not processing() and not outcome:
+        time.sleep(0.05)
+    stopper = threading.Thread(target=srv.stop, daemon=True)
+    stopper.start()
+    stopper.join(300)  # bounds a failure only: the hang was for good
+    assert not stopper.is_alive(), "the server's stop hung on the call in flight"
+    assert srv.url is None
+    deadline = time.monotonic() + 60  # the call ends with the stop: wait for that event
+    while not outcome:
+        assert time.monotonic() < deadline, "the call in flight never ended"
+        time.sleep(0.05)
+    assert outcome == ["cut off"]
