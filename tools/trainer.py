@@ -1,8 +1,8 @@
-"""``train_on_gpu``'s engine: each trial trains in its own worker process.
+"""``train_on_gpu``'s engine: trials train in worker processes (a slot's worker runs its next
+trial unless it was stopped, see :class:`~asap.tools.backend.ForkServerBackend`).
 
-Why a process: the caller stays free while a trial trains (speculation runs meanwhile), a hung
-or crashing trial can be killed without taking the tuner down, and CUDA/torch state never leaks
-between trials. The parent supervises through a pipe: it records each intermediate value in the
+Why a process: the caller stays free while a trial trains (speculation runs meanwhile), and a
+hung or crashing trial can be killed without taking the tuner down. The parent supervises through a pipe: it records each intermediate value in the
 ledger, answers prune decisions, enforces the time limit and turns every failure (exception, NaN,
 out-of-memory, timeout, crash, bad metric) into a failed trial with a readable reason.
 """
