@@ -30,7 +30,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 
-from asap.agent.deadline import DeadlineExceeded, within
+from asap.agent.deadline import DeadlineExceeded, Interrupted, within
 from asap.tools.study import Study
 
 TOOL_CHOICES: tuple[str | None, ...] = ("required", "auto", None)
@@ -165,6 +165,9 @@ def timed_invoke(model: Runnable, messages: Sequence[BaseMessage], *, study: Stu
             except DeadlineExceeded:
                 stop.set()
                 raise
+            except Interrupted as exc:  # the session was cancelled meanwhile
+                stop.set()
+                raise Cancelled(str(exc)) from None
         except json.JSONDecodeError:
             raise
         except _UNREADABLE as exc:  # raised while reading the server's answer, nothing else

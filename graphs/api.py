@@ -73,7 +73,7 @@ class TaskResult(BaseModel):
         return cls(**{k: s[k] for k in (
             "study", "workload", "metric", "direction", "best_value", "best_config", "best_tool",
             "trials", "complete", "failed", "llm_calls", "cached_share", "accept_rate",
-            "fallbacks", "retries", "llm_errors", "llm_record", "ran")},
+            "fallbacks", "retries", "llm_errors", "llm_record")}, ran=s.get("ran", 0),
             wall_clock_s=wall, llm_share=s["time"]["exposed_llm_s"] / wall if wall else None)
 
 

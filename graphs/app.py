@@ -180,8 +180,9 @@ def build_tune_graph(llm: BaseChatModel | None = None, *, served: bool = False):
             return await cancellable(lambda cancel: run(state, cancel, given))
         except asyncio.CancelledError:
             # The session has stopped (its running trial failed "cancelled"): the thread's
-            # state gets the result so far, marked cancelled, before the cancellation goes on.
-            await _keep_partial(compiled, config, state, given)
+            # state gets the result so far, marked cancelled, before the cancellation goes on
+            # (shielded: a second cancellation of the run must not cut that write short).
+            await asyncio.shield(_keep_partial(compiled, config, state, given))
             raise
 
     g = StateGraph(TuneTask, input_schema=ServedInput if served else TuneInput,

@@ -41,6 +41,9 @@ async def cancellable(work: Callable[[Cancel], T], reason: str = CANCELLED) -> T
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         cancel.cancel(reason)
-        with contextlib.suppress(Exception):  # the cancellation is what the caller sees
-            await task  # the session records its trials, then returns or stops
+        # The session records its trials, then returns or stops; a second cancellation of
+        # the run (a server's interrupt after its cancel) does not cut that wait short.
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(task)
         raise

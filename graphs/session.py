@@ -23,6 +23,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from asap.agent.config import ConfigError, TuneConfig
+from asap.agent.deadline import session_stop
 from asap.agent.llm import chat_model
 from asap.agent.protocols import AUTO, DEFAULT, pick_protocol
 from asap.agent.selftune import Bounds
@@ -192,14 +193,18 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
                            f"more than {opened} to go on")
         else:
             ctx.trainer.prestart()  # the fork server loads while the first round decides
+            # The session's calls stop being waited for once it is cancelled.
+            stopping = session_stop.set(cancel)
             try:
                 with _cancel_on_signals(ctx):
                     graph.invoke(ctx.initial_state(cfg.tau, cfg.depth or 1, cfg.context or 24,
                                                    cfg.plan or 1),
                                  {"recursion_limit": ctx.recursion_limit()}, context=ctx)
             except Exception:
-                if trainer.fatal is None:
+                if trainer.fatal is None and not cancel.is_set():
                     raise
+            finally:
+                session_stop.reset(stopping)
         if trainer.fatal is not None:  # a trial the clock could not price, a full disk
             raise trainer.fatal
         if cancel.is_set():

@@ -37,7 +37,7 @@ MODULES_ENV = "ASAP_PRELOAD_MODULES"
 MAIN_ENV = "ASAP_PRELOAD_MAIN"
 _server_lock = threading.Lock()
 _server: Preload | None = None  # what the running fork server preloaded
-_live = 0  # workers started and not yet closed: the server is restarted only when none runs
+_live = 0  # workers alive, running or kept: the server is restarted only when there is none
 STDLIB = frozenset(sys.stdlib_module_names)
 
 
@@ -105,7 +105,8 @@ def _let_go() -> None:
 
 
 def worker_started(delta: int) -> None:
-    """Count a worker in (+1) or out (-1): the fork server is never restarted under one."""
+    """Count a worker in (+1) or out (-1), kept idle ones too: the fork server (their parent)
+    is never restarted under one. A session's kept workers end with it (its trainer's close)."""
     global _live
     with _server_lock:
         _live += delta

@@ -215,3 +215,38 @@ def test_a_server_that_ignores_stream_true_is_an_llm_error(server, kind):
         timed_invoke(model, [HumanMessage("Name one optimizer.")], study=None, protocol="json",
                      cancel=threading.Event())
     assert isinstance(info.value, MalformedAnswer)
+
+
+def test_a_cancel_ends_the_session_while_its_llm_call_hangs(tmp_path):
+    """Issue 37 (8): a served run cancelled while its decision call waits on a server that
+    does not answer (here for 10 minutes, under a 10-minute deadline): the session stops
+    waiting for the call at once, fails its trials, logs its end and raises Cancelled."""
+    import threading
+
+    from asap.tools.types import Cancel, Cancelled
+
+    hanging = FakeOpenAI(slow_s=600.0).start()
+    try:
+        hanging.faults.extend(["ok", "slow"])  # the protocol probe answers; round 1 hangs
+        cancel, ended = Cancel(), []
+        cfg = TuneConfig(llm_after=0, ask="always", workload="hpobench:australian", trials=3,
+                         db=str(tmp_path / "c.db"), study="c", base_url=hanging.base_url,
+                         model="fake", decide="json", speculation="off", llm_timeout_s=600.0)
+
+        def run() -> None:
+            try:
+                tune(cfg, cancel=cancel)
+            except Cancelled as exc:
+                ended.append(exc)
+        session_thread = threading.Thread(target=run, daemon=True)
+        session_thread.start()
+        while hanging.served["slow"] == 0:  # the decision call is in flight
+            hanging.arrived.wait(1.0)
+        cancel.cancel("cancelled: the run was cancelled")
+        session_thread.join(120)  # bounds a failure only: without the fix it waited 10 min
+        assert not session_thread.is_alive() and len(ended) == 1
+        study = Ledger(tmp_path / "c.db").open_study("c")
+        assert study.events("session")[-1]["detail"]["interrupted"] is True
+        assert any(c["detail"].get("cancelled") for c in study.timings("llm_call"))
+    finally:
+        hanging.stop()

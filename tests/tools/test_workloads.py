@@ -86,11 +86,14 @@ def test_what_a_trial_imported_is_preloaded_for_the_next_one(tmp_path):
     import statement is read from its code and preloaded from the first trial; one a trial
     alone can tell (a name built at run time) teaches the fork server, which starts again with
     it after the first trial."""
+    import gc
+
     import userwl.lazy as lazy
 
     from asap.tools.backend import ForkServerBackend
     from asap.tools.workers import body_imports, preload_of
     from asap.tools.workloads import Workload
+    gc.collect()  # earlier tests' trainers, never closed: their kept workers end with them
     space = Space.from_dict({"x": {"type": "float", "low": 0, "high": 1}})
     assert body_imports(lazy.static) == {"pygments"} and body_imports(lazy.dynamic) == set()
     values = {}
@@ -104,6 +107,7 @@ def test_what_a_trial_imported_is_preloaded_for_the_next_one(tmp_path):
         values[fn.__name__] = [trainer.run({"x": x}, tool="t").value for x in (0.5, 0.25, 0.125)]
         if fn is lazy.dynamic:
             assert "tabulate" in backend.learned.modules
+        trainer.close()
     assert values == {"static": [1.0, 1.0, 1.0], "dynamic": [0.0, 1.0, 1.0]}
 
 
