@@ -307,3 +307,24 @@ def test_a_full_disk_is_one_line_and_the_cut_off_trial_is_failed(tmp_path, capsy
     trials = Ledger(db).open_study("full").trials()
     assert [t.status for t in trials] == ["failed"]
     assert "disk is full" in trials[0].error or "interrupted" in trials[0].error
+
+
+def test_a_report_on_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
+    """Issue 37 (13): the pictures cannot be written (no space left): one line, exit 2."""
+    import errno
+
+    from matplotlib.figure import Figure
+
+    db = tmp_path / "r.db"
+    assert main(["tune", "hpobench:australian", "--llm", "off", "--trials", "2", "--clock",
+                 "virtual", "--db", str(db)]) == 0
+    capsys.readouterr()
+
+    def full(self, path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    monkeypatch.setattr(Figure, "savefig", full)
+    assert main(["report", "hpobench-australian", "--db", str(db),
+                 "--out", str(tmp_path / "pics")]) == 2
+    err = capsys.readouterr().err
+    assert "no space left on the device" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err

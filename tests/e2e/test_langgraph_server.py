@@ -133,6 +133,16 @@ def test_a_server_run_uses_the_env_endpoint_shows_schemas_and_cancels(dev_server
         "cancelled") and client.threads.get_state(thread["thread_id"])["values"],
         "a partial result in the thread's state", 60)
     assert state["result"]["failed"] == 1 and state["result"]["study"] == "s"
+    # The thread again, asking for no more trials than the study has: none run, it says so
+    # (a custom event), and the result's ``ran`` is 0.
+    parts = list(client.runs.stream(thread["thread_id"], tune["assistant_id"],
+                                    stream_mode=["custom", "values"], input={
+                                        "workload": "faulty:reports_then_hangs", "trials": 1,
+                                        "settings": {"study": "s", "space": "space"}}))
+    said = [p.data["text"] for p in parts if p.event == "custom" and p.data["event"] == "message"]
+    assert any("already has 1 finished trials" in text for text in said), said
+    final = [p.data for p in parts if p.event == "values"][-1]
+    assert final["result"]["ran"] == 0 and final["result"]["trials"] == 1
 
 
 @pytest.mark.e2e
