@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import pickle
+import re
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -93,6 +94,28 @@ def run_task(workload: str, *, llm: BaseChatModel | bool | str | None = None, tr
     return TaskResult.from_summary(tune(cfg, llm=model, callbacks=callbacks, cancel=cancel))
 
 
+_MAIN_GUARD = re.compile(r"""__name__\s*==\s*['"]__main__['"]|['"]__main__['"]\s*==\s*__name__""")
+
+
+def _check_main_guard(objective: Callable[..., Any]) -> None:
+    """Refuse, before anything runs, an objective of a script that calls ``optimize`` without
+    the main guard: its trials' worker processes import the script, and each import would
+    start the run again (multiprocessing stops that with a traceback in every trial)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if getattr(objective, "__module__", None) != "__main__" or not path:
+        return
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return
+    if not _MAIN_GUARD.search(text):
+        raise ValueError(f"{path} calls asap.optimize outside `if __name__ == \"__main__\":`; "
+                         "its trials run in worker processes that import this script, so put "
+                         "the call under that line (as multiprocessing needs), or pass "
+                         "isolate=False to run the trials in this process")
+
+
 def _model(llm: BaseChatModel | bool | str | None, settings: dict[str, Any]
            ) -> tuple[BaseChatModel | None, dict[str, Any]]:
     """A chat model passed as ``llm``, or ``llm`` as the on/off setting (False, "off")."""
@@ -119,7 +142,7 @@ ELSEWHERE = {
 
 def optimize(objective: Callable[..., float | dict[str, float]],
              space: Space | Mapping[str, Any], *, n_trials: int = 20, metric: str = "value",
-             direction: str = "maximize", llm: BaseChatModel | bool | str | None = None,
+             direction: str = "minimize", llm: BaseChatModel | bool | str | None = None,
              callbacks: Sequence[Callable[[StudyView, Any], None]] = (),
              duration: str | None = None, show_progress_bar: bool = True,
              **settings: Any) -> OptimizeResult:
@@ -133,7 +156,9 @@ def optimize(objective: Callable[..., float | dict[str, float]],
     process, pickled by reference: define it with ``def`` at the top level of a module (a
     script's own functions work when it guards its entry point with ``if __name__ ==
     "__main__":``); a lambda or a closure gets a clear error before anything starts. A float
-    return is the ``metric`` value; a dict names its metrics; ``duration`` names the one that
+    return is the ``metric`` value, minimized unless ``direction="maximize"`` (Optuna's
+    default, so a script moved from Optuna keeps its direction); a dict names its metrics;
+    ``duration`` names the one that
     holds a trial's simulated seconds, for ``clock="virtual"``. ``callbacks`` are called as
     ``fn(study, trial)`` after each finished trial, as in Optuna: ``study`` reads like an Optuna
     study (``best_value``, ``trials``, ``stop()``) and ``trial`` is Optuna's ``FrozenTrial``
@@ -156,6 +181,7 @@ def optimize(objective: Callable[..., float | dict[str, float]],
     settings = _from_optuna(settings)
     space = space if isinstance(space, Space) else Space.from_dict(dict(space))
     if settings.get("isolate", True):
+        _check_main_guard(objective)
         try:
             pickle.dumps(objective)
         except (pickle.PicklingError, AttributeError, TypeError) as exc:

@@ -25,7 +25,19 @@ from asap.tools.ledger import Ledger
 from asap.tools.study import LedgerError
 from asap.tools.types import Terminated, safe_name
 
-console = Console()
+PIPED_WIDTH = 100_000  # columns of stdout when it is not a terminal: a line as long as it is
+
+
+def _results_console() -> Console:
+    """Results on stdout: laid out to a terminal's width; piped or redirected, each line as
+    long as its content (rich's default of 80 columns cut configurations there)."""
+    out = Console()
+    if not out.is_terminal:
+        out.width = PIPED_WIDTH
+    return out
+
+
+console = _results_console()
 err = Console(stderr=True)  # errors and notices: stdout carries only results (--json)
 
 

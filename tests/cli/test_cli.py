@@ -1,6 +1,7 @@
 """The command line, in-process through ``main([...])``: every bad input is one clear line."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,25 @@ def test_show_prints_trials(tmp_path, toy_space, capsys):
     assert "optuna:tpe" in out and "best loss = 0.25 (trial 0, optuna:tpe)" in out
     assert main(["show", "nope", "--db", str(tmp_path / "l.db")]) == 2
     assert main(["show", "demo", "--db", str(tmp_path / "absent.db")]) == 2
+
+
+def test_show_piped_prints_whole_configurations(tmp_path):
+    """Issue 39 (9): piped, ``asap show`` lays its table out as wide as a line needs, never at
+    rich's 80 columns (which cut a configuration)."""
+    from asap.tools.ledger import Ledger
+    from asap.tools.space import Space
+    names = [f"a_rather_long_parameter_name_{i}" for i in range(6)]
+    space = Space.from_dict({n: {"type": "float", "low": 0.0, "high": 1.0} for n in names})
+    study = Ledger(tmp_path / "p.db").create_study("wide", space, metric="loss",
+                                                   direction="minimize")
+    tid = study.start_trial({n: 0.5 for n in names}, tool="nevergrad:NGOpt")
+    study.finish_trial(tid, status="complete", metrics={"loss": 0.25})
+    out = subprocess.run([sys.executable, "-m", "asap.cli", "show", "wide", "--db",
+                          str(tmp_path / "p.db")], capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in os.environ.items() if k != "COLUMNS"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = next(line for line in out.stdout.splitlines() if "nevergrad:NGOpt" in line)
+    assert all(f"{n}=0.5" in row for n in names), out.stdout
 
 
 def test_show_as_json_and_csv_and_the_studies_list(tmp_path, toy_space, capsys):

@@ -49,6 +49,21 @@ def test_the_result_reads_like_an_optuna_study(tmp_path):
     assert study.best_value == result.best_value
     assert set(optuna.importance.get_param_importances(study)) == {"x", "kind"}
     assert result.complete == 6 and result.wall_clock_s > 0  # the run's numbers read too
+    # Optuna's own pictures of it, with what asap installs (the plotly ones need plotly).
+    import matplotlib.pyplot as plt
+    from optuna.visualization.matplotlib import plot_optimization_history
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        axes = plot_optimization_history(study)
+    assert len(axes.lines) + len(axes.collections) >= 1
+    plt.close("all")
+
+
+def test_the_direction_is_minimize_unless_given_as_in_optuna(tmp_path):
+    result = asap.optimize(objective, SPACE, n_trials=4, llm=False, isolate=False,
+                           db=str(tmp_path / "d.db"), show_progress_bar=False)
+    assert result.to_optuna().direction == optuna.study.StudyDirection.MINIMIZE
+    assert result.best_value == min(t.value for t in result.trials)
 
 
 def test_n_trials_means_that_many_more_and_each_call_is_a_new_study(tmp_path):
@@ -127,3 +142,25 @@ def test_an_objective_stops_its_trial_by_raising_trial_pruned(tmp_path):
     # Optuna's own exception is taken alike, in a worker process too.
     from asap.tools.types import is_pruned
     assert is_pruned(optuna.TrialPruned()) and not is_pruned(ValueError())
+
+
+def test_a_script_without_the_main_guard_is_told_the_line_to_add(tmp_path):
+    """Issue 39 (8): an Optuna script never needed ``if __name__ == "__main__":``; here its
+    workers import the script, so the call outside the guard is refused before any trial,
+    naming the line; the same script with the guard runs."""
+    import subprocess
+    import sys
+    body = ("import asap\n\ndef objective(config, report):\n    return config['x'] ** 2\n\n"
+            "{call}asap.optimize(objective, {{'x': {{'type': 'float', 'low': -1, 'high': 1}}}}, "
+            "n_trials=2, llm=False, db={db!r}, show_progress_bar=False)\n")
+    bare, guarded = tmp_path / "bare.py", tmp_path / "guarded.py"
+    bare.write_text(body.format(call="", db=str(tmp_path / "b.db")))
+    guarded.write_text(body.format(call="if __name__ == '__main__':\n    ",
+                                   db=str(tmp_path / "g.db")))
+    out = subprocess.run([sys.executable, str(bare)], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert out.returncode != 0 and 'if __name__ == "__main__":' in out.stderr, out.stderr[-2000:]
+    assert out.stderr.count("Traceback") == 1 and not (tmp_path / "b.db").exists()
+    out = subprocess.run([sys.executable, str(guarded)], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
