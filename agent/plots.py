@@ -36,6 +36,9 @@ def history_range(study: Study, values: list[float], steps: list[float]
     return lo - pad, hi + pad
 
 
+MIN_IMPORTANCE = 10  # complete trials before importances are drawn (and half as many values)
+
+
 def save_figure(fig: Any, path: str | Path) -> Path:
     """Lay ``fig`` out and save it as ``path``. Its text is made printable first: a name from an
     old ledger may hold a control character, which no font draws (matplotlib's warning would
@@ -99,6 +102,12 @@ def importance(study: Study, path: str | Path) -> tuple[Path | None, str]:
 
     from asap.tools.optuna_mirror import importances
 
+    complete = [t.value for t in study.trials(status="complete") if t.value is not None]
+    if len(complete) < MIN_IMPORTANCE or len(set(complete)) < MIN_IMPORTANCE // 2:
+        return None, (f"not drawn from {len(complete)} complete trials with "
+                      f"{len(set(complete))} distinct values (it needs {MIN_IMPORTANCE} trials "
+                      f"and {MIN_IMPORTANCE // 2} distinct values: fewer say little of what "
+                      "mattered)")
     try:
         mirrored, scores = importances(study)
     except ValueError as exc:
@@ -111,7 +120,8 @@ def importance(study: Study, path: str | Path) -> tuple[Path | None, str]:
     try:
         ax.set_title("", loc="left")  # Optuna's own title, replaced by the study's
         fig.suptitle("")
-        ax.set_title(f"{study.name}: parameter importance (fANOVA)")
+        ax.set_title(f"{study.name}: parameter importance (fANOVA, from {len(complete)} "
+                     "complete trials)")
         fig.set_size_inches(8, 0.8 + 0.4 * len(study.space.names))
         path = save_figure(fig, path)
     finally:
@@ -144,15 +154,18 @@ def llm_latency(study: Study, path: str | Path) -> Path | None:
         return None
     fig = Figure(figsize=(8, 4))
     ax = fig.subplots()
-    for kind in CALL_KINDS:
+    for kind in CALL_KINDS:  # the colour says the kind, the fill the cache: one meaning each
         color = CALL_COLORS[kind]
         rows = [c for c in calls if call_kind(c) == kind]
-        if rows:
-            cached = [(c["cached_tokens"] or 0) / c["prompt_tokens"] for c in rows]
-            ax.scatter([c["prompt_tokens"] for c in rows], [c["duration"] for c in rows], s=22,
-                       color=color, alpha=[0.35 + 0.65 * x for x in cached],
-                       label=f"{kind} ({len(rows)})")
+        for filled in (True, False):
+            part = [c for c in rows
+                    if ((c["cached_tokens"] or 0) / c["prompt_tokens"] >= 0.5) == filled]
+            if part:
+                ax.scatter([c["prompt_tokens"] for c in part], [c["duration"] for c in part],
+                           s=22, edgecolors=color, facecolors=color if filled else "none",
+                           label=f"{kind}, {'mostly cached' if filled else 'mostly uncached'} "
+                                 f"({len(part)})")
     ax.set(xlabel="prompt tokens", ylabel="seconds",
-           title=f"{study.name}: LLM latency against prompt length (faint: mostly uncached)")
+           title=f"{study.name}: LLM latency against prompt length (hollow: mostly uncached)")
     ax.legend(fontsize=8)
     return save_figure(fig, path)

@@ -150,6 +150,9 @@ def timeline(study: Study, path: str | Path) -> Path:
     ax.set_xlabel(("simulated " if virtual else "") + "seconds worked (the time between "
                   "sessions cut out); training bars in the colour of the tool that proposed "
                   "them, as in the history")
-    ax.set_title(f"{study.name}: {'virtual-clock' if virtual else 'wall-clock'} timeline "
-                 "(v accepted, x rejected speculation)")
+    kinds = {ok for lane in lanes for _, ok in lane.marks}  # the title keys only marks drawn
+    key = ", ".join(text for ok, text in ((True, "v accepted"), (False, "x rejected"))
+                    if ok in kinds)
+    ax.set_title(f"{study.name}: {'virtual-clock' if virtual else 'wall-clock'} timeline"
+                 + (f" ({key} speculation)" if key else ""))
     return save_figure(fig, path)

@@ -87,3 +87,32 @@ def test_control_characters_in_an_old_ledgers_names_are_drawn_as_question_marks(
     save_figure(fig, tmp_path / "f.png")
     assert ax.get_title() == "a?b"
     plt.close(fig)
+
+
+def test_the_pictures_key_only_what_they_draw(ledger, toy_space, tmp_path, monkeypatch):
+    """Issue 39 (9): the timeline's title names a speculation mark only when one is drawn;
+    the latency plot says the call's kind by colour and its cache by fill, one meaning each."""
+    import matplotlib.axes
+    from matplotlib.figure import Figure
+
+    from asap.agent.plots import llm_latency
+    study = ledger.create_study("keys", toy_space, metric="loss", direction="minimize")
+    study.log_event("session", start=0.0, end=16.0, interrupted=False)
+    _trial(study, {"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}, "optuna:tpe",
+           0.5, 2.0, 10.0)
+    titles, figures = [], []
+    set_title, savefig = matplotlib.axes.Axes.set_title, Figure.savefig
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda self, label, *a, **k: (
+        titles.append(label), set_title(self, label, *a, **k))[1])
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (
+        figures.append(self), savefig(self, *a, **k))[1])
+    timeline(study, tmp_path / "a.png")
+    study.log_timing("llm_call", 3, 5, prompt_tokens=200, cached_tokens=180, speculative=True)
+    study.log_timing("llm_call", 6, 9, prompt_tokens=220, cached_tokens=0)
+    study.log_event("speculation", accepted=True)
+    timeline(study, tmp_path / "b.png")
+    assert "speculation" not in titles[0]
+    assert titles[1].endswith("(v accepted speculation)")
+    llm_latency(study, tmp_path / "l.png")
+    labels = [t.get_text() for t in figures[-1].axes[0].get_legend().get_texts()]
+    assert labels == ["critical, mostly uncached (1)", "speculative, mostly cached (1)"]

@@ -124,7 +124,14 @@ def test_report_draws_the_history_and_the_importance_beside_the_timeline(tmp_pat
     from asap.agent.plots import importance
     _, why = importance(Ledger(tmp_path / "h.db").create_study(
         "none", space, metric="loss", direction="minimize"), tmp_path / "n.png")
-    assert "at least 2 complete trials" in why
+    assert "not drawn from 0 complete trials" in why
+    few = Ledger(tmp_path / "h.db").create_study("few", space, metric="loss",
+                                                 direction="minimize")
+    for i in range(6):  # issue 39 (9): six trials say little of what mattered
+        tid = few.start_trial({"x": i / 6, "y": 0.5}, tool="optuna:tpe")
+        few.finish_trial(tid, status="complete", metrics={"loss": float(i)})
+    made, why = importance(few, tmp_path / "f.png")
+    assert made is None and "not drawn from 6 complete trials" in why
 
 
 def test_a_recorded_session_decomposes_into_parts_that_add_up(tmp_path):
