@@ -61,13 +61,11 @@ def rank(study: Study, offers: Sequence[Offer], extra: Sequence[Trial] = (),
     ``extra``: trials that are not in the ledger but should count (a speculative branch's
     predicted ones).
     """
-    done = [t for t in [*study.trials(status="complete"), *extra] if t.value is not None]
-    done = _fittable(study, done)[-MAX_POINTS:]
-    if len(done) < MIN_POINTS:
+    fitted = _fitted(study, extra)
+    if fitted is None:
         return list(offers), [None] * len(offers)
-    sign = 1.0 if study.direction == "maximize" else -1.0
+    done, sign, gps = fitted
     configs = [c for _, c in offers]
-    gps = _GPS.setdefault(study, {"value": GP(), "cost": GP()})
     scores = _expected_improvement(study.space, done, configs, sign, gps["value"], not extra)
     seconds = predict_seconds(study.space, done, configs, gps["cost"], refit=not extra)
     if seconds is not None:
@@ -81,16 +79,27 @@ def fit_ahead(study: Study) -> None:
     """Fit the prior's kernels (value and cost) now, on the trials finished so far, while the
     next trial trains: the round after it lands conditions on its result with them instead of
     fitting them on the critical path (:meth:`~asap.agent.fit.GP.fit_ahead`)."""
-    done = [t for t in study.trials(status="complete") if t.value is not None]
-    done = _fittable(study, done)[-MAX_POINTS:]
-    if len(done) < MIN_POINTS:
+    fitted = _fitted(study)
+    if fitted is None:
         return
-    sign = 1.0 if study.direction == "maximize" else -1.0
-    gps = _GPS.setdefault(study, {"value": GP(), "cost": GP()})
+    done, sign, gps = fitted
     gps["value"].fit_ahead([encode(study.space, t.config) for t in done],
                            [sign * t.value for t in done])
     if (points := cost_points(study.space, done)) is not None:
         gps["cost"].fit_ahead(*points)
+
+
+def _fitted(study: Study, extra: Sequence[Trial] = ()
+            ) -> tuple[list[Trial], float, dict[str, GP]] | None:
+    """What the prior's GPs fit: the latest :data:`MAX_POINTS` fittable trials with a value
+    (and ``extra`` ones), the sign that makes larger better, and the study's two GPs; None
+    with fewer than :data:`MIN_POINTS` of those trials."""
+    done = [t for t in [*study.trials(status="complete"), *extra] if t.value is not None]
+    done = _fittable(study, done)[-MAX_POINTS:]
+    if len(done) < MIN_POINTS:
+        return None
+    sign = 1.0 if study.direction == "maximize" else -1.0
+    return done, sign, _GPS.setdefault(study, {"value": GP(), "cost": GP()})
 
 
 def _fittable(study: Study, done: list[Trial]) -> list[Trial]:

@@ -201,7 +201,8 @@ class _WorkerRun(TrialRun):
         if msg[0] == "report":
             self.conn.send(self.report(msg[1], msg[2]))
             return None
-        self.clean = not str(msg[1]).startswith("out of memory")
+        # A worker that ran out of memory may not be sound: it runs no other trial.
+        self.clean = not (msg[0] == "error" and str(msg[1]).startswith("out of memory"))
         if msg[0] == "done":  # the packages it imported: preloaded for the next workers
             self.backend.learned |= Preload(frozenset(msg[2]))
             return "done", msg[1]

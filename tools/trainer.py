@@ -2,9 +2,10 @@
 trial unless it was stopped, see :class:`~asap.tools.backend.ForkServerBackend`).
 
 Why a process: the caller stays free while a trial trains (speculation runs meanwhile), and a
-hung or crashing trial can be killed without taking the tuner down. The parent supervises through a pipe: it records each intermediate value in the
-ledger, answers prune decisions, enforces the time limit and turns every failure (exception, NaN,
-out-of-memory, timeout, crash, bad metric) into a failed trial with a readable reason.
+hung or crashing trial can be killed without taking the tuner down. The parent supervises
+through a pipe: it records each intermediate value in the ledger, answers prune decisions,
+enforces the time limit and turns every failure (exception, NaN, out-of-memory, timeout, crash,
+bad metric) into a failed trial with a readable reason.
 """
 
 from __future__ import annotations

@@ -228,16 +228,15 @@ def serve_trials(conn, tuner: int, env: dict[str, str] | None = None) -> None:
             break
         if job is None:
             break
-        ending = _run_trial(conn, *job)
-        if ending == "out of memory":  # a process that ran out may not be sound any more
-            break
+        _run_trial(conn, *job)
     conn.close()
 
 
 def _run_trial(conn, target: str, config: dict, fidelity: int | None, kwargs: dict, cwd: str,
-               seed: int, log: str, threads: int | None) -> str:
+               seed: int, log: str, threads: int | None) -> None:
     """One trial in this worker: its output to its log, its share of the cores, its result
-    (or its failure, one line) sent back. Says "out of memory" when it ran out."""
+    (or its failure, one line) sent back. Whether the worker runs another is the trainer's
+    call (not after an out-of-memory)."""
     _limit_threads(min(threads or usable_cores(), free_cores()))
     before = set(sys.modules)
     # What the workload prints goes to the trial's log, never to the tuner's stdout (--json).
@@ -271,7 +270,6 @@ def _run_trial(conn, target: str, config: dict, fidelity: int | None, kwargs: di
         sys.stdout = sys.stderr = null
         out.close()
     conn.send(message)
-    return "out of memory" if str(message[1]).startswith("out of memory") else message[0]
 
 
 def _limit_threads(threads: int) -> None:
@@ -336,22 +334,23 @@ def _kill_with_parent() -> None:
     """Linux: the kernel SIGKILLs this worker when its parent (the fork server, which exits when
     the tuner is gone) dies; needs no Python thread, so it holds even in C code that never
     releases the GIL. Elsewhere the watchdog thread alone."""
-    if sys.platform != "linux":
-        return
-    import ctypes
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _adopt_orphans() -> None:
     """Linux: processes a trial started and left behind (a ``setsid`` daemon whose parent
     exited) become this worker's children, not init's, so that stopping the worker finds and
     ends them (:func:`stop_worker`)."""
+    _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+
+
+def _prctl(option: int, value: int) -> None:
+    """Linux's ``prctl(option, value)`` for this process; nothing elsewhere."""
     if sys.platform != "linux":
         return
     import ctypes
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+        ctypes.CDLL(None, use_errno=True).prctl(option, value)
 
 
 def _die_with(tuner: int, every_s: float = 0.5) -> None:
