@@ -6,7 +6,10 @@ LLM only decides which one a question asks for.
 
 from __future__ import annotations
 
+import re
+
 from asap.agent.stats import pct, summarize, tool_records
+from asap.tools.params import CategoricalParam
 from asap.tools.study import Study
 
 
@@ -139,6 +142,57 @@ def next_proposals(study: Study, target: float | None = None, show: int = 3) -> 
                  f"{target:g}." if reach else f"\nNone is predicted past {target:g} yet; more "
                  "trials narrow the prior's uncertainty.")
     return text
+
+
+def summary(study: Study) -> str:
+    """What the session did, in plain words: what was tuned, how many trials ran and how they
+    ended, who proposed and who decided, the best and what it used."""
+    s = summarize(study)
+    free = [p.name for p in study.space.params
+            if not (isinstance(p, CategoricalParam) and len(p.choices) == 1)]
+    ended = ", ".join(f"{s[k]} {k}" for k in ("complete", "pruned", "failed") if s[k])
+    tools = ", ".join(f"{k} {r['trials']}" for k, r in s["per_tool"].items())
+    by: dict[str, int] = {}
+    for e in study.events("decision"):
+        by[e["detail"]["by"]] = by.get(e["detail"]["by"], 0) + 1
+    decided = ", ".join(f"{_BY.get(k, k)} {n}" for k, n in sorted(by.items(), key=lambda kv: -kv[1]))
+    text = (f"I tuned {', '.join(free)} of {study.workload} to {study.direction} {study.metric}: "
+            f"{s['trials']} trials ({ended or 'none finished'}) in {s['time']['wall_s']:.1f} s. "
+            "Each round the tools proposed configurations and one was trained; trials by tool: "
+            f"{tools or 'none'}.")
+    if decided:
+        text += f" Rounds decided by: {decided}."
+    if s["best_value"] is not None:
+        text += (f" The best {study.metric}, {s['best_value']:.4g}, came from trial "
+                 f"{s['best_trial']} ({s['best_tool']}): {study.space.format(s['best_config'])}.")
+    return text
+
+
+_NUM = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e-?\d+)?%?")
+_NAMES = re.compile(r"\b(tpe|cma-?es|ngopt|de|random|qmc|gp|smac|hyperband|bohb|[a-z]+_[a-z_]+)\b")
+
+
+def unsupported(reply: str, facts: str) -> list[str]:
+    """The numbers and names in ``reply`` (an LLM's phrasing of ``facts``) that ``facts`` does
+    not hold: a number matches one of the facts' at the precision it is written (a percentage
+    also as a share), a tool or parameter name must appear in them. Empty: the reply is
+    grounded."""
+    found = _NUM.findall(facts)
+    plain = [float(m) for m in found if not m.endswith("%")]
+    percents = [float(m[:-1]) for m in found if m.endswith("%")]
+    words = facts.lower()
+    out = []
+    for token in _NUM.findall(reply):
+        x = float(token.rstrip("%"))
+        digits = len(token.rstrip("%").partition(".")[2].partition("e")[0])
+        tol = abs(x) * 1e-3 if "e" in token else 0.5 * 10 ** -digits + 1e-12
+        pool = ([*percents, *(k * 100 for k in plain)] if token.endswith("%")
+                else [*plain, *(k / 100 for k in percents)])
+        if not any(abs(x - k) <= tol for k in pool):
+            out.append(token)
+    out += [w for w in _NAMES.findall(reply.lower()) if w.replace("-", "") not in
+            words.replace("-", "")]
+    return out
 
 
 HELP_TEXT = """I can tune and answer questions about what was tuned:

@@ -27,6 +27,8 @@ class Request(BaseModel):
     minutes: float | None = None
     params: list[str] | None = None
     space_file: str | None = None
+    # {parameter as the person named it: [low, high]}: ranges to search, the rest still tuned
+    ranges: dict[str, list[float]] | None = None
 
 
 class Intent(BaseModel):
@@ -73,6 +75,10 @@ def grounded(found: dict[str, Any], text: str) -> dict[str, Any]:
             ok = stem in words.replace(".py:", ":") or str(value).lower() in words
         elif key in ("trials", "minutes"):
             ok = float(value) in numbers or (key == "minutes" and float(value) / 60 in numbers)
+        elif key == "ranges":  # each bound a number the person wrote
+            value = {k: v for k, v in value.items() if len(v) == 2
+                     and all(float(x) in numbers for x in v)}
+            ok = bool(value)
         elif key == "params":
             value = [p for p in value if canonical(p).replace("_", " ") in words
                      or p.lower() in words or canonical(p) in words]
@@ -92,11 +98,14 @@ def parse_request(text: str) -> dict[str, Any]:
                     + r"|[A-Za-z_][\w.]*\.py:\w+|[A-Za-z_][\w.]*:[A-Za-z_]\w*)", text)
     if ref:
         out["workload"] = re.sub(r"\.py:", ":", ref.group(1))
-    if m := re.search(r"(\d+)\s*trials?\b", text, re.I):
+    if m := re.search(r"(\d+)\s*(?:trials?|runs?|tries|attempts?|evaluations?|experiments?|"
+                      r"iterations?|configs?|configurations?)\b", text, re.I):
         out["trials"] = int(m.group(1))
     if m := re.search(r"(\d+(?:\.\d+)?)\s*(minutes?|mins?|hours?|h)\b", text, re.I):
         out["minutes"] = float(m.group(1)) * (60 if m.group(2).lower().startswith("h") else 1)
-    words = text.lower()
+    ranges, words = parse_ranges(text)
+    if ranges:
+        out["ranges"] = ranges
     names = [n for n in [*ALIASES, *KNOWN_RANGES] if re.search(rf"\b{re.escape(n)}\b", words)]
     if names:  # "learning rate" and "lr" name the same parameter: keep one of each
         seen: dict[str, str] = {}
@@ -111,6 +120,31 @@ def parse_request(text: str) -> dict[str, Any]:
     return out
 
 
+_NUMBER = r"(-?\d+(?:\.\d+)?(?:e-?\d+)?)"
+_RANGE = re.compile(r"((?:[a-z][\w-]*\s+){0,3}[a-z][\w-]*)\s+(?:(?:to\s+)?(?:stay\s+)?"
+                    r"(?:between|from|within|in(?: the range(?: of)?)?)\s+)\[?\s*" + _NUMBER
+                    + r"\s*(?:and|to|-|\.\.|,)\s*" + _NUMBER + r"\s*\]?", re.I)
+
+
+def parse_ranges(text: str) -> tuple[dict[str, list[float]], str]:
+    """The ranges a message gives ("keep the learning rate between 0.001 and 0.01", "lr from
+    1e-3 to 1e-2", "width in [32, 64]"): ``{parameter: [low, high]}``, the parameter as the
+    person named it (the longest known name ending the words before the range, else the last
+    word), and the text without them, so that a parameter named only to give its range is not
+    read as "tune only this one"."""
+    ranges: dict[str, list[float]] = {}
+    rest = text.lower()
+    for m in _RANGE.finditer(text.lower()):
+        words = m.group(1).split()
+        name = next((" ".join(words[i:]) for i in range(len(words))
+                     if " ".join(words[i:]) in ALIASES or canonical(" ".join(words[i:]))
+                     in KNOWN_RANGES), words[-1])
+        low, high = float(m.group(2)), float(m.group(3))
+        ranges[name] = [min(low, high), max(low, high)]
+        rest = rest.replace(m.group(0), " ".join(words[:len(words) - len(name.split())]))
+    return ranges, rest
+
+
 def parse_intent(text: str) -> Intent | None:
     """Plain questions and commands read without the LLM; None when unsure."""
     t = text.lower()
@@ -121,6 +155,9 @@ def parse_intent(text: str) -> Intent | None:
                       t):
         return Intent(action="narrow", param=m.group(1), low=float(m.group(2)),
                       high=float(m.group(3)))
+    if ranges := parse_ranges(t)[0]:  # "keep lr between 0.001 and 0.01"
+        (param, (low, high)), = list(ranges.items())[:1]
+        return Intent(action="narrow", param=param, low=low, high=high)
     if m := re.search(r"\b(?:try|use|switch to)\s+([a-z][\w.-]*)(?:\s+(?:instead|rather))?", t):
         if m.group(1) not in ("more", "again", "another", "it", "the", "a"):
             return Intent(action="pin", value=m.group(1))

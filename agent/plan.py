@@ -14,9 +14,9 @@ import yaml
 
 from asap.agent.config import TuneConfig
 from asap.tools.ledger import Ledger
-from asap.tools.params import CategoricalParam
+from asap.tools.params import CategoricalParam, IntParam
 from asap.tools.space import Space, SpaceError, format_value
-from asap.tools.space_edit import ALIASES, canonical, pin, propose_space, restrict
+from asap.tools.space_edit import ALIASES, canonical, narrow, pin, propose_space, restrict
 from asap.tools.study import Study
 from asap.tools.workloads import BUILTIN, is_tabular, resolve
 
@@ -48,17 +48,21 @@ def make_plan(request: dict[str, Any], *, study: str, space: Space | None = None
     pinned: dict[str, Any] = {}
     if space is None and request.get("space_file"):
         space = Space.from_file(request["space_file"])
+    ranges = request.get("ranges") or {}
     if builtin:
         wl = resolve(ref)
         metric, direction = wl.metric, wl.direction
     if space is None and builtin:
         space = wl.space
-        if request.get("params"):
-            space, pinned = restrict(space, match(request["params"], space), wl.defaults)
+        if request.get("params"):  # named ones only; a range names one to keep tuned too
+            keep = match([*request["params"], *ranges], space)
+            space, pinned = restrict(space, list(dict.fromkeys(keep)), wl.defaults)
     elif space is None:
-        space, unknown = propose_space(request.get("params") or [])
+        named = list(dict.fromkeys([*(request.get("params") or []), *ranges]))
+        space, unknown = propose_space(named)
         if unknown:
             raise SpaceError(f"I know no range for {unknown}: give one, or a space file")
+    space = with_ranges(space, ranges, inside=builtin)
     if not pinned:  # a space given whole (narrowed, re-pinned): its single choices are the pins
         pinned = {p.name: p.choices[0] for p in space.params
                   if isinstance(p, CategoricalParam) and len(p.choices) == 1}
@@ -73,6 +77,29 @@ def make_plan(request: dict[str, Any], *, study: str, space: Space | None = None
             "time_budget_s": float(minutes) * 60 if minutes else None}
     TuneConfig.make(workload=ref, trials=plan["trials"], time_budget_s=plan["time_budget_s"])
     return plan
+
+
+def with_ranges(space: Space, ranges: dict[str, list[float]], inside: bool) -> Space:
+    """``space`` with each named parameter's range set to the person's ``[low, high]``; the
+    other parameters stay as they are (still tuned). ``inside``: a built-in workload's ranges
+    are its limits, so a new one must lie inside; the ranges proposed for a person's own code
+    are only a practitioner's guess, so theirs replaces it."""
+    for raw, (low, high) in ranges.items():
+        name = match([raw], space)[0]
+        if inside:
+            space = narrow(space, name, low, high)
+            continue
+        spec = space.to_dict()
+        p = space[name]
+        if isinstance(p, CategoricalParam):
+            raise SpaceError(f"'{name}' is a choice among {p.choices}, not a range")
+        if spec[name].get("log") and low <= 0:
+            raise SpaceError(f"'{name}' is searched on a log scale: its low must be > 0, "
+                             f"got {low:g}")
+        spec[name] = {**spec[name], "low": int(low) if isinstance(p, IntParam) else low,
+                      "high": int(high) if isinstance(p, IntParam) else high}
+        space = Space.from_dict(spec)
+    return space
 
 
 def repin(study: Study, value: str, name: str | None = None) -> Space:

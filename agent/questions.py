@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-Kind = Literal["help", "why", "time", "importance", "next", "top", "best", "other"]
+Kind = Literal["help", "summary", "why", "time", "importance", "next", "top", "best", "other"]
 
 _OPENERS = r"what|what's|whats|why|how|which|where|when|who|whose|is|are|was|were|does|do|did|"\
            r"should|has|have|explain|tell me|show me|describe|list"
@@ -36,8 +36,12 @@ def kind(text: str) -> Kind:
     t = text.lower()
     if HELP.match(t):
         return "help"
-    if re.search(r"\b(important|importance|matters?|influen\w*|sensitiv\w*|effect of)\b", t):
+    if re.search(r"\b(important|importance|matters?|mattered|influen\w*|sensitiv\w*|effect of|"
+                 r"(biggest|most|largest|any) (difference|impact|effect)|made a difference)\b", t):
         return "importance"
+    if re.search(r"\b(what (did|have) you (actually |really )?(do|done|did)|what happened|"
+                 r"summar\w*|recap|in plain (words|english)|overview|walk me through)\b", t):
+        return "summary"
     if re.search(r"\b(next|try|suggest\w*|recommend\w*|get (above|below|better|higher|lower)|"
                  r"improve)\b", t):
         return "next"

@@ -121,7 +121,9 @@ def _drop_culprit(request: dict[str, Any], exc: Exception) -> dict[str, Any]:
     if isinstance(exc, WorkloadError):
         culprit = ["workload", "space_file", "metric"]
     elif isinstance(exc, SpaceError):
-        culprit = ["space_file"] if request.get("space_file") else ["params"]
+        ranges = request.get("ranges") or {}
+        culprit = (["ranges"] if "range" in str(exc) or any(f"'{r}'" in str(exc) for r in ranges)
+                   and ranges else ["space_file"] if request.get("space_file") else ["params"])
     else:
         culprit = ["trials", "minutes"]
     return {k: v for k, v in request.items() if k not in culprit}
@@ -163,6 +165,8 @@ def _revise(state: ChatState, ctx: ChatContext, reply: str) -> ChatState | None:
     changes = parse_request(reply) or _extract(ctx, reply)
     if "params" in changes and re.search(r"\b(also|too|as well|and)\b", reply, re.I):
         changes["params"] = list(dict.fromkeys([*request.get("params", []), *changes["params"]]))
+    if "ranges" in changes:  # a range edit keeps the earlier ones ("and dropout up to 0.3")
+        changes["ranges"] = {**request.get("ranges", {}), **changes["ranges"]}
     changes = {k: v for k, v in changes.items() if v != request.get(k)}
     if not changes:
         return None

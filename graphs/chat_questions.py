@@ -18,6 +18,7 @@ from asap.agent.questions import kind, target_named, tool_named
 from asap.graphs.chat_state import ChatContext, ChatState
 from asap.tools.ledger import Ledger
 from asap.tools.space import SpaceError
+from asap.tools.study import Study
 
 NOTHING = "OK, nothing started. Ask me about the study, or say what to change."
 OFFER = 5  # trials "what should I try next?" offers to run
@@ -32,6 +33,8 @@ def answer(ctx: ChatContext, state: ChatState, text: str) -> ChatState:
                                                 "yet. "
         return say(prefix + answers.HELP_TEXT)
     study = Ledger(ctx.db).open_study(name)
+    if q == "summary":
+        return say(answers.summary(study))
     if q == "why":
         return say(answers.why_picked(study, tool_named(text)))
     if q == "time":
@@ -56,15 +59,32 @@ def answer(ctx: ChatContext, state: ChatState, text: str) -> ChatState:
         return say(answers.top(study, asked.n if asked and asked.n else 5))
     if q == "best":
         return say(answers.best(study))
-    facts = answers.best(study) + "\n" + answers.time_split(study)
+    return say(phrased(ctx, study, text))
+
+
+GROUNDED = ("You answer questions about a tuning session from the facts below, in two or three "
+            "sentences. Use only these facts: copy numbers and names exactly as written, compute "
+            "nothing new. If the facts do not answer the question, say that the ledger does not "
+            "record it.\nFacts from the ledger:\n{facts}")
+
+
+def phrased(ctx: ChatContext, study: Study, text: str) -> str:
+    """The LLM's answer to a question no plain answer covers, phrased from the ledger's facts
+    and checked against them: a number or name the facts do not hold (the model supplied it)
+    drops the phrasing for the facts themselves, saying so."""
+    facts = "\n".join([answers.summary(study), answers.top(study, 3), answers.time_split(study)])
     try:
-        reply = ctx.llm.invoke([SystemMessage("You answer questions about a tuning session. "
-                                              f"Facts from the ledger:\n{facts}"),
-                                HumanMessage(text)])
+        # Not streamed: a reply is shown only once it has passed the check.
+        reply = str(ctx.llm.with_config(tags=["nostream"]).invoke(
+            [SystemMessage(GROUNDED.format(facts=facts)), HumanMessage(text)]).content)
     except LLM_ERRORS as exc:
-        return say(f"(the LLM failed: {type(exc).__name__}) Here is what the ledger says:\n"
-                    + facts)
-    return {"messages": [AIMessage(reply.content)]}
+        return f"(the LLM failed: {type(exc).__name__}) Here is what the ledger says:\n" + facts
+    invented = answers.unsupported(reply, facts)
+    if invented:
+        return ("I can only answer from what the ledger records, and it does not say that "
+                f"directly (a phrasing mentioned {', '.join(invented[:3])}, which it does not "
+                "hold). What it records:\n" + facts)
+    return reply
 
 
 def say(text: str) -> ChatState:

@@ -157,16 +157,21 @@ def _pending(graph: Any, config: dict) -> str | None:
     return None
 
 
+THINKING = "thinking (the model reads your message)..."
+
+
 def _render(stream: Any, console: Console) -> None:
-    """Stream LLM tokens of free answers, trial progress, and each node's new AI messages."""
+    """Stream LLM tokens of free answers, trial progress, and each node's new AI messages; a
+    status line says what is going on until the first of them (a small model on a busy
+    machine can take minutes to answer)."""
     streamed = False
-    with console.status("", spinner="dots") as status:
-        status.stop()  # shown only while a trial trains
+    with console.status(THINKING, spinner="dots") as status:
         for mode, chunk in stream:
             if mode == "messages":
                 msg, meta = chunk
                 if isinstance(msg, AIMessageChunk) and meta.get("langgraph_node") == "respond" \
                         and msg.content:
+                    status.stop()
                     console.print(msg.content, end="", markup=False, highlight=False)
                     streamed = True
             elif mode == "custom":
@@ -180,6 +185,7 @@ def _render(stream: Any, console: Console) -> None:
                         said = said[2:]  # the question went with the interrupt, then the reply
                     for m in said:
                         if isinstance(m, AIMessage) and not (streamed and node == "respond"):
+                            status.stop()
                             _say(console, m.content)
     if streamed:
         console.print()
@@ -199,10 +205,10 @@ def _progress(event: dict[str, Any], console: Console, status: Any) -> None:
         status.update(f"trial {event['report']} step {event['step']}: "
                       f"{event['metric']} {event['value']:.4g}")
     elif "trial" in event:
-        status.stop()
         value = "-" if event["value"] is None else f"{event['value']:.4g}"
         console.print(f"[dim]  trial {event['trial']} {event['status']} {value} "
                       f"({event['tool']})[/]")
+        status.update("choosing the next trial...")
 
 
 def default_context(db: str, base_url: str | None, model: str | None,

@@ -83,3 +83,43 @@ def test_a_pinned_choice_can_be_switched_back_on_from_the_workloads_space(ledger
     assert "beta1" not in space.names and space["lr"].high == 0.3 and space["width"].low == 16
     with pytest.raises(SpaceError, match="'rmsprop'"):
         repin(study, "rmsprop")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("can we keep the learning rate between 0.001 and 0.01 instead",
+     {"ranges": {"learning rate": [0.001, 0.01]}}),
+    ("lr from 0.001 to 0.01, and still tune all the other parameters too",
+     {"ranges": {"lr": [0.001, 0.01]}}),
+    ("width in [32, 64] and dropout between 0.3 and 0, 20 trials",
+     {"trials": 20, "ranges": {"width": [32.0, 64.0], "dropout": [0.0, 0.3]}}),
+    ("tune lr and width, lr between 1e-4 and 1e-2",  # named to tune, and given a range
+     {"ranges": {"lr": [1e-4, 1e-2]}, "params": ["lr", "width"]}),
+    ("I'd like to find good settings for the digits-cnn model, maybe 4 runs",
+     {"workload": "digits-cnn", "trials": 4}),
+])
+def test_ranges_and_budgets_in_a_persons_words(text, expected):
+    assert parse_request(text) == expected
+
+
+def test_a_range_for_a_users_own_code_replaces_the_guess_and_a_workloads_must_fit():
+    plan = make_plan({"workload": "train:fit", "metric": "acc", "trials": 5,
+                      "params": ["width"], "ranges": {"learning rate": [0.5, 2.0]}}, study="s")
+    assert plan["params"]["lr"]["low"] == 0.5 and plan["params"]["lr"]["high"] == 2.0
+    assert set(plan["params"]) == {"width", "lr"} and not plan["pinned"]
+    with pytest.raises(SpaceError, match="log scale: its low must be > 0"):
+        make_plan({"workload": "train:fit", "metric": "acc", "trials": 5,
+                   "ranges": {"lr": [0.0, 0.1]}}, study="s")
+    with pytest.raises(SpaceError, match="the new range of 'width' must lie inside"):
+        make_plan({"workload": "hpobench:australian", "trials": 5,
+                   "ranges": {"width": [2, 9999]}}, study="s")
+
+
+def test_the_answer_check_finds_what_the_facts_do_not_hold():
+    from asap.agent.answers import unsupported
+
+    facts = ("best val_acc 0.9733 (trial 4, optuna:TPE) after 6 trials; lr=0.003\n"
+             "Wall-clock 12.3 s: training 10.1 s (82%)")
+    assert unsupported("The best val_acc was 0.973, from trial 4 by TPE; training took 82% "
+                       "(0.82) of 12.3 s.", facts) == []
+    assert unsupported("That was a 1.0% gain, thanks to dropout_rate and cmaes.", facts) == [
+        "1.0%", "dropout_rate", "cmaes"]

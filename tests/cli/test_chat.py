@@ -97,3 +97,55 @@ def test_an_invented_field_is_dropped_and_asked_for(tmp_path):
                   script=inventive)
     assert "train.py:fit" not in out and "What budget" in out
     assert "I will tune hpobench:australian" in out and "4 trials" in out
+
+
+def test_a_range_edit_changes_that_range_and_keeps_the_rest_tuned(tmp_path):
+    db = tmp_path / "e.db"
+    out = session(db, ["tune hpobench:australian, 2 trials",
+                       "can we keep the learning rate between 0.001 and 0.01 instead",
+                       "and the width from 32 to 256, still tuning all the others", "yes",
+                       "exit"])
+    plans = out.split("Proceed?")
+    assert len(plans) == 4  # the first plan, two revisions, then the yes
+    assert "learning_rate_init: float in [0.001, 0.01] log" in plans[1]
+    assert "width: int in [32, 256]" in plans[2] and "[0.001, 0.01]" in plans[2]
+    assert "Fixed:" not in out  # no parameter was pinned by naming one to give its range
+    study = Ledger(db).open_study("chat-hpobench-australian-1")
+    assert [p.name for p in study.space.params] == ["alpha", "batch_size", "depth",
+                                                     "learning_rate_init", "width"]
+    lr = study.space["learning_rate_init"]
+    assert (lr.low, lr.high) == (0.001, 0.01)
+    assert all(0.001 <= t.config["learning_rate_init"] <= 0.01 for t in study.trials())
+
+
+def test_a_budget_in_the_first_message_is_kept(tmp_path):
+    out = session(tmp_path / "b.db", [
+        "I'd like to find good settings for the digits-cnn model, maybe 4 runs", "no", "exit"])
+    assert "What budget" not in out
+    assert "(study chat-digits-cnn-1), 4 trials, over" in out
+
+
+def test_a_range_outside_the_workloads_limits_is_refused_and_asked_again(tmp_path):
+    out = session(tmp_path / "o.db", ["tune hpobench:australian with the width between 2 and "
+                                      "9999, 2 trials", "width between 32 and 64", "no", "exit"])
+    refused, replanned = out.split("What should I use instead?")
+    assert "the new range of 'width' must lie inside [16, 1024]" in refused
+    assert "Proceed?" not in refused  # nothing planned on a range the workload cannot take
+    assert "width: int in [32, 64]" in replanned and "2 trials" in replanned
+
+
+def test_a_line_shows_while_the_model_thinks(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from asap.cli.chat import THINKING, _render
+
+    out = io.StringIO()
+
+    def turn():  # the graph's stream: nothing for a while (the model thinks), then the reply
+        yield "updates", {"respond": {"messages": [AIMessage("here is the answer")]}}
+
+    _render(turn(), Console(file=out, force_terminal=True, width=120))
+    assert THINKING in out.getvalue().split("here is the answer")[0]
+    assert "asap>" in out.getvalue() and "here is the answer" in out.getvalue()

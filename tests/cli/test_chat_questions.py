@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 
 from chatrun import session
+from fakes import chat_script
+from langchain_core.messages import AIMessage
 
 from asap.cli.chat import threads
 from asap.tools.ledger import Ledger
@@ -69,3 +71,32 @@ def test_a_resumed_thread_recaps_where_it_stopped_and_the_list_has_dates(tmp_pat
     assert "you> why TPE?" in out  # the last exchange
     [row] = threads(str(db))
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", row["last"])
+
+
+def _phrasing(messages, kwargs):
+    """The chat's model, answering free questions as a small model does: with a number of its
+    own for one question, and from the facts for another."""
+    if "Facts from the ledger" in str(messages[0].content):
+        if "gain" in messages[-1].content:
+            return AIMessage("These changes resulted in a 1.0% increase in accuracy.")
+        best = re.search(r"best val_acc, ([\d.]+)", messages[0].content).group(1)
+        return AIMessage(f"The session's best val_acc was {best}.")
+    return chat_script(messages, kwargs)
+
+
+def test_chat_answers_come_from_the_ledger_and_an_invented_number_is_not_shown(tmp_path):
+    db = tmp_path / "g.db"
+    out = session(db, [*SETUP, "which of the knobs made the biggest difference to accuracy?",
+                       "so what did you actually do there, in plain words",
+                       "what gain did the tuning bring?", "how did it go overall?", "exit"],
+                  script=_phrasing)
+    said = _turns(out)[2:]  # after the plan and the session's own report
+    assert "fANOVA importance over 4 complete trials" in said[1]  # not the time split
+    assert said[2].startswith("I tuned learning_rate_init, width of hpobench:australian to "
+                              "maximize val_acc: 4 trials (4 complete)")
+    assert "Rounds decided by" in said[2] and "came from trial" in said[2]
+    assert "1.0%" not in said[3].split("(a phrasing")[0]  # the invented number never stands
+    assert "the ledger records, and it does not say that directly" in said[3]
+    assert "Top 3 of 4 complete trials" in said[3]  # the facts instead
+    best = Ledger(db).open_study("chat-hpobench-australian-1").best().value
+    assert said[4] == f"The session's best val_acc was {best:.4g}."  # grounded: shown as it is
