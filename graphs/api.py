@@ -30,9 +30,11 @@ from pydantic import BaseModel, Field
 
 from asap.agent.config import TuneConfig
 from asap.graphs.callbacks import TuneCallback
+from asap.graphs.define_by_run import Stopper, optimize_define_by_run
 from asap.graphs.progress import TrialLines
 from asap.graphs.result import OptimizeResult, StudyView
 from asap.graphs.session import tune
+from asap.tools.define_by_run import takes_trial
 from asap.tools.ledger import Ledger
 from asap.tools.space import Space
 from asap.tools.study import Study
@@ -141,7 +143,8 @@ ELSEWHERE = {
 
 
 def optimize(objective: Callable[..., float | dict[str, float]],
-             space: Space | Mapping[str, Any], *, n_trials: int = 20, metric: str = "value",
+             space: Space | Mapping[str, Any] | None = None, *, n_trials: int = 20,
+             metric: str = "value",
              direction: str = "minimize", llm: BaseChatModel | bool | str | None = None,
              callbacks: Sequence[Callable[[StudyView, Any], None]] = (),
              duration: str | None = None, show_progress_bar: bool = True,
@@ -150,6 +153,12 @@ def optimize(objective: Callable[..., float | dict[str, float]],
     file's form, or a :class:`Space`) for ``n_trials`` more trials, like Optuna's
     ``study.optimize``; returns the study in Optuna's shapes (:class:`OptimizeResult`:
     ``best_params``, ``best_trial``, ``trials``, ``trials_dataframe()``, ``to_optuna()``).
+
+    An Optuna objective runs as it is: ``objective(trial)`` with no ``space`` declares the space
+    by its ``trial.suggest_float/int/categorical`` calls (``log``, ``step``; a parameter asked
+    only under a branch is learned as conditional on it), and may call ``trial.report``,
+    ``trial.should_prune``, ``trial.set_user_attr`` and read ``trial.number`` and
+    ``trial.params`` (:mod:`asap.tools.define_by_run`).
 
     Each call is a new study unless ``study=`` (or Optuna's ``study_name=``) names one: then
     an existing study resumes and runs ``n_trials`` more. The objective runs in a worker
@@ -179,7 +188,16 @@ def optimize(objective: Callable[..., float | dict[str, float]],
         raise ValueError(f"n_trials must be a positive integer (that many more trials), "
                          f"got {n_trials!r}")
     settings = _from_optuna(settings)
-    space = space if isinstance(space, Space) else Space.from_dict(dict(space))
+    by_run = takes_trial(objective)
+    if space is None and not by_run:
+        raise ValueError("the objective takes (config, report) and needs its search space: "
+                         "pass space=...; or write it as Optuna does, objective(trial), and "
+                         "declare the space with trial.suggest_float/int/categorical")
+    if space is not None and by_run:
+        raise ValueError("objective(trial) declares its space with its suggest calls: pass no "
+                         "space= (or write objective(config, report) for a space given here)")
+    if space is not None:
+        space = space if isinstance(space, Space) else Space.from_dict(dict(space))
     if settings.get("isolate", True):
         _check_main_guard(objective)
         try:
@@ -196,13 +214,17 @@ def optimize(objective: Callable[..., float | dict[str, float]],
     name, before = _study_for(db, settings.get("study"), _stem(objective))
     llm, settings = _model(llm, {**settings, "study": name})
     cfg = TuneConfig.make(workload=ref, trials=before + n_trials, **settings)
-    wl = Workload(ref, objective, space, metric, direction, duration=duration)
-    cancel = Cancel()
-    hooks: list[TuneCallback] = [_Callback(fn, cancel.halt) for fn in callbacks]
+    stopper = Stopper()
+    hooks: list[TuneCallback] = [_Callback(fn, stopper.stop) for fn in callbacks]
     if show_progress_bar:
         hooks.append(TrialLines(n_trials))
-    summary = TaskResult.from_summary(tune(cfg, llm=llm, callbacks=hooks, workload=wl,
-                                           cancel=cancel))
+    if by_run:
+        summary = TaskResult.from_summary(optimize_define_by_run(
+            cfg, objective, metric, direction, duration, llm, hooks, stopper))
+    else:
+        wl = Workload(ref, objective, space, metric, direction, duration=duration)
+        summary = TaskResult.from_summary(tune(cfg, llm=llm, callbacks=hooks, workload=wl,
+                                               cancel=stopper.current))
     study = Ledger(cfg.db, readonly=True).open_study(name)
     if summary.trials == before:
         warnings.warn(f"study '{name}' ran no trial: {_why_none(study, summary)}", stacklevel=2)

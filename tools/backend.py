@@ -53,6 +53,7 @@ class Launch:
     trial_id: int
     slot: Slot  # the worker it runs on (its GPUs or CPU threads)
     log: Path  # where a worker writes what the workload prints
+    number: int | None = None  # the trial's number in its study
 
 
 class TrialRun(ABC):
@@ -121,7 +122,7 @@ class ForkServerBackend(TrialBackend):
             worker = None
         wl = launch.workload
         job = (wl.target, launch.config, launch.fidelity, wl.kwargs, os.getcwd(), launch.seed,
-               str(launch.log), launch.slot.threads)
+               str(launch.log), launch.slot.threads, launch.number)
         if worker is not None:
             try:
                 worker.conn.send(job)
@@ -238,7 +239,7 @@ class _HereRun(TrialRun):
         wl, run = self.launch.workload, self.launch
         try:
             metrics = call(load_target(wl.target), run.config, self.report, run.fidelity,
-                           wl.kwargs, run.seed)
+                           wl.kwargs, run.seed, run.number)
             return "done", plain(metrics)
         except BaseException as exc:  # noqa: BLE001 - sys.exit() too: a failed trial
             return ("pruned", None) if is_pruned(exc) else ("error", describe(exc))

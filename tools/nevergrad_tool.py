@@ -40,7 +40,7 @@ def parametrization(space: Space, seed: int) -> ng.p.Dict:
             items[p.name] = ng.p.Choice(p.choices)
         elif isinstance(p, FloatParam):
             items[p.name] = (ng.p.Log(lower=p.low, upper=p.high) if p.log
-                             else ng.p.Scalar(lower=p.low, upper=p.high))
+                             else ng.p.Scalar(lower=p.low, upper=p.high))  # a step: snapped
         elif p.log:
             items[p.name] = ng.p.Log(lower=p.low, upper=p.high).set_integer_casting()
         else:
@@ -65,7 +65,7 @@ def decode(space: Space, value: dict[str, Any]) -> dict[str, Any]:
         if isinstance(p, CategoricalParam):
             config[p.name] = v
         elif isinstance(p, FloatParam):
-            config[p.name] = min(max(float(v), p.low), p.high)
+            config[p.name] = p.snap(v)
         elif p.log:
             config[p.name] = int(min(max(round(v), p.low), p.high))
         else:
@@ -90,7 +90,8 @@ def encode(space: Space, config: dict[str, Any], param: ng.p.Dict) -> dict[str, 
             out[name] = math.sqrt(p.low * p.high)
         else:
             mid = (p.low + p.high) / 2
-            out[name] = mid if isinstance(p, FloatParam) else ((p.high - p.low) // p.step) // 2
+            out[name] = p.snap(mid) if isinstance(p, FloatParam) else \
+                ((p.high - p.low) // p.step) // 2
     return out
 
 

@@ -85,7 +85,8 @@ def frozen(study: Study, trial: Trial) -> optuna.trial.FrozenTrial:
         state=state, value=value, params=params,
         distributions=distributions(study.space, params), intermediate_values=steps,
         user_attrs={"tool": trial.tool, NUMBER_ATTR: trial.number, **extra,
-                    **({"error": trial.error[:500]} if trial.error else {})})
+                    **({"error": trial.error[:500]} if trial.error else {}),
+                    **trial.meta.get("user_attrs", {})})  # a define-by-run trial's own
     out.number = trial.number  # the ledger's (a storage numbers the trials it adds itself)
     out.datetime_start = datetime.fromtimestamp(trial.started_at)
     if trial.ended_at is not None:

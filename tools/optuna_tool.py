@@ -48,7 +48,7 @@ def suggest_config(space: Space, trial: optuna.Trial) -> dict[str, Any]:
         if isinstance(p, CategoricalParam):
             config[p.name] = trial.suggest_categorical(p.name, p.choices)
         elif isinstance(p, FloatParam):
-            config[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log)
+            config[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log, step=p.step)
         else:
             config[p.name] = trial.suggest_int(p.name, p.low, p.high, log=p.log, step=p.step)
     return config
@@ -62,7 +62,7 @@ def distributions(space: Space, config: dict[str, Any]) -> dict[str, BaseDistrib
         if isinstance(p, CategoricalParam):
             out[name] = CategoricalDistribution(p.choices)
         elif isinstance(p, FloatParam):
-            out[name] = FloatDistribution(p.low, p.high, log=p.log)
+            out[name] = FloatDistribution(p.low, p.high, log=p.log, step=p.step)
         else:
             out[name] = IntDistribution(p.low, p.high, log=p.log, step=p.step)
     return out

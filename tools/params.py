@@ -84,11 +84,31 @@ class FloatParam(_Param):
     low: float
     high: float
     log: bool = False
+    step: float | None = Field(default=None, gt=0)  # values low + k*step (Optuna's step)
 
     @model_validator(mode="after")
     def _bounds(self) -> FloatParam:
         _check_bounds(self.name, self.low, self.high, self.log)
+        if self.step is not None:
+            if self.log:
+                raise ValueError(f"parameter '{self.name}': log and step cannot be combined")
+            if abs(self.steps * self.step - (self.high - self.low)) > 1e-9 * max(1.0, self.high):
+                raise ValueError(f"parameter '{self.name}': high - low must be a multiple of "
+                                 f"step {self.step:g}")
         return self
+
+    @property
+    def steps(self) -> int:
+        """How many steps the grid has (its points are one more)."""
+        return round((self.high - self.low) / self.step) if self.step else 0
+
+    def snap(self, value: float) -> float:
+        """``value`` on the grid (the nearest point of it, inside the bounds): what a
+        continuous optimizer's proposal becomes."""
+        if self.step is None:
+            return min(max(float(value), self.low), self.high)
+        k = min(max(round((float(value) - self.low) / self.step), 0), self.steps)
+        return float(min(self.low + k * self.step, self.high))
 
     def check(self, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -99,9 +119,13 @@ class FloatParam(_Param):
             raise SpaceError(
                 f"parameter '{self.name}': {value!r} is outside [{self.low:g}, {self.high:g}]"
             )
+        if self.step is not None and abs(self.snap(value) - value) > 1e-9 * max(1.0, abs(value)):
+            raise SpaceError(f"parameter '{self.name}': {value!r} is not on the grid "
+                             f"{self.low:g} + k*{self.step:g}")
 
     def describe(self) -> str:
-        return f"float in [{self.low:g}, {self.high:g}]" + (" log" if self.log else "")
+        return f"float in [{self.low:g}, {self.high:g}]" + (" log" if self.log else "") + (
+            f" step {self.step:g}" if self.step else "")
 
 
 class IntParam(_Param):

@@ -135,7 +135,7 @@ class RayBackend(TrialBackend):
         wl = launch.workload
         task = self._ray.remote(_run_trial).options(**self._options)
         ref = task.remote(wl.target, launch.config, launch.fidelity, wl.kwargs, os.getcwd(),
-                          launch.seed, launch.trial_id, self._channel)
+                          launch.seed, launch.trial_id, self._channel, launch.number)
         return _RayRun(self._ray, ref, self._channel, launch.trial_id, report)
 
 
@@ -184,7 +184,7 @@ def _ray_reason(ray: Any, exc: Exception) -> str:
 
 
 def _run_trial(target: Any, config: dict, fidelity: int | None, kwargs: dict, cwd: str,
-               seed: int, trial_id: int, channel: Any) -> Any:
+               seed: int, trial_id: int, channel: Any, number: int | None = None) -> Any:
     """Runs on a Ray worker: the workload, its reports answered by the driver."""
     import ray
     if cwd not in sys.path:  # a user module beside the tuner (same path on every node)
@@ -194,7 +194,7 @@ def _run_trial(target: Any, config: dict, fidelity: int | None, kwargs: dict, cw
         return bool(ray.get(channel.report.remote(trial_id, int(step), float(value))))
 
     fn = load_target(target) if isinstance(target, str) else target
-    return call(fn, config, report, fidelity, kwargs, seed)
+    return call(fn, config, report, fidelity, kwargs, seed, number)
 
 
 class _Channel:

@@ -181,7 +181,7 @@ class Space(BaseModel):
             p.check(value)
             out[p.name] = int(value) if isinstance(p, IntParam) else value
             if isinstance(p, FloatParam):
-                out[p.name] = float(value)
+                out[p.name] = p.snap(value)  # on the grid's own float, not 0.30000000000000004
         return out
 
     def countable(self, limit: int = 100_000) -> list[list[Any]] | None:
@@ -195,6 +195,8 @@ class Space(BaseModel):
                 values.append(list(range(p.low, p.high + 1, p.step)))
             elif isinstance(p, FloatParam) and p.low == p.high:
                 values.append([float(p.low)])
+            elif isinstance(p, FloatParam) and p.step and p.steps < limit:
+                values.append([p.snap(p.low + k * p.step) for k in range(p.steps + 1)])
             else:
                 return None
         return values if math.prod(len(v) for v in values) <= limit else None

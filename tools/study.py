@@ -103,6 +103,19 @@ class Study:
             merged = {**json.loads(row[0] or "{}"), **meta}
             self.db.execute("UPDATE trials SET meta = ? WHERE id = ?", [json.dumps(merged), trial_id])
 
+    def respace(self, space: Space, configs: dict[int, dict[str, Any]]) -> None:
+        """A define-by-run study's space, grown as its objective showed more of it, and its
+        trials' configurations rewritten in it (``{trial id: config}``), in one transaction:
+        no reader sees the new space beside the old configurations."""
+        configs = {tid: space.validate(c) for tid, c in configs.items()}  # all, before a write
+        with self.ledger.transaction():
+            self.db.execute("UPDATE studies SET space = ? WHERE name = ?",
+                            [space.to_json(), self.name])
+            for tid, config in configs.items():
+                self.db.execute("UPDATE trials SET config = ? WHERE id = ? AND study = ?",
+                                [config_key(config), tid, self.name])
+        self.space = space
+
     def config_keys(self) -> set[str]:
         """:func:`config_key` of every trial of the study, running ones included."""
         return {r[0] for r in self.db.execute(

@@ -21,6 +21,7 @@ from typing import Any
 
 from asap.tools.backend import ForkServerBackend, InProcessBackend, Launch, TrialBackend
 from asap.tools.clock import Clock, ClockError, landing
+from asap.tools.define_by_run import PAYLOAD
 from asap.tools.job import TrainingJob, judge, trial_seed
 from asap.tools.pruning import Pruner
 from asap.tools.resources import Slot
@@ -198,7 +199,7 @@ class Trainer:
         reports = _Reports(self, job)
         log = trial_log(self.study.ledger.path, self.study.name, job.number)
         run = self.backend.start(Launch(self.workload, job.config, fidelity, job.seed,
-                                        job.trial_id, job.slot, log), reports)
+                                        job.trial_id, job.slot, log, job.number), reports)
         deadline, ending, halt = start + self.time_limit_s, None, None
         try:
             while ending is None:
@@ -208,6 +209,12 @@ class Trainer:
                 ending = run.poll(0.05)
         finally:
             run.close()
+        if ending is not None and ending[0] == "done" and isinstance(ending[1], dict) \
+                and PAYLOAD in ending[1]:  # a define-by-run trial: what it suggested and used
+            record = ending[1].pop(PAYLOAD)
+            if record.pop("pruned") and reports.pruned_at is None:  # it raised TrialPruned
+                reports.pruned_at = self.clock.now()
+            self.study.annotate(job.trial_id, **record)
         if ending is None:
             assert halt is not None
             status, metrics, error = halt[0], {}, halt[1]
@@ -294,7 +301,7 @@ class _Reports:
 
     def __init__(self, trainer: Trainer, job: TrainingJob) -> None:
         self.trainer, self.job = trainer, job
-        self.should_prune = trainer.pruner.for_trial() if trainer.pruner else None
+        self.should_prune = trainer.pruner.for_trial(job.trial_id) if trainer.pruner else None
         self.pruned_at: float | None = None  # when pruning was first decided (session clock)
 
     def __call__(self, step: int, value: float) -> bool:

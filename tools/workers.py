@@ -161,6 +161,8 @@ def preload_of(workload: Workload) -> Preload:
     kw = workload.kwargs
     tables = {f"{kw['bench']}:{kw['dataset']}"} if "bench" in kw and "dataset" in kw else set()
     target = workload.target
+    if type(target).__name__ == "DefineByRun":  # an Optuna objective's wrapper: its objective
+        target = target.objective
     module = target.partition(":")[0] if isinstance(target, str) else \
         getattr(target, "__module__", None)
     modules = {module} if module and module not in ("__main__", "__mp_main__") else set()
@@ -233,7 +235,7 @@ def serve_trials(conn, tuner: int, env: dict[str, str] | None = None) -> None:
 
 
 def _run_trial(conn, target: str, config: dict, fidelity: int | None, kwargs: dict, cwd: str,
-               seed: int, log: str, threads: int | None) -> None:
+               seed: int, log: str, threads: int | None, number: int | None = None) -> None:
     """One trial in this worker: its output to its log, its share of the cores, its result
     (or its failure, one line) sent back. Whether the worker runs another is the trainer's
     call (not after an out-of-memory)."""
@@ -254,7 +256,7 @@ def _run_trial(conn, target: str, config: dict, fidelity: int | None, kwargs: di
 
     try:
         fn = load_target(target)
-        metrics = call(fn, config, report, fidelity, kwargs, seed)
+        metrics = call(fn, config, report, fidelity, kwargs, seed, number)
         message: tuple = ("done", plain(metrics), imported_since(before))
     except MemoryError as exc:
         message = ("error", f"out of memory: {exc}")

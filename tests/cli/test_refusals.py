@@ -104,6 +104,8 @@ BOMB = "\n".join([f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]" for i in
     (["tune", "hpobench:australian", "--optuna-storage",  # a password inside another word
       "postgresql://admin:ostgres@127.0.0.1:19999/db"], "cannot open the Optuna storage "
      "'postgresql://admin:***@127.0.0.1:19999/db'"),
+    (["tune", "optuna_tutorial:quadratic"], "optuna_tutorial:quadratic is an Optuna objective, "
+     "objective(trial): run it from Python with asap.optimize(quadratic, n_trials=N)"),
 ])
 def test_refusals_write_nothing(tmp_path, capsys, monkeypatch, args, message):
     (tmp_path / "notes.txt").write_text("not a model\n")

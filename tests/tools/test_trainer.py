@@ -337,3 +337,35 @@ def test_a_setsid_daemon_a_trial_leaves_ends_with_its_worker(ledger, tmp_path, m
     while process_alive(daemon):
         assert time.monotonic() < guard, "the trial's daemon outlived its worker"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("kind", ["sha", "hyperband"])
+def test_sha_and_hyperband_stop_a_trial_at_chance_at_its_first_rung(ledger, monkeypatch, kind):
+    monkeypatch.chdir(HERE)
+    wl = resolve("curves:epochs", space_file=HERE / "space.yaml")
+    study = ledger.create_study(kind, wl.space, metric=wl.metric, direction=wl.direction)
+    trainer = Trainer(study, wl, pruner=Pruner(study, kind))
+    try:
+        good = [trainer.run({"x": 0.8 + i / 50}, tool="seed") for i in range(6)]  # each best
+        chance = [trainer.run({"x": 0.1 + i / 100}, tool="seed") for i in range(8)]
+    finally:
+        trainer.close()
+    assert [t.status for t in good] == ["complete"] * 6
+    pruned = [t for t in chance if t.status == "pruned"]
+    if kind == "sha":  # one rung for everyone: each is compared with the good ones at epoch 1
+        assert len(pruned) == 8 and all(max(t.intermediate) == 1 for t in pruned)
+    else:  # three brackets (first rungs at epochs 1, 3, 9): a bracket's first trial runs on
+        assert len(pruned) >= 6 and all(max(t.intermediate) <= 9 for t in pruned)
+
+
+def test_the_pruner_replays_an_earlier_sessions_trials(ledger):
+    wl_space = resolve("curves:epochs", space_file=HERE / "space.yaml").space
+    study = ledger.create_study("resumed", wl_space, metric="score", direction="maximize")
+    for x in (0.9, 0.8):  # an earlier session's trials, with their curves
+        tid = study.start_trial({"x": x}, tool="seed")
+        for step in range(1, 16):
+            study.report(tid, step, x)
+        study.finish_trial(tid, status="complete", metrics={"score": x})
+    report = Pruner(study, "sha").for_trial()
+    assert report(1, 0.1)  # below both at the first rung: the rungs were rebuilt
+    assert not Pruner(study, "sha").for_trial()(1, 0.95)

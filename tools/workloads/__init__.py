@@ -112,7 +112,13 @@ def _tabular(ref: str, bench: str, dataset: str, time_scale: float,
 
 
 def _user(ref: str, space_file: Any, metric: str | None, direction: str | None) -> Workload:
-    load_target(ref)  # fail early, in the caller, with a clear message
+    from asap.tools.define_by_run import takes_trial
+
+    if takes_trial(load_target(ref)):  # fails early, in the caller, with a clear message
+        raise WorkloadError(
+            f"{ref} is an Optuna objective, objective(trial): run it from Python with "
+            f"asap.optimize({ref.partition(':')[2]}, n_trials=N), which learns its space from "
+            "its suggest calls; `asap tune` runs function(config, report) with --space FILE")
     if space_file is None:
         raise WorkloadError(f"workload {ref!r} needs a search space file (--space FILE)")
     space = Space.from_file(space_file)
@@ -154,15 +160,14 @@ def load_target(target: str | Callable[..., Any]):
     return fn
 
 
-def call(fn, config: dict, report, fidelity: int | None, kwargs: dict, seed: int | None = None
-         ) -> Any:
-    """Call a workload function, passing ``fidelity`` and the trial's ``seed`` only to functions
-    that accept them."""
+def call(fn, config: dict, report, fidelity: int | None, kwargs: dict, seed: int | None = None,
+         number: int | None = None) -> Any:
+    """Call a workload function, passing ``fidelity``, the trial's ``seed`` and its ``number``
+    only to functions that accept them."""
     accepts = inspect.signature(fn).parameters
-    if fidelity is not None and "fidelity" in accepts:
-        kwargs = {**kwargs, "fidelity": fidelity}
-    if seed is not None and "seed" in accepts:
-        kwargs = {**kwargs, "seed": seed}
+    for key, value in (("fidelity", fidelity), ("seed", seed), ("number", number)):
+        if value is not None and key in accepts:
+            kwargs = {**kwargs, key: value}
     return fn(config, report, **kwargs)
 
 
