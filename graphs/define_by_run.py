@@ -51,10 +51,12 @@ class _Watch(TuneCallback):
         self.known, self.cancel = known, cancel
         self.grown: dict[str, Spec] | None = None
         self.error: str | None = None
+        self.mismatched: list[int] = []  # trials that asked a parameter with another space
 
     def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
         if trial.status == "failed" and MISMATCH in (trial.error or ""):
             self.error = (trial.error or "").splitlines()[-1]
+            self.mismatched.append(trial.id)
         else:
             try:
                 grown = learn(study.trials(status=FINISHED), self.known)
@@ -84,7 +86,8 @@ def optimize_define_by_run(cfg: TuneConfig, objective: Callable[[Any], Any], met
     """Run ``objective(trial)`` until the study has ``cfg.trials`` trials, a session per space;
     the last session's summary, ``ran`` counting every session's trials. A suggest that changes
     a parameter's distribution (between trials, or against a resumed study's) raises
-    ValueError naming it; the trial that showed it is recorded as failed with that reason."""
+    ValueError naming it, and the trial that showed it is not kept (it ran outside the study's
+    space)."""
     known, ran = known_space(cfg), 0
     while True:
         space = Space.from_dict(known) if known else PROBE
@@ -94,7 +97,8 @@ def optimize_define_by_run(cfg: TuneConfig, objective: Callable[[Any], Any], met
         watch = _Watch(known, cancel)
         summary = tune(cfg, llm=llm, callbacks=[*callbacks, watch], workload=wl, cancel=cancel)
         ran += summary.get("ran", 0)
-        if watch.error:
+        if watch.error:  # the trials that showed it ran outside the study's space: not kept
+            Ledger(cfg.db).open_study(cfg.study_name).discard(watch.mismatched)
             raise ValueError(f"objective(trial): {watch.error}")
         if watch.grown is None or stopper.stopped or summary["trials"] >= cfg.trials:
             if watch.grown is not None:  # the last trial grew it: keep what it showed

@@ -116,6 +116,16 @@ class Study:
                                 [config_key(config), tid, self.name])
         self.space = space
 
+    def discard(self, trial_ids: list[int]) -> None:
+        """Remove finished trials whose run was not a trial of this study (a define-by-run
+        objective that asked its parameters with another space), their reports with them, in
+        one transaction."""
+        with self.ledger.transaction():
+            for tid in trial_ids:
+                self.db.execute("DELETE FROM reports WHERE trial_id = ?", [tid])
+                self.db.execute("DELETE FROM trials WHERE id = ? AND study = ? AND status != "
+                                "'running'", [tid, self.name])
+
     def config_keys(self) -> set[str]:
         """:func:`config_key` of every trial of the study, running ones included."""
         return {r[0] for r in self.db.execute(

@@ -84,9 +84,7 @@ def test_bad_define_by_run_input_is_one_clear_error(tmp_path):
             run(tmp_path, tutorial.edited, 2, study="e", isolate=False)
     finally:
         tutorial.HIGH = 1.0
-    trials = first.trials  # the study as it stands: the trial that showed it, failed
-    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "FAIL"]
-    assert "a parameter keeps one distribution" in trials[-1].user_attrs["error"]
+    assert [t.state.name for t in first.trials] == ["COMPLETE", "COMPLETE"]  # nothing written
 
 
 def test_conditions_are_read_from_which_trials_asked_what():
