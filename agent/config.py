@@ -25,7 +25,12 @@ def decide_choices() -> list[str]:
 
 
 def _decide_schema(schema: dict[str, Any]) -> None:
+    """``--decide``'s names and help, from the protocol registry."""
+    from asap.agent.protocols import PROTOCOLS
     schema["enum"] = decide_choices()
+    schema["description"] = "how the LLM answers: " + ", ".join(
+        [*(f"{name} ({p.summary})" for name, p in PROTOCOLS.items()),
+         f"{AUTO} (ask the model once which of tools and json it speaks)"])
 ProposalStyle = Literal["brief", "full"]  # proposal lines without / with their configurations
 PromptMode = Literal["stable", "naive"]  # naive: a status header rewritten every round (ablation)
 
@@ -83,9 +88,7 @@ class TuneConfig(BaseModel):
     llm_timeout_s: float = Field(default=120.0, gt=0, le=3600,
                                  description="seconds per LLM request; the client retries "
                                  "twice")
-    decide: str = Field(default=AUTO, json_schema_extra=_decide_schema,
-                        description="how the LLM answers: tools (native tool calls), json (a "
-                        "proposal's label under a JSON schema), auto (ask the model once)")
+    decide: str = Field(default=AUTO, json_schema_extra=_decide_schema)  # help: the registry
     prompt: PromptMode = Field(default="stable", description="naive: a status header "
                                "rewritten each round (ablation)")
     proposals: ProposalStyle | None = Field(

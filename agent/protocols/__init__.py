@@ -3,12 +3,13 @@
 ``json`` (:class:`JsonLabelProtocol`): a proposal's label under a JSON schema, for any server
 with structured output; ``tools`` (:class:`ToolCallProtocol`): native tool calls. ``auto``
 (:func:`pick_protocol`) asks the model once which one it speaks. A new protocol is a module
-implementing :class:`DecisionProtocol` and one line in :data:`PROTOCOLS`.
+implementing :class:`DecisionProtocol`, its two prompt templates, and a :func:`register` call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib import resources
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -16,22 +17,43 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel
 
+from asap.agent.config import AUTO
 from asap.agent.llm import LLM_ERRORS, ToolCaller
 from asap.agent.protocols.base import DecisionProtocol, Verdict, label
 from asap.agent.protocols.json_label import JsonLabelProtocol
 from asap.agent.protocols.tool_calls import ToolCallProtocol
 from asap.tools.study import Study
 
-PROTOCOLS: dict[str, type[DecisionProtocol]] = {
-    JsonLabelProtocol.name: JsonLabelProtocol,
-    ToolCallProtocol.name: ToolCallProtocol,
-}
+PROTOCOLS: dict[str, type[DecisionProtocol]] = {}
+
+
+def register(protocol: type[DecisionProtocol]) -> type[DecisionProtocol]:
+    """Add ``protocol`` to :data:`PROTOCOLS`, checked now rather than inside a session's round:
+    a name of its own, and the prompt templates it reads (``answer_<name>.txt``,
+    ``reminder_<name>.txt`` in :mod:`asap.prompts`). A problem is a ValueError naming it."""
+    name = getattr(protocol, "name", None)
+    if not isinstance(name, str) or not name.isidentifier() or name == AUTO:
+        raise ValueError(f"decision protocol {protocol.__name__}: its name must be an "
+                         f"identifier other than {AUTO!r}, got {name!r}")
+    if name in PROTOCOLS and PROTOCOLS[name] is not protocol:
+        raise ValueError(f"decision protocol {name!r} is registered already "
+                         f"({PROTOCOLS[name].__name__})")
+    missing = [f for f in (f"answer_{name}.txt", f"reminder_{name}.txt")
+               if not resources.files("asap.prompts").joinpath(f).is_file()]
+    if missing:
+        raise ValueError(f"decision protocol {name!r} needs the prompt template(s) {missing} "
+                         "in asap/prompts")
+    PROTOCOLS[name] = protocol
+    return protocol
+
+
+register(JsonLabelProtocol)
+register(ToolCallProtocol)
 DEFAULT = JsonLabelProtocol.name  # what works with any server that has structured output
-AUTO = "auto"  # --decide auto: probe the model once
 
 __all__ = ["AUTO", "DEFAULT", "PROTOCOLS", "DecisionProtocol", "JsonLabelProtocol",
            "ToolCallProtocol", "Verdict", "label",
-           "make_protocol", "pick_protocol"]
+           "make_protocol", "pick_protocol", "register"]
 
 
 def make_protocol(name: str, llm: BaseChatModel, study: Study, tools: Sequence[BaseTool] = (),

@@ -3,9 +3,9 @@
 Why an interface: a protocol touches four places (what the request carries, how the answer is
 parsed and validated into a decision, what a reminder or a retry says, what a cache warm-up
 sends), and each used to branch on the protocol's name. A protocol is now one class; the graph,
-the guard and the prompt call it. Add one with a module here and a line in
-:data:`asap.agent.protocols.PROTOCOLS` (and its ``answer_<name>.txt``/``reminder_<name>.txt``
-prompt templates).
+the guard and the prompt call it. Add one with a module here, its ``answer_<name>.txt`` and
+``reminder_<name>.txt`` prompt templates, and :func:`asap.agent.protocols.register`, which checks
+them when it runs.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class DecisionProtocol(ABC):
     """
 
     name: ClassVar[str]
+    summary: ClassVar[str]  # how it answers, for --decide's help
     brief: ClassVar[bool] = True  # proposal lines without configurations unless set otherwise
 
     def __init__(self, llm: BaseChatModel, study: Study, tools: Sequence[BaseTool] = (),

@@ -35,6 +35,7 @@ class JsonLabelProtocol(DecisionProtocol):
     """Labels under a JSON schema (or, on llama.cpp, the same as an exact GBNF grammar)."""
 
     name = "json"
+    summary = "a proposal's label under a JSON schema"
     brief = True  # the answer is a label: the block need not show configurations
 
     def request(self, messages: list[BaseMessage], n_labels: int, *,

@@ -31,6 +31,7 @@ class ToolCallProtocol(DecisionProtocol):
     """``train_on_gpu``/``stop`` decide; the suggest tools explore within the round."""
 
     name = "tools"
+    summary = "native tool calls"
     brief = False  # the model copies a proposal's configuration into its call: show them
 
     def __init__(self, llm: BaseChatModel, study: Study, tools: Sequence[BaseTool] = (),

@@ -22,7 +22,7 @@ from asap.agent.config import TuneConfig
 ALIASES = {"time_budget_s": "--time-budget", "trial_timeout_s": "--trial-timeout",
            "llm_timeout_s": "--llm-timeout", "decide_ahead": "--no-ahead",
            "selftune": "--no-selftune"}
-AUTO = {"context", "depth", "plan"}  # None is spelled "auto": the self-tuner sets them
+SELF_TUNED = {"context", "depth", "plan"}  # None is spelled "auto": the self-tuner sets them
 METAVARS = {"cost_weight": "{W,cool}", "clock": "{real,virtual}",
             "ray_address": "ADDR", "study": "NAME", "base_url": "URL", "model": "NAME", "optuna_storage": "URL", "space": "FILE", "db": "FILE"}
 SKIP = {"workload", "api_key"}  # a positional argument; the key only from OPENAI_API_KEY
@@ -40,13 +40,19 @@ def _inner(annotation: Any) -> list[Any]:
     return [annotation]
 
 
+def _extra(field: FieldInfo) -> dict[str, Any]:
+    """A field's schema extras, computed when asked (the protocol registry's names and help)."""
+    extra = field.json_schema_extra
+    if callable(extra):
+        extra(schema := {})
+        return schema
+    return extra if isinstance(extra, dict) else {}
+
+
 def choices_of(field: FieldInfo) -> list[str] | None:
     """The names a field takes: its ``Literal`` values or its schema's enum."""
-    extra = field.json_schema_extra
-    if callable(extra):  # computed when asked (the protocol registry's names)
-        extra(schema := {})
-        extra = schema
-    if isinstance(extra, dict) and "enum" in extra:
+    extra = _extra(field)
+    if "enum" in extra:
         return list(extra["enum"])  # type: ignore[arg-type]
     members = _inner(field.annotation)
     if len(members) == 1 and get_origin(members[0]) is Literal:
@@ -55,9 +61,9 @@ def choices_of(field: FieldInfo) -> list[str] | None:
 
 
 def _help(name: str, field: FieldInfo) -> str:
-    text = (field.description or "").rstrip(".")
+    text = str(field.description or _extra(field).get("description", "")).rstrip(".")
     default = field.default
-    if name in AUTO:
+    if name in SELF_TUNED:
         shown = "auto"
     elif isinstance(default, bool):
         shown = "on" if default else "off"
@@ -94,7 +100,7 @@ def add_settings(parser: argparse.ArgumentParser, names: Iterable[str] | None = 
 
 def _metavar(name: str, field: FieldInfo) -> str:
     members = _inner(field.annotation)
-    if name in AUTO:
+    if name in SELF_TUNED:
         return "{N,auto}"
     if name.endswith("_s"):
         return "SECONDS"
@@ -118,7 +124,7 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
 def _parse(name: str, field: FieldInfo, text: str) -> Any:
     """A flag's text as the field's type: "auto" as None where the self-tuner decides, numbers
     as numbers; anything else stays text for the model to judge."""
-    if name in AUTO and text == "auto":
+    if name in SELF_TUNED and text == "auto":
         return None
     members = _inner(field.annotation)
     literals = [v for m in members if get_origin(m) is Literal for v in get_args(m)]
@@ -129,7 +135,7 @@ def _parse(name: str, field: FieldInfo, text: str) -> Any:
             try:
                 return kind(text)
             except ValueError:
-                names = [what, *(["auto"] if name in AUTO else []), *map(str, literals)]
+                names = [what, *(["auto"] if name in SELF_TUNED else []), *map(str, literals)]
                 raise ValueError(f"{flag_of(name)} must be {' or '.join(names)}, "
                                  f"got {text!r}") from None
     return text

@@ -42,3 +42,27 @@ def test_good_answers():
     assert parse_decision('{"action": "train", "choice": "B"}', ["A", "B"]).choice == "B"
     own = parse_decision('{"action": "own", "choice": "A", "params": {"x": 1}}', ["A"])
     assert own.params == {"x": 1}
+
+
+def test_every_registered_protocol_has_its_templates_and_a_bad_one_fails_at_registration():
+    from asap.agent.protocols import PROTOCOLS, register
+    from asap.agent.protocols.json_label import JsonLabelProtocol
+
+    from asap.agent.config import TuneConfig
+
+    helps = TuneConfig.model_json_schema()["properties"]["decide"]["description"]
+    for name, protocol in PROTOCOLS.items():  # what a session renders, each registered one
+        assert protocol.name == name and protocol.answer_text().strip()
+        assert protocol.reminder(protocol.__new__(protocol)).content.strip()
+        assert f"{name} ({protocol.summary})" in helps  # --decide's help, from the registry
+
+    class Always(JsonLabelProtocol):
+        name = "always_a"
+
+    with pytest.raises(ValueError, match=r"'always_a' needs the prompt template\(s\) "
+                                         r"\['answer_always_a.txt', 'reminder_always_a.txt'\]"):
+        register(Always)
+    assert "always_a" not in PROTOCOLS
+    Always.name = "auto"
+    with pytest.raises(ValueError, match="an identifier other than 'auto'"):
+        register(Always)
