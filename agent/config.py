@@ -75,7 +75,7 @@ class TuneConfig(BaseModel):
     cost_weight: float | Literal["cool"] = Field(
         default=0.0, description="how much a proposal's predicted training time weighs in the "
         "prior's ranking: EI per second**w; 'cool': w from 1 to 0 over the time budget "
-        "(CArBO); 0 (default, measured best on the dev tasks): EI alone. With a time budget "
+        "(CArBO); 0 (default): EI alone. With a time budget "
         "a trial's EI is also scaled by the share of the time left it would leave")
     width: int = Field(default=2, ge=1, le=8, description="proposals each tool makes per "
                        "round (past the first, the cheap tools only: not TPE); the prior "

@@ -12,14 +12,11 @@ beside every proposal (``~3 min``), and the ranking prices it two ways:
 - EI per predicted second to the power ``w`` (``cost_weight``; ``"cool"``: CArBO's
   cost-cooling, Lee et al. 2020, 1 at the start to 0 when the budget is spent).
 
-Measured on the five dev tasks (10 seeds, virtual clock, 4 h / 24 h runs, true-mean normalized
-regret averaged over tasks; README, Evals): per second with cooling (w 1 -> 0) was worse than EI
-alone at 40 trials (.0338 vs .0216), after 1 h (.0293 vs .0263) and 4 h (.0284 vs .0233) of
-HPOBench: the cheap configurations there are the small, poor networks, and cheap trials taught
-the GP little about the good region. Fitting the time left alone kept 4 h (.0233) and gave the
-best NAS-Bench-201 numbers of every method (.0157 after 6 h, .0032 after 24 h, against EI's
-.0187 and .0044). So the default weight is 0, with the fit; ``cost_weight`` > 0 or ``"cool"``
-remain for workloads whose cheap configurations are good ones.
+The default weight is 0, with the fit to the time left: where the cheap configurations are the
+small, poor models (HPOBench's MLPs), pricing per second buys cheap trials that teach the GP
+little about the good region. ``cost_weight`` > 0 or ``"cool"`` remain for workloads whose cheap
+configurations are good ones. The measurements behind this choice are in docs/decision-loop.md
+(Measurements behind the defaults).
 """
 
 from __future__ import annotations

@@ -6,14 +6,13 @@ the proposals are scored by a GP fitted to the study's finished trials (Matern 5
 the space's unit cube with one-hot categoricals and inactive parameters at the centre), and
 ordered by expected improvement over the best value so far, priced by each proposal's predicted
 training time (:mod:`asap.agent.cost`: with a time budget, by the share of the time left it
-would leave; per second only when ``cost_weight`` asks, which measured worse here). "A" is then
+would leave; per second only when ``cost_weight`` asks). "A" is then
 the prior's pick; the predicted value, its uncertainty, the EI and the predicted training time
 (``~3 min``) stand beside every proposal so a larger model can reason with them and override.
 
-Measured offline on five tables (HPOBench australian, car, credit_g, kc1; NAS-Bench-201
-cifar10), 40 trials, 5 seeds, true-mean normalized regret averaged over the tasks: picking by GP
-EI .0225, by kNN mean + 1 sd .0244, the UCB1 tool bandit .0261, a uniform random pick .0274,
-always one tool .0263 (DE) to .0324 (TPE).
+Why EI under a GP rather than a cheaper ranking (kNN, a tool bandit, a random pick, always one
+tool): it ranked best offline on the dev tables (docs/decision-loop.md, Measurements behind the
+defaults).
 """
 
 from __future__ import annotations

@@ -18,9 +18,8 @@ Rules, in order:
   T it overlapped; missed, the round waits for its prefill and then calls again (a small
   answer streams nothing to cancel on before the prompt is read). Per round, speculating costs
   ``2L - T - pL`` of exposed LLM time against ``L`` without, so it pays only while
-  ``T > (1 - p) L``. Measured on hpobench:australian at time-scale 0.1: trials of 0.28 s at
-  the median, decisions of 1.24 s, 40 % accepted: speculative calls were 18 of the 31 exposed
-  seconds. Below that line depth goes to 0 (no speculative call; the trial's time warms the
+  ``T > (1 - p) L`` (docs/speculation-and-selftuning.md has a session below that line).
+  Below that line depth goes to 0 (no speculative call; the trial's time warms the
   cache instead), and back to 1 once training outlasts it again. A depth the user set stays.
 - tau: a poor accept rate with cheap misses (wasted speculative time under ``waste_ok`` of the
   wall-clock) loosens tau one step (x1.5); a high accept rate with expensive misses tightens it

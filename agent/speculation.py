@@ -25,8 +25,8 @@ def speculation_mode(cfg: TuneConfig) -> SpeculationMode:
     """``auto``: speculate when training and the LLM do not compete for the same cores.
 
     A server on this machine (the chat passes the embedded server's URL) competes for the cores
-    unless training runs on a GPU. Measured on a 2-core CPU: overlapping the embedded LLM with torch training made 10 digits-mlp
-    trials take 229.8 s instead of ~100 s serially (each slowed the other ~3x). With training on
+    unless training runs on a GPU: on a small CPU, overlapping the embedded LLM with torch
+    training slows both (docs/speculation-and-selftuning.md). With training on
     a GPU, the LLM at a remote endpoint, or a tabular workload's simulated clock (a sleep), the
     two really run in parallel. A table at ``time_scale`` 0 trains in no time: there is nothing
     to hide a speculative call behind, so it would only double the LLM's work. On the virtual

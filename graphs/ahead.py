@@ -3,18 +3,16 @@ background, and no round waits for it.
 
 Why: the self-tuner sets ``plan`` > 1 when the LLM is slower than training. Speculating then
 cannot hide a decision (the trial it overlaps ends first, and the next one waits for the call),
-and the call at the end of each plan reads every row the plan added uncached. Measured on
-hpobench:australian x0.1 with the embedded SmolLM2 (trials of 0.3-0.8 s, decisions of 1.2 s):
-speculative calls made 18 of a session's 31 exposed seconds, and the call after an 8-round plan
-read 668 new tokens (3.2 s). A plan's decision is a policy ("the prior's order", or "that
+and the call at the end of each plan reads every row the plan added uncached
+(docs/speculation-and-selftuning.md has the numbers). A plan's decision is a policy ("the prior's order", or "that
 tool"), not a configuration, so it can be asked on the results in at its first round and applied
 when the plan runs out: no prediction to verify. If it has not returned by then, the plan holds for another round; once it
 is back, idle rounds warm the newest log rows in the server's cache, so the next decision reads
 only the rows since the last warm-up (one or two) and its block.
 
 The first round is asked the same way: with no result and no prior there is nothing to decide
-from, so it trains the prior's pick while the LLM reads the prompt cold (2-3 s, the largest
-exposed call of a session), and that answer decides round 2.
+from, so it trains the prior's pick while the LLM reads the prompt cold (the largest exposed
+call of a session), and that answer decides round 2.
 
 One :class:`Ahead` per run (in the :class:`~asap.graphs.state.TuneContext`), one background call
 at a time; the graph's ``finish`` node cancels whatever is still asked when the session ends

@@ -1,9 +1,9 @@
 """The self-tuning node: retunes the knobs (tau, depth, context, plan) from the ledger's timings.
 
 Why a node of its own: the design names it, and a graph drawn from ``langgraph.json`` shows it.
-It runs where the speculative branch used to run it, just before the trials-in-flight fan-out
-(``await_train || speculate``): a trial is already training, and the branch that decides ahead
-reads the knobs it leaves.
+It runs just before the trials-in-flight fan-out (``await_train || speculate``): a trial is
+already training, so the pass costs no wall-clock, and the branch that decides ahead reads the
+knobs it leaves.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from asap.graphs.state import TuningState
 def due(ctx: TuneContext) -> bool:
     """Whether a self-tuning pass is due: every ``selftune_every`` finished trials, and every
     round until a first pass has read enough (3 decisions, 3 trials), since the knobs start as
-    guesses: waiting for the 8th trial left a short-trial session's rounds 5-10 to exposed calls
-    a plan would have saved (measured: ~3 s of a 38 s session)."""
+    guesses: a short-trial session's early rounds are where a plan saves the most calls."""
     done = len(ctx.study.finished_ids())
     if not ctx.selftune_every or done == 0:
         return False

@@ -177,10 +177,8 @@ def _warm(ctx: TuneContext, state: TuningState, knobs: Knobs) -> None:
     Skipped when no LLM call comes next, or the trial already ended (nothing to overlap).
 
     Not on planned rounds: a plan means trials shorter than a decision, so a warm-up there
-    outlasts its trial and delays the next one. Measured (australian x0.1, 40 trials, the same
-    decisions both ways): warming every planned round cut the call after an 8-round plan from
-    668 to 382 new tokens (3.2 s to 2.1 s) and raised the session's cached share from 73.9 %
-    to 83.1 %, but its 14 warm-ups added 3.2 s of exposed LLM time: 3.7 s more wall-clock."""
+    outlasts its trial and delays the next one: what it saves the next call, it costs in exposed
+    LLM time (docs/speculation-and-selftuning.md)."""
     if ctx.llm is None or state["plan_left"] > 0 or not ctx.breaker.closed() \
             or ctx.ahead.asked() \
             or ctx.builder.mode != "stable" \

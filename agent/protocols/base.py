@@ -2,8 +2,7 @@
 
 Why an interface: a protocol touches four places (what the request carries, how the answer is
 parsed and validated into a decision, what a reminder or a retry says, what a cache warm-up
-sends), and each used to branch on the protocol's name. A protocol is now one class; the graph,
-the guard and the prompt call it. Add one with a module here, its ``answer_<name>.txt`` and
+sends); as one class, the graph, the guard and the prompt call it and never branch on its name. Add one with a module here, its ``answer_<name>.txt`` and
 ``reminder_<name>.txt`` prompt templates, and :func:`asap.agent.protocols.register`, which checks
 them when it runs.
 """

@@ -1,8 +1,8 @@
 """The command line's settings flags, generated from :class:`~asap.agent.config.TuneConfig`.
 
-Why generated: the flags used to be copied by hand (29 of them into ``TuneConfig.make``), their
-choice lists written twice and their defaults drifting from the library's. Each flag now takes
-its name, type, ``Literal`` choices, default and help from the field; :data:`ALIASES` is the
+Why generated: flags copied by hand drift from the library (their choice lists written twice,
+their defaults not the library's). Each flag takes its name, type, ``Literal`` choices, default
+and help from the field; :data:`ALIASES` is the
 short table of flags whose CLI name differs from the field's. Unset flags are left out, so the
 model's defaults apply: they live once, in TuneConfig.
 """
