@@ -201,18 +201,13 @@ def configs_in(space: Space, trials: Sequence[Trial]) -> dict[int, dict[str, Any
     """Each trial's configuration in ``space``: what it used (a trial that failed before it
     said: its configuration), an active parameter it did not ask at the middle of its range,
     an inactive one left out."""
+    specs = space.to_dict()
     out = {}
     for t in trials:
         used = t.meta.get("used") if isinstance(t.meta.get("used"), dict) else t.config
-        config: dict[str, Any] = {}
-        for p in space.params:
-            if not Space.is_active(p, config):
-                continue
-            value = used.get(p.name)
-            if value is None or not _fits(p, value):
-                value = _middle(space.to_dict()[p.name])
-            config[p.name] = value
-        out[t.id] = space.validate(config)
+        out[t.id] = space.validate(space.build(
+            lambda p, used=used: used[p.name] if p.name in used and _fits(p, used[p.name])
+            else _middle(specs[p.name])))
     return out
 
 

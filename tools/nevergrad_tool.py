@@ -54,23 +54,18 @@ def parametrization(space: Space, seed: int) -> ng.p.Dict:
 
 def decode(space: Space, value: dict[str, Any]) -> dict[str, Any]:
     """Nevergrad value -> config with only the active parameters, clipped into bounds."""
-    config: dict[str, Any] = {}
-    for p in space.params:
-        if not space.is_active(p, config):
-            continue
+    def one(p: Any) -> Any:
         if p.name not in value:  # a constant parameter
-            config[p.name] = p.choices[0] if isinstance(p, CategoricalParam) else p.low
-            continue
+            return p.choices[0] if isinstance(p, CategoricalParam) else p.low
         v = value[p.name]
         if isinstance(p, CategoricalParam):
-            config[p.name] = v
-        elif isinstance(p, FloatParam):
-            config[p.name] = p.snap(v)
-        elif p.log:
-            config[p.name] = int(min(max(round(v), p.low), p.high))
-        else:
-            config[p.name] = p.low + p.step * int(min(max(round(v), 0), (p.high - p.low) // p.step))
-    return config
+            return v
+        if isinstance(p, FloatParam):
+            return p.snap(v)
+        if p.log:
+            return int(min(max(round(v), p.low), p.high))
+        return p.low + p.step * int(min(max(round(v), 0), (p.high - p.low) // p.step))
+    return space.build(one)
 
 
 def encode(space: Space, config: dict[str, Any], param: ng.p.Dict) -> dict[str, Any]:

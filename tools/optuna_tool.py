@@ -41,17 +41,13 @@ def _sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 
 def suggest_config(space: Space, trial: optuna.Trial) -> dict[str, Any]:
     """Define-by-run sampling: inactive conditional parameters are never suggested."""
-    config: dict[str, Any] = {}
-    for p in space.params:
-        if not space.is_active(p, config):
-            continue
+    def suggest(p: Any) -> Any:
         if isinstance(p, CategoricalParam):
-            config[p.name] = trial.suggest_categorical(p.name, p.choices)
-        elif isinstance(p, FloatParam):
-            config[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log, step=p.step)
-        else:
-            config[p.name] = trial.suggest_int(p.name, p.low, p.high, log=p.log, step=p.step)
-    return config
+            return trial.suggest_categorical(p.name, p.choices)
+        if isinstance(p, FloatParam):
+            return trial.suggest_float(p.name, p.low, p.high, log=p.log, step=p.step)
+        return trial.suggest_int(p.name, p.low, p.high, log=p.log, step=p.step)
+    return space.build(suggest)
 
 
 def distributions(space: Space, config: dict[str, Any]) -> dict[str, BaseDistribution]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,16 @@ class Space(BaseModel):
     def active(self, config: dict[str, Any]) -> list[FloatParam | IntParam | CategoricalParam]:
         """The parameters active under ``config`` (parents are read from ``config``)."""
         return [p for p in self.params if self.is_active(p, config)]
+
+    def build(self, value: Callable[[Param], Any]) -> dict[str, Any]:
+        """A configuration built parameter by parameter in the space's order: each active one
+        takes ``value(param)``, an inactive one (its parent's value, built before it, switches
+        it off) is left out. How a tool's proposal becomes a configuration."""
+        config: dict[str, Any] = {}
+        for p in self.params:
+            if self.is_active(p, config):
+                config[p.name] = value(p)
+        return config
 
     def json_schema(self) -> dict[str, Any]:
         """The space as JSON schema: typed, bounded properties and nothing else.

@@ -283,9 +283,13 @@ class Study:
             })
 
     def timings(self, kind: TimingKind | None = None) -> list[dict[str, Any]]:
+        """The study's timing rows (of one ``kind``), oldest first, ``detail`` decoded."""
+        return self._rows("timing", kind)
+
+    def _rows(self, table: str, kind: str | None) -> list[dict[str, Any]]:
         where, args = ("study = ?", [self.name]) if kind is None else (
             "study = ? AND kind = ?", [self.name, kind])
-        rows = list(self.db["timing"].rows_where(where, args, order_by="id"))
+        rows = list(self.db[table].rows_where(where, args, order_by="id"))
         for r in rows:
             r["detail"] = json.loads(r["detail"] or "{}")
         return rows
@@ -310,12 +314,8 @@ class Study:
         return {e["detail"].get("clock", "real") for e in self.events("session")}
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        where, args = ("study = ?", [self.name]) if kind is None else (
-            "study = ? AND kind = ?", [self.name, kind])
-        rows = list(self.db["events"].rows_where(where, args, order_by="id"))
-        for r in rows:
-            r["detail"] = json.loads(r["detail"])
-        return rows
+        """The study's events (of one ``kind``), oldest first, ``detail`` decoded."""
+        return self._rows("events", kind)
 
 
 def _owner(meta: dict[str, Any]) -> dict[str, Any]:

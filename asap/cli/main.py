@@ -119,13 +119,17 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ledger(db: str) -> Ledger:
+    """The ledger a read-only command reads; a path with none is a LedgerError (exit 2)."""
+    if not Path(db).exists():
+        raise LedgerError(f"no ledger at {db}")
+    return Ledger(db, readonly=True)
+
+
 def _show(study_name: str, db: str, *, trials: bool = True, form: str = "table") -> int:
     from asap.agent.stats import summarize
     from asap.cli.render import print_summary, trials_table
-    if not Path(db).exists():
-        err.print(f"[red]error:[/] no ledger at {db}", soft_wrap=True)
-        return 2
-    study = Ledger(db, readonly=True).find_study(study_name)
+    study = _ledger(db).find_study(study_name)
     if form == "json":
         print(_json({"summary": summarize(study), "trials": study.to_records()}))
         return 0
@@ -144,10 +148,7 @@ def _show(study_name: str, db: str, *, trials: bool = True, form: str = "table")
 def _export(study_name: str, db: str, url: str) -> int:
     from asap.tools.optuna_mirror import OptunaMirror
     _quiet_optuna()
-    if not Path(db).exists():
-        err.print(f"[red]error:[/] no ledger at {db}", soft_wrap=True)
-        return 2
-    study = Ledger(db, readonly=True).find_study(study_name)
+    study = _ledger(db).find_study(study_name)
     added = OptunaMirror(study, url).sync()
     console.print(f"{added} trials of '{study.name}' mirrored into {url} "
                   f"(optuna-dashboard {url})")
@@ -156,10 +157,7 @@ def _export(study_name: str, db: str, url: str) -> int:
 
 def _studies(db: str) -> int:
     from asap.cli.render import studies_table
-    if not Path(db).exists():
-        err.print(f"[red]error:[/] no ledger at {db}", soft_wrap=True)
-        return 2
-    console.print(studies_table(Ledger(db, readonly=True), db))
+    console.print(studies_table(_ledger(db), db))
     return 0
 
 
@@ -169,10 +167,7 @@ def _report(study_name: str, db: str, out: str | None) -> int:
     from asap.agent.stats import decompose
     from asap.agent.timeline import timeline
     from asap.cli.render import calls_table, decomposition_table
-    if not Path(db).exists():
-        err.print(f"[red]error:[/] no ledger at {db}", soft_wrap=True)
-        return 2
-    study = Ledger(db, readonly=True).find_study(study_name)
+    study = _ledger(db).find_study(study_name)
     d = decompose(study)
     name = f"{safe_name(study.name)}-timeline.png"  # stays in its directory
     if out is not None and not out.endswith(".png"):  # a directory: every file inside it
