@@ -14,7 +14,7 @@ The first round is asked the same way: with no result and no prior there is noth
 from, so it trains the prior's pick while the LLM reads the prompt cold (the largest exposed
 call of a session), and that answer decides round 2.
 
-One :class:`Ahead` per run (in the :class:`~asap.graphs.state.TuneContext`), one background call
+One :class:`Ahead` per run (in the :class:`~asap.graphs.context.TuneContext`), one background call
 at a time; the graph's ``finish`` node cancels whatever is still asked when the session ends
 (and waits for it: a prompt is read to its end, and the embedded server cannot stop under a
 request).

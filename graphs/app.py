@@ -2,7 +2,7 @@
 
 - ``tuning_graph``: the tuning loop itself (propose -> agent -> guard -> dispatch ->
   await_train || speculate -> reconcile), as LangGraph's tooling draws it. It runs on a live
-  :class:`~asap.graphs.state.TuneContext` (a study, tools, a trainer, a chat model), which only an
+  :class:`~asap.graphs.context.TuneContext` (a study, tools, a trainer, a chat model), which only an
   in-process caller can hand it: :func:`asap.graphs.session.tune` builds one.
 - ``graph``: one tuning task from plain JSON, as a server serves it to clients. Input state:
   ``{"workload": str, "trials": int, "settings": {the TuneConfig fields a client may set}}``,

@@ -10,7 +10,7 @@ whole chain is dropped (its time counted wasted) and the round runs serially.
 
 Nothing here writes a trial: the tools are forks told predicted values, prompt logs are immutable
 values, and decisions wait in ``chain`` until ``reconcile`` accepts them. The two branches share
-only the trial's :class:`~asap.graphs.state.InFlight` channel.
+only the trial's :class:`~asap.graphs.flights.InFlight` channel.
 """
 
 from __future__ import annotations

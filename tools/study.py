@@ -20,6 +20,7 @@ from asap.tools.space import Space
 from asap.tools.types import (
     FINISHED,
     Direction,
+    EventKind,
     Status,
     TimingKind,
     Trial,
@@ -294,7 +295,7 @@ class Study:
             r["detail"] = json.loads(r["detail"] or "{}")
         return rows
 
-    def log_event(self, kind: str, **detail: Any) -> None:
+    def log_event(self, kind: EventKind, **detail: Any) -> None:
         """A decision worth keeping: a guard retry, a fallback, a self-tuning adjustment."""
         with self.ledger.transaction():
             self.db["events"].insert({"study": self.name, "kind": kind, "at": self.clock.now(),
@@ -313,7 +314,7 @@ class Study:
         """The clocks the study's sessions ran on (``real`` for sessions that did not say)."""
         return {e["detail"].get("clock", "real") for e in self.events("session")}
 
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+    def events(self, kind: EventKind | None = None) -> list[dict[str, Any]]:
         """The study's events (of one ``kind``), oldest first, ``detail`` decoded."""
         return self._rows("events", kind)
 

@@ -17,6 +17,12 @@ from typing import Any, Literal
 Direction = Literal["minimize", "maximize"]
 Status = Literal["running", "complete", "failed", "pruned"]
 TimingKind = Literal["llm_call", "tool_call", "train", "speculation", "selftune"]
+# The ledger's events: decisions worth keeping, each kind written in one place and read by name.
+EventKind = Literal[
+    "session", "decision", "fallback", "guard_retry", "guard_reminder", "llm_error", "llm_price",
+    "llm_breaker", "protocol", "speculation", "ahead", "warmup", "selftune", "context_shrink",
+    "stop", "space_exhausted", "repeat_avoided", "prior_excluded", "tool_failed", "tool_choice",
+    "mirror_error"]
 FINISHED: tuple[Status, ...] = ("complete", "failed", "pruned")
 
 

@@ -263,3 +263,19 @@ def test_reports_are_appended_and_settle_into_the_trial_when_it_ends(ledger, toy
     ledger.db.execute("UPDATE trials SET meta = '{}' WHERE id = ?", [lost])  # no live owner
     assert study.fail_running("interrupted") == [lost]
     assert study.trial(lost).intermediate == {1: 0.75}
+
+
+def test_every_event_written_or_read_is_a_declared_kind():
+    import re
+    from pathlib import Path
+    from typing import get_args
+
+    from asap.tools.types import EventKind
+
+    root = Path(__file__).parents[2]
+    code = "\n".join(p.read_text() for d in ("agent", "graphs", "tools", "asap", "evals")
+                     for p in (root / d).rglob("*.py"))
+    written = set(re.findall(r'log_event\(\s*"(\w+)"', code))
+    read = set(re.findall(r'\.events\(\s*"(\w+)"', code))
+    assert written and read <= written  # nothing is read that nobody writes
+    assert written == set(get_args(EventKind))  # each kind declared once, and each one used
