@@ -10,7 +10,7 @@ chain as typed :class:`SpecRound` records. Keys every round reads are set by
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from langchain_core.messages import BaseMessage
@@ -46,6 +46,35 @@ class SpecRound:
     end: float = 0.0
     choice: Offer | None = None  # the LLM's decision; None when it gave none
     cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class Round:
+    """A round as ``propose`` leaves it: its proposals, and who decides it (the prior, a plan,
+    a decision asked ahead, or the LLM on the critical path, whose prompt and block it carries).
+    Every ``propose`` branch returns through :meth:`update`, so the round's keys are set, and
+    reset, in one place."""
+
+    number: int
+    proposals: list[Offer]
+    scores: list[Score | None]
+    decided_by: str  # "prior", "plan", "llm"
+    choice: Offer | None = None  # None: the LLM is asked now
+    messages: list[BaseMessage] = field(default_factory=list)
+    current: str = ""  # the round's prompt block, when the LLM is asked now
+    plan_left: int | None = None  # a planned round: the plan's rounds left after it
+
+    def update(self, landed: TuningState) -> TuningState:
+        """The state update: ``landed`` (trials absorbed meanwhile) and this round, with the
+        guard's per-round counters reset."""
+        out: TuningState = {
+            **landed, "round": self.number, "lag": 0, "proposals": self.proposals,
+            "offers": self.proposals, "scores": self.scores, "attempts": 0, "reminded": False,
+            "steps": 0, "error": None, "choice": self.choice, "decided_by": self.decided_by,
+            "messages": self.messages, "current": self.current}
+        if self.plan_left is not None:
+            out["plan_left"] = self.plan_left
+        return out
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ tool results, guard feedback) lives in ``messages`` and is dropped when the roun
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import openai
 from langchain_core.messages import HumanMessage
@@ -42,7 +43,7 @@ from asap.graphs.dispatch import dispatch
 from asap.graphs.rounds import absorb, catch_up, commit, planned, ranked_offers, round_offers
 from asap.graphs.selftuning import selftune_node
 from asap.graphs.speculative import await_train, reconcile, speculate
-from asap.graphs.state import TuningState
+from asap.graphs.state import Round, TuningState
 from asap.tools.portfolio import PANEL, Offer
 
 __all__ = ["TuneContext", "TuningState", "build_tuning_graph", "graph"]
@@ -64,32 +65,28 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     else:
         proposals, scores = round_offers(ctx)
     ctx.study.log_timing("tool_call", start, ctx.clock.now(), round=round_no, tools=len(PANEL))
-    base: TuningState = {"round": round_no, "lag": 0, "proposals": proposals, "offers": proposals,
-                         "scores": scores, "attempts": 0, "reminded": False, "steps": 0,
-                         "error": None}
+    decided = functools.partial(Round, round_no, proposals, scores)
     left = state["plan_left"]
     if not state["round"] and not ctx.study.finished_ids() and _ahead_on(ctx):
         # The first round has nothing to decide from (no result, no prior): it trains the
         # start-up pick at once while the LLM reads the prompt, cold, for a later round.
         _ask(ctx, state, round_no, proposals, scores)
-        return {**landed, **base, "choice": fallback(ctx.study, proposals, scored=False),
-                "decided_by": "plan", "messages": [], "current": ""}
+        return decided("plan", fallback(ctx.study, proposals, scored=False)).update(landed)
     if ctx.llm is None or len(ctx.study.finished_ids()) < ctx.llm_after:
         # No LLM (--llm off), or the start-up rounds, which give it nothing to use (a decision
         # asked ahead waits for the first round after them): the fallback's pick, the
         # prior's once it scores.
         scored = any(score is not None for score in scores)
-        return {**landed, **base, "choice": fallback(ctx.study, proposals, scored),
-                "decided_by": "prior", "messages": [], "current": ""}
+        return decided("prior", fallback(ctx.study, proposals, scored)).update(landed)
     if not left and (early := ctx.ahead.take()) is not None:  # asked ahead, and back: it decides
         if (taken := _decided_ahead(ctx, state, early, proposals, round_no)) is not None:
-            return {**landed, **base, **taken}
+            return {**decided("llm").update(landed), **taken}
     if left or ctx.ahead.asked():  # the last decision covers this round (or holds for the
         # next one, still being asked): no LLM call on the critical path, and no prompt block
         # (the log gets the round's line when it closes)
         _ask_ahead(ctx, state, round_no, proposals, scores)
-        return {**landed, **base, "choice": planned(state, proposals), "decided_by": "plan",
-                "plan_left": max(left - 1, 0), "messages": [], "current": ""}
+        return decided("plan", planned(state, proposals),
+                       plan_left=max(left - 1, 0)).update(landed)
     price = ctx.price(round_no)
     if not price.ask or not price.cheap or not ctx.llm_ready():  # the prior decides this
         # round; a call that costs more than a trial, when it is due, is asked while the trials
@@ -98,11 +95,10 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
         if price.ask and ctx.llm_ready() and ctx.breaker.closed():
             _ask(ctx, state, round_no, proposals, scores)
         scored = any(score is not None for score in scores)
-        return {**landed, **base, "choice": fallback(ctx.study, proposals, scored),
-                "decided_by": "prior", "messages": [], "current": ""}
+        return decided("prior", fallback(ctx.study, proposals, scored)).update(landed)
     current = ctx.builder.round_text(round_no, proposals, scores, plan=state["knobs"].plan)
-    return {**landed, **base, "decided_by": "llm", "current": current, "choice": None,
-            "messages": [HumanMessage(ctx.builder.prompt(state["log"], current))]}
+    return decided("llm", None, [HumanMessage(ctx.builder.prompt(state["log"], current))],
+                   current).update(landed)
 
 
 def _ask_ahead(ctx: TuneContext, state: TuningState, round_no: int, proposals: list[Offer],
