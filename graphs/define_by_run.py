@@ -12,6 +12,7 @@ branch has been seen, so a run has a few sessions, most of its trials in the las
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def optimize_define_by_run(cfg: TuneConfig, objective: Callable[[Any], Any], met
     a parameter's distribution (between trials, or against a resumed study's) raises
     ValueError naming it, and the trial that showed it is not kept (it ran outside the study's
     space)."""
-    known, ran = known_space(cfg), 0
+    known, ran, start, budget = known_space(cfg), 0, time.monotonic(), cfg.time_budget_s
     while True:
         space = Space.from_dict(known) if known else PROBE
         wl = Workload(cfg.workload, DefineByRun(objective, metric, known), space, metric,
@@ -109,6 +110,10 @@ def optimize_define_by_run(cfg: TuneConfig, objective: Callable[[Any], Any], met
             return {**summary, "ran": ran}
         known = watch.grown
         _respace(cfg, known)
+        if budget is not None:  # the call's time budget, spent across its sessions
+            if (left := budget - (time.monotonic() - start)) <= 0:
+                return {**summary, "ran": ran}
+            cfg = cfg.model_copy(update={"time_budget_s": left})
 
 
 def _respace(cfg: TuneConfig, specs: dict[str, Spec]) -> None:

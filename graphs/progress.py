@@ -30,7 +30,8 @@ class TrialLines(TuneCallback):
             self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(), console=self.console)
             self._bar.start()
-            self._task = self._bar.add_task(study.name, total=self.total)
+            # completed: a call that runs several sessions (a define-by-run space growing)
+            self._task = self._bar.add_task(study.name, total=self.total, completed=self.done)
 
     def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
         self.done += 1

@@ -121,3 +121,20 @@ def test_the_readmes_optuna_example_runs_as_written(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     best = eval(done.stdout.strip().splitlines()[-1])  # the printed best_params
     assert set(best) == {"x"} and abs(best["x"] - 2) < 2
+
+
+def test_a_time_budget_is_the_calls_across_the_sessions_its_space_grows_through(tmp_path,
+                                                                              monkeypatch):
+    import asap.graphs.define_by_run as dbr
+
+    budgets = []
+    real_tune = dbr.tune
+
+    def tune(cfg, **kw):  # the real session, its budget noted
+        budgets.append(cfg.time_budget_s)
+        return real_tune(cfg, **kw)
+
+    monkeypatch.setattr(dbr, "tune", tune)
+    result = run(tmp_path, tutorial.iris_classifier, 4, direction="maximize", timeout=600)
+    assert len(result.trials) == 4 and len(budgets) >= 2  # the space grew: several sessions
+    assert budgets[0] == 600 and all(b < a for a, b in zip(budgets, budgets[1:]))
