@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from asap.agent.stats import pct, summarize, tool_records
+from asap.tools.panel import name_pattern
 from asap.tools.params import CategoricalParam
 from asap.tools.study import Study
 
@@ -169,7 +170,8 @@ def summary(study: Study) -> str:
 
 
 _NUM = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e-?\d+)?%?")
-_NAMES = re.compile(r"\b(tpe|cma-?es|ngopt|de|random|qmc|gp|smac|hyperband|bohb|[a-z]+_[a-z_]+)\b")
+# A tool's name, other methods' names, or a parameter-like snake_case word.
+_NAMES = re.compile(rf"\b({name_pattern('smac', 'hyperband', 'bohb')}|[a-z]+_[a-z_]+)\b")
 
 
 def unsupported(reply: str, facts: str) -> list[str]:

@@ -80,6 +80,10 @@ class TuneConfig(BaseModel):
     width: int = Field(default=2, ge=1, le=8, description="proposals each tool makes per "
                        "round (past the first, the cheap tools only: not TPE); the prior "
                        "ranks them all and the round shows its best 4")
+    panel: str | None = Field(default=None, description="the tools that propose every round, "
+                              "as library:algorithm, comma-separated (e.g. optuna:tpe,optuna:gp,"
+                              "nevergrad:DE; a list in Python); default: optuna:tpe, "
+                              "optuna:cmaes, nevergrad:NGOpt, nevergrad:DE")
     base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint "
                                  "(default: the embedded llama.cpp server)")
     model: str | None = Field(default=None, description="model name at --base-url, or a GGUF "
@@ -167,6 +171,18 @@ class TuneConfig(BaseModel):
         if v != "cool" and not 0 <= v <= 4:
             raise ValueError(f"must be 'cool' or a number from 0 to 4, got {v!r}")
         return v
+
+    @field_validator("panel", mode="before")
+    @classmethod
+    def _known_tools(cls, v: Any) -> str | None:
+        from asap.tools.panel import TOOLS
+        if v is None:
+            return None
+        names = [n.strip() for n in (v.split(",") if isinstance(v, str) else list(v))]
+        unknown = [n for n in names if n not in TOOLS]
+        if unknown or not names or len(set(names)) < len(names):
+            raise ValueError(f"must name distinct tools among {list(TOOLS)}, got {names}")
+        return ",".join(names)
 
     @field_validator("decide")
     @classmethod

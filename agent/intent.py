@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from asap.tools.panel import name_pattern, spoken
 from asap.tools.space_edit import ALIASES, KNOWN_RANGES, canonical
 from asap.tools.workloads import BUILTIN
 
@@ -166,8 +167,8 @@ def parse_intent(text: str) -> Intent | None:
         return Intent(action="extend", minutes=float(minutes.group(1)) if minutes else None,
                       trials=int(n.group(1)) if n and not minutes else None)
     if t.startswith("why"):
-        tool = re.search(r"\b(tpe|cma-?es|ngopt|de|random|llm|qmc|gp)\b", t)
-        return Intent(action="why", tool=tool.group(1).replace("-", "") if tool else None)
+        tool = re.search(rf"\b({name_pattern('llm')})\b", t)
+        return Intent(action="why", tool=spoken(tool.group(1)) if tool else None)
     if re.search(r"\b(time|long|wall-?clock)\b", t):
         return Intent(action="time")
     if re.fullmatch(r"\s*(stop|halt|enough)\W*", t):

@@ -2,17 +2,19 @@
 optimization history and on the timeline's training bars, a kind of LLM call the same on the
 timeline and in the latency plot.
 
-Tools get fixed tab10 colours (the panel's four first, so two studies' plots compare at a
-glance); a tool not listed here takes one by its name. LLM calls are drawn in greys, which no
-tool uses.
+Tools get fixed tab10 colours in the registry's order (:data:`~asap.tools.panel.TOOLS`: the
+panel first, so two studies' plots compare at a glance), then the LLM's own configurations and
+the untried points; a tool past the tenth, or not registered, takes one by its name. LLM calls
+are drawn in greys, which no tool uses.
 """
 
 from __future__ import annotations
 
 import zlib
 
-_TOOLS = ("optuna:tpe", "optuna:cmaes", "nevergrad:NGOpt", "nevergrad:DE", "optuna:random",
-          "llm", "asap:untried", "optuna:gp", "optuna:qmc", "nevergrad:CMA")
+from asap.tools.panel import TOOLS
+
+_TOOLS = (*list(TOOLS)[:5], "llm", "asap:untried", *list(TOOLS)[5:])[:10]
 _TAB10 = [f"C{i}" for i in range(10)]
 CALL_COLORS = {"critical": "#222222", "speculative": "#777777", "warm-up": "#bbbbbb"}
 

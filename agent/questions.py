@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from asap.tools.panel import name_pattern, spoken
+
 Kind = Literal["help", "summary", "why", "time", "importance", "next", "top", "best", "other"]
 
 _OPENERS = r"what|what's|whats|why|how|which|where|when|who|whose|is|are|was|were|does|do|did|"\
@@ -58,8 +60,8 @@ def kind(text: str) -> Kind:
 
 def tool_named(text: str) -> str | None:
     """The tool a question names ("why TPE?"), as the ledger spells its algorithm."""
-    m = re.search(r"\b(tpe|cma-?es|ngopt|de|random|llm|qmc|gp|prior|untried)\b", text.lower())
-    return m.group(1).replace("-", "") if m else None
+    m = re.search(rf"\b({name_pattern('llm', 'prior', 'untried')})\b", text.lower())
+    return spoken(m.group(1)) if m else None
 
 
 def target_named(text: str) -> float | None:

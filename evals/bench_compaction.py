@@ -34,7 +34,7 @@ from asap.agent.llm import chat_model, json_model
 from asap.agent.prior import rank
 from asap.agent.prompt import PromptBuilder, PromptLog, fmt, fmt_config, short
 from asap.agent.server import EmbeddedServer
-from asap.graphs.context import TOOLS_TEXT
+from asap.graphs.context import tools_text
 from asap.tools.ledger import Ledger
 from asap.tools.portfolio import Portfolio
 from asap.tools.trainer import Trainer
@@ -47,7 +47,7 @@ def session(rounds: int, keep: int) -> tuple[str, dict[str, str]]:
     study = Ledger(tempfile.mkdtemp() + "/c.db").create_study(
         "c", wl.space, metric=wl.metric, direction=wl.direction, workload=wl.ref)
     tools, trainer = Portfolio(study), Trainer(study, wl, in_process=True)
-    builder, log = PromptBuilder(study, TOOLS_TEXT), PromptLog()
+    builder, log = PromptBuilder(study, tools_text()), PromptLog()
     for r in range(1, rounds + 1):
         offers, _ = rank(study, tools.panel_offers())
         trial = trainer.run(offers[0][1], tool=offers[0][0])

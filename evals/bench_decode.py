@@ -33,7 +33,7 @@ from asap.agent.llm import chat_model, json_model
 from asap.agent.prior import rank
 from asap.agent.prompt import PromptBuilder, PromptLog, label
 from asap.agent.server import EmbeddedServer
-from asap.graphs.context import TOOLS_TEXT
+from asap.graphs.context import tools_text
 from asap.tools.ledger import Ledger
 from asap.tools.portfolio import Portfolio
 from asap.tools.trainer import Trainer
@@ -56,7 +56,7 @@ def prompts(rounds: int) -> list[tuple[str, int]]:
     study = Ledger(tempfile.mkdtemp() + "/d.db").create_study(
         "d", wl.space, metric=wl.metric, direction=wl.direction, workload=wl.ref)
     tools, trainer = Portfolio(study), Trainer(study, wl, in_process=True)
-    builder, log, out = PromptBuilder(study, TOOLS_TEXT), PromptLog(), []
+    builder, log, out = PromptBuilder(study, tools_text()), PromptLog(), []
     for r in range(1, rounds + 1):
         offers, scores = rank(study, tools.panel_offers())
         out.append((builder.prompt(log, builder.round_text(r, offers, scores)), len(offers)))

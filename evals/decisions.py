@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asap.tools.ledger import Ledger
-from asap.tools.portfolio import PANEL
+from asap.tools.panel import PANEL
 from asap.tools.study import Study
 from asap.tools.types import better
 from asap.tools.workloads import tabular
 
-FIRST_TOOL = ":".join(PANEL[0])
+FIRST_TOOL = PANEL[0].key
 PICKERS = ("asap", "always A", "always TPE", "bandit", "random")
 
 

@@ -37,7 +37,8 @@ from asap.graphs.session import tune
 from asap.tools.clock import make_clock
 from asap.tools.job import TrainingJob
 from asap.tools.ledger import Ledger
-from asap.tools.portfolio import PANEL, RANDOM, RANDOM_TOOL, Portfolio
+from asap.tools.panel import PANEL, RANDOM
+from asap.tools.portfolio import Portfolio
 from asap.tools.resources import plan_slots
 from asap.tools.space import CategoricalParam, IntParam, Space, SpaceError
 from asap.tools.study import Study
@@ -147,7 +148,7 @@ def bandit(cell: Cell, wl: Workload) -> None:
 
 def _bandit(cell: Cell, wl: Workload, study: Study) -> None:
     portfolio, trainer = Portfolio(study, seed=cell.seed), _trainer(study, wl, cell)
-    pulls = {f"{lib}:{alg}": [0, 0] for lib, alg in PANEL}  # tool -> [trials, improvements]
+    pulls = {t.key: [0, 0] for t in PANEL}  # tool -> [trials, improvements]
     best_at_start: dict[str, float | None] = {}
 
     def pick() -> tuple[str, dict[str, Any]]:
@@ -216,8 +217,8 @@ def _llm_naive(cell: Cell, wl: Workload, study: Study, started: float) -> None:
                                   trial_number=len(study.trials()))
             config = study.space.validate(_clip(study.space, json.loads(answer.content)))
         except (*LLM_ERRORS, json.JSONDecodeError, KeyError, SpaceError) as exc:
-            study.log_event("fallback", tool=RANDOM_TOOL, reason=f"{type(exc).__name__}: {exc}"[:200])
-            tool, config = RANDOM_TOOL, portfolio.ask(*RANDOM)[0]
+            study.log_event("fallback", tool=RANDOM.key, reason=f"{type(exc).__name__}: {exc}"[:200])
+            tool, config = RANDOM.key, portfolio.ask(RANDOM.library, RANDOM.algorithm)[0]
         trainer.run(config, tool=tool)
 
 

@@ -31,14 +31,16 @@ from asap.graphs.prefetch import Prefetch
 from asap.graphs.state import TuningState
 from asap.tools.clock import Clock
 from asap.tools.hpo_tools import Toolbox
-from asap.tools.portfolio import PANEL, Offer, Portfolio
+from asap.tools.panel import PANEL, Tool
+from asap.tools.portfolio import Offer, Portfolio
 from asap.tools.study import Study
 from asap.tools.trainer import Trainer
 from asap.tools.types import Trial
 
-# The prompt's tools section: the panel, in the order its proposals are shown.
-TOOLS_TEXT = "\n".join(f"- {alg} ({lib})" for lib, alg in PANEL) + \
-    "\n- llm (your own configuration)"
+def tools_text(panel: tuple[Tool, ...] = PANEL) -> str:
+    """The prompt's tools section: the panel, in the order its proposals are shown."""
+    return "\n".join(f"- {t.algorithm} ({t.library})" for t in panel) + \
+        "\n- llm (your own configuration)"
 
 
 @dataclass(frozen=True)
@@ -151,13 +153,13 @@ class TuneContext:
 def make_context(study: Study, portfolio: Portfolio, trainer: Trainer,
                  llm: BaseChatModel | None, *, protocol: str = DEFAULT, grammar: bool = False,
                  prompt: PromptMode = "stable", proposals: ProposalStyle | None = None,
-                 tools_text: str = TOOLS_TEXT, bounds: Bounds | None = None,
+                 bounds: Bounds | None = None,
                  breaker: Breaker | None = None, **settings: Any) -> TuneContext:
     """A run's context: the prompt builder for ``protocol`` and the trainer's workers, the
     protocol bound to the session's tools (``grammar``: the server takes llama.cpp GBNF
     grammars), lossless speculation's depth bound; ``settings`` are the other fields of
     :class:`TuneContext` (budgets, switches, callbacks)."""
-    builder = PromptBuilder(study, tools_text, mode=prompt, protocol=protocol,
+    builder = PromptBuilder(study, tools_text(portfolio.panel), mode=prompt, protocol=protocol,
                             workers=trainer.workers, proposals=proposals)
     decider = None
     if llm is not None:

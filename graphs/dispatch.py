@@ -17,7 +17,8 @@ from asap.graphs.rounds import decision_text
 from asap.graphs.selftuning import due
 from asap.graphs.state import Pending, TuningState, Verification
 from asap.tools.job import TrainingJob
-from asap.tools.portfolio import LIBRARIES, RANDOM, RANDOM_TOOL, Offer
+from asap.tools.panel import RANDOM
+from asap.tools.portfolio import LIBRARIES, Offer
 from asap.tools.study import BudgetSpent, RepeatError
 from asap.tools.types import Trial
 
@@ -61,7 +62,7 @@ def _start_fresh(ctx: TuneContext, choice: Offer, round_no: int, tries: int = 5)
         except RepeatError as exc:
             lib, _, alg = tool.partition(":")
             if lib not in LIBRARIES:
-                tool, (lib, alg) = RANDOM_TOOL, RANDOM
+                tool, lib, alg = RANDOM.key, RANDOM.library, RANDOM.algorithm
             ctx.study.log_event("repeat_avoided", tool=tool, round=round_no, trial=exc.number)
             config = ctx.portfolio.ask(lib, alg, 1)[0]
     if ctx.study.space.countable() is None:  # a continuous space repeats by necessity

@@ -36,6 +36,7 @@ from asap.graphs.tuning import graph
 from asap.tools.backend import ForkServerBackend, InProcessBackend, TrialBackend
 from asap.tools.clock import Clock, ClockError, make_clock
 from asap.tools.ledger import Ledger, check_ledger_path
+from asap.tools.panel import panel_of
 from asap.tools.portfolio import Portfolio
 from asap.tools.pruning import Pruner
 from asap.tools.resources import ResourceError, Slot, default_workers, plan_slots
@@ -174,7 +175,8 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
                 f"#{s.index} {s.describe()}" for s in slots))
         trainer = _trainer(cfg, study, wl, slots, started, cancel, say)
         ctx = make_context(
-            study, Portfolio(study, seed=cfg.seed, width=cfg.width), trainer, llm,
+            study, Portfolio(study, seed=cfg.seed, width=cfg.width, panel=panel_of(cfg.panel)),
+            trainer, llm,
             protocol=protocol or DEFAULT, grammar=grammar, prompt=cfg.prompt,
             proposals=cfg.proposals, max_trials=cfg.trials,
             time_budget_s=cfg.time_budget_s, cost_weight=cfg.cost_weight, started=started,

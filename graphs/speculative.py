@@ -30,7 +30,6 @@ from asap.graphs.context import TuneContext
 from asap.graphs.flights import InFlight
 from asap.graphs.rounds import absorb, catch_up, commit, decision_text, next_to_land, round_offers
 from asap.graphs.state import SpecRound, TuningState, Verification
-from asap.tools.portfolio import PANEL
 
 
 def await_train(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
@@ -64,7 +63,7 @@ def _prefetch(ctx: TuneContext, state: TuningState) -> None:
     ctx.prefetched.put(basis, ctx.portfolio.panel_offers())
     fit_ahead(ctx.study)  # the prior's kernels too: the next round only conditions on them
     ctx.study.log_timing("tool_call", start, ctx.clock.now(), round=state["round"] + 1,
-                         tools=len(PANEL), prefetched=True)
+                         tools=len(ctx.portfolio.panel), prefetched=True)
 
 
 def _missed(flight: InFlight, knobs: Knobs) -> bool:

@@ -44,7 +44,7 @@ from asap.graphs.rounds import absorb, catch_up, commit, planned, ranked_offers,
 from asap.graphs.selftuning import selftune_node
 from asap.graphs.speculative import await_train, reconcile, speculate
 from asap.graphs.state import Round, TuningState
-from asap.tools.portfolio import PANEL, Offer
+from asap.tools.portfolio import Offer
 
 __all__ = ["TuneContext", "TuningState", "build_tuning_graph", "graph"]
 
@@ -64,7 +64,8 @@ def propose(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
         proposals, scores = ranked_offers(ctx, asked)  # asked while the last trial trained
     else:
         proposals, scores = round_offers(ctx)
-    ctx.study.log_timing("tool_call", start, ctx.clock.now(), round=round_no, tools=len(PANEL))
+    ctx.study.log_timing("tool_call", start, ctx.clock.now(), round=round_no,
+                         tools=len(ctx.portfolio.panel))
     decided = functools.partial(Round, round_no, proposals, scores)
     left = state["plan_left"]
     if not state["round"] and not ctx.study.finished_ids() and _ahead_on(ctx):

@@ -41,7 +41,8 @@ from asap.graphs.state import TuningState
 from asap.graphs.tuning import graph
 from asap.tools.clock import TimeSource, VirtualClock
 from asap.tools.ledger import Ledger
-from asap.tools.portfolio import PANEL, Portfolio
+from asap.tools.panel import TOOLS
+from asap.tools.portfolio import Portfolio
 from asap.tools.resources import plan_slots
 from asap.tools.study import Study
 from asap.tools.trainer import Trainer
@@ -110,7 +111,7 @@ def proposals(messages: list[BaseMessage]) -> dict[str, tuple[str, dict[str, Any
     order = re.search(r"values in this order: (.*) \(", prompt).group(1).split(", ")
     block = prompt.rsplit("## Round", 1)[1]
     found = re.findall(r"^([A-Z]) (\S+): (.*)$", block, re.M)
-    full = {alg: f"{lib}:{alg}" for lib, alg in (*PANEL, ("optuna", "random"))}
+    full = {t.algorithm: t.key for t in TOOLS.values()}
     return {lab: (full.get(tool, tool), {k: _value(v) for k, v in zip(
         order, values.split(" | ")[0].split(), strict=True) if v != "-"})
             for lab, tool, values in found}

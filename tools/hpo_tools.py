@@ -17,19 +17,19 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from asap.tools.portfolio import Portfolio
+from asap.tools.panel import algorithms
 from asap.tools.space import CategoricalParam, FloatParam, Space, SpaceError
 from asap.tools.study import Study
 from asap.tools.trainer import Trainer
 
-Sampler = Literal["tpe", "cmaes", "gp", "qmc", "random"]
-NgOptimizer = Literal["NGOpt", "CMA", "DE", "TwoPointsDE", "PSO", "OnePlusOne", "TBPSA",
-                      "RandomSearch"]
+Sampler = Literal[algorithms("optuna")]  # type: ignore[valid-type]
+NgOptimizer = Literal[algorithms("nevergrad")]  # type: ignore[valid-type]
 
 
 class OptunaSuggestArgs(BaseModel):
     """Ask an Optuna sampler for configurations; it has learned from every finished trial."""
 
-    sampler: Sampler = Field(description="tpe, cmaes, gp (Gaussian process), qmc (Sobol) or random")
+    sampler: Sampler = Field(description="one of " + ", ".join(algorithms("optuna")))
     n: int = Field(default=1, ge=1, le=8, description="how many configurations to propose")
 
 

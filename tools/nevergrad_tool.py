@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from asap.tools import panel
 from asap.tools.optimizer import Optimizer, quiet
 from asap.tools.space import CategoricalParam, FloatParam, IntParam, Space
 from asap.tools.types import Direction, Trial
@@ -94,7 +95,7 @@ class NevergradOptimizer(Optimizer):
     """One Nevergrad optimizer; foreign trials are told as candidates it did not ask for."""
 
     library = "nevergrad"
-    algorithms = ("NGOpt", "CMA", "DE", "TwoPointsDE", "PSO", "OnePlusOne", "TBPSA", "RandomSearch")
+    algorithms = panel.algorithms("nevergrad")
     warnings_ignored = {"module": "nevergrad"}  # budget and settings advice
 
     def __init__(self, space: Space, direction: Direction, algorithm: str, seed: int = 0,

@@ -13,6 +13,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState, create_trial
 
+from asap.tools import panel
 from asap.tools.optimizer import Optimizer, quiet
 from asap.tools.space import CategoricalParam, FloatParam, Space
 from asap.tools.types import Direction, Trial
@@ -68,7 +69,7 @@ class OptunaOptimizer(Optimizer):
     """One Optuna sampler over an in-memory study mirrored from the ledger."""
 
     library = "optuna"
-    algorithms = ("tpe", "cmaes", "gp", "qmc", "random")
+    algorithms = panel.algorithms("optuna")
     # Experimental-feature warnings, silenced for asap's own calls only (a user's own Optuna code
     # keeps them); the INFO log of each in-memory trial is left to Optuna's verbosity.
     warnings_ignored = {"category": optuna.exceptions.ExperimentalWarning}

@@ -16,22 +16,13 @@ from typing import Any
 from asap.tools.nevergrad_tool import NevergradOptimizer
 from asap.tools.optimizer import Optimizer
 from asap.tools.optuna_tool import OptunaOptimizer
+from asap.tools.panel import PANEL, RANDOM, Tool, wide
 from asap.tools.study import Study
 from asap.tools.types import Trial, config_key
 
 # The optimizer libraries by name; a new one is an Optimizer subclass added here.
 LIBRARIES: dict[str, type[Optimizer]] = {cls.library: cls for cls in (OptunaOptimizer,
                                                                        NevergradOptimizer)}
-# What proposes when a tool keeps repeating itself, every panel tool failed, or the LLM's own
-# configuration already ran: random sampling.
-RANDOM = ("optuna", "random")
-RANDOM_TOOL = ":".join(RANDOM)
-# The tools that propose every round, in the order the prompt shows them.
-PANEL = (("optuna", "tpe"), ("optuna", "cmaes"), ("nevergrad", "NGOpt"), ("nevergrad", "DE"))
-# The tools asked again when a round is wider than the panel: the cheap ones. TPE's ask costs
-# 5-30 ms at 100 trials (its Parzen estimators over every trial), the others 1-2 ms
-# (evals/bench_core.py), and a second TPE draw comes from the same density as its first.
-WIDE = PANEL[1:]
 Offer = tuple[str, dict[str, Any]]  # (tool, config): one proposal of a round
 
 
@@ -45,10 +36,12 @@ def tool_seed(seed: int, tool: str, seen: int) -> int:
 class Portfolio:
     """Optimizers bound to one study, kept in sync with its ledger."""
 
-    def __init__(self, study: Study, seed: int = 0, width: int = 1) -> None:
+    def __init__(self, study: Study, seed: int = 0, width: int = 1,
+                 panel: tuple[Tool, ...] = PANEL) -> None:
         self.study = study
         self.seed = seed
         self.width = width  # proposals each panel tool makes per round
+        self.panel = panel  # the tools that propose every round (asap.tools.panel)
         self._optimizers: dict[str, Optimizer] = {}
         self._told: dict[str, set[int]] = {}
         self._hypothetical: list[Trial] = []  # told to every optimizer of a fork (speculation)
@@ -123,7 +116,7 @@ class Portfolio:
         out wrong leaves nothing behind; optimizers the fork creates later are told them too.
         """
         self.sync()
-        twin = Portfolio(self.study, self.seed, self.width)
+        twin = Portfolio(self.study, self.seed, self.width, self.panel)
         twin._optimizers = copy.deepcopy(self._optimizers)
         twin._told = {k: v | {t.id for t in hypothetical} for k, v in self._told.items()}
         twin._pended = {k: set(v) for k, v in self._pended.items()}
@@ -142,8 +135,9 @@ class Portfolio:
         return configs
 
     def panel_offers(self, retries: int = 3) -> list[Offer]:
-        """One proposal from each tool of the :data:`PANEL`, then (:attr:`width` > 1) more from
-        each tool of :data:`WIDE`, pass by pass; labelled by tool, none a repeat.
+        """One proposal from each tool of the panel, then (:attr:`width` > 1) more from each
+        cheap one (:func:`~asap.tools.panel.wide`), pass by pass; labelled by tool, none a
+        repeat.
 
         A configuration that already ran in the study (or that a fork assumed), or that another
         tool offers this round, is asked again up to ``retries`` times; a tool that keeps
@@ -153,14 +147,15 @@ class Portfolio:
         seen = self.study.config_keys() | {config_key(t.config) for t in self._hypothetical}
         offers: list[Offer] = []
         for rank in range(self.width):
-            for lib, alg in PANEL if rank == 0 else WIDE:
-                if f"{lib}:{alg}" in self.broken:
+            for tool in self.panel if rank == 0 else wide(self.panel):
+                if tool.key in self.broken:
                     continue
-                with self._guard(f"{lib}:{alg}"):
-                    offers.append(self._unseen_offer(lib, alg, seen, retries))
+                with self._guard(tool.key):
+                    offers.append(self._unseen_offer(tool.library, tool.algorithm, seen,
+                                                     retries))
                     seen.add(config_key(offers[-1][1]))
         if not offers:  # every tool of the panel failed: random sampling still proposes
-            offers.append((RANDOM_TOOL, self._fresh_random(seen)))
+            offers.append((RANDOM.key, self._fresh_random(seen)))
         return offers
 
     def _unseen_offer(self, lib: str, alg: str, seen: set[str], retries: int) -> Offer:
@@ -169,7 +164,7 @@ class Portfolio:
             config = self.ask(lib, alg, 1)[0]
             if config_key(config) not in seen:
                 return f"{lib}:{alg}", config
-        return RANDOM_TOOL, self._fresh_random(seen)
+        return RANDOM.key, self._fresh_random(seen)
 
     @contextlib.contextmanager
     def _guard(self, tool: str) -> Iterator[None]:
@@ -197,16 +192,17 @@ class Portfolio:
         """Skip ``rounds`` proposals of each panel tool: the ones speculative forks (copies of
         these tools) already made and the session trained, which these tools would otherwise
         propose next (during start-up their proposals depend on their random state alone)."""
-        for lib, alg in PANEL:
-            if f"{lib}:{alg}" not in self.broken:
-                with self._guard(f"{lib}:{alg}"):
-                    self.ask(lib, alg, rounds * (1 if (lib, alg) not in WIDE else self.width))
+        for tool in self.panel:
+            if tool.key not in self.broken:
+                with self._guard(tool.key):
+                    self.ask(tool.library, tool.algorithm,
+                             rounds * (self.width if tool.cheap else 1))
 
     def _fresh_random(self, seen: set[str], tries: int = 100) -> dict[str, Any]:
         """A random configuration not in ``seen`` (the last try if the space is that small)."""
         config: dict[str, Any] = {}
         for _ in range(tries):
-            config = self.ask(*RANDOM, 1)[0]
+            config = self.ask(RANDOM.library, RANDOM.algorithm, 1)[0]
             if config_key(config) not in seen:
                 break
         return config

@@ -9,17 +9,18 @@ from conftest import toy_objective
 
 from asap.agent.speculation import accept
 from asap.agent.surrogate import Surrogate, distance
+from asap.tools import panel
 from asap.tools.portfolio import Portfolio
 
-PANEL = [("optuna", "tpe"), ("optuna", "cmaes"), ("nevergrad", "NGOpt"), ("nevergrad", "DE")]
+PANEL = [(t.library, t.algorithm) for t in panel.PANEL]
 
 
 def _study(ledger, toy_space, n=12):
     study = ledger.create_study("s", toy_space, metric="loss", direction="minimize")
     portfolio = Portfolio(study)
     for i in range(n):
-        cfg = portfolio.ask(*PANEL[i % 4])[0]
-        tid = study.start_trial(cfg, tool=":".join(PANEL[i % 4]))
+        cfg = portfolio.ask(*PANEL[i % len(PANEL)])[0]
+        tid = study.start_trial(cfg, tool=":".join(PANEL[i % len(PANEL)]))
         study.finish_trial(tid, status="complete", metrics={"loss": toy_objective(cfg)})
     return study, portfolio
 

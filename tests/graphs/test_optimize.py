@@ -164,3 +164,9 @@ def test_a_script_without_the_main_guard_is_told_the_line_to_add(tmp_path):
     out = subprocess.run([sys.executable, str(guarded)], capture_output=True, text=True,
                          timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_a_panel_of_the_users_choice_proposes(tmp_path):
+    result = run(tmp_path, n_trials=8, panel=["optuna:gp", "nevergrad:DE"])
+    tools = {t.user_attrs["tool"] for t in result.trials}
+    assert tools <= {"optuna:gp", "nevergrad:DE", "optuna:random"} and "optuna:gp" in tools

@@ -180,16 +180,18 @@ def test_a_wider_round_asks_the_cheap_tools_again_and_shows_the_priors_best(tmp_
     """width=2: each tool's first proposal in the panel's order, then each one's second, no
     repeats; the round shows the prior's best four (before the prior scores: the first pass)."""
     from asap.graphs.rounds import round_offers
-    from asap.tools.portfolio import PANEL, Portfolio
+    from asap.tools.panel import PANEL
+    from asap.tools.portfolio import Portfolio
     study, ctx = australian(tmp_path, None)
     wide = Portfolio(study, seed=3, width=2)
     offers = wide.panel_offers()
-    tools = [":".join(t) for t in PANEL]
-    assert [t for t, _ in offers] == tools + tools[1:]
-    assert len({json.dumps(c, sort_keys=True) for _, c in offers}) == 7
+    tools = [t.key for t in PANEL]
+    cheap = [t.key for t in PANEL if t.cheap]  # asked again: not TPE
+    assert [t for t, _ in offers] == tools + cheap
+    assert len({json.dumps(c, sort_keys=True) for _, c in offers}) == len(tools + cheap)
     ctx = dataclasses.replace(ctx, portfolio=wide)
     shown, scores = round_offers(ctx)
-    assert [t for t, _ in shown] == tools and scores == [None] * 4  # unscored: panel order
+    assert [t for t, _ in shown] == tools and scores == [None] * len(tools)  # panel order
     for _, config in shown[:3]:
         ctx.trainer.run(config, tool="test")
     shown, scores = round_offers(ctx)

@@ -11,7 +11,8 @@ import optuna
 import pytest
 
 from asap.tools.optimizer import Optimizer, quiet
-from asap.tools.portfolio import LIBRARIES, RANDOM
+from asap.tools.panel import RANDOM
+from asap.tools.portfolio import LIBRARIES
 from asap.tools.types import Trial
 
 
@@ -67,7 +68,7 @@ def test_an_unknown_algorithm_names_the_known_ones(space):
 
 def test_the_libraries_are_registered_as_classes_and_random_is_one_of_them(space):
     assert all(issubclass(cls, Optimizer) for cls in LIBRARIES.values())
-    lib, alg = RANDOM
+    lib, alg = RANDOM.library, RANDOM.algorithm
     config = LIBRARIES[lib](space, "minimize", alg, seed=1).ask()[0]
     assert 0.0 <= config["x"] <= 1.0
 
@@ -84,3 +85,30 @@ def test_quiet_hides_optunas_study_chatter_only_inside_the_block(caplog):
             optuna.logging.disable_propagation()
     messages = [r.getMessage() for r in caplog.records]
     assert "A new study created in memory" not in messages and "outside the block" in messages
+
+
+def test_a_tool_added_to_the_panel_keeps_its_own_cost_class(ledger):
+    """Optuna's GPSampler appended to the panel is not "cheap": a wide round asks it once, as
+    it asks TPE, and the cheap tools twice; the registry, not a position, says so."""
+    from asap.tools.panel import PANEL, TOOLS, panel_of
+    from asap.tools.portfolio import Portfolio
+    from asap.tools.space import Space
+
+    space = Space.from_dict({"x": {"type": "float", "low": 0.0, "high": 1.0},
+                             "n": {"type": "int", "low": 1, "high": 50}})
+    study = ledger.create_study("p", space, metric="score", direction="maximize")
+    panel = panel_of("optuna:tpe,optuna:cmaes,optuna:gp")
+    assert panel == (TOOLS["optuna:tpe"], TOOLS["optuna:cmaes"], TOOLS["optuna:gp"])
+    offers = Portfolio(study, seed=1, width=2, panel=panel).panel_offers()
+    assert [tool for tool, _ in offers] == ["optuna:tpe", "optuna:cmaes", "optuna:gp",
+                                            "optuna:cmaes"]
+    assert panel_of(None) == PANEL
+
+
+def test_a_panel_setting_names_registered_tools_only():
+    from asap.agent.config import ConfigError, TuneConfig
+
+    assert TuneConfig.make(workload="digits-mlp", panel=["optuna:gp", "nevergrad:DE"]).panel \
+        == "optuna:gp,nevergrad:DE"
+    with pytest.raises(ConfigError, match=r"panel: .*must name distinct tools among"):
+        TuneConfig.make(workload="digits-mlp", panel="optuna:tpe,optuna:smac")
