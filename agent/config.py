@@ -104,6 +104,8 @@ class TuneConfig(BaseModel):
         default="real", description="real: wall-clock time; virtual: each trial costs its "
         "simulated duration (a table's train_time) and sleeps not at all, the agent's own work "
         "its measured time; budgets and time stamps are read on it")
+    max_steps: int = Field(default=6, ge=1, le=20, description="LLM calls per round, its "
+                           "suggest-tool calls included, before the prior's pick trains")
     max_retries: int = Field(default=2, ge=0, le=10, description="answers with a problem "
                              "sent back per round before the prior's pick trains")
     pruner: Literal["none", "median", "sha", "hyperband"] = Field(

@@ -1,10 +1,12 @@
 """The tuning graph's run context: what the nodes act on and nothing that changes.
 
 Following LangGraph's split (``StateGraph(State, context_schema=Context)``): the study, tools,
-trainer, decision protocol, prompt builder, budgets and callbacks, passed as
-``graph.invoke(..., context=...)`` and read by nodes as ``runtime.context``. Built by
-:func:`make_context`, which derives what follows from the settings (the protocol bound to the
-session's tools, the bounds lossless speculation imposes), so the context is really frozen.
+trainer, decision protocol, prompt builder, the session's settings and callbacks, passed as
+``graph.invoke(..., context=...)`` and read by nodes as ``runtime.context``. The settings are the
+session's :class:`~asap.agent.config.TuneConfig`, held whole (``ctx.cfg``): the context declares
+no setting or default of its own. Built completely by :func:`make_context`, which derives what
+follows from the settings (the protocol bound to the session's tools, speculation's mode, the
+bounds lossless speculation imposes), then frozen.
 """
 
 from __future__ import annotations
@@ -12,19 +14,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 
 from asap.agent.breaker import Breaker
-from asap.agent.config import PromptMode, ProposalStyle
+from asap.agent.config import TuneConfig
 from asap.agent.cost import weight
 from asap.agent.pricing import ALWAYS, Price, Verdicts, llm_due
 from asap.agent.prompt import PromptBuilder, PromptLog
 from asap.agent.protocols import DEFAULT, DecisionProtocol, Verdict, make_protocol
 from asap.agent.selftune import Bounds, Knobs
-from asap.agent.speculation import SpeculationMode
+from asap.agent.speculation import SpeculationMode, speculation_mode
 from asap.graphs.ahead import Ahead
 from asap.graphs.flights import Flights
 from asap.graphs.prefetch import Prefetch
@@ -36,6 +38,7 @@ from asap.tools.portfolio import Offer, Portfolio
 from asap.tools.study import Study
 from asap.tools.trainer import Trainer
 from asap.tools.types import Trial
+
 
 def tools_text(panel: tuple[Tool, ...] = PANEL) -> str:
     """The prompt's tools section: the panel, in the order its proposals are shown."""
@@ -52,30 +55,33 @@ class TuneContext:
     trainer: Trainer
     builder: PromptBuilder
     llm: BaseChatModel | None
-    decider: DecisionProtocol | None = None  # how the LLM answers; None exactly when no LLM
-    max_trials: int = 20
-    time_budget_s: float | None = None
-    cost_weight: float | Literal["cool"] = 0.0  # "cool": 1 to 0 over the budget (agent.cost)
-    max_retries: int = 2  # answers with a problem sent back per round, then the fallback
-    max_steps: int = 6  # LLM calls per round (suggest-tool exploration included)
-    speculation: SpeculationMode = "off"
-    selftune_every: int = 0  # trials between self-tuning passes (0: off)
-    decide_ahead: bool = True  # under a plan, ask the next decision in the background
-    llm_after: int = 0  # finished trials before the LLM is asked on the critical path
-    ask: Literal["priced", "always"] = "priced"  # agent.pricing weighs each call, or always
-    bounds: Bounds = field(default_factory=Bounds)
+    decider: DecisionProtocol | None  # how the LLM answers; None exactly when no LLM
+    cfg: TuneConfig  # the session's settings, each declared once, there
+    spec_mode: SpeculationMode  # cfg.speculation resolved ("auto"), and off without an LLM
+    tune_every: int  # cfg.selftune_every, 0 when self-tuning is off or there is no LLM
+    bounds: Bounds  # self-tuning's (a knob the user set pinned; lossless: depth 1)
+    breaker: Breaker
+    ahead: Ahead  # the next plan's decision, asked meanwhile
     started: float = field(default_factory=time.time)  # on the study's clock
     on_trial: Callable[[Trial, str], None] | None = None  # progress displays
     on_phase: Callable[[str], None] | None = None  # what the session waits on (displays)
     on_decision: Callable[[dict[str, Any]], None] | None = None  # each round's decision
     flights: Flights = field(default_factory=Flights)
-    ahead: Ahead = field(default_factory=Ahead)  # the next plan's decision, asked meanwhile
     say: Callable[[str], None] | None = None  # notices for a person (the circuit breaker)
-    breaker: Breaker = field(default_factory=Breaker)
     llm_ready: Callable[[], bool] = lambda: True  # the embedded server may still be loading
-    prefetch: bool = True  # ask the next round's tools while the trial trains (serial loop)
     prefetched: Prefetch = field(default_factory=Prefetch)  # what they proposed meanwhile
     verdicts: Verdicts = field(default_factory=Verdicts)  # the last price verdict, logged once
+
+    # The settings nodes read, by the names they read them (each one a TuneConfig field).
+    max_trials = property(lambda self: self.cfg.trials)
+    time_budget_s = property(lambda self: self.cfg.time_budget_s)
+    cost_weight = property(lambda self: self.cfg.cost_weight)
+    max_retries = property(lambda self: self.cfg.max_retries)
+    max_steps = property(lambda self: self.cfg.max_steps)
+    decide_ahead = property(lambda self: self.cfg.decide_ahead)
+    llm_after = property(lambda self: self.cfg.llm_after)
+    ask = property(lambda self: self.cfg.ask)
+    prefetch = property(lambda self: self.cfg.prefetch)
 
     @property
     def clock(self) -> Clock:
@@ -125,18 +131,24 @@ class TuneContext:
         """The training branch asks the next round's proposals (:mod:`asap.graphs.prefetch`):
         the serial loop on the real clock (one worker, no speculative branch to fork the tools
         meanwhile; a virtual clock charges the tools their real time either way)."""
-        return (self.prefetch and self.trainer.workers == 1 and self.speculation == "off"
+        return (self.prefetch and self.trainer.workers == 1 and self.spec_mode == "off"
                 and not self.clock.virtual)
 
     def can_start(self, running: int) -> bool:
         """With ``running`` trials in flight, a worker is free and the budget allows another."""
         return running < self.trainer.workers and not self.spent()
 
-    def initial_state(self, tau: float = 0.05, depth: int = 1, context: int = 24,
-                      plan: int = 1) -> TuningState:
-        """The state a run starts from: the knobs inside their bounds, an empty prompt log, and
-        every key a round reads (nodes read ``state["key"]``, never a default of their own)."""
-        b = self.bounds
+    def initial_state(self, tau: float | None = None, depth: int | None = None,
+                      context: int | None = None, plan: int | None = None) -> TuningState:
+        """The state a run starts from: the knobs (the settings', unless given; a self-tuned one
+        the settings leave unset starts at 1 round of depth and plan and 24 rounds of context)
+        inside their bounds, an empty prompt log, and every key a round reads (nodes read
+        ``state["key"]``, never a default of their own)."""
+        c, b = self.cfg, self.bounds
+        tau = c.tau if tau is None else tau
+        depth = depth if depth is not None else c.depth or 1
+        context = context if context is not None else c.context or 24
+        plan = plan if plan is not None else c.plan or 1
         return {"knobs": Knobs(tau=tau, depth=min(max(depth, b.depth_min), b.depth_max),
                                context=context, plan=min(max(plan, b.plan_min), b.plan_max)),
                 "log": PromptLog(), "round": 0, "plan_left": 0, "plan_tool": None,
@@ -151,33 +163,45 @@ class TuneContext:
 
 
 def make_context(study: Study, portfolio: Portfolio, trainer: Trainer,
-                 llm: BaseChatModel | None, *, protocol: str = DEFAULT, grammar: bool = False,
-                 prompt: PromptMode = "stable", proposals: ProposalStyle | None = None,
-                 bounds: Bounds | None = None,
-                 breaker: Breaker | None = None, **settings: Any) -> TuneContext:
-    """A run's context: the prompt builder for ``protocol`` and the trainer's workers, the
-    protocol bound to the session's tools (``grammar``: the server takes llama.cpp GBNF
-    grammars), lossless speculation's depth bound; ``settings`` are the other fields of
-    :class:`TuneContext` (budgets, switches, callbacks)."""
-    builder = PromptBuilder(study, tools_text(portfolio.panel), mode=prompt, protocol=protocol,
-                            workers=trainer.workers, proposals=proposals)
+                 llm: BaseChatModel | None, cfg: TuneConfig, *, protocol: str = DEFAULT,
+                 grammar: bool = False, breaker: Breaker | None = None,
+                 bounds: Bounds | None = None, **live: Any) -> TuneContext:
+    """A run's context, built whole from the session's settings ``cfg``: the prompt builder for
+    ``protocol`` and the trainer's workers, the protocol bound to the session's tools
+    (``grammar``: the server takes llama.cpp GBNF grammars), speculation's mode (off without
+    an LLM), self-tuning's bounds (a knob ``cfg`` sets is pinned; lossless speculation keeps
+    depth 1) over ``bounds`` (the self-tuner's policy, default :class:`Bounds`); ``live`` are
+    the run's callbacks and clocks (``started``, ``on_trial``, ``say``, ``llm_ready``, ...)."""
+    builder = PromptBuilder(study, tools_text(portfolio.panel), mode=cfg.prompt,
+                            protocol=protocol, workers=trainer.workers, proposals=cfg.proposals)
     decider = None
     if llm is not None:
         decider = make_protocol(protocol, llm, study,
                                 Toolbox(study, portfolio, trainer).tools(), grammar)
-    bounds = bounds or Bounds()
-    if settings.get("speculation") == "lossless":  # each decision is verified serially
+    speculation = speculation_mode(cfg) if llm is not None else "off"
+    bounds = self_tuned_bounds(cfg, bounds or Bounds())
+    if speculation == "lossless":  # each decision is verified serially
         bounds = bounds.model_copy(update={"depth_max": 1})
     breaker = breaker or Breaker()
-    ctx = TuneContext(study, portfolio, trainer, builder, llm, decider, bounds=bounds,
-                      breaker=breaker, **settings)
-    ctx.ahead.clock = ctx.clock
     if breaker.on_change is None:
-        breaker.on_change = lambda state, reason: _breaker_changed(ctx, state, reason)
-    return ctx
+        say = live.get("say")
+        breaker.on_change = lambda state, reason: _breaker_changed(study, say, state, reason)
+    return TuneContext(study, portfolio, trainer, builder, llm, decider, cfg, speculation,
+                       cfg.selftune_every if cfg.selftune and llm is not None else 0, bounds,
+                       breaker, Ahead(clock=study.clock), **live)
 
 
-def _breaker_changed(ctx: TuneContext, state: str, reason: str) -> None:
-    ctx.study.log_event("llm_breaker", state=state, reason=reason)
-    if ctx.say is not None:
-        ctx.say(f"LLM circuit {state}: {reason}")
+def self_tuned_bounds(cfg: TuneConfig, policy: Bounds) -> Bounds:
+    """Self-tuning's bounds (``policy``'s); a knob the user set is pinned to their value."""
+    fixed: dict[str, int] = {}
+    for knob in ("context", "depth", "plan"):
+        if (value := getattr(cfg, knob)) is not None:
+            fixed |= {f"{knob}_min": value, f"{knob}_max": value}
+    return policy.model_copy(update=fixed)
+
+
+def _breaker_changed(study: Study, say: Callable[[str], None] | None, state: str,
+                     reason: str) -> None:
+    study.log_event("llm_breaker", state=state, reason=reason)
+    if say is not None:
+        say(f"LLM circuit {state}: {reason}")

@@ -20,9 +20,9 @@ def due(ctx: TuneContext) -> bool:
     round until a first pass has read enough (3 decisions, 3 trials), since the knobs start as
     guesses: a short-trial session's early rounds are where a plan saves the most calls."""
     done = len(ctx.study.finished_ids())
-    if not ctx.selftune_every or done == 0:
+    if not ctx.tune_every or done == 0:
         return False
-    return not (done % ctx.selftune_every and ctx.study.timings("selftune"))
+    return not (done % ctx.tune_every and ctx.study.timings("selftune"))
 
 
 def selftune_node(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:

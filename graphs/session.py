@@ -26,7 +26,6 @@ from asap.agent.config import ConfigError, TuneConfig
 from asap.agent.deadline import session_stop
 from asap.agent.llm import chat_model
 from asap.agent.protocols import AUTO, DEFAULT, pick_protocol
-from asap.agent.selftune import Bounds
 from asap.agent.server import EmbeddedServer, ServerError, endpoint, is_llamacpp
 from asap.agent.speculation import speculation_mode
 from asap.agent.stats import summarize
@@ -176,15 +175,7 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
         trainer = _trainer(cfg, study, wl, slots, started, cancel, say)
         ctx = make_context(
             study, Portfolio(study, seed=cfg.seed, width=cfg.width, panel=panel_of(cfg.panel)),
-            trainer, llm,
-            protocol=protocol or DEFAULT, grammar=grammar, prompt=cfg.prompt,
-            proposals=cfg.proposals, max_trials=cfg.trials,
-            time_budget_s=cfg.time_budget_s, cost_weight=cfg.cost_weight, started=started,
-            max_retries=cfg.max_retries,
-            speculation=speculation_mode(cfg) if llm is not None else "off",
-            bounds=_bounds(cfg), decide_ahead=cfg.decide_ahead, llm_after=cfg.llm_after,
-            ask=cfg.ask, prefetch=cfg.prefetch,
-            selftune_every=cfg.selftune_every if cfg.selftune and llm is not None else 0,
+            trainer, llm, cfg, protocol=protocol or DEFAULT, grammar=grammar, started=started,
             on_trial=lambda trial, tool: say.on_trial_complete(study, trial, tool),
             on_phase=lambda phase: say.on_phase(study, phase),
             on_decision=lambda decision: say.on_decision(study, decision),
@@ -199,9 +190,8 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
             stopping = session_stop.set(cancel)
             try:
                 with _cancel_on_signals(ctx):
-                    graph.invoke(ctx.initial_state(cfg.tau, cfg.depth or 1, cfg.context or 24,
-                                                   cfg.plan or 1),
-                                 {"recursion_limit": ctx.recursion_limit()}, context=ctx)
+                    graph.invoke(ctx.initial_state(), {"recursion_limit": ctx.recursion_limit()},
+                                 context=ctx)
             except Exception:
                 if trainer.fatal is None and not cancel.is_set():
                     raise
@@ -282,18 +272,6 @@ def session_clock(ledger: Ledger, cfg: TuneConfig) -> Clock:
                               f"resume it with --clock {min(ran)}, or name a new --study")
         origin = study.last_time()
     return make_clock(cfg.clock, origin)
-
-
-def _bounds(cfg: TuneConfig) -> Bounds:
-    """Self-tuning's bounds; a knob the user set is pinned to their value."""
-    fixed: dict[str, int] = {}
-    if cfg.context is not None:
-        fixed |= {"context_min": cfg.context, "context_max": cfg.context}
-    if cfg.depth is not None:
-        fixed |= {"depth_min": cfg.depth, "depth_max": cfg.depth}
-    if cfg.plan is not None:
-        fixed |= {"plan_min": cfg.plan, "plan_max": cfg.plan}
-    return Bounds().model_copy(update=fixed)
 
 
 @contextlib.contextmanager

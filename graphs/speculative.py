@@ -44,7 +44,7 @@ def await_train(state: TuningState, runtime: Runtime[TuneContext]) -> TuningStat
         ctx.flights.await_speculation()
     landed = ctx.flights.next_landed(ctx.clock)
     if landed != flight.job.trial_id or not ctx.breaker.closed() or (
-            ctx.speculation == "threshold" and (
+            ctx.spec_mode == "threshold" and (
                 flight.level >= 1 or _missed(flight, state["knobs"]))):
         # Another trial landed first (the speculation assumed this one), a chained call would
         # delay the next trial, a missed one is useless, and one on a failing endpoint must
@@ -88,7 +88,7 @@ def speculate(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
 def _speculate(ctx: TuneContext, state: TuningState) -> TuningState:
     knobs = state["knobs"]  # as the selftune node left them this step
     chain = list(state["chain"])
-    if ctx.speculation == "off" or knobs.depth == 0 or state["plan_left"] > 0 \
+    if ctx.spec_mode == "off" or knobs.depth == 0 or state["plan_left"] > 0 \
             or ctx.ahead.asked() or len(ctx.study.finished_ids()) + 1 < ctx.llm_after \
             or not ctx.breaker.closed() or state["spent"] or state["stop"] \
             or not ctx.price(state["round"] + 1).ask or not ctx.llm_ready():
@@ -141,7 +141,7 @@ def _one_ahead(ctx: TuneContext, state: TuningState, chain: list[SpecRound], fli
     predicted = Surrogate(ctx.study).predict(trial.config)
     if not chain:
         flight.predicted = predicted
-        if predicted is None or (ctx.speculation == "threshold" and _missed(flight, knobs)):
+        if predicted is None or (ctx.spec_mode == "threshold" and _missed(flight, knobs)):
             return None
     guess = dataclasses.replace(trial, status="complete", value=predicted,
                                 metrics={ctx.study.metric: predicted})
@@ -214,7 +214,7 @@ def reconcile(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     if not chain:
         return {"choice": None, "chain": [], "log": log, "running": running, "spent": spent}
     head, rest = chain[0], chain[1:]
-    if ctx.speculation == "lossless":  # the serial round runs; dispatch compares the decisions
+    if ctx.spec_mode == "lossless":  # the serial round runs; dispatch compares the decisions
         drop(ctx, rest)
         return {"choice": None, "chain": [], "log": log, "running": running, "spent": spent,
                 "verify": Verification(head, trial.number, trial.value)}

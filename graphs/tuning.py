@@ -119,7 +119,7 @@ def _ask_ahead(ctx: TuneContext, state: TuningState, round_no: int, proposals: l
 def _ahead_on(ctx: TuneContext) -> bool:
     """Decisions may be asked ahead: an LLM that answers, and speculation on (lossless promises
     the serial decisions, off is the serial loop)."""
-    return (ctx.llm is not None and ctx.speculation == "threshold" and ctx.decide_ahead
+    return (ctx.llm is not None and ctx.spec_mode == "threshold" and ctx.decide_ahead
             and ctx.breaker.closed() and ctx.llm_ready())
 
 

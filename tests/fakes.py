@@ -36,6 +36,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
+from asap.agent.config import TuneConfig
 from asap.graphs.context import TuneContext, make_context
 from asap.graphs.state import TuningState
 from asap.graphs.tuning import graph
@@ -130,18 +131,37 @@ def rounds(messages: list[BaseMessage]) -> int:
     return text.count("\nRound ") + text.count("## Round ")
 
 
+# What the graph tests' sessions change from the product's settings (TuneConfig), said once:
+# the tables' trials take no time here, so the product's priced asking (and its 3 start-up
+# trials) would leave every round to the prior (tests/agent/test_pricing.py and
+# tests/graphs/test_pricing.py cover that): the LLM is asked every round from the first; and
+# speculation and self-tuning run only where a test turns them on.
+GRAPH_TESTS = {"ask": "always", "llm_after": 0, "speculation": "off", "selftune": False}
+
+
+def settings(workload: str, trials: int, given: dict[str, Any]
+             ) -> tuple[TuneConfig, dict[str, Any]]:
+    """A test's keywords as the session's settings (TuneConfig fields, over
+    :data:`GRAPH_TESTS`; ``selftune_every`` turns self-tuning on) and the rest (live callbacks,
+    ``started``, ``bounds``)."""
+    fields = TuneConfig.model_fields
+    chosen = {**GRAPH_TESTS, **{k: v for k, v in given.items() if k in fields}}
+    if given.get("selftune_every"):
+        chosen["selftune"] = True
+    cfg = TuneConfig.make(workload=workload, trials=trials, **chosen)
+    return cfg, {k: v for k, v in given.items() if k not in fields}
+
+
 def australian(tmp_path, model, *, protocol="json", trials=3, time_scale=0.0, name="g", seed=0,
-               **settings: Any) -> tuple[Study, TuneContext]:
-    """A new study on the australian table and a run context deciding with ``model``, asked
-    every round (``ask="always"``: these tables' trials take no time here, so the product's
-    priced asking would leave every round to the prior; tests/agent/test_pricing.py and
-    tests/graphs/test_pricing.py cover that)."""
-    settings.setdefault("ask", "always")
+               **given: Any) -> tuple[Study, TuneContext]:
+    """A new study on the australian table and a run context deciding with ``model``, on the
+    product's settings but for :data:`GRAPH_TESTS` and what the test gives."""
     wl = resolve("hpobench:australian", time_scale=time_scale)
     study = Ledger(tmp_path / f"{name}.db").create_study(name, wl.space, metric=wl.metric,
                                                          direction=wl.direction, workload=wl.ref)
+    cfg, live = settings(wl.ref, trials, {"seed": seed, **given})
     ctx = make_context(study, Portfolio(study, seed=seed), Trainer(study, wl, seed=seed), model,
-                       protocol=protocol, max_trials=trials, **settings)
+                       cfg, protocol=protocol, **live)
     return study, ctx
 
 
@@ -324,7 +344,7 @@ def costing(source: ManualTime, seconds: float) -> ScriptedModel:
     return ScriptedModel(script)
 
 
-def virtual_session(tmp_path, model, source, *, workload=None, workers=1, trials=5, **settings):
+def virtual_session(tmp_path, model, source, *, workload=None, workers=1, trials=5, **given):
     """A run context on a virtual clock driven by ``source``, table lookups in-process."""
     wl = workload or resolve("hpobench:australian")
     study = Ledger(tmp_path / "v.db").create_study("v", wl.space, metric=wl.metric,
@@ -332,6 +352,6 @@ def virtual_session(tmp_path, model, source, *, workload=None, workers=1, trials
     study.clock = VirtualClock(origin=0.0, source=source)
     trainer = Trainer(study, wl, in_process=True,
                       slots=plan_slots(workers) if workers > 1 else None)
-    ctx = make_context(study, Portfolio(study), trainer, model, max_trials=trials, started=0.0,
-                       **{"ask": "always", **settings})
+    cfg, live = settings(wl.ref, trials, given)
+    ctx = make_context(study, Portfolio(study), trainer, model, cfg, started=0.0, **live)
     return study, ctx

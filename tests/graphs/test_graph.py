@@ -136,7 +136,8 @@ def test_extending_a_study_trains_new_configurations(tmp_path):
     from dataclasses import replace
 
     from asap.tools.portfolio import Portfolio
-    more = replace(ctx, portfolio=Portfolio(study, seed=0), max_trials=4)
+    more = replace(ctx, portfolio=Portfolio(study, seed=0),
+                   cfg=ctx.cfg.model_copy(update={"trials": 4}))
     run_graph(more)
     assert len(study.trials()) == 4
     assert len({json.dumps(t.config) for t in study.trials()}) == 4

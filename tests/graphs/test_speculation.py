@@ -8,7 +8,7 @@ import json
 import re
 import threading
 
-from fakes import ScriptedModel, run_graph
+from fakes import ScriptedModel, run_graph, settings
 from graphrun import copy_a, events, run
 
 from asap.agent.fit import off_centre
@@ -116,8 +116,9 @@ def test_a_missed_prediction_cancels_the_speculative_call(tmp_path):
                                                    direction="maximize")
     _ASSUMED.clear()
     model = ScriptedModel(_note_assumed, stream_delay=3.0)  # a full answer would take 3 s
+    cfg, live = settings("test:lands", 7, {"speculation": "threshold"})
     ctx = make_context(study, Portfolio(study), Trainer(study, wl, in_process=True), model,
-                       protocol="tools", max_trials=7, speculation="threshold", ask="always")
+                       cfg, protocol="tools", **live)
     run_graph(ctx, tau=0.0)
     cancelled = [c for c in study.timings("llm_call") if c["detail"].get("cancelled")]
     assert len(cancelled) >= 3 and all(c["duration"] < 2.0 for c in cancelled)  # not 3 s

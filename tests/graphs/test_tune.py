@@ -196,3 +196,22 @@ def test_a_wider_round_asks_the_cheap_tools_again_and_shows_the_priors_best(tmp_
         ctx.trainer.run(config, tool="test")
     shown, scores = round_offers(ctx)
     assert len(shown) == 4 and all(s is not None for s in scores)
+
+
+def test_each_setting_is_declared_once_and_a_session_runs_on_the_products(tmp_path):
+    """The run context holds the session's TuneConfig whole and declares no setting (nor
+    default) of its own: a setting added to TuneConfig reaches the nodes, with its default."""
+    import dataclasses as dc
+
+    from asap.agent.config import TuneConfig
+    from asap.graphs.context import TuneContext
+
+    fields = {f.name for f in dc.fields(TuneContext)}
+    # only the live objects two settings name: the study (its name) and the LLM (on or off)
+    assert fields & set(TuneConfig.model_fields) == {"study", "llm"}
+    study, ctx = australian(tmp_path, None, trials=4)
+    product = TuneConfig.make(workload="hpobench:australian", trials=4)
+    for name in ("max_retries", "max_steps", "decide_ahead", "prefetch", "cost_weight",
+                 "time_budget_s"):  # read through the context, the product's defaults
+        assert getattr(ctx, name) == getattr(product, name)
+    assert ctx.max_trials == 4 and ctx.initial_state()["knobs"].tau == product.tau
