@@ -40,7 +40,7 @@ CLIENT_SETTINGS = frozenset({
     "time_budget_s", "trial_timeout_s", "study", "space", "llm", "cost_weight", "width",
     "llm_timeout_s", "decide", "prompt", "proposals", "time_scale", "clock", "max_retries",
     "pruner", "speculation", "tau", "context", "depth", "plan", "seed", "workers", "selftune",
-    "decide_ahead", "prefetch", "selftune_every", "ask", "llm_after"})
+    "decide_ahead", "prefetch", "selftune_every", "ask", "llm_after", "panel", "max_steps"})
 
 
 class PolicyError(ConfigError):
