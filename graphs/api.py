@@ -131,7 +131,8 @@ OPTUNA_NAMES = {"timeout": "time_budget_s", "n_jobs": "workers", "study_name": "
 # Optuna's keywords with no counterpart: what to use instead.
 ELSEWHERE = {
     "sampler": "asap's samplers are its tools: Optuna TPE and CMA-ES and Nevergrad NGOpt and DE "
-               "propose every round and the prior (llm=False) or the LLM picks; seed= seeds them",
+               "propose every round and the prior (llm=False) or the LLM picks; panel=['optuna:gp', "
+               "'nevergrad:DE', ...] names other tools by library:algorithm; seed= seeds them",
     "storage": "the trials live in asap's ledger (db='asap.db'); optuna_storage="
                "'sqlite:///optuna.db' mirrors them into an Optuna storage as they finish",
     "catch": "a trial that raises never ends the session: it is recorded as failed, with its "
