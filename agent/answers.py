@@ -197,6 +197,13 @@ def unsupported(reply: str, facts: str) -> list[str]:
     return out
 
 
+def rambles(reply: str) -> bool:
+    """Whether ``reply`` repeats itself (a sentence three times or more: a small model caught
+    in a loop until its token limit) or says nothing."""
+    sentences = [s.strip().lower() for s in re.split(r"[.!?\n]+", reply) if len(s.strip()) > 8]
+    return not reply.strip() or any(sentences.count(s) >= 3 for s in set(sentences))
+
+
 HELP_TEXT = """I can tune and answer questions about what was tuned:
 - "tune the learning rate and width of train.py:fit for accuracy, 20 trials": I show the plan and
   wait for your yes before anything runs.

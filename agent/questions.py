@@ -21,6 +21,12 @@ _OPENERS = r"what|what's|whats|why|how|which|where|when|who|whose|is|are|was|wer
            r"should|has|have|explain|tell me|show me|describe|list"
 _POLITE = re.compile(r"^\s*(can|could|would|will)\s+you\s+(please\s+)?(run|tune|try|extend|"
                      r"narrow|add|do|start|stop|give it|train)\b", re.I)
+# "so why tpe", "ok, what happened": a question behind a discourse marker.
+_MARKED = re.compile(r"^(so|ok|okay|well|and|but|hmm|alright|right),?\s+"
+                     r"(what|what's|why|how|which|where|when|who)\b")
+# "so what did you actually do there, in plain words": a question however it opens.
+_SUMMARY = re.compile(r"\b(what (did|have) you (actually |really )?(do|done|did)|what happened|"
+                      r"summar\w*|recap|in plain (words|english)|overview|walk me through)\b")
 HELP = re.compile(r"^\s*(help|\?|what can you do\??|commands?)\s*$", re.I)
 
 
@@ -30,7 +36,7 @@ def is_question(text: str) -> bool:
     if not t or _POLITE.match(t):
         return False
     return t.endswith("?") or bool(HELP.match(t)) or bool(
-        re.match(rf"^({_OPENERS})\b", t))
+        re.match(rf"^({_OPENERS})\b", t)) or bool(_MARKED.match(t)) or bool(_SUMMARY.search(t))
 
 
 def kind(text: str) -> Kind:
@@ -41,8 +47,7 @@ def kind(text: str) -> Kind:
     if re.search(r"\b(important|importance|matters?|mattered|influen\w*|sensitiv\w*|effect of|"
                  r"(biggest|most|largest|any) (difference|impact|effect)|made a difference)\b", t):
         return "importance"
-    if re.search(r"\b(what (did|have) you (actually |really )?(do|done|did)|what happened|"
-                 r"summar\w*|recap|in plain (words|english)|overview|walk me through)\b", t):
+    if _SUMMARY.search(t):
         return "summary"
     if re.search(r"\b(next|try|suggest\w*|recommend\w*|get (above|below|better|higher|lower)|"
                  r"improve)\b", t):

@@ -62,6 +62,7 @@ def answer(ctx: ChatContext, state: ChatState, text: str) -> ChatState:
     return say(phrased(ctx, study, text))
 
 
+ANSWER_TOKENS = 200  # a phrasing of the facts is a few sentences; a small model may not stop
 GROUNDED = ("You answer questions about a tuning session from the facts below, in two or three "
             "sentences. Use only these facts: copy numbers and names exactly as written, compute "
             "nothing new. If the facts do not answer the question, say that the ledger does not "
@@ -75,15 +76,16 @@ def phrased(ctx: ChatContext, study: Study, text: str) -> str:
     facts = "\n".join([answers.summary(study), answers.top(study, 3), answers.time_split(study)])
     try:
         # Not streamed: a reply is shown only once it has passed the check.
-        reply = str(ctx.llm.with_config(tags=["nostream"]).invoke(
+        reply = str(ctx.llm.bind(max_tokens=ANSWER_TOKENS).with_config(tags=["nostream"]).invoke(
             [SystemMessage(GROUNDED.format(facts=facts)), HumanMessage(text)]).content)
     except LLM_ERRORS as exc:
         return f"(the LLM failed: {type(exc).__name__}) Here is what the ledger says:\n" + facts
     invented = answers.unsupported(reply, facts)
-    if invented:
+    if invented or answers.rambles(reply):
+        why = (f" (a phrasing mentioned {', '.join(invented[:3])}, which it does not hold)"
+               if invented else "")
         return ("I can only answer from what the ledger records, and it does not say that "
-                f"directly (a phrasing mentioned {', '.join(invented[:3])}, which it does not "
-                "hold). What it records:\n" + facts)
+                f"directly{why}. What it records:\n" + facts)
     return reply
 
 

@@ -123,3 +123,10 @@ def test_the_answer_check_finds_what_the_facts_do_not_hold():
                        "(0.82) of 12.3 s.", facts) == []
     assert unsupported("That was a 1.0% gain, thanks to dropout_rate and cmaes.", facts) == [
         "1.0%", "dropout_rate", "cmaes"]
+
+
+def test_a_phrasing_that_loops_is_not_an_answer():
+    from asap.agent.answers import rambles
+
+    assert rambles("The best is the most efficient.\n\n" * 5) and rambles("  ")
+    assert not rambles("The best val_acc was 0.9265, from trial 2. It used width 161.")

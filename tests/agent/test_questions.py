@@ -22,6 +22,9 @@ from asap.agent.questions import is_question, kind, target_named, tool_named
     ("help", "help"),
     ("does the learning rate have an effect of note?", "importance"),
     ("how good is it?", "other"),
+    ("so what did you actually do there, in plain words", "summary"),
+    ("ok, why tpe", "why"),
+    ("which of the knobs made the biggest difference to accuracy?", "importance"),
 ])
 def test_questions_are_questions_and_say_which(text, expected):
     assert is_question(text) and kind(text) == expected
@@ -30,7 +33,7 @@ def test_questions_are_questions_and_say_which(text, expected):
 @pytest.mark.parametrize("text", [
     "2 more trials", "make it better", "try adam", "narrow the width to 32..64", "stop",
     "tune digits-mlp for accuracy", "can you run 5 more trials?", "could you please try adam?",
-    "yes", "no",
+    "yes", "no", "ok do 5 more trials", "so tune digits-mlp",
 ])
 def test_requests_are_not_questions(text):
     assert not is_question(text)  # they go on to the action rules, and need a yes
