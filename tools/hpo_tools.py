@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from asap.tools.portfolio import Portfolio
 from asap.tools.panel import algorithms
+from asap.tools.portfolio import Portfolio
 from asap.tools.space import CategoricalParam, FloatParam, Space, SpaceError
 from asap.tools.study import Study
 from asap.tools.trainer import Trainer

@@ -45,10 +45,9 @@ def test_good_answers():
 
 
 def test_every_registered_protocol_has_its_templates_and_a_bad_one_fails_at_registration():
+    from asap.agent.config import TuneConfig
     from asap.agent.protocols import PROTOCOLS, register
     from asap.agent.protocols.json_label import JsonLabelProtocol
-
-    from asap.agent.config import TuneConfig
 
     helps = TuneConfig.model_json_schema()["properties"]["decide"]["description"]
     for name, protocol in PROTOCOLS.items():  # what a session renders, each registered one
