@@ -14,7 +14,7 @@ import yaml
 
 from asap.agent.config import TuneConfig
 from asap.tools.ledger import Ledger
-from asap.tools.params import CategoricalParam, IntParam
+from asap.tools.params import CategoricalParam
 from asap.tools.space import Space, SpaceError, format_value
 from asap.tools.space_edit import ALIASES, canonical, narrow, pin, propose_space, restrict
 from asap.tools.study import Study
@@ -85,20 +85,7 @@ def with_ranges(space: Space, ranges: dict[str, list[float]], inside: bool) -> S
     are its limits, so a new one must lie inside; the ranges proposed for a person's own code
     are only a practitioner's guess, so theirs replaces it."""
     for raw, (low, high) in ranges.items():
-        name = match([raw], space)[0]
-        if inside:
-            space = narrow(space, name, low, high)
-            continue
-        spec = space.to_dict()
-        p = space[name]
-        if isinstance(p, CategoricalParam):
-            raise SpaceError(f"'{name}' is a choice among {p.choices}, not a range")
-        if spec[name].get("log") and low <= 0:
-            raise SpaceError(f"'{name}' is searched on a log scale: its low must be > 0, "
-                             f"got {low:g}")
-        spec[name] = {**spec[name], "low": int(low) if isinstance(p, IntParam) else low,
-                      "high": int(high) if isinstance(p, IntParam) else high}
-        space = Space.from_dict(spec)
+        space = narrow(space, match([raw], space)[0], low, high, inside=inside)
     return space
 
 

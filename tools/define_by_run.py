@@ -19,12 +19,10 @@ rebuilt on it and told every trial.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from asap.tools.params import CategoricalParam, IntParam
-from asap.tools.space import Space, SpaceError
+from asap.tools.space import Space
 from asap.tools.types import Trial, is_pruned
 
 PAYLOAD = "__asap_trial__"  # the key a define-by-run trial's return carries its record under
@@ -44,17 +42,9 @@ def takes_trial(objective: Callable[..., Any]) -> bool:
     return len(positional) == 1 and not any(p.kind == p.VAR_POSITIONAL for p in params)
 
 
-def _middle(spec: Spec) -> Any:
-    """Where a parameter starts before the tools know it: the middle of its range (on a log
-    scale for log ones, on its step's grid) or its first choice."""
-    if spec["type"] == "categorical":
-        return spec["choices"][0]
-    low, high = spec["low"], spec["high"]
-    mid = math.sqrt(low * high) if spec.get("log") else (low + high) / 2
-    step = spec.get("step")
-    if step:
-        mid = low + round((mid - low) / step) * step
-    return int(round(mid)) if spec["type"] == "int" else float(mid)
+def _param(name: str, spec: Spec) -> Any:
+    """``spec`` as the space's parameter; a SpaceError names what is wrong with it."""
+    return Space.from_dict({name: spec})[name]
 
 
 def _spec(kind: str, name: str, **given: Any) -> Spec:
@@ -62,7 +52,7 @@ def _spec(kind: str, name: str, **given: Any) -> Spec:
     spec = {"type": kind, **{k: v for k, v in given.items() if v is not None and v is not False}}
     if kind == "int" and spec.get("step") == 1:
         spec.pop("step")
-    Space.from_dict({name: spec})  # raises SpaceError naming what is wrong
+    _param(name, spec)
     return spec
 
 
@@ -111,7 +101,8 @@ class SuggestTrial:
                              f"{_words(seen)}: a parameter keeps one distribution")
         if name not in self.params:
             given = self._config.get(name)
-            self.params[name] = given if name in self._config else _middle(spec)
+            # a parameter the space lacks starts where asap starts one: its middle
+            self.params[name] = given if name in self._config else _param(name, spec).middle()
         self.distributions[name] = spec
         return self.params[name]
 
@@ -201,20 +192,10 @@ def configs_in(space: Space, trials: Sequence[Trial]) -> dict[int, dict[str, Any
     """Each trial's configuration in ``space``: what it used (a trial that failed before it
     said: its configuration), an active parameter it did not ask at the middle of its range,
     an inactive one left out."""
-    specs = space.to_dict()
     out = {}
     for t in trials:
         used = t.meta.get("used") if isinstance(t.meta.get("used"), dict) else t.config
         out[t.id] = space.validate(space.build(
-            lambda p, used=used: used[p.name] if p.name in used and _fits(p, used[p.name])
-            else _middle(specs[p.name])))
+            lambda p, used=used: used[p.name] if p.name in used and p.fits(used[p.name])
+            else p.middle()))
     return out
-
-
-def _fits(p: Any, value: Any) -> bool:
-    try:
-        p.check(int(value) if isinstance(p, IntParam) and isinstance(value, float)
-                and value.is_integer() else value)
-    except (SpaceError, TypeError, ValueError):
-        return False
-    return not isinstance(p, CategoricalParam) or value in p.choices

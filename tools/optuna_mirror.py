@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
 
 import optuna
 import sqlalchemy.exc
@@ -25,7 +24,6 @@ from optuna.trial import TrialState, create_trial
 
 from asap.tools.optimizer import quiet
 from asap.tools.optuna_tool import distributions
-from asap.tools.space import SpaceError
 from asap.tools.study import LedgerError, Study
 from asap.tools.types import Trial, redact
 
@@ -76,7 +74,8 @@ def frozen(study: Study, trial: Trial) -> optuna.trial.FrozenTrial:
     value = trial.value if state == TrialState.COMPLETE else None
     if state == TrialState.PRUNED and steps:
         value = steps[max(steps)]
-    params = {k: v if _fits(study, k, v) else trial.config.get(k, v)
+    params = {k: v if k in study.space.names and study.space[k].fits(v)
+              else trial.config.get(k, v)
               for k, v in trial.evaluated.items()}
     extra = {"proposed": trial.config} if params != trial.config else {}
     if params != trial.evaluated:  # a grid point outside the space (a pinned choice, snapped)
@@ -101,16 +100,6 @@ def in_memory(study: Study) -> optuna.Study:
         for trial in study.trials(status=("complete", "failed", "pruned")):
             target.add_trial(frozen(study, trial))
     return target
-
-
-def _fits(study: Study, name: str, value: Any) -> bool:
-    """Whether ``value`` is one the study's space allows for ``name`` (Optuna's distributions
-    refuse the rest): a table snaps a pinned choice to its grid point, outside the choice."""
-    try:
-        study.space[name].check(value)
-        return True
-    except (SpaceError, KeyError):
-        return False
 
 
 def importances(study: Study) -> tuple[optuna.Study, dict[str, float]]:

@@ -1,10 +1,10 @@
 """The tools that propose, as objects: each optimizer library's algorithm and how asap treats it.
 
 Why objects, not positions: which tools are cheap to ask again in a wide round, how a tool is
-drawn and named, and which names a person may use for it are properties of the tool. Kept as
-positions and repeated names, appending Optuna's GPSampler to the panel made it "cheap" (asked
-``width`` times a round) with no error to say so. Here each :class:`Tool` carries them; the
-portfolio, the prompt, the palette and the chat's patterns read :data:`TOOLS` and :data:`PANEL`.
+drawn and named, and which names a person may use for it are properties of the tool, so a tool
+added to a panel brings them along (an expensive one is not asked ``width`` times a round
+because of where it stands). Each :class:`Tool` carries them; the portfolio, the prompt, the
+palette and the chat's patterns read :data:`TOOLS` and :data:`PANEL`.
 """
 
 from __future__ import annotations

@@ -68,6 +68,14 @@ class _Param(BaseModel):
     name: str = Field(min_length=1)
     when: Condition | None = None
 
+    def fits(self, value: Any) -> bool:
+        """Whether :meth:`check` accepts ``value``."""
+        try:
+            self.check(value)  # type: ignore[attr-defined]
+        except SpaceError:
+            return False
+        return True
+
     @field_validator("name")
     @classmethod
     def _printable(cls, v: str) -> str:
@@ -101,6 +109,12 @@ class FloatParam(_Param):
     def steps(self) -> int:
         """How many steps the grid has (its points are one more)."""
         return round((self.high - self.low) / self.step) if self.step else 0
+
+    def middle(self) -> float:
+        """Where the parameter stands before anything is known: the middle of its range (on a
+        log scale for a log one), on its grid."""
+        mid = math.sqrt(self.low * self.high) if self.log else (self.low + self.high) / 2
+        return self.snap(mid)
 
     def snap(self, value: float) -> float:
         """``value`` on the grid (the nearest point of it, inside the bounds): what a
@@ -156,6 +170,13 @@ class IntParam(_Param):
                 f"parameter '{self.name}': {value!r} is not on the grid {self.low} + k*{self.step}"
             )
 
+    def middle(self) -> int:
+        """The middle of the range (on a log scale for a log one), on the step's grid."""
+        mid = math.sqrt(self.low * self.high) if self.log else (self.low + self.high) / 2
+        if self.step != 1:
+            mid = self.low + round((mid - self.low) / self.step) * self.step
+        return int(round(mid))
+
     def describe(self) -> str:
         extra = " log" if self.log else (f" step {self.step}" if self.step != 1 else "")
         return f"int in [{self.low}, {self.high}]{extra}"
@@ -177,6 +198,10 @@ class CategoricalParam(_Param):
             raise SpaceError(
                 f"parameter '{self.name}': {value!r} is not one of {json.dumps(self.choices)}"
             )
+
+    def middle(self) -> Scalar:
+        """Its first choice."""
+        return self.choices[0]
 
     def describe(self) -> str:
         return f"one of {json.dumps(self.choices)}"

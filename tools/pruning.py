@@ -2,8 +2,8 @@
 
 Why one Optuna study for the whole session, not one rebuilt per trial: successive halving and
 Hyperband keep their rungs in each trial's system attributes, written as the trial itself asks
-``should_prune()``. A trial copied in with its intermediate values has no rungs, so a rebuilt
-study gave every new trial nobody to compete with and nothing was ever pruned. Here the ledger's
+``should_prune()``. A trial copied in with its intermediate values has no rungs, so in a study
+rebuilt per trial a new trial would compete with nobody and never be pruned. Here the ledger's
 earlier trials are replayed once (each reports step by step and asks, as it would have), then
 each live trial reports into the same study and is told its end, so the median rule, successive
 halving and Hyperband behave exactly as in Optuna. The mirror is named after the study, so

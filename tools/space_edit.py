@@ -6,7 +6,6 @@ the space's schema (:mod:`asap.tools.space`) because they are conversation helpe
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from asap.tools.space import CategoricalParam, IntParam, Space, SpaceError
@@ -75,38 +74,28 @@ def restrict(space: Space, keep: list[str], defaults: dict[str, Any] | None = No
             del spec[p.name]
             continue
         value = (defaults or {}).get(p.name)
-        if value is None or not _fits(p, value):
-            value = _middle(p)
+        if value is None or not p.fits(value):
+            value = p.middle()
         pinned[p.name] = value
         spec[p.name] = {"type": "categorical", "choices": [value],
                         **({"when": spec[p.name]["when"]} if "when" in spec[p.name] else {})}
     return Space.from_dict(spec), pinned
 
 
-def _fits(p: Any, value: Any) -> bool:
-    try:
-        p.check(value)
-    except SpaceError:
-        return False
-    return True
-
-
-def _middle(p: Any) -> Any:
-    if isinstance(p, CategoricalParam):
-        return p.choices[0]
-    lo, hi = float(p.low), float(p.high)
-    value = math.sqrt(lo * hi) if p.log else (lo + hi) / 2
-    return int(round(value)) if isinstance(p, IntParam) else value
-
-
-def narrow(space: Space, name: str, low: float, high: float) -> Space:
-    """The same space with ``name``'s range cut to ``[low, high]`` (inside the old one)."""
+def narrow(space: Space, name: str, low: float, high: float, *, inside: bool = True) -> Space:
+    """The same space with ``name``'s range cut to ``[low, high]`` (inside the old one), or,
+    with ``inside=False``, set to it (the old range was only a guess)."""
     p = space[name] if name in space.names else None
-    if p is None or isinstance(p, CategoricalParam):
+    if p is None:
         raise SpaceError(f"'{name}' is not a numeric parameter of the space ({space.names})")
-    if not float(p.low) <= low < high <= float(p.high):
+    if isinstance(p, CategoricalParam):
+        raise SpaceError(f"'{name}' is a choice among {p.choices}, not a range")
+    if inside and not float(p.low) <= low < high <= float(p.high):
         raise SpaceError(f"the new range of '{name}' must lie inside [{p.low}, {p.high}] with "
                          f"low < high, got [{low}, {high}]")
+    if p.log and low <= 0:
+        raise SpaceError(f"'{name}' is searched on a log scale: its low must be > 0, "
+                         f"got {low:g}")
     spec = space.to_dict()
     spec[name] = {**spec[name], "low": int(low) if isinstance(p, IntParam) else low,
                   "high": int(high) if isinstance(p, IntParam) else high}

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from asap.tools.define_by_run import DefineByRun
 from asap.tools.processes import descendants, process_alive
 from asap.tools.resources import free_cores, usable_cores
 from asap.tools.types import is_pruned, safe_name
@@ -161,7 +162,7 @@ def preload_of(workload: Workload) -> Preload:
     kw = workload.kwargs
     tables = {f"{kw['bench']}:{kw['dataset']}"} if "bench" in kw and "dataset" in kw else set()
     target = workload.target
-    if type(target).__name__ == "DefineByRun":  # an Optuna objective's wrapper: its objective
+    if isinstance(target, DefineByRun):  # an Optuna objective's wrapper: its objective
         target = target.objective
     module = target.partition(":")[0] if isinstance(target, str) else \
         getattr(target, "__module__", None)
