@@ -31,15 +31,19 @@ Spec = dict[str, Any]
 
 
 def takes_trial(objective: Callable[..., Any]) -> bool:
-    """Whether ``objective`` is Optuna-style, ``objective(trial)``: one parameter to pass (an
-    asap objective takes ``(config, report)``)."""
+    """Whether ``objective`` is Optuna-style, ``objective(trial)``: one parameter to pass. An
+    asap objective is called as ``(config, report)``, so one whose ``report`` has a default
+    (``objective(config, report=None)``, callable both ways) is asap's unless its one required
+    parameter is named as Optuna names it."""
     try:
         params = list(inspect.signature(objective).parameters.values())
     except (TypeError, ValueError):
         return False
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                  and p.default is p.empty]
-    return len(positional) == 1 and not any(p.kind == p.VAR_POSITIONAL for p in params)
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
+    return len(required) == 1 and (len(positional) == 1 or "trial" in required[0].name)
 
 
 def _param(name: str, spec: Spec) -> Any:

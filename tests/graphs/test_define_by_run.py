@@ -87,6 +87,17 @@ def test_bad_define_by_run_input_is_one_clear_error(tmp_path):
     assert [t.state.name for t in first.trials] == ["COMPLETE", "COMPLETE"]  # nothing written
 
 
+def test_which_objectives_are_optunas_is_read_from_their_signature():
+    from asap.tools.define_by_run import takes_trial
+
+    def optuna_style(trial): ...
+    def optuna_extra(trial, scale=2): ...
+    def asap_style(config, report): ...
+    def asap_optional_report(config, report=None): ...  # callable both ways: asap's
+    assert takes_trial(optuna_style) and takes_trial(optuna_extra)
+    assert not takes_trial(asap_style) and not takes_trial(asap_optional_report)
+
+
 def test_conditions_are_read_from_which_trials_asked_what():
     def t(used, suggested):  # a finished trial's record, as the trainer stores it
         from asap.tools.types import Trial
