@@ -15,6 +15,7 @@ import multiprocessing.forkserver
 import multiprocessing.spawn
 import multiprocessing.util
 import os
+import pickle
 import shutil
 import signal
 import sys
@@ -36,6 +37,7 @@ from asap.tools.workloads import Workload, call, load_target
 PRELOAD_ENV = "ASAP_PRELOAD_TABLES"  # read by asap.tools.workloads.preload in the fork server
 MODULES_ENV = "ASAP_PRELOAD_MODULES"
 MAIN_ENV = "ASAP_PRELOAD_MAIN"
+MAIN_RUN_ENV = "ASAP_PRELOAD_MAIN_RUN"
 _server_lock = threading.Lock()
 _server: Preload | None = None  # what the running fork server preloaded
 _live = 0  # workers alive, running or kept: the server is restarted only when there is none
@@ -45,16 +47,20 @@ STDLIB = frozenset(sys.stdlib_module_names)
 @dataclass(frozen=True)
 class Preload:
     """What the fork server loads once for every worker: modules to import (the objective's own
-    module and what it imports) and table workloads' tables (``bench:dataset``)."""
+    module and what it imports), table workloads' tables (``bench:dataset``), and whether the
+    objective needs the tuner's main script (it lives there, or refers to something there)."""
 
     modules: frozenset[str] = frozenset()
     tables: frozenset[str] = frozenset()
+    main: bool = False
 
     def __or__(self, other: Preload) -> Preload:
-        return Preload(self.modules | other.modules, self.tables | other.tables)
+        return Preload(self.modules | other.modules, self.tables | other.tables,
+                       self.main or other.main)
 
     def covers(self, other: Preload) -> bool:
-        return other.modules <= self.modules and other.tables <= self.tables
+        return other.modules <= self.modules and other.tables <= self.tables \
+            and self.main >= other.main
 
 
 def fork_server(preload: Preload = Preload()) -> mp.context.BaseContext:
@@ -78,12 +84,14 @@ def fork_server(preload: Preload = Preload()) -> mp.context.BaseContext:
             # This module too: a worker unpickles its serve_trials, and its imports (the ledger's
             # sqlite-utils...) cost each worker ~0.35 s of CPU otherwise.
             ctx.set_forkserver_preload(["asap.tools.workers", "asap.tools.workloads.preload"])
-            # And the main script (the `asap` command imports rich, openai, langchain), which
-            # multiprocessing re-imports in every worker unless the server has it (~1.5 s a
-            # trial); Python 3.11's "__main__" preload never receives its path, so we pass it.
+            # And the main script, which multiprocessing imports in every worker unless the
+            # server has it (Python 3.11's "__main__" preload never receives its path, so we
+            # pass it): run when the objective needs it, else a stand-in (a user's script that
+            # calls asap.optimize with an imported objective, unguarded, must not run again).
             main = mp.spawn.get_preparation_data("asap").get("init_main_from_path")
             with _env({PRELOAD_ENV: ",".join(sorted(preload.tables)),
-                       MODULES_ENV: ",".join(sorted(preload.modules)), MAIN_ENV: main or ""}):
+                       MODULES_ENV: ",".join(sorted(preload.modules)), MAIN_ENV: main or "",
+                       MAIN_RUN_ENV: "1" if preload.main else ""}):
                 multiprocessing.forkserver.ensure_running()
             _server = preload
     return ctx
@@ -156,9 +164,9 @@ def _own_temp_dir() -> None:
 
 
 def preload_of(workload: Workload) -> Preload:
-    """What a workload's workers need loaded: a table workload's table, and the module its
-    target lives in (a module-level function's, or ``package.module`` of a reference); a
-    script's own functions come with the main script, which the server imports anyway."""
+    """What a workload's workers need loaded: a table workload's table, the module its
+    target lives in (a module-level function's, or ``package.module`` of a reference), and the
+    main script only when the target's pickle names it (a script's own function)."""
     kw = workload.kwargs
     tables = {f"{kw['bench']}:{kw['dataset']}"} if "bench" in kw and "dataset" in kw else set()
     target = workload.target
@@ -169,7 +177,18 @@ def preload_of(workload: Workload) -> Preload:
     modules = {module} if module and module not in ("__main__", "__mp_main__") else set()
     if callable(target):  # and what its body imports (an import inside the objective)
         modules |= body_imports(target)
-    return Preload(frozenset(modules), frozenset(tables))
+    return Preload(frozenset(modules), frozenset(tables), _names_main(workload.target))
+
+
+def _names_main(target: Any) -> bool:
+    """Whether unpickling ``target`` in a worker needs the main script (pickled by reference,
+    a script's function is ``__main__.fn``)."""
+    if isinstance(target, str):
+        return False
+    try:
+        return b"__main__" in pickle.dumps(target)
+    except Exception:  # noqa: BLE001 - unpicklable here: the worker's start reports it
+        return True
 
 
 def body_imports(fn: Any) -> set[str]:

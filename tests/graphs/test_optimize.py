@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import optuna
@@ -164,6 +165,27 @@ def test_a_script_without_the_main_guard_is_told_the_line_to_add(tmp_path):
     out = subprocess.run([sys.executable, str(guarded)], capture_output=True, text=True,
                          timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_an_unguarded_script_with_an_imported_objective_runs_once(tmp_path):
+    """The usual layout, an objective in a module and the call in a script, needs no guard (as
+    with Optuna): the workers do not need the script, so they never run it again (they did,
+    each starting the session anew inside a trial's worker, and every trial failed)."""
+    import subprocess
+    import sys
+    (tmp_path / "objective_module.py").write_text(
+        "def objective(config, report=None):\n    return config['x'] ** 2\n")
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import asap\nfrom objective_module import objective\nprint('SCRIPT RAN')\n"
+        "r = asap.optimize(objective, {'x': {'type': 'float', 'low': -1, 'high': 1}}, "
+        f"n_trials=3, llm=False, db={str(tmp_path / 'u.db')!r}, show_progress_bar=False)\n"
+        "print([t.state.name for t in r.trials])\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("SCRIPT RAN") == 1 and "['COMPLETE', 'COMPLETE', 'COMPLETE']" \
+        in out.stdout, out.stdout
 
 
 def test_a_panel_of_the_users_choice_proposes(tmp_path):
