@@ -38,7 +38,13 @@ from asap.tools.ledger import Ledger, check_ledger_path
 from asap.tools.panel import panel_of
 from asap.tools.portfolio import Portfolio
 from asap.tools.pruning import Pruner
-from asap.tools.resources import ResourceError, Slot, default_workers, plan_slots
+from asap.tools.resources import (
+    ResourceError,
+    Slot,
+    default_workers,
+    one_thread_pools,
+    plan_slots,
+)
 from asap.tools.study import Study
 from asap.tools.trainer import Trainer
 from asap.tools.types import Cancel, Cancelled, Terminated
@@ -189,7 +195,9 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
             # The session's calls stop being waited for once it is cancelled.
             stopping = session_stop.set(cancel)
             try:
-                with _cancel_on_signals(ctx):
+                quiet = one_thread_pools() if cfg.isolate or cfg.backend == "ray" \
+                    else contextlib.nullcontext()  # the objective's own pools when it runs here
+                with _cancel_on_signals(ctx), quiet:
                     graph.invoke(ctx.initial_state(), {"recursion_limit": ctx.recursion_limit()},
                                  context=ctx)
             except Exception:

@@ -9,10 +9,12 @@ than exist) fail here, before a study is opened.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -71,6 +73,25 @@ def free_cores(loadavg: str = "/proc/loadavg", samples: int = 5) -> int:
         time.sleep(0.001)
     others = max(0, sorted(counts)[len(counts) // 2] - 1)
     return max(1, cores - others)
+
+
+@contextlib.contextmanager
+def one_thread_pools() -> Iterator[None]:
+    """The tuner's own BLAS and OpenMP pools at one thread while trials train elsewhere, as
+    they were after.
+
+    Why: the tuner's linear algebra is small (the prior's Gaussian processes over tens to
+    hundreds of points) and gains nothing from a second thread, while an OpenBLAS pool's idle
+    thread spins after each call: on a 2-core machine it took 4.6 s of one core in an 8.7 s
+    session, beside the trial's worker (docs/decision-loop.md). scipy's pool, the one the
+    prior's GP uses, is loaded first (the panel's Nevergrad imports it in round 1 anyway), since
+    a limit holds only for pools loaded when it is set.
+    """
+    import scipy.linalg  # noqa: F401 - loads the pool, so the limit reaches it
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
 
 
 def gpu_count() -> int:

@@ -53,3 +53,37 @@ def test_a_trial_takes_the_cores_other_processes_leave_free(tmp_path, monkeypatc
     assert resources.free_cores(str(idle)) == 2
     assert resources.free_cores(str(odd)) == 2  # unreadable: the slot's share, as before
     assert resources.free_cores(str(tmp_path / "missing")) == 2
+
+
+def test_the_tuners_pools_run_one_thread_while_trials_train_elsewhere(tmp_path):
+    """A session whose trials run in workers holds its own BLAS pools (scipy's, which the
+    prior uses, included) at one thread, and gives them back as they were; one whose objective
+    runs in this process leaves them to it."""
+    from threadpoolctl import threadpool_info
+
+    import asap
+
+    def threads():
+        return {p["filepath"]: p["num_threads"] for p in threadpool_info()
+                if p["user_api"] == "blas"}
+
+    seen = {}
+
+    def look(isolate):
+        return lambda study, trial: seen.setdefault(isolate, threads())
+
+    before = threads()
+    space = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
+    for isolate in (True, False):
+        asap.optimize(quadratic, space, n_trials=2, llm=False, isolate=isolate,
+                      db=str(tmp_path / f"{isolate}.db"), show_progress_bar=False,
+                      callbacks=[look(isolate)])
+    assert any("scipy" in path for path in seen[True])
+    assert set(seen[True].values()) == {1}
+    after = threads()
+    assert {path: after[path] for path in before} == before  # given back as they were
+    assert seen[False] == {path: n for path, n in after.items() if path in seen[False]}
+
+
+def quadratic(config, report=None):
+    return (config["x"] - 0.3) ** 2
