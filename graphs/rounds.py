@@ -69,7 +69,8 @@ def absorb(ctx: TuneContext, state: TuningState, landed: list[int]) -> TuningSta
                                 state["knobs"].context)
         if ctx.on_trial:
             ctx.on_trial(trial, trial.tool)
-    ctx.portfolio.sync()
+    # The tools are told these results before they are next asked (Portfolio.panel_offers),
+    # not here: with proposals asked ahead, that is while the next trial trains.
     return {"log": log, "running": running}
 
 

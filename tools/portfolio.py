@@ -142,7 +142,9 @@ class Portfolio:
         A configuration that already ran in the study (or that a fork assumed), or that another
         tool offers this round, is asked again up to ``retries`` times; a tool that keeps
         repeating itself (a converged CMA-ES) is replaced this round by a random sample.
+        The tools are first told the results they have not seen (:meth:`sync`).
         """
+        self.sync()
         self.settle()
         seen = self.study.config_keys() | {config_key(t.config) for t in self._hypothetical}
         offers: list[Offer] = []
@@ -192,6 +194,7 @@ class Portfolio:
         """Skip ``rounds`` proposals of each panel tool: the ones speculative forks (copies of
         these tools) already made and the session trained, which these tools would otherwise
         propose next (during start-up their proposals depend on their random state alone)."""
+        self.sync()
         for tool in self.panel:
             if tool.key not in self.broken:
                 with self._guard(tool.key):
