@@ -39,11 +39,14 @@ from rich.table import Table
 
 from asap.evals.objectives import TASKS, Task
 
-METHODS = ("optuna-tpe", "optuna-cmaes", "asap", "asap-nollm", "asap-inprocess", "asap-fresh")
+METHODS = ("optuna-tpe", "optuna-cmaes", "asap", "asap-nollm", "asap-inprocess", "asap-fresh",
+           "asap-eips")
 # asap's settings per method: its defaults, without the LLM, in this process (isolate=False:
-# no worker process, as Optuna runs an objective), and a fresh worker process per trial.
+# no worker process, as Optuna runs an objective), a fresh worker process per trial, and the
+# prior ranking by expected improvement per predicted second (without the LLM).
 SETTINGS = {"asap": {}, "asap-nollm": {"llm": False}, "asap-inprocess": {"isolate": False},
-            "asap-fresh": {"reuse_workers": False}}
+            "asap-fresh": {"reuse_workers": False},
+            "asap-eips": {"llm": False, "cost_weight": 1.0}}
 PARTS = ("train_s", "exposed_llm_s", "tools_s", "startup_s", "other_s")
 
 

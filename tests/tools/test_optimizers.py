@@ -272,3 +272,17 @@ def test_a_fork_made_while_a_trial_trains_leaves_the_real_tools_as_they_were(led
         return tools.panel_offers()
 
     assert rounds("with", fork=True) == rounds("without", fork=False)
+
+
+def test_the_tools_have_heard_every_result_when_they_next_propose(ledger, toy_space):
+    """A landed trial is told when the tools are next asked (the round that lands it does not
+    tell them: with proposals asked ahead, that is while the next trial trains), and never
+    later than that."""
+    study = ledger.create_study("s", toy_space, metric="loss", direction="minimize")
+    portfolio = Portfolio(study)
+    portfolio.panel_offers()  # every panel tool created
+    cfg = portfolio.ask("optuna", "tpe")[0]
+    tid = study.start_trial(cfg, tool="optuna:tpe")
+    study.finish_trial(tid, status="complete", metrics={"loss": toy_objective(cfg)})
+    portfolio.panel_offers()
+    assert portfolio.sync() == 0  # panel_offers told it first
