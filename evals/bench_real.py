@@ -9,7 +9,9 @@ every method alike), with the repeat's seed:
   in this process, as users run it;
 - ``asap``: ``asap.optimize`` with its defaults (the embedded LLM server started by the call);
 - ``asap-nollm``: ``asap.optimize(..., llm=False)`` (the panel and the prior);
-- ``asap-inprocess``: ``asap.optimize(..., isolate=False)`` (trials in this process, as Optuna).
+- ``asap-inprocess``: ``asap.optimize(..., isolate=False)`` (trials in this process, as Optuna);
+- ``asap-fresh``: a fresh worker process per trial (``reuse_workers=False``);
+- ``asap-eips``: ``llm=False, cost_weight=1`` (expected improvement per predicted second).
 
 Printed per objective and method: total wall-clock (median and range; asap's includes starting
 its LLM server and worker), the time to reach Optuna TPE's median final best (median over
