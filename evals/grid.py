@@ -119,10 +119,11 @@ PROFILES = {
     # The one that separates methods, on both axes: every HPOBench developer table and
     # NAS-Bench-201 on the virtual clock, each run until its simulated budget (HPOBench 4 h,
     # NAS-Bench-201 24 h) or 200 trials, 10 seeds; regret read at 40 trials and at each
-    # simulated budget. asap against each tool it orchestrates, the no-LLM portfolio and prior
-    # (the OPRO floor, llm-naive, is serial and slow: add it with --methods).
+    # simulated budget. asap against each tool it orchestrates, Optuna's GPSampler with its
+    # defaults, the no-LLM portfolio and prior (the OPRO floor, llm-naive, is serial and slow:
+    # add it with --methods).
     "dev": dict(tasks=TASKS[:5], methods=["asap", "portfolio", "prior", "tpe", "cmaes",
-                                          "ngopt", "random"],
+                                          "ngopt", "random", "optuna-gp"],
                 seeds=10, trials=200, time_scale=0.0, clock="virtual"),
     # The same against a larger model on a GPU host (--base-url, a vLLM server), real training
     # included.

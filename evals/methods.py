@@ -9,6 +9,8 @@ end, clock), the time its curves are measured from.
 
 - ``asap`` and its ablations (``asap-nospec``, ``asap-naive``, ``asap-noselftune``): the agent.
 - ``tpe``, ``cmaes``, ``ngopt``, ``random``: one tool alone, ask-and-tell.
+- ``optuna-gp``: Optuna's ``GPSampler`` with its own defaults, as a user would run it instead
+  of asap (Optuna's study, ask-and-tell).
 - ``portfolio``: the same panel of tools with no LLM: UCB1 on each tool's improvement rate.
 - ``prior``: the agent's panel and its GP prior with no LLM (``asap tune --llm off``, the same
   session and graph): each round trains the proposal with the highest expected improvement
@@ -43,7 +45,7 @@ from asap.tools.resources import plan_slots
 from asap.tools.space import CategoricalParam, IntParam, Space, SpaceError
 from asap.tools.study import Study
 from asap.tools.trainer import Trainer
-from asap.tools.types import Trial
+from asap.tools.types import Trial, config_key
 from asap.tools.workloads import Workload, is_tabular
 
 
@@ -136,6 +138,42 @@ def single(library: str, algorithm: str) -> Callable[[Cell, Workload], None]:
             portfolio, trainer = Portfolio(study, seed=cell.seed), _trainer(study, wl, cell)
             ask_tell(cell, study, trainer, portfolio, lambda: (
                 f"{library}:{algorithm}", portfolio.ask(library, algorithm)[0]))
+    return run
+
+
+def optuna_peer(sampler: str) -> Callable[[Cell, Workload], None]:
+    """An Optuna sampler as a user would run it instead of asap: Optuna's own study with the
+    sampler's defaults (``optuna.samplers.<sampler>(seed=...)``, not asap's panel settings),
+    asked and told through Optuna's ask-and-tell, its trials trained through the same ledger,
+    trainer, table lookups and per-trial seeds as every method."""
+    def run(cell: Cell, wl: Workload) -> None:
+        import optuna
+
+        from asap.tools.optuna_tool import suggest_config
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        with _session(cell, wl) as (study, _):
+            native = optuna.create_study(direction=study.direction, sampler=getattr(
+                optuna.samplers, sampler)(seed=cell.seed))
+            asked: dict[str, list[optuna.Trial]] = {}  # config -> Optuna's trials for it
+            states = {"failed": optuna.trial.TrialState.FAIL,
+                      "pruned": optuna.trial.TrialState.PRUNED}
+
+            def pick() -> tuple[str, dict[str, Any]]:
+                trial = native.ask()
+                config = suggest_config(study.space, trial)
+                asked.setdefault(config_key(config), []).append(trial)
+                return f"optuna-peer:{sampler}", config
+
+            def landed(tool: str, trial: Trial) -> None:
+                mine = asked[config_key(trial.config)].pop(0)
+                if trial.status == "complete" and trial.value is not None:
+                    native.tell(mine, trial.value)
+                else:
+                    native.tell(mine, state=states.get(trial.status, states["failed"]))
+
+            ask_tell(cell, study, _trainer(study, wl, cell), Portfolio(study, seed=cell.seed),
+                     pick, landed)
     return run
 
 
@@ -247,6 +285,8 @@ METHODS: dict[str, Callable[[Cell, Workload], None]] = {
     "cmaes": single("optuna", "cmaes"),
     "ngopt": single("nevergrad", "NGOpt"),
     "random": single("optuna", "random"),
+    # the strongest sampler a user would pick instead, with its own defaults
+    "optuna-gp": optuna_peer("GPSampler"),
     "portfolio": bandit,
     "prior": agent(llm=False),
     # ablations of the prior: one proposal per tool and round (4, not 7); EI per predicted

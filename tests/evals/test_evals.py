@@ -6,7 +6,8 @@ import csv
 
 import pytest
 
-from asap.evals.grid import Grid, run_grid
+from asap.evals import axes
+from asap.evals.grid import PROFILES, Grid, run_grid
 from asap.evals.metrics import (
     area_under_regret,
     best_so_far,
@@ -262,3 +263,27 @@ def test_a_virtual_clock_grid_reports_both_axes(tmp_path):
     assert "- trial axis: asap's mean regret @5 trials" in text
     assert (tmp_path / "out" / "regret_vs_simulated_time.png").stat().st_size > 0
     assert not (tmp_path / "out" / "rank_vs_time.png").exists()
+
+
+def test_optunas_gp_sampler_runs_as_a_peer_with_its_own_defaults(tmp_path):
+    """``optuna-gp`` is Optuna's GPSampler as a user runs it: its study's own start-up (the
+    defaults' 10 random configurations, the same as a standalone study at the seed) and then
+    its model, every trial through asap's ledger and table lookups."""
+    import optuna
+
+    from asap.evals.methods import METHODS, Cell
+    from asap.tools.optuna_tool import suggest_config
+    from asap.tools.workloads import resolve
+    cell = Cell("hpobench:australian", "optuna-gp", 3, trials=12, time_s=1e9, time_scale=0.0,
+                db=str(tmp_path / "gp.db"), clock="virtual")
+    wl = resolve(cell.task, time_scale=0.0)
+    METHODS["optuna-gp"](cell, wl)
+    trials = Ledger(cell.db).open_study(cell.study).trials()
+    assert [t.status for t in trials] == ["complete"] * 12
+    assert {t.tool for t in trials} == {"optuna-peer:GPSampler"}
+    alone = optuna.create_study(direction="maximize", sampler=optuna.samplers.GPSampler(seed=3))
+    for t in trials[:10]:
+        asked = alone.ask()
+        assert suggest_config(wl.space, asked) == t.config
+        alone.tell(asked, t.value)
+    assert "optuna-gp" in axes.SINGLE and "optuna-gp" in PROFILES["dev"]["methods"]
