@@ -19,8 +19,8 @@ from asap.evals.grid import sim_budgets
 from asap.evals.metrics import bootstrap_ci, ranks, time_to_target
 from asap.evals.results import CellResult
 
-# The tools asap orchestrates, each alone, and the strongest sampler a user would run instead
-SINGLE = ("tpe", "cmaes", "ngopt", "random", "optuna-gp")
+# The tools asap orchestrates, each alone, and the strongest samplers a user would run instead
+SINGLE = ("tpe", "cmaes", "ngopt", "random", "optuna-gp", "smac")
 
 
 def hours(seconds: float) -> str:

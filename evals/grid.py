@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from asap.agent.server import endpoint
 from asap.evals.methods import LLM_METHODS, METHODS, Cell
+from asap.evals.smac_peer import check_installed
 from asap.tools.clock import CLOCKS
 from asap.tools.ledger import Ledger
 from asap.tools.workloads import check_clock, resolve
@@ -62,6 +63,8 @@ class Grid:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
+        if "smac" in self.methods:
+            check_installed()  # an optional extra: said before the first cell, not in it
         time_s = 1.0 if self.time_s is None else self.time_s
         if self.seeds < 1 or self.trials < 1 or time_s <= 0 or self.time_scale < 0:
             raise ValueError("seeds and trials must be >= 1, time_s > 0 and time_scale >= 0")
@@ -119,11 +122,11 @@ PROFILES = {
     # The one that separates methods, on both axes: every HPOBench developer table and
     # NAS-Bench-201 on the virtual clock, each run until its simulated budget (HPOBench 4 h,
     # NAS-Bench-201 24 h) or 200 trials, 10 seeds; regret read at 40 trials and at each
-    # simulated budget. asap against each tool it orchestrates, Optuna's GPSampler with its
-    # defaults, the no-LLM portfolio and prior (the OPRO floor, llm-naive, is serial and slow:
-    # add it with --methods).
+    # simulated budget. asap against each tool it orchestrates, Optuna's GPSampler and SMAC3
+    # with their defaults (SMAC: the smac extra), the no-LLM portfolio and prior (the OPRO
+    # floor, llm-naive, is serial and slow: add it with --methods).
     "dev": dict(tasks=TASKS[:5], methods=["asap", "portfolio", "prior", "tpe", "cmaes",
-                                          "ngopt", "random", "optuna-gp"],
+                                          "ngopt", "random", "optuna-gp", "smac"],
                 seeds=10, trials=200, time_scale=0.0, clock="virtual"),
     # The same against a larger model on a GPU host (--base-url, a vLLM server), real training
     # included.

@@ -10,7 +10,8 @@ end, clock), the time its curves are measured from.
 - ``asap`` and its ablations (``asap-nospec``, ``asap-naive``, ``asap-noselftune``): the agent.
 - ``tpe``, ``cmaes``, ``ngopt``, ``random``: one tool alone, ask-and-tell.
 - ``optuna-gp``: Optuna's ``GPSampler`` with its own defaults, as a user would run it instead
-  of asap (Optuna's study, ask-and-tell).
+  of asap (Optuna's study, ask-and-tell); ``smac``: SMAC3's HPO facade with its defaults (the
+  optional extra ``asap-hpo[smac]``).
 - ``portfolio``: the same panel of tools with no LLM: UCB1 on each tool's improvement rate.
 - ``prior``: the agent's panel and its GP prior with no LLM (``asap tune --llm off``, the same
   session and graph): each round trains the proposal with the highest expected improvement
@@ -177,6 +178,22 @@ def optuna_peer(sampler: str) -> Callable[[Cell, Workload], None]:
     return run
 
 
+def smac(cell: Cell, wl: Workload) -> None:
+    """SMAC3's HPO facade with its defaults (:mod:`asap.evals.smac_peer`), ask-and-tell, its
+    trials through the same ledger and table lookups as every method."""
+    from asap.evals.smac_peer import SmacAsker
+
+    asker = SmacAsker(wl.space, wl.direction, cell.trials, cell.seed)  # SmacMissing first
+    try:
+        with _session(cell, wl) as (study, _):
+            ask_tell(cell, study, _trainer(study, wl, cell), Portfolio(study, seed=cell.seed),
+                     lambda: ("smac:hpo", asker.ask(config_key)),
+                     lambda tool, trial: asker.tell(config_key(trial.config), trial.value
+                                                    if trial.status == "complete" else None))
+    finally:
+        asker.close()
+
+
 def bandit(cell: Cell, wl: Workload) -> None:
     """The no-LLM portfolio: UCB1 over the agent's panel of tools, reward 1 when a trial
     improves the best (the best when it started)."""
@@ -287,6 +304,7 @@ METHODS: dict[str, Callable[[Cell, Workload], None]] = {
     "random": single("optuna", "random"),
     # the strongest sampler a user would pick instead, with its own defaults
     "optuna-gp": optuna_peer("GPSampler"),
+    "smac": smac,  # SMAC3's HPO facade: the optional extra asap-hpo[smac]
     "portfolio": bandit,
     "prior": agent(llm=False),
     # ablations of the prior: one proposal per tool and round (4, not 7); EI per predicted

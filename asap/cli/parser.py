@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "asap, asap-nospec, asap-naive, asap-noselftune (ablations), llm-naive "
                     "(an LLM proposes alone), prior, prior-w1, prior-cool, prior-eips (no LLM), "
                     "tpe, cmaes, ngopt, random (one tool), optuna-gp (Optuna's GPSampler, "
-                    "its defaults), portfolio (the tools in turn)")
+                    "its defaults), smac (SMAC3's HPO facade: pip install 'asap-hpo[smac]'), "
+                    "portfolio (the tools in turn)")
     ev.add_argument("--seeds", type=int, help="seeds per task and method")
     ev.add_argument("--trials", type=int, help="trial budget per run")
     ev.add_argument("--time-budget", type=float,

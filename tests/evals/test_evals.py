@@ -287,3 +287,45 @@ def test_optunas_gp_sampler_runs_as_a_peer_with_its_own_defaults(tmp_path):
         assert suggest_config(wl.space, asked) == t.config
         alone.tell(asked, t.value)
     assert "optuna-gp" in axes.SINGLE and "optuna-gp" in PROFILES["dev"]["methods"]
+
+
+def test_smac_runs_as_a_peer_and_says_how_to_install_it_when_missing(tmp_path, monkeypatch):
+    """``smac`` is SMAC3's HPO facade with its defaults, told every result (its later
+    configurations come from its model), over a conditional space with a choice of None and a
+    stepped float; without SMAC3 a grid asking for it stops before its first cell, naming the
+    install command."""
+    import importlib.util
+
+    from asap.evals import smac_peer
+    from asap.evals.methods import METHODS, Cell
+    from asap.tools.space import Space
+    from asap.tools.workloads import resolve
+    cell = Cell("hpobench:australian", "smac", 1, trials=16, time_s=1e9, time_scale=0.0,
+                db=str(tmp_path / "s.db"), clock="virtual")
+    wl = resolve(cell.task, time_scale=0.0)
+    METHODS["smac"](cell, wl)
+    trials = Ledger(cell.db).open_study(cell.study).trials()
+    assert [t.status for t in trials] == ["complete"] * 16 and {t.tool for t in trials} == {
+        "smac:hpo"}
+    assert all(wl.space.validate(t.config) == t.config for t in trials)
+
+    space = Space.from_dict({
+        "kind": {"type": "categorical", "choices": [None, "a"]},
+        "x": {"type": "float", "low": 0.0, "high": 1.0, "step": 0.25,
+              "when": {"parent": "kind", "in": ["a"]}},
+        "n": {"type": "int", "low": 2, "high": 10, "step": 2}})
+    asker = smac_peer.SmacAsker(space, "minimize", 12, seed=0)
+    try:
+        for _ in range(12):
+            config = asker.ask(str)
+            assert space.validate(config) == config and ("x" in config) == (config["kind"] == "a")
+            asker.tell(str(config), None if config["n"] == 10 else config["n"])
+    finally:
+        asker.close()
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "smac" else real(name, *a))
+    with pytest.raises(ValueError, match=r"pip install 'asap-hpo\[smac\]'"):
+        Grid(tasks=["hpobench:australian"], methods=["smac", "tpe"])
+    assert "smac" in axes.SINGLE and "smac" in PROFILES["dev"]["methods"]
