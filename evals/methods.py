@@ -46,7 +46,7 @@ from asap.tools.resources import plan_slots
 from asap.tools.space import CategoricalParam, IntParam, Space, SpaceError
 from asap.tools.study import Study
 from asap.tools.trainer import Trainer
-from asap.tools.types import Trial, config_key
+from asap.tools.types import Trial
 from asap.tools.workloads import Workload, is_tabular
 
 
@@ -111,25 +111,27 @@ def _trainer(study: Study, wl: Workload, cell: Cell) -> Trainer:
 
 
 def ask_tell(cell: Cell, study: Study, trainer: Trainer, portfolio: Portfolio,
-             pick: Callable[[], tuple[str, dict[str, Any]]],
-             landed: Callable[[str, Trial], None] = lambda tool, trial: None) -> None:
+             pick: Callable[[], tuple[str, dict[str, Any], Any]],
+             landed: Callable[[str, Trial, Any], None] = lambda tool, trial, handle: None
+             ) -> None:
     """Keep ``cell.workers`` trials in flight until the budget: ``pick()`` the next (tool,
-    config) whenever a worker is free (the tools see the running ones as pending, see
-    :meth:`Portfolio.sync`), ``landed(tool, trial)`` as each finishes. Optuna's ``n_jobs``
-    shape, with one ledger."""
+    config, handle) whenever a worker is free (the tools see the running ones as pending, see
+    :meth:`Portfolio.sync`), ``landed(tool, trial, handle)`` as each finishes, with the handle
+    its pick returned (a library's own trial, what the pick saw). Optuna's ``n_jobs`` shape,
+    with one ledger."""
     started, done = study.clock.now(), queue.SimpleQueue()
-    jobs: dict[int, tuple[str, TrainingJob]] = {}
+    jobs: dict[int, tuple[str, TrainingJob, Any]] = {}
     while True:
         while (len(jobs) < cell.workers and len(study.trials()) < cell.trials
                and not _done(study, cell, started)):
-            tool, config = pick()
+            tool, config, handle = pick()
             job = trainer.start(config, tool=tool, landed=done)
-            jobs[job.trial_id] = (tool, job)
+            jobs[job.trial_id] = (tool, job, handle)
         if not jobs:
             return
-        tool, job = jobs.pop(study.clock.take(done))
+        tool, job, handle = jobs.pop(study.clock.take(done))
         portfolio.sync()
-        landed(tool, job.wait())
+        landed(tool, job.wait(), handle)
 
 
 def single(library: str, algorithm: str) -> Callable[[Cell, Workload], None]:
@@ -138,7 +140,7 @@ def single(library: str, algorithm: str) -> Callable[[Cell, Workload], None]:
         with _session(cell, wl) as (study, _):
             portfolio, trainer = Portfolio(study, seed=cell.seed), _trainer(study, wl, cell)
             ask_tell(cell, study, trainer, portfolio, lambda: (
-                f"{library}:{algorithm}", portfolio.ask(library, algorithm)[0]))
+                f"{library}:{algorithm}", portfolio.ask(library, algorithm)[0], None))
     return run
 
 
@@ -150,28 +152,22 @@ def optuna_peer(sampler: str) -> Callable[[Cell, Workload], None]:
     def run(cell: Cell, wl: Workload) -> None:
         import optuna
 
-        from asap.tools.optuna_tool import suggest_config
+        from asap.tools.optuna_tool import STATES, suggest_config
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with _session(cell, wl) as (study, _):
             native = optuna.create_study(direction=study.direction, sampler=getattr(
                 optuna.samplers, sampler)(seed=cell.seed))
-            asked: dict[str, list[optuna.Trial]] = {}  # config -> Optuna's trials for it
-            states = {"failed": optuna.trial.TrialState.FAIL,
-                      "pruned": optuna.trial.TrialState.PRUNED}
 
-            def pick() -> tuple[str, dict[str, Any]]:
+            def pick() -> tuple[str, dict[str, Any], optuna.Trial]:
                 trial = native.ask()
-                config = suggest_config(study.space, trial)
-                asked.setdefault(config_key(config), []).append(trial)
-                return f"optuna-peer:{sampler}", config
+                return f"optuna-peer:{sampler}", suggest_config(study.space, trial), trial
 
-            def landed(tool: str, trial: Trial) -> None:
-                mine = asked[config_key(trial.config)].pop(0)
+            def landed(tool: str, trial: Trial, mine: optuna.Trial) -> None:
                 if trial.status == "complete" and trial.value is not None:
                     native.tell(mine, trial.value)
                 else:
-                    native.tell(mine, state=states.get(trial.status, states["failed"]))
+                    native.tell(mine, state=STATES.get(trial.status, STATES["failed"]))
 
             ask_tell(cell, study, _trainer(study, wl, cell), Portfolio(study, seed=cell.seed),
                      pick, landed)
@@ -187,9 +183,9 @@ def smac(cell: Cell, wl: Workload) -> None:
     try:
         with _session(cell, wl) as (study, _):
             ask_tell(cell, study, _trainer(study, wl, cell), Portfolio(study, seed=cell.seed),
-                     lambda: ("smac:hpo", asker.ask(config_key)),
-                     lambda tool, trial: asker.tell(config_key(trial.config), trial.value
-                                                    if trial.status == "complete" else None))
+                     lambda: ("smac:hpo", *asker.ask()),
+                     lambda tool, trial, info: asker.tell(
+                         info, trial.value if trial.status == "complete" else None))
     finally:
         asker.close()
 
@@ -204,21 +200,17 @@ def bandit(cell: Cell, wl: Workload) -> None:
 def _bandit(cell: Cell, wl: Workload, study: Study) -> None:
     portfolio, trainer = Portfolio(study, seed=cell.seed), _trainer(study, wl, cell)
     pulls = {t.key: [0, 0] for t in PANEL}  # tool -> [trials, improvements]
-    best_at_start: dict[str, float | None] = {}
 
-    def pick() -> tuple[str, dict[str, Any]]:
+    def pick() -> tuple[str, dict[str, Any], float | None]:
         n = sum(p for p, _ in pulls.values())
         tool = max(pulls, key=lambda k: math.inf if not pulls[k][0] else
                    pulls[k][1] / pulls[k][0] + math.sqrt(2 * math.log(n) / pulls[k][0]))
         pulls[tool][0] += 1  # counted when pulled: N workers spread over the arms
         lib, alg = tool.split(":")
-        config = portfolio.ask(lib, alg)[0]
         best = study.best()
-        best_at_start[json.dumps(config, sort_keys=True)] = best.value if best else None
-        return tool, config
+        return tool, portfolio.ask(lib, alg)[0], best.value if best else None
 
-    def landed(tool: str, trial: Trial) -> None:
-        before = best_at_start.pop(json.dumps(trial.config, sort_keys=True), None)
+    def landed(tool: str, trial: Trial, before: float | None) -> None:
         pulls[tool][1] += int(trial.value is not None and study.better(trial.value, before))
 
     ask_tell(cell, study, trainer, portfolio, pick, landed)

@@ -23,12 +23,10 @@ import sqlalchemy.exc
 from optuna.trial import TrialState, create_trial
 
 from asap.tools.optimizer import quiet
-from asap.tools.optuna_tool import distributions
+from asap.tools.optuna_tool import STATES, distributions
 from asap.tools.study import LedgerError, Study
 from asap.tools.types import Trial, redact
 
-_STATES = {"complete": TrialState.COMPLETE, "failed": TrialState.FAIL,
-           "pruned": TrialState.PRUNED}
 _IGNORED = {"category": optuna.exceptions.ExperimentalWarning}
 SPACE_ATTR = "asap_space"  # the study's space (JSON) as a study user attribute
 NUMBER_ATTR = "asap_number"  # the ledger's trial number, on each mirrored trial
@@ -69,7 +67,7 @@ def frozen(study: Study, trial: Trial) -> optuna.trial.FrozenTrial:
     differs, is the ``proposed`` user attribute), the start and completion are the trial's own
     (on the session's clock), and a pruned trial's value is its last intermediate value, as
     Optuna's ``tell`` would record it."""
-    state = _STATES[trial.status]
+    state = STATES[trial.status]
     steps = {int(k): float(v) for k, v in trial.intermediate.items()}
     value = trial.value if state == TrialState.COMPLETE else None
     if state == TrialState.PRUNED and steps:

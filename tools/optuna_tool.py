@@ -18,7 +18,8 @@ from asap.tools.optimizer import Optimizer, quiet
 from asap.tools.space import CategoricalParam, FloatParam, Space
 from asap.tools.types import Direction, Trial
 
-_STATES = {"complete": TrialState.COMPLETE, "failed": TrialState.FAIL, "pruned": TrialState.PRUNED}
+# A ledger trial's status as Optuna's trial state.
+STATES = {"complete": TrialState.COMPLETE, "failed": TrialState.FAIL, "pruned": TrialState.PRUNED}
 
 
 def _sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -96,7 +97,7 @@ class OptunaOptimizer(Optimizer):
         self.study.tell(handle, state=TrialState.FAIL)
 
     def _tell(self, trial: Trial, handle: Any | None) -> None:
-        state = _STATES[trial.status]
+        state = STATES[trial.status]
         value = trial.value if state == TrialState.COMPLETE else None
         if handle is not None:
             for step, v in sorted(trial.intermediate.items()):

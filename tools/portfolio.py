@@ -194,7 +194,6 @@ class Portfolio:
         """Skip ``rounds`` proposals of each panel tool: the ones speculative forks (copies of
         these tools) already made and the session trained, which these tools would otherwise
         propose next (during start-up their proposals depend on their random state alone)."""
-        self.sync()
         for tool in self.panel:
             if tool.key not in self.broken:
                 with self._guard(tool.key):

@@ -82,8 +82,8 @@ def one_thread_pools() -> Iterator[None]:
 
     Why: the tuner's linear algebra is small (the prior's Gaussian processes over tens to
     hundreds of points) and gains nothing from a second thread, while an OpenBLAS pool's idle
-    thread spins after each call: on a 2-core machine it took 4.6 s of one core in an 8.7 s
-    session, beside the trial's worker (docs/decision-loop.md). scipy's pool, the one the
+    thread spins after each call, on the core the trial's worker needs (measured in
+    docs/decision-loop.md, "Measurements behind the defaults"). scipy's pool, the one the
     prior's GP uses, is loaded first (the panel's Nevergrad imports it in round 1 anyway), since
     a limit holds only for pools loaded when it is set.
     """

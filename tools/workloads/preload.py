@@ -18,6 +18,7 @@ import runpy
 import sys
 import types
 
+from asap.tools.workers import MAIN_ENV, MAIN_RUN_ENV, MODULES_ENV, PRELOAD_ENV
 from asap.tools.workloads import tabular
 
 
@@ -36,8 +37,8 @@ class _ScriptOnDemand(types.ModuleType):
             raise AttributeError(f"the script {self.__file__} has no {name!r}") from None
 
 
-_main = os.environ.get("ASAP_PRELOAD_MAIN")
-if _main and not os.environ.get("ASAP_PRELOAD_MAIN_RUN"):
+_main = os.environ.get(MAIN_ENV)
+if _main and not os.environ.get(MAIN_RUN_ENV):
     _stand_in = _ScriptOnDemand("__mp_main__")
     _stand_in.__file__ = _main
     sys.modules["__main__"] = sys.modules["__mp_main__"] = _stand_in
@@ -52,14 +53,14 @@ elif _main:
     finally:
         del multiprocessing.process.current_process()._inheriting
 
-for _ref in filter(None, os.environ.get("ASAP_PRELOAD_TABLES", "").split(",")):
+for _ref in filter(None, os.environ.get(PRELOAD_ENV, "").split(",")):
     _bench, _, _dataset = _ref.partition(":")
     try:
         tabular._table(_bench, _dataset)
     except Exception:  # noqa: BLE001 - a worker reads it itself then, and reports what is wrong
         pass
 
-for _module in filter(None, os.environ.get("ASAP_PRELOAD_MODULES", "").split(",")):
+for _module in filter(None, os.environ.get(MODULES_ENV, "").split(",")):
     try:
         importlib.import_module(_module)
     except BaseException:  # noqa: BLE001 - a worker imports it itself then, and reports errors
