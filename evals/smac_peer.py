@@ -3,8 +3,9 @@ would run instead of asap, asked and told through SMAC's own ask-and-tell.
 
 SMAC3 is an optional extra (``pip install 'asap-hpo[smac]'``) so the default install stays lean;
 without it the method stops with one line saying how to install it. The space is translated to
-ConfigSpace: choices by their index (a choice may be ``None``, which ConfigSpace cannot hold),
-conditions as ConfigSpace conditions, a step by snapping SMAC's value to it.
+ConfigSpace: choices by their index (a choice may be ``None``, which ConfigSpace cannot hold), a
+stepped number by its index on the grid (so a condition on it holds for the value asap sees),
+conditions as ConfigSpace conditions.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import importlib.util
 import math
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from asap.tools.params import Condition
 from asap.tools.space import CategoricalParam, FloatParam, IntParam, Space
 
 INSTALL = "pip install 'asap-hpo[smac]'"
+MISSING = f"the smac method needs SMAC3, an optional extra: {INSTALL}"
 
 
 class SmacMissing(ValueError):
@@ -26,10 +29,9 @@ class SmacMissing(ValueError):
 
 def check_installed() -> None:
     """:class:`SmacMissing` unless SMAC3 can be imported (checked without importing it: a grid
-    asks before its first cell, and SMAC's imports take ~2 s)."""
+    asks before its first cell, and SMAC's imports are slow)."""
     if importlib.util.find_spec("smac") is None:
-        raise SmacMissing(f"the smac method needs SMAC3, an optional extra: {INSTALL} (or leave "
-                          "smac out of --methods)")
+        raise SmacMissing(f"{MISSING} (or leave smac out of --methods)")
 
 
 def facade() -> tuple[Any, Any]:
@@ -37,9 +39,18 @@ def facade() -> tuple[Any, Any]:
     try:
         from smac import HyperparameterOptimizationFacade, Scenario
     except ImportError as exc:
-        raise SmacMissing(f"the smac method needs SMAC3, an optional extra: {INSTALL} "
-                          f"({exc})") from None
+        raise SmacMissing(f"{MISSING} ({exc})") from None
     return HyperparameterOptimizationFacade, Scenario
+
+
+def _grid(p: Any) -> int | None:
+    """The last index of a stepped number's grid (its values ``low + k * step``); None for a
+    choice or a number without a step."""
+    if isinstance(p, FloatParam) and p.step is not None:
+        return p.steps
+    if isinstance(p, IntParam) and p.step != 1:
+        return (p.high - p.low) // p.step
+    return None
 
 
 def config_space(space: Space, seed: int) -> Any:
@@ -50,6 +61,8 @@ def config_space(space: Space, seed: int) -> Any:
     for p in space.params:
         if isinstance(p, CategoricalParam):
             cs.add(Categorical(p.name, [str(i) for i in range(len(p.choices))]))
+        elif (last := _grid(p)) is not None:
+            cs.add(Integer(p.name, (0, last)))
         elif isinstance(p, FloatParam):
             cs.add(Float(p.name, (p.low, p.high), log=p.log))
         else:
@@ -62,33 +75,38 @@ def config_space(space: Space, seed: int) -> Any:
 
 def _condition(cs: Any, space: Space, child: str, when: Condition) -> Any:
     """A :class:`Condition` as ConfigSpace's: ``in`` over the parent's choices (by index), the
-    bounds as greater/less-than tests (``ge``/``le`` one step inside), all of them together."""
+    bounds as greater/less-than tests (``ge``/``le`` one step inside; on a stepped parent, on
+    its grid's index), all of them together."""
     from ConfigSpace import AndConjunction, GreaterThanCondition, InCondition, LessThanCondition
 
     parent = space[when.parent]
+    grid = _grid(parent) is not None
+    whole = grid or isinstance(parent, IntParam)  # SMAC's value for the parent is an integer
+
+    def at(v: float) -> float:  # a value of the parent where SMAC's lives (a grid's index)
+        x = (v - parent.low) / parent.step if grid else v
+        return round(x) if whole and abs(x - round(x)) < 1e-9 else x
+
     tests = []
     if when.in_ is not None:
         values = ([str(parent.choices.index(v)) for v in when.in_ if v in parent.choices]
-                  if isinstance(parent, CategoricalParam) else list(when.in_))
+                  if isinstance(parent, CategoricalParam) else [at(v) for v in when.in_])
         tests.append(InCondition(cs[child], cs[when.parent], values))
-    below = (lambda v: v - 1) if isinstance(parent, IntParam) else (
-        lambda v: math.nextafter(v, -math.inf))
-    above = (lambda v: v + 1) if isinstance(parent, IntParam) else (
-        lambda v: math.nextafter(v, math.inf))
-    for bound, make in ((when.gt, lambda v: GreaterThanCondition(cs[child], cs[when.parent], v)),
-                        (None if when.ge is None else below(when.ge),
-                         lambda v: GreaterThanCondition(cs[child], cs[when.parent], v)),
-                        (when.lt, lambda v: LessThanCondition(cs[child], cs[when.parent], v)),
-                        (None if when.le is None else above(when.le),
-                         lambda v: LessThanCondition(cs[child], cs[when.parent], v))):
-        if bound is not None:
-            tests.append(make(bound))
+    cut: dict[str, Callable[[float], float]] = (
+        {"gt": math.floor, "ge": lambda x: math.ceil(x) - 1,
+         "lt": math.ceil, "le": lambda x: math.floor(x) + 1} if whole else
+        {"gt": float, "ge": lambda x: math.nextafter(x, -math.inf),
+         "lt": float, "le": lambda x: math.nextafter(x, math.inf)})
+    for op, test in (("gt", GreaterThanCondition), ("ge", GreaterThanCondition),
+                     ("lt", LessThanCondition), ("le", LessThanCondition)):
+        if (bound := getattr(when, op)) is not None:
+            tests.append(test(cs[child], cs[when.parent], cut[op](at(bound))))
     return tests[0] if len(tests) == 1 else AndConjunction(*tests)
 
 
 def to_config(space: Space, smac_config: Any) -> dict[str, Any]:
-    """SMAC's configuration in the space's values: choices back from their index, numbers as
-    Python numbers on the parameter's step."""
+    """SMAC's configuration in the space's values: choices back from their index, a stepped
+    number from its grid index, numbers as Python numbers."""
     raw = dict(smac_config)
     out: dict[str, Any] = {}
     for p in space.params:
@@ -97,11 +115,11 @@ def to_config(space: Space, smac_config: Any) -> dict[str, Any]:
         v = raw[p.name]
         if isinstance(p, CategoricalParam):
             out[p.name] = p.choices[int(v)]
-        elif isinstance(p, FloatParam):
-            out[p.name] = p.snap(float(v))
+        elif _grid(p) is not None:
+            value = p.low + int(v) * p.step
+            out[p.name] = p.snap(value) if isinstance(p, FloatParam) else int(value)
         else:
-            k = round((int(v) - p.low) / p.step)
-            out[p.name] = int(min(max(p.low + k * p.step, p.low), p.high))
+            out[p.name] = float(v) if isinstance(p, FloatParam) else int(v)
     return out
 
 
@@ -121,21 +139,17 @@ class SmacAsker:
                                  seed=seed, output_directory=self._out.name),
                         target_function=lambda config, seed=0: 0.0,  # never called: ask-and-tell
                         overwrite=True, logging_level=40)
-        self._asked: dict[str, list[Any]] = {}
         self._costs: list[float] = []
 
-    def ask(self, key: Any) -> dict[str, Any]:
-        """The next configuration; ``key(config)`` files SMAC's trial info for :meth:`tell`."""
+    def ask(self) -> tuple[dict[str, Any], Any]:
+        """The next configuration, and SMAC's trial info to tell its result with."""
         info = self.smac.ask()
-        config = to_config(self.space, info.config)
-        self._asked.setdefault(key(config), []).append(info)
-        return config
+        return to_config(self.space, info.config), info
 
-    def tell(self, key: str, value: float | None) -> None:
-        """The result of the configuration filed under ``key``; one that failed (None) is told
-        as crashed at the worst cost told so far (SMAC's default crash cost, infinity, turns
-        its random forest's targets into NaN)."""
-        info = self._asked[key].pop(0)
+    def tell(self, info: Any, value: float | None) -> None:
+        """The result of the configuration ``info`` was asked with; one that failed (None) is
+        told as crashed at the worst cost told so far (SMAC's default crash cost, infinity,
+        turns its random forest's targets into NaN)."""
         if value is None:
             worst = max(self._costs, default=0.0)
             self.smac.tell(info, self._value(cost=worst, status=self._crashed))

@@ -291,8 +291,8 @@ def test_optunas_gp_sampler_runs_as_a_peer_with_its_own_defaults(tmp_path):
 
 def test_smac_runs_as_a_peer_and_says_how_to_install_it_when_missing(tmp_path, monkeypatch):
     """``smac`` is SMAC3's HPO facade with its defaults, told every result (its later
-    configurations come from its model), over a conditional space with a choice of None and a
-    stepped float; without SMAC3 a grid asking for it stops before its first cell, naming the
+    configurations come from its model), over a conditional space (on a choice, and on a
+    number's bound) with a choice of None and stepped numbers; without SMAC3 a grid asking for it stops before its first cell, naming the
     install command."""
     import importlib.util
 
@@ -313,13 +313,15 @@ def test_smac_runs_as_a_peer_and_says_how_to_install_it_when_missing(tmp_path, m
         "kind": {"type": "categorical", "choices": [None, "a"]},
         "x": {"type": "float", "low": 0.0, "high": 1.0, "step": 0.25,
               "when": {"parent": "kind", "in": ["a"]}},
-        "n": {"type": "int", "low": 2, "high": 10, "step": 2}})
+        "n": {"type": "int", "low": 2, "high": 10, "step": 2},
+        "y": {"type": "float", "low": 0.0, "high": 1.0, "when": {"parent": "n", "ge": 6}}})
     asker = smac_peer.SmacAsker(space, "minimize", 12, seed=0)
     try:
         for _ in range(12):
-            config = asker.ask(str)
+            config, info = asker.ask()
             assert space.validate(config) == config and ("x" in config) == (config["kind"] == "a")
-            asker.tell(str(config), None if config["n"] == 10 else config["n"])
+            assert ("y" in config) == (config["n"] >= 6)
+            asker.tell(info, None if config["n"] == 10 else config["n"])
     finally:
         asker.close()
 
