@@ -20,13 +20,13 @@ AUTO = "auto"  # --decide auto: probe the model once
 def decide_choices() -> list[str]:
     """``--decide``'s names: ``auto`` and every registered decision protocol (imported here, not
     with this module: the protocols import the LLM client, and ``asap --help`` should not)."""
-    from asap.agent.protocols import PROTOCOLS
+    from asap.agent.llm.protocols import PROTOCOLS
     return [AUTO, *PROTOCOLS]
 
 
 def _decide_schema(schema: dict[str, Any]) -> None:
     """``--decide``'s names and help, from the protocol registry."""
-    from asap.agent.protocols import PROTOCOLS
+    from asap.agent.llm.protocols import PROTOCOLS
     schema["enum"] = decide_choices()
     schema["description"] = "how the LLM answers: " + ", ".join(
         [*(f"{name} ({p.summary})" for name, p in PROTOCOLS.items()),
@@ -177,7 +177,7 @@ class TuneConfig(BaseModel):
     @field_validator("panel", mode="before")
     @classmethod
     def _known_tools(cls, v: Any) -> str | None:
-        from asap.tools.panel import TOOLS
+        from asap.tools.hpo.panel import TOOLS
         if v is None:
             return None
         names = [n.strip() for n in (v.split(",") if isinstance(v, str) else list(v))]

@@ -1,6 +1,6 @@
 """The guard: every LLM answer is checked before anything trains, and a round always ends.
 
-The session's decision protocol (:mod:`asap.agent.protocols`) checks each answer in its own
+The session's decision protocol (:mod:`asap.agent.llm.protocols`) checks each answer in its own
 terms (a label, a tool call, a configuration inside the search space) and says what goes back
 when something is wrong; :func:`attribute` names whose proposal an answer copied. The graph
 bounds the retries and then lets :func:`fallback` decide, so a session never stalls and never
@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from asap.agent.fit import off_centre
-from asap.tools.portfolio import Offer
-from asap.tools.space import format_value as fmt
-from asap.tools.study import Study
+from asap.agent.prior.fit import off_centre
+from asap.tools.hpo.portfolio import Offer
+from asap.tools.hpo.space import format_value as fmt
+from asap.tools.ledger.study import Study
 
 
 def same_config(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -37,7 +37,7 @@ def attribute(config: dict[str, Any], offers: Sequence[Offer], claimed: str | No
 def fallback(study: Study, proposals: Sequence[Offer], scored: bool = False) -> Offer:
     """What trains when the LLM does not decide: the prior's pick (A) once the prior has scored
     the round; before that (the first trials: nothing is known of values or costs), the
-    proposal nearest the centre of the space (:func:`~asap.agent.fit.off_centre`).
+    proposal nearest the centre of the space (:func:`~asap.agent.prior.fit.off_centre`).
 
     Why the centre: a typical configuration costs a typical time, where a random start-up
     sample can cost the extreme (on HPOBench car, TPE's first sample trained for 31 minutes,

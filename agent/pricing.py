@@ -23,8 +23,8 @@ import threading
 from dataclasses import dataclass
 
 from asap.agent.record import llm_record
-from asap.agent.stats import decision_calls
-from asap.tools.study import Study
+from asap.agent.report.stats import decision_calls
+from asap.tools.ledger.study import Study
 from asap.tools.types import better
 
 SHARE = 0.05  # a call may cost this share of a trial and still be asked every round

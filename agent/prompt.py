@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from asap.agent.config import PromptMode, ProposalStyle
-from asap.agent.prior import Score, brief, describe
-from asap.agent.protocols import DEFAULT, PROTOCOLS, label
-from asap.agent.stats import ToolRecord, tool_records
+from asap.agent.llm.protocols import DEFAULT, PROTOCOLS, label
+from asap.agent.prior.ranking import Score, brief, describe
+from asap.agent.report.stats import ToolRecord, tool_records
 from asap.prompts import render
-from asap.tools.space import format_value
-from asap.tools.study import Study
+from asap.tools.hpo.space import format_value
+from asap.tools.ledger.study import Study
 from asap.tools.types import Trial
 
 fmt = format_value  # the prompt's value format is the space's
@@ -69,7 +69,7 @@ class PromptBuilder:
     study: Study
     tools_text: str
     mode: PromptMode = "stable"
-    protocol: str = DEFAULT  # the decision protocol's name (asap.agent.protocols)
+    protocol: str = DEFAULT  # the decision protocol's name (asap.agent.llm.protocols)
     workers: int = 1  # trials in flight at once: above 1, rounds log a pending row first
     proposals: ProposalStyle | None = None  # None: the protocol's (brief for labels)
 
@@ -93,7 +93,7 @@ class PromptBuilder:
     def round_text(self, round_no: int, proposals: list[tuple[str, dict[str, Any]]],
                    scores: Sequence[Score | None] = (), plan: int = 1) -> str:
         """The round's block: best so far, the proposals in the prior's order with each tool's
-        record and what the prior predicts of each (see :mod:`asap.agent.prior`), and, when one
+        record and what the prior predicts of each (see :mod:`asap.agent.prior.ranking`), and, when one
         decision covers ``plan`` > 1 rounds, how many.
 
         Brief (the JSON protocol's default) leaves the configurations out: the block is the

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from asap.tools.study import Study
+from asap.tools.ledger.study import Study
 from asap.tools.types import better
 
 

@@ -60,8 +60,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from asap.agent.record import llm_record
-from asap.agent.stats import cached_share, decision_calls
-from asap.tools.study import Study
+from asap.agent.report.stats import cached_share, decision_calls
+from asap.tools.ledger.study import Study
 
 
 class Bounds(BaseModel):

@@ -1,7 +1,7 @@
 """Speculation's policy: when to speculate at all, and when a speculative round is kept.
 
 The branch itself is :mod:`asap.graphs.speculative`; the prediction is
-:class:`~asap.agent.surrogate.Surrogate`'s.
+:class:`~asap.agent.prior.surrogate.Surrogate`'s.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Literal
 
 from asap.agent.config import TuneConfig
-from asap.agent.server import is_loopback
-from asap.tools.resources import gpu_count
+from asap.agent.llm.server import is_loopback
+from asap.tools.trials.resources import gpu_count
 from asap.tools.workloads import is_tabular
 
 SpeculationMode = Literal["off", "threshold", "lossless"]

@@ -29,9 +29,9 @@ from rich.console import Console
 from rich.table import Table
 
 from asap.agent.config import TuneConfig
-from asap.agent.stats import decision_calls, decompose
+from asap.agent.report.stats import decision_calls, decompose
 from asap.graphs.session import tune
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
 
 VARIANTS = {
     "defaults": dict(),  # what `asap tune` does (speculation auto: off when the LLM shares the CPU)

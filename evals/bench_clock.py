@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from asap.evals.grid import Grid, run_grid
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
 
 
 def one(task: str, method: str, seed: int, trials: int, clock: str, db: Path) -> float:

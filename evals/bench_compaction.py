@@ -29,15 +29,15 @@ from langchain_core.messages import HumanMessage
 from rich.console import Console
 from rich.table import Table
 
-from asap.agent.decision import label_grammar
-from asap.agent.llm import chat_model, json_model
-from asap.agent.prior import rank
+from asap.agent.llm.client import chat_model, json_model
+from asap.agent.llm.decision import label_grammar
+from asap.agent.llm.server import EmbeddedServer
+from asap.agent.prior.ranking import rank
 from asap.agent.prompt import PromptBuilder, PromptLog, fmt, fmt_config, short
-from asap.agent.server import EmbeddedServer
 from asap.graphs.context import tools_text
-from asap.tools.ledger import Ledger
-from asap.tools.portfolio import Portfolio
-from asap.tools.trainer import Trainer
+from asap.tools.hpo.portfolio import Portfolio
+from asap.tools.ledger.store import Ledger
+from asap.tools.trials.trainer import Trainer
 from asap.tools.workloads import resolve
 
 

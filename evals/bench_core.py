@@ -26,11 +26,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from asap.tools.ledger import Ledger
-from asap.tools.nevergrad_tool import NevergradOptimizer
-from asap.tools.optuna_tool import OptunaOptimizer
-from asap.tools.portfolio import Portfolio
-from asap.tools.trainer import Trainer
+from asap.tools.hpo.nevergrad_tool import NevergradOptimizer
+from asap.tools.hpo.optuna_tool import OptunaOptimizer
+from asap.tools.hpo.portfolio import Portfolio
+from asap.tools.ledger.store import Ledger
+from asap.tools.trials.trainer import Trainer
 from asap.tools.workloads import resolve
 
 TOOLS = [("optuna", a) for a in OptunaOptimizer.algorithms] + [

@@ -72,7 +72,7 @@ def run_optuna(task: Task, method: str, trials: int, seed: int) -> dict[str, Any
 def run_asap(task: Task, method: str, trials: int, seed: int, db: str) -> dict[str, Any]:
     """One ``asap.optimize`` call as a user makes it; its split from the ledger."""
     import asap
-    from asap.tools.ledger import Ledger
+    from asap.tools.ledger.store import Ledger
 
     name = f"{task.name}-{method}-s{seed}"
     start = time.time()
@@ -90,7 +90,7 @@ def run_asap(task: Task, method: str, trials: int, seed: int, db: str) -> dict[s
 def split_of(study: Any, wall: float) -> dict[str, float]:
     """asap's wall-clock in parts that add up to the call's: the ledger's decomposition, and
     what the call spent outside its session (imports, the LLM server's start) as start-up."""
-    from asap.agent.stats import decompose
+    from asap.agent.report.stats import decompose
 
     d = decompose(study)
     parts = {p: d[p] for p in PARTS}

@@ -29,11 +29,11 @@ from rich.console import Console
 from rich.table import Table
 
 from asap.agent.config import TuneConfig
-from asap.agent.server import endpoint
-from asap.agent.stats import decompose
+from asap.agent.llm.server import endpoint
+from asap.agent.report.stats import decompose
 from asap.evals.metrics import normalized_regret
 from asap.graphs.session import tune
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
 from asap.tools.workloads import resolve
 from asap.tools.workloads.tabular import extremes, true_mean
 

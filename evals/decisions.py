@@ -18,9 +18,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from asap.tools.ledger import Ledger
-from asap.tools.panel import PANEL
-from asap.tools.study import Study
+from asap.tools.hpo.panel import PANEL
+from asap.tools.ledger.store import Ledger
+from asap.tools.ledger.study import Study
 from asap.tools.types import better
 from asap.tools.workloads import tabular
 

@@ -19,11 +19,11 @@ import math
 import time
 from dataclasses import dataclass
 
-from asap.agent.server import endpoint
+from asap.agent.llm.server import endpoint
 from asap.evals.methods import LLM_METHODS, METHODS, Cell
 from asap.evals.smac_peer import check_installed
-from asap.tools.clock import CLOCKS
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
+from asap.tools.trials.clock import CLOCKS
 from asap.tools.workloads import check_clock, resolve
 
 TASKS = ["hpobench:australian", "hpobench:car", "hpobench:credit_g", "hpobench:kc1",

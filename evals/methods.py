@@ -1,10 +1,10 @@
 """The decision-makers an eval compares. Each runs one cell (task, seed, budget) into its study.
 
-Every method goes through the same ledger, :class:`~asap.tools.trainer.Trainer` and workload, so
+Every method goes through the same ledger, :class:`~asap.tools.trials.trainer.Trainer` and workload, so
 only the decision-maker differs. Budgets are the same for all: ``trials`` and ``time_s``, whichever
 ends first (an LLM method pays its decisions out of the same wall-clock as training), both read
 on the cell's clock: real, or virtual (each trial costs its table ``train_time``, the method's own
-work its measured time; see :mod:`asap.tools.clock`). Every run logs a ``session`` event (start,
+work its measured time; see :mod:`asap.tools.trials.clock`). Every run logs a ``session`` event (start,
 end, clock), the time its curves are measured from.
 
 - ``asap`` and its ablations (``asap-nospec``, ``asap-naive``, ``asap-noselftune``): the agent.
@@ -34,18 +34,18 @@ from typing import Any
 from langchain_core.messages import HumanMessage
 
 from asap.agent.config import TuneConfig
-from asap.agent.llm import LLM_ERRORS, chat_model, json_model, timed_invoke
+from asap.agent.llm.client import LLM_ERRORS, chat_model, json_model, timed_invoke
 from asap.agent.speculation import speculation_mode
 from asap.graphs.session import tune
-from asap.tools.clock import make_clock
-from asap.tools.job import TrainingJob
-from asap.tools.ledger import Ledger
-from asap.tools.panel import PANEL, RANDOM
-from asap.tools.portfolio import Portfolio
-from asap.tools.resources import plan_slots
-from asap.tools.space import CategoricalParam, IntParam, Space, SpaceError
-from asap.tools.study import Study
-from asap.tools.trainer import Trainer
+from asap.tools.hpo.panel import PANEL, RANDOM
+from asap.tools.hpo.portfolio import Portfolio
+from asap.tools.hpo.space import CategoricalParam, IntParam, Space, SpaceError
+from asap.tools.ledger.store import Ledger
+from asap.tools.ledger.study import Study
+from asap.tools.trials.clock import make_clock
+from asap.tools.trials.job import TrainingJob
+from asap.tools.trials.resources import plan_slots
+from asap.tools.trials.trainer import Trainer
 from asap.tools.types import Trial
 from asap.tools.workloads import Workload, is_tabular
 
@@ -152,7 +152,7 @@ def optuna_peer(sampler: str) -> Callable[[Cell, Workload], None]:
     def run(cell: Cell, wl: Workload) -> None:
         import optuna
 
-        from asap.tools.optuna_tool import STATES, suggest_config
+        from asap.tools.hpo.optuna_tool import STATES, suggest_config
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with _session(cell, wl) as (study, _):
@@ -300,7 +300,7 @@ METHODS: dict[str, Callable[[Cell, Workload], None]] = {
     "portfolio": bandit,
     "prior": agent(llm=False),
     # ablations of the prior: one proposal per tool and round (4, not 7); EI per predicted
-    # second with cost-cooling (CArBO), and per second throughout (agent/cost.py)
+    # second with cost-cooling (CArBO), and per second throughout (agent/prior/cost.py)
     "prior-w1": agent(llm=False, width=1),
     "prior-cool": agent(llm=False, cost_weight="cool"),
     "prior-eips": agent(llm=False, cost_weight=1.0),

@@ -10,13 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from asap.agent.stats import decompose
-from asap.agent.timeline import timeline
+from asap.agent.report.stats import decompose
+from asap.agent.report.timeline import timeline
 from asap.evals.axes import SINGLE, axes_md
 from asap.evals.decisions import PICKERS, Picks, decision_quality
 from asap.evals.metrics import bootstrap_ci
 from asap.evals.results import CellResult, collect, rank_over_time, summary
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
 
 
 def write_report(ledger: Ledger, out: str | Path, *, reference: str = "llm-naive",

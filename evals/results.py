@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from asap.agent.stats import exposed_llm
+from asap.agent.report.stats import exposed_llm
 from asap.evals.metrics import (
     Curve,
     area_under_regret,
@@ -29,7 +29,7 @@ from asap.evals.metrics import (
     time_to_target,
     value_at,
 )
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
 
 
 @dataclass

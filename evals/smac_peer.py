@@ -16,8 +16,8 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from asap.tools.params import Condition
-from asap.tools.space import CategoricalParam, FloatParam, IntParam, Space
+from asap.tools.hpo.params import Condition
+from asap.tools.hpo.space import CategoricalParam, FloatParam, IntParam, Space
 
 INSTALL = "pip install 'asap-hpo[smac]'"
 MISSING = f"the smac method needs SMAC3, an optional extra: {INSTALL}"

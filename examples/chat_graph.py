@@ -35,8 +35,8 @@ def converse(llm: BaseChatModel, db: str = "asap.db", tune_llm: BaseChatModel | 
 
 
 if __name__ == "__main__":
-    from asap.agent.llm import chat_model
-    from asap.agent.server import EmbeddedServer
+    from asap.agent.llm.client import chat_model
+    from asap.agent.llm.server import EmbeddedServer
     with EmbeddedServer() as srv:
         for line in converse(chat_model(srv.base_url, "default")):
             print(line, end="\n\n")

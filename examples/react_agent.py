@@ -30,8 +30,8 @@ def main(model: BaseChatModel, db: str = "asap.db") -> dict:
 
 
 if __name__ == "__main__":
-    from asap.agent.llm import chat_model
-    from asap.agent.protocols import ToolCallProtocol, pick_protocol
+    from asap.agent.llm.client import chat_model
+    from asap.agent.llm.protocols import ToolCallProtocol, pick_protocol
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base-url", required=True)
     ap.add_argument("--model", required=True)

@@ -31,8 +31,8 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 
-from asap.tools.clock import Clock
-from asap.tools.portfolio import Offer
+from asap.tools.hpo.portfolio import Offer
+from asap.tools.trials.clock import Clock
 
 
 @dataclass(frozen=True)

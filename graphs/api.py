@@ -34,10 +34,10 @@ from asap.graphs.define_by_run import Stopper, optimize_define_by_run
 from asap.graphs.progress import TrialLines
 from asap.graphs.result import OptimizeResult, StudyView
 from asap.graphs.session import tune
-from asap.tools.define_by_run import takes_trial
-from asap.tools.ledger import Ledger
-from asap.tools.space import Space
-from asap.tools.study import Study
+from asap.tools.hpo.space import Space
+from asap.tools.ledger.store import Ledger
+from asap.tools.ledger.study import Study
+from asap.tools.trials.define_by_run import takes_trial
 from asap.tools.types import Cancel, Trial, safe_name
 from asap.tools.workloads import Workload
 
@@ -159,7 +159,7 @@ def optimize(objective: Callable[..., float | dict[str, float]],
     by its ``trial.suggest_float/int/categorical`` calls (``log``, ``step``; a parameter asked
     only under a branch is learned as conditional on it), and may call ``trial.report``,
     ``trial.should_prune``, ``trial.set_user_attr`` and read ``trial.number`` and
-    ``trial.params`` (:mod:`asap.tools.define_by_run`).
+    ``trial.params`` (:mod:`asap.tools.trials.define_by_run`).
 
     Each call is a new study unless ``study=`` (or Optuna's ``study_name=``) names one: then
     an existing study resumes and runs ``n_trials`` more. The objective runs in a worker
@@ -289,6 +289,6 @@ class _Callback(TuneCallback):
         self.fn, self.stop = fn, stop
 
     def on_trial_complete(self, study: Study, trial: Trial, tool: str) -> None:
-        from asap.tools.optuna_mirror import frozen
+        from asap.tools.ledger.optuna_mirror import frozen
         view = StudyView(study, self.stop)
         self.fn(view, frozen(study, trial))

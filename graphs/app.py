@@ -34,7 +34,7 @@ from asap.graphs.callbacks import TuneCallback
 from asap.graphs.chat import build_chat_graph
 from asap.graphs.policy import CLIENT_SETTINGS, ServerPolicy
 from asap.graphs.tuning import graph as tuning_graph
-from asap.tools.study import Study
+from asap.tools.ledger.study import Study
 from asap.tools.types import Cancel, Trial
 
 
@@ -119,8 +119,8 @@ def _given(state: TuneTask) -> dict[str, Any]:
 
 def _so_far(state: TuneTask, given: dict[str, Any]) -> dict[str, Any] | None:
     """The task's result from its study as the session left it; None without a study."""
-    from asap.agent.stats import summarize
-    from asap.tools.ledger import Ledger
+    from asap.agent.report.stats import summarize
+    from asap.tools.ledger.store import Ledger
 
     cfg = TuneConfig.make(workload=state["workload"],
                           **{k: v for k, v in given.items() if k != "llm"})

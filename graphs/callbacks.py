@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from asap.tools.study import Study
+from asap.tools.ledger.study import Study
 from asap.tools.types import Trial
 
 if TYPE_CHECKING:  # the mirror imports SQLAlchemy: loaded by the sessions that mirror
-    from asap.tools.optuna_mirror import OptunaMirror
+    from asap.tools.ledger.optuna_mirror import OptunaMirror
 
 
 class TuneCallback:

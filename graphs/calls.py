@@ -1,6 +1,6 @@
 """The graph's LLM calls: a round's decision request and the KV-cache warm-up.
 
-Both go through the session's decision protocol (:mod:`asap.agent.protocols`); the circuit
+Both go through the session's decision protocol (:mod:`asap.agent.llm.protocols`); the circuit
 breaker hears of every call's outcome here, so that a dead endpoint stops being asked.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
-from asap.agent.llm import LLM_ERRORS, EmptyAnswer, is_context_overflow, timed_invoke
+from asap.agent.llm.client import LLM_ERRORS, EmptyAnswer, is_context_overflow, timed_invoke
 from asap.graphs.context import TuneContext
 
 

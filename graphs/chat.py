@@ -3,12 +3,12 @@
     START -> gather -> confirm -> tune -> END        (a new request)
           -> respond -> END | confirm | gather       (after a session: questions, extend, narrow)
 
-``gather`` reads the request (:mod:`asap.agent.intent`; the LLM as JSON only for what plain
+``gather`` reads the request (:mod:`asap.agent.chat.intent`; the LLM as JSON only for what plain
 reading misses) and asks for what is still missing; ``confirm`` shows the plan
-(:mod:`asap.agent.plan`) and waits for the person (a LangGraph ``interrupt``: human in the loop)
+(:mod:`asap.agent.chat.plan`) and waits for the person (a LangGraph ``interrupt``: human in the loop)
 before any compute is spent or any file written; ``tune`` writes the space file and runs the
 session, streaming each finished trial (``get_stream_writer``); ``respond`` answers questions from
-the ledger (:mod:`asap.agent.answers`: the numbers never come from the LLM), extends the budget,
+the ledger (:mod:`asap.agent.chat.answers`: the numbers never come from the LLM), extends the budget,
 narrows the space (a new study: a study's space is fixed) or stops.
 
 The graph is compiled once per checkpointer; the chat model and ledger come in the run's
@@ -30,9 +30,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from pydantic import BaseModel, ValidationError
 
-from asap.agent import answers
-from asap.agent.config import ConfigError, TuneConfig
-from asap.agent.intent import (
+from asap.agent.chat import answers
+from asap.agent.chat.intent import (
     CLASSIFY,
     EXTRACT,
     NO,
@@ -43,8 +42,7 @@ from asap.agent.intent import (
     parse_intent,
     parse_request,
 )
-from asap.agent.llm import LLM_ERRORS, json_model
-from asap.agent.plan import (
+from asap.agent.chat.plan import (
     budget_text,
     make_plan,
     match,
@@ -54,17 +52,19 @@ from asap.agent.plan import (
     repin,
     write_space,
 )
-from asap.agent.questions import is_question
+from asap.agent.chat.questions import is_question
+from asap.agent.config import ConfigError, TuneConfig
+from asap.agent.llm.client import LLM_ERRORS, json_model
 from asap.graphs.background import cancellable
 from asap.graphs.callbacks import TuneCallback
 from asap.graphs.chat_questions import NOTHING, answer, say
 from asap.graphs.chat_state import ChatContext, ChatInput, ChatState, chat_context
 from asap.graphs.policy import ServerPolicy
 from asap.graphs.session import tune
-from asap.tools.ledger import Ledger
-from asap.tools.space import Space, SpaceError
-from asap.tools.space_edit import narrow
-from asap.tools.study import Study
+from asap.tools.hpo.space import Space, SpaceError
+from asap.tools.hpo.space_edit import narrow
+from asap.tools.ledger.store import Ledger
+from asap.tools.ledger.study import Study
 from asap.tools.types import Cancel, Trial
 from asap.tools.workloads import BUILTIN, WorkloadError
 

@@ -1,7 +1,7 @@
 """The chat's questions: answered from the ledger and the study, never turned into actions.
 
-Every node of the chat graph asks :func:`~asap.agent.questions.is_question` first, before any
-action rule. The numbers come from the ledger (:mod:`asap.agent.answers`); the LLM only writes
+Every node of the chat graph asks :func:`~asap.agent.chat.questions.is_question` first, before any
+action rule. The numbers come from the ledger (:mod:`asap.agent.chat.answers`); the LLM only writes
 the answer to a question none of these covers, from the ledger's facts. "What should I try
 next?" ends with an offer (5 more trials) that, like every request, waits for a yes.
 """
@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from asap.agent import answers
-from asap.agent.intent import parse_intent, parse_request
-from asap.agent.llm import LLM_ERRORS
-from asap.agent.plan import match, plan_of
-from asap.agent.questions import kind, target_named, tool_named
+from asap.agent.chat import answers
+from asap.agent.chat.intent import parse_intent, parse_request
+from asap.agent.chat.plan import match, plan_of
+from asap.agent.chat.questions import kind, target_named, tool_named
+from asap.agent.llm.client import LLM_ERRORS
 from asap.graphs.chat_state import ChatContext, ChatState
-from asap.tools.ledger import Ledger
-from asap.tools.space import SpaceError
-from asap.tools.study import Study
+from asap.tools.hpo.space import SpaceError
+from asap.tools.ledger.store import Ledger
+from asap.tools.ledger.study import Study
 
 NOTHING = "OK, nothing started. Ask me about the study, or say what to change."
 OFFER = 5  # trials "what should I try next?" offers to run

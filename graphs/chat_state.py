@@ -15,8 +15,8 @@ from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime, get_runtime
 from typing_extensions import TypedDict  # Studio's schemas need it on Python 3.11
 
-from asap.agent.llm import chat_model
-from asap.tools.ledger import DEFAULT_DB
+from asap.agent.llm.client import chat_model
+from asap.tools.ledger.store import DEFAULT_DB
 from asap.tools.types import Cancel
 
 

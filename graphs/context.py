@@ -19,24 +19,24 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 
-from asap.agent.breaker import Breaker
 from asap.agent.config import TuneConfig
-from asap.agent.cost import weight
+from asap.agent.llm.breaker import Breaker
+from asap.agent.llm.protocols import DEFAULT, DecisionProtocol, Verdict, make_protocol
 from asap.agent.pricing import ALWAYS, Price, Verdicts, llm_due
+from asap.agent.prior.cost import weight
 from asap.agent.prompt import PromptBuilder, PromptLog
-from asap.agent.protocols import DEFAULT, DecisionProtocol, Verdict, make_protocol
 from asap.agent.selftune import Bounds, Knobs
 from asap.agent.speculation import SpeculationMode, speculation_mode
 from asap.graphs.ahead import Ahead
 from asap.graphs.flights import Flights
 from asap.graphs.prefetch import Prefetch
 from asap.graphs.state import TuningState
-from asap.tools.clock import Clock
+from asap.tools.hpo.panel import PANEL, Tool
+from asap.tools.hpo.portfolio import Offer, Portfolio
 from asap.tools.hpo_tools import Toolbox
-from asap.tools.panel import PANEL, Tool
-from asap.tools.portfolio import Offer, Portfolio
-from asap.tools.study import Study
-from asap.tools.trainer import Trainer
+from asap.tools.ledger.study import Study
+from asap.tools.trials.clock import Clock
+from asap.tools.trials.trainer import Trainer
 from asap.tools.types import Trial
 
 

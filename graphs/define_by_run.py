@@ -3,9 +3,9 @@
 :func:`asap.optimize` hands an Optuna-style ``objective(trial)`` here. Its space is unknown
 before its first trial, so the first session runs one trial on a placeholder (every suggest is
 new and answered with the middle of its range); whenever a finished trial shows a parameter the
-space lacks, or a condition it did not know (:func:`~asap.tools.define_by_run.learn`), the
+space lacks, or a condition it did not know (:func:`~asap.tools.trials.define_by_run.learn`), the
 session starts no new trial, the study's space and its trials' configurations are rewritten in
-one transaction (:meth:`~asap.tools.study.Study.respace`), and the next session builds the
+one transaction (:meth:`~asap.tools.ledger.study.Study.respace`), and the next session builds the
 panel's tools on the grown space and tells them every trial. A space stops growing once every
 branch has been seen, so a run has a few sessions, most of its trials in the last.
 """
@@ -22,10 +22,10 @@ from langchain_core.language_models import BaseChatModel
 from asap.agent.config import TuneConfig
 from asap.graphs.callbacks import TuneCallback
 from asap.graphs.session import tune
-from asap.tools.define_by_run import PROBE, DefineByRun, Spec, configs_in, learn
-from asap.tools.ledger import Ledger
-from asap.tools.space import Space
-from asap.tools.study import Study
+from asap.tools.hpo.space import Space
+from asap.tools.ledger.store import Ledger
+from asap.tools.ledger.study import Study
+from asap.tools.trials.define_by_run import PROBE, DefineByRun, Spec, configs_in, learn
 from asap.tools.types import FINISHED, Cancel, Trial
 from asap.tools.workloads import Workload
 

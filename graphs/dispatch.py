@@ -16,10 +16,10 @@ from asap.graphs.context import TuneContext
 from asap.graphs.rounds import decision_text
 from asap.graphs.selftuning import due
 from asap.graphs.state import Pending, TuningState, Verification
-from asap.tools.job import TrainingJob
-from asap.tools.panel import RANDOM
-from asap.tools.portfolio import LIBRARIES, Offer
-from asap.tools.study import BudgetSpent, RepeatError
+from asap.tools.hpo.panel import RANDOM
+from asap.tools.hpo.portfolio import LIBRARIES, Offer
+from asap.tools.ledger.study import BudgetSpent, RepeatError
+from asap.tools.trials.job import TrainingJob
 from asap.tools.types import Trial
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import queue
 import threading
 
-from asap.tools.clock import Clock
-from asap.tools.job import TrainingJob
+from asap.tools.trials.clock import Clock
+from asap.tools.trials.job import TrainingJob
 
 
 class InFlight:

@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from asap.agent.config import ConfigError
-from asap.tools.resources import usable_cores
+from asap.tools.trials.resources import usable_cores
 from asap.tools.types import DEFAULT_DB, STUDY_NAME
 from asap.tools.workloads import BUILTIN, is_tabular
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 
-from asap.tools.portfolio import Offer
+from asap.tools.hpo.portfolio import Offer
 
 
 class Prefetch:

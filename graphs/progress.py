@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from asap.graphs.callbacks import TuneCallback
-from asap.tools.study import Study
+from asap.tools.ledger.study import Study
 from asap.tools.types import Trial
 
 

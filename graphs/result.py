@@ -3,7 +3,7 @@
 Why: most people who call ``asap.optimize`` come from ``study.optimize`` and reach first for
 ``best_params``, ``best_trial``, ``trials`` and ``trials_dataframe()``. These are Optuna's own
 objects (``FrozenTrial``, the ``DataFrame`` Optuna builds), made from the ledger by the same
-conversion the Optuna mirror uses (:mod:`asap.tools.optuna_mirror`: the evaluated
+conversion the Optuna mirror uses (:mod:`asap.tools.ledger.optuna_mirror`: the evaluated
 configuration as params, the proposing tool as the ``tool`` user attribute, each trial's own
 times), so ``optuna.visualization`` and ``optuna.importance`` work on :meth:`to_optuna`. The
 numbers a harness scores (wall-clock, the LLM's share, its record) are :attr:`summary`, a
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from asap.tools.study import Study
+from asap.tools.ledger.study import Study
 
 if TYPE_CHECKING:
     import optuna
@@ -40,21 +40,21 @@ class StudyView:
     def to_optuna(self) -> optuna.Study:
         """An in-memory ``optuna.Study`` holding the finished trials (Optuna's plots and
         importance evaluators take it)."""
-        from asap.tools.optuna_mirror import in_memory
+        from asap.tools.ledger.optuna_mirror import in_memory
         return in_memory(self._study)
 
     @property
     def trials(self) -> list[optuna.trial.FrozenTrial]:
         """The finished trials (complete, failed, pruned) as Optuna's ``FrozenTrial``, numbered
         as in the ledger."""
-        from asap.tools.optuna_mirror import frozen
+        from asap.tools.ledger.optuna_mirror import frozen
         return [frozen(self._study, t)
                 for t in self._study.trials(status=("complete", "failed", "pruned"))]
 
     @property
     def best_trial(self) -> optuna.trial.FrozenTrial:
         """The best complete trial; ``ValueError`` when none completed (as Optuna)."""
-        from asap.tools.optuna_mirror import frozen
+        from asap.tools.ledger.optuna_mirror import frozen
         best = self._study.best()
         if best is None:
             raise ValueError(f"no trial of study '{self._study.name}' has completed")

@@ -6,12 +6,12 @@ Plain functions of the context and the state, shared by the critical path
 
 from __future__ import annotations
 
-from asap.agent.prior import SHOWN, Score, rank
-from asap.agent.protocols import label
+from asap.agent.llm.protocols import label
+from asap.agent.prior.ranking import SHOWN, Score, rank
 from asap.agent.selftune import Knobs
 from asap.graphs.context import TuneContext
 from asap.graphs.state import TuningState
-from asap.tools.portfolio import Offer, Portfolio
+from asap.tools.hpo.portfolio import Offer, Portfolio
 from asap.tools.types import Trial
 
 

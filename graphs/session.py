@@ -23,30 +23,30 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from asap.agent.config import ConfigError, TuneConfig
-from asap.agent.deadline import session_stop
-from asap.agent.llm import chat_model
-from asap.agent.protocols import AUTO, DEFAULT, pick_protocol
-from asap.agent.server import EmbeddedServer, ServerError, endpoint, is_llamacpp
+from asap.agent.llm.client import chat_model
+from asap.agent.llm.deadline import session_stop
+from asap.agent.llm.protocols import AUTO, DEFAULT, pick_protocol
+from asap.agent.llm.server import EmbeddedServer, ServerError, endpoint, is_llamacpp
+from asap.agent.report.stats import summarize
 from asap.agent.speculation import speculation_mode
-from asap.agent.stats import summarize
 from asap.graphs.callbacks import Fanout, Mirroring, TuneCallback, progress_events
 from asap.graphs.context import TuneContext, make_context
 from asap.graphs.tuning import graph
-from asap.tools.backend import ForkServerBackend, InProcessBackend, TrialBackend
-from asap.tools.clock import Clock, ClockError, make_clock
-from asap.tools.ledger import Ledger, check_ledger_path
-from asap.tools.panel import panel_of
-from asap.tools.portfolio import Portfolio
-from asap.tools.pruning import Pruner
-from asap.tools.resources import (
+from asap.tools.hpo.panel import panel_of
+from asap.tools.hpo.portfolio import Portfolio
+from asap.tools.hpo.pruning import Pruner
+from asap.tools.ledger.store import Ledger, check_ledger_path
+from asap.tools.ledger.study import Study
+from asap.tools.trials.backend import ForkServerBackend, InProcessBackend, TrialBackend
+from asap.tools.trials.clock import Clock, ClockError, make_clock
+from asap.tools.trials.resources import (
     ResourceError,
     Slot,
     default_workers,
     one_thread_pools,
     plan_slots,
 )
-from asap.tools.study import Study
-from asap.tools.trainer import Trainer
+from asap.tools.trials.trainer import Trainer
 from asap.tools.types import Cancel, Cancelled, Terminated
 from asap.tools.workloads import Workload, check_clock, resolve
 
@@ -92,7 +92,7 @@ def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
     slots = worker_slots(cfg) if cfg.backend == "local" else None
     check_ledger_path(cfg.db)  # everything is checked before the ledger file is created
     if cfg.optuna_storage:
-        from asap.tools.optuna_mirror import check_storage  # SQLAlchemy: only when used
+        from asap.tools.ledger.optuna_mirror import check_storage  # SQLAlchemy: only when used
         check_storage(cfg.optuna_storage, cfg.study_name, wl.space.to_json(), wl.direction)
     grammar, server = False, None
     with contextlib.ExitStack() as stack:
@@ -119,7 +119,7 @@ def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
 
 
 def _ray_slots(stack: contextlib.ExitStack, cfg: TuneConfig, say: TuneCallback) -> list[Slot]:
-    from asap.tools.ray_backend import RayError, ray_cluster, ray_slots
+    from asap.tools.trials.ray_backend import RayError, ray_cluster, ray_slots
     try:
         ray = stack.enter_context(ray_cluster(cfg.ray_address))
         slots = ray_slots(ray, cfg.workers, cfg.gpus_per_trial)
@@ -138,7 +138,7 @@ def _trainer(cfg: TuneConfig, study: Study, wl: Workload, slots: list[Slot], sta
     backend: TrialBackend = (ForkServerBackend(reuse=cfg.reuse_workers) if cfg.isolate
                              else InProcessBackend())
     if cfg.backend == "ray":
-        from asap.tools.ray_backend import RayBackend
+        from asap.tools.trials.ray_backend import RayBackend
         backend = RayBackend(gpus_per_trial=cfg.gpus_per_trial or 0.0)
     return Trainer(study, wl, pruner=Pruner(study, cfg.pruner), seed=cfg.seed, backend=backend,
                    time_limit_s=cfg.trial_timeout_s,
@@ -167,7 +167,7 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
     opened = len(study.finished_ids())
     try:
         if cfg.optuna_storage:  # every finished trial is mirrored as it lands
-            from asap.tools.optuna_mirror import OptunaMirror
+            from asap.tools.ledger.optuna_mirror import OptunaMirror
             mirror = OptunaMirror(study, cfg.optuna_storage)
             mirror.sync()
             say = Fanout([say, Mirroring(mirror, say)])

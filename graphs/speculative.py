@@ -1,7 +1,7 @@
 """The training and speculative branches of the tuning graph, and the join that judges them.
 
 While trial t trains (``await_train``), ``speculate`` predicts its result with the kNN
-:class:`~asap.agent.surrogate.Surrogate`, tells a fork of the tools, and asks the LLM for round
+:class:`~asap.agent.prior.surrogate.Surrogate`, tells a fork of the tools, and asks the LLM for round
 t+1; with ``depth`` d > 1 it chains on (round t+2 assumes t+1's predicted result, ...) up to d
 rounds ahead, but only while the trainer is busy: a chained call still running when the trial
 ends is cancelled rather than waited for. ``reconcile`` judges the nearest round with the real
@@ -20,11 +20,11 @@ import dataclasses
 from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
 
-from asap.agent.llm import LLM_ERRORS, Cancelled
-from asap.agent.prior import fit_ahead
+from asap.agent.llm.client import LLM_ERRORS, Cancelled
+from asap.agent.prior.ranking import fit_ahead
+from asap.agent.prior.surrogate import Surrogate
 from asap.agent.selftune import Knobs
 from asap.agent.speculation import accept
-from asap.agent.surrogate import Surrogate
 from asap.graphs.calls import ask, warm_up
 from asap.graphs.context import TuneContext
 from asap.graphs.flights import InFlight

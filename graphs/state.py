@@ -16,10 +16,10 @@ from typing import Annotated
 from langchain_core.messages import BaseMessage
 from typing_extensions import TypedDict
 
-from asap.agent.prior import Score
+from asap.agent.prior.ranking import Score
 from asap.agent.prompt import PromptLog
 from asap.agent.selftune import Knobs
-from asap.tools.portfolio import Offer
+from asap.tools.hpo.portfolio import Offer
 from asap.tools.types import Trial
 
 

@@ -34,7 +34,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from asap.agent.guard import fallback
-from asap.agent.llm import LLM_ERRORS, is_context_overflow
+from asap.agent.llm.client import LLM_ERRORS, is_context_overflow
 from asap.agent.selftune import observe
 from asap.graphs.ahead import Asked
 from asap.graphs.calls import ask, warm_up
@@ -44,7 +44,7 @@ from asap.graphs.rounds import absorb, catch_up, commit, planned, ranked_offers,
 from asap.graphs.selftuning import selftune_node
 from asap.graphs.speculative import await_train, reconcile, speculate
 from asap.graphs.state import Round, TuningState
-from asap.tools.portfolio import Offer
+from asap.tools.hpo.portfolio import Offer
 
 __all__ = ["TuneContext", "TuningState", "build_tuning_graph", "graph"]
 

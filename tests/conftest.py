@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from asap.tools.ledger import Ledger
-from asap.tools.space import Space
+from asap.tools.hpo.space import Space
+from asap.tools.ledger.store import Ledger
 
 TOY = {
     "x": {"type": "float", "low": -5.0, "high": 5.0},

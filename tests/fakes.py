@@ -40,13 +40,13 @@ from asap.agent.config import TuneConfig
 from asap.graphs.context import TuneContext, make_context
 from asap.graphs.state import TuningState
 from asap.graphs.tuning import graph
-from asap.tools.clock import TimeSource, VirtualClock
-from asap.tools.ledger import Ledger
-from asap.tools.panel import TOOLS
-from asap.tools.portfolio import Portfolio
-from asap.tools.resources import plan_slots
-from asap.tools.study import Study
-from asap.tools.trainer import Trainer
+from asap.tools.hpo.panel import TOOLS
+from asap.tools.hpo.portfolio import Portfolio
+from asap.tools.ledger.store import Ledger
+from asap.tools.ledger.study import Study
+from asap.tools.trials.clock import TimeSource, VirtualClock
+from asap.tools.trials.resources import plan_slots
+from asap.tools.trials.trainer import Trainer
 from asap.tools.workloads import resolve
 
 Script = Callable[[list[BaseMessage], dict[str, Any]], AIMessage]

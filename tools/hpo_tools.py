@@ -16,11 +16,11 @@ from typing import Annotated, Any, Literal
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from asap.tools.panel import algorithms
-from asap.tools.portfolio import Portfolio
-from asap.tools.space import CategoricalParam, FloatParam, Space, SpaceError
-from asap.tools.study import Study
-from asap.tools.trainer import Trainer
+from asap.tools.hpo.panel import algorithms
+from asap.tools.hpo.portfolio import Portfolio
+from asap.tools.hpo.space import CategoricalParam, FloatParam, Space, SpaceError
+from asap.tools.ledger.study import Study
+from asap.tools.trials.trainer import Trainer
 
 Sampler = Literal[algorithms("optuna")]  # type: ignore[valid-type]
 NgOptimizer = Literal[algorithms("nevergrad")]  # type: ignore[valid-type]

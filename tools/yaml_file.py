@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from asap.tools.params import SpaceError
+from asap.tools.hpo.params import SpaceError
 
 MAX_YAML_BYTES = 1_000_000
 MAX_YAML_NODES = 100_000  # after alias expansion

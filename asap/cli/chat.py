@@ -21,10 +21,10 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langgraph.types import Command
 from rich.console import Console
 
-from asap.agent import answers
+from asap.agent.chat import answers
 from asap.graphs.chat import ChatContext, build_chat_graph
 from asap.graphs.session import CTRL_C
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
 
 EXIT = {"exit", "quit", "bye", ":q"}
 
@@ -216,8 +216,8 @@ def default_context(db: str, base_url: str | None, model: str | None,
                     ) -> tuple[ChatContext, Any]:
     """The chat's context and a stack to close: the embedded server unless an endpoint is given
     (one server for the chat and its tuning sessions)."""
-    from asap.agent.llm import chat_model
-    from asap.agent.server import endpoint
+    from asap.agent.llm.client import chat_model
+    from asap.agent.llm.server import endpoint
     stack = contextlib.ExitStack()
     if llm is None:
         if base_url is None:

@@ -21,8 +21,8 @@ from rich.console import Console
 from asap.agent.config import endpoint_from_env
 from asap.cli.flags import settings_from
 from asap.cli.parser import build_parser
-from asap.tools.ledger import Ledger
-from asap.tools.study import LedgerError
+from asap.tools.ledger.store import Ledger
+from asap.tools.ledger.study import LedgerError
 from asap.tools.types import Terminated, safe_name
 
 PIPED_WIDTH = 100_000  # columns of stdout when it is not a terminal: a line as long as it is
@@ -127,7 +127,7 @@ def _ledger(db: str) -> Ledger:
 
 
 def _show(study_name: str, db: str, *, trials: bool = True, form: str = "table") -> int:
-    from asap.agent.stats import summarize
+    from asap.agent.report.stats import summarize
     from asap.cli.render import print_summary, trials_table
     study = _ledger(db).find_study(study_name)
     if form == "json":
@@ -146,7 +146,7 @@ def _show(study_name: str, db: str, *, trials: bool = True, form: str = "table")
 
 
 def _export(study_name: str, db: str, url: str) -> int:
-    from asap.tools.optuna_mirror import OptunaMirror
+    from asap.tools.ledger.optuna_mirror import OptunaMirror
     _quiet_optuna()
     study = _ledger(db).find_study(study_name)
     added = OptunaMirror(study, url).sync()
@@ -162,10 +162,10 @@ def _studies(db: str) -> int:
 
 
 def _report(study_name: str, db: str, out: str | None) -> int:
-    from asap.agent.plots import history, importance, llm_latency
     from asap.agent.record import llm_record
-    from asap.agent.stats import decompose
-    from asap.agent.timeline import timeline
+    from asap.agent.report.plots import history, importance, llm_latency
+    from asap.agent.report.stats import decompose
+    from asap.agent.report.timeline import timeline
     from asap.cli.render import calls_table, decomposition_table
     study = _ledger(db).find_study(study_name)
     d = decompose(study)
@@ -217,7 +217,7 @@ def _tune(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import time
 
-    from asap.agent.server import EmbeddedServer
+    from asap.agent.llm.server import EmbeddedServer
     with EmbeddedServer(args.model, port=args.port, n_ctx=args.ctx,
                         say=lambda m: console.print(m)) as srv:
         console.print(f"serving on {srv.base_url} (Ctrl-C stops)")
@@ -242,7 +242,7 @@ def _init_langgraph(args: argparse.Namespace) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    from asap.agent.model import pull
+    from asap.agent.llm.model import pull
     path = pull(force=args.force, say=lambda m: console.print(m))
     console.print(f"default model ready: {path}")
     return 0

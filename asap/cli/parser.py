@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from asap.agent.server import SERVE_PORT
+from asap.agent.llm.server import SERVE_PORT
 from asap.cli.flags import add_settings
 from asap.tools.types import DEFAULT_DB
 

@@ -24,13 +24,13 @@ from rich.table import Table
 from rich.text import Text
 
 from asap.agent.record import LLMRecord
-from asap.agent.stats import cached_share, pct
+from asap.agent.report.stats import cached_share, pct
 from asap.evals.grid import GridCallback
 from asap.evals.methods import Cell
 from asap.graphs.callbacks import TuneCallback
-from asap.tools.ledger import Ledger
-from asap.tools.space import format_value
-from asap.tools.study import Study
+from asap.tools.hpo.space import format_value
+from asap.tools.ledger.store import Ledger
+from asap.tools.ledger.study import Study
 from asap.tools.types import Trial, printable
 
 

@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
-from asap.agent.protocols import make_protocol
+from asap.agent.llm.protocols import make_protocol
+from asap.tools.hpo.portfolio import Portfolio
+from asap.tools.hpo.space import Space
 from asap.tools.hpo_tools import Toolbox
-from asap.tools.ledger import Ledger
-from asap.tools.portfolio import Portfolio
-from asap.tools.space import Space
-from asap.tools.trainer import Trainer
+from asap.tools.ledger.store import Ledger
+from asap.tools.trials.trainer import Trainer
 from asap.tools.workloads import resolve
 
 SPACE = Space.from_dict({

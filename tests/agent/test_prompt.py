@@ -3,7 +3,7 @@
 import pytest
 
 from asap.agent.prompt import PromptBuilder, PromptLog
-from asap.agent.stats import tool_records
+from asap.agent.report.stats import tool_records
 from asap.prompts import placeholders, render
 
 

@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 from conftest import toy_objective
 
+from asap.agent.prior.surrogate import Surrogate, distance
 from asap.agent.speculation import accept
-from asap.agent.surrogate import Surrogate, distance
-from asap.tools import panel
-from asap.tools.portfolio import Portfolio
+from asap.tools.hpo import panel
+from asap.tools.hpo.portfolio import Portfolio
 
 PANEL = [(t.library, t.algorithm) for t in panel.PANEL]
 

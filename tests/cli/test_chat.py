@@ -13,7 +13,7 @@ from fakes import chat_script
 from langchain_core.messages import AIMessage
 
 from asap.cli.chat import threads
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
 
 HERE = Path(__file__).parent
 

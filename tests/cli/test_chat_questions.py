@@ -10,7 +10,7 @@ from fakes import chat_script
 from langchain_core.messages import AIMessage
 
 from asap.cli.chat import threads
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
 
 SETUP = ["tune the learning rate and width of my model on hpobench:australian",
          "4 trials please", "yes"]

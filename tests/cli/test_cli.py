@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from asap.agent import model
+from asap.agent.llm import model
 from asap.cli.main import main
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
 
 USERWL = Path(__file__).parents[1] / "userwl"
 
 
 def test_show_prints_trials(tmp_path, toy_space, capsys):
-    from asap.tools.ledger import Ledger
+    from asap.tools.ledger.store import Ledger
     study = Ledger(tmp_path / "l.db").create_study("demo", toy_space, metric="loss", direction="minimize")
     tid = study.start_trial({"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}, tool="optuna:tpe")
     study.finish_trial(tid, status="complete", metrics={"loss": 0.25})
@@ -30,8 +30,8 @@ def test_show_prints_trials(tmp_path, toy_space, capsys):
 def test_show_piped_prints_whole_configurations(tmp_path):
     """Issue 39 (9): piped, ``asap show`` lays its table out as wide as a line needs, never at
     rich's 80 columns (which cut a configuration)."""
-    from asap.tools.ledger import Ledger
-    from asap.tools.space import Space
+    from asap.tools.hpo.space import Space
+    from asap.tools.ledger.store import Ledger
     names = [f"a_rather_long_parameter_name_{i}" for i in range(6)]
     space = Space.from_dict({n: {"type": "float", "low": 0.0, "high": 1.0} for n in names})
     study = Ledger(tmp_path / "p.db").create_study("wide", space, metric="loss",
@@ -120,7 +120,7 @@ def test_the_live_display_shows_each_running_trial_and_what_the_session_waits_on
     from rich.console import Console
 
     from asap.cli.render import RichProgress
-    from asap.tools.ledger import Ledger
+    from asap.tools.ledger.store import Ledger
     from asap.tools.workloads import resolve
     wl = resolve("hpobench:australian")
     study = Ledger(tmp_path / "l.db").create_study("live", wl.space, metric=wl.metric,

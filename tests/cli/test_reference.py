@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from asap.agent.config import TuneConfig
-from asap.agent.protocols import PROTOCOLS
+from asap.agent.llm.protocols import PROTOCOLS
 from asap.cli.flags import SKIP, flag_of, settings_from
 from asap.cli.parser import build_parser as _parser
 from asap.cli.reference import readme_with, reference

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from asap.cli.main import main
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
 
 USERWL = Path(__file__).parents[1] / "userwl"
 
@@ -284,7 +284,7 @@ def test_a_full_disk_is_one_line_and_the_cut_off_trial_is_failed(tmp_path, capsy
     the resume on a disk with room marks the cut-off trial failed."""
     import threading
 
-    from asap.tools import ledger as ledger_mod
+    from asap.tools.ledger import store as ledger_mod
 
     monkeypatch.chdir(USERWL)
     db = tmp_path / "full.db"

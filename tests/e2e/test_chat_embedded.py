@@ -8,11 +8,11 @@ import io
 import pytest
 from rich.console import Console
 
-from asap.agent.llm import chat_model
-from asap.agent.server import EmbeddedServer
+from asap.agent.llm.client import chat_model
+from asap.agent.llm.server import EmbeddedServer
 from asap.cli.chat import chat
 from asap.graphs.chat import ChatContext
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
 
 QUESTIONS = ["why TPE?", "how much time went to the LLM?", "is width or lr more important here?",
              "what should I try next to get above 0.97?", "no", "how good is it?"]

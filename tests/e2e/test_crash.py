@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from fakes import FakeOpenAI
 
-from asap.tools.ledger import Ledger
-from asap.tools.portfolio import Portfolio
+from asap.tools.hpo.portfolio import Portfolio
+from asap.tools.ledger.store import Ledger
 
 GUARD_S = 300  # a wait longer than this means the session hangs: fail rather than wait on
 

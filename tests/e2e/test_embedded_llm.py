@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from langchain_core.messages import HumanMessage
 
-from asap.agent.decision import decision_schema, label_grammar, parse_decision
-from asap.agent.llm import chat_model, json_model, timed_invoke
+from asap.agent.llm.client import chat_model, json_model, timed_invoke
+from asap.agent.llm.decision import decision_schema, label_grammar, parse_decision
+from asap.agent.llm.server import EmbeddedServer
 from asap.agent.prompt import PromptBuilder, PromptLog
-from asap.agent.server import EmbeddedServer
 
 
 @pytest.mark.e2e

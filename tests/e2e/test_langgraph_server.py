@@ -16,7 +16,7 @@ import pytest
 from fakes import FakeOpenAI
 
 from asap.cli.main import main
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
 
 USERWL = Path(__file__).parents[1] / "userwl"
 

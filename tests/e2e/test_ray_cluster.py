@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fakes import FakeOpenAI
 
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
 
 USERWL = Path(__file__).parents[1] / "userwl"
 GUARD_S = 300

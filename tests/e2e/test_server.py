@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 import openai
 import pytest
 
-from asap.agent.server import EmbeddedServer, ServerError
+from asap.agent.llm.server import EmbeddedServer, ServerError
 
 
 def listening_on(port: int) -> set[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
 
 
 @pytest.mark.e2e

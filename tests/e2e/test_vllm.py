@@ -16,8 +16,8 @@ import sys
 
 import pytest
 
-from asap.agent.server import wait_healthy
-from asap.tools.ledger import Ledger
+from asap.agent.llm.server import wait_healthy
+from asap.tools.ledger.store import Ledger
 
 MODEL = os.environ.get("ASAP_VLLM_MODEL", "Qwen/Qwen2.5-1.5B-Instruct")
 

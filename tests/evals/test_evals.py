@@ -20,7 +20,7 @@ from asap.evals.metrics import (
 )
 from asap.evals.report import write_report
 from asap.evals.results import collect, summary
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
 from asap.tools.workloads.tabular import true_mean
 
 
@@ -272,7 +272,7 @@ def test_optunas_gp_sampler_runs_as_a_peer_with_its_own_defaults(tmp_path):
     import optuna
 
     from asap.evals.methods import METHODS, Cell
-    from asap.tools.optuna_tool import suggest_config
+    from asap.tools.hpo.optuna_tool import suggest_config
     from asap.tools.workloads import resolve
     cell = Cell("hpobench:australian", "optuna-gp", 3, trials=12, time_s=1e9, time_scale=0.0,
                 db=str(tmp_path / "gp.db"), clock="virtual")
@@ -298,7 +298,7 @@ def test_smac_runs_as_a_peer_and_says_how_to_install_it_when_missing(tmp_path, m
 
     from asap.evals import smac_peer
     from asap.evals.methods import METHODS, Cell
-    from asap.tools.space import Space
+    from asap.tools.hpo.space import Space
     from asap.tools.workloads import resolve
     cell = Cell("hpobench:australian", "smac", 1, trials=16, time_s=1e9, time_scale=0.0,
                 db=str(tmp_path / "s.db"), clock="virtual")

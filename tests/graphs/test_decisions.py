@@ -16,8 +16,8 @@ from fakes import ScriptedModel, call, rounds
 from graphrun import GOOD, copy_a, events, run
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
-from asap.agent.fit import off_centre
-from asap.agent.protocols import pick_protocol
+from asap.agent.llm.protocols import pick_protocol
+from asap.agent.prior.fit import off_centre
 
 
 def test_valid_tool_calls_train_the_copied_proposal(tmp_path):

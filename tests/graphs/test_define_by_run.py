@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import asap
-from asap.tools.define_by_run import SuggestTrial, learn
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
+from asap.tools.trials.define_by_run import SuggestTrial, learn
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "userwl"))
 import optuna_tutorial as tutorial  # noqa: E402
@@ -88,7 +88,7 @@ def test_bad_define_by_run_input_is_one_clear_error(tmp_path):
 
 
 def test_which_objectives_are_optunas_is_read_from_their_signature():
-    from asap.tools.define_by_run import takes_trial
+    from asap.tools.trials.define_by_run import takes_trial
 
     def optuna_style(trial): ...
     def optuna_extra(trial, scale=2): ...

@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage, ToolMessage
 from asap.agent.config import ConfigError
 from asap.graphs.api import TaskResult, run_task
 from asap.tools import study_tools
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 

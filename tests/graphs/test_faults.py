@@ -14,7 +14,7 @@ from langchain_core.messages import HumanMessage
 
 from asap.agent.config import TuneConfig
 from asap.graphs.session import tune
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
 
 SECRET = "sk-test-DO-NOT-LOG-7f3a9c"
 
@@ -195,7 +195,7 @@ def test_a_server_that_drips_its_answer_meets_the_calls_deadline(tmp_path, serve
 
 
 def test_a_models_list_that_drips_meets_the_probes_deadline(server):
-    from asap.agent.server import ServerError, probe
+    from asap.agent.llm.server import ServerError, probe
     server.drip_models = True
     with pytest.raises(ServerError, match="did not complete within 1 s"):
         probe(server.base_url, timeout_s=1.0)
@@ -208,7 +208,7 @@ def test_a_server_that_ignores_stream_true_is_an_llm_error(server, kind):
     LLM_ERRORS, and the session crashed."""
     import threading
 
-    from asap.agent.llm import LLM_ERRORS, MalformedAnswer, chat_model, timed_invoke
+    from asap.agent.llm.client import LLM_ERRORS, MalformedAnswer, chat_model, timed_invoke
     server.faults.append(kind)
     model = chat_model(server.base_url, "fake", timeout_s=5.0)
     with pytest.raises(LLM_ERRORS) as info:

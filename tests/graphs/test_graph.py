@@ -135,7 +135,7 @@ def test_extending_a_study_trains_new_configurations(tmp_path):
     # "--trials 4" on the same study: a new session, new tools, the same seed.
     from dataclasses import replace
 
-    from asap.tools.portfolio import Portfolio
+    from asap.tools.hpo.portfolio import Portfolio
     more = replace(ctx, portfolio=Portfolio(study, seed=0),
                    cfg=ctx.cfg.model_copy(update={"trials": 4}))
     run_graph(more)
@@ -172,7 +172,7 @@ def test_the_tuning_graph_is_not_checkpointed_inside_a_checkpointed_parent(tmp_p
 def test_the_llms_departures_from_the_prior_are_counted_and_reported(tmp_path, capsys):
     """An LLM that picks B: its decisions on scored rounds are departures, counted in the
     summary (and its JSON) and in ``asap report`` as one sentence."""
-    from asap.agent.stats import summarize
+    from asap.agent.report.stats import summarize
     from asap.cli.main import main
     from asap.cli.render import print_summary
     from asap.graphs.api import TaskResult

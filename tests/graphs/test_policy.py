@@ -12,7 +12,7 @@ from fakes import FakeOpenAI
 
 from asap.graphs.app import build_tune_graph, graph
 from asap.graphs.policy import PolicyError, ServerPolicy
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
 
 USERWL = Path(__file__).parents[1] / "userwl"
 

@@ -8,7 +8,7 @@ import pytest
 from fakes import ManualTime, costing, run_graph
 from fakes import virtual_session as session
 
-from asap.tools.space import Space
+from asap.tools.hpo.space import Space
 from asap.tools.workloads import Workload
 
 SPACE = Space.from_file(Path(__file__).parents[1] / "userwl" / "simulated.yaml")

@@ -18,7 +18,7 @@ from asap.graphs.app import build_tune_graph
 from asap.graphs.background import CANCELLED
 from asap.graphs.chat import ChatContext, build_chat_graph
 from asap.graphs.session import CTRL_C
-from asap.tools.ledger import Ledger
+from asap.tools.ledger.store import Ledger
 
 USERWL = Path(__file__).parents[1] / "userwl"
 ROOT = Path(__file__).parents[2]
@@ -123,7 +123,7 @@ def test_graphs_publish_input_and_output_schemas():
 
 
 def test_llm_serve_port_is_the_one_langgraph_json_names():
-    from asap.agent.server import SERVE_PORT
+    from asap.agent.llm.server import SERVE_PORT
     from asap.cli.parser import build_parser as _parser
     env = json.loads((ROOT / "langgraph.json").read_text())["env"]
     assert env["ASAP_BASE_URL"] == f"http://127.0.0.1:{SERVE_PORT}/v1"
@@ -133,7 +133,7 @@ def test_llm_serve_port_is_the_one_langgraph_json_names():
 def test_a_busy_port_is_refused_before_the_model_loads():
     import socket
 
-    from asap.agent.server import ServerError, check_port_free
+    from asap.agent.llm.server import ServerError, check_port_free
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -11,7 +11,7 @@ import threading
 from fakes import ScriptedModel, run_graph, settings
 from graphrun import copy_a, events, run
 
-from asap.agent.fit import off_centre
+from asap.agent.prior.fit import off_centre
 
 
 def test_speculation_overlaps_training_and_accepts_within_tau(tmp_path):
@@ -95,7 +95,7 @@ def _note_assumed(messages, kwargs):
 def _lands_after_speculation(config, report):
     """A trial that ends once a prompt has assumed its result: the speculative call for the
     next round is then in flight (or, before any trial completed, after 2 s)."""
-    from asap.tools.space import format_value  # how the prompt writes it
+    from asap.tools.hpo.space import format_value  # how the prompt writes it
     with _SEEN:
         _SEEN.wait_for(lambda: format_value(config["x"]) in _ASSUMED, timeout=2.0)
     return {"score": config["x"]}
@@ -105,10 +105,10 @@ def test_a_missed_prediction_cancels_the_speculative_call(tmp_path):
     """Each trial lands while the speculative call for the round after it is streaming (an
     event, not a duration); tau 0 misses every prediction, so each such call is cut short."""
     from asap.graphs.context import make_context
-    from asap.tools.ledger import Ledger
-    from asap.tools.portfolio import Portfolio
-    from asap.tools.space import Space
-    from asap.tools.trainer import Trainer
+    from asap.tools.hpo.portfolio import Portfolio
+    from asap.tools.hpo.space import Space
+    from asap.tools.ledger.store import Ledger
+    from asap.tools.trials.trainer import Trainer
     from asap.tools.workloads import Workload
     space = Space.from_dict({"x": {"type": "float", "low": 0.0, "high": 1.0}})
     wl = Workload("test:lands", _lands_after_speculation, space, "score", "maximize")

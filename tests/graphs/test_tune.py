@@ -5,10 +5,10 @@ import json
 
 from fakes import australian, run_graph
 
-from asap.agent.cost import per_second
-from asap.agent.fit import off_centre
 from asap.agent.guard import fallback
-from asap.agent.prior import SHOWN
+from asap.agent.prior.cost import per_second
+from asap.agent.prior.fit import off_centre
+from asap.agent.prior.ranking import SHOWN
 from asap.agent.speculation import speculation_mode
 
 
@@ -75,7 +75,7 @@ def test_llm_off_reaches_no_endpoint_and_the_prior_decides(tmp_path, capsys):
     """--llm off: a dead --base-url is never asked; every round is the prior's pick."""
     from asap.cli.main import main
     from asap.graphs.api import run_task
-    from asap.tools.ledger import Ledger
+    from asap.tools.ledger.store import Ledger
     db = tmp_path / "off.db"
     assert main(["tune", "hpobench:australian", "--llm", "off", "--trials", "4", "--db", str(db),
                  "--base-url", "http://127.0.0.1:9/v1", "--clock", "virtual"]) == 0
@@ -125,7 +125,7 @@ def test_a_failing_mirror_never_ends_the_session(tmp_path):
     from asap.agent.config import TuneConfig
     from asap.graphs.callbacks import TuneCallback
     from asap.graphs.session import tune
-    from asap.tools.ledger import Ledger
+    from asap.tools.ledger.store import Ledger
     storage = tmp_path / "optuna.db"
     told: list[str] = []
 
@@ -156,8 +156,8 @@ def test_a_small_discrete_space_never_repeats_while_a_point_is_left(tmp_path):
 
     from asap.agent.config import TuneConfig
     from asap.graphs.session import tune
-    from asap.tools.ledger import Ledger
-    from asap.tools.space import Space
+    from asap.tools.hpo.space import Space
+    from asap.tools.ledger.store import Ledger
     from asap.tools.workloads import Workload
     model = ScriptedModel(lambda m, k: AIMessage('{"action": "train", "choice": "A"}'))
     for name, spec, trials, expect in [
@@ -180,8 +180,8 @@ def test_a_wider_round_asks_the_cheap_tools_again_and_shows_the_priors_best(tmp_
     """width=2: each tool's first proposal in the panel's order, then each one's second, no
     repeats; the round shows the prior's best four (before the prior scores: the first pass)."""
     from asap.graphs.rounds import round_offers
-    from asap.tools.panel import PANEL
-    from asap.tools.portfolio import Portfolio
+    from asap.tools.hpo.panel import PANEL
+    from asap.tools.hpo.portfolio import Portfolio
     study, ctx = australian(tmp_path, None)
     wide = Portfolio(study, seed=3, width=2)
     offers = wide.panel_offers()

@@ -14,8 +14,8 @@ from langchain_core.messages import AIMessage
 
 from asap.agent.config import ConfigError, TuneConfig
 from asap.graphs.session import tune
-from asap.tools.ledger import Ledger
-from asap.tools.space import Space
+from asap.tools.hpo.space import Space
+from asap.tools.ledger.store import Ledger
 from asap.tools.workloads import Workload
 
 USERWL = Path(__file__).parents[1] / "userwl"

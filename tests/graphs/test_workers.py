@@ -18,9 +18,9 @@ from langchain_core.messages import AIMessage
 from asap.agent.config import TuneConfig
 from asap.graphs.callbacks import TuneCallback
 from asap.graphs.session import tune
-from asap.tools.ledger import Ledger
-from asap.tools.resources import Slot
-from asap.tools.trainer import Trainer
+from asap.tools.ledger.store import Ledger
+from asap.tools.trials.resources import Slot
+from asap.tools.trials.trainer import Trainer
 from asap.tools.types import Cancel, Cancelled
 from asap.tools.workloads import resolve
 

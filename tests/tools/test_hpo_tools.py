@@ -8,9 +8,9 @@ from langchain_core.messages import ToolMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ValidationError
 
+from asap.tools.hpo.portfolio import Portfolio
 from asap.tools.hpo_tools import Toolbox
-from asap.tools.portfolio import Portfolio
-from asap.tools.trainer import Trainer
+from asap.tools.trials.trainer import Trainer
 from asap.tools.workloads import resolve
 
 

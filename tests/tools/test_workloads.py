@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from asap.tools.ledger import Ledger
-from asap.tools.space import Space
-from asap.tools.trainer import Trainer
+from asap.tools.hpo.space import Space
+from asap.tools.ledger.store import Ledger
+from asap.tools.trials.trainer import Trainer
 from asap.tools.workloads import BUILTIN, resolve
 from asap.tools.workloads.digits import digits_mlp
 
@@ -39,7 +39,7 @@ def test_a_table_trial_stores_and_shows_the_grid_point_it_evaluated(tmp_path):
     assert trial.evaluated == {"alpha": 0.0021544348, "batch_size": 16, "depth": 2,
                                "learning_rate_init": 0.0059948424, "width": 1024}
     assert study.to_records()[0]["param_width"] == 1024
-    from asap.agent.stats import summarize
+    from asap.agent.report.stats import summarize
     assert summarize(study)["best_config"]["batch_size"] == 16
 
 
@@ -49,7 +49,7 @@ def test_the_fork_server_reads_a_workloads_table_once_for_every_worker():
     import subprocess
     import sys
 
-    from asap.tools.workers import PRELOAD_ENV, preload_of
+    from asap.tools.trials.workers import PRELOAD_ENV, preload_of
     assert preload_of(resolve("hpobench:australian")).tables == {"hpobench:australian"}
     assert preload_of(resolve("digits-mlp")).tables == set()
     code = ("import asap.tools.workloads.preload; from asap.tools.workloads import tabular; "
@@ -66,7 +66,7 @@ def test_the_fork_server_preloads_the_objectives_module_and_not_torch_for_others
     import sys
 
     from asap.evals.objectives import gbc_cancer
-    from asap.tools.workers import MODULES_ENV, preload_of
+    from asap.tools.trials.workers import MODULES_ENV, preload_of
     from asap.tools.workloads import Workload
     wl = Workload("x", gbc_cancer, Space.from_dict({"x": {"type": "float", "low": 0, "high": 1}}),
                   "value", "maximize")
@@ -74,7 +74,7 @@ def test_the_fork_server_preloads_the_objectives_module_and_not_torch_for_others
     assert preload_of(resolve("digits-mlp")).modules == {"asap.tools.workloads.digits"}
     assert preload_of(resolve("hpobench:australian")).modules == {
         "asap.tools.workloads.tabular"}
-    code = ("import sys, asap.tools.workers, asap.tools.workloads.preload; "
+    code = ("import sys, asap.tools.trials.workers, asap.tools.workloads.preload; "
             "print('sklearn' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, MODULES_ENV: "asap.evals.objectives"})
@@ -90,8 +90,8 @@ def test_what_a_trial_imported_is_preloaded_for_the_next_one(tmp_path):
 
     import userwl.lazy as lazy
 
-    from asap.tools.backend import ForkServerBackend
-    from asap.tools.workers import body_imports, preload_of
+    from asap.tools.trials.backend import ForkServerBackend
+    from asap.tools.trials.workers import body_imports, preload_of
     from asap.tools.workloads import Workload
     gc.collect()  # earlier tests' trainers, never closed: their kept workers end with them
     space = Space.from_dict({"x": {"type": "float", "low": 0, "high": 1}})
@@ -122,7 +122,7 @@ def test_the_fork_server_folder_is_private_whatever_another_user_made_first(tmp_
         "import multiprocessing as mp\n"
         "trap = os.path.join(tempfile.gettempdir(), f'asap-mp-{os.getpid()}')\n"
         "os.makedirs(trap); os.chmod(trap, 0o777)\n"
-        "from asap.tools.workers import fork_server\n"
+        "from asap.tools.trials.workers import fork_server\n"
         "fork_server()\n"
         "d = mp.current_process()._config['tempdir']\n"
         "st = os.stat(d)\n"

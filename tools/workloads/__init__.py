@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from asap.tools.space import Space, SpaceError
+from asap.tools.hpo.space import Space, SpaceError
 from asap.tools.yaml_file import load_yaml
 
 BUILTIN = {
@@ -112,7 +112,7 @@ def _tabular(ref: str, bench: str, dataset: str, time_scale: float,
 
 
 def _user(ref: str, space_file: Any, metric: str | None, direction: str | None) -> Workload:
-    from asap.tools.define_by_run import takes_trial
+    from asap.tools.trials.define_by_run import takes_trial
 
     if takes_trial(load_target(ref)):  # fails early, in the caller, with a clear message
         raise WorkloadError(

@@ -18,7 +18,7 @@ import runpy
 import sys
 import types
 
-from asap.tools.workers import MAIN_ENV, MAIN_RUN_ENV, MODULES_ENV, PRELOAD_ENV
+from asap.tools.trials.workers import MAIN_ENV, MAIN_RUN_ENV, MODULES_ENV, PRELOAD_ENV
 from asap.tools.workloads import tabular
 
 

@@ -55,7 +55,7 @@ def _table(bench: str, dataset: str):
 def lookup(config: dict, report: Callable[[int, float], bool], bench: str, dataset: str,
            time_scale: float = 0.0, seed: int = 0) -> dict:
     """One noisy draw: the table holds several training seeds per grid point, and ``seed`` (the
-    trial's own, see :func:`asap.tools.job.trial_seed`) picks which one this trial saw."""
+    trial's own, see :func:`asap.tools.trials.job.trial_seed`) picks which one this trial saw."""
     point = snap(bench, config)
     table = _table(bench, dataset)
     table.reseed(seed)
