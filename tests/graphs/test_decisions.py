@@ -203,6 +203,39 @@ def test_auto_protocol_probes_the_model(ledger, toy_space, script, refuse, expec
     assert pick_protocol(ScriptedModel(script), "json") == "json"
 
 
+def test_auto_asks_every_registered_protocol_in_order_of_preference(ledger, toy_space,
+                                                                   monkeypatch):
+    """A protocol registered later is considered by ``auto`` too: the first, by preference,
+    whose probe says the model speaks it decides; one that says no is passed over, with its
+    reason in the ``protocol`` event."""
+    from asap.agent.llm.protocols import PROTOCOLS, JsonLabelProtocol
+
+    class Shy(JsonLabelProtocol):
+        name, preference = "shy", 9
+
+        @classmethod
+        def speaks(cls, llm):
+            return False, "needs a feature this server lacks"
+
+    class Eager(JsonLabelProtocol):
+        name, preference = "eager", 5
+
+        @classmethod
+        def speaks(cls, llm):
+            return True, "the model answers it"
+    monkeypatch.setitem(PROTOCOLS, "shy", Shy)
+    monkeypatch.setitem(PROTOCOLS, "eager", Eager)
+    study = ledger.create_study("p", toy_space, metric="loss", direction="minimize")
+    text = ScriptedModel(lambda m, k: AIMessage(content="Sure! I am ready."))
+    assert pick_protocol(text, "auto", study) == "eager"  # before the tool-call probe (1)
+    assert study.events("protocol")[0]["detail"]["reason"] == (
+        "shy: needs a feature this server lacks; eager: the model answers it")
+    monkeypatch.delitem(PROTOCOLS, "eager")
+    assert pick_protocol(text, "auto", study) == "json"  # text back: no tool calls; the default
+    assert study.events("protocol")[1]["detail"]["reason"].startswith(
+        "shy: needs a feature this server lacks; tools: answered with text: ")
+
+
 def test_an_own_config_that_already_ran_is_never_trained_twice(tmp_path):
     def own_good(messages, kwargs):
         return call("train_on_gpu", {"params": GOOD, "tool": "llm"})

@@ -2,8 +2,9 @@
 
 ``json`` (:class:`JsonLabelProtocol`): a proposal's label under a JSON schema, for any server
 with structured output; ``tools`` (:class:`ToolCallProtocol`): native tool calls. ``auto``
-(:func:`pick_protocol`) asks the model once which one it speaks. A new protocol is a module
-implementing :class:`DecisionProtocol`, its two prompt templates, and a :func:`register` call.
+(:func:`pick_protocol`) asks each protocol, by preference, whether the model speaks it. A new
+protocol is a module implementing :class:`DecisionProtocol` (with ``speaks`` and ``preference``
+where ``auto`` should consider it first), its two prompt templates, and a :func:`register` call.
 """
 
 from __future__ import annotations
@@ -11,14 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from importlib import resources
 
-import openai
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage
-from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel
+from langchain_core.tools import BaseTool
 
 from asap.agent.config import AUTO
-from asap.agent.llm.client import LLM_ERRORS, ToolCaller
 from asap.agent.llm.protocols.base import DecisionProtocol, Verdict, label
 from asap.agent.llm.protocols.json_label import JsonLabelProtocol
 from asap.agent.llm.protocols.tool_calls import ToolCallProtocol
@@ -64,35 +61,20 @@ def make_protocol(name: str, llm: BaseChatModel, study: Study, tools: Sequence[B
     return PROTOCOLS[name](llm, study, tools, grammar)
 
 
-class _Ready(BaseModel):
-    """Report that you are ready."""
-
-    ready: bool
-
-
 def pick_protocol(llm: BaseChatModel, mode: str, study: Study | None = None) -> str:
-    """The protocol for this endpoint and model; ``auto`` asks the model once.
-
-    The probe is one short request with a single tool: a tool call back means the server parses
-    tool calls for this model (:class:`ToolCallProtocol`); plain text or a refusal means it does
-    not (the default, :class:`JsonLabelProtocol`).
-    """
+    """The protocol for this endpoint and model: ``mode`` itself, or with ``auto`` the first
+    registered protocol, by :attr:`~DecisionProtocol.preference`, whose
+    :meth:`~DecisionProtocol.speaks` says this model answers in it (:data:`DEFAULT` if none
+    does); the choice and every protocol's reason are a ``protocol`` event."""
     if mode != AUTO:
         return mode
-    probe = StructuredTool.from_function(func=lambda ready: "ok", name="report_ready",
-                                         args_schema=_Ready, description=_Ready.__doc__)
-    chosen, reason = DEFAULT, "answered with a tool call"
-    try:
-        answer = ToolCaller(llm, [probe]).invoke(
-            [HumanMessage("Call the tool report_ready with ready=true.")])
-        if answer.tool_calls:
-            chosen = ToolCallProtocol.name
-        else:
-            reason = f"answered with text: {str(answer.content)[:80]!r}"
-    except (openai.APIStatusError, NotImplementedError) as exc:
-        reason = f"refused tools: {type(exc).__name__}: {str(exc)[:120]}"
-    except LLM_ERRORS as exc:  # an answer it could not read: its calls will count as errors
-        reason = f"the probe failed: {type(exc).__name__}: {str(exc)[:120]}"
+    chosen, reasons = DEFAULT, []
+    for protocol in sorted(PROTOCOLS.values(), key=lambda p: -p.preference):  # stable
+        ok, why = protocol.speaks(llm)
+        reasons.append(f"{protocol.name}: {why}")
+        if ok:
+            chosen = protocol.name
+            break
     if study is not None:
-        study.log_event("protocol", chosen=chosen, reason=reason)
+        study.log_event("protocol", chosen=chosen, reason="; ".join(reasons))
     return chosen

@@ -56,6 +56,15 @@ class DecisionProtocol(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]  # how it answers, for --decide's help
     brief: ClassVar[bool] = True  # proposal lines without configurations unless set otherwise
+    preference: ClassVar[int] = 0  # --decide auto asks the protocols in this order, highest first
+
+    @classmethod
+    def speaks(cls, llm: BaseChatModel) -> tuple[bool, str]:
+        """Whether ``llm`` answers in this protocol, and why: ``--decide auto`` asks every
+        registered protocol in order of :attr:`preference`, and the first that says yes decides
+        the session's rounds. Here: yes, for a protocol any server can answer; a protocol that
+        needs something of the server (native tool calls) probes for it."""
+        return True, "any server answers it"
 
     def __init__(self, llm: BaseChatModel, study: Study, tools: Sequence[BaseTool] = (),
                  grammar: bool = False) -> None:

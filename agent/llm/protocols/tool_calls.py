@@ -12,19 +12,26 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import openai
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import Runnable
-from langchain_core.tools import BaseTool
-from pydantic import ValidationError
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel, ValidationError
 
 from asap.agent.guard import attribute
-from asap.agent.llm.client import ToolCaller
+from asap.agent.llm.client import LLM_ERRORS, ToolCaller
 from asap.agent.llm.protocols.base import DecisionProtocol, Verdict
 from asap.tools.hpo.portfolio import Offer
 from asap.tools.hpo.space import Space, SpaceError
 from asap.tools.hpo_tools import TrainArgs, stop_tool
 from asap.tools.ledger.study import Study
+
+
+class _Ready(BaseModel):
+    """Report that you are ready."""
+
+    ready: bool
 
 
 class ToolCallProtocol(DecisionProtocol):
@@ -33,6 +40,24 @@ class ToolCallProtocol(DecisionProtocol):
     name = "tools"
     summary = "native tool calls"
     brief = False  # the model copies a proposal's configuration into its call: show them
+    preference = 1  # where the server parses the model's tool calls, before the JSON labels
+
+    @classmethod
+    def speaks(cls, llm: BaseChatModel) -> tuple[bool, str]:
+        """One short request with a single tool: a tool call back means the server parses tool
+        calls for this model; plain text, a refusal or an unreadable answer means it does not."""
+        probe = StructuredTool.from_function(func=lambda ready: "ok", name="report_ready",
+                                             args_schema=_Ready, description=_Ready.__doc__)
+        try:
+            answer = ToolCaller(llm, [probe]).invoke(
+                [HumanMessage("Call the tool report_ready with ready=true.")])
+        except (openai.APIStatusError, NotImplementedError) as exc:
+            return False, f"refused tools: {type(exc).__name__}: {str(exc)[:120]}"
+        except LLM_ERRORS as exc:  # an answer it could not read: its calls would be errors
+            return False, f"the probe failed: {type(exc).__name__}: {str(exc)[:120]}"
+        if answer.tool_calls:
+            return True, "answered with a tool call"
+        return False, f"answered with text: {str(answer.content)[:80]!r}"
 
     def __init__(self, llm: BaseChatModel, study: Study, tools: Sequence[BaseTool] = (),
                  grammar: bool = False) -> None:
