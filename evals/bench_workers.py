@@ -1,94 +1,134 @@
-"""N trials in flight against one, side by side in one run, on the embedded LLM.
+"""N trials in flight against one, on the virtual clock: is N workers N times sooner, as good?
 
-For each worker count and seed, one tuning session of the same trial budget on a simulated-clock
-table (trials sleep the table's ``train_time`` times ``--time-scale``), all on one embedded
-llama.cpp server started once. Prints per worker count: wall-clock to finish (median over seeds
-and its ratio to the first count), training seconds (the union of trial intervals), the exposed
-LLM share (LLM time with no trial running: every worker idle, waiting on the agent), the agent's
-own overhead per trial (neither LLM nor objective), and the quality reached: the table's mean
-over its training seeds for each run's best configuration, as normalized regret to the table's
-optimum (mean and spread over seeds), so equal trials are compared honestly.
+For each worker count, the same grid (tasks x methods x seeds, each run a fixed number of trials
+within the task's simulated budget) runs on the virtual clock, each worker count into a ledger of
+its own: every trial is charged its table's ``train_time`` and N of them are in flight at once,
+so the scheduling and the decisions under trials in flight are measured, not this machine's
+speed. Printed per method and worker count, as medians over the runs (tasks x seeds):
 
-    python evals/bench_workers.py --workload nasbench201:cifar10 --time-scale 0.002 \\
-        --trials 16 --seeds 5 --workers 1,2
+- span: the last trial's end minus the first one's start (simulated), and its ratio to the same
+  run with one worker (the ideal is 1/N): median, mean and 90th percentile, since one trial of
+  a table can cost hours and a run's ratio is heavy-tailed;
+- training: the trials' summed training time, as a ratio to one worker's (the same number of
+  trials should cost the same whatever N): median and mean of the runs' ratios, and the ratio
+  of the totals over all runs;
+- busy: the share of the N workers' span spent training;
+- regret at equal time: with N workers at a time T/N, against one worker at T (T: the
+  one-worker run's span), the table's mean for each incumbent as normalized regret, as the mean
+  paired difference with its 95 % bootstrap interval (negative: N workers are at least as good).
 
-Not a test: the numbers depend on the machine. NAS-Bench-201's ``train_time`` spans 0.7-3 k
-seconds (x0.002: 1.5-6 s a trial), narrower than HPOBench's (0.1 s to 22 min), so wall-clock
-differences come from the workers, not from which configurations a run happened to draw.
+``asap`` (its LLM on the embedded server), ``prior`` (its decision without the LLM) and asap's
+tools alone (``cmaes``, ``tpe``: their Optuna samplers, with the running trials as pending, as
+Optuna's ``n_jobs`` runs them) are methods of the eval (:mod:`asap.evals.methods`).
+
+    python evals/bench_workers.py --workers 1,2,4,8 --seeds 10 --trials 40
+
+Not a test: docs/evaluation.md has what was measured.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import tempfile
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from asap.agent.config import TuneConfig
-from asap.agent.llm.server import endpoint
-from asap.agent.report.stats import decompose
-from asap.evals.metrics import normalized_regret
-from asap.graphs.session import tune
+from asap.evals.grid import TASKS, Grid, run_grid
+from asap.evals.metrics import bootstrap_ci
+from asap.evals.results import CellResult, collect
 from asap.tools.ledger.store import Ledger
-from asap.tools.workloads import resolve
-from asap.tools.workloads.tabular import extremes, true_mean
+
+DEV = TASKS[:5]  # the dev profile's tables
+
+
+def run_counts(tasks: list[str], methods: list[str], seeds: int, trials: int,
+               counts: list[int], folder: Path) -> dict[int, Ledger]:
+    """Each worker count's grid on the virtual clock, in ``folder/w<N>.db`` (cells already done
+    there are kept: a cut-off run resumes)."""
+    console = Console(stderr=True)
+    ledgers = {}
+    for n in counts:
+        grid = Grid(tasks=tasks, methods=methods, seeds=seeds, trials=trials, time_scale=0.0,
+                    clock="virtual", workers=n, db=str(folder / f"w{n}.db"))
+        console.print(f"[bold]{n} worker(s):[/] {grid.describe()}")
+        ledgers[n] = run_grid(grid)
+    return ledgers
+
+
+def measure(ledger: Ledger, cell: CellResult, workers: int) -> dict[str, Any]:
+    """One run's span, summed training and busy share, from its trials in the ledger."""
+    trials = [t for t in ledger.open_study(cell.id).trials()
+              if t.status != "running" and t.ended_at is not None]
+    span = max(t.ended_at for t in trials) - min(t.started_at for t in trials)
+    train = sum(t.duration or 0.0 for t in trials)
+    return {"span": span, "train": train, "busy": train / (workers * span) if span else 1.0,
+            "cell": cell}
+
+
+def report(ledgers: dict[int, Ledger], counts: list[int]) -> Table:
+    """The table: per method and worker count, ratios to the same run with one worker."""
+    runs: dict[int, dict[tuple[str, str, int], dict[str, Any]]] = {}
+    for n, ledger in ledgers.items():
+        runs[n] = {(c.method, c.task, c.seed): measure(ledger, c, n) for c in collect(ledger)}
+    base = runs[counts[0]]
+    table = Table("method", "workers", "runs", "span ratio: median / mean / p90", "target",
+                  "training ratio: median / mean / of the totals", "busy (median)",
+                  "regret at T/N minus one worker's at T (mean, 95% CI)",
+                  title=f"virtual clock: ratios to {counts[0]} worker(s), same task and seed")
+    by_method: dict[str, list[int]] = defaultdict(list)
+    for n in counts:
+        for key in runs[n]:
+            if key in base and n not in by_method[key[0]]:
+                by_method[key[0]].append(n)
+    for method, ns in by_method.items():
+        for n in ns:
+            pairs = [(r, base[k]) for k, r in runs[n].items() if k[0] == method and k in base]
+            span = [r["span"] / b["span"] for r, b in pairs if b["span"]]
+            train = [r["train"] / b["train"] for r, b in pairs if b["train"]]
+            diff = [r["cell"].regret_at(b["span"] * counts[0] / n) - b["cell"].regret_at(b["span"])
+                    for r, b in pairs]
+            mean, lo, hi = bootstrap_ci(diff)
+            total = sum(r["train"] for r, _ in pairs) / sum(b["train"] for _, b in pairs)
+            table.add_row(method, str(n), str(len(pairs)),
+                          f"{statistics.median(span):.2f} / {statistics.mean(span):.2f} / "
+                          f"{p90(span):.2f}", f"<= {1.25 * counts[0] / n:.2f}",
+                          f"{statistics.median(train):.2f} / {statistics.mean(train):.2f} / "
+                          f"{total:.2f}",
+                          f"{statistics.median(r['busy'] for r, _ in pairs):.2f}",
+                          f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+    return table
+
+
+def p90(values: list[float]) -> float:
+    """The 90th percentile: a run's ratio is heavy-tailed (one trial of a table can cost
+    hours), so the median alone hides the runs where N workers bought a straggler."""
+    return statistics.quantiles(values, n=10, method="inclusive")[-1]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workload", default="nasbench201:cifar10")
-    ap.add_argument("--trials", type=int, default=16)
-    ap.add_argument("--time-scale", type=float, default=0.002)
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--workers", default="1,2", help="worker counts to compare")
-    ap.add_argument("--speculation", default="auto")
-    ap.add_argument("--db", help="ledger to keep (default: a temporary file)")
+    ap.add_argument("--tasks", default=",".join(DEV), help="comma-separated tabular tasks")
+    ap.add_argument("--methods", default="prior,cmaes,tpe", help="eval methods to compare")
+    ap.add_argument("--workers", default="1,2,4,8", help="worker counts; the first is the base")
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--trials", type=int, default=40)
+    ap.add_argument("--dir", help="folder for the ledgers (default: a temporary one); a run "
+                                  "cut off resumes there")
     args = ap.parse_args()
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # its INFO line per in-memory study
-    console = Console(stderr=True)
-    db = args.db or str(Path(tempfile.mkdtemp()) / "bench.db")
-    wl = resolve(args.workload)
-    bench, dataset = wl.kwargs["bench"], wl.kwargs["dataset"]
-    optimum, worst = extremes(bench, dataset)
+    folder = Path(args.dir or tempfile.mkdtemp())
+    folder.mkdir(parents=True, exist_ok=True)
     counts = [int(n) for n in args.workers.split(",")]
-    runs: dict[int, list[dict]] = {n: [] for n in counts}
-    with contextlib.ExitStack() as stack:
-        base_url, model = endpoint(stack, None, None, say=console.print)
-        for seed in range(args.seeds):
-            for n in counts:  # interleaved: drift in the machine's load hits every count alike
-                name = f"w{n}-s{seed}"
-                console.rule(f"{n} worker(s), seed {seed}: {args.trials} trials of {args.workload}")
-                cfg = TuneConfig(workload=args.workload, trials=args.trials, db=db, study=name,
-                                 time_scale=args.time_scale, seed=seed, workers=n,
-                                 base_url=base_url, model=model, speculation=args.speculation)
-                summary = tune(cfg)
-                study = Ledger(db).open_study(name)
-                d = decompose(study)
-                best = study.best()
-                worth = true_mean(bench, dataset, best.config) if best else None
-                runs[n].append({**d, "trials": summary["trials"],
-                                "regret": normalized_regret(worth, optimum, worst)})
-    first = statistics.median(r["wall_s"] for r in runs[counts[0]])
-    table = Table("workers", "runs", "wall-clock s (median)", f"vs {counts[0]}", "training s",
-                  "exposed LLM", "agent overhead / trial", "regret (mean ± sd)",
-                  title=f"{args.workload}, {args.trials} trials, time-scale {args.time_scale:g}, "
-                        f"{args.seeds} seeds (ledger {db})")
-    for n, rs in runs.items():
-        wall = statistics.median(r["wall_s"] for r in rs)
-        regrets = [r["regret"] for r in rs if r["regret"] is not None]
-        overhead = statistics.median((r["tools_s"] + r["other_s"]) / r["trials"] for r in rs)
-        table.add_row(str(n), str(len(rs)), f"{wall:.1f}", f"{wall / first:.2f}x",
-                      f"{statistics.median(r['train_s'] for r in rs):.1f}",
-                      f"{statistics.median(r['exposed_share'] for r in rs):.1%}",
-                      f"{overhead * 1000:.0f} ms",
-                      f"{statistics.mean(regrets):.4f} ± {statistics.pstdev(regrets):.4f}"
-                      if regrets else "-")
-    Console(width=200).print(table)
+    ledgers = run_counts(args.tasks.split(","), args.methods.split(","), args.seeds,
+                         args.trials, counts, folder)
+    Console(width=200).print(report(ledgers, counts))
+    Console(stderr=True).print(f"ledgers in {folder}")
 
 
 if __name__ == "__main__":

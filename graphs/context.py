@@ -107,14 +107,18 @@ class TuneContext:
                 or (self.time_budget_s is not None
                     and self.clock.now() - self.started >= self.time_budget_s))
 
-    def pricing(self) -> tuple[float, float | None]:
+    def pricing(self) -> tuple[float, float | None, bool]:
         """How much a proposal's predicted training time weighs in the prior's ranking now,
-        and the time budget left (None: no budget)."""
+        the time budget left (None: no budget), and whether this round starts one of the last
+        trials of the cap with several workers (the last wave: no worker should idle behind a
+        straggler, see :func:`asap.agent.prior.cost.tail`)."""
         elapsed = self.clock.now() - self.started
         left = None if self.time_budget_s is None else self.time_budget_s - elapsed
-        if self.cost_weight == "cool":
-            return weight(elapsed, self.time_budget_s), left
-        return float(self.cost_weight), left
+        workers = self.trainer.workers
+        last_wave = workers > 1 and self.max_trials - len(self.study.trials()) <= workers
+        w = weight(elapsed, self.time_budget_s) if self.cost_weight == "cool" else float(
+            self.cost_weight)
+        return w, left, last_wave
 
     def price(self, round_no: int) -> Price:
         """Whether round ``round_no``'s decision is worth an LLM call (:mod:`asap.agent.pricing`),

@@ -51,13 +51,26 @@ def cost_points(space: Space, done: Sequence[Trial]
 
 
 def predict_seconds(space: Space, done: Sequence[Trial], configs: Sequence[dict[str, Any]],
-                    gp: GP, refit: bool = True) -> list[float] | None:
+                    gp: GP, refit: bool = True,
+                    pending: Sequence[tuple[dict[str, Any], float]] = ()) -> list[float] | None:
     """Each config's predicted training seconds (the GP's median), or None with fewer than
-    :data:`MIN_TIMED` timed trials. Deterministic given the trials (prefix-stable prompts)."""
+    :data:`MIN_TIMED` timed trials. Deterministic given the trials (prefix-stable prompts).
+
+    ``pending``: trials in flight, as (config, seconds run so far); each is conditioned on at
+    its predicted duration or the time it has run, whichever is longer (a trial still running
+    after an hour costs at least an hour), with the kernel the finished trials fitted."""
     points = cost_points(space, done)
     if points is None:
         return None
-    mean, _ = gp.predict(*points, [encode(space, c) for c in configs], refit=refit)
+    x, y = points
+    if pending:
+        at = [encode(space, c) for c, _ in pending]
+        guess, _ = gp.predict(x, y, at, refit=refit)
+        x = x + at
+        y = y + [max(g, math.log(max(run, FLOOR_S))) for g, (_, run) in zip(guess, pending,
+                                                                          strict=True)]
+        refit = False
+    mean, _ = gp.predict(x, y, [encode(space, c) for c in configs], refit=refit)
     return [max(math.exp(m), FLOOR_S) for m in mean]
 
 
@@ -87,6 +100,20 @@ def fits(seconds: float, left_s: float | None) -> float:
     if left_s is None:
         return 1.0
     return max(0.0, 1.0 - seconds / left_s) if left_s > 0 else 0.0
+
+
+def tail(seconds: Sequence[float], left: Sequence[float], done: Sequence[Trial]
+         ) -> list[float]:
+    """How much each proposal of the last wave is worth for its length (1: all of it): the
+    workers are busy anyway for the longest predicted remainder of the trials in flight
+    (``left``) or a typical finished trial (the median of ``done``'s durations), whichever is
+    longer; a proposal predicted to take k times that keeps 1/k of its worth, since the others
+    would idle behind it. Straggler-aware, as asynchronous successive halving ends a budget."""
+    if not left and not done:
+        return [1.0] * len(seconds)
+    typical = sorted(t.duration for t in done)[len(done) // 2] if done else 0.0
+    horizon = max([*left, typical, FLOOR_S])
+    return [min(1.0, horizon / max(s, FLOOR_S)) for s in seconds]
 
 
 def span(seconds: float) -> str:

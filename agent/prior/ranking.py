@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asap.agent.prior.cost import cost_points, per_second, predict_seconds, span
+from asap.agent.prior.cost import cost_points, per_second, predict_seconds, span, tail, timed
 from asap.agent.prior.fit import GP, encode
 from asap.tools.hpo.portfolio import Offer
 from asap.tools.hpo.space import Space
@@ -50,7 +50,7 @@ class Score:
 
 
 def rank(study: Study, offers: Sequence[Offer], extra: Sequence[Trial] = (),
-         cost_weight: float = 0.0, left_s: float | None = None
+         cost_weight: float = 0.0, left_s: float | None = None, last_wave: bool = False
          ) -> tuple[list[Offer], list[Score | None]]:
     """``offers`` ordered by expected improvement per predicted second (best first, see
     :mod:`asap.agent.prior.cost`; ``cost_weight`` 0: by EI alone; ``left_s``: the time budget left,
@@ -58,18 +58,35 @@ def rank(study: Study, offers: Sequence[Offer], extra: Sequence[Trial] = (),
     than :data:`MIN_POINTS` trials have a value.
 
     ``extra``: trials that are not in the ledger but should count (a speculative branch's
-    predicted ones).
+    predicted ones). Trials still running (N workers) count as pending, in the way of
+    asynchronous BO's kriging believer: each stands in at the value the GP predicts for it, and
+    at the duration the cost model predicts (at least the time it has run so far), so the next
+    pick is not a running trial's near twin, and a region does not look cheap because its long
+    trials have not landed yet. ``last_wave``: this pick starts one of the last trials of a
+    trial cap with several workers; a proposal predicted to outlast the trials in flight by
+    far is priced down by how far (:func:`~asap.agent.prior.cost.tail`), as the workers would
+    idle behind it.
     """
     fitted = _fitted(study, extra)
     if fitted is None:
         return list(offers), [None] * len(offers)
     done, sign, gps = fitted
     configs = [c for _, c in offers]
-    scores = _expected_improvement(study.space, done, configs, sign, gps["value"], not extra)
-    seconds = predict_seconds(study.space, done, configs, gps["cost"], refit=not extra)
+    pending = _pending(study, extra)
+    scores = _expected_improvement(study.space, done, configs, sign, gps["value"], not extra,
+                                   [t.config for t in pending])
+    now = study.clock.now()
+    ran = [(t.config, now - t.started_at) for t in pending]
+    seconds = predict_seconds(study.space, done, configs, gps["cost"], refit=not extra,
+                              pending=ran)
     if seconds is not None:
         scores = [dataclasses.replace(s, seconds=c) for s, c in zip(scores, seconds, strict=True)]
     key = per_second([s.ei for s in scores], seconds, cost_weight, left_s)
+    if last_wave and seconds is not None:
+        busy = (predict_seconds(study.space, done, [c for c, _ in ran], gps["cost"],
+                                refit=False) or []) if ran else []
+        left = [p - r for p, (_, r) in zip(busy, ran, strict=True)]
+        key = [k * f for k, f in zip(key, tail(seconds, left, timed(done)), strict=True)]
     order = sorted(range(len(offers)), key=lambda i: -key[i])  # stable: ties keep order
     return [offers[i] for i in order], [scores[i] for i in order]
 
@@ -101,6 +118,13 @@ def _fitted(study: Study, extra: Sequence[Trial] = ()
     return done, sign, _GPS.setdefault(study, {"value": GP(), "cost": GP()})
 
 
+def _pending(study: Study, extra: Sequence[Trial]) -> list[Trial]:
+    """The trials in flight that no ``extra`` trial stands in for (a speculative branch's
+    guess carries its running trial's id)."""
+    assumed = {t.id for t in extra}
+    return [t for t in study.trials(status="running") if t.id not in assumed]
+
+
 def _fittable(study: Study, done: list[Trial]) -> list[Trial]:
     """The trials a GP can fit: a finite value of at most :data:`MAX_ABS` (three trials at
     1e308 made every fit fail, and a study could never rank again). The ones left out are
@@ -116,12 +140,19 @@ def _fittable(study: Study, done: list[Trial]) -> list[Trial]:
 
 
 def _expected_improvement(space: Space, done: list[Trial], configs: list[dict[str, Any]],
-                          sign: float, gp: GP, refit: bool) -> list[Score]:
+                          sign: float, gp: GP, refit: bool,
+                          pending: Sequence[dict[str, Any]] = ()) -> list[Score]:
+    """EI over the best value; ``pending`` configurations (trials in flight) count as trials
+    that returned the GP's own mean for them (the kriging believer, Ginsbourger et al. 2010),
+    with the kernel the finished trials fitted."""
     from scipy.stats import norm
 
-    y = [sign * t.value for t in done]
-    mean, sd = gp.predict([encode(space, t.config) for t in done], y,
-                          [encode(space, c) for c in configs], refit=refit)
+    x, y = [encode(space, t.config) for t in done], [sign * t.value for t in done]
+    if pending:
+        at = [encode(space, c) for c in pending]
+        believed, _ = gp.predict(x, y, at, refit=refit)
+        x, y, refit = x + at, y + believed, False
+    mean, sd = gp.predict(x, y, [encode(space, c) for c in configs], refit=refit)
     best = max(y)
     scores = []
     for m, s in zip(mean, sd, strict=True):

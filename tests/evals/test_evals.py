@@ -331,3 +331,23 @@ def test_smac_runs_as_a_peer_and_says_how_to_install_it_when_missing(tmp_path, m
     with pytest.raises(ValueError, match=r"pip install 'asap-hpo\[smac\]'"):
         Grid(tasks=["hpobench:australian"], methods=["smac", "tpe"])
     assert "smac" in axes.SINGLE and "smac" in PROFILES["dev"]["methods"]
+
+
+def test_the_workers_benchmark_measures_span_and_training_against_one_worker(tmp_path):
+    """evals/bench_workers.py on a small grid, for real on the virtual clock: each worker count's
+    runs in a ledger of its own, one worker's row its own reference (ratios 1), two workers'
+    trials overlapping (a span shorter than the summed training)."""
+    from rich.console import Console
+
+    from asap.evals.bench_workers import measure, report, run_counts
+    from asap.evals.results import collect
+
+    ledgers = run_counts(["hpobench:australian"], ["cmaes"], seeds=2, trials=6, counts=[1, 2],
+                         folder=tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("w*.db")) == ["w1.db", "w2.db"]
+    two = [measure(ledgers[2], c, 2) for c in collect(ledgers[2])]
+    assert len(two) == 2 and all(r["span"] < r["train"] and 0 < r["busy"] <= 1 for r in two)
+    console = Console(record=True, width=250)
+    console.print(report(ledgers, [1, 2]))
+    rows = [line for line in console.export_text().splitlines() if "cmaes" in line]
+    assert len(rows) == 2 and "1.00 / 1.00 / 1.00" in rows[0] and "<= 0.62" in rows[1]

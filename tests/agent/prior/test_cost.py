@@ -7,7 +7,7 @@ import pytest
 from conftest import toy_objective
 from fakes import ManualTime
 
-from asap.agent.prior.cost import predict_seconds, span, weight
+from asap.agent.prior.cost import predict_seconds, span, tail, weight
 from asap.agent.prior.fit import GP
 from asap.agent.prior.ranking import brief, rank
 from asap.tools.trials.clock import VirtualClock
@@ -124,3 +124,54 @@ def test_a_trial_that_cannot_finish_in_the_time_left_is_worth_nothing():
     assert fits(1.0, 0.0) == 0.0
     key = per_second([1.0, 0.5], [200.0, 10.0], 0.0, left_s=120.0)
     assert key == [0.0, 0.5 * (1 - 10 / 120)]
+
+
+def test_a_running_trial_costs_at_least_the_time_it_has_run(ledger, toy_space):
+    """N workers: the finished trials took 1-4 s, longer as x grows; one still running at x=5
+    has run for 2,000 s on the clock. The cost model reads that region as dear before the trial
+    lands, instead of as cheap because its long trials have not landed yet."""
+    study = ledger.create_study("c", toy_space, metric="loss", direction="minimize")
+    time = ManualTime()
+    study.clock = VirtualClock(origin=0.0, source=time)
+    adam = {"lr": 0.01, "n_layers": 1, "optimizer": "adam"}
+    for x in (-5.0, -3.0, -1.0, 1.0, 2.0, 3.0):
+        tid = study.start_trial({"x": x, **adam}, tool="optuna:tpe")
+        time.advance(1.0 + (x + 5) / 3)
+        study.finish_trial(tid, status="complete", metrics={"loss": 1.0})
+    near = ("optuna:tpe", {"x": 4.8, **adam})
+    before = rank(study, [near])[1][0].seconds
+    study.start_trial({"x": 5.0, **adam}, tool="optuna:tpe")
+    time.advance(2000.0)
+    after = rank(study, [near])[1][0].seconds
+    assert before < 10.0 and after > 10 * before
+
+
+def test_the_last_wave_prices_a_straggler_down(ledger, toy_space):
+    """The last trials of a cap with several workers: a proposal predicted to take k times what
+    keeps the workers busy anyway (the longest remainder in flight, or a typical trial) keeps
+    1/k of its worth; shorter ones keep all of it."""
+    done = timed_study(ledger, toy_space, XS).trials()  # 1 s and 100 s alternating: median 100
+    assert tail([1.0, 100.0, 1000.0], [50.0], done) == [1.0, 1.0, 0.1]
+    assert tail([1.0, 100.0, 1000.0], [400.0], done) == [1.0, 1.0, 0.4]  # a longer one in flight
+    assert tail([10.0], [], []) == [1.0]  # nothing known: nothing priced
+
+
+def test_the_last_wave_picks_the_proposal_that_ends_with_the_others(ledger, toy_space):
+    """By EI alone the slow proposal at the optimum is A (100 s); as one of the last trials, with
+    the trial in flight and a typical trial taking a second, the cheap one near it is."""
+    study = ledger.create_study("w", toy_space, metric="loss", direction="minimize")
+    time = ManualTime()
+    study.clock = VirtualClock(origin=0.0, source=time)
+    for x in (-5.0, -4.0, -3.0, -1.0, 0.0, 1.0, 3.0, 4.0, 5.0):
+        cfg = {"x": x, "lr": 0.01, "n_layers": 1, **({"optimizer": "sgd", "momentum": 0.5}
+                                                      if x in (1.0, 3.0) else
+                                                      {"optimizer": "adam"})}
+        tid = study.start_trial(cfg, tool="optuna:tpe")
+        time.advance(seconds_of(cfg))
+        study.finish_trial(tid, status="complete", metrics={"loss": toy_objective(cfg)})
+    study.start_trial({"x": -2.0, "lr": 0.01, "n_layers": 1, "optimizer": "adam"}, tool="t")
+    slow = ("optuna:tpe", {"x": 2.0, "lr": 0.01, "n_layers": 1, "optimizer": "sgd",
+                           "momentum": 0.5})
+    cheap = ("nevergrad:DE", {"x": 1.2, "lr": 0.01, "n_layers": 1, "optimizer": "adam"})
+    assert rank(study, [cheap, slow])[0] == [slow, cheap]
+    assert rank(study, [cheap, slow], last_wave=True)[0] == [cheap, slow]

@@ -86,3 +86,19 @@ def test_values_the_gp_cannot_fit_are_left_out_with_a_note(ledger, toy_space):
         assert all(s is not None and math.isfinite(s.mean) for s in scores)
     [note] = study.events("prior_excluded")  # once, however many rounds
     assert note["detail"]["trials"] == [0, 1, 2]
+
+
+def test_a_running_trial_counts_as_pending_at_its_predicted_value(ledger, toy_space):
+    """N workers: with a trial in flight at the optimum (x=2), its near twin's expected
+    improvement all but vanishes (the kriging believer: the running trial counts as returning
+    the GP's mean there, so little is left to gain beside it); once it lands, the prior ranks on
+    what it really returned."""
+    study = _study(ledger, toy_space, [-5.0, -3.0, -1.0, 0.5, 3.5, 5.0])
+    twin = offer(2.05)
+    alone = rank(study, [twin])[1][0]
+    running = study.start_trial(offer(2.0)[1], tool="optuna:tpe")
+    pending = rank(study, [twin])[1][0]
+    assert pending.ei < 0.05 * alone.ei and pending.sd < 0.5 * alone.sd
+    assert abs(pending.mean - alone.mean) < 0.05  # believed, not learned: the mean stays
+    study.finish_trial(running, status="complete", metrics={"loss": 3.0})  # a surprise
+    assert rank(study, [twin])[1][0].mean > alone.mean + 0.5
