@@ -34,6 +34,7 @@ from asap.graphs.define_by_run import Stopper, optimize_define_by_run
 from asap.graphs.progress import TrialLines
 from asap.graphs.result import OptimizeResult, StudyView
 from asap.graphs.session import tune
+from asap.tools.hpo.panel import PANEL, Tool, panel_from, sampler_tool
 from asap.tools.hpo.space import Space
 from asap.tools.ledger.store import Ledger
 from asap.tools.ledger.study import Study
@@ -130,9 +131,6 @@ def _model(llm: BaseChatModel | bool | str | None, settings: dict[str, Any]
 OPTUNA_NAMES = {"timeout": "time_budget_s", "n_jobs": "workers", "study_name": "study"}
 # Optuna's keywords with no counterpart: what to use instead.
 ELSEWHERE = {
-    "sampler": "asap's samplers are its tools: Optuna TPE and CMA-ES and Nevergrad NGOpt and DE "
-               "propose every round and the prior (llm=False) or the LLM picks; panel=['optuna:gp', "
-               "'nevergrad:DE', ...] names other tools by library:algorithm; seed= seeds them",
     "storage": "the trials live in asap's ledger (db='asap.db'); optuna_storage="
                "'sqlite:///optuna.db' mirrors them into an Optuna storage as they finish",
     "catch": "a trial that raises never ends the session: it is recorded as failed, with its "
@@ -188,7 +186,7 @@ def optimize(objective: Callable[..., float | dict[str, float]],
     if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
         raise ValueError(f"n_trials must be a positive integer (that many more trials), "
                          f"got {n_trials!r}")
-    settings = _from_optuna(settings)
+    settings, panel = _panel(_from_optuna(settings))
     by_run = takes_trial(objective)
     if space is None and not by_run:
         raise ValueError("the objective takes (config, report) and needs its search space: "
@@ -221,11 +219,11 @@ def optimize(objective: Callable[..., float | dict[str, float]],
         hooks.append(TrialLines(n_trials))
     if by_run:
         summary = TaskResult.from_summary(optimize_define_by_run(
-            cfg, objective, metric, direction, duration, llm, hooks, stopper))
+            cfg, objective, metric, direction, duration, llm, hooks, stopper, panel))
     else:
         wl = Workload(ref, objective, space, metric, direction, duration=duration)
         summary = TaskResult.from_summary(tune(cfg, llm=llm, callbacks=hooks, workload=wl,
-                                               cancel=stopper.current))
+                                               cancel=stopper.current, panel=panel))
     study = Ledger(cfg.db, readonly=True).open_study(name)
     if summary.trials == before:
         warnings.warn(f"study '{name}' ran no trial: {_why_none(study, summary)}", stacklevel=2)
@@ -247,6 +245,22 @@ def _from_optuna(settings: dict[str, Any]) -> dict[str, Any]:
             value = None
         out[key] = value
     return out
+
+
+def _panel(settings: dict[str, Any]) -> tuple[dict[str, Any], tuple[Tool, ...] | None]:
+    """Optuna's ``sampler=`` (a sampler object: it proposes every round, first, beside the
+    panel's tools) and ``panel=`` with sampler objects among tools' names, as the panel of tool
+    objects the session takes (None: ``panel`` names tools only, and stays a setting)."""
+    sampler, items = settings.get("sampler"), settings.get("panel")
+    objects = isinstance(items, list | tuple) and not all(isinstance(i, str) for i in items)
+    if sampler is None and not objects:
+        return settings, None
+    tools = PANEL if items is None else panel_from(items)
+    if sampler is not None:
+        own = sampler_tool(sampler)
+        tools = (own, *(t for t in tools if t.key != own.key))
+    rest = {k: v for k, v in settings.items() if k not in ("sampler", "panel")}
+    return rest, tools
 
 
 def _stem(objective: Callable[..., Any]) -> str:

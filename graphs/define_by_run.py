@@ -22,6 +22,7 @@ from langchain_core.language_models import BaseChatModel
 from asap.agent.config import TuneConfig
 from asap.graphs.callbacks import TuneCallback
 from asap.graphs.session import tune
+from asap.tools.hpo.panel import Tool
 from asap.tools.hpo.space import Space
 from asap.tools.ledger.store import Ledger
 from asap.tools.ledger.study import Study
@@ -82,8 +83,8 @@ def known_space(cfg: TuneConfig) -> dict[str, Spec]:
 
 def optimize_define_by_run(cfg: TuneConfig, objective: Callable[[Any], Any], metric: str,
                            direction: str, duration: str | None, llm: BaseChatModel | None,
-                           callbacks: Sequence[TuneCallback], stopper: Stopper
-                           ) -> dict[str, Any]:
+                           callbacks: Sequence[TuneCallback], stopper: Stopper,
+                           panel: tuple[Tool, ...] | None = None) -> dict[str, Any]:
     """Run ``objective(trial)`` until the study has ``cfg.trials`` trials, a session per space;
     the last session's summary, ``ran`` counting every session's trials. A suggest that changes
     a parameter's distribution (between trials, or against a resumed study's) raises
@@ -96,7 +97,8 @@ def optimize_define_by_run(cfg: TuneConfig, objective: Callable[[Any], Any], met
                       direction, duration=duration)
         stopper.current = cancel = Cancel()
         watch = _Watch(known, cancel)
-        summary = tune(cfg, llm=llm, callbacks=[*callbacks, watch], workload=wl, cancel=cancel)
+        summary = tune(cfg, llm=llm, callbacks=[*callbacks, watch], workload=wl, cancel=cancel,
+                       panel=panel)
         ran += summary.get("ran", 0)
         if watch.error:  # the trials that showed it ran outside the study's space: not kept
             Ledger(cfg.db).open_study(cfg.study_name).discard(watch.mismatched)

@@ -32,7 +32,7 @@ from asap.agent.speculation import speculation_mode
 from asap.graphs.callbacks import Fanout, Mirroring, TuneCallback, progress_events
 from asap.graphs.context import TuneContext, make_context
 from asap.graphs.tuning import graph
-from asap.tools.hpo.panel import panel_of
+from asap.tools.hpo.panel import PANEL, Tool, panel_of
 from asap.tools.hpo.portfolio import Portfolio
 from asap.tools.hpo.pruning import Pruner
 from asap.tools.ledger.store import Ledger, check_ledger_path
@@ -72,13 +72,15 @@ def open_study(ledger: Ledger, cfg: TuneConfig, space: Any, metric: str, directi
 
 def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
          callbacks: Sequence[TuneCallback] = (), workload: Workload | None = None,
-         cancel: Cancel | None = None) -> dict[str, Any]:
+         cancel: Cancel | None = None, panel: tuple[Tool, ...] | None = None) -> dict[str, Any]:
     """Run (or resume) a tuning session; returns the summary that ``--json`` prints.
 
     ``llm``: a chat model to decide with instead of the endpoint in ``cfg`` (an agent under
     evaluation, or a fake in tests); no server is started then. With ``cfg.llm`` off the panel
     and the prior decide every round: no endpoint is reached and no server started. ``workload``: one already
-    resolved (``asap.optimize``'s objective), instead of resolving ``cfg.workload``.
+    resolved (``asap.optimize``'s objective), instead of resolving ``cfg.workload``. ``panel``:
+    the tools as objects (a user's own Optuna samplers among them,
+    :func:`~asap.tools.hpo.panel.panel_from`), in place of the tools ``cfg.panel`` names.
 
     Ctrl-C (KeyboardInterrupt) or SIGTERM (:class:`Terminated`) cancels the running trial,
     records it as failed, logs the session and re-raises: everything finished is in the ledger
@@ -115,7 +117,8 @@ def tune(cfg: TuneConfig, *, llm: BaseChatModel | None = None,
                                            api_key=cfg.api_key, say=say.on_message)
                 grammar = is_llamacpp(base_url, cfg.api_key)
             llm = chat_model(base_url, model, api_key=cfg.api_key, timeout_s=cfg.llm_timeout_s)
-        return _session(cfg, wl, llm, say, cancel or Cancel(), grammar, slots, server)
+        return _session(cfg, wl, llm, say, cancel or Cancel(), grammar, slots, server,
+                        panel or panel_of(cfg.panel))
 
 
 def _ray_slots(stack: contextlib.ExitStack, cfg: TuneConfig, say: TuneCallback) -> list[Slot]:
@@ -157,7 +160,8 @@ def worker_slots(cfg: TuneConfig) -> list[Slot]:
 
 def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: TuneCallback,
              cancel: Cancel, grammar: bool = False, slots: list[Slot] | None = None,
-             server: EmbeddedServer | None = None) -> dict[str, Any]:
+             server: EmbeddedServer | None = None, panel: tuple[Tool, ...] = PANEL
+             ) -> dict[str, Any]:
     """The session proper, on a reachable LLM: open the study, run the graph, log, summarize."""
     ledger = Ledger(cfg.db)
     new = not ledger.has_study(cfg.study_name)
@@ -180,7 +184,7 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
                 f"#{s.index} {s.describe()}" for s in slots))
         trainer = _trainer(cfg, study, wl, slots, started, cancel, say)
         ctx = make_context(
-            study, Portfolio(study, seed=cfg.seed, width=cfg.width, panel=panel_of(cfg.panel)),
+            study, Portfolio(study, seed=cfg.seed, width=cfg.width, panel=panel),
             trainer, llm, cfg, protocol=protocol or DEFAULT, grammar=grammar, started=started,
             on_trial=lambda trial, tool: say.on_trial_complete(study, trial, tool),
             on_phase=lambda phase: say.on_phase(study, phase),

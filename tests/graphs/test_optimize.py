@@ -80,8 +80,8 @@ def test_n_trials_means_that_many_more_and_each_call_is_a_new_study(tmp_path):
 def test_optunas_keywords_map_or_name_the_asap_setting(tmp_path):
     result = run(tmp_path, n_trials=2, timeout=3600, n_jobs=1)
     assert len(result.trials) == 2
-    with pytest.raises(ValueError, match="sampler= is Optuna's; here asap's samplers are its"):
-        run(tmp_path, sampler=optuna.samplers.TPESampler())
+    with pytest.raises(ValueError, match="a sampler must be an Optuna sampler object"):
+        run(tmp_path, sampler="tpe")
     with pytest.raises(ValueError, match="storage= is Optuna's; .*optuna_storage="):
         run(tmp_path, storage="sqlite:///x.db")
     with pytest.raises(ValueError, match="pruner= takes a name here: 'median'"):
@@ -192,3 +192,32 @@ def test_a_panel_of_the_users_choice_proposes(tmp_path):
     result = run(tmp_path, n_trials=8, panel=["optuna:gp", "nevergrad:DE"])
     tools = {t.user_attrs["tool"] for t in result.trials}
     assert tools <= {"optuna:gp", "nevergrad:DE", "optuna:random"} and "optuna:gp" in tools
+
+
+def test_optunas_sampler_object_proposes_beside_the_panel(tmp_path):
+    """sampler= as an Optuna user writes it: that object (its settings and seed, a copy of it)
+    proposes every round, first in the panel, beside asap's tools (the prior then ranks them
+    all); the object passed is left untouched."""
+    import copy
+
+    mine = optuna.samplers.RandomSampler(seed=7)
+    before = copy.deepcopy(mine)
+    result = run(tmp_path, n_trials=5, sampler=mine)
+    from asap.tools.ledger.store import Ledger
+
+    study = Ledger(tmp_path / "o.db").open_study(result.study_name)
+    offers = [e["detail"]["offers"] for e in study.events("decision")]
+    assert offers[0][0][0] == "optuna:RandomSampler"  # before the prior scores: the panel's order
+    assert mine._rng.rng.randint(2**30) == before._rng.rng.randint(2**30)  # asap asked a copy
+
+
+def test_a_panel_mixes_tools_names_and_sampler_objects(tmp_path):
+    own = optuna.samplers.TPESampler(seed=1, n_startup_trials=2)
+    result = run(tmp_path, n_trials=6, panel=[own, "nevergrad:DE"])
+    tools = {t.user_attrs["tool"] for t in result.trials}
+    assert "optuna:TPESampler" in tools and tools <= {"optuna:TPESampler", "nevergrad:DE",
+                                                      "optuna:random"}
+    with pytest.raises(ValueError, match="unknown tool 'optuna:nope'"):
+        run(tmp_path, panel=[own, "optuna:nope"])
+    with pytest.raises(ValueError, match="distinct tools"):
+        run(tmp_path, panel=[own, optuna.samplers.TPESampler(seed=2)])

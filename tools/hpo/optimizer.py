@@ -59,8 +59,9 @@ class Optimizer(ABC):
     algorithms: tuple[str, ...] = ()
     warnings_ignored: dict[str, Any] = {}  # the library's warnings silenced inside ask and tell
 
-    def __init__(self, space: Space, direction: Direction, algorithm: str, seed: int = 0) -> None:
-        if algorithm not in self.algorithms:
+    def __init__(self, space: Space, direction: Direction, algorithm: str, seed: int = 0,
+                 custom: bool = False) -> None:
+        if not custom and algorithm not in self.algorithms:  # custom: the user's own object
             raise ValueError(f"unknown {self.library} algorithm {algorithm!r}; "
                              f"choose one of {list(self.algorithms)}")
         self.space = space

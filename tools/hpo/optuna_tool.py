@@ -75,10 +75,14 @@ class OptunaOptimizer(Optimizer):
     # keeps them); the INFO log of each in-memory trial is left to Optuna's verbosity.
     warnings_ignored = {"category": optuna.exceptions.ExperimentalWarning}
 
-    def __init__(self, space: Space, direction: Direction, algorithm: str, seed: int = 0) -> None:
-        super().__init__(space, direction, algorithm, seed)
+    def __init__(self, space: Space, direction: Direction, algorithm: str, seed: int = 0,
+                 sampler: optuna.samplers.BaseSampler | None = None) -> None:
+        """``sampler``: a user's own sampler object, used as it is (``algorithm`` is then its
+        class name); else asap's settings of the sampler ``algorithm`` names, with ``seed``."""
+        super().__init__(space, direction, algorithm, seed, custom=sampler is not None)
         with quiet(self.warnings_ignored):
-            self.study = optuna.create_study(direction=direction, sampler=_sampler(algorithm, seed))
+            self.study = optuna.create_study(direction=direction,
+                                             sampler=sampler or _sampler(algorithm, seed))
 
     def _ask(self) -> tuple[dict[str, Any], Any]:
         trial = self.study.ask()

@@ -9,7 +9,8 @@ palette and the chat's patterns read :data:`TOOLS` and :data:`PANEL`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Tool:
     algorithm: str  # the library's name for it (Optuna's sampler, Nevergrad's optimizer)
     cheap: bool  # an ask costs a few ms: asked again when a round is wider than the panel
     label: str  # how a person names it ("TPE", "CMA-ES")
+    sampler: Any = field(default=None, compare=False)  # a user's own Optuna sampler object
 
     @property
     def key(self) -> str:
@@ -50,6 +52,37 @@ PANEL: tuple[Tool, ...] = tuple(TOOLS[k] for k in ("optuna:tpe", "optuna:cmaes",
 # What proposes when a tool keeps repeating itself, every panel tool failed, or the LLM's own
 # configuration already ran: random sampling.
 RANDOM = TOOLS["optuna:random"]
+
+
+def sampler_tool(sampler: Any) -> Tool:
+    """A user's own Optuna sampler object as a tool (``optuna:GPSampler``), as an Optuna user
+    passes ``sampler=``: its settings and seed are the user's (asap does not reseed it, and
+    works on a copy); asked once a round, as its cost is unknown."""
+    import optuna
+
+    if not isinstance(sampler, optuna.samplers.BaseSampler):
+        raise ValueError(f"a sampler must be an Optuna sampler object (optuna.samplers.*) or a "
+                         f"tool's name among {list(TOOLS)}, got {type(sampler).__name__}")
+    name = type(sampler).__name__
+    return Tool("optuna", name, cheap=False, label=name, sampler=sampler)
+
+
+def panel_from(items: Any) -> tuple[Tool, ...]:
+    """A panel from tools' names ("optuna:tpe") and Optuna sampler objects, mixed, in that
+    order: a name must be known, and the tools distinct."""
+    tools = []
+    for item in [items] if isinstance(items, str) or not isinstance(items, list | tuple) else items:
+        if not isinstance(item, str):
+            tools.append(sampler_tool(item))
+        elif item in TOOLS:
+            tools.append(TOOLS[item])
+        else:
+            raise ValueError(f"unknown tool {item!r}; choose among {list(TOOLS)} or pass an "
+                             "Optuna sampler object")
+    if not tools or len({t.key for t in tools}) < len(tools):
+        raise ValueError(f"a panel names distinct tools, at least one; got "
+                         f"{[t.key for t in tools]}")
+    return tuple(tools)
 
 
 def panel_of(names: str | None) -> tuple[Tool, ...]:

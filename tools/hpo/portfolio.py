@@ -56,7 +56,10 @@ class Portfolio:
                 raise ValueError(f"unknown library {library!r}; choose one of {list(LIBRARIES)}")
             cls = LIBRARIES[library]
             seed = tool_seed(self.seed, key, len(self.study.finished_ids()))
-            self._optimizers[key] = cls(self.study.space, self.study.direction, algorithm, seed)
+            own = next((t.sampler for t in self.panel if t.key == key and t.sampler), None)
+            extra = {} if own is None else {"sampler": copy.deepcopy(own)}  # the user's object
+            self._optimizers[key] = cls(self.study.space, self.study.direction, algorithm, seed,
+                                        **extra)
             # A hypothetical trial stands in for its real one, which the fork must not be told.
             self._told[key] = {t.id for t in self._hypothetical}
             self._pended[key] = set()
