@@ -69,3 +69,18 @@ def test_importing_the_library_changes_no_process_wide_setting():
     done = subprocess.run([sys.executable, "-c", IMPORT_ALL], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "clean", done.stderr[-3000:]
+
+
+def test_every_subpackage_is_in_the_distribution():
+    """pyproject lists the packages a wheel carries: a new subpackage folder missing from the
+    list would work under ``pip install -e .`` and be absent from ``pip install .``."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = set()
+    for sub, folder in {**MAPPED, "": "asap"}.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join(p for p in ("asap", sub, *parts) if p))
+    assert "asap.tools.ledger" in found and found <= listed, sorted(found - listed)
