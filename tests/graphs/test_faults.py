@@ -172,7 +172,7 @@ def test_an_answer_no_client_can_read_is_an_llm_error_not_the_end(tmp_path, serv
     s = tune(cfg)
     study = Ledger(tmp_path / "m.db").open_study("f")
     assert s["complete"] == 4 and server.served[kind] == 3
-    assert study.events("protocol")[0]["detail"]["reason"].startswith("the probe failed")
+    assert study.events("protocol")[0]["detail"]["reason"].startswith("tools: the probe failed")
     reasons = [e["detail"]["reason"] for e in study.events("llm_error")]
     assert len(reasons) == 2 and all(r.startswith(("MalformedAnswer", "JSONDecodeError")) for r in reasons), reasons
     assert s["llm_failed_calls"] == 2  # then the circuit opened: the prior decided rounds 3-4
