@@ -51,6 +51,16 @@ def space_difference(old: Space, new: Space) -> str:
     return "; ".join(parts[:5]) + (f"; and {len(parts) - 5} more" if len(parts) > 5 else "")
 
 
+@retry(retry=retry_if_exception(lambda e: "database is locked" in str(e)), reraise=True,
+       stop=stop_after_attempt(6), wait=wait_exponential(multiplier=0.05, max=1.0))
+def _begin(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, retried when SQLite answers "database is locked": besides a lock held
+    past the busy timeout, SQLite says so at once, without waiting, when the connection's read
+    snapshot is older than another process's last commit (SQLITE_BUSY_SNAPSHOT in WAL mode: a
+    read on the shared connection in another thread); nothing is done yet, so it is safe."""
+    conn.execute("BEGIN IMMEDIATE")
+
+
 class Ledger:
     """A SQLite ledger file; cheap to open, safe to share between processes (WAL + busy timeout).
 
@@ -129,7 +139,7 @@ class Ledger:
             if conn.in_transaction:  # nested: the outer transaction decides
                 yield
                 return
-            conn.execute("BEGIN IMMEDIATE")
+            _begin(conn)
             try:
                 yield
             except BaseException:

@@ -279,3 +279,26 @@ def test_every_event_written_or_read_is_a_declared_kind():
     read = set(re.findall(r'\.events\(\s*"(\w+)"', code))
     assert written and read <= written  # nothing is read that nobody writes
     assert written == set(get_args(EventKind))  # each kind declared once, and each one used
+
+
+def test_a_transaction_that_finds_the_database_locked_at_once_begins_again():
+    """SQLite may answer BEGIN IMMEDIATE with "database is locked" without waiting (a stale
+    read snapshot in WAL mode); nothing is written yet, so the transaction begins again."""
+    import sqlite3
+
+    from asap.tools.ledger.store import _begin
+
+    class Conn:
+        def __init__(self, failures):
+            self.failures, self.sent = failures, []
+
+        def execute(self, sql):
+            self.sent.append(sql)
+            if len(self.sent) <= self.failures:
+                raise sqlite3.OperationalError("database is locked")
+
+    conn = Conn(failures=2)
+    _begin(conn)
+    assert conn.sent == ["BEGIN IMMEDIATE"] * 3
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _begin(Conn(failures=99))  # a lock that never frees is still an error, after 6 tries
