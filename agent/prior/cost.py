@@ -56,19 +56,16 @@ def predict_seconds(space: Space, done: Sequence[Trial], configs: Sequence[dict[
     """Each config's predicted training seconds (the GP's median), or None with fewer than
     :data:`MIN_TIMED` timed trials. Deterministic given the trials (prefix-stable prompts).
 
-    ``pending``: trials in flight, as (config, seconds run so far); each is conditioned on at
-    its predicted duration or the time it has run, whichever is longer (a trial still running
-    after an hour costs at least an hour), with the kernel the finished trials fitted."""
+    ``pending``: trials in flight, as (config, seconds believed), conditioned on with the kernel
+    the finished trials fitted (the prior believes a running trial's predicted duration, or the
+    time it has run if longer: :func:`asap.agent.prior.ranking.rank`)."""
     points = cost_points(space, done)
     if points is None:
         return None
     x, y = points
     if pending:
-        at = [encode(space, c) for c, _ in pending]
-        guess, _ = gp.predict(x, y, at, refit=refit)
-        x = x + at
-        y = y + [max(g, math.log(max(run, FLOOR_S))) for g, (_, run) in zip(guess, pending,
-                                                                          strict=True)]
+        x = x + [encode(space, c) for c, _ in pending]
+        y = y + [math.log(max(s, FLOOR_S)) for _, s in pending]
         refit = False
     mean, _ = gp.predict(x, y, [encode(space, c) for c in configs], refit=refit)
     return [max(math.exp(m), FLOOR_S) for m in mean]

@@ -76,16 +76,18 @@ def rank(study: Study, offers: Sequence[Offer], extra: Sequence[Trial] = (),
     scores = _expected_improvement(study.space, done, configs, sign, gps["value"], not extra,
                                    [t.config for t in pending])
     now = study.clock.now()
-    ran = [(t.config, now - t.started_at) for t in pending]
-    seconds = predict_seconds(study.space, done, configs, gps["cost"], refit=not extra,
-                              pending=ran)
+    ran = [now - t.started_at for t in pending]  # how long each has run
+    busy = predict_seconds(study.space, done, [t.config for t in pending], gps["cost"],
+                           refit=not extra) if pending else []  # None: too few timed trials
+    believed = [(t.config, max(b, r)) for t, b, r in zip(pending, busy, ran, strict=True)
+                ] if busy else []
+    seconds = predict_seconds(study.space, done, configs, gps["cost"],
+                              refit=not extra and not believed, pending=believed)
     if seconds is not None:
         scores = [dataclasses.replace(s, seconds=c) for s, c in zip(scores, seconds, strict=True)]
     key = per_second([s.ei for s in scores], seconds, cost_weight, left_s)
     if last_wave and seconds is not None:
-        busy = (predict_seconds(study.space, done, [c for c, _ in ran], gps["cost"],
-                                refit=False) or []) if ran else []
-        left = [p - r for p, (_, r) in zip(busy, ran, strict=True)]
+        left = [b - r for b, r in zip(busy, ran, strict=True)] if busy else []
         key = [k * f for k, f in zip(key, tail(seconds, left, timed(done)), strict=True)]
     order = sorted(range(len(offers)), key=lambda i: -key[i])  # stable: ties keep order
     return [offers[i] for i in order], [scores[i] for i in order]
