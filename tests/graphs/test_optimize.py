@@ -217,6 +217,9 @@ def test_a_panel_mixes_tools_names_and_sampler_objects(tmp_path):
     tools = {t.user_attrs["tool"] for t in result.trials}
     assert "optuna:TPESampler" in tools and tools <= {"optuna:TPESampler", "nevergrad:DE",
                                                       "optuna:random"}
+    with_names = run(tmp_path, n_trials=2, sampler=optuna.samplers.RandomSampler(seed=2),
+                     panel="optuna:tpe, nevergrad:DE")  # the setting's own spelling
+    assert len(with_names.trials) == 2
     with pytest.raises(ValueError, match="unknown tool 'optuna:nope'"):
         run(tmp_path, panel=[own, "optuna:nope"])
     with pytest.raises(ValueError, match="distinct tools"):

@@ -68,10 +68,15 @@ def sampler_tool(sampler: Any) -> Tool:
 
 
 def panel_from(items: Any) -> tuple[Tool, ...]:
-    """A panel from tools' names ("optuna:tpe") and Optuna sampler objects, mixed, in that
-    order: a name must be known, and the tools distinct."""
+    """A panel from tools' names ("optuna:tpe", or "optuna:tpe,nevergrad:DE" as the setting
+    spells them) and Optuna sampler objects, mixed, in that order: a name must be known, and
+    the tools distinct."""
+    if isinstance(items, str):
+        items = [name.strip() for name in items.split(",")]
+    elif not isinstance(items, list | tuple):
+        items = [items]  # one sampler object
     tools = []
-    for item in [items] if isinstance(items, str) or not isinstance(items, list | tuple) else items:
+    for item in items:
         if not isinstance(item, str):
             tools.append(sampler_tool(item))
         elif item in TOOLS:
@@ -87,7 +92,7 @@ def panel_from(items: Any) -> tuple[Tool, ...]:
 
 def panel_of(names: str | None) -> tuple[Tool, ...]:
     """The panel a setting names ("optuna:tpe,optuna:gp"; None: :data:`PANEL`)."""
-    return PANEL if names is None else tuple(TOOLS[n] for n in names.split(","))
+    return PANEL if names is None else panel_from(names)
 
 
 def wide(panel: tuple[Tool, ...] = PANEL) -> tuple[Tool, ...]:
