@@ -11,6 +11,7 @@ bounds lossless speculation imposes), then frozen.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,18 +108,19 @@ class TuneContext:
                 or (self.time_budget_s is not None
                     and self.clock.now() - self.started >= self.time_budget_s))
 
-    def pricing(self) -> tuple[float, float | None, bool]:
+    def pricing(self) -> tuple[float, float | None, int | None]:
         """How much a proposal's predicted training time weighs in the prior's ranking now,
-        the time budget left (None: no budget), and whether this round starts one of the last
-        trials of the cap with several workers (the last wave: no worker should idle behind a
-        straggler, see :func:`asap.agent.prior.cost.tail`)."""
+        the time budget left (None: no budget), and with several workers the trials the cap
+        leaves each worker, this one included (1: the last wave; None with one worker): no
+        worker should idle behind a straggler (:func:`asap.agent.prior.cost.tail`)."""
         elapsed = self.clock.now() - self.started
         left = None if self.time_budget_s is None else self.time_budget_s - elapsed
         workers = self.trainer.workers
-        last_wave = workers > 1 and self.max_trials - len(self.study.trials()) <= workers
+        waves = (None if workers <= 1
+                 else max(1, math.ceil((self.max_trials - len(self.study.trials())) / workers)))
         w = weight(elapsed, self.time_budget_s) if self.cost_weight == "cool" else float(
             self.cost_weight)
-        return w, left, last_wave
+        return w, left, waves
 
     def price(self, round_no: int) -> Price:
         """Whether round ``round_no``'s decision is worth an LLM call (:mod:`asap.agent.pricing`),

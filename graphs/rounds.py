@@ -27,9 +27,9 @@ def ranked_offers(ctx: TuneContext, offers: list[Offer], extra: list[Trial] | No
                   ) -> tuple[list[Offer], list[Score | None]]:
     """The panel's ``offers`` ranked by the prior on the trials finished now (and ``extra``
     assumed ones): its best :data:`SHOWN` and their scores."""
-    w, left, last_wave = ctx.pricing()
+    w, left, waves = ctx.pricing()
     ranked, scores = rank(ctx.study, offers, extra=extra or (), cost_weight=w, left_s=left,
-                          last_wave=last_wave)
+                          waves=waves)
     return ranked[:SHOWN], scores[:SHOWN]
 
 

@@ -99,17 +99,20 @@ def fits(seconds: float, left_s: float | None) -> float:
     return max(0.0, 1.0 - seconds / left_s) if left_s > 0 else 0.0
 
 
-def tail(seconds: Sequence[float], left: Sequence[float], done: Sequence[Trial]
-         ) -> list[float]:
-    """How much each proposal of the last wave is worth for its length (1: all of it): the
-    workers are busy anyway for the longest predicted remainder of the trials in flight
-    (``left``) or a typical finished trial (the median of ``done``'s durations), whichever is
-    longer; a proposal predicted to take k times that keeps 1/k of its worth, since the others
-    would idle behind it. Straggler-aware, as asynchronous successive halving ends a budget."""
+def tail(seconds: Sequence[float], left: Sequence[float], done: Sequence[Trial],
+         waves: int = 1) -> list[float]:
+    """How much each proposal is worth for its length when several workers share a trial cap
+    (1: all of it). The workers are busy anyway for the longest predicted remainder of the
+    trials in flight (``left``), or for ``waves`` typical trials each (the median of ``done``'s
+    durations; ``waves``: the trials the cap leaves per worker, this one included), whichever is
+    longer; a proposal predicted to take k times that keeps 1/k of its worth, since the other
+    workers would run out of trials and idle behind it. Straggler-aware, as asynchronous
+    successive halving ends a budget: in the last wave (``waves`` 1) a trial much longer than a
+    typical one is priced down, early in the cap only one longer than the rest of the run."""
     if not left and not done:
         return [1.0] * len(seconds)
     typical = sorted(t.duration for t in done)[len(done) // 2] if done else 0.0
-    horizon = max([*left, typical, FLOOR_S])
+    horizon = max([*left, typical * max(waves, 1), FLOOR_S])
     return [min(1.0, horizon / max(s, FLOOR_S)) for s in seconds]
 
 

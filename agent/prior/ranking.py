@@ -50,7 +50,7 @@ class Score:
 
 
 def rank(study: Study, offers: Sequence[Offer], extra: Sequence[Trial] = (),
-         cost_weight: float = 0.0, left_s: float | None = None, last_wave: bool = False
+         cost_weight: float = 0.0, left_s: float | None = None, waves: int | None = None
          ) -> tuple[list[Offer], list[Score | None]]:
     """``offers`` ordered by expected improvement per predicted second (best first, see
     :mod:`asap.agent.prior.cost`; ``cost_weight`` 0: by EI alone; ``left_s``: the time budget left,
@@ -62,10 +62,10 @@ def rank(study: Study, offers: Sequence[Offer], extra: Sequence[Trial] = (),
     asynchronous BO's kriging believer: each stands in at the value the GP predicts for it, and
     at the duration the cost model predicts (at least the time it has run so far), so the next
     pick is not a running trial's near twin, and a region does not look cheap because its long
-    trials have not landed yet. ``last_wave``: this pick starts one of the last trials of a
-    trial cap with several workers; a proposal predicted to outlast the trials in flight by
-    far is priced down by how far (:func:`~asap.agent.prior.cost.tail`), as the workers would
-    idle behind it.
+    trials have not landed yet. ``waves``: with several workers and a trial cap, the trials
+    the cap leaves each worker (1: this pick starts one of the last); a proposal predicted to
+    outlast the rest of the run's work by far is priced down by how far
+    (:func:`~asap.agent.prior.cost.tail`), as the other workers would idle behind it.
     """
     fitted = _fitted(study, extra)
     if fitted is None:
@@ -86,9 +86,9 @@ def rank(study: Study, offers: Sequence[Offer], extra: Sequence[Trial] = (),
     if seconds is not None:
         scores = [dataclasses.replace(s, seconds=c) for s, c in zip(scores, seconds, strict=True)]
     key = per_second([s.ei for s in scores], seconds, cost_weight, left_s)
-    if last_wave and seconds is not None:
+    if waves is not None and seconds is not None:
         left = [b - r for b, r in zip(busy, ran, strict=True)] if busy else []
-        key = [k * f for k, f in zip(key, tail(seconds, left, timed(done)), strict=True)]
+        key = [k * f for k, f in zip(key, tail(seconds, left, timed(done), waves), strict=True)]
     order = sorted(range(len(offers)), key=lambda i: -key[i])  # stable: ties keep order
     return [offers[i] for i in order], [scores[i] for i in order]
 

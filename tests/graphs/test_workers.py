@@ -119,21 +119,23 @@ def test_bad_worker_requests_fail_before_anything_is_written(tmp_path):
     assert not (tmp_path / "n.db").exists()
 
 
-def test_the_prior_ranks_with_the_trials_in_flight_and_knows_the_last_wave(tmp_path, monkeypatch):
+def test_the_prior_ranks_with_the_trials_in_flight_and_knows_the_waves_left(tmp_path,
+                                                                          monkeypatch):
     """Two workers, eight trials on the virtual clock: every ranking with a trial in flight sees
-    it as pending (running in the ledger when ranked), and the rankings of the last two trials,
-    and only those, are priced as the last wave."""
+    it as pending (running in the ledger when ranked), and each knows the trials the cap leaves
+    per worker (the last two trials: one each, the last wave)."""
     import asap.graphs.rounds as rounds
 
     seen = []
     real = rounds.rank
 
     def spy(study, offers, **kw):
-        seen.append((len(study.trials()), len(study.trials(status="running")), kw["last_wave"]))
+        seen.append((len(study.trials()), len(study.trials(status="running")), kw["waves"]))
         return real(study, offers, **kw)
     monkeypatch.setattr(rounds, "rank", spy)
     cfg = TuneConfig(workload="hpobench:australian", trials=8, workers=2, isolate=False,
                      clock="virtual", llm="off", db=str(tmp_path / "w.db"), study="w")
     assert tune(cfg)["complete"] == 8
     assert seen and all(running == 1 for _, running, _ in seen[1:])  # the other worker's
-    assert [started for started, _, wave in seen if wave] == [6, 7]
+    assert [started for started, _, waves in seen if waves == 1] == [6, 7]
+    assert all(waves == -(-(8 - started) // 2) for started, _, waves in seen)

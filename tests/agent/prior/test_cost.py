@@ -156,6 +156,14 @@ def test_the_last_wave_prices_a_straggler_down(ledger, toy_space):
     assert tail([10.0], [], []) == [1.0]  # nothing known: nothing priced
 
 
+def test_early_in_the_cap_only_a_trial_longer_than_the_rest_of_the_run_is_priced_down(
+        ledger, toy_space):
+    """Five trials left per worker: the workers are busy for about five typical trials (500 s)
+    anyway, so a 1000 s proposal keeps half its worth and a 400 s one all of it."""
+    done = timed_study(ledger, toy_space, XS).trials()
+    assert tail([1.0, 400.0, 1000.0], [50.0], done, waves=5) == [1.0, 1.0, 0.5]
+
+
 def test_the_last_wave_picks_the_proposal_that_ends_with_the_others(ledger, toy_space):
     """By EI alone the slow proposal at the optimum is A (100 s); as one of the last trials, with
     the trial in flight and a typical trial taking a second, the cheap one near it is."""
@@ -174,4 +182,5 @@ def test_the_last_wave_picks_the_proposal_that_ends_with_the_others(ledger, toy_
                            "momentum": 0.5})
     cheap = ("nevergrad:DE", {"x": 1.2, "lr": 0.01, "n_layers": 1, "optimizer": "adam"})
     assert rank(study, [cheap, slow])[0] == [slow, cheap]
-    assert rank(study, [cheap, slow], last_wave=True)[0] == [cheap, slow]
+    assert rank(study, [cheap, slow], waves=1)[0] == [cheap, slow]
+    assert rank(study, [cheap, slow], waves=1000)[0] == [slow, cheap]  # early: the run is long
