@@ -15,7 +15,8 @@ end, clock), the time its curves are measured from.
 - ``portfolio``: the same panel of tools with no LLM: UCB1 on each tool's improvement rate.
 - ``prior``: the agent's panel and its GP prior with no LLM (``asap tune --llm off``, the same
   session and graph): each round trains the proposal with the highest expected improvement
-  (the agent's "A"). asap against it is what the LLM adds.
+  (the agent's "A"). asap against it is what the LLM adds. Its ablations: ``prior-w1``,
+  ``prior-cool``, ``prior-eips`` (the cost weight) and ``prior-gp`` (GPSampler in the panel).
 - ``llm-naive``: the LLM writes configurations itself from the history sorted by score, serially
   (Zhang et al. 2023 / OPRO style: temperature 1, the prompt rebuilt each round); numbers outside
   the bounds are clipped, an unusable answer is replaced by a random configuration (an event).
@@ -300,10 +301,12 @@ METHODS: dict[str, Callable[[Cell, Workload], None]] = {
     "portfolio": bandit,
     "prior": agent(llm=False),
     # ablations of the prior: one proposal per tool and round (4, not 7); EI per predicted
-    # second with cost-cooling (CArBO), and per second throughout (agent/prior/cost.py)
+    # second with cost-cooling (CArBO), and per second throughout (agent/prior/cost.py); the
+    # panel with Optuna's GPSampler beside the four tools
     "prior-w1": agent(llm=False, width=1),
     "prior-cool": agent(llm=False, cost_weight="cool"),
     "prior-eips": agent(llm=False, cost_weight=1.0),
+    "prior-gp": agent(llm=False, panel=",".join([t.key for t in PANEL] + ["optuna:gp"])),
     "llm-naive": llm_naive,
 }
 LLM_METHODS = {"asap", "asap-nospec", "asap-naive", "asap-noselftune", "llm-naive"}
