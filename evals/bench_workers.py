@@ -21,7 +21,12 @@ speed. Printed per method and worker count, as medians over the runs (tasks x se
 tools alone (``cmaes``, ``tpe``: their Optuna samplers, with the running trials as pending, as
 Optuna's ``n_jobs`` runs them) are methods of the eval (:mod:`asap.evals.methods`).
 
+The Ray backend runs trials for real, so it is measured on the real clock: ``--time-scale S``
+sleeps each trial its table's time times S, and ``--backend ray`` runs asap's trials as Ray
+tasks (compare with ``--backend local`` at the same scale).
+
     python evals/bench_workers.py --workers 1,2,4,8 --seeds 10 --trials 40
+    python evals/bench_workers.py --methods prior --workers 1,2,4 --time-scale 0.02 --backend ray
 
 Not a test: docs/evaluation.md has what was measured.
 """
@@ -47,14 +52,19 @@ DEV = TASKS[:5]  # the dev profile's tables
 
 
 def run_counts(tasks: list[str], methods: list[str], seeds: int, trials: int,
-               counts: list[int], folder: Path) -> dict[int, Ledger]:
-    """Each worker count's grid on the virtual clock, in ``folder/w<N>.db`` (cells already done
-    there are kept: a cut-off run resumes)."""
+               counts: list[int], folder: Path, time_scale: float = 0.0,
+               backend: str = "local") -> dict[int, Ledger]:
+    """Each worker count's grid in ``folder/w<N>.db`` (cells already done there are kept: a
+    cut-off run resumes): on the virtual clock, or with ``time_scale`` > 0 on the real one,
+    each trial sleeping its table's time times the scale (where ``backend`` "ray" runs asap's
+    trials as Ray tasks)."""
     console = Console(stderr=True)
     ledgers = {}
+    clock = "real" if time_scale > 0 else "virtual"
     for n in counts:
-        grid = Grid(tasks=tasks, methods=methods, seeds=seeds, trials=trials, time_scale=0.0,
-                    clock="virtual", workers=n, db=str(folder / f"w{n}.db"))
+        grid = Grid(tasks=tasks, methods=methods, seeds=seeds, trials=trials,
+                    time_scale=time_scale, clock=clock, workers=n, backend=backend,
+                    db=str(folder / f"w{n}.db"))
         console.print(f"[bold]{n} worker(s):[/] {grid.describe()}")
         ledgers[n] = run_grid(grid)
     return ledgers
@@ -119,6 +129,11 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--dir", help="folder for the ledgers (default: a temporary one); a run "
                                   "cut off resumes there")
+    ap.add_argument("--time-scale", type=float, default=0.0,
+                    help="0: the virtual clock; > 0: the real clock, each trial sleeping its "
+                         "table's time x this")
+    ap.add_argument("--backend", choices=("local", "ray"), default="local",
+                    help="ray: asap's trials as Ray tasks on a local Ray instance (real clock)")
     args = ap.parse_args()
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # its INFO line per in-memory study
@@ -126,7 +141,7 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     counts = [int(n) for n in args.workers.split(",")]
     ledgers = run_counts(args.tasks.split(","), args.methods.split(","), args.seeds,
-                         args.trials, counts, folder)
+                         args.trials, counts, folder, args.time_scale, args.backend)
     Console(width=200).print(report(ledgers, counts))
     Console(stderr=True).print(f"ledgers in {folder}")
 

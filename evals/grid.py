@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from asap.agent.llm.server import endpoint
-from asap.evals.methods import LLM_METHODS, METHODS, Cell
+from asap.evals.methods import LLM_METHODS, METHODS, SESSION_METHODS, Cell
 from asap.evals.smac_peer import check_installed
 from asap.tools.ledger.store import Ledger
 from asap.tools.trials.clock import CLOCKS
@@ -58,6 +58,7 @@ class Grid:
     workers: int = 1  # trials in flight per run (llm-naive stays serial: its loop is the method)
     clock: str = "real"  # or "virtual": simulated training, each method's own time charged
     at_trials: int = 40  # the trial axis: regret read at this many trials
+    backend: str = "local"  # where asap's sessions run their trials: "ray" for Ray tasks
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -77,6 +78,15 @@ class Grid:
         if self.clock == "virtual" and self.time_scale:
             raise ValueError("the virtual clock sleeps not at all; --time-scale sleeps real "
                              "seconds: use one or the other")
+        if self.backend not in ("local", "ray"):
+            raise ValueError(f"unknown backend {self.backend!r}; choose local or ray")
+        if self.backend == "ray":
+            if self.clock == "virtual":
+                raise ValueError("the virtual clock simulates trials here: use the real clock "
+                                 "(a --time-scale) with the ray backend")
+            if others := [m for m in self.methods if m not in SESSION_METHODS]:
+                raise ValueError(f"method(s) {others} run their trials in this process; the ray "
+                                 f"backend is for asap's sessions: {sorted(SESSION_METHODS)}")
         for task in self.tasks:
             check_clock(resolve(task), self.clock)  # an unknown task, or one with no duration
 
@@ -89,6 +99,7 @@ class Grid:
     def describe(self) -> str:
         """What this grid runs, in one line (printed before it starts and in the report)."""
         workers = f", {self.workers} trials in flight per run" if self.workers > 1 else ""
+        workers += ", trials as Ray tasks" if self.backend == "ray" else ""
         head = f"Ran: {', '.join(self.tasks)} x {', '.join(self.methods)}, {self.seeds} seeds, "
         if self.clock == "virtual":
             budgets = ", ".join(sorted({f"{_hours(self.budget(t))} on {t.partition(':')[0]}"
@@ -104,7 +115,7 @@ class Grid:
     def cells(self) -> list[Cell]:
         """Every run of the grid; LLM methods get the endpoint when the grid starts."""
         return [Cell(t, m, s, self.trials, self.budget(t), self.time_scale, self.db,
-                     workers=self.workers, clock=self.clock)
+                     workers=self.workers, clock=self.clock, backend=self.backend)
                 for t in self.tasks for m in self.methods for s in range(self.seeds)]
 
 

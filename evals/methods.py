@@ -66,6 +66,7 @@ class Cell:
     model: str = "default"
     workers: int = 1  # trials in flight at once
     clock: str = "real"  # real, or virtual: simulated training, the method's own time charged
+    backend: str = "local"  # where asap's session runs its trials: here, or Ray tasks
 
     @property
     def tabular(self) -> bool:
@@ -223,12 +224,13 @@ def agent(**switches: Any) -> Callable[[Cell, Workload], None]:
         cfg = TuneConfig(workload=cell.task, trials=cell.trials, time_budget_s=cell.time_s,
                          study=cell.study, db=cell.db, base_url=cell.base_url, model=cell.model,
                          seed=cell.seed, time_scale=cell.time_scale, isolate=not cell.tabular,
-                         workers=cell.workers, clock=cell.clock,
+                         workers=cell.workers, clock=cell.clock, backend=cell.backend,
                          trial_timeout_s=cell.trial_limit_s, **switches)
         if cfg.speculation == "auto":  # as if embedded: the shared server is on this machine
             cfg = cfg.model_copy(update={"speculation": speculation_mode(
                 cfg.model_copy(update={"base_url": None}))})
         tune(cfg, workload=wl)
+    run.session = True  # type: ignore[attr-defined]  # asap's own session: it takes a backend
     return run
 
 
@@ -309,4 +311,7 @@ METHODS: dict[str, Callable[[Cell, Workload], None]] = {
     "prior-gp": agent(llm=False, panel=",".join([t.key for t in PANEL] + ["optuna:gp"])),
     "llm-naive": llm_naive,
 }
+# The methods that run asap's own session (the agent and the prior with their ablations): the
+# only ones whose trials can run on Ray (the others keep them in this process).
+SESSION_METHODS = frozenset(name for name, run in METHODS.items() if getattr(run, "session", False))
 LLM_METHODS = {"asap", "asap-nospec", "asap-naive", "asap-noselftune", "llm-naive"}

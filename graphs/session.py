@@ -230,7 +230,8 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
             # (not on a ledger that cannot be written: its error is the one to show)
             with contextlib.suppress(sqlite3.Error):
                 study.log_event("session", start=started, end=clock.now(), protocol=protocol,
-                                prompt=cfg.prompt, interrupted=interrupted, clock=clock.name)
+                                prompt=cfg.prompt, interrupted=interrupted, clock=clock.name,
+                                backend=cfg.backend)
         clock.close()
         say.on_session_end(study, interrupted)
     return {**summarize(study), "ran": len(study.finished_ids()) - opened}

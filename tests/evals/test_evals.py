@@ -67,6 +67,26 @@ def test_bad_grid_settings_are_named():
         Grid(tasks=["nope"], methods=["tpe"])
 
 
+def test_a_ray_grid_runs_asaps_sessions_on_ray_and_refuses_what_it_cannot(tmp_path):
+    """``backend="ray"``: asap's sessions (the prior here) run their trials as Ray tasks on the
+    real clock; the virtual clock and the methods that keep their trials in this process are
+    refused by name before anything runs."""
+    with pytest.raises(ValueError, match="use the real clock"):
+        Grid(tasks=["hpobench:australian"], methods=["prior"], clock="virtual", time_scale=0.0,
+             backend="ray")
+    with pytest.raises(ValueError, match=r"\['tpe'\] run their trials in this process"):
+        Grid(tasks=["hpobench:australian"], methods=["prior", "tpe"], backend="ray")
+    with pytest.raises(ValueError, match="unknown backend 'slurm'"):
+        Grid(tasks=["hpobench:australian"], methods=["prior"], backend="slurm")
+    grid = Grid(tasks=["hpobench:australian"], methods=["prior"], seeds=1, trials=4,
+                time_s=120, time_scale=0.0, workers=2, backend="ray",
+                db=str(tmp_path / "ray.db"))
+    assert "trials as Ray tasks" in grid.describe()
+    study = run_grid(grid).open_study("hpobench-australian.prior.s0")
+    assert [t.status for t in study.trials()] == ["complete"] * 4
+    assert [e["detail"]["backend"] for e in study.events("session")] == ["ray"]
+
+
 def test_a_tiny_real_grid_end_to_end_and_resumes(tmp_path):
     grid = Grid(tasks=["hpobench:australian"], methods=["tpe", "portfolio"], seeds=2, trials=4,
                 time_s=30, time_scale=0.0, db=str(tmp_path / "eval.db"))
