@@ -218,20 +218,26 @@ def _bandit(cell: Cell, wl: Workload, study: Study) -> None:
     ask_tell(cell, study, trainer, portfolio, pick, landed)
 
 
-def agent(**switches: Any) -> Callable[[Cell, Workload], None]:
-    """The asap agent with ``switches`` (ablations) on the shared endpoint."""
-    def run(cell: Cell, wl: Workload) -> None:
+@dataclass(frozen=True, init=False)
+class Session:
+    """The asap agent with ``switches`` (ablations) on the shared endpoint: asap's own session,
+    so its trials may run on Ray (``cell.backend``), where the other methods keep theirs here."""
+
+    switches: dict[str, Any]
+
+    def __init__(self, **switches: Any) -> None:
+        object.__setattr__(self, "switches", switches)
+
+    def __call__(self, cell: Cell, wl: Workload) -> None:
         cfg = TuneConfig(workload=cell.task, trials=cell.trials, time_budget_s=cell.time_s,
                          study=cell.study, db=cell.db, base_url=cell.base_url, model=cell.model,
                          seed=cell.seed, time_scale=cell.time_scale, isolate=not cell.tabular,
                          workers=cell.workers, clock=cell.clock, backend=cell.backend,
-                         trial_timeout_s=cell.trial_limit_s, **switches)
+                         trial_timeout_s=cell.trial_limit_s, **self.switches)
         if cfg.speculation == "auto":  # as if embedded: the shared server is on this machine
             cfg = cfg.model_copy(update={"speculation": speculation_mode(
                 cfg.model_copy(update={"base_url": None}))})
         tune(cfg, workload=wl)
-    run.session = True  # type: ignore[attr-defined]  # asap's own session: it takes a backend
-    return run
 
 
 OPRO = """You are optimizing the hyperparameters of {workload} to {direction} {metric}.
@@ -289,10 +295,10 @@ def _clip(space: Space, raw: dict[str, Any]) -> dict[str, Any]:
 
 
 METHODS: dict[str, Callable[[Cell, Workload], None]] = {
-    "asap": agent(),
-    "asap-nospec": agent(speculation="off"),
-    "asap-naive": agent(prompt="naive"),
-    "asap-noselftune": agent(selftune=False),
+    "asap": Session(),
+    "asap-nospec": Session(speculation="off"),
+    "asap-naive": Session(prompt="naive"),
+    "asap-noselftune": Session(selftune=False),
     "tpe": single("optuna", "tpe"),
     "cmaes": single("optuna", "cmaes"),
     "ngopt": single("nevergrad", "NGOpt"),
@@ -301,17 +307,17 @@ METHODS: dict[str, Callable[[Cell, Workload], None]] = {
     "optuna-gp": optuna_peer("GPSampler"),
     "smac": smac,  # SMAC3's HPO facade: the optional extra asap-hpo[smac]
     "portfolio": bandit,
-    "prior": agent(llm=False),
+    "prior": Session(llm=False),
     # ablations of the prior: one proposal per tool and round (4, not 7); EI per predicted
     # second with cost-cooling (CArBO), and per second throughout (agent/prior/cost.py); the
     # panel with Optuna's GPSampler beside the four tools
-    "prior-w1": agent(llm=False, width=1),
-    "prior-cool": agent(llm=False, cost_weight="cool"),
-    "prior-eips": agent(llm=False, cost_weight=1.0),
-    "prior-gp": agent(llm=False, panel=",".join([t.key for t in PANEL] + ["optuna:gp"])),
+    "prior-w1": Session(llm=False, width=1),
+    "prior-cool": Session(llm=False, cost_weight="cool"),
+    "prior-eips": Session(llm=False, cost_weight=1.0),
+    "prior-gp": Session(llm=False, panel=",".join([t.key for t in PANEL] + ["optuna:gp"])),
     "llm-naive": llm_naive,
 }
 # The methods that run asap's own session (the agent and the prior with their ablations): the
 # only ones whose trials can run on Ray (the others keep them in this process).
-SESSION_METHODS = frozenset(name for name, run in METHODS.items() if getattr(run, "session", False))
+SESSION_METHODS = frozenset(name for name, run in METHODS.items() if isinstance(run, Session))
 LLM_METHODS = {"asap", "asap-nospec", "asap-naive", "asap-noselftune", "llm-naive"}
