@@ -33,6 +33,7 @@ def _decide_schema(schema: dict[str, Any]) -> None:
          f"{AUTO} (ask the model once which of tools and json it speaks)"])
 ProposalStyle = Literal["brief", "full"]  # proposal lines without / with their configurations
 PromptMode = Literal["stable", "naive"]  # naive: a status header rewritten every round (ablation)
+Backend = Literal["local", "ray"]  # where trials run: worker processes here, or Ray tasks
 
 
 BASE_URL_ENV, MODEL_ENV = "ASAP_BASE_URL", "ASAP_MODEL"
@@ -144,7 +145,7 @@ class TuneConfig(BaseModel):
     gpus_per_trial: float | None = Field(default=None, gt=0, le=64,
                                          description="GPUs each trial's worker gets (0.5: two "
                                          "trials share one); None: 1 on a GPU host")
-    backend: Literal["local", "ray"] = Field(default="local", description="where trials run: "
+    backend: Backend = Field(default="local", description="where trials run: "
                                               "worker processes here, or Ray tasks")
     ray_address: str | None = Field(default=None, description="a running Ray cluster "
                                     "(HOST:PORT, auto); None: a local Ray instance")

@@ -38,17 +38,24 @@ import statistics
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from rich.console import Console
 from rich.table import Table
 
+from asap.agent.config import Backend
 from asap.evals.grid import TASKS, Grid, run_grid
 from asap.evals.metrics import bootstrap_ci
 from asap.evals.results import CellResult, collect
 from asap.tools.ledger.store import Ledger
 
 DEV = TASKS[:5]  # the dev profile's tables
+
+
+def clock_of(time_scale: float) -> str:
+    """The clock a grid runs on: virtual (no sleeping), or real with trials sleeping their
+    table's time times ``time_scale``."""
+    return "real" if time_scale > 0 else "virtual"
 
 
 def run_counts(tasks: list[str], methods: list[str], seeds: int, trials: int,
@@ -60,7 +67,7 @@ def run_counts(tasks: list[str], methods: list[str], seeds: int, trials: int,
     trials as Ray tasks)."""
     console = Console(stderr=True)
     ledgers = {}
-    clock = "real" if time_scale > 0 else "virtual"
+    clock = clock_of(time_scale)
     for n in counts:
         grid = Grid(tasks=tasks, methods=methods, seeds=seeds, trials=trials,
                     time_scale=time_scale, clock=clock, workers=n, backend=backend,
@@ -80,8 +87,9 @@ def measure(ledger: Ledger, cell: CellResult, workers: int) -> dict[str, Any]:
             "cell": cell}
 
 
-def report(ledgers: dict[int, Ledger], counts: list[int]) -> Table:
-    """The table: per method and worker count, ratios to the same run with one worker."""
+def report(ledgers: dict[int, Ledger], counts: list[int], clock: str = "virtual") -> Table:
+    """The table: per method and worker count, ratios to the same run with one worker, on the
+    ``clock`` the grids ran on."""
     runs: dict[int, dict[tuple[str, str, int], dict[str, Any]]] = {}
     for n, ledger in ledgers.items():
         runs[n] = {(c.method, c.task, c.seed): measure(ledger, c, n) for c in collect(ledger)}
@@ -89,7 +97,7 @@ def report(ledgers: dict[int, Ledger], counts: list[int]) -> Table:
     table = Table("method", "workers", "runs", "span ratio: median / mean / p90", "target",
                   "training ratio: median / mean / of the totals", "busy (median)",
                   "regret at T/N minus one worker's at T (mean, 95% CI)",
-                  title=f"virtual clock: ratios to {counts[0]} worker(s), same task and seed")
+                  title=f"{clock} clock: ratios to {counts[0]} worker(s), same task and seed")
     by_method: dict[str, list[int]] = defaultdict(list)
     for n in counts:
         for key in runs[n]:
@@ -132,7 +140,7 @@ def main() -> None:
     ap.add_argument("--time-scale", type=float, default=0.0,
                     help="0: the virtual clock; > 0: the real clock, each trial sleeping its "
                          "table's time x this")
-    ap.add_argument("--backend", choices=("local", "ray"), default="local",
+    ap.add_argument("--backend", choices=get_args(Backend), default="local",
                     help="ray: asap's trials as Ray tasks on a local Ray instance (real clock)")
     args = ap.parse_args()
     import optuna
@@ -142,7 +150,7 @@ def main() -> None:
     counts = [int(n) for n in args.workers.split(",")]
     ledgers = run_counts(args.tasks.split(","), args.methods.split(","), args.seeds,
                          args.trials, counts, folder, args.time_scale, args.backend)
-    Console(width=200).print(report(ledgers, counts))
+    Console(width=200).print(report(ledgers, counts, clock_of(args.time_scale)))
     Console(stderr=True).print(f"ledgers in {folder}")
 
 

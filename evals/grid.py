@@ -18,7 +18,9 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from typing import get_args
 
+from asap.agent.config import Backend
 from asap.agent.llm.server import endpoint
 from asap.evals.methods import LLM_METHODS, METHODS, SESSION_METHODS, Cell
 from asap.evals.smac_peer import check_installed
@@ -78,8 +80,9 @@ class Grid:
         if self.clock == "virtual" and self.time_scale:
             raise ValueError("the virtual clock sleeps not at all; --time-scale sleeps real "
                              "seconds: use one or the other")
-        if self.backend not in ("local", "ray"):
-            raise ValueError(f"unknown backend {self.backend!r}; choose local or ray")
+        if self.backend not in get_args(Backend):
+            raise ValueError(f"unknown backend {self.backend!r}; choose one of "
+                             f"{', '.join(get_args(Backend))}")
         if self.backend == "ray":
             if self.clock == "virtual":
                 raise ValueError("the virtual clock simulates trials here: use the real clock "

@@ -218,15 +218,12 @@ def _bandit(cell: Cell, wl: Workload, study: Study) -> None:
     ask_tell(cell, study, trainer, portfolio, pick, landed)
 
 
-@dataclass(frozen=True, init=False)
 class Session:
     """The asap agent with ``switches`` (ablations) on the shared endpoint: asap's own session,
     so its trials may run on Ray (``cell.backend``), where the other methods keep theirs here."""
 
-    switches: dict[str, Any]
-
     def __init__(self, **switches: Any) -> None:
-        object.__setattr__(self, "switches", switches)
+        self.switches = switches
 
     def __call__(self, cell: Cell, wl: Workload) -> None:
         cfg = TuneConfig(workload=cell.task, trials=cell.trials, time_budget_s=cell.time_s,
