@@ -61,6 +61,39 @@ def _begin(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
 
 
+class _Serialized(sqlite_utils.Database):
+    """sqlite-utils' Database on a connection that several threads share, each statement and
+    each of its transactions taken whole under the ledger's lock. Why: sqlite-utils wraps a
+    read in a savepoint and a write in BEGIN ... COMMIT, deciding from ``in_transaction`` first;
+    interleaved with another thread's transaction on the same connection, a failed statement
+    rolled back that thread's transaction (which then failed with "cannot commit - no
+    transaction is active"), and a read's savepoint made another thread's transaction look
+    nested, so it wrote without BEGIN IMMEDIATE ("database is locked" at once). A query's rows
+    are read under the lock too (CPython's sqlite3 stepping one cursor while another thread
+    runs a statement on the connection raised SystemError)."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock) -> None:
+        self._lock = lock  # before sqlite-utils' own set-up statements
+        super().__init__(conn)
+
+    def executescript(self, sql: str) -> sqlite3.Cursor:
+        with self._lock:
+            return super().executescript(sql)
+
+    def execute(self, sql: str, parameters: Any = None) -> sqlite3.Cursor:
+        with self._lock:
+            return super().execute(sql, parameters)
+
+    def query(self, sql: str, params: Any = None) -> Iterator[dict[str, Any]]:
+        with self._lock:  # the rows read here: a cursor stepped later would race the others
+            return iter(list(super().query(sql, params)))
+
+    @contextmanager
+    def atomic(self) -> Iterator[sqlite_utils.Database]:
+        with self._lock, super().atomic() as db:
+            yield db
+
+
 class Ledger:
     """A SQLite ledger file; cheap to open, safe to share between processes (WAL + busy timeout).
 
@@ -91,7 +124,7 @@ class Ledger:
         conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, check_same_thread=False,
                                isolation_level=None)
         try:
-            self.db = sqlite_utils.Database(conn)
+            self.db = _Serialized(conn, self._lock)
             self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             if str(self.path) != ":memory:":
                 self.db.enable_wal()
@@ -109,7 +142,7 @@ class Ledger:
         conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro{frozen}", uri=True,
                                timeout=busy_timeout_s, check_same_thread=False,
                                isolation_level=None)
-        self.db = sqlite_utils.Database(conn)
+        self.db = _Serialized(conn, self._lock)
         self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
 
     def _ensure_schema(self) -> None:

@@ -1,4 +1,5 @@
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -302,3 +303,45 @@ def test_a_transaction_that_finds_the_database_locked_at_once_begins_again():
     assert conn.sent == ["BEGIN IMMEDIATE"] * 3
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         _begin(Conn(failures=99))  # a lock that never frees is still an error, after 6 tries
+
+
+def test_threads_sharing_the_ledger_keep_each_transaction_whole(tmp_path):
+    """Two threads write in transactions while two others read (and fail a statement) on the
+    same connection: every write lands and no transaction is ended by another thread's
+    statement (a failed read had rolled back a writer's transaction: "cannot commit - no
+    transaction is active", its rows lost)."""
+    import threading
+
+    ledger = Ledger(tmp_path / "t.db")
+    ledger.db["t"].create({"id": int, "v": int}, pk="id")
+    errors, stop = [], threading.Event()
+
+    def write(k):
+        try:
+            for i in range(300):
+                with ledger.transaction():
+                    ledger.db["t"].insert({"id": k * 100_000 + i, "v": i})
+                    ledger.db.execute("UPDATE t SET v = v + 1 WHERE id = ?", [k * 100_000 + i])
+        except Exception as exc:  # noqa: BLE001 - the assertion names it
+            errors.append(repr(exc))
+
+    def read():
+        try:
+            while not stop.is_set():
+                list(ledger.db["t"].rows_where("v > ?", [5], limit=3))
+                with pytest.raises(sqlite3.OperationalError):
+                    ledger.db.execute("SELECT nope FROM t")
+        except Exception as exc:  # noqa: BLE001
+            errors.append(repr(exc))
+
+    writers = [threading.Thread(target=write, args=(k,)) for k in range(2)]
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for t in writers + readers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert errors == []
+    assert ledger.db["t"].count == 600
