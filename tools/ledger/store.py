@@ -54,10 +54,10 @@ def space_difference(old: Space, new: Space) -> str:
 @retry(retry=retry_if_exception(lambda e: "database is locked" in str(e)), reraise=True,
        stop=stop_after_attempt(6), wait=wait_exponential(multiplier=0.05, max=1.0))
 def _begin(conn: sqlite3.Connection) -> None:
-    """BEGIN IMMEDIATE, retried when SQLite answers "database is locked": besides a lock held
-    past the busy timeout, SQLite says so at once, without waiting, when the connection's read
-    snapshot is older than another process's last commit (SQLITE_BUSY_SNAPSHOT in WAL mode: a
-    read on the shared connection in another thread); nothing is done yet, so it is safe."""
+    """BEGIN IMMEDIATE, retried when SQLite answers "database is locked" (a lock held past the
+    busy timeout); nothing is done yet, so it is safe. The at-once "database is locked" it was
+    added for came from another thread's read on the shared connection, which
+    :class:`_Serialized` now keeps out of a transaction."""
     conn.execute("BEGIN IMMEDIATE")
 
 
