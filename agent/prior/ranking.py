@@ -147,7 +147,8 @@ def _expected_improvement(space: Space, done: list[Trial], configs: list[dict[st
     """EI over the best value; ``pending`` configurations (trials in flight) count as trials
     that returned the GP's own mean for them (the kriging believer, Ginsbourger et al. 2010),
     with the kernel the finished trials fitted."""
-    from scipy.stats import norm
+    import numpy as np
+    from scipy.special import ndtr
 
     x, y = [encode(space, t.config) for t in done], [sign * t.value for t in done]
     if pending:
@@ -155,13 +156,11 @@ def _expected_improvement(space: Space, done: list[Trial], configs: list[dict[st
         believed, _ = gp.predict(x, y, at, refit=refit)
         x, y, refit = x + at, y + believed, False
     mean, sd = gp.predict(x, y, [encode(space, c) for c in configs], refit=refit)
-    best = max(y)
-    scores = []
-    for m, s in zip(mean, sd, strict=True):
-        z = (m - best) / s
-        ei = (m - best) * float(norm.cdf(z)) + s * float(norm.pdf(z))
-        scores.append(Score(mean=sign * m, sd=s, ei=max(ei, 0.0)))
-    return scores
+    m, s = np.asarray(mean), np.asarray(sd)
+    z = (m - max(y)) / s
+    ei = (m - max(y)) * ndtr(z) + s * (np.exp(-z**2 / 2.0) / np.sqrt(2 * np.pi))  # norm's pdf
+    return [Score(mean=sign * a, sd=b, ei=max(float(e), 0.0))
+            for a, b, e in zip(mean, sd, ei, strict=True)]
 
 
 def describe(score: Score | None) -> str:

@@ -53,7 +53,7 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def free_cores(loadavg: str = "/proc/loadavg", samples: int = 5) -> int:
+def free_cores(loadavg: str = "/proc/loadavg", samples: int = 5, every_s: float = 2e-4) -> int:
     """The cores other processes leave free right now: the usable cores less the tasks the
     kernel counts as runnable (``/proc/loadavg``'s fourth field, median of a few reads, this
     reader excluded); all of them where that count cannot be read.
@@ -70,7 +70,7 @@ def free_cores(loadavg: str = "/proc/loadavg", samples: int = 5) -> int:
                 counts.append(int(f.read().split()[3].partition("/")[0]))
         except (OSError, IndexError, ValueError):
             return cores
-        time.sleep(0.001)
+        time.sleep(every_s)
     others = max(0, sorted(counts)[len(counts) // 2] - 1)
     return max(1, cores - others)
 

@@ -87,3 +87,36 @@ def test_the_tuners_pools_run_one_thread_while_trials_train_elsewhere(tmp_path):
 
 def quadratic(config, report=None):
     return (config["x"] - 0.3) ** 2
+
+
+def test_a_kept_worker_limits_its_pools_each_trial_and_sees_pools_loaded_since():
+    """A kept worker applies each trial's thread share to every BLAS/OpenMP pool loaded, with the
+    pools it found for the trial before unless a module was imported since (a new pool comes
+    with one). Run in a fresh interpreter: the limits are process-wide."""
+    import subprocess
+    import sys
+
+    script = """
+import numpy
+from threadpoolctl import threadpool_info
+from asap.tools.trials import workers
+
+def blas():
+    return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+
+workers._limit_threads(1)
+first = workers._pools()
+assert blas() == {1}, blas()
+workers._limit_threads(2)
+assert workers._pools() is first  # nothing imported: the pools found before
+assert blas() == {2}, blas()
+import scipy.linalg  # scipy's own OpenBLAS: a pool the first look did not see
+workers._limit_threads(1)
+assert workers._pools() is not first
+assert len(workers._pools().lib_controllers) > len(first.lib_controllers)
+assert blas() == {1}, blas()
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
