@@ -8,7 +8,8 @@ speed. Printed per method and worker count, as medians over the runs (tasks x se
 
 - span: the last trial's end minus the first one's start (simulated), and its ratio to the same
   run with one worker (the ideal is 1/N): median, mean and 90th percentile, since one trial of
-  a table can cost hours and a run's ratio is heavy-tailed;
+  a table can cost hours and a run's ratio is heavy-tailed, and the ratio of the summed spans
+  (a cheap run's ratio weighs what its minutes weigh in a user's hours);
 - training: the trials' summed training time, as a ratio to one worker's (the same number of
   trials should cost the same whatever N): median and mean of the runs' ratios, and the ratio
   of the totals over all runs;
@@ -60,18 +61,18 @@ def clock_of(time_scale: float) -> str:
 
 def run_counts(tasks: list[str], methods: list[str], seeds: int, trials: int,
                counts: list[int], folder: Path, time_scale: float = 0.0,
-               backend: str = "local") -> dict[int, Ledger]:
+               backend: str = "local", ray_address: str | None = None) -> dict[int, Ledger]:
     """Each worker count's grid in ``folder/w<N>.db`` (cells already done there are kept: a
     cut-off run resumes): on the virtual clock, or with ``time_scale`` > 0 on the real one,
     each trial sleeping its table's time times the scale (where ``backend`` "ray" runs asap's
-    trials as Ray tasks)."""
+    trials as Ray tasks, on the cluster at ``ray_address`` or a local instance)."""
     console = Console(stderr=True)
     ledgers = {}
     clock = clock_of(time_scale)
     for n in counts:
         grid = Grid(tasks=tasks, methods=methods, seeds=seeds, trials=trials,
                     time_scale=time_scale, clock=clock, workers=n, backend=backend,
-                    db=str(folder / f"w{n}.db"))
+                    ray_address=ray_address, db=str(folder / f"w{n}.db"))
         console.print(f"[bold]{n} worker(s):[/] {grid.describe()}")
         ledgers[n] = run_grid(grid)
     return ledgers
@@ -94,7 +95,8 @@ def report(ledgers: dict[int, Ledger], counts: list[int], clock: str = "virtual"
     for n, ledger in ledgers.items():
         runs[n] = {(c.method, c.task, c.seed): measure(ledger, c, n) for c in collect(ledger)}
     base = runs[counts[0]]
-    table = Table("method", "workers", "runs", "span ratio: median / mean / p90", "target",
+    table = Table("method", "workers", "runs", "span ratio: median / mean / p90 / of the totals",
+                  "target",
                   "training ratio: median / mean / of the totals", "busy (median)",
                   "regret at T/N minus one worker's at T (mean, 95% CI)",
                   title=f"{clock} clock: ratios to {counts[0]} worker(s), same task and seed")
@@ -112,9 +114,10 @@ def report(ledgers: dict[int, Ledger], counts: list[int], clock: str = "virtual"
                     for r, b in pairs]
             mean, lo, hi = bootstrap_ci(diff)
             total = sum(r["train"] for r, _ in pairs) / sum(b["train"] for _, b in pairs)
+            spans = sum(r["span"] for r, _ in pairs) / sum(b["span"] for _, b in pairs)
             table.add_row(method, str(n), str(len(pairs)),
                           f"{statistics.median(span):.2f} / {statistics.mean(span):.2f} / "
-                          f"{p90(span):.2f}", f"<= {1.25 * counts[0] / n:.2f}",
+                          f"{p90(span):.2f} / {spans:.2f}", f"<= {1.25 * counts[0] / n:.2f}",
                           f"{statistics.median(train):.2f} / {statistics.mean(train):.2f} / "
                           f"{total:.2f}",
                           f"{statistics.median(r['busy'] for r, _ in pairs):.2f}",
@@ -142,6 +145,9 @@ def main() -> None:
                          "table's time x this")
     ap.add_argument("--backend", choices=get_args(Backend), default="local",
                     help="ray: asap's trials as Ray tasks on a local Ray instance (real clock)")
+    ap.add_argument("--ray-address", help="with --backend ray: a running Ray cluster "
+                    "(HOST:PORT) instead of a local instance, e.g. one started with "
+                    "`ray start --head --num-cpus 8` to run 8 sleeping trials on fewer cores")
     args = ap.parse_args()
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # its INFO line per in-memory study
@@ -149,7 +155,8 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     counts = [int(n) for n in args.workers.split(",")]
     ledgers = run_counts(args.tasks.split(","), args.methods.split(","), args.seeds,
-                         args.trials, counts, folder, args.time_scale, args.backend)
+                         args.trials, counts, folder, args.time_scale, args.backend,
+                         args.ray_address)
     Console(width=200).print(report(ledgers, counts, clock_of(args.time_scale)))
     Console(stderr=True).print(f"ledgers in {folder}")
 

@@ -61,6 +61,7 @@ class Grid:
     clock: str = "real"  # or "virtual": simulated training, each method's own time charged
     at_trials: int = 40  # the trial axis: regret read at this many trials
     backend: str = "local"  # where asap's sessions run their trials: "ray" for Ray tasks
+    ray_address: str | None = None  # a running Ray cluster (HOST:PORT); None: a local instance
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -83,6 +84,8 @@ class Grid:
         if self.backend not in get_args(Backend):
             raise ValueError(f"unknown backend {self.backend!r}; choose one of "
                              f"{', '.join(get_args(Backend))}")
+        if self.ray_address is not None and self.backend != "ray":
+            raise ValueError("a Ray address is for the ray backend (--backend ray)")
         if self.backend == "ray":
             if self.clock == "virtual":
                 raise ValueError("the virtual clock simulates trials here: use the real clock "
@@ -118,7 +121,8 @@ class Grid:
     def cells(self) -> list[Cell]:
         """Every run of the grid; LLM methods get the endpoint when the grid starts."""
         return [Cell(t, m, s, self.trials, self.budget(t), self.time_scale, self.db,
-                     workers=self.workers, clock=self.clock, backend=self.backend)
+                     workers=self.workers, clock=self.clock, backend=self.backend,
+                     ray_address=self.ray_address)
                 for t in self.tasks for m in self.methods for s in range(self.seeds)]
 
 

@@ -67,6 +67,7 @@ class Cell:
     workers: int = 1  # trials in flight at once
     clock: str = "real"  # real, or virtual: simulated training, the method's own time charged
     backend: str = "local"  # where asap's session runs its trials: here, or Ray tasks
+    ray_address: str | None = None  # the Ray cluster those tasks run on (None: a local one)
 
     @property
     def tabular(self) -> bool:
@@ -230,7 +231,8 @@ class Session:
                          study=cell.study, db=cell.db, base_url=cell.base_url, model=cell.model,
                          seed=cell.seed, time_scale=cell.time_scale, isolate=not cell.tabular,
                          workers=cell.workers, clock=cell.clock, backend=cell.backend,
-                         trial_timeout_s=cell.trial_limit_s, **self.switches)
+                         ray_address=cell.ray_address, trial_timeout_s=cell.trial_limit_s,
+                         **self.switches)
         if cfg.speculation == "auto":  # as if embedded: the shared server is on this machine
             cfg = cfg.model_copy(update={"speculation": speculation_mode(
                 cfg.model_copy(update={"base_url": None}))})

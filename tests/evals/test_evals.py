@@ -78,6 +78,18 @@ def test_a_ray_grid_runs_asaps_sessions_on_ray_and_refuses_what_it_cannot(tmp_pa
         Grid(tasks=["hpobench:australian"], methods=["prior", "tpe"], backend="ray")
     with pytest.raises(ValueError, match="unknown backend 'slurm'"):
         Grid(tasks=["hpobench:australian"], methods=["prior"], backend="slurm")
+    with pytest.raises(ValueError, match="a Ray address is for the ray backend"):
+        Grid(tasks=["hpobench:australian"], methods=["prior"], ray_address="127.0.0.1:6379")
+    # A cluster address reaches the session, which names it when nothing answers there.
+    from asap.evals.methods import METHODS
+    from asap.tools.workloads import resolve
+
+    far = Grid(tasks=["hpobench:australian"], methods=["prior"], seeds=1, trials=4, time_s=120,
+               time_scale=0.01, backend="ray", ray_address="127.0.0.1:9",
+               db=str(tmp_path / "far.db")).cells()[0]
+    assert far.ray_address == "127.0.0.1:9"
+    with pytest.raises(Exception, match=r"Ray cluster at 127\.0\.0\.1:9 does not answer"):
+        METHODS["prior"](far, resolve(far.task))
     grid = Grid(tasks=["hpobench:australian"], methods=["prior"], seeds=1, trials=4,
                 time_s=120, time_scale=0.0, workers=2, backend="ray",
                 db=str(tmp_path / "ray.db"))
@@ -370,4 +382,8 @@ def test_the_workers_benchmark_measures_span_and_training_against_one_worker(tmp
     console = Console(record=True, width=250)
     console.print(report(ledgers, [1, 2]))
     rows = [line for line in console.export_text().splitlines() if "cmaes" in line]
-    assert len(rows) == 2 and "1.00 / 1.00 / 1.00" in rows[0] and "<= 0.62" in rows[1]
+    assert len(rows) == 2 and "1.00 / 1.00 / 1.00 / 1.00" in rows[0] and "<= 0.62" in rows[1]
+    one = [measure(ledgers[1], c, 1) for c in collect(ledgers[1])]
+    totals = sum(r["span"] for r in two) / sum(r["span"] for r in one)  # the summed spans
+    span_cell = next(cell for cell in rows[1].split("│") if cell.count("/") == 3)
+    assert span_cell.split("/")[3].strip() == f"{totals:.2f}"
