@@ -96,12 +96,23 @@ def ray_cluster(address: str | None, *, num_cpus: int | None = None) -> Iterator
             ray.init(**kwargs)
         except Exception as exc:  # noqa: BLE001 - Ray raises many kinds here
             raise RayError(f"cannot start or join Ray ({address or 'local'}): "
-                           f"{type(exc).__name__}: {exc}") from None
+                           f"{type(exc).__name__}: {exc}{_auth_hint(address)}") from None
     try:
         yield ray
     finally:
         if started:
             ray.shutdown()
+
+
+def _auth_hint(address: str | None) -> str:
+    """What to try when joining a cluster fails with Ray's token authentication unset here:
+    a cluster started by ``ray start`` (Ray >= 2.52) requires a token, and a driver naming an
+    address sends one only when ``RAY_AUTH_MODE=token`` is set (Ray's own rule, kept)."""
+    if not address or address == "local" or os.environ.get("RAY_AUTH_MODE"):
+        return ""
+    return ("; if the cluster uses token authentication (`ray start` turns it on), set "
+            "RAY_AUTH_MODE=token: Ray then sends the token from ~/.ray/auth_token or "
+            "RAY_AUTH_TOKEN")
 
 
 def ray_slots(ray: Any, workers: int | None, gpus_per_trial: float | None) -> list[Slot]:

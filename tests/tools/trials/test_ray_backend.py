@@ -102,6 +102,18 @@ def test_ray_requests_the_cluster_cannot_meet(ray):
         check_address("nowhere")
 
 
+def test_a_failed_join_says_how_to_send_rays_token(monkeypatch):
+    """Joining a named cluster sends Ray's token only with RAY_AUTH_MODE=token (Ray's rule for
+    an explicit address), so a failed join says so until that is set; a local instance never."""
+    from asap.tools.trials.ray_backend import _auth_hint
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    assert "set RAY_AUTH_MODE=token" in _auth_hint("127.0.0.1:6379")
+    assert _auth_hint(None) == "" and _auth_hint("local") == ""
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    assert _auth_hint("127.0.0.1:6379") == ""
+
+
 def test_a_session_on_ray_keeps_two_trials_in_flight(ray, tmp_path, userwl):
     from fakes import ScriptedModel
     from langchain_core.messages import AIMessage
