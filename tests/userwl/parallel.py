@@ -26,3 +26,10 @@ def where(config, report):
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     return {"score": config["x"], "gpu": float(visible) if visible else -1.0,
             "threads": float(torch.get_num_threads())}
+
+
+def stamped(config, report, hold_s=1.0):
+    """Notes when its first line ran (the epoch's seconds), then holds ``hold_s``."""
+    began = time.time()
+    time.sleep(hold_s)
+    return {"score": config["x"], "began": began}

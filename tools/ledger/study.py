@@ -147,9 +147,11 @@ class Study:
 
     def finish_trial(self, trial_id: int, *, status: Status, metrics: dict[str, float] | None = None,
                      error: str | None = None, intermediate: dict[int, float] | None = None,
-                     ended_at: float | None = None) -> Trial:
+                     ended_at: float | None = None, started_at: float | None = None) -> Trial:
         """Close a running trial in one transaction: status, metrics, value, error, end time
-        (``ended_at``, default now: a virtual clock's landing passes its own)."""
+        (``ended_at``, default now: a virtual clock's landing passes its own), and its start
+        moved to ``started_at`` when that is later (the backend measured the objective's own
+        time, so a wait for a worker is not counted as training)."""
         if status not in FINISHED:
             raise LedgerError(f"a trial finishes as one of {FINISHED}, not {status!r}")
         metrics = {k: num(v) for k, v in (metrics or {}).items()}
@@ -159,9 +161,11 @@ class Study:
         with self.ledger.transaction():
             row = self._running(trial_id)
             now = self.clock.now() if ended_at is None else ended_at
+            began = row["started_at"] if started_at is None else max(row["started_at"],
+                                                                      min(started_at, now))
             update = {"status": status, "metrics": json_metrics(metrics), "error": bounded(error),
                       "value": value if value is not None and math.isfinite(value) else None,
-                      "ended_at": now, "duration": now - row["started_at"],
+                      "started_at": began, "ended_at": now, "duration": now - began,
                       "intermediate": self._settle(trial_id, row["intermediate"])}
             if intermediate is not None:
                 update["intermediate"] = json.dumps({str(k): num(v) for k, v in intermediate.items()})

@@ -59,6 +59,11 @@ class Launch:
 class TrialRun(ABC):
     """One started trial, as its backend runs it."""
 
+    # The objective's own running time, when the backend measured it where the trial ran (a Ray
+    # task: its wait for a free worker and the worker's start-up left out); None: the trial
+    # counts from when it was started.
+    ran_s: float | None = None
+
     @abstractmethod
     def poll(self, timeout_s: float) -> Ending | None:
         """Wait up to ``timeout_s`` for the trial to end, passing its reports to the handler

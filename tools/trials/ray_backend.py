@@ -17,6 +17,7 @@ import contextlib
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -167,7 +168,8 @@ class _RayRun(TrialRun):
             return None
         self.finished = True
         try:
-            return "done", ray.get(self.ref)
+            metrics, self.ran_s = ray.get(self.ref)
+            return "done", metrics
         except Exception as exc:  # noqa: BLE001 - every ending is a readable row
             return "error", _ray_reason(ray, exc)
 
@@ -196,7 +198,8 @@ def _ray_reason(ray: Any, exc: Exception) -> str:
 
 def _run_trial(target: Any, config: dict, fidelity: int | None, kwargs: dict, cwd: str,
                seed: int, trial_id: int, channel: Any, number: int | None = None) -> Any:
-    """Runs on a Ray worker: the workload, its reports answered by the driver."""
+    """Runs on a Ray worker: the workload, its reports answered by the driver; what it returned
+    and how long it ran here (the driver's clock would count the task's wait for a worker)."""
     import ray
     if cwd not in sys.path:  # a user module beside the tuner (same path on every node)
         sys.path.insert(0, cwd)
@@ -205,7 +208,8 @@ def _run_trial(target: Any, config: dict, fidelity: int | None, kwargs: dict, cw
         return bool(ray.get(channel.report.remote(trial_id, int(step), float(value))))
 
     fn = load_target(target) if isinstance(target, str) else target
-    return call(fn, config, report, fidelity, kwargs, seed, number)
+    began = time.perf_counter()
+    return call(fn, config, report, fidelity, kwargs, seed, number), time.perf_counter() - began
 
 
 class _Channel:

@@ -225,6 +225,8 @@ class Trainer:
                 ("failed", {}, ending[1])
         if keep_log(log):
             self.study.annotate(job.trial_id, log=str(log))
+        if run.ran_s is not None and not self.clock.virtual:  # from when the objective began
+            start = max(start, self.clock.now() - run.ran_s)
         self._record(job, start, status, metrics, error)
 
     def _why(self, job: TrainingJob) -> str:
@@ -276,7 +278,7 @@ class Trainer:
                 return
             try:
                 result = self.study.finish_trial(job.trial_id, status=status, metrics=metrics,
-                                                 error=error, ended_at=end)
+                                                 error=error, ended_at=end, started_at=start)
                 self.study.log_timing("train", start, end, trial_number=result.number,
                                       status=status, tool=result.tool, worker=job.slot.index)
                 job._result.append(result)

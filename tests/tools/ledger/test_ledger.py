@@ -345,3 +345,20 @@ def test_threads_sharing_the_ledger_keep_each_transaction_whole(tmp_path):
         t.join()
     assert errors == []
     assert ledger.db["t"].count == 600
+
+
+def test_a_trial_can_count_from_when_its_work_began(tmp_path, toy_space):
+    """``started_at`` moves a finishing trial's start later (the backend timed the objective
+    itself); never earlier than it was started, never past its end."""
+    study = Ledger(tmp_path / "s.db").create_study("s", toy_space, metric="loss",
+                                                   direction="minimize")
+    cfg = {"x": 1.0, "lr": 0.1, "n_layers": 1, "optimizer": "adam"}
+    ends = []
+    for began in ("later", "earlier", "after the end"):
+        tid = study.start_trial(cfg, tool="t")
+        start = study.trial(tid).started_at
+        at = {"later": start + 5.0, "earlier": start - 5.0, "after the end": start + 20.0}[began]
+        trial = study.finish_trial(tid, status="complete", metrics={"loss": 1.0},
+                                   ended_at=start + 10.0, started_at=at)
+        ends += [trial.started_at - start, trial.duration]
+    assert ends == pytest.approx([5.0, 5.0, 0.0, 10.0, 10.0, 0.0])

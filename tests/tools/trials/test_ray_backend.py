@@ -22,7 +22,7 @@ from asap.tools.trials.ray_backend import (
     ray_cluster,
     ray_slots,
 )
-from asap.tools.trials.resources import ResourceError
+from asap.tools.trials.resources import ResourceError, Slot
 from asap.tools.trials.trainer import Trainer
 from asap.tools.workloads import resolve
 
@@ -90,6 +90,23 @@ def test_a_killed_ray_worker_is_a_failed_trial_and_the_next_one_runs(ray, tmp_pa
     assert trial.intermediate == {1: 0.5}  # what it reported before it died is kept
     ok = dataclasses.replace(trainer.workload, target="faulty:ok", kwargs={})
     assert Trainer(study, ok, backend=RayBackend()).run({"x": 0.3}, tool="test").status == "complete"
+
+
+def test_a_ray_trial_counts_from_when_its_objective_began(ray, tmp_path, userwl):
+    """Three trials on the instance's two CPUs: one waits in Ray's queue until another ends.
+    A trial's duration is its objective's own time, as the task measured it, not that wait
+    (the cost model would read it as the configuration's cost): no trial's recorded start is
+    before its objective's first line, and each lasts its hold."""
+    study, trainer = _trainer(tmp_path, "queue", "parallel:stamped", wl_kwargs={"hold_s": 1.0},
+                              slots=[Slot(i) for i in range(3)])
+    jobs = [trainer.start({"x": x}, tool="test") for x in (0.1, 0.2, 0.3)]
+    trials = [job.wait(GUARD_S) for job in jobs]
+    assert [t.status for t in trials] == ["complete"] * 3
+    began = sorted(t.metrics["began"] for t in trials)
+    assert began[2] - began[0] >= 1.0  # one of them did wait for a CPU
+    for t in trials:
+        assert t.started_at >= t.metrics["began"] - 0.25, (t.started_at, t.metrics["began"])
+        assert 1.0 <= t.duration == t.ended_at - t.started_at
 
 
 def test_ray_requests_the_cluster_cannot_meet(ray):
