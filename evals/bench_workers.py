@@ -24,7 +24,8 @@ Optuna's ``n_jobs`` runs them) are methods of the eval (:mod:`asap.evals.methods
 
 The Ray backend runs trials for real, so it is measured on the real clock: ``--time-scale S``
 sleeps each trial its table's time times S, and ``--backend ray`` runs asap's trials as Ray
-tasks (compare with ``--backend local`` at the same scale).
+tasks (compare with ``--backend local`` at the same scale), on a local Ray instance or on the
+cluster ``--ray-address`` names.
 
     python evals/bench_workers.py --workers 1,2,4,8 --seeds 10 --trials 40
     python evals/bench_workers.py --methods prior --workers 1,2,4 --time-scale 0.02 --backend ray
