@@ -156,9 +156,9 @@ def _expected_improvement(space: Space, done: list[Trial], configs: list[dict[st
         believed, _ = gp.predict(x, y, at, refit=refit)
         x, y, refit = x + at, y + believed, False
     mean, sd = gp.predict(x, y, [encode(space, c) for c in configs], refit=refit)
-    m, s = np.asarray(mean), np.asarray(sd)
-    z = (m - max(y)) / s
-    ei = (m - max(y)) * ndtr(z) + s * (np.exp(-z**2 / 2.0) / np.sqrt(2 * np.pi))  # norm's pdf
+    m, s, best = np.asarray(mean), np.asarray(sd), max(y)
+    z = (m - best) / s
+    ei = (m - best) * ndtr(z) + s * (np.exp(-z**2 / 2.0) / np.sqrt(2 * np.pi))  # norm's pdf
     return [Score(mean=sign * a, sd=b, ei=max(float(e), 0.0))
             for a, b, e in zip(mean, sd, ei, strict=True)]
 

@@ -107,8 +107,8 @@ def ray_cluster(address: str | None, *, num_cpus: int | None = None) -> Iterator
 
 def _auth_hint(address: str | None) -> str:
     """What to try when joining a cluster fails with Ray's token authentication unset here:
-    a cluster started by ``ray start`` (Ray >= 2.52) requires a token, and a driver naming an
-    address sends one only when ``RAY_AUTH_MODE=token`` is set (Ray's own rule, kept)."""
+    a cluster started by ``ray start`` requires a token (Ray 2.60's does), and a driver naming
+    an address sends one only when ``RAY_AUTH_MODE=token`` is set (Ray's own rule, kept)."""
     if not address or address == "local" or os.environ.get("RAY_AUTH_MODE"):
         return ""
     return ("; if the cluster uses token authentication (`ray start` turns it on), set "

@@ -309,8 +309,8 @@ def _limit_threads(threads: int) -> None:
 
 def _pools() -> Any:
     """threadpoolctl's view of the loaded BLAS and OpenMP pools, built again only when a module
-    was imported since (a new pool comes with one). Building it scans every loaded library
-    (~3 ms a trial); applying a limit with it takes ~0.1 ms."""
+    was imported since (a new pool comes with one). Why: building it scans every loaded
+    library, which cost more than the limit itself on every trial (docs/decision-loop.md)."""
     global _controller
     if _controller is None or _controller[0] != len(sys.modules):
         from threadpoolctl import ThreadpoolController
