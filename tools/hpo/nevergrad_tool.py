@@ -26,6 +26,14 @@ def _constant(p) -> bool:
     return len(p.choices) == 1 if isinstance(p, CategoricalParam) else p.low == p.high
 
 
+def _log_scale(p) -> bool:
+    """Whether Nevergrad can search ``p`` on a log scale: its ``Log`` steps by a factor of
+    (high/low)**(1/6), and a range so narrow that the factor rounds to 1 made its bounds
+    infinite (an error at the optimizer's creation); on such a range the linear scale searches
+    the same values."""
+    return p.log and math.exp((math.log(p.high) - math.log(p.low)) / 6.0) > 1.0
+
+
 def parametrization(space: Space, seed: int) -> ng.p.Dict:
     """A flat Nevergrad Dict over every parameter; conditional ones are dropped at decode time.
 
@@ -40,7 +48,7 @@ def parametrization(space: Space, seed: int) -> ng.p.Dict:
         if isinstance(p, CategoricalParam):
             items[p.name] = ng.p.Choice(p.choices)
         elif isinstance(p, FloatParam):
-            items[p.name] = (ng.p.Log(lower=p.low, upper=p.high) if p.log
+            items[p.name] = (ng.p.Log(lower=p.low, upper=p.high) if _log_scale(p)
                              else ng.p.Scalar(lower=p.low, upper=p.high))  # a step: snapped
         elif p.log:
             items[p.name] = ng.p.Log(lower=p.low, upper=p.high).set_integer_casting()

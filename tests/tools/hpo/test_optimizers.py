@@ -286,3 +286,17 @@ def test_the_tools_have_heard_every_result_when_they_next_propose(ledger, toy_sp
     study.finish_trial(tid, status="complete", metrics={"loss": toy_objective(cfg)})
     portfolio.panel_offers()
     assert portfolio.sync() == 0  # panel_offers told it first
+
+
+def test_a_log_range_too_narrow_for_nevergrads_log_scale_is_searched(tmp_path):
+    """A log float whose bounds are a few ulps apart: Nevergrad's Log made its own bounds
+    infinite there (the optimizer could not be made, found by the test above); such a range is
+    searched on the linear scale, every suggestion inside it."""
+    space = Space(params=[{"name": "a", "type": "float", "low": 1e-05,
+                           "high": 1.0000000000000003e-05, "log": True},
+                          {"name": "b", "type": "float", "low": 0.0, "high": 1.0}])
+    study = Ledger(tmp_path / "n.db").create_study("n", space, metric="m", direction="maximize")
+    portfolio = Portfolio(study, seed=0)
+    for tool in [t for t in ALL if t[0] == "nevergrad"]:
+        for cfg in portfolio.ask(*tool, n=2):
+            assert space.validate(cfg) == cfg
