@@ -246,6 +246,11 @@ class TuneConfig(BaseModel):
     def study_name(self) -> str:
         return self.study or safe_name(self.workload)
 
+    @property
+    def trials_here(self) -> bool:
+        """The objective runs in this process (``isolate=False``, no Ray), beside the tuner."""
+        return not self.isolate and self.backend == "local"
+
     @classmethod
     def make(cls, **values: object) -> TuneConfig:
         """Validate, turning pydantic's report into one line per bad setting."""

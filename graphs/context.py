@@ -136,9 +136,11 @@ class TuneContext:
     def prefetching(self) -> bool:
         """The training branch asks the next round's proposals (:mod:`asap.graphs.prefetch`):
         the serial loop on the real clock (one worker, no speculative branch to fork the tools
-        meanwhile; a virtual clock charges the tools their real time either way)."""
+        meanwhile; a virtual clock charges the tools their real time either way), with the
+        trials in worker processes: an objective in this process shares the interpreter with
+        the asks and the fit, and was slowed by more than they take (docs/decision-loop.md)."""
         return (self.prefetch and self.trainer.workers == 1 and self.spec_mode == "off"
-                and not self.clock.virtual)
+                and not self.clock.virtual and not self.cfg.trials_here)
 
     def can_start(self, running: int) -> bool:
         """With ``running`` trials in flight, a worker is free and the budget allows another."""

@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import signal
 import sqlite3
 import threading
@@ -38,11 +39,13 @@ from asap.tools.hpo.pruning import Pruner
 from asap.tools.ledger.store import Ledger, check_ledger_path
 from asap.tools.ledger.study import Study
 from asap.tools.trials.backend import ForkServerBackend, InProcessBackend, TrialBackend
+from asap.tools.trials.caller import CallerThread
 from asap.tools.trials.clock import Clock, ClockError, make_clock
 from asap.tools.trials.resources import (
     ResourceError,
     Slot,
     default_workers,
+    one_thread_blas,
     one_thread_pools,
     plan_slots,
 )
@@ -136,10 +139,11 @@ def _ray_slots(stack: contextlib.ExitStack, cfg: TuneConfig, say: TuneCallback) 
 
 
 def _trainer(cfg: TuneConfig, study: Study, wl: Workload, slots: list[Slot], started: float,
-             cancel: Cancel, say: TuneCallback) -> Trainer:
-    """The session's trainer: worker processes here, or Ray tasks (``--backend ray``)."""
+             cancel: Cancel, say: TuneCallback, caller: CallerThread | None) -> Trainer:
+    """The session's trainer: worker processes here, or Ray tasks (``--backend ray``), or
+    this process (``isolate=False``; on ``caller``'s thread when given)."""
     backend: TrialBackend = (ForkServerBackend(reuse=cfg.reuse_workers) if cfg.isolate
-                             else InProcessBackend())
+                             else InProcessBackend(caller))
     if cfg.backend == "ray":
         from asap.tools.trials.ray_backend import RayBackend
         backend = RayBackend(gpus_per_trial=cfg.gpus_per_trial or 0.0)
@@ -182,7 +186,11 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
         if len(slots) > 1 and cfg.backend == "local":
             say.on_message(f"{len(slots)} workers: " + ", ".join(
                 f"#{s.index} {s.describe()}" for s in slots))
-        trainer = _trainer(cfg, study, wl, slots, started, cancel, say)
+        # One in-process trial at a time on the real clock runs on this thread, the graph beside
+        # it (asap.tools.trials.caller says why); table lookups on the virtual clock stay inline.
+        caller = CallerThread() if cfg.trials_here and len(slots) == 1 and not clock.virtual \
+            else None
+        trainer = _trainer(cfg, study, wl, slots, started, cancel, say, caller)
         ctx = make_context(
             study, Portfolio(study, seed=cfg.seed, width=cfg.width, panel=panel),
             trainer, llm, cfg, protocol=protocol or DEFAULT, grammar=grammar, started=started,
@@ -199,11 +207,10 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
             # The session's calls stop being waited for once it is cancelled.
             stopping = session_stop.set(cancel)
             try:
-                quiet = one_thread_pools() if cfg.isolate or cfg.backend == "ray" \
-                    else contextlib.nullcontext()  # the objective's own pools when it runs here
-                with _cancel_on_signals(ctx), quiet:
-                    graph.invoke(ctx.initial_state(), {"recursion_limit": ctx.recursion_limit()},
-                                 context=ctx)
+                # The tuner's pools at one thread; an objective that runs here keeps its own
+                quiet = one_thread_blas() if cfg.trials_here else one_thread_pools()
+                with _cancel_on_signals(ctx), quiet as around:
+                    _run_graph(ctx, caller, cancel, around)
             except Exception:
                 if trainer.fatal is None and not cancel.is_set():
                     raise
@@ -235,6 +242,42 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
         clock.close()
         say.on_session_end(study, interrupted)
     return {**summarize(study), "ran": len(study.finished_ids()) - opened}
+
+
+def _run_graph(ctx: TuneContext, caller: CallerThread | None, cancel: Cancel,
+               around: Callable[[], contextlib.AbstractContextManager[Any]] | None) -> None:
+    """The tuning graph to its end: on this thread, or, with ``caller``, on a thread of its own
+    while this one runs the trials it hands over (each inside ``around()``); its error, or a
+    Ctrl-C here, is raised here once the graph has stopped (a Ctrl-C cancels the session,
+    which the graph sees)."""
+    def run() -> None:
+        graph.invoke(ctx.initial_state(), {"recursion_limit": ctx.recursion_limit()},
+                     context=ctx)
+
+    if caller is None:
+        return run()
+    failed: list[BaseException] = []
+
+    def drive() -> None:
+        try:
+            run()
+        except BaseException as exc:  # noqa: BLE001 - raised on the caller's thread below
+            failed.append(exc)
+        finally:
+            caller.stop()
+
+    driver = threading.Thread(target=contextvars.copy_context().run, args=(drive,),
+                              name="asap-session", daemon=True)
+    driver.start()
+    try:
+        caller.serve(around or contextlib.nullcontext)
+    except KeyboardInterrupt as exc:
+        cancel.cancel(SIGTERM if isinstance(exc, Terminated) else CTRL_C)
+        driver.join()
+        raise
+    driver.join()
+    if failed:
+        raise failed[0]
 
 
 def _protocol(cfg: TuneConfig, llm: BaseChatModel, study: Study,

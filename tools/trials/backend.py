@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from asap.tools.trials.caller import CallerThread
 from asap.tools.trials.resources import Slot
 from asap.tools.trials.workers import (
     Preload,
@@ -226,27 +227,44 @@ class _WorkerRun(TrialRun):
 
 
 class InProcessBackend(TrialBackend):
-    """The workload runs in the supervising thread: for table lookups, which need no isolation
-    (the eval's virtual-clock grids run 1,000s of them and skip a worker's start-up). Nothing
-    can stop such a trial before it returns: no time limit, no cancellation."""
+    """The workload runs in this process: for table lookups, which need no isolation (the
+    eval's virtual-clock grids run 1,000s of them and skip a worker's start-up), and objectives
+    that cannot be pickled (``isolate=False``). It runs on ``caller``'s serving thread when one
+    is given (the session's own thread: :mod:`asap.tools.trials.caller` says why), else in the
+    supervising thread. Nothing can stop such a trial before it returns: no time limit, no
+    cancellation."""
 
     name = "in-process"
 
+    def __init__(self, caller: CallerThread | None = None) -> None:
+        self.caller = caller
+
     def start(self, launch: Launch, report: Report) -> TrialRun:
-        return _HereRun(launch, report)
+        return _HereRun(launch, report, self.caller)
 
 
 class _HereRun(TrialRun):
-    def __init__(self, launch: Launch, report: Report) -> None:
-        self.launch, self.report = launch, report
+    def __init__(self, launch: Launch, report: Report, caller: CallerThread | None) -> None:
+        self.launch, self.report, self.caller = launch, report, caller
 
     def poll(self, timeout_s: float) -> Ending | None:
+        """The trial's ending, once it has run (the whole trial runs within this call)."""
+        if self.caller is None:
+            return self._run()
+        try:
+            return self.caller.submit(self._run).result()
+        except BaseException as exc:  # noqa: BLE001 - Ctrl-C on the serving thread, or it ended
+            return "error", describe(exc)
+
+    def _run(self) -> Ending:
         wl, run = self.launch.workload, self.launch
         try:
             metrics = call(load_target(wl.target), run.config, self.report, run.fidelity,
                            wl.kwargs, run.seed, run.number)
             return "done", plain(metrics)
         except BaseException as exc:  # noqa: BLE001 - sys.exit() too: a failed trial
+            if isinstance(exc, KeyboardInterrupt) and self.caller is not None:
+                raise  # Ctrl-C on the session's thread: it ends the session there
             return ("pruned", None) if is_pruned(exc) else ("error", describe(exc))
 
     def cancel(self) -> None:

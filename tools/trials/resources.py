@@ -14,8 +14,9 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 
 class ResourceError(ValueError):
@@ -92,6 +93,27 @@ def one_thread_pools() -> Iterator[None]:
 
     with threadpool_limits(limits=1):
         yield
+
+
+@contextlib.contextmanager
+def one_thread_blas() -> Iterator[Callable[[], contextlib.AbstractContextManager[Any]]]:
+    """The BLAS pools at one thread for the tuner's own work, in a process where the objective
+    runs too (``isolate=False``); yields what gives the objective the pools as they were, for
+    the length of its call.
+
+    Why: as in a worker's tuner (:func:`one_thread_pools`), the prior's small linear algebra
+    gains nothing from a second thread and its idle pool threads spin after each call, on the
+    cores the next trial needs; the objective's own BLAS keeps its threads. OpenMP pools (torch's
+    intra-op threads) are left alone: they are per calling thread, and the tuner has none.
+    """
+    import scipy.linalg  # noqa: F401 - loads the pool, so the limit reaches it
+    from threadpoolctl import ThreadpoolController
+
+    pools = ThreadpoolController()
+    before = {lib.filepath: lib.num_threads for lib in pools.lib_controllers
+              if lib.user_api == "blas"}
+    with pools.limit(limits=1, user_api="blas"):
+        yield lambda: pools.limit(limits=before)
 
 
 def gpu_count() -> int:

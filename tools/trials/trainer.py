@@ -218,6 +218,8 @@ class Trainer:
         if ending is None:
             assert halt is not None
             status, metrics, error = halt[0], {}, halt[1]
+        elif ending[0] == "error" and (job._cancel.is_set() or self.cancel.is_set()):
+            status, metrics, error = "failed", {}, self._why(job)  # e.g. Ctrl-C in the objective
         elif ending[0] == "done":
             status, metrics, error = self._judge(ending[1], reports.pruned_at is not None)
         else:
