@@ -90,12 +90,14 @@ def _eval(args: argparse.Namespace) -> int:
     for key, flag, value in [("seeds", "--seeds", args.seeds), ("trials", "--trials", args.trials),
                              ("time_s", "--time-budget", args.time_budget),
                              ("time_scale", "--time-scale", args.time_scale),
-                             ("clock", "--clock", args.clock)]:
+                             ("clock", "--clock", args.clock), ("jobs", "--jobs", args.jobs)]:
         if value is not None:
             spec[key] = value
             changed.append(flag)
     if args.clock == "virtual" and args.time_scale is None:
         spec["time_scale"] = 0.0  # a profile's sleep has no place on the virtual clock
+    if spec.get("clock") != "virtual" and args.jobs is None:
+        spec.pop("jobs", None)  # a profile's cells side by side are for its virtual clock
     if args.workers != 1:
         changed.append("--workers")
     grid = Grid(**spec, db=args.db, base_url=args.base_url, model=args.model,

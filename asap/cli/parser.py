@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "them) and the report reads both axes (default: the profile's)")
     ev.add_argument("--workers", type=int, default=1,
                     help="trials in flight per run (default 1; llm-naive stays serial)")
+    ev.add_argument("--jobs", type=int,
+                    help="cells run side by side, each in its own process with its share of "
+                    "the cores (virtual clock only; default: the profile's, 2 for dev, else 1)")
     ev.add_argument("--db", default="asap-eval.db", help="the eval's ledger (resumes a grid)")
     ev.add_argument("--out", default="asap-eval", help="directory for the report and plots")
     add_settings(ev, ["base_url", "model"], keep_defaults=True)

@@ -32,6 +32,12 @@ USERWL = Path(__file__).parents[1] / "userwl"
     (["tune", "hpobench:australian", "--gpus-per-trial", "1", "--db", "{tmp}/w.db"],
      "--gpus-per-trial 1 asks for GPUs, and this machine has none"),
     (["eval", "--workers", "0", "--db", "{tmp}/w.db"], "--workers must be at least 1"),
+    (["eval", "--jobs", "0", "--profile", "dev", "--db", "{tmp}/w.db"],
+     "--jobs must be at least 1"),
+    (["eval", "--jobs", "2", "--db", "{tmp}/w.db"], "for the virtual clock only"),
+    # dev's two cells at a time stay with its virtual clock: this error is the task's
+    (["eval", "--profile", "dev", "--clock", "real", "--tasks", "hpobench:mars"],
+     "unknown hpobench dataset 'mars'"),
     (["tune", "hpobench:australian", "--backend", "ray", "--ray-address", "127.0.0.1:1",
       "--db", "{tmp}/w.db"], "the Ray cluster at 127.0.0.1:1 does not answer"),
     (["tune", "hpobench:australian", "--ray-address", "127.0.0.1:1", "--db", "{tmp}/w.db"],

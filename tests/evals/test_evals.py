@@ -67,6 +67,29 @@ def test_bad_grid_settings_are_named():
         Grid(tasks=["nope"], methods=["tpe"])
 
 
+def test_cells_side_by_side_run_the_same_trials_as_one_at_a_time(tmp_path):
+    """--jobs 2 on the virtual clock: every cell done, each with the trials it has run alone."""
+    def grid(name: str, jobs: int) -> Grid:
+        return Grid(tasks=["hpobench:australian", "hpobench:car"], methods=["tpe", "random"],
+                    seeds=2, trials=8, time_scale=0.0, clock="virtual",
+                    db=str(tmp_path / f"{name}.db"), jobs=jobs)
+
+    alone, beside = run_grid(grid("alone", 1)), run_grid(grid("beside", 2))
+    assert "2 cells at a time" in grid("beside", 2).describe()
+    cells = grid("alone", 1).cells()
+    assert len(cells) == 8
+    for cell in cells:
+        ran = [(t.config, t.value) for t in alone.open_study(cell.study).trials()]
+        assert len(ran) == 8
+        assert [(t.config, t.value) for t in beside.open_study(cell.study).trials()] == ran
+    assert [row["status"] for row in beside.db["eval_cells"].rows] == ["done"] * 8
+    with pytest.raises(ValueError, match="virtual clock only"):
+        Grid(tasks=["hpobench:australian"], methods=["tpe"], jobs=2)
+    with pytest.raises(ValueError, match="--jobs must be at least 1"):
+        Grid(tasks=["hpobench:australian"], methods=["tpe"], clock="virtual", time_scale=0.0,
+             jobs=0)
+
+
 def test_a_ray_grid_runs_asaps_sessions_on_ray_and_refuses_what_it_cannot(tmp_path):
     """``backend="ray"``: asap's sessions (the prior here) run their trials as Ray tasks on the
     real clock; the virtual clock and the methods that keep their trials in this process are
