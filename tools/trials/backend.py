@@ -3,8 +3,8 @@
 Why an interface: the trainer supervises every trial the same way (records each intermediate
 value, answers prune decisions, enforces the time limit and the session's budget, turns every
 ending into a finished row with its reason) whatever runs the workload: a worker process forked
-from the fork server (the default), the supervising thread itself (table lookups on the virtual
-clock), or a Ray task (:mod:`asap.tools.trials.ray_backend`). A backend starts a trial and hands back a
+from the fork server (the default), this process (table lookups on the virtual clock inline;
+``isolate=False`` on the session's own thread), or a Ray task (:mod:`asap.tools.trials.ray_backend`). A backend starts a trial and hands back a
 :class:`TrialRun`; the trainer polls that run until it ends, or cancels it. A new backend is one
 class implementing :class:`TrialBackend` and its run; pass it as ``Trainer(..., backend=...)``.
 """
