@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import math
 import multiprocessing
-import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from asap.evals.smac_peer import check_installed
 from asap.tools.ledger.store import Ledger
 from asap.tools.trials.clock import CLOCKS
 from asap.tools.trials.resources import usable_cores
+from asap.tools.trials.workers import limit_threads
 from asap.tools.workloads import check_clock, resolve
 
 TASKS = ["hpobench:australian", "hpobench:car", "hpobench:credit_g", "hpobench:kc1",
@@ -157,7 +157,7 @@ PROFILES = {
     # simulated budget. asap against each tool it orchestrates, Optuna's GPSampler and SMAC3
     # with their defaults (SMAC: the smac extra), the no-LLM portfolio and prior (the OPRO
     # floor, llm-naive, is serial and slow: add it with --methods).
-    # Two cells at a time (each at half the cores): 0.61x the time of one at a time.
+    # Two cells at a time, each at half the cores (what that saves: docs/evaluation.md).
     "dev": dict(tasks=TASKS[:5], methods=["asap", "portfolio", "prior", "tpe", "cmaes",
                                           "ngopt", "random", "optuna-gp", "smac"],
                 seeds=10, trials=200, time_scale=0.0, clock="virtual", jobs=2),
@@ -221,30 +221,21 @@ def _run_side_by_side(grid: Grid, todo: list[Cell], done: int, total: int,
     running: set[Future] = set()
     spawn = multiprocessing.get_context("spawn")
     threads = max(1, usable_cores() // grid.jobs)
-    with ProcessPoolExecutor(max_workers=grid.jobs, mp_context=spawn, initializer=_share_cores,
+    # Each cell's pools (the peers' torch and BLAS, the prior's GP) at its share of the cores,
+    # so cells side by side do not wait on each other's threads.
+    with ProcessPoolExecutor(max_workers=grid.jobs, mp_context=spawn, initializer=limit_threads,
                              initargs=(threads,)) as pool:
-        try:
-            while waiting or running:
-                while waiting and len(running) < grid.jobs:
-                    cell = waiting.pop()
-                    callback.on_cell(done, total, cell)
-                    running.add(pool.submit(_run_cell_in, grid.db, cell))
-                finished, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    future.result()  # a failed cell's error, raised here
-                    done += 1
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-
-
-def _share_cores(threads: int) -> None:
-    """A cell process's share of the cores: its pools (the peers' torch and BLAS, the prior's
-    GP) at ``threads``, so cells side by side do not wait on each other's threads."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(threads)  # the pools loaded later
-    from threadpoolctl import threadpool_limits
-    threadpool_limits(limits=threads)  # the ones loaded already
+        # No more cells are submitted than run: on an error, leaving the block waits only for
+        # the ones running.
+        while waiting or running:
+            while waiting and len(running) < grid.jobs:
+                cell = waiting.pop()
+                callback.on_cell(done, total, cell)
+                running.add(pool.submit(_run_cell_in, grid.db, cell))
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                future.result()  # a failed cell's error, raised here
+                done += 1
 
 
 def _run_cell_in(db: str, cell: Cell) -> None:

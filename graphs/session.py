@@ -208,7 +208,8 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
             stopping = session_stop.set(cancel)
             try:
                 # The tuner's pools at one thread; an objective that runs here keeps its own
-                quiet = one_thread_blas() if cfg.trials_here else one_thread_pools()
+                quiet = one_thread_pools() if not cfg.trials_here else \
+                    one_thread_blas() if caller is not None else contextlib.nullcontext()
                 with _cancel_on_signals(ctx), quiet as around:
                     _run_graph(ctx, caller, cancel, around)
             except Exception:

@@ -260,7 +260,7 @@ def _run_trial(conn, target: str, config: dict, fidelity: int | None, kwargs: di
     """One trial in this worker: its output to its log, its share of the cores, its result
     (or its failure, one line) sent back. Whether the worker runs another is the trainer's
     call (not after an out-of-memory)."""
-    _limit_threads(min(threads or usable_cores(), free_cores()))
+    limit_threads(min(threads or usable_cores(), free_cores()))
     before = set(sys.modules)
     # What the workload prints goes to the trial's log, never to the tuner's stdout (--json).
     out = _open_log(log)
@@ -295,10 +295,11 @@ def _run_trial(conn, target: str, config: dict, fidelity: int | None, kwargs: di
     conn.send(message)
 
 
-def _limit_threads(threads: int) -> None:
-    """The worker's share of the cores (its slot's, less what other processes take now): torch's
-    intra-op threads if torch is loaded, the BLAS and OpenMP pools already loaded
-    (threadpoolctl), and the environment for those loaded later."""
+def limit_threads(threads: int) -> None:
+    """This process's pools at ``threads`` (a worker: its slot's share of the cores, less what
+    other processes take now; an eval cell beside others: its share): torch's intra-op threads
+    if torch is loaded, the BLAS and OpenMP pools already loaded (threadpoolctl), and the
+    environment for those loaded later."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     if "torch" in sys.modules:

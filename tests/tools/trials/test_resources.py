@@ -101,14 +101,14 @@ from asap.tools.trials import workers
 def blas():
     return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
 
-workers._limit_threads(1)
+workers.limit_threads(1)
 first = workers._pools()
 assert blas() == {1}, blas()
-workers._limit_threads(2)
+workers.limit_threads(2)
 assert workers._pools() is first  # nothing imported: the pools found before
 assert blas() == {2}, blas()
 import scipy.linalg  # scipy's own OpenBLAS: a pool the first look did not see
-workers._limit_threads(1)
+workers.limit_threads(1)
 assert workers._pools() is not first
 assert len(workers._pools().lib_controllers) > len(first.lib_controllers)
 assert blas() == {1}, blas()
