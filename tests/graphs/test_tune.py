@@ -35,6 +35,22 @@ def test_before_the_prior_scores_the_fallback_takes_the_most_central_proposal(le
     assert fallback(study, proposals, scored=True) == proposals[0]  # scored: the prior's A
 
 
+def test_the_start_up_pick_is_not_a_near_twin_of_a_trial_already_run_or_running(ledger,
+                                                                             toy_space):
+    """The tools propose around the centre too: the central pick again would learn nothing."""
+    study = ledger.create_study("t", toy_space, metric="loss", direction="minimize")
+    base = {"lr": 0.1, "n_layers": 1, "optimizer": "adam"}
+    proposals = [("nevergrad:NGOpt", {**base, "x": 0.05}), ("optuna:cmaes", {**base, "x": 3.0}),
+                 ("optuna:tpe", {**base, "x": -4.0})]
+    running = study.start_trial({**base, "x": 0.0}, tool="nevergrad:NGOpt")  # still in flight
+    assert fallback(study, proposals) == proposals[1]  # the next most central
+    study.finish_trial(running, status="complete", metrics={"loss": 4.0})
+    study.start_trial({**base, "x": 2.9}, tool="optuna:cmaes")
+    assert fallback(study, proposals) == proposals[2]
+    study.start_trial({**base, "x": -3.95}, tool="optuna:tpe")
+    assert fallback(study, proposals) == proposals[0]  # all are twins: the most central
+
+
 def test_auto_speculation_only_when_training_and_llm_do_not_share_the_cpu():
     import torch
 
