@@ -15,9 +15,11 @@ every method alike), with the repeat's seed:
 
 Printed per objective and method: total wall-clock (median and range; asap's includes starting
 its LLM server and worker), the time to reach Optuna TPE's median final best (median over
-repeats; "-" when fewer than half got there), the final best (median and range), and asap's
-split of its wall-clock (training, exposed LLM, tools and prior on the critical path, worker
-start-up, the rest), then each method's ratios to Optuna TPE. ``--out`` keeps every run as JSON.
+repeats; "-" when fewer than half got there), the final best (median and range), the summed
+training time of the trials (what the configurations picked cost, apart from the tuner's own
+time), and asap's split of its wall-clock (training, exposed LLM, tools and prior on the
+critical path, worker start-up, the rest), then each method's ratios to Optuna TPE. ``--out``
+keeps every run as JSON.
 
     python evals/bench_real.py --repeats 5 --trials 30
 
@@ -65,7 +67,8 @@ def run_optuna(task: Task, method: str, trials: int, seed: int) -> dict[str, Any
     wall = time.time() - start
     ends = [(t.datetime_complete.timestamp() - start, t.value) for t in study.trials
             if t.value is not None]
-    return {"wall_s": wall, "best": study.best_value, "ends": ends,
+    train = sum(t.duration.total_seconds() for t in study.trials if t.duration is not None)
+    return {"wall_s": wall, "best": study.best_value, "ends": ends, "train_s": train,
             "first_trial_s": study.trials[0].datetime_start.timestamp() - start}
 
 
@@ -82,8 +85,9 @@ def run_asap(task: Task, method: str, trials: int, seed: int, db: str) -> dict[s
     wall = time.time() - start
     study = Ledger(db, readonly=True).open_study(name)
     ends = [(t.ended_at - start, t.value) for t in study.trials(status="complete")]
-    return {"wall_s": wall, "best": result.best_value, "ends": ends,
-            "split": split_of(study, wall), "llm_calls": result.summary.llm_calls,
+    split = split_of(study, wall)
+    return {"wall_s": wall, "best": result.best_value, "ends": ends, "train_s": split["train_s"],
+            "split": split, "llm_calls": result.summary.llm_calls,
             "first_trial_s": min(t.started_at for t in study.trials()) - start}
 
 
@@ -156,8 +160,10 @@ def report(name: str, runs: dict[str, list[dict[str, Any]]], trials: int) -> Tab
     target = statistics.median(r["best"] for r in base)
     base_wall = statistics.median(r["wall_s"] for r in base)
     base_tt = median_time([time_to(r["ends"], target) for r in base])
+    base_train = statistics.median(r["train_s"] for r in base)
     table = Table("method", "wall s (median, range)", "x TPE", "to target s", "x TPE",
-                  "best (median, range)", "train / LLM / tools / start-up / other",
+                  "best (median, range)", "training s", "x TPE",
+                  "train / LLM / tools / start-up / other",
                   "first trial s", "LLM calls", title=f"{name}: {trials} trials, {len(base)} repeats; target = "
                   f"Optuna TPE's median final best {target:.4f}")
     for method, rs in runs.items():
@@ -165,6 +171,7 @@ def report(name: str, runs: dict[str, list[dict[str, Any]]], trials: int) -> Tab
         bests = [r["best"] for r in rs]
         tt = median_time([time_to(r["ends"], target) for r in rs])
         wall = statistics.median(walls)
+        train = statistics.median(r["train_s"] for r in rs)
         split = "-"
         if "split" in rs[0]:
             shares = {p: statistics.median(r["split"][p] / r["wall_s"] for r in rs)
@@ -174,7 +181,8 @@ def report(name: str, runs: dict[str, list[dict[str, Any]]], trials: int) -> Tab
             method, f"{wall:.1f} ({min(walls):.1f}-{max(walls):.1f})", f"{wall / base_wall:.2f}",
             "-" if tt is None else f"{tt:.1f}",
             "-" if tt is None or not base_tt else f"{tt / base_tt:.2f}",
-            f"{statistics.median(bests):.4f} ({min(bests):.4f}-{max(bests):.4f})", split,
+            f"{statistics.median(bests):.4f} ({min(bests):.4f}-{max(bests):.4f})",
+            f"{train:.1f}", f"{train / base_train:.2f}", split,
             f"{statistics.median(r['first_trial_s'] for r in rs):.2f}",
             str(statistics.median(r.get("llm_calls", 0) for r in rs)))
     return table

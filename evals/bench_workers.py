@@ -16,7 +16,11 @@ speed. Printed per method and worker count, as medians over the runs (tasks x se
 - busy: the share of the N workers' span spent training;
 - regret at equal time: with N workers at a time T/N, against one worker at T (T: the
   one-worker run's span), the table's mean for each incumbent as normalized regret, as the mean
-  paired difference with its 95 % bootstrap interval (negative: N workers are at least as good).
+  paired difference with its 95 % bootstrap interval (negative: N workers are at least as good);
+- the floor ("1, next seed"): each one-worker run against the one-worker run of the next seed
+  on its task. Two runs whose trajectories part (another seed's draws, or results landing in
+  another order with N workers) differ by this much however well they are scheduled, so a
+  per-run mean or p90 near it says the runs parted, not that N workers were slow.
 
 ``asap`` (its LLM on the embedded server), ``prior`` (its decision without the LLM) and asap's
 tools alone (``cmaes``, ``tpe``: their Optuna samplers, with the running trials as pending, as
@@ -97,8 +101,7 @@ def report(ledgers: dict[int, Ledger], counts: list[int], clock: str = "virtual"
         runs[n] = {(c.method, c.task, c.seed): measure(ledger, c, n) for c in collect(ledger)}
     base = runs[counts[0]]
     table = Table("method", "workers", "runs", "span ratio: median / mean / p90 / of the totals",
-                  "target",
-                  "training ratio: median / mean / of the totals", "busy (median)",
+                  "target", "training ratio: median / mean / of the totals", "busy (median)",
                   "regret at T/N minus one worker's at T (mean, 95% CI)",
                   title=f"{clock} clock: ratios to {counts[0]} worker(s), same task and seed")
     by_method: dict[str, list[int]] = defaultdict(list)
@@ -109,21 +112,44 @@ def report(ledgers: dict[int, Ledger], counts: list[int], clock: str = "virtual"
     for method, ns in by_method.items():
         for n in ns:
             pairs = [(r, base[k]) for k, r in runs[n].items() if k[0] == method and k in base]
-            span = [r["span"] / b["span"] for r, b in pairs if b["span"]]
-            train = [r["train"] / b["train"] for r, b in pairs if b["train"]]
             diff = [r["cell"].regret_at(b["span"] * counts[0] / n) - b["cell"].regret_at(b["span"])
                     for r, b in pairs]
             mean, lo, hi = bootstrap_ci(diff)
-            total = sum(r["train"] for r, _ in pairs) / sum(b["train"] for _, b in pairs)
-            spans = sum(r["span"] for r, _ in pairs) / sum(b["span"] for _, b in pairs)
-            table.add_row(method, str(n), str(len(pairs)),
-                          f"{statistics.median(span):.2f} / {statistics.mean(span):.2f} / "
-                          f"{p90(span):.2f} / {spans:.2f}", f"<= {1.25 * counts[0] / n:.2f}",
-                          f"{statistics.median(train):.2f} / {statistics.mean(train):.2f} / "
-                          f"{total:.2f}",
-                          f"{statistics.median(r['busy'] for r, _ in pairs):.2f}",
-                          f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+            runs_, span, train, busy = _ratios(pairs)
+            table.add_row(method, str(n), runs_, span, f"<= {1.25 * counts[0] / n:.2f}", train,
+                          busy, f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+        if len(pairs := _another_seed(base, method)) > 1:  # the floor under those ratios
+            runs_, span, train, busy = _ratios(pairs)
+            table.add_row(method, f"{counts[0]}, next seed", runs_, span, "-", train, busy, "-")
     return table
+
+
+def _ratios(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[str, str, str, str]:
+    """The cells of (run, reference) pairs: how many, the span ratios, the training ratios,
+    and the runs' median busy share."""
+    span = [r["span"] / b["span"] for r, b in pairs if b["span"]]
+    train = [r["train"] / b["train"] for r, b in pairs if b["train"]]
+    spans = sum(r["span"] for r, _ in pairs) / sum(b["span"] for _, b in pairs)
+    total = sum(r["train"] for r, _ in pairs) / sum(b["train"] for _, b in pairs)
+    return (str(len(pairs)),
+            f"{statistics.median(span):.2f} / {statistics.mean(span):.2f} / {p90(span):.2f} / "
+            f"{spans:.2f}",
+            f"{statistics.median(train):.2f} / {statistics.mean(train):.2f} / {total:.2f}",
+            f"{statistics.median(r['busy'] for r, _ in pairs):.2f}")
+
+
+def _another_seed(base: dict[tuple[str, str, int], dict[str, Any]], method: str
+                  ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Each base run against the base run of the next seed on its task (the last against the
+    first): how far two runs that differ only in their seed's draws are apart. The floor under
+    a run's ratio to the same seed with one worker, which differs from it in the same way once
+    a result lands in another order."""
+    seeds: dict[str, list[int]] = defaultdict(list)
+    for m, task, seed in sorted(base):
+        if m == method:
+            seeds[task].append(seed)
+    return [(base[(method, task, s)], base[(method, task, ss[(i + 1) % len(ss)])])
+            for task, ss in seeds.items() if len(ss) > 1 for i, s in enumerate(ss)]
 
 
 def p90(values: list[float]) -> float:

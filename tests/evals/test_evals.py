@@ -405,8 +405,13 @@ def test_the_workers_benchmark_measures_span_and_training_against_one_worker(tmp
     console = Console(record=True, width=250)
     console.print(report(ledgers, [1, 2]))
     rows = [line for line in console.export_text().splitlines() if "cmaes" in line]
-    assert len(rows) == 2 and "1.00 / 1.00 / 1.00 / 1.00" in rows[0] and "<= 0.62" in rows[1]
+    assert len(rows) == 3 and "1.00 / 1.00 / 1.00 / 1.00" in rows[0] and "<= 0.62" in rows[1]
     one = [measure(ledgers[1], c, 1) for c in collect(ledgers[1])]
     totals = sum(r["span"] for r in two) / sum(r["span"] for r in one)  # the summed spans
     span_cell = next(cell for cell in rows[1].split("│") if cell.count("/") == 3)
     assert span_cell.split("/")[3].strip() == f"{totals:.2f}"
+    # The floor: one worker's seed 0 against its seed 1 and back, the ratios r and 1/r.
+    assert "1, next seed" in rows[2]
+    r = one[0]["span"] / one[1]["span"]
+    span_cell = next(cell for cell in rows[2].split("│") if cell.count("/") == 3)
+    assert [c.strip() for c in span_cell.split("/")][1::2] == [f"{(r + 1 / r) / 2:.2f}", "1.00"]

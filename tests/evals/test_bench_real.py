@@ -1,0 +1,42 @@
+"""bench_real's report: what it reads from the runs, checked against numbers computed here."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from rich.console import Console
+
+SPEC = importlib.util.spec_from_file_location(
+    "bench_real", Path(__file__).parents[2] / "evals" / "bench_real.py")
+bench_real = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(bench_real)
+
+
+def _run(wall: float, train: float, best: float, ends: list[tuple[float, float]]) -> dict:
+    return {"wall_s": wall, "train_s": train, "best": best, "ends": ends, "first_trial_s": 0.0}
+
+
+def test_the_report_gives_each_methods_wall_clock_and_training_against_optuna_tpe():
+    runs = {
+        "optuna-tpe": [_run(10.0, 9.0, 0.9, [(5.0, 0.9)]), _run(12.0, 11.0, 0.9, [(7.0, 0.9)])],
+        "asap-nollm": [_run(15.0, 14.0, 0.95, [(2.0, 0.95)]),
+                       _run(11.0, 10.0, 0.8, [(3.0, 0.8)])],
+    }
+    console = Console(width=250, record=True)
+    console.print(bench_real.report("t", runs, trials=2))
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in console.export_text().splitlines() if line.startswith("│")}
+    wall, wall_x, to_target, to_target_x, best, train, train_x = rows["asap-nollm"][:7]
+    assert (wall, wall_x) == ("13.0 (11.0-15.0)", f"{13.0 / 11.0:.2f}")
+    assert (train, train_x) == ("12.0", f"{12.0 / 10.0:.2f}")
+    assert to_target == "-"  # one of two runs reached 0.9: not the median run
+    assert rows["optuna-tpe"][5:7] == ["10.0", "1.00"]
+
+
+def test_time_to_target_is_the_first_time_the_best_so_far_reaches_it():
+    ends = [(3.0, 0.5), (1.0, 0.7), (2.0, 0.9)]
+    assert bench_real.time_to(ends, 0.9) == 2.0
+    assert bench_real.time_to(ends, 0.95) is None
+    assert bench_real.median_time([1.0, None, 3.0]) == 3.0
+    assert bench_real.median_time([1.0, None, None]) is None
