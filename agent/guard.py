@@ -48,9 +48,9 @@ def fallback(study: Study, proposals: Sequence[Offer], scored: bool = False) -> 
     sample can cost the extreme (on HPOBench car, TPE's first sample trained for 31 minutes,
     and a 15-minute budget ended with no result); the first point of a Sobol design, and the
     default configuration SMAC runs first, sit there too. Why not its twin: the tools propose
-    around the centre too (Nevergrad's first asks, CMA-ES's mean), so the second start-up pick
-    was often the first one again, and with N workers the first N were. Deterministic: ties go
-    to the earlier proposal.
+    around the centre too (Nevergrad's first asks, CMA-ES's mean), so the most central proposal
+    is often one that already ran, and with N workers the first N would all be one point.
+    Deterministic: ties go to the earlier proposal.
     """
     if scored:
         return proposals[0]
