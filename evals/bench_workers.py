@@ -115,12 +115,12 @@ def report(ledgers: dict[int, Ledger], counts: list[int], clock: str = "virtual"
             diff = [r["cell"].regret_at(b["span"] * counts[0] / n) - b["cell"].regret_at(b["span"])
                     for r, b in pairs]
             mean, lo, hi = bootstrap_ci(diff)
-            runs_, span, train, busy = _ratios(pairs)
-            table.add_row(method, str(n), runs_, span, f"<= {1.25 * counts[0] / n:.2f}", train,
+            count, span, train, busy = _ratios(pairs)
+            table.add_row(method, str(n), count, span, f"<= {1.25 * counts[0] / n:.2f}", train,
                           busy, f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}]")
         if len(pairs := _another_seed(base, method)) > 1:  # the floor under those ratios
-            runs_, span, train, busy = _ratios(pairs)
-            table.add_row(method, f"{counts[0]}, next seed", runs_, span, "-", train, busy, "-")
+            count, span, train, busy = _ratios(pairs)
+            table.add_row(method, f"{counts[0]}, next seed", count, span, "-", train, busy, "-")
     return table
 
 
