@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from rich.console import Console
 
-SPEC = importlib.util.spec_from_file_location(
-    "bench_real", Path(__file__).parents[2] / "evals" / "bench_real.py")
-bench_real = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(bench_real)
+from asap.evals import bench_real
 
 
 def _run(wall: float, train: float, best: float, ends: list[tuple[float, float]]) -> dict:
