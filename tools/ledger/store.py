@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -61,6 +62,33 @@ def _begin(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
 
 
+class _Rows:
+    """A statement's cursor, read whole under the ledger's lock: what sqlite-utils steps later
+    (``rows_where`` iterates the cursor ``execute`` returned) is then a list, not a cursor on
+    the shared connection."""
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self.description = cursor.description
+        self.lastrowid = cursor.lastrowid
+        self.rowcount = cursor.rowcount
+        self._rows = iter(cursor.fetchall())
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._rows
+
+    def fetchone(self) -> Any:
+        return next(self._rows, None)
+
+    def fetchall(self) -> list[Any]:
+        return list(self._rows)
+
+    def fetchmany(self, size: int = 1) -> list[Any]:
+        return list(itertools.islice(self._rows, size))
+
+    def close(self) -> None:
+        """Nothing to release: the rows were read when the statement ran."""
+
+
 class _Serialized(sqlite_utils.Database):
     """sqlite-utils' Database on a connection that several threads share, each statement and
     each of its transactions taken whole under the ledger's lock. Why: sqlite-utils wraps a
@@ -69,20 +97,20 @@ class _Serialized(sqlite_utils.Database):
     rolled back that thread's transaction (which then failed with "cannot commit - no
     transaction is active"), and a read's savepoint made another thread's transaction look
     nested, so it wrote without BEGIN IMMEDIATE ("database is locked" at once). A query's rows
-    are read under the lock too (CPython's sqlite3 stepping one cursor while another thread
-    runs a statement on the connection raised SystemError)."""
+    are read under the lock too, every statement's whole (CPython's sqlite3 stepping one cursor
+    while another thread runs a statement on the connection raised SystemError)."""
 
     def __init__(self, conn: sqlite3.Connection, lock: threading.RLock) -> None:
         self._lock = lock  # before sqlite-utils' own set-up statements
         super().__init__(conn)
 
-    def executescript(self, sql: str) -> sqlite3.Cursor:
+    def executescript(self, sql: str) -> _Rows:
         with self._lock:
-            return super().executescript(sql)
+            return _Rows(super().executescript(sql))
 
-    def execute(self, sql: str, parameters: Any = None) -> sqlite3.Cursor:
+    def execute(self, sql: str, parameters: Any = None) -> _Rows:
         with self._lock:
-            return super().execute(sql, parameters)
+            return _Rows(super().execute(sql, parameters))
 
     def query(self, sql: str, params: Any = None) -> Iterator[dict[str, Any]]:
         with self._lock:  # the rows read here: a cursor stepped later would race the others
