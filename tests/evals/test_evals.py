@@ -415,3 +415,28 @@ def test_the_workers_benchmark_measures_span_and_training_against_one_worker(tmp
     r = one[0]["span"] / one[1]["span"]
     span_cell = next(cell for cell in rows[2].split("│") if cell.count("/") == 3)
     assert [c.strip() for c in span_cell.split("/")][1::2] == [f"{(r + 1 / r) / 2:.2f}", "1.00"]
+
+
+def test_a_missed_task_says_whether_asap_is_behind_beyond_the_noise():
+    """Where asap misses a budget level's task, the target line gives asap minus that task's
+    best single tool, paired by seed, with its CI: a steady gap is behind beyond the noise, a
+    gap that changes sign from seed to seed is not."""
+    from types import SimpleNamespace
+
+    from asap.evals.axes import _behind
+
+    def runs(method, task, values):
+        return {(method, task): [SimpleNamespace(seed=i, task=task, r=v)
+                                 for i, v in enumerate(values)]}
+
+    groups = {**runs("asap", "steady", [0.3, 0.4, 0.5, 0.6]),
+              **runs("cmaes", "steady", [0.1, 0.2, 0.3, 0.4]),
+              **runs("tpe", "steady", [0.2, 0.3, 0.4, 0.5]),
+              **runs("asap", "noisy", [0.5, 0.1, 0.6, 0.2]),
+              **runs("tpe", "noisy", [0.1, 0.5, 0.2, 0.5])}
+    mean = {k: sum(c.r for c in g) / len(g) for k, g in groups.items()}
+    text = _behind(groups, ["steady", "noisy"], ["cmaes", "tpe"], mean, lambda c: c.r)
+    assert "steady +0.2000 [+0.2000, +0.2000] against cmaes" in text  # the best one there
+    assert "noisy +0.0250 [" in text and "against tpe" in text
+    assert text.endswith("(behind beyond the noise on 1).")
+    assert _behind(groups, [], ["cmaes"], mean, lambda c: c.r) == ""
