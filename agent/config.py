@@ -228,13 +228,6 @@ class TuneConfig(BaseModel):
                              "seconds: use one or the other")
         return v
 
-    @field_validator("backend")
-    @classmethod
-    def _local_when_virtual(cls, v: str, info) -> str:
-        if v == "ray" and info.data.get("clock") == "virtual":
-            raise ValueError("the virtual clock simulates trials here: use --backend local")
-        return v
-
     @field_validator("ray_address")
     @classmethod
     def _needs_ray(cls, v: str | None, info) -> str | None:

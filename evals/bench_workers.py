@@ -26,13 +26,15 @@ speed. Printed per method and worker count, as medians over the runs (tasks x se
 tools alone (``cmaes``, ``tpe``: their Optuna samplers, with the running trials as pending, as
 Optuna's ``n_jobs`` runs them) are methods of the eval (:mod:`asap.evals.methods`).
 
-The Ray backend runs trials for real, so it is measured on the real clock: ``--time-scale S``
-sleeps each trial its table's time times S, and ``--backend ray`` runs asap's trials as Ray
-tasks (compare with ``--backend local`` at the same scale), on a local Ray instance or on the
-cluster ``--ray-address`` names.
+``--backend ray`` runs asap's trials as Ray tasks, on a local Ray instance or on the cluster
+``--ray-address`` names (compare with ``--backend local``). On the virtual clock each table
+lookup is a Ray task and the clock waits for every result before it schedules the landing, so
+N workers are simulated whatever CPUs the Ray instance has: what differs from local workers is
+Ray's dispatch and results, not the machine. ``--time-scale S`` runs on the real clock instead,
+each trial sleeping its table's time times S (there N workers need N CPUs).
 
     python evals/bench_workers.py --workers 1,2,4,8 --seeds 10 --trials 40
-    python evals/bench_workers.py --methods prior --workers 1,2,4 --time-scale 0.02 --backend ray
+    python evals/bench_workers.py --methods prior --workers 1,4,8 --backend ray
 
 Not a test: docs/evaluation.md has what was measured.
 """

@@ -100,9 +100,6 @@ class Grid:
         if self.ray_address is not None and self.backend != "ray":
             raise ValueError("a Ray address is for the ray backend (--backend ray)")
         if self.backend == "ray":
-            if self.clock == "virtual":
-                raise ValueError("the virtual clock simulates trials here: use the real clock "
-                                 "(a --time-scale) with the ray backend")
             if others := [m for m in self.methods if m not in SESSION_METHODS]:
                 raise ValueError(f"method(s) {others} run their trials in this process; the ray "
                                  f"backend is for asap's sessions: {sorted(SESSION_METHODS)}")

@@ -91,12 +91,9 @@ def test_cells_side_by_side_run_the_same_trials_as_one_at_a_time(tmp_path):
 
 
 def test_a_ray_grid_runs_asaps_sessions_on_ray_and_refuses_what_it_cannot(tmp_path):
-    """``backend="ray"``: asap's sessions (the prior here) run their trials as Ray tasks on the
-    real clock; the virtual clock and the methods that keep their trials in this process are
+    """``backend="ray"``: asap's sessions (the prior here) run their trials as Ray tasks, on the
+    real clock or the virtual one; the methods that keep their trials in this process are
     refused by name before anything runs."""
-    with pytest.raises(ValueError, match="use the real clock"):
-        Grid(tasks=["hpobench:australian"], methods=["prior"], clock="virtual", time_scale=0.0,
-             backend="ray")
     with pytest.raises(ValueError, match=r"\['tpe'\] run their trials in this process"):
         Grid(tasks=["hpobench:australian"], methods=["prior", "tpe"], backend="ray")
     with pytest.raises(ValueError, match="unknown backend 'slurm'"):
@@ -120,6 +117,19 @@ def test_a_ray_grid_runs_asaps_sessions_on_ray_and_refuses_what_it_cannot(tmp_pa
     study = run_grid(grid).open_study("hpobench-australian.prior.s0")
     assert [t.status for t in study.trials()] == ["complete"] * 4
     assert [e["detail"]["backend"] for e in study.events("session")] == ["ray"]
+    # On the virtual clock the simulated schedule is the workers', not the Ray instance's CPUs:
+    # 4 trials in flight on a 2-CPU instance (the clock waits for every result it schedules).
+    grid = Grid(tasks=["hpobench:australian"], methods=["prior"], seeds=1, trials=8,
+                time_scale=0.0, clock="virtual", workers=4, backend="ray",
+                db=str(tmp_path / "rayv.db"))
+    study = run_grid(grid).open_study("hpobench-australian.prior.s0")
+    trials = study.trials()
+    assert [t.status for t in trials] == ["complete"] * 8
+    assert [e["detail"]["backend"] for e in study.events("session")] == ["ray"]
+    assert {e["detail"]["clock"] for e in study.events("session")} == {"virtual"}
+    in_flight = max(sum(u.started_at <= t.started_at < u.ended_at for u in trials)
+                    for t in trials)
+    assert in_flight == 4
 
 
 def test_a_tiny_real_grid_end_to_end_and_resumes(tmp_path):
