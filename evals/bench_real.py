@@ -14,8 +14,10 @@ every method alike), with the repeat's seed:
 - ``asap-eips``: ``llm=False, cost_weight=1`` (expected improvement per predicted second).
 
 Printed per objective and method: total wall-clock (median and range; asap's includes starting
-its LLM server and worker), the time to reach Optuna TPE's median final best (median over
-repeats; "-" when fewer than half got there), the final best (median and range), the summed
+its LLM server and worker), the time to reach Optuna TPE's median final best (the time by
+which half the repeats had; "-" when fewer than half got there; with an even number of repeats
+the target is the upper median, the best value half of TPE's runs reached, so TPE's own
+median run reaches it), the final best (median and range), the summed
 training time of the trials (what the configurations picked cost, apart from the tuner's own
 time), and asap's split of its wall-clock (training, exposed LLM, tools and prior on the
 critical path, worker start-up, the rest), then each method's ratios to Optuna TPE. ``--out``
@@ -111,9 +113,10 @@ def time_to(ends: list[tuple[float, float]], target: float) -> float | None:
 
 
 def median_time(times: list[float | None]) -> float | None:
-    """The median with "never" as infinity; None when at least half never got there."""
+    """The time by which half the runs had got there (the lower median, "never" as infinity);
+    None when fewer than half got there."""
     ordered = sorted(float("inf") if t is None else t for t in times)
-    mid = statistics.median(ordered)
+    mid = statistics.median_low(ordered)
     return None if mid == float("inf") else mid
 
 
@@ -157,7 +160,7 @@ def main() -> None:
 def report(name: str, runs: dict[str, list[dict[str, Any]]], trials: int) -> Table:
     """One objective's table: each method's wall-clock, time to target, best, split, ratios."""
     base = runs.get("optuna-tpe") or next(iter(runs.values()))
-    target = statistics.median(r["best"] for r in base)
+    target = statistics.median_high(r["best"] for r in base)  # half of TPE's runs reached it
     base_wall = statistics.median(r["wall_s"] for r in base)
     base_tt = median_time([time_to(r["ends"], target) for r in base])
     base_train = statistics.median(r["train_s"] for r in base)

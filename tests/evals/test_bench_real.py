@@ -24,7 +24,7 @@ def test_the_report_gives_each_methods_wall_clock_and_training_against_optuna_tp
     wall, wall_x, to_target, to_target_x, best, train, train_x = rows["asap-nollm"][:7]
     assert (wall, wall_x) == ("13.0 (11.0-15.0)", f"{13.0 / 11.0:.2f}")
     assert (train, train_x) == ("12.0", f"{12.0 / 10.0:.2f}")
-    assert to_target == "-"  # one of two runs reached 0.9: not the median run
+    assert to_target == "2.0"  # one of two runs reached 0.9, at 2 s: half of them by then
     assert rows["optuna-tpe"][5:7] == ["10.0", "1.00"]
 
 
@@ -34,3 +34,5 @@ def test_time_to_target_is_the_first_time_the_best_so_far_reaches_it():
     assert bench_real.time_to(ends, 0.95) is None
     assert bench_real.median_time([1.0, None, 3.0]) == 3.0
     assert bench_real.median_time([1.0, None, None]) is None
+    assert bench_real.median_time([4.0, None, 1.0, None]) == 4.0  # half by 4 s
+    assert bench_real.median_time([4.0, None, None, None]) is None
