@@ -53,6 +53,8 @@ class TaskResult(BaseModel):
     best_value: float | None = Field(description="best objective value; None if no trial completed")
     best_config: dict[str, Any] | None
     best_tool: str | None = Field(description="the tool that proposed the best configuration")
+    tied_best: int = Field(default=0, description="complete trials at exactly the best value "
+                           "(several: the metric has saturated; the best is the first of them)")
     trials: int
     ran: int = Field(default=0, description="trials this call ran (``trials`` counts the "
                      "study's, a resumed one's earlier trials included)")
@@ -76,7 +78,7 @@ class TaskResult(BaseModel):
         wall = s["time"]["wall_s"]
         return cls(**{k: s[k] for k in (
             "study", "workload", "metric", "direction", "best_value", "best_config", "best_tool",
-            "trials", "complete", "failed", "llm_calls", "cached_share", "accept_rate",
+            "tied_best", "trials", "complete", "failed", "llm_calls", "cached_share", "accept_rate",
             "fallbacks", "retries", "llm_errors", "llm_record")}, ran=s.get("ran", 0),
             wall_clock_s=wall, llm_share=s["time"]["exposed_llm_s"] / wall if wall else None)
 

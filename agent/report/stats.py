@@ -120,6 +120,8 @@ def summarize(study: Study) -> dict[str, Any]:
         "pruned": sum(t.status == "pruned" for t in trials),
         "best_value": best.value if best else None, "best_trial": best.number if best else None,
         "best_tool": best.tool if best else None, "best_config": best.evaluated if best else None,
+        "tied_best": 0 if best is None else sum(
+            t.status == "complete" and t.value == best.value for t in trials),
         "per_tool": {k: {"trials": r.trials, "improvements": r.improvements}
                      for k, r in sorted(tool_records(study).items())},
         "protocol": protocol, "llm_calls": len(calls),

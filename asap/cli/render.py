@@ -221,6 +221,17 @@ def calls_table(study: Study, d: dict[str, Any]) -> Table:
     return table
 
 
+SATURATED = 3  # trials at exactly the best value: the metric no longer tells them apart
+
+
+def saturated(ties: int, metric: str, best: float) -> str:
+    """Why many trials at the best value matter: the one named is only the first of them."""
+    return (f"  {ties} trials tie at the best {safe(metric)} ({best:.6g}): the metric has "
+            "saturated on this validation data, and the trial named is the first of them (as "
+            "Optuna's best_trial). A finer metric (log-loss) or more validation data would "
+            "tell them apart.")
+
+
 def print_summary(summary: dict[str, Any], console: Console) -> None:
     """The end-of-session report: best config, per-tool record, LLM numbers, time split."""
     s = summary
@@ -232,6 +243,9 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
                       + safe(", ".join(f"{k}={format_value(v)}"
                                        for k, v in s["best_config"].items())),
                       highlight=False)
+        if s.get("tied_best", 0) >= SATURATED:
+            console.print(saturated(s["tied_best"], s["metric"], s["best_value"]),
+                          highlight=False)
     tools = Table("tool", "trials", "improved the best", title="per-tool record")
     for tool, rec in s["per_tool"].items():
         tools.add_row(tool, str(rec["trials"]), str(rec["improvements"]))

@@ -188,3 +188,34 @@ def test_the_timeline_draws_one_training_lane_per_worker(ledger, toy_space):
     for start, end in ((0, 2), (2, 3)):  # a ledger written before workers existed
         serial.log_timing("train", start, end)
     assert [lane.name for lane in layout(serial).lanes] == ["training"]
+
+
+def test_trials_tied_at_the_best_value_are_counted_and_named_as_saturation(ledger, toy_space):
+    """Several trials at exactly the best value (accuracy 1.0 on a small validation set): the
+    summary counts them and says the metric has saturated, since the trial it names is only
+    the first of them; a best reached once is reported as before."""
+    from rich.console import Console
+
+    from asap.agent.report.stats import summarize
+    from asap.cli.render import print_summary
+    from asap.graphs.api import TaskResult
+
+    def study_of(name: str, values: list[float]):
+        study = ledger.create_study(name, toy_space, metric="acc", direction="maximize")
+        for i, v in enumerate(values):
+            trial = study.start_trial({"x": i / 10, "lr": 0.01, "n_layers": 1,
+                                       "optimizer": "adam"}, tool="t")
+            study.finish_trial(trial, status="complete", metrics={"acc": v})
+        return study
+
+    tied = summarize(study_of("tied", [0.9, 1.0, 0.95, 1.0, 1.0]))
+    assert tied["tied_best"] == 3 and tied["best_trial"] == 1  # the first of them
+    assert TaskResult.from_summary(tied).tied_best == 3
+    console = Console(width=300, record=True)
+    print_summary(tied, console)
+    assert "3 trials tie at the best acc (1): the metric has saturated" in console.export_text()
+    once = summarize(study_of("once", [0.9, 1.0, 0.95]))
+    assert once["tied_best"] == 1
+    console = Console(width=300, record=True)
+    print_summary(once, console)
+    assert "tie at the best" not in console.export_text()
