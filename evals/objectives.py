@@ -49,8 +49,7 @@ def rf_digits(config: dict[str, Any], report: Any = None) -> float:
 
 
 def mlp_digits(config: dict[str, Any], report: Any = None) -> float:
-    """asap's torch digits MLP at a small fidelity (10 epochs, 0.1-0.5 s a trial): validation
-    accuracy."""
+    """asap's torch digits MLP at a small fidelity (10 epochs): validation accuracy."""
     from asap.tools.workloads.digits import digits_mlp
 
     full = {"weight_decay": 1e-4, "dropout": 0.1, "momentum": 0.9, "beta1": 0.9, **config}
