@@ -127,6 +127,8 @@ def main() -> None:
     ap.add_argument("--methods", default="optuna-tpe,optuna-cmaes,asap,asap-nollm")
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="the first repeat's seed (repeat r runs seed FIRST + r)")
     ap.add_argument("--out", help="write every run as JSON here")
     args = ap.parse_args()
     console = Console(stderr=True)
@@ -145,12 +147,14 @@ def main() -> None:
     for task in tasks:
         for rep in range(args.repeats):
             order = methods[rep % len(methods):] + methods[:rep % len(methods)]
+            seed = args.first_seed + rep
             for method in order:  # alternated, and rotated so no method always goes first
-                console.print(f"{task.name} repeat {rep} (seed {rep}): {method}")
+                console.print(f"{task.name} repeat {rep} (seed {seed}): {method}")
                 run: Callable[..., dict[str, Any]] = (
                     run_optuna if method.startswith("optuna") else
                     lambda *a: run_asap(*a, db=db))
-                runs[task.name][method].append(run(task, method, args.trials, rep))
+                runs[task.name][method].append(
+                    {**run(task, method, args.trials, seed), "seed": seed})
     if args.out:
         Path(args.out).write_text(json.dumps(runs, indent=1))
     for task in tasks:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from rich.console import Console
 
 from asap.evals import bench_real
@@ -36,3 +38,14 @@ def test_time_to_target_is_the_first_time_the_best_so_far_reaches_it():
     assert bench_real.median_time([1.0, None, None]) is None
     assert bench_real.median_time([4.0, None, 1.0, None]) == 4.0  # half by 4 s
     assert bench_real.median_time([4.0, None, None, None]) is None
+
+
+def test_repeats_run_the_seeds_from_first_seed_and_the_json_records_each(tmp_path, monkeypatch):
+    out = tmp_path / "runs.json"
+    monkeypatch.setattr("sys.argv", ["bench_real", "--tasks", "svc_digits", "--methods",
+                                     "optuna-tpe", "--trials", "2", "--repeats", "2",
+                                     "--first-seed", "5", "--out", str(out)])
+    bench_real.main()
+    runs = json.loads(out.read_text())["svc_digits"]["optuna-tpe"]
+    assert [r["seed"] for r in runs] == [5, 6]
+    assert all(len(r["ends"]) == 2 for r in runs)
