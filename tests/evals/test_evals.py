@@ -450,3 +450,38 @@ def test_a_missed_task_says_whether_asap_is_behind_beyond_the_noise():
     assert "noisy +0.0250 [" in text and "against tpe" in text
     assert text.endswith("(behind beyond the noise on 1).")
     assert _behind(groups, [], ["cmaes"], mean, lambda c: c.r) == ""
+
+
+def test_a_budget_levels_verdict_names_the_part_of_the_target_it_missed():
+    """The level's line says which half of the target failed: too few tasks at or under the
+    best single tool, or another method (the prior, say) with the best mean rank."""
+    from asap.evals.axes import targets_md
+    from asap.evals.results import CellResult
+
+    def cell(method, task, seed, value):  # a run whose incumbent is ``value`` from the start
+        return CellResult(id=f"{task}.{method}.s{seed}", task=task, method=method, seed=seed,
+                          maximize=True, time_budget_s=14400.0, wall_s=14400.0, trials=40,
+                          by_time=[(1.0, value)], by_trial=[(1, value)], optimum=1.0, worst=0.0)
+
+    tasks = [f"hpobench:{d}" for d in ("australian", "car", "credit_g", "kc1")]
+    values = {"asap": [0.9, 0.9, 0.9, 0.5], "prior": [0.95, 0.95, 0.95, 0.95],
+              "tpe": [0.8, 0.8, 0.8, 0.8]}
+    cells = [cell(m, t, s, v[i]) for m, v in values.items() for i, t in enumerate(tasks)
+             for s in range(2)]
+    first = next(line for line in targets_md(cells, at_trials=40)
+                 if line.startswith("- budget level 1"))
+    assert "asap <= the best single tool on 3 of 4 tasks" in first
+    assert "(missed: 3 of 4 tasks, not 4 and prior has the best mean rank; the target: >= 4 " \
+           "of 4 tasks and the best mean rank)." in first
+    values["asap"][3] = 0.99  # now at or under tpe everywhere and first on every task
+    cells = [cell(m, t, s, v[i]) for m, v in values.items() for i, t in enumerate(tasks)
+             for s in range(2)]
+    first = next(line for line in targets_md(cells, at_trials=40)
+                 if line.startswith("- budget level 1"))
+    assert "(missed: prior has the best mean rank;" in first
+    values["asap"] = [0.99] * 4
+    cells = [cell(m, t, s, v[i]) for m, v in values.items() for i, t in enumerate(tasks)
+             for s in range(2)]
+    first = next(line for line in targets_md(cells, at_trials=40)
+                 if line.startswith("- budget level 1"))
+    assert "(met; the target: >= 4 of 4 tasks and the best mean rank)." in first
