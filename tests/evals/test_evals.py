@@ -464,24 +464,20 @@ def test_a_budget_levels_verdict_names_the_part_of_the_target_it_missed():
                           by_time=[(1.0, value)], by_trial=[(1, value)], optimum=1.0, worst=0.0)
 
     tasks = [f"hpobench:{d}" for d in ("australian", "car", "credit_g", "kc1")]
+
+    def level_one(values: dict[str, list[float]]) -> str:  # each method's value per task
+        cells = [cell(m, t, s, v[i]) for m, v in values.items() for i, t in enumerate(tasks)
+                 for s in range(2)]
+        return next(line for line in targets_md(cells, at_trials=40)
+                    if line.startswith("- budget level 1"))
+
     values = {"asap": [0.9, 0.9, 0.9, 0.5], "prior": [0.95, 0.95, 0.95, 0.95],
               "tpe": [0.8, 0.8, 0.8, 0.8]}
-    cells = [cell(m, t, s, v[i]) for m, v in values.items() for i, t in enumerate(tasks)
-             for s in range(2)]
-    first = next(line for line in targets_md(cells, at_trials=40)
-                 if line.startswith("- budget level 1"))
+    first = level_one(values)
     assert "asap <= the best single tool on 3 of 4 tasks" in first
     assert "(missed: 3 of 4 tasks, not 4 and prior has the best mean rank; the target: >= 4 " \
            "of 4 tasks and the best mean rank)." in first
-    values["asap"][3] = 0.99  # now at or under tpe everywhere and first on every task
-    cells = [cell(m, t, s, v[i]) for m, v in values.items() for i, t in enumerate(tasks)
-             for s in range(2)]
-    first = next(line for line in targets_md(cells, at_trials=40)
-                 if line.startswith("- budget level 1"))
-    assert "(missed: prior has the best mean rank;" in first
+    values["asap"][3] = 0.99  # now at or under tpe everywhere, first on one task only
+    assert "(missed: prior has the best mean rank;" in level_one(values)
     values["asap"] = [0.99] * 4
-    cells = [cell(m, t, s, v[i]) for m, v in values.items() for i, t in enumerate(tasks)
-             for s in range(2)]
-    first = next(line for line in targets_md(cells, at_trials=40)
-                 if line.startswith("- budget level 1"))
-    assert "(met; the target: >= 4 of 4 tasks and the best mean rank)." in first
+    assert "(met; the target: >= 4 of 4 tasks and the best mean rank)." in level_one(values)
