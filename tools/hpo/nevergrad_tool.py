@@ -6,7 +6,11 @@ Nevergrad is imported when the first of its optimizers is made, not with this mo
 
 from __future__ import annotations
 
+import importlib.abc
 import math
+import sys
+import threading
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,6 +24,39 @@ if TYPE_CHECKING:
     import nevergrad as ng
 
 _DUMMY = "__asap_constant_space__"
+
+
+class _NoPyplotOnThisThread(importlib.abc.MetaPathFinder):
+    """Refuses ``matplotlib.pyplot`` to the thread that installed it, and only to it (another
+    thread's import, a report's plot, goes on as usual)."""
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> None:
+        if name == "matplotlib.pyplot" and threading.get_ident() == self.thread:
+            raise ImportError("matplotlib.pyplot is not imported with cma here")
+        return None
+
+
+def import_cma_without_pyplot() -> None:
+    """Import ``cma`` (the CMA-ES that NGOpt's first ask imports) without the
+    ``matplotlib.pyplot`` its ``cma.s`` shortcuts import with it. pyplot took ~0.45 s of a new
+    study's first round, before its first trial, and asap never plots through cma; cma's own
+    ``plot()`` imports pyplot when called, so only ``cma.s.figsave`` and ``figshow`` are
+    missing in a process that imported cma here. Nothing to do once either is imported."""
+    if "cma" in sys.modules or "matplotlib.pyplot" in sys.modules:
+        return
+    finder = _NoPyplotOnThisThread()
+    sys.meta_path.insert(0, finder)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # cma.s: "Could not import matplotlib.pyplot"
+            import cma  # noqa: F401
+    except ImportError:
+        pass  # no cma: Nevergrad says what is missing when an optimizer needs it
+    finally:
+        sys.meta_path.remove(finder)
 
 
 def _constant(p) -> bool:
@@ -110,6 +147,7 @@ class NevergradOptimizer(Optimizer):
                  budget: int = 200) -> None:
         import nevergrad as ng
 
+        import_cma_without_pyplot()
         super().__init__(space, direction, algorithm, seed)
         # NGOpt picks its inner algorithm from the budget; num_workers allows a few open asks.
         with quiet(self.warnings_ignored):

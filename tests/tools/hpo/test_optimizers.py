@@ -300,3 +300,39 @@ def test_a_log_range_too_narrow_for_nevergrads_log_scale_is_searched(tmp_path):
     for tool in [t for t in ALL if t[0] == "nevergrad"]:
         for cfg in portfolio.ask(*tool, n=2):
             assert space.validate(cfg) == cfg
+
+
+def test_ngopt_imports_cma_without_pyplot_and_pyplot_still_imports_after():
+    """NGOpt's first ask imports cma, whose shortcuts import pyplot (~0.45 s before a study's
+    first trial); asap imports cma without it, and the process can still plot."""
+    import subprocess
+    import sys
+    script = """
+import sys
+from asap.tools.hpo.nevergrad_tool import NevergradOptimizer
+from asap.tools.hpo.space import Space
+space = Space.from_dict({"x": {"type": "float", "low": -5, "high": 5},
+                         "k": {"type": "categorical", "choices": ["a", "b"]}})
+opt = NevergradOptimizer(space, "minimize", "NGOpt", seed=0)
+assert opt.ask() and opt.ask()
+assert "cma" in sys.modules and "matplotlib.pyplot" not in sys.modules, sorted(sys.modules)
+import matplotlib.pyplot, cma
+assert callable(cma.plot) and callable(matplotlib.pyplot.figure)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_pyplot_block_holds_only_on_the_thread_that_imports_cma():
+    import threading
+
+    from asap.tools.hpo.nevergrad_tool import _NoPyplotOnThisThread
+    finder = _NoPyplotOnThisThread()
+    with pytest.raises(ImportError, match="pyplot"):
+        finder.find_spec("matplotlib.pyplot", None)
+    assert finder.find_spec("matplotlib.figure", None) is None
+    seen = []
+    other = threading.Thread(target=lambda: seen.append(finder.find_spec("matplotlib.pyplot", None)))
+    other.start()
+    other.join()
+    assert seen == [None]
