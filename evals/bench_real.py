@@ -14,7 +14,8 @@ every method alike), with the repeat's seed:
 - ``asap-eips``: ``llm=False, cost_weight=1`` (expected improvement per predicted second).
 
 Printed per objective and method: total wall-clock (median and range; asap's includes starting
-its LLM server and worker), the time to reach Optuna TPE's median final best (the time by
+its LLM server and worker) and its ratio to Optuna TPE's, as the medians' ratio and paired by
+seed (the geometric mean of the per-seed ratios, with a 95 % bootstrap CI), the time to reach Optuna TPE's median final best (the time by
 which half the repeats had; "-" when fewer than half got there; with an even number of repeats
 the target is the upper median, the best value half of TPE's runs reached, so TPE's own
 median run reaches it), the final best (median and range), the summed
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -43,6 +45,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from asap.evals.metrics import bootstrap_ci
 from asap.evals.objectives import TASKS, Task
 
 METHODS = ("optuna-tpe", "optuna-cmaes", "asap", "asap-nollm", "asap-inprocess", "asap-fresh",
@@ -161,6 +164,20 @@ def main() -> None:
         Console(width=200).print(report(task.name, runs[task.name], args.trials))
 
 
+def paired_ratio(runs: list[dict[str, Any]], base: list[dict[str, Any]]) -> str:
+    """Wall-clock against Optuna TPE's run with the same seed: the geometric mean of the
+    per-seed ratios and its 95 % bootstrap CI ("-" without two seeds in common). The seed
+    moves a run's wall-clock more than the method does (which configurations get drawn), so
+    the medians' ratio alone cannot say whether a gap is the method's."""
+    by_seed = {r.get("seed"): r["wall_s"] for r in base}
+    logs = [math.log(r["wall_s"] / by_seed[r.get("seed")]) for r in runs
+            if r.get("seed") is not None and by_seed.get(r.get("seed"))]
+    if len(logs) < 2:
+        return "-"
+    mean, low, high = (math.exp(v) for v in bootstrap_ci(logs))
+    return f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+
+
 def report(name: str, runs: dict[str, list[dict[str, Any]]], trials: int) -> Table:
     """One objective's table: each method's wall-clock, time to target, best, split, ratios."""
     base = runs.get("optuna-tpe") or next(iter(runs.values()))
@@ -168,7 +185,8 @@ def report(name: str, runs: dict[str, list[dict[str, Any]]], trials: int) -> Tab
     base_wall = statistics.median(r["wall_s"] for r in base)
     base_tt = median_time([time_to(r["ends"], target) for r in base])
     base_train = statistics.median(r["train_s"] for r in base)
-    table = Table("method", "wall s (median, range)", "x TPE", "to target s", "x TPE",
+    table = Table("method", "wall s (median, range)", "x TPE", "x TPE paired (95% CI)",
+                  "to target s", "x TPE",
                   "best (median, range)", "training s", "x TPE",
                   "train / LLM / tools / start-up / other",
                   "first trial s", "LLM calls", title=f"{name}: {trials} trials, {len(base)} repeats; target = "
@@ -186,6 +204,7 @@ def report(name: str, runs: dict[str, list[dict[str, Any]]], trials: int) -> Tab
             split = " / ".join(f"{shares[p]:.0%}" for p in PARTS)
         table.add_row(
             method, f"{wall:.1f} ({min(walls):.1f}-{max(walls):.1f})", f"{wall / base_wall:.2f}",
+            paired_ratio(rs, base),
             "-" if tt is None else f"{tt:.1f}",
             "-" if tt is None or not base_tt else f"{tt / base_tt:.2f}",
             f"{statistics.median(bests):.4f} ({min(bests):.4f}-{max(bests):.4f})",

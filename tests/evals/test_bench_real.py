@@ -9,8 +9,10 @@ from rich.console import Console
 from asap.evals import bench_real
 
 
-def _run(wall: float, train: float, best: float, ends: list[tuple[float, float]]) -> dict:
-    return {"wall_s": wall, "train_s": train, "best": best, "ends": ends, "first_trial_s": 0.0}
+def _run(wall: float, train: float, best: float, ends: list[tuple[float, float]],
+         seed: int | None = None) -> dict:
+    return {"wall_s": wall, "train_s": train, "best": best, "ends": ends, "first_trial_s": 0.0,
+            "seed": seed}
 
 
 def test_the_report_gives_each_methods_wall_clock_and_training_against_optuna_tpe():
@@ -23,11 +25,12 @@ def test_the_report_gives_each_methods_wall_clock_and_training_against_optuna_tp
     console.print(bench_real.report("t", runs, trials=2))
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
             for line in console.export_text().splitlines() if line.startswith("│")}
-    wall, wall_x, to_target, to_target_x, best, train, train_x = rows["asap-nollm"][:7]
+    wall, wall_x, paired, to_target, to_target_x, best, train, train_x = rows["asap-nollm"][:8]
     assert (wall, wall_x) == ("13.0 (11.0-15.0)", f"{13.0 / 11.0:.2f}")
     assert (train, train_x) == ("12.0", f"{12.0 / 10.0:.2f}")
     assert to_target == "2.0"  # one of two runs reached 0.9, at 2 s: half of them by then
-    assert rows["optuna-tpe"][5:7] == ["10.0", "1.00"]
+    assert paired == "-"  # runs without seeds cannot be paired
+    assert rows["optuna-tpe"][6:8] == ["10.0", "1.00"]
 
 
 def test_time_to_target_is_the_first_time_the_best_so_far_reaches_it():
@@ -49,3 +52,17 @@ def test_repeats_run_the_seeds_from_first_seed_and_the_json_records_each(tmp_pat
     runs = json.loads(out.read_text())["svc_digits"]["optuna-tpe"]
     assert [r["seed"] for r in runs] == [5, 6]
     assert all(len(r["ends"]) == 2 for r in runs)
+
+
+def test_the_paired_ratio_matches_runs_by_seed_and_gives_the_geometric_mean():
+    tpe = [_run(10.0, 9.0, 0.9, [], seed=0), _run(20.0, 19.0, 0.9, [], seed=1),
+           _run(40.0, 39.0, 0.9, [], seed=2)]
+    # listed in another order: seed 1 took 2x TPE's seed 1, seed 0 and 2 took 1x and 0.5x
+    other = [_run(40.0, 1.0, 0.9, [], seed=1), _run(10.0, 1.0, 0.9, [], seed=0),
+             _run(20.0, 1.0, 0.9, [], seed=2)]
+    text = bench_real.paired_ratio(other, tpe)
+    mean, low, high = (float(v) for v in text.replace("[", "").replace("]", "").replace(",", "")
+                       .split())
+    assert mean == 1.00  # (2 x 1 x 0.5) ** (1/3)
+    assert 0.5 <= low < 1.0 < high <= 2.0
+    assert bench_real.paired_ratio(other[:1], tpe) == "-"  # one seed: no interval
