@@ -69,8 +69,10 @@ def test_an_error_of_the_session_is_raised_on_the_callers_thread(tmp_path):
 
 
 SCRIPT = textwrap.dedent("""
-    import sys, time
+    import faulthandler, signal, sys, time
     import asap
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test's dump if it hangs
 
     def objective(config, report):
         report(1, config["x"])
@@ -102,7 +104,14 @@ def test_ctrl_c_during_an_in_process_trial_ends_the_session_and_marks_it(tmp_pat
         time.sleep(0.05)  # polling for an event (the trial's first report), not a duration
     assert proc.poll() is None, proc.stderr.read()[-2000:]
     os.kill(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # every thread's stack, to say where it hung
+        os.kill(proc.pid, signal.SIGUSR1)
+        time.sleep(2)  # faulthandler writes at once; the pipe is read after the kill
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"no exit 120 s after Ctrl-C; its threads:\n{err[-6000:]}")
     assert proc.returncode == 130, err[-2000:]
     trials = Ledger(db, readonly=True).open_study("c").trials()
     assert len(trials) == 1 and trials[0].status == "failed"
