@@ -35,7 +35,7 @@ from typing import Any
 from langchain_core.messages import HumanMessage
 
 from asap.agent.config import TuneConfig
-from asap.agent.llm.client import LLM_ERRORS, chat_model, json_model, timed_invoke
+from asap.agent.llm.client import chat_model, json_model, llm_errors, timed_invoke
 from asap.agent.speculation import speculation_mode
 from asap.graphs.session import tune
 from asap.tools.hpo.panel import PANEL, RANDOM
@@ -271,7 +271,7 @@ def _llm_naive(cell: Cell, wl: Workload, study: Study, started: float) -> None:
             answer = timed_invoke(llm, [HumanMessage(prompt)], study=study, protocol="json",
                                   trial_number=len(study.trials()))
             config = study.space.validate(_clip(study.space, json.loads(answer.content)))
-        except (*LLM_ERRORS, json.JSONDecodeError, KeyError, SpaceError) as exc:
+        except (*llm_errors(), json.JSONDecodeError, KeyError, SpaceError) as exc:
             study.log_event("fallback", tool=RANDOM.key, reason=f"{type(exc).__name__}: {exc}"[:200])
             tool, config = RANDOM.key, portfolio.ask(RANDOM.library, RANDOM.algorithm)[0]
         trainer.run(config, tool=tool)

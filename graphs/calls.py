@@ -11,7 +11,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
-from asap.agent.llm.client import LLM_ERRORS, EmptyAnswer, is_context_overflow, timed_invoke
+from asap.agent.llm.client import EmptyAnswer, is_context_overflow, llm_errors, timed_invoke
 from asap.graphs.context import TuneContext
 
 
@@ -22,7 +22,7 @@ def ask(ctx: TuneContext, messages: list[BaseMessage], n_labels: int, detail: di
     try:
         answer = ctx.decider.request(messages, n_labels, cancel=cancel,
                                      trial_number=len(ctx.study.trials()), **detail)
-    except LLM_ERRORS as exc:
+    except llm_errors() as exc:
         if not (is_context_overflow(exc) or isinstance(exc, EmptyAnswer)):
             ctx.breaker.failure(type(exc).__name__)  # (those two: the endpoint itself works)
         raise
@@ -40,5 +40,5 @@ def warm_up(ctx: TuneContext, prefix: str, round_no: int) -> None:
         timed_invoke(ctx.decider.warm_model().bind(max_tokens=1), [HumanMessage(prefix)],
                      study=ctx.study, protocol=ctx.decider.name, trial_number=len(ctx.study.trials()), warmup=True,
                      round=round_no)
-    except LLM_ERRORS:
+    except llm_errors():
         pass  # a warm-up that failed costs the real call its cache hit, nothing else

@@ -54,7 +54,7 @@ from asap.agent.chat.plan import (
 )
 from asap.agent.chat.questions import is_question
 from asap.agent.config import ConfigError, TuneConfig
-from asap.agent.llm.client import LLM_ERRORS, json_model
+from asap.agent.llm.client import json_model, llm_errors
 from asap.graphs.background import cancellable
 from asap.graphs.callbacks import TuneCallback
 from asap.graphs.chat_questions import NOTHING, answer, say
@@ -77,7 +77,7 @@ def _ask_json(ctx: ChatContext, system: str, text: str, schema: type[BaseModel],
     try:
         answer = model.invoke([SystemMessage(system), HumanMessage(text)])
         return schema.model_validate(json.loads(answer.content))
-    except (*LLM_ERRORS, ValidationError):
+    except (*llm_errors(), ValidationError):
         return None
 
 

@@ -14,7 +14,7 @@ from asap.agent.chat import answers
 from asap.agent.chat.intent import parse_intent, parse_request
 from asap.agent.chat.plan import match, plan_of
 from asap.agent.chat.questions import kind, target_named, tool_named
-from asap.agent.llm.client import LLM_ERRORS
+from asap.agent.llm.client import llm_errors
 from asap.graphs.chat_state import ChatContext, ChatState
 from asap.tools.hpo.space import SpaceError
 from asap.tools.ledger.store import Ledger
@@ -78,7 +78,7 @@ def phrased(ctx: ChatContext, study: Study, text: str) -> str:
         # Not streamed: a reply is shown only once it has passed the check.
         reply = str(ctx.llm.bind(max_tokens=ANSWER_TOKENS).with_config(tags=["nostream"]).invoke(
             [SystemMessage(GROUNDED.format(facts=facts)), HumanMessage(text)]).content)
-    except LLM_ERRORS as exc:
+    except llm_errors() as exc:
         return f"(the LLM failed: {type(exc).__name__}) Here is what the ledger says:\n" + facts
     invented = answers.unsupported(reply, facts)
     if invented or answers.rambles(reply):

@@ -20,7 +20,7 @@ import dataclasses
 from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
 
-from asap.agent.llm.client import LLM_ERRORS, Cancelled
+from asap.agent.llm.client import Cancelled, llm_errors
 from asap.agent.prior.ranking import fit_ahead
 from asap.agent.prior.surrogate import Surrogate
 from asap.agent.selftune import Knobs
@@ -162,7 +162,7 @@ def _one_ahead(ctx: TuneContext, state: TuningState, chain: list[SpecRound], fli
                      cancel=flight.cancel)
     except Cancelled:
         return dataclasses.replace(entry, end=ctx.clock.now(), cancelled=True)
-    except LLM_ERRORS:
+    except llm_errors():
         return None
     verdict = ctx.check(answer, offers)
     return dataclasses.replace(entry, end=ctx.clock.now(),

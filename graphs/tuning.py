@@ -28,13 +28,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import openai
 from langchain_core.messages import HumanMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from asap.agent.guard import fallback
-from asap.agent.llm.client import LLM_ERRORS, is_context_overflow
+from asap.agent.llm.client import is_context_overflow, llm_errors
 from asap.agent.selftune import observe
 from asap.graphs.ahead import Asked
 from asap.graphs.calls import ask, warm_up
@@ -187,7 +186,7 @@ def agent(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
         try:
             answer = ask(ctx, messages, len(state["proposals"]), detail)
             return {**update, "messages": [*messages, answer], "steps": state["steps"] + 1}
-        except openai.BadRequestError as exc:
+        except llm_errors() as exc:
             if not is_context_overflow(exc) or not log.rows:
                 return {**update, **_llm_error(ctx, state, exc)}
             # The prompt outgrew the server's context: compact the log now and ask again.
@@ -196,8 +195,6 @@ def agent(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
             update = {"log": log, "knobs": knobs}
             ctx.study.log_event("context_shrink", context=context, reason=str(exc)[:200])
             messages = [HumanMessage(ctx.builder.prompt(log, state["current"])), *messages[1:]]
-        except LLM_ERRORS as exc:
-            return {**update, **_llm_error(ctx, state, exc)}
     return {**update, "error": "the prompt does not fit the server's context"}
 
 

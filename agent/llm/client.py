@@ -17,18 +17,20 @@ not report stays unknown (NULL), never zero.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
+from pydantic import PrivateAttr
 
 from asap.agent.llm.deadline import DeadlineExceeded, Interrupted, within
 from asap.tools.ledger.study import Study
@@ -44,6 +46,8 @@ def is_context_overflow(exc: Exception) -> bool:
 
     llama.cpp: "exceeds the available context size"; vLLM: "maximum context length".
     """
+    import openai
+
     return isinstance(exc, openai.BadRequestError) and "context" in str(exc).lower()
 
 
@@ -77,8 +81,18 @@ def deadline_of(model: Runnable) -> float | None:
 # with no answer, and an answer that does not parse (raised by the call alone, see
 # :func:`timed_invoke`). A bug in asap's own code (a KeyError, a TypeError) is not among them:
 # it surfaces as a bug instead of being logged as an LLM error and silently falling back.
-LLM_ERRORS: tuple[type[Exception], ...] = (openai.OpenAIError, json.JSONDecodeError, EmptyAnswer,
-                                           MalformedAnswer, DeadlineExceeded)
+# A function, not a constant: openai is imported when a call fails, not with every graph
+# (``except llm_errors():`` is evaluated only when an exception reaches it).
+@functools.cache
+def llm_errors() -> tuple[type[Exception], ...]:
+    """The errors of a failed or malformed LLM call (see above)."""
+    import openai
+
+    return (openai.OpenAIError, json.JSONDecodeError, EmptyAnswer, MalformedAnswer,
+            DeadlineExceeded)
+
+
+
 # What the client's parsing of a 200 body raises when the body is not an answer: an empty
 # ``choices`` (IndexError), none at all (TypeError, KeyError, AttributeError), bytes that are
 # not UTF-8 (UnicodeDecodeError, a ValueError).
@@ -89,12 +103,48 @@ def chat_model(base_url: str, model: str, *, api_key: str | None = None, max_tok
                timeout_s: float = 120.0, temperature: float = 0.0,
                seed: int | None = None) -> BaseChatModel:
     """``ChatOpenAI`` for one endpoint: greedy (by default), bounded answers, the client's own
-    retries."""
-    from langchain_openai import ChatOpenAI
-    return ChatOpenAI(base_url=base_url, model=model, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
-                      temperature=temperature, seed=seed, max_tokens=max_tokens, max_retries=2,
-                      timeout=timeout_s,
-                      stream_usage=True)  # streamed (cancellable) calls report tokens too
+    retries; made at the first call (:class:`LazyChatModel`)."""
+    return LazyChatModel(request_timeout=timeout_s, settings={
+        "base_url": base_url, "model": model,
+        "api_key": api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
+        "temperature": temperature, "seed": seed, "max_tokens": max_tokens, "max_retries": 2,
+        "timeout": timeout_s,
+        "stream_usage": True})  # streamed (cancellable) calls report tokens too
+
+
+class LazyChatModel(BaseChatModel):
+    """A ``ChatOpenAI`` made when it is first called, not when the session starts: importing
+    langchain-openai and openai took ~0.8 s of a new process's start, before its first trial,
+    and a session whose calls never pay (trials of a second beside a local model) never calls.
+    Every call, streamed or not, and ``bind_tools`` go to that ``ChatOpenAI``."""
+
+    settings: dict[str, Any]
+    request_timeout: float  # what :func:`deadline_of` reads, before the client exists
+    _real: BaseChatModel | None = PrivateAttr(default=None)
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def _llm_type(self) -> str:
+        return "openai-chat"
+
+    def real(self) -> BaseChatModel:
+        """The ``ChatOpenAI``, made on the first call."""
+        with self._lock:
+            if self._real is None:
+                from langchain_openai import ChatOpenAI
+                self._real = ChatOpenAI(**self.settings)
+            return self._real
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        return self.real()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: Any = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        yield from self.real()._stream(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable:
+        return self.real().bind_tools(tools, **kwargs)
 
 
 def json_model(llm: BaseChatModel, schema: dict[str, Any], name: str = "decision",
@@ -178,7 +228,7 @@ def timed_invoke(model: Runnable, messages: Sequence[BaseMessage], *, study: Stu
             study.log_timing("llm_call", start, now(), trial_number=trial_number,
                              protocol=protocol, cancelled=True, **detail)
         raise
-    except LLM_ERRORS as exc:  # a failed call took its time too: it counts, marked failed
+    except llm_errors() as exc:  # a failed call took its time too: it counts, marked failed
         if study is not None:
             study.log_timing("llm_call", start, now(), trial_number=trial_number,
                              protocol=protocol, failed=f"{type(exc).__name__}: {exc}"[:200],
@@ -224,7 +274,7 @@ class ToolCaller:
             try:
                 return timed_invoke(self.bound(), messages, study=self.study, protocol="tools",
                                     cancel=cancel, tool_choice=choice, **detail)
-            except openai.APIStatusError as exc:
+            except _api_status_error() as exc:
                 last = self.index == len(TOOL_CHOICES) - 1
                 if exc.status_code not in REFUSALS or last or is_context_overflow(exc):
                     raise
@@ -232,3 +282,10 @@ class ToolCaller:
                 if self.study is not None:
                     self.study.log_event("tool_choice", refused=choice, next=self.tool_choice,
                                          status=exc.status_code, reason=str(exc)[:200])
+
+
+def _api_status_error() -> type[Exception]:
+    """openai's error for an HTTP status the server answered with (imported when raised)."""
+    import openai
+
+    return openai.APIStatusError

@@ -15,7 +15,6 @@ import sqlite3
 import sys
 from pathlib import Path
 
-import openai
 from rich.console import Console
 
 from asap.agent.config import endpoint_from_env
@@ -291,11 +290,18 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"[red]error:[/] no space left on the device: {exc.filename or exc}; free "
                   "some space, then re-run", soft_wrap=True)
         return 2
-    except openai.OpenAIError as exc:
+    except _openai_error() as exc:
         err.print(f"[red]error:[/] the LLM endpoint failed: {type(exc).__name__}: {exc}",
                   soft_wrap=True)
         return 2
 
+
+
+def _openai_error() -> type[Exception]:
+    """openai's base error, imported when one reaches the command (not with every command)."""
+    import openai
+
+    return openai.OpenAIError
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -205,13 +205,13 @@ def test_a_models_list_that_drips_meets_the_probes_deadline(server):
 def test_a_server_that_ignores_stream_true_is_an_llm_error(server, kind):
     """A streamed (cancellable) call, as speculation makes, answered with one plain JSON body
     (with choices or without): the openai SDK's stream parser failed an assertion, outside
-    LLM_ERRORS, and the session crashed."""
+    llm_errors(), and the session crashed."""
     import threading
 
-    from asap.agent.llm.client import LLM_ERRORS, MalformedAnswer, chat_model, timed_invoke
+    from asap.agent.llm.client import MalformedAnswer, chat_model, llm_errors, timed_invoke
     server.faults.append(kind)
     model = chat_model(server.base_url, "fake", timeout_s=5.0)
-    with pytest.raises(LLM_ERRORS) as info:
+    with pytest.raises(llm_errors()) as info:
         timed_invoke(model, [HumanMessage("Name one optimizer.")], study=None, protocol="json",
                      cancel=threading.Event())
     assert isinstance(info.value, MalformedAnswer)
