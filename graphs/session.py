@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import signal
 import sqlite3
 import threading
@@ -331,6 +332,13 @@ def session_clock(ledger: Ledger, cfg: TuneConfig) -> Clock:
     return make_clock(cfg.clock, origin)
 
 
+def _again(ledger: Ledger, signum: int) -> None:
+    """Send ``signum`` to this process again once the ledger is free (the main thread has left
+    the ledger call it was interrupted in)."""
+    ledger.wait_free()
+    os.kill(os.getpid(), signum)
+
+
 @contextlib.contextmanager
 def _cancel_on_signals(ctx: TuneContext) -> Iterator[None]:
     """Ctrl-C and SIGTERM cancel the trials in flight at once, then interrupt as usual
@@ -347,6 +355,13 @@ def _cancel_on_signals(ctx: TuneContext) -> Iterator[None]:
     def interrupt(signum: int, frame: object) -> None:
         term = signum == signal.SIGTERM
         ctx.trainer.cancel_all(SIGTERM if term else CTRL_C)
+        ledger = ctx.study.ledger
+        if ledger.held_here():
+            # Raised inside a ledger call (an in-process trial's report), the interrupt could
+            # strand the ledger's lock, and the trial could never be recorded: the signal comes
+            # again once this thread has left the ledger.
+            threading.Thread(target=_again, args=(ledger, signum), daemon=True).start()
+            return
         raise Terminated if term else KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}

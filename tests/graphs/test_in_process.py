@@ -116,3 +116,63 @@ def test_ctrl_c_during_an_in_process_trial_ends_the_session_and_marks_it(tmp_pat
     trials = Ledger(db, readonly=True).open_study("c").trials()
     assert len(trials) == 1 and trials[0].status == "failed"
     assert trials[0].error == "interrupted by the user (Ctrl-C)"
+
+
+INTERRUPTED_IN_THE_LEDGER = textwrap.dedent("""
+    import os, signal, sys, threading, types
+    from asap.graphs.session import _cancel_on_signals
+    from asap.tools.hpo.space import Space
+    from asap.tools.ledger.store import Ledger
+
+    ledger = Ledger(sys.argv[1])
+    study = ledger.open_or_create("s", Space.from_dict({"x": {"type": "float", "low": 0, "high": 1}}),
+                                  metric="loss", direction="minimize")
+    tid = study.start_trial({"x": 0.5}, tool="t")
+    cancelled = []
+    ctx = types.SimpleNamespace(study=study, trainer=types.SimpleNamespace(
+        cancel_all=lambda reason, wait_s=0.0: cancelled.append(reason)))
+    armed = [True]
+
+    def tracer(frame, event, arg):  # Ctrl-C at the start of the transaction's __exit__
+        if event == "call" and armed[0] and frame.f_code.co_name == "__exit__" \\
+                and frame.f_code.co_filename.endswith("contextlib.py"):
+            armed[0] = False
+            os.kill(os.getpid(), signal.SIGINT)
+
+    kept = None
+    try:
+        with _cancel_on_signals(ctx):
+            sys.settrace(tracer)
+            try:
+                study.report(tid, 1, 0.3)  # what an in-process trial's report() writes
+            finally:
+                sys.settrace(None)
+            threading.Event().wait(120)  # the signal comes again once the ledger is free
+    except KeyboardInterrupt as exc:
+        kept = exc  # kept alive, as the trial's future keeps it
+    free = []
+
+    def take() -> None:  # what the trial's supervisor does to record it
+        free.append(ledger._lock.acquire(timeout=10))
+        if free[-1]:
+            ledger._lock.release()
+
+    other = threading.Thread(target=take)
+    other.start()
+    other.join()
+    trial = study.trials()[0]
+    print(kept is not None, free, cancelled[:1], trial.status, trial.intermediate)
+""")
+
+
+def test_ctrl_c_inside_a_ledger_call_waits_until_the_ledger_is_free(tmp_path):
+    """A KeyboardInterrupt raised at the start of a ledger transaction's ``__exit__`` (an
+    in-process trial's report, interrupted) left the ledger's lock held while the exception
+    was kept, so the trial's supervisor could never record it and the session hung. The
+    signal handler now lets the call finish and has the signal sent again."""
+    (tmp_path / "run.py").write_text(INTERRUPTED_IN_THE_LEDGER)
+    done = subprocess.run([sys.executable, str(tmp_path / "run.py"), str(tmp_path / "l.db")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[0] == \
+        "True [True] ['interrupted by the user (Ctrl-C)'] failed {1: 0.3}"

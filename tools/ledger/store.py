@@ -192,6 +192,18 @@ class Ledger:
                 self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
+    def held_here(self) -> bool:
+        """Whether this thread is inside a ledger call (holds its lock). An exception raised
+        into it asynchronously (a signal handler's KeyboardInterrupt) can land at the start of
+        a context manager's ``__exit__`` and leave the lock held for as long as the exception
+        is kept, so no other thread could write again."""
+        return self._lock._is_owned()  # noqa: SLF001 - RLock's own test, as Condition uses it
+
+    def wait_free(self) -> None:
+        """Return once no other thread is inside a ledger call."""
+        with self._lock:
+            pass
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """BEGIN IMMEDIATE ... COMMIT: writers queue on the lock instead of failing mid-way."""
