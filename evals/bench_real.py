@@ -15,8 +15,8 @@ every method alike), with the repeat's seed:
 
 Printed per objective and method: total wall-clock (median and range; asap's includes starting
 its LLM server and worker) and its ratio to Optuna TPE's, as the medians' ratio and paired by
-seed (the geometric mean of the per-seed ratios, with a 95 % bootstrap CI), the time to reach Optuna TPE's median final best (the time by
-which half the repeats had; "-" when fewer than half got there; with an even number of repeats
+seed (the geometric mean of the per-seed ratios, with a 95 % bootstrap CI), the time to reach
+Optuna TPE's median final best (the time by which half the repeats had; "-" when fewer than half got there; with an even number of repeats
 the target is the upper median, the best value half of TPE's runs reached, so TPE's own
 median run reaches it), the final best (median and range), the summed
 training time of the trials (what the configurations picked cost, apart from the tuner's own

@@ -46,9 +46,15 @@ def is_context_overflow(exc: Exception) -> bool:
 
     llama.cpp: "exceeds the available context size"; vLLM: "maximum context length".
     """
+    return isinstance(exc, openai_error("BadRequestError")) and "context" in str(exc).lower()
+
+
+def openai_error(name: str) -> type[Exception]:
+    """openai's error class ``name``, importing openai when an ``except`` needs it (an
+    ``except`` clause is evaluated only when an exception reaches it), not with every graph."""
     import openai
 
-    return isinstance(exc, openai.BadRequestError) and "context" in str(exc).lower()
+    return getattr(openai, name)
 
 
 class EmptyAnswer(RuntimeError):
@@ -81,16 +87,12 @@ def deadline_of(model: Runnable) -> float | None:
 # with no answer, and an answer that does not parse (raised by the call alone, see
 # :func:`timed_invoke`). A bug in asap's own code (a KeyError, a TypeError) is not among them:
 # it surfaces as a bug instead of being logged as an LLM error and silently falling back.
-# A function, not a constant: openai is imported when a call fails, not with every graph
-# (``except llm_errors():`` is evaluated only when an exception reaches it).
+# A function, not a constant: openai is imported when a call fails (:func:`openai_error`).
 @functools.cache
 def llm_errors() -> tuple[type[Exception], ...]:
     """The errors of a failed or malformed LLM call (see above)."""
-    import openai
-
-    return (openai.OpenAIError, json.JSONDecodeError, EmptyAnswer, MalformedAnswer,
+    return (openai_error("OpenAIError"), json.JSONDecodeError, EmptyAnswer, MalformedAnswer,
             DeadlineExceeded)
-
 
 
 # What the client's parsing of a 200 body raises when the body is not an answer: an empty
@@ -114,8 +116,9 @@ def chat_model(base_url: str, model: str, *, api_key: str | None = None, max_tok
 
 class LazyChatModel(BaseChatModel):
     """A ``ChatOpenAI`` made when it is first called, not when the session starts: importing
-    langchain-openai and openai took ~0.8 s of a new process's start, before its first trial,
-    and a session whose calls never pay (trials of a second beside a local model) never calls.
+    langchain-openai and openai is a large share of a new process's time to its first trial
+    (docs/evaluation.md), and a session whose calls never pay (trials of a second beside a
+    local model) never calls.
     Every call, streamed or not, and ``bind_tools`` go to that ``ChatOpenAI``."""
 
     settings: dict[str, Any]
@@ -274,7 +277,7 @@ class ToolCaller:
             try:
                 return timed_invoke(self.bound(), messages, study=self.study, protocol="tools",
                                     cancel=cancel, tool_choice=choice, **detail)
-            except _api_status_error() as exc:
+            except openai_error("APIStatusError") as exc:
                 last = self.index == len(TOOL_CHOICES) - 1
                 if exc.status_code not in REFUSALS or last or is_context_overflow(exc):
                     raise
@@ -282,10 +285,3 @@ class ToolCaller:
                 if self.study is not None:
                     self.study.log_event("tool_choice", refused=choice, next=self.tool_choice,
                                          status=exc.status_code, reason=str(exc)[:200])
-
-
-def _api_status_error() -> type[Exception]:
-    """openai's error for an HTTP status the server answered with (imported when raised)."""
-    import openai
-
-    return openai.APIStatusError

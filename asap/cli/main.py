@@ -296,12 +296,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-
 def _openai_error() -> type[Exception]:
-    """openai's base error, imported when one reaches the command (not with every command)."""
+    """openai's base error, imported when one reaches the command (not with every command;
+    ``asap.agent.llm.client.openai_error`` would import langchain-core with the CLI)."""
     import openai
 
     return openai.OpenAIError
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -41,10 +41,11 @@ class _NoPyplotOnThisThread(importlib.abc.MetaPathFinder):
 
 def import_cma_without_pyplot() -> None:
     """Import ``cma`` (the CMA-ES that NGOpt's first ask imports) without the
-    ``matplotlib.pyplot`` its ``cma.s`` shortcuts import with it. pyplot took ~0.45 s of a new
-    study's first round, before its first trial, and asap never plots through cma; cma's own
-    ``plot()`` imports pyplot when called, so only ``cma.s.figsave`` and ``figshow`` are
-    missing in a process that imported cma here. Nothing to do once either is imported."""
+    ``matplotlib.pyplot`` its ``cma.s`` shortcuts import with it: pyplot's import sat in a new
+    study's first round, before its first trial (docs/evaluation.md), and asap never plots
+    through cma. cma's own ``plot()`` imports pyplot when called, so only ``cma.s.figsave``
+    and ``figshow`` are missing in a process that imported cma here. Nothing to do once
+    either is imported."""
     if "cma" in sys.modules or "matplotlib.pyplot" in sys.modules:
         return
     finder = _NoPyplotOnThisThread()

@@ -19,7 +19,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ValidationError
 
 from asap.agent.guard import attribute
-from asap.agent.llm.client import ToolCaller, llm_errors
+from asap.agent.llm.client import ToolCaller, llm_errors, openai_error
 from asap.agent.llm.protocols.base import DecisionProtocol, Verdict
 from asap.tools.hpo.portfolio import Offer
 from asap.tools.hpo.space import Space, SpaceError
@@ -47,12 +47,10 @@ class ToolCallProtocol(DecisionProtocol):
         calls for this model; plain text, a refusal or an unreadable answer means it does not."""
         probe = StructuredTool.from_function(func=lambda ready: "ok", name="report_ready",
                                              args_schema=_Ready, description=_Ready.__doc__)
-        import openai
-
         try:
             answer = ToolCaller(llm, [probe]).invoke(
                 [HumanMessage("Call the tool report_ready with ready=true.")])
-        except (openai.APIStatusError, NotImplementedError) as exc:
+        except (openai_error("APIStatusError"), NotImplementedError) as exc:
             return False, f"refused tools: {type(exc).__name__}: {str(exc)[:120]}"
         except llm_errors() as exc:  # an answer it could not read: its calls would be errors
             return False, f"the probe failed: {type(exc).__name__}: {str(exc)[:120]}"

@@ -39,7 +39,7 @@ def test_a_call_goes_to_chatopenai_with_its_settings_and_tokens(server, streamed
 
 def test_making_the_model_imports_neither_openai_nor_langchain_openai():
     """A session makes its model at the start, and one whose calls never pay never calls it:
-    those imports (~0.8 s) wait for the first call."""
+    those imports wait for the first call."""
     script = (
         "import sys\n"
         "import asap.graphs.api\n"

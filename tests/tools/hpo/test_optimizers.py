@@ -303,8 +303,8 @@ def test_a_log_range_too_narrow_for_nevergrads_log_scale_is_searched(tmp_path):
 
 
 def test_ngopt_imports_cma_without_pyplot_and_pyplot_still_imports_after():
-    """NGOpt's first ask imports cma, whose shortcuts import pyplot (~0.45 s before a study's
-    first trial); asap imports cma without it, and the process can still plot."""
+    """NGOpt's first ask imports cma, whose shortcuts import pyplot (before a study's first
+    trial); asap imports cma without it, and the process can still plot."""
     import subprocess
     import sys
     script = """
