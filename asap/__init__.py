@@ -7,12 +7,23 @@ The subpackages live in top-level folders of the repository (``agent/``, ``tools
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):  # noqa: ANN202 - PEP 562: asap.optimize, loaded on first use
-    """``asap.optimize``: the root imports nothing until it is used (``import asap`` stays free
-    of torch, LangGraph and the rest)."""
-    if name == "optimize":
-        from asap.graphs.api import optimize
-        return optimize
+def optimize(objective, space=None, **settings):  # noqa: ANN001, ANN003, ANN201
+    """Tune ``objective`` as Optuna's ``study.optimize`` does; the reference for every argument
+    and the result is :func:`asap.graphs.api.optimize`, which this calls.
+
+    The root imports nothing until this is called (``import asap`` stays free of torch,
+    LangGraph and the rest). Called, it first starts the worker server that the trials fork
+    from, so the objective module's imports load there while this process imports the graphs
+    (on a second core the two overlap), unless the trials run in this process."""
+    if settings.get("isolate", True) and settings.get("backend", "local") == "local":
+        from asap.tools.trials.workers import start_for
+        start_for(objective)
+    from asap.graphs.api import optimize as run
+    return run(objective, space, **settings)
+
+
+def __getattr__(name: str):  # noqa: ANN202 - PEP 562: loaded on first use
+    """``asap.TrialPruned``, imported when first used."""
     if name == "TrialPruned":  # raise it from an objective to stop the trial as pruned
         from asap.tools.types import TrialPruned
         return TrialPruned

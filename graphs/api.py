@@ -18,7 +18,6 @@ Example::
 from __future__ import annotations
 
 import pickle
-import re
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +38,7 @@ from asap.tools.hpo.space import Space
 from asap.tools.ledger.store import Ledger
 from asap.tools.ledger.study import Study
 from asap.tools.trials.define_by_run import takes_trial
+from asap.tools.trials.workers import check_main_guard
 from asap.tools.types import Cancel, Trial, safe_name
 from asap.tools.workloads import Workload
 
@@ -97,28 +97,6 @@ def run_task(workload: str, *, llm: BaseChatModel | bool | str | None = None, tr
     model, settings = _model(llm, settings)
     cfg = TuneConfig.make(workload=workload, trials=trials, **settings)
     return TaskResult.from_summary(tune(cfg, llm=model, callbacks=callbacks, cancel=cancel))
-
-
-_MAIN_GUARD = re.compile(r"""__name__\s*==\s*['"]__main__['"]|['"]__main__['"]\s*==\s*__name__""")
-
-
-def _check_main_guard(objective: Callable[..., Any]) -> None:
-    """Refuse, before anything runs, an objective of a script that calls ``optimize`` without
-    the main guard: its trials' worker processes import the script, and each import would
-    start the run again (multiprocessing stops that with a traceback in every trial)."""
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if getattr(objective, "__module__", None) != "__main__" or not path:
-        return
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return
-    if not _MAIN_GUARD.search(text):
-        raise ValueError(f"{path} calls asap.optimize outside `if __name__ == \"__main__\":`; "
-                         "its trials run in worker processes that import this script, so put "
-                         "the call under that line (as multiprocessing needs), or pass "
-                         "isolate=False to run the trials in this process")
 
 
 def _model(llm: BaseChatModel | bool | str | None, settings: dict[str, Any]
@@ -200,7 +178,7 @@ def optimize(objective: Callable[..., float | dict[str, float]],
     if space is not None:
         space = space if isinstance(space, Space) else Space.from_dict(dict(space))
     if settings.get("isolate", True):
-        _check_main_guard(objective)
+        check_main_guard(objective)
         try:
             pickle.dumps(objective)
         except (pickle.PicklingError, AttributeError, TypeError) as exc:

@@ -12,6 +12,7 @@ branch has been seen, so a run has a few sessions, most of its trials in the las
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +23,8 @@ from langchain_core.language_models import BaseChatModel
 from asap.agent.config import TuneConfig
 from asap.graphs.callbacks import TuneCallback
 from asap.graphs.session import tune
-from asap.tools.hpo.panel import Tool
+from asap.tools.hpo.panel import Tool, panel_of
+from asap.tools.hpo.portfolio import load_in_background
 from asap.tools.hpo.space import Space
 from asap.tools.ledger.store import Ledger
 from asap.tools.ledger.study import Study
@@ -71,6 +73,21 @@ class _Watch(TuneCallback):
             self.cancel.halt()
 
 
+class _LoadTools(TuneCallback):
+    """Imports the panel's libraries while the placeholder's trial trains in its worker
+    (:func:`~asap.tools.hpo.portfolio.load_in_background`): the placeholder asks no tool, and
+    the next session's first round would otherwise import them between two trials."""
+
+    def __init__(self, panel: tuple[Tool, ...]) -> None:
+        self.panel = panel
+        self.thread: threading.Thread | None = None
+
+    def on_trial_start(self, study: Study, number: int, config: dict[str, Any], tool: str
+                       ) -> None:
+        if self.thread is None:
+            self.thread = load_in_background(self.panel)
+
+
 def known_space(cfg: TuneConfig) -> dict[str, Spec]:
     """What a resumed study has learned so far (nothing for a new one, or one that has run only
     its placeholder)."""
@@ -97,8 +114,11 @@ def optimize_define_by_run(cfg: TuneConfig, objective: Callable[[Any], Any], met
                       direction, duration=duration)
         stopper.current = cancel = Cancel()
         watch = _Watch(known, cancel)
-        summary = tune(cfg, llm=llm, callbacks=[*callbacks, watch], workload=wl, cancel=cancel,
-                       panel=panel)
+        # In this process the objective would compete with the import for the interpreter.
+        ahead = [_LoadTools(panel or panel_of(cfg.panel))] if space is PROBE and \
+            not cfg.trials_here else []
+        summary = tune(cfg, llm=llm, callbacks=[*callbacks, watch, *ahead], workload=wl,
+                       cancel=cancel, panel=panel)
         ran += summary.get("ran", 0)
         if watch.error:  # the trials that showed it ran outside the study's space: not kept
             Ledger(cfg.db).open_study(cfg.study_name).discard(watch.mismatched)

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parents[1]
 MAPPED = {"agent": "agent", "tools": "tools", "graphs": "graphs", "prompts": "prompts",
           "evals": "evals"}
@@ -35,13 +37,43 @@ def test_the_import_linter_contracts_hold(tmp_path):
     assert "Contracts: 2 kept, 0 broken." in done.stdout
 
 
-def test_the_package_root_imports_nothing_until_asap_optimize_is_used():
-    code = ("import sys, asap; loaded = [m for m in sys.modules if m.startswith(('asap.', "
-            "'torch', 'langgraph', 'optuna', 'openai'))]; assert loaded == [], loaded; "
-            "assert callable(asap.optimize) and 'asap.graphs.api' in sys.modules; print('ok')")
+def test_the_package_root_imports_nothing_until_asap_optimize_is_called():
+    code = ("import sys, asap; f = asap.optimize; loaded = [m for m in sys.modules if "
+            "m.startswith(('asap.', 'torch', 'langgraph', 'optuna', 'openai'))]; "
+            "assert callable(f) and loaded == [], loaded; print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+START = """
+import sys
+sys.path.insert(0, {userwl!r})
+import asap, faulty
+import asap.tools.trials.workers as workers
+seen, start = [], workers.fork_server
+def fork_server(preload=workers.Preload()):
+    seen.append((sorted(preload.modules), "asap.graphs.api" in sys.modules))
+    return start(preload)
+workers.fork_server = fork_server
+result = asap.optimize(faulty.quadratic, {{"x": {{"type": "float", "low": -1, "high": 1}}}},
+                       n_trials=1, llm=False, db="d.db", show_progress_bar=False, {more})
+print(seen[:1], result.complete)
+"""
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+def test_asap_optimize_starts_the_worker_server_before_it_imports_the_graphs(tmp_path,
+                                                                            isolate):
+    """The objective module's imports load in the fork server while the graphs import here;
+    trials in this process start no server."""
+    code = START.format(userwl=str(ROOT / "tests" / "userwl"),
+                        more="" if isolate else "isolate=False")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    first = "[(['faulty'], False)] 1" if isolate else "[] 1"
+    assert done.stdout.strip().splitlines()[-1] == first
 
 
 IMPORT_ALL = """

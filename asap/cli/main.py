@@ -14,6 +14,7 @@ import math
 import sqlite3
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -23,6 +24,9 @@ from asap.cli.parser import build_parser
 from asap.tools.ledger.store import Ledger
 from asap.tools.ledger.study import LedgerError
 from asap.tools.types import Terminated, safe_name
+
+if TYPE_CHECKING:
+    from asap.agent.config import TuneConfig
 
 PIPED_WIDTH = 100_000  # columns of stdout when it is not a terminal: a line as long as it is
 
@@ -202,17 +206,34 @@ def _tune(args: argparse.Namespace) -> int:
     import os
 
     from asap.agent.config import TuneConfig
+    cfg = TuneConfig.make(workload=args.workload, api_key=os.environ.get("OPENAI_API_KEY"),
+                          **endpoint_from_env(settings_from(args)))
+    _start_workers(cfg)
     from asap.cli.render import RichProgress
     from asap.graphs.session import tune
     _quiet_optuna()
-    cfg = TuneConfig.make(workload=args.workload, api_key=os.environ.get("OPENAI_API_KEY"),
-                          **endpoint_from_env(settings_from(args)))
     result = tune(cfg, callbacks=[RichProgress(Console(stderr=True))])
     if args.json:
         print(_json(result))
     else:
         _show(result["study"], cfg.db, trials=False)
     return 0 if result["complete"] > 0 else 1
+
+
+def _start_workers(cfg: TuneConfig) -> None:
+    """Start the trials' fork server, which imports the workload's module (torch, scikit-learn),
+    before this process imports the graphs: on a second core the two overlap, and the session's
+    own start finds the server running. A workload that does not resolve is left to the
+    session, which says why."""
+    if not cfg.isolate or cfg.backend != "local":
+        return  # trials in this process, or on Ray: no fork server
+    from asap.tools.trials.workers import fork_server, preload_of
+    from asap.tools.workloads import resolve
+    try:
+        wl = resolve(cfg.workload, space_file=cfg.space, time_scale=cfg.time_scale)
+    except (OSError, ValueError):  # WorkloadError, SpaceError among them
+        return
+    fork_server(preload_of(wl))
 
 
 def _serve(args: argparse.Namespace) -> int:

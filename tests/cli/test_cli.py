@@ -179,3 +179,26 @@ def test_tune_reads_the_endpoint_from_the_environment_like_the_graphs(tmp_path, 
         fake.stop()
     assert json.loads(capsys.readouterr().out)["trials"] == 4
     assert sum(fake.served.values()) >= 2  # the protocol probe, then round 4's decision
+
+
+def test_tune_starts_the_worker_server_before_it_imports_the_graphs(tmp_path):
+    """The workload module's imports load in the fork server while the command imports the
+    graphs; the session finds that server running."""
+    code = f"""
+import sys
+sys.path.insert(0, {str(USERWL)!r})
+import asap.tools.trials.workers as workers
+seen, start = [], workers.fork_server
+def fork_server(preload=workers.Preload()):
+    seen.append((sorted(preload.modules), "asap.graphs.session" in sys.modules))
+    return start(preload)
+workers.fork_server = fork_server
+from asap.cli.main import main
+rc = main(["tune", "faulty:ok", "--space", {str(USERWL / "space.yaml")!r}, "--llm", "off",
+           "--trials", "1", "--db", "d.db"])
+print(rc, seen[0])
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "0 (['faulty'], False)"

@@ -48,7 +48,7 @@ def test_a_conditional_space_is_learned_and_every_branch_searched(tmp_path):
 
 
 def test_optunas_pruning_tutorial_reports_and_prunes(tmp_path):
-    result = run(tmp_path, tutorial.pruned_sgd, 10, pruner="median")
+    result = run(tmp_path, tutorial.seeded_pruned_sgd, 10, pruner="median")
     states = [t.state.name for t in result.trials]
     assert states[:4] == ["COMPLETE"] * 4  # the median rule waits for 4 complete trials
     assert "PRUNED" in states
@@ -149,3 +149,26 @@ def test_a_time_budget_is_the_calls_across_the_sessions_its_space_grows_through(
     result = run(tmp_path, tutorial.iris_classifier, 4, direction="maximize", timeout=600)
     assert len(result.trials) == 4 and len(budgets) >= 2  # the space grew: several sessions
     assert budgets[0] == 600 and all(b < a for a, b in zip(budgets, budgets[1:], strict=False))
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+def test_the_placeholder_asks_no_tool_and_its_trial_loads_them_in_a_worker(tmp_path, isolate):
+    """The first trial (the placeholder: every suggest at its middle) is proposed by no tool;
+    while it trains in a worker process the panel's libraries load on a thread of their own
+    (a new process: Nevergrad is imported with no Nevergrad tool made yet); in this process
+    (``isolate=False``) the objective would compete with that import, and nothing loads."""
+    import subprocess
+    script = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parents[1] / "userwl")!r})
+import asap, optuna_tutorial
+from asap.tools.ledger.store import Ledger
+result = asap.optimize(optuna_tutorial.quadratic, n_trials=1, llm=False, db="d.db",
+                       isolate={isolate}, show_progress_bar=False)
+study = Ledger("d.db").open_study(result.study)
+print(study.trials()[0].tool, "nevergrad" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["optuna:random", str(isolate)]

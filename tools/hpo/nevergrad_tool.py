@@ -148,12 +148,19 @@ class NevergradOptimizer(Optimizer):
                  budget: int = 200) -> None:
         import nevergrad as ng
 
-        import_cma_without_pyplot()
+        self.load()
         super().__init__(space, direction, algorithm, seed)
         # NGOpt picks its inner algorithm from the budget; num_workers allows a few open asks.
         with quiet(self.warnings_ignored):
             self.opt = ng.optimizers.registry[algorithm](
                 parametrization=parametrization(space, seed), budget=budget, num_workers=4)
+
+    @classmethod
+    def load(cls) -> None:
+        """Import Nevergrad and the ``cma`` that NGOpt's first ask imports (without pyplot)."""
+        import nevergrad  # noqa: F401
+
+        import_cma_without_pyplot()
 
     def _ask(self) -> tuple[dict[str, Any], Any]:
         cand = self.opt.ask()

@@ -75,6 +75,12 @@ class Optimizer(ABC):
     def name(self) -> str:
         return f"{self.library}:{self.algorithm}"
 
+    @classmethod  # noqa: B027 - optional hook, no-op by default
+    def load(cls) -> None:
+        """Import what this library's first optimizer and first ask need (nothing here: a
+        library imported with its adapter's module), so a caller can pay it ahead, while a
+        trial trains (:func:`asap.tools.hpo.portfolio.load_in_background`)."""
+
     def ask(self, n: int = 1) -> list[dict[str, Any]]:
         """Return ``n`` configurations, each valid in the space."""
         out = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import threading
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +25,37 @@ from asap.tools.types import Trial, config_key
 LIBRARIES: dict[str, type[Optimizer]] = {cls.library: cls for cls in (OptunaOptimizer,
                                                                        NevergradOptimizer)}
 Offer = tuple[str, dict[str, Any]]  # (tool, config): one proposal of a round
+
+
+def load_in_background(panel: tuple[Tool, ...] = PANEL) -> threading.Thread:
+    """Import the libraries of ``panel``'s tools on a thread of its own (started, returned).
+
+    Why: a new process pays Nevergrad's import (about a second) in the first round that makes
+    its optimizers; started where this process only waits (a trial trains in its worker), the
+    import is off the critical path. Not a daemon: the interpreter waits for it at exit rather
+    than stopping it inside an import. An import that fails here fails again, with its error,
+    where the tool is made (:meth:`Portfolio.optimizer`)."""
+    def load() -> None:
+        for library in dict.fromkeys(tool.library for tool in panel):
+            with contextlib.suppress(Exception):
+                LIBRARIES[library].load()
+
+    thread = threading.Thread(target=load, name="asap-load-tools")
+    _loading.append(thread)
+    thread.start()
+    return thread
+
+
+_loading: list[threading.Thread] = []  # started by load_in_background
+
+
+def _loaded() -> None:
+    """Wait for the background loads: an optimizer is made after them, so this thread never
+    imports a library while that thread is inside the same import."""
+    for thread in list(_loading):
+        thread.join()
+        with contextlib.suppress(ValueError):  # another thread removed it first
+            _loading.remove(thread)
 
 
 def tool_seed(seed: int, tool: str, seen: int) -> int:
@@ -55,6 +87,7 @@ class Portfolio:
             if library not in LIBRARIES:
                 raise ValueError(f"unknown library {library!r}; choose one of {list(LIBRARIES)}")
             cls = LIBRARIES[library]
+            _loaded()
             seed = tool_seed(self.seed, key, len(self.study.finished_ids()))
             own = next((t.sampler for t in self.panel if t.key == key and t.sampler), None)
             extra = {} if own is None else {"sampler": copy.deepcopy(own)}  # the user's object
@@ -145,8 +178,13 @@ class Portfolio:
         A configuration that already ran in the study (or that a fork assumed), or that another
         tool offers this round, is asked again up to ``retries`` times; a tool that keeps
         repeating itself (a converged CMA-ES) is replaced this round by a random sample.
-        The tools are first told the results they have not seen (:meth:`sync`).
+        The tools are first told the results they have not seen (:meth:`sync`). A space with
+        one configuration (a define-by-run objective's placeholder before its first trial) asks
+        no tool: every tool would propose that configuration, and making the tools (importing
+        Nevergrad) would only delay the trial.
         """
+        if self.study.space.countable(limit=1) is not None:
+            return [(RANDOM.key, self.study.space.untried(set()))]
         self.sync()
         self.settle()
         seen = self.study.config_keys() | {config_key(t.config) for t in self._hypothetical}

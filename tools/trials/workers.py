@@ -16,6 +16,7 @@ import multiprocessing.spawn
 import multiprocessing.util
 import os
 import pickle
+import re
 import shutil
 import signal
 import sys
@@ -23,7 +24,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,20 +166,59 @@ def _own_temp_dir() -> None:
 
 
 def preload_of(workload: Workload) -> Preload:
-    """What a workload's workers need loaded: a table workload's table, the module its
-    target lives in (a module-level function's, or ``package.module`` of a reference), and the
-    main script only when the target's pickle names it (a script's own function)."""
+    """What a workload's workers need loaded: a table workload's table, and what its target
+    needs (:func:`preload_of_target`)."""
     kw = workload.kwargs
     tables = {f"{kw['bench']}:{kw['dataset']}"} if "bench" in kw and "dataset" in kw else set()
-    target = workload.target
-    if isinstance(target, DefineByRun):  # an Optuna objective's wrapper: its objective
-        target = target.objective
-    module = target.partition(":")[0] if isinstance(target, str) else \
-        getattr(target, "__module__", None)
+    return Preload(tables=frozenset(tables)) | preload_of_target(workload.target)
+
+
+def preload_of_target(target: Any) -> Preload:
+    """What a trial target's workers need loaded: the module it lives in (a module-level
+    function's, or ``package.module`` of a reference) and what its body imports, and the main
+    script only when the target's pickle names it (a script's own function)."""
+    inner = target.objective if isinstance(target, DefineByRun) else target  # Optuna's, wrapped
+    module = inner.partition(":")[0] if isinstance(inner, str) else \
+        getattr(inner, "__module__", None)
     modules = {module} if module and module not in ("__main__", "__mp_main__") else set()
-    if callable(target):  # and what its body imports (an import inside the objective)
-        modules |= body_imports(target)
-    return Preload(frozenset(modules), frozenset(tables), _names_main(workload.target))
+    if callable(inner):  # and what its body imports (an import inside the objective)
+        modules |= body_imports(inner)
+    return Preload(frozenset(modules), main=_names_main(target))
+
+
+_MAIN_GUARD = re.compile(r"""__name__\s*==\s*['"]__main__['"]|['"]__main__['"]\s*==\s*__name__""")
+
+
+def check_main_guard(objective: Callable[..., Any]) -> None:
+    """Refuse, before anything runs, an objective of a script that calls ``optimize`` without
+    the main guard: its trials' worker processes import the script, and each import would
+    start the run again (multiprocessing stops that with a traceback in every trial)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if getattr(objective, "__module__", None) != "__main__" or not path:
+        return
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return
+    if not _MAIN_GUARD.search(text):
+        raise ValueError(f"{path} calls asap.optimize outside `if __name__ == \"__main__\":`; "
+                         "its trials run in worker processes that import this script, so put "
+                         "the call under that line (as multiprocessing needs), or pass "
+                         "isolate=False to run the trials in this process")
+
+
+def start_for(objective: Callable[..., Any]) -> None:
+    """Start the fork server for ``objective``'s trials now: the imports of its module (torch,
+    scikit-learn) load in the server while this process goes on (importing the graphs), and the
+    session's own start finds it running. Nothing when the objective could not run in a worker
+    (its caller says why)."""
+    try:
+        check_main_guard(objective)
+        pickle.dumps(objective)
+    except Exception:  # noqa: BLE001 - refused with its reason by asap.optimize
+        return
+    fork_server(preload_of_target(objective))
 
 
 def _names_main(target: Any) -> bool:

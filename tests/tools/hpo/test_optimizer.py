@@ -112,3 +112,22 @@ def test_a_panel_setting_names_registered_tools_only():
         == "optuna:gp,nevergrad:DE"
     with pytest.raises(ConfigError, match=r"panel: .*must name distinct tools among"):
         TuneConfig.make(workload="digits-mlp", panel="optuna:tpe,optuna:smac")
+
+
+def test_a_space_with_one_configuration_asks_no_tool(ledger):
+    """A define-by-run objective's placeholder (one categorical of one choice, an int whose low
+    is its high): the round is that configuration, and no tool is made (none imports
+    Nevergrad before the first trial)."""
+    from asap.tools.hpo.portfolio import Portfolio
+    from asap.tools.hpo.space import Space
+
+    space = Space.from_dict({"probe": {"type": "categorical", "choices": [0]},
+                             "n": {"type": "int", "low": 3, "high": 3}})
+    study = ledger.create_study("one", space, metric="loss", direction="minimize")
+    portfolio = Portfolio(study, seed=0)
+    assert portfolio.panel_offers() == [(RANDOM.key, {"probe": 0, "n": 3})]
+    assert portfolio._optimizers == {} and portfolio._open == []
+    two = Space.from_dict({"probe": {"type": "categorical", "choices": [0, 1]}})
+    offers = Portfolio(ledger.create_study("two", two, metric="loss", direction="minimize"),
+                       seed=0).panel_offers()
+    assert [tool for tool, _ in offers][0] == "optuna:tpe"  # two configurations: the panel

@@ -336,3 +336,23 @@ def test_the_pyplot_block_holds_only_on_the_thread_that_imports_cma():
     other.start()
     other.join()
     assert seen == [None]
+
+
+def test_the_panels_libraries_load_on_a_thread_of_their_own():
+    """A new process imports Nevergrad (and cma, without pyplot) on the loading thread, and an
+    optimizer made afterwards finds them imported."""
+    import subprocess
+    import sys
+    script = """
+import sys, threading
+from asap.tools.hpo.panel import PANEL
+from asap.tools.hpo.portfolio import load_in_background
+assert "nevergrad" not in sys.modules
+thread = load_in_background(PANEL)
+assert thread is not threading.current_thread() and not thread.daemon
+thread.join()
+assert "nevergrad" in sys.modules and "cma" in sys.modules
+assert "matplotlib.pyplot" not in sys.modules
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
