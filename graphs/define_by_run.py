@@ -139,6 +139,8 @@ def optimize_define_by_run(cfg: TuneConfig, objective: Callable[[Any], Any], met
 
 
 def _respace(cfg: TuneConfig, specs: dict[str, Spec]) -> None:
-    study = Ledger(cfg.db).open_study(cfg.study_name)
+    ledger = Ledger(cfg.db)
+    study = ledger.open_study(cfg.study_name)
     space = Space.from_dict(specs)
     study.respace(space, configs_in(space, study.trials(status=FINISHED)))
+    ledger.checkpoint()  # as a session's end does: the ledger file alone holds it

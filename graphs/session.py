@@ -241,6 +241,8 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
                 study.log_event("session", start=started, end=clock.now(), protocol=protocol,
                                 prompt=cfg.prompt, interrupted=interrupted, clock=clock.name,
                                 backend=cfg.backend)
+        with contextlib.suppress(sqlite3.Error):
+            ledger.checkpoint()  # the ledger file alone holds the session
         clock.close()
         say.on_session_end(study, interrupted)
     return {**summarize(study), "ran": len(study.finished_ids()) - opened}

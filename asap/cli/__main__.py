@@ -1,5 +1,3 @@
-import sys
+from asap.cli.main import run
 
-from asap.cli.main import main
-
-sys.exit(main())
+run()

@@ -202,3 +202,20 @@ print(rc, seen[0])
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "0 (['faulty'], False)"
+
+
+def test_the_command_exits_with_mains_code_after_freezing_the_heap(monkeypatch):
+    """``asap`` (the console script, ``python -m asap.cli``) is ``run``: main's exit code, with
+    the objects frozen so the interpreter's teardown does not collect over them."""
+    import gc
+
+    from asap.cli import main as cli
+    frozen = []
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    with pytest.raises(SystemExit) as exit_:
+        cli.run()
+    assert exit_.value.code == 3 and frozen == [True]
+    done = subprocess.run([sys.executable, "-m", "asap.cli", "show", "nope", "--db",
+                           "/nonexistent/dir/x.db"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "error" in done.stderr

@@ -224,3 +224,27 @@ def test_a_panel_mixes_tools_names_and_sampler_objects(tmp_path):
         run(tmp_path, panel=[own, "optuna:nope"])
     with pytest.raises(ValueError, match="distinct tools"):
         run(tmp_path, panel=[own, optuna.samplers.TPESampler(seed=2)])
+
+
+@pytest.mark.parametrize("by_run", [False, True])
+def test_the_ledger_file_alone_holds_the_run_when_the_call_returns(tmp_path, by_run):
+    """SQLite's write-ahead log is copied into the file at the session's end (and after a
+    define-by-run space grows): a copy of the ``.db`` alone, without its ``-wal``, has every
+    trial."""
+    import shutil
+
+    from asap.tools.ledger.store import Ledger
+
+    if by_run:
+        import sys
+        from pathlib import Path
+        sys.path.insert(0, str(Path(__file__).parents[1] / "userwl"))
+        import optuna_tutorial
+        result = asap.optimize(optuna_tutorial.quadratic, n_trials=4, llm=False, isolate=False,
+                               db=str(tmp_path / "o.db"), show_progress_bar=False)
+    else:
+        result = run(tmp_path, n_trials=4)
+    (tmp_path / "copy").mkdir()
+    shutil.copy(tmp_path / "o.db", tmp_path / "copy" / "o.db")
+    copy = Ledger(tmp_path / "copy" / "o.db", readonly=True).open_study(result.study)
+    assert len(copy.trials()) == 4 and copy.space.names == (["x"] if by_run else ["x", "kind"])

@@ -296,5 +296,14 @@ class Ledger:
     def study_names(self) -> list[str]:
         return [r["name"] for r in self.db["studies"].rows_where(order_by="created_at")]
 
+    def checkpoint(self) -> None:
+        """Copy what the write-ahead log holds into the ledger file, so the file alone is the
+        whole ledger (a user copies ``asap.db``, not its ``-wal`` beside it: after a session
+        the file held 4 KB and the log everything). Passive: it waits for no other connection
+        (another session on the same ledger), and leaves in the log only what a reader still
+        holds open, until the next checkpoint."""
+        if str(self.path) != ":memory:":
+            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     def close(self) -> None:
         self.db.conn.close()
