@@ -4,10 +4,19 @@ The subpackages live in top-level folders of the repository (``agent/``, ``tools
 ``graphs/``, ``prompts/``) and are mapped under this namespace at install time.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from asap.graphs.result import OptimizeResult
+
 __version__ = "0.1.0"
 
 
-def optimize(objective, space=None, **settings):  # noqa: ANN001, ANN003, ANN201
+def optimize(objective: Callable[..., Any], space: Any = None, **settings: Any
+             ) -> OptimizeResult:
     """Tune ``objective`` as Optuna's ``study.optimize`` does; the reference for every argument
     and the result is :func:`asap.graphs.api.optimize`, which this calls.
 
