@@ -16,7 +16,7 @@ from asap.graphs.context import TuneContext
 from asap.graphs.rounds import decision_text
 from asap.graphs.selftuning import due
 from asap.graphs.state import Pending, TuningState, Verification
-from asap.tools.hpo.panel import RANDOM
+from asap.tools.hpo.panel import RANDOM, UNTRIED
 from asap.tools.hpo.portfolio import LIBRARIES, Offer
 from asap.tools.ledger.study import BudgetSpent, RepeatError
 from asap.tools.trials.job import TrainingJob
@@ -75,7 +75,7 @@ def _start_fresh(ctx: TuneContext, choice: Offer, round_no: int, tries: int = 5)
         if ctx.say is not None:
             ctx.say("every configuration of the space has run: the session ends")
         raise SpaceExhausted("every configuration of the space has run")
-    return ctx.trainer.start(left, tool="asap:untried", allow_repeat=False,
+    return ctx.trainer.start(left, tool=UNTRIED, allow_repeat=False,
                              limit=ctx.max_trials, landed=ctx.flights.landed)
 
 

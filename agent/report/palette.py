@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import zlib
 
-from asap.tools.hpo.panel import TOOLS
+from asap.tools.hpo.panel import TOOLS, UNTRIED
 
-_TOOLS = (*list(TOOLS)[:5], "llm", "asap:untried", *list(TOOLS)[5:])[:10]
+_TOOLS = (*list(TOOLS)[:5], "llm", UNTRIED, *list(TOOLS)[5:])[:10]
 _TAB10 = [f"C{i}" for i in range(10)]
 CALL_COLORS = {"critical": "#222222", "speculative": "#777777", "warm-up": "#bbbbbb"}
 

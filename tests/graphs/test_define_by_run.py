@@ -171,4 +171,4 @@ print(study.trials()[0].tool, "nevergrad" in sys.modules)
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-2:] == ["optuna:random", str(isolate)]
+    assert done.stdout.split()[-2:] == ["asap:untried", str(isolate)]

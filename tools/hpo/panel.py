@@ -52,6 +52,9 @@ PANEL: tuple[Tool, ...] = tuple(TOOLS[k] for k in ("optuna:tpe", "optuna:cmaes",
 # What proposes when a tool keeps repeating itself, every panel tool failed, or the LLM's own
 # configuration already ran: random sampling.
 RANDOM = TOOLS["optuna:random"]
+# How the ledger names asap's own pick in a finite space: the first point not run yet (the tools
+# kept repeating themselves, or the space has one point).
+UNTRIED = "asap:untried"
 
 
 def sampler_tool(sampler: Any) -> Tool:

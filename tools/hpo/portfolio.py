@@ -17,7 +17,7 @@ from typing import Any
 from asap.tools.hpo.nevergrad_tool import NevergradOptimizer
 from asap.tools.hpo.optimizer import Optimizer
 from asap.tools.hpo.optuna_tool import OptunaOptimizer
-from asap.tools.hpo.panel import PANEL, RANDOM, Tool, wide
+from asap.tools.hpo.panel import PANEL, RANDOM, UNTRIED, Tool, wide
 from asap.tools.ledger.study import Study
 from asap.tools.types import Trial, config_key
 
@@ -184,7 +184,7 @@ class Portfolio:
         Nevergrad) would only delay the trial.
         """
         if self.study.space.countable(limit=1) is not None:
-            return [(RANDOM.key, self.study.space.untried(set()))]
+            return [(UNTRIED, self.study.space.untried(set()))]
         self.sync()
         self.settle()
         seen = self.study.config_keys() | {config_key(t.config) for t in self._hypothetical}

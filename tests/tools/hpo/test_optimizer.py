@@ -125,7 +125,7 @@ def test_a_space_with_one_configuration_asks_no_tool(ledger):
                              "n": {"type": "int", "low": 3, "high": 3}})
     study = ledger.create_study("one", space, metric="loss", direction="minimize")
     portfolio = Portfolio(study, seed=0)
-    assert portfolio.panel_offers() == [(RANDOM.key, {"probe": 0, "n": 3})]
+    assert portfolio.panel_offers() == [("asap:untried", {"probe": 0, "n": 3})]
     assert portfolio._optimizers == {} and portfolio._open == []
     two = Space.from_dict({"probe": {"type": "categorical", "choices": [0, 1]}})
     offers = Portfolio(ledger.create_study("two", two, metric="loss", direction="minimize"),
