@@ -28,6 +28,7 @@ from asap.tools.types import Terminated, safe_name
 
 if TYPE_CHECKING:
     from asap.agent.config import TuneConfig
+    from asap.tools.workloads import Workload
 
 PIPED_WIDTH = 100_000  # columns of stdout when it is not a terminal: a line as long as it is
 
@@ -209,11 +210,11 @@ def _tune(args: argparse.Namespace) -> int:
     from asap.agent.config import TuneConfig
     cfg = TuneConfig.make(workload=args.workload, api_key=os.environ.get("OPENAI_API_KEY"),
                           **endpoint_from_env(settings_from(args)))
-    _start_workers(cfg)
+    wl = _start_workers(cfg)
     from asap.cli.render import RichProgress
     from asap.graphs.session import tune
     _quiet_optuna()
-    result = tune(cfg, callbacks=[RichProgress(Console(stderr=True))])
+    result = tune(cfg, callbacks=[RichProgress(Console(stderr=True))], workload=wl)
     if args.json:
         print(_json(result))
     else:
@@ -221,20 +222,20 @@ def _tune(args: argparse.Namespace) -> int:
     return 0 if result["complete"] > 0 else 1
 
 
-def _start_workers(cfg: TuneConfig) -> None:
-    """Start the trials' fork server, which imports the workload's module (torch, scikit-learn),
-    before this process imports the graphs: on a second core the two overlap, and the session's
-    own start finds the server running. A workload that does not resolve is left to the
-    session, which says why."""
-    if not cfg.isolate or cfg.backend != "local":
-        return  # trials in this process, or on Ray: no fork server
-    from asap.tools.trials.workers import fork_server, preload_of
+def _start_workers(cfg: TuneConfig) -> Workload | None:
+    """Resolve the workload and start the trials' fork server, which imports its module (torch,
+    scikit-learn), before this process imports the graphs: on a second core the two overlap,
+    and the session's own start finds the server running. Returns the workload for the session;
+    None when it does not resolve, left to the session, which says why."""
     from asap.tools.workloads import resolve
     try:
         wl = resolve(cfg.workload, space_file=cfg.space, time_scale=cfg.time_scale)
     except (OSError, ValueError):  # WorkloadError, SpaceError among them
-        return
-    fork_server(preload_of(wl))
+        return None
+    if cfg.isolate and cfg.backend == "local":  # else trials here or on Ray: no fork server
+        from asap.tools.trials.workers import fork_server, preload_of
+        fork_server(preload_of(wl))
+    return wl
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -322,9 +323,8 @@ def run() -> NoReturn:
     """The ``asap`` command: :func:`main`, then a quick exit.
 
     ``gc.freeze()`` before the interpreter's teardown spares it the collections over every
-    object a session imported and made (langgraph, scikit-learn, Nevergrad...): the quickstart's
-    process took 0.7-0.9 s to exit after its last line, 0.1 s with them frozen. Nothing is lost
-    to it: the ledger's file already holds the session (:meth:`Ledger.checkpoint`), the workers
+    object a session imported and made (langgraph, scikit-learn, Nevergrad...), most of the
+    command's time after its last line (docs/evaluation.md). Nothing is lost to it: the ledger's file already holds the session (:meth:`Ledger.checkpoint`), the workers
     and the embedded server are stopped, atexit handlers and the std streams' flush still run.
     """
     code = main()

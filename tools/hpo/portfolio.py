@@ -30,8 +30,8 @@ Offer = tuple[str, dict[str, Any]]  # (tool, config): one proposal of a round
 def load_in_background(panel: tuple[Tool, ...] = PANEL) -> threading.Thread:
     """Import the libraries of ``panel``'s tools on a thread of its own (started, returned).
 
-    Why: a new process pays Nevergrad's import (about a second) in the first round that makes
-    its optimizers; started where this process only waits (a trial trains in its worker), the
+    Why: a new process pays Nevergrad's import in the first round that makes its optimizers
+    (docs/evaluation.md); started where this process only waits (a trial trains in its worker), the
     import is off the critical path. Not a daemon: the interpreter waits for it at exit rather
     than stopping it inside an import. An import that fails here fails again, with its error,
     where the tool is made (:meth:`Portfolio.optimizer`)."""

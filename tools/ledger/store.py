@@ -298,8 +298,8 @@ class Ledger:
 
     def checkpoint(self) -> None:
         """Copy what the write-ahead log holds into the ledger file, so the file alone is the
-        whole ledger (a user copies ``asap.db``, not its ``-wal`` beside it: after a session
-        the file held 4 KB and the log everything). Passive: it waits for no other connection
+        whole ledger (a user copies ``asap.db``, not its ``-wal`` beside it, where a session's
+        trials otherwise stay: docs/ledger.md). Passive: it waits for no other connection
         (another session on the same ledger), and leaves in the log only what a reader still
         holds open, until the next checkpoint."""
         if str(self.path) != ":memory:":
