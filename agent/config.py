@@ -244,6 +244,12 @@ class TuneConfig(BaseModel):
         """The objective runs in this process (``isolate=False``, no Ray), beside the tuner."""
         return not self.isolate and self.backend == "local"
 
+    @property
+    def forks_workers(self) -> bool:
+        """Trials run in worker processes forked from this machine's fork server (``isolate``,
+        no Ray): the server that imports the objective's module is worth starting early."""
+        return self.isolate and self.backend == "local"
+
     @classmethod
     def make(cls, **values: object) -> TuneConfig:
         """Validate, turning pydantic's report into one line per bad setting."""

@@ -11,7 +11,9 @@ every method alike), with the repeat's seed:
 - ``asap-nollm``: ``asap.optimize(..., llm=False)`` (the panel and the prior);
 - ``asap-inprocess``: ``asap.optimize(..., isolate=False)`` (trials in this process, as Optuna);
 - ``asap-fresh``: a fresh worker process per trial (``reuse_workers=False``);
-- ``asap-eips``: ``llm=False, cost_weight=1`` (expected improvement per predicted second).
+- ``asap-eips``: ``llm=False, cost_weight=1`` (expected improvement per predicted second);
+- ``asap-2workers`` / ``optuna-tpe-2jobs``: two trials at a time, ``asap.optimize(...,
+  workers=2)`` against ``study.optimize(..., n_jobs=2)`` (Optuna's threads).
 
 Printed per objective and method: total wall-clock (median and range; asap's includes starting
 its LLM server and worker) and its ratio to Optuna TPE's, as the medians' ratio and paired by
@@ -49,13 +51,14 @@ from asap.evals.metrics import bootstrap_ci
 from asap.evals.objectives import TASKS, Task
 
 METHODS = ("optuna-tpe", "optuna-cmaes", "asap", "asap-nollm", "asap-inprocess", "asap-fresh",
-           "asap-eips")
+           "asap-eips", "asap-2workers", "optuna-tpe-2jobs")
 # asap's settings per method: its defaults, without the LLM, in this process (isolate=False:
 # no worker process, as Optuna runs an objective), a fresh worker process per trial, and the
-# prior ranking by expected improvement per predicted second (without the LLM).
+# prior ranking by expected improvement per predicted second (without the LLM), two trials at a
+# time (each worker at half the cores).
 SETTINGS = {"asap": {}, "asap-nollm": {"llm": False}, "asap-inprocess": {"isolate": False},
             "asap-fresh": {"reuse_workers": False},
-            "asap-eips": {"llm": False, "cost_weight": 1.0}}
+            "asap-eips": {"llm": False, "cost_weight": 1.0}, "asap-2workers": {"workers": 2}}
 PARTS = ("train_s", "exposed_llm_s", "tools_s", "startup_s", "other_s")
 
 
@@ -64,11 +67,12 @@ def run_optuna(task: Task, method: str, trials: int, seed: int) -> dict[str, Any
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = (optuna.samplers.TPESampler(seed=seed) if method == "optuna-tpe"
+    sampler = (optuna.samplers.TPESampler(seed=seed) if method.startswith("optuna-tpe")
                else optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False))
     start = time.time()
     study = optuna.create_study(direction="maximize", sampler=sampler)
-    study.optimize(task.optuna_objective(), n_trials=trials)
+    study.optimize(task.optuna_objective(), n_trials=trials,
+                   n_jobs=2 if method == "optuna-tpe-2jobs" else 1)
     wall = time.time() - start
     ends = [(t.datetime_complete.timestamp() - start, t.value) for t in study.trials
             if t.value is not None]
@@ -89,9 +93,11 @@ def run_asap(task: Task, method: str, trials: int, seed: int, db: str) -> dict[s
                            **SETTINGS[method])
     wall = time.time() - start
     study = Ledger(db, readonly=True).open_study(name)
-    ends = [(t.ended_at - start, t.value) for t in study.trials(status="complete")]
+    done = study.trials(status="complete")
+    ends = [(t.ended_at - start, t.value) for t in done]
     split = split_of(study, wall)
-    return {"wall_s": wall, "best": result.best_value, "ends": ends, "train_s": split["train_s"],
+    train = sum(t["end"] - t["start"] for t in study.timings("train"))  # summed, as Optuna's
+    return {"wall_s": wall, "best": result.best_value, "ends": ends, "train_s": train,
             "split": split, "llm_calls": result.summary.llm_calls,
             "first_trial_s": min(t.started_at for t in study.trials()) - start}
 

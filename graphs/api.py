@@ -26,8 +26,10 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
+from rich.console import Console
 
 from asap.agent.config import TuneConfig
+from asap.agent.report.stats import idle_cores
 from asap.graphs.callbacks import TuneCallback
 from asap.graphs.define_by_run import Stopper, optimize_define_by_run
 from asap.graphs.progress import TrialLines
@@ -38,6 +40,7 @@ from asap.tools.hpo.space import Space
 from asap.tools.ledger.store import Ledger
 from asap.tools.ledger.study import Study
 from asap.tools.trials.define_by_run import takes_trial
+from asap.tools.trials.resources import every_core
 from asap.tools.trials.workers import check_main_guard
 from asap.tools.types import Cancel, Trial, safe_name
 from asap.tools.workloads import Workload
@@ -72,6 +75,10 @@ class TaskResult(BaseModel):
         default_factory=dict, description="the LLM's decisions on rounds the prior scored: "
         "decisions, departed (picked other than the prior's pick), paid (beat the prior's "
         "prediction for its pick), improved (set a new best)")
+    cores: dict[str, Any] | None = Field(
+        default=None, description="how busy the trials kept the cores (trials in worker "
+        "processes on a CPU host): busy (a trial's median CPU seconds per second), cores, "
+        "workers, suggest (the workers that would fill the idle cores, or None)")
 
     @classmethod
     def from_summary(cls, s: dict[str, Any]) -> TaskResult:
@@ -79,7 +86,7 @@ class TaskResult(BaseModel):
         return cls(**{k: s[k] for k in (
             "study", "workload", "metric", "direction", "best_value", "best_config", "best_tool",
             "tied_best", "trials", "complete", "failed", "llm_calls", "cached_share", "accept_rate",
-            "fallbacks", "retries", "llm_errors", "llm_record")}, ran=s.get("ran", 0),
+            "fallbacks", "retries", "llm_errors", "llm_record", "cores")}, ran=s.get("ran", 0),
             wall_clock_s=wall, llm_share=s["time"]["exposed_llm_s"] / wall if wall else None)
 
 
@@ -205,6 +212,8 @@ def optimize(objective: Callable[..., float | dict[str, float]],
         summary = TaskResult.from_summary(tune(cfg, llm=llm, callbacks=hooks, workload=wl,
                                                cancel=stopper.current, panel=panel))
     study = Ledger(cfg.db, readonly=True).open_study(name)
+    if show_progress_bar and (idle := idle_cores(summary.cores, "workers=")) is not None:
+        Console(stderr=True).print(idle, highlight=False, markup=False)
     if summary.trials == before:
         warnings.warn(f"study '{name}' ran no trial: {_why_none(study, summary)}", stacklevel=2)
     return OptimizeResult(study, summary)
@@ -221,8 +230,8 @@ def _from_optuna(settings: dict[str, Any]) -> dict[str, Any]:
             raise ValueError("pruner= takes a name here: 'median' (Optuna's default), 'sha', "
                              f"'hyperband' or 'none', not {type(value).__name__}")
         key = OPTUNA_NAMES.get(key, key)
-        if key == "workers" and value == -1:  # Optuna: every core; here: the default
-            value = None
+        if key == "workers" and value == -1:  # Optuna: every core
+            value = every_core()
         out[key] = value
     return out
 

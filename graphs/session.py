@@ -49,6 +49,7 @@ from asap.tools.trials.resources import (
     one_thread_blas,
     one_thread_pools,
     plan_slots,
+    usable_cores,
 )
 from asap.tools.trials.trainer import Trainer
 from asap.tools.types import Cancel, Cancelled, Terminated
@@ -143,9 +144,12 @@ def _trainer(cfg: TuneConfig, study: Study, wl: Workload, slots: list[Slot], sta
              cancel: Cancel, say: TuneCallback, caller: CallerThread | None) -> Trainer:
     """The session's trainer: worker processes here, or Ray tasks (``--backend ray``), or
     this process (``isolate=False``; on ``caller``'s thread when given)."""
-    backend: TrialBackend = (ForkServerBackend(reuse=cfg.reuse_workers) if cfg.isolate
-                             else InProcessBackend(caller))
-    if cfg.backend == "ray":
+    backend: TrialBackend
+    if cfg.forks_workers:
+        backend = ForkServerBackend(reuse=cfg.reuse_workers)
+    elif cfg.trials_here:
+        backend = InProcessBackend(caller)
+    else:
         from asap.tools.trials.ray_backend import RayBackend
         backend = RayBackend(gpus_per_trial=cfg.gpus_per_trial or 0.0)
     return Trainer(study, wl, pruner=Pruner(study, cfg.pruner), seed=cfg.seed, backend=backend,
@@ -173,6 +177,11 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
     clock = session_clock(ledger, cfg)
     study: Study | None = open_study(ledger, cfg, wl.space, wl.metric, wl.direction, say, clock)
     started, protocol, interrupted, mirror, trainer = clock.now(), None, True, None, None
+    slots = slots or [Slot(0)]
+    # The cores the trials had, where a trial's CPU use tells how busy it kept them: worker
+    # processes here, on the CPU (stats.cores).
+    cpu_cores = usable_cores() if cfg.forks_workers and not any(s.gpus for s in slots) \
+        else None
     opened = len(study.finished_ids())
     try:
         if cfg.optuna_storage:  # every finished trial is mirrored as it lands
@@ -182,7 +191,6 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
             say = Fanout([say, Mirroring(mirror, say)])
         llm = llm if cfg.llm else None
         protocol = _protocol(cfg, llm, study, server) if llm is not None else None
-        slots = slots or [Slot(0)]
         say.on_session_start(study, cfg.trials, protocol)
         if len(slots) > 1 and cfg.backend == "local":
             say.on_message(f"{len(slots)} workers: " + ", ".join(
@@ -240,7 +248,7 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
             with contextlib.suppress(sqlite3.Error):
                 study.log_event("session", start=started, end=clock.now(), protocol=protocol,
                                 prompt=cfg.prompt, interrupted=interrupted, clock=clock.name,
-                                backend=cfg.backend)
+                                backend=cfg.backend, workers=len(slots), cores=cpu_cores)
         with contextlib.suppress(sqlite3.Error):
             ledger.checkpoint()  # the ledger file alone holds the session
         clock.close()

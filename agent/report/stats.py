@@ -137,6 +137,7 @@ def summarize(study: Study) -> dict[str, Any]:
         "stopped_by_llm": bool(study.events("stop")),
         "llm_record": llm_record(study).as_dict(),
         "llm_asked": asked(study),
+        "cores": cores(study),
         "accept_rate": d["accept_rate"],
         "time": {k: d[k] for k in ("wall_s", "train_s", "exposed_llm_s", "tools_s", "startup_s",
                                    "other_s",
@@ -145,6 +146,40 @@ def summarize(study: Study) -> dict[str, Any]:
 
 
 Interval = tuple[float, float]
+
+
+def cores(study: Study) -> dict[str, Any] | None:
+    """How busy the trials kept the cores they had: a trial's CPU seconds (every thread's,
+    measured in its worker) over its seconds, the median over the trials, beside the last
+    session's cores and workers; ``suggest``: the workers that would fill the cores left idle
+    (at least one idle with the trials running), else None. None where unmeasured: trials in
+    this process, on Ray or on GPUs, or fewer than three trials.
+
+    Why: an objective of one thread (most of scikit-learn's) leaves the other cores idle while
+    asap trains one trial at a time, as Optuna's ``n_jobs=1`` does; more workers is the
+    wall-clock gain the machine has to give, and the summary says so."""
+    session = next((e["detail"] for e in reversed(study.events("session"))), None)
+    if not session or not session.get("cores"):
+        return None
+    ratios = [r["detail"]["cpu_s"] / (r["end"] - r["start"]) for r in study.timings("train")
+              if "cpu_s" in r["detail"] and r["end"] > r["start"]]
+    if len(ratios) < 3:
+        return None
+    busy, have, workers = statistics.median(ratios), session["cores"], session["workers"]
+    fit = min(have, int(have / max(busy, 1e-9)))
+    return {"busy": busy, "cores": have, "workers": workers,
+            "suggest": fit if have - busy * workers >= 1 and fit > workers else None}
+
+
+def idle_cores(c: dict[str, Any] | None, option: str) -> str | None:
+    """The summary's line on cores left idle (:func:`cores`), naming ``option`` (the CLI's
+    ``--workers``, Python's ``workers=``); None when none were."""
+    if not c or c["suggest"] is None:
+        return None
+    at_once = "one at a time" if c["workers"] == 1 else f"{c['workers']} at a time"
+    return (f"the trials kept {c['busy']:.1f} of {c['cores']} cores busy, {at_once}: "
+            f"{option}{c['suggest']} would train {c['suggest']} at once (the runs then depend "
+            "on which trial lands first)")
 
 
 def asked(study: Study) -> dict[str, Any] | None:

@@ -232,7 +232,7 @@ def _start_workers(cfg: TuneConfig) -> Workload | None:
         wl = resolve(cfg.workload, space_file=cfg.space, time_scale=cfg.time_scale)
     except (OSError, ValueError):  # WorkloadError, SpaceError among them
         return None
-    if cfg.isolate and cfg.backend == "local":  # else trials here or on Ray: no fork server
+    if cfg.forks_workers:  # else trials here or on Ray: no fork server
         from asap.tools.trials.workers import fork_server, preload_of
         fork_server(preload_of(wl))
     return wl

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from rich.console import Console
 
 from asap.evals import bench_real
@@ -66,3 +67,28 @@ def test_the_paired_ratio_matches_runs_by_seed_and_gives_the_geometric_mean():
     assert mean == 1.00  # (2 x 1 x 0.5) ** (1/3)
     assert 0.5 <= low < 1.0 < high <= 2.0
     assert bench_real.paired_ratio(other[:1], tpe) == "-"  # one seed: no interval
+
+
+def test_two_at_a_time_runs_asap_on_two_workers_and_sums_its_trials_training(tmp_path,
+                                                                          monkeypatch):
+    """``asap-2workers`` is ``asap.optimize(workers=2)`` and its training is its trials' summed
+    seconds (as Optuna's durations are summed), not the stretch of the clock they covered;
+    ``optuna-tpe-2jobs`` runs Optuna's ``n_jobs=2``."""
+    import optuna
+
+    import asap
+    from asap.tools.ledger.store import Ledger
+
+    calls: list[dict] = []
+    real_optimize, real_study_optimize = asap.optimize, optuna.Study.optimize
+    monkeypatch.setattr(asap, "optimize", lambda *a, **kw: calls.append(kw) or real_optimize(
+        *a, **kw))
+    monkeypatch.setattr(optuna.Study, "optimize", lambda self, *a, **kw: calls.append(kw) or
+                        real_study_optimize(self, *a, **kw))
+    task, db = bench_real.TASKS["svc_digits"], str(tmp_path / "b.db")
+    run = bench_real.run_asap(task, "asap-2workers", trials=4, seed=0, db=db)
+    trains = Ledger(db, readonly=True).open_study("svc_digits-asap-2workers-s0").timings("train")
+    assert calls[0]["workers"] == 2 and len(run["ends"]) == 4 and len(trains) == 4
+    assert run["train_s"] == pytest.approx(sum(t["end"] - t["start"] for t in trains))
+    optuna_run = bench_real.run_optuna(task, "optuna-tpe-2jobs", trials=4, seed=0)
+    assert calls[1]["n_jobs"] == 2 and len(optuna_run["ends"]) == 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 
 import optuna
@@ -77,9 +78,44 @@ def test_n_trials_means_that_many_more_and_each_call_is_a_new_study(tmp_path):
     assert named.study_name == "mine"
 
 
-def test_optunas_keywords_map_or_name_the_asap_setting(tmp_path):
+def napping(config, report):
+    """A trial that waits and computes nothing: the cores stay idle while it runs."""
+    time.sleep(0.05)
+    return config["x"] ** 2
+
+
+def test_idle_cores_are_measured_in_the_worker_and_named_at_the_end(tmp_path, capsys):
+    """Each trial's CPU seconds are measured in its worker; a trial that keeps no core busy
+    leaves the machine's cores idle, and the call's last line names the workers that would
+    fill them (none on a machine of one core)."""
+    from asap.tools.ledger.store import Ledger
+    from asap.tools.trials.resources import usable_cores
+
+    result = asap.optimize(napping, {"x": {"type": "float", "low": -1.0, "high": 1.0}},
+                           n_trials=3, llm=False, db=str(tmp_path / "n.db"))
+    trains = Ledger(tmp_path / "n.db").open_study(result.study_name).timings("train")
+    assert len(trains) == 3 and all(r["detail"]["cpu_s"] >= 0 for r in trains)
+    have, c = usable_cores(), result.cores
+    assert (c["cores"], c["workers"]) == (have, 1) and c["busy"] < 0.5
+    err = " ".join(capsys.readouterr().err.split())  # as one line, however it wrapped
+    if have > 1:
+        assert c["suggest"] == have and err.endswith(
+            f"of {have} cores busy, one at a time: workers={have} would train {have} at once "
+            "(the runs then depend on which trial lands first)")
+        assert "the trials kept 0." in err
+    else:
+        assert c["suggest"] is None and "cores busy" not in err
+
+
+def test_optunas_keywords_map_or_name_the_asap_setting(tmp_path, monkeypatch):
     result = run(tmp_path, n_trials=2, timeout=3600, n_jobs=1)
     assert len(result.trials) == 2
+    from asap.graphs.api import _from_optuna
+    from asap.tools.trials import resources
+    monkeypatch.setattr(resources, "gpu_count", lambda: 0)  # n_jobs=-1: every core, as Optuna
+    assert _from_optuna({"n_jobs": -1}) == {"workers": resources.usable_cores()}
+    monkeypatch.setattr(resources, "gpu_count", lambda: 4)  # on a GPU host: one per GPU
+    assert _from_optuna({"n_jobs": -1, "n_trials": 3}) == {"workers": 4, "n_trials": 3}
     with pytest.raises(ValueError, match="a sampler must be an Optuna sampler object"):
         run(tmp_path, sampler="tpe")
     with pytest.raises(ValueError, match="storage= is Optuna's; .*optuna_storage="):

@@ -64,6 +64,9 @@ class TrialRun(ABC):
     # task: its wait for a free worker and the worker's start-up left out); None: the trial
     # counts from when it was started.
     ran_s: float | None = None
+    # The CPU seconds the trial used, every thread's, when the backend measured them (a worker
+    # process here); over its seconds, the cores it kept busy.
+    cpu_s: float | None = None
 
     @abstractmethod
     def poll(self, timeout_s: float) -> Ending | None:
@@ -207,6 +210,9 @@ class _WorkerRun(TrialRun):
             return "error", crash_reason(self.proc)
         if msg[0] == "report":
             self.conn.send(self.report(msg[1], msg[2]))
+            return None
+        if msg[0] == "cpu":  # the trial's CPU seconds, sent just before its ending
+            self.cpu_s = msg[1]
             return None
         # A worker that ran out of memory may not be sound: it runs no other trial.
         self.clean = not (msg[0] == "error" and str(msg[1]).startswith("out of memory"))

@@ -39,6 +39,7 @@ class TrainingJob:
     _done: threading.Event = field(default_factory=threading.Event)  # recorded finished
     _on_cancel: Callable[[], None] | None = None  # a virtual landing still to come: bring it now
     _recorded: bool = False  # its result is in (landed, or scheduled to)
+    _cpu_s: float | None = None  # the CPU seconds it used, where its backend measured them
     _land_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def done(self) -> bool:

@@ -131,6 +131,12 @@ def default_workers() -> int:
     return max(1, gpu_count())
 
 
+def every_core() -> int:
+    """Optuna's ``n_jobs=-1`` ("every core") as workers: one per GPU on a GPU host, one per
+    usable core on a CPU host (each then at one thread)."""
+    return gpu_count() or usable_cores()
+
+
 def plan_slots(workers: int, gpus_per_trial: float | None = None, *, gpus: int | None = None,
                cores: int | None = None) -> list[Slot]:
     """The N workers' slots. ``gpus``/``cores``: what the machine has (detected when None)."""

@@ -209,6 +209,7 @@ class Trainer:
                 ending = run.poll(0.05)
         finally:
             run.close()
+        job._cpu_s = run.cpu_s
         if ending is not None and ending[0] == "done" and isinstance(ending[1], dict) \
                 and PAYLOAD in ending[1]:  # a define-by-run trial: what it suggested and used
             record = ending[1].pop(PAYLOAD)
@@ -281,8 +282,10 @@ class Trainer:
             try:
                 result = self.study.finish_trial(job.trial_id, status=status, metrics=metrics,
                                                  error=error, ended_at=end, started_at=start)
+                usage = {} if job._cpu_s is None else {"cpu_s": round(job._cpu_s, 3)}
                 self.study.log_timing("train", start, end, trial_number=result.number,
-                                      status=status, tool=result.tool, worker=job.slot.index)
+                                      status=status, tool=result.tool, worker=job.slot.index,
+                                      **usage)
                 job._result.append(result)
             finally:  # the worker is free and the waiter told, even if the ledger failed
                 self._release(job.slot)

@@ -17,6 +17,7 @@ import multiprocessing.util
 import os
 import pickle
 import re
+import resource
 import shutil
 import signal
 import sys
@@ -315,6 +316,7 @@ def _run_trial(conn, target: str, config: dict, fidelity: int | None, kwargs: di
         stop = conn.recv()
         return bool(stop) or not math.isfinite(float(value))
 
+    cpu = cpu_seconds()
     try:
         fn = load_target(target)
         metrics = call(fn, config, report, fidelity, kwargs, seed, number)
@@ -332,7 +334,16 @@ def _run_trial(conn, target: str, config: dict, fidelity: int | None, kwargs: di
         os.dup2(null.fileno(), 2)
         sys.stdout = sys.stderr = null
         out.close()
+    conn.send(("cpu", cpu_seconds() - cpu))
     conn.send(message)
+
+
+def cpu_seconds() -> float:
+    """The CPU seconds this process and its waited-for children have used, every thread's:
+    over a trial, divided by its seconds, how many cores it kept busy."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def limit_threads(threads: int) -> None:

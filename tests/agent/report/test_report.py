@@ -219,3 +219,38 @@ def test_trials_tied_at_the_best_value_are_counted_and_named_as_saturation(ledge
     console = Console(width=300, record=True)
     print_summary(once, console)
     assert "tie at the best" not in console.export_text()
+
+
+def test_idle_cores_are_named_with_the_workers_that_would_fill_them(ledger, toy_space):
+    """A trial's CPU seconds over its seconds, the median over the trials: one busy core of
+    four with one worker suggests four; a busy machine, or too few trials, suggests nothing."""
+    from asap.agent.report.stats import cores, idle_cores
+
+    def study(name: str, cpu: list[float], have: int | None, workers: int = 1):
+        s = ledger.create_study(name, toy_space, metric="loss", direction="minimize")
+        for i, c in enumerate(cpu):
+            s.log_timing("train", 2 * i, 2 * i + 2, worker=0, cpu_s=c)
+        s.log_event("session", start=0, end=2 * len(cpu), interrupted=False, workers=workers,
+                    cores=have)
+        return s
+
+    from rich.console import Console
+
+    from asap.agent.report.stats import summarize
+    from asap.cli.render import print_summary
+
+    one_study = study("one", [2.0, 2.1, 1.9, 0.4], have=4)  # the median trial: 1 core
+    one = cores(one_study)
+    assert one == {"busy": pytest.approx(0.975), "cores": 4, "workers": 1, "suggest": 4}
+    line = idle_cores(one, "--workers ")
+    assert line.startswith("the trials kept 1.0 of 4 cores busy, one at a time: --workers 4 ")
+    console = Console(width=300, record=True)
+    print_summary(summarize(one_study), console)  # asap tune's summary ends on it
+    assert line in console.export_text()
+    two = cores(study("two", [6.0, 6.0, 6.0], have=4, workers=2))  # 3 cores each, 2 at once
+    assert two["suggest"] is None and idle_cores(two, "workers=") is None
+    assert cores(study("few", [2.0, 2.0], have=4)) is None  # fewer than three trials
+    assert cores(study("here", [2.0, 2.0, 2.0], have=None)) is None  # not in workers here
+    unmeasured = ledger.create_study("old", toy_space, metric="loss", direction="minimize")
+    unmeasured.log_event("session", start=0, end=1, interrupted=False)  # an older ledger
+    assert cores(unmeasured) is None and idle_cores(None, "workers=") is None
