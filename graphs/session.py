@@ -179,9 +179,9 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
     started, protocol, interrupted, mirror, trainer = clock.now(), None, True, None, None
     slots = slots or [Slot(0)]
     # The cores the trials had, where a trial's CPU use tells how busy it kept them: worker
-    # processes here, on the CPU (stats.cores).
+    # processes here, on the CPU, timed on the real clock (stats.cores).
     cpu_cores = usable_cores() if cfg.forks_workers and not any(s.gpus for s in slots) \
-        else None
+        and not clock.virtual else None
     opened = len(study.finished_ids())
     try:
         if cfg.optuna_storage:  # every finished trial is mirrored as it lands

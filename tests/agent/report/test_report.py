@@ -254,3 +254,13 @@ def test_idle_cores_are_named_with_the_workers_that_would_fill_them(ledger, toy_
     unmeasured = ledger.create_study("old", toy_space, metric="loss", direction="minimize")
     unmeasured.log_event("session", start=0, end=1, interrupted=False)  # an older ledger
     assert cores(unmeasured) is None and idle_cores(None, "workers=") is None
+
+
+def test_a_virtual_clock_measures_no_idle_cores(tmp_path):
+    """On the virtual clock a trial's seconds are simulated, so its CPU seconds over them say
+    nothing of the cores: a table run in workers names none."""
+    from asap.graphs.api import run_task
+
+    result = run_task("hpobench:australian", llm=False, trials=3, db=str(tmp_path / "v.db"),
+                      clock="virtual", isolate=True)
+    assert result.complete == 3 and result.cores is None
