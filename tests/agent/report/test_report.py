@@ -247,6 +247,9 @@ def test_idle_cores_are_named_with_the_workers_that_would_fill_them(ledger, toy_
     console = Console(width=300, record=True)
     print_summary(summarize(one_study), console)  # asap tune's summary ends on it
     assert line in console.export_text()
+    from asap.agent.chat.answers import time_split
+    assert time_split(one_study).endswith(  # the chat's "where did the time go?"
+        "And " + idle_cores(one, "workers=") + ".")
     two = cores(study("two", [6.0, 6.0, 6.0], have=4, workers=2))  # 3 cores each, 2 at once
     assert two["suggest"] is None and idle_cores(two, "workers=") is None
     assert cores(study("few", [2.0, 2.0], have=4)) is None  # fewer than three trials
