@@ -140,8 +140,9 @@ class TuneConfig(BaseModel):
                                 "runs the next one (the objective's first-call costs paid once "
                                 "per worker, as in-process); off: a fresh process per trial")
     workers: int | None = Field(default=None, ge=1, le=1024,
-                                description="trials in flight at once; None: one per GPU on a "
-                                "GPU host, 1 on a CPU host")
+                                description="trials in flight at once; -1: one per core on a "
+                                "CPU host, one per GPU on a GPU host (Optuna's n_jobs=-1); "
+                                "None: one per GPU on a GPU host, 1 on a CPU host")
     gpus_per_trial: float | None = Field(default=None, gt=0, le=64,
                                          description="GPUs each trial's worker gets (0.5: two "
                                          "trials share one); None: 1 on a GPU host")
@@ -192,6 +193,14 @@ class TuneConfig(BaseModel):
     def _known_protocol(cls, v: str) -> str:
         if v not in (names := decide_choices()):
             raise ValueError(f"must be one of {names}, got {v!r}")
+        return v
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _every_core(cls, v: object) -> object:
+        if v == -1 or v == "-1":
+            from asap.tools.trials.resources import every_core
+            return every_core()
         return v
 
     @field_validator("llm", mode="before")

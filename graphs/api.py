@@ -40,7 +40,6 @@ from asap.tools.hpo.space import Space
 from asap.tools.ledger.store import Ledger
 from asap.tools.ledger.study import Study
 from asap.tools.trials.define_by_run import takes_trial
-from asap.tools.trials.resources import every_core
 from asap.tools.trials.workers import check_main_guard
 from asap.tools.types import Cancel, Trial, safe_name
 from asap.tools.workloads import Workload
@@ -229,10 +228,7 @@ def _from_optuna(settings: dict[str, Any]) -> dict[str, Any]:
         if key == "pruner" and not isinstance(value, str):
             raise ValueError("pruner= takes a name here: 'median' (Optuna's default), 'sha', "
                              f"'hyperband' or 'none', not {type(value).__name__}")
-        key = OPTUNA_NAMES.get(key, key)
-        if key == "workers" and value == -1:  # Optuna: every core
-            value = every_core()
-        out[key] = value
+        out[OPTUNA_NAMES.get(key, key)] = value  # n_jobs=-1 too: workers=-1, every core
     return out
 
 

@@ -110,12 +110,16 @@ def test_idle_cores_are_measured_in_the_worker_and_named_at_the_end(tmp_path, ca
 def test_optunas_keywords_map_or_name_the_asap_setting(tmp_path, monkeypatch):
     result = run(tmp_path, n_trials=2, timeout=3600, n_jobs=1)
     assert len(result.trials) == 2
+    from asap.agent.config import TuneConfig
     from asap.graphs.api import _from_optuna
     from asap.tools.trials import resources
-    monkeypatch.setattr(resources, "gpu_count", lambda: 0)  # n_jobs=-1: every core, as Optuna
-    assert _from_optuna({"n_jobs": -1}) == {"workers": resources.usable_cores()}
+    assert _from_optuna({"n_jobs": -1}) == {"workers": -1}
+    monkeypatch.setattr(resources, "gpu_count", lambda: 0)  # -1: every core, as Optuna
+    assert TuneConfig.make(workload="w", workers=-1).workers == resources.usable_cores()
     monkeypatch.setattr(resources, "gpu_count", lambda: 4)  # on a GPU host: one per GPU
-    assert _from_optuna({"n_jobs": -1, "n_trials": 3}) == {"workers": 4, "n_trials": 3}
+    assert TuneConfig.make(workload="w", workers=-1).workers == 4
+    with pytest.raises(ValueError, match="workers"):
+        TuneConfig.make(workload="w", workers=-2)
     with pytest.raises(ValueError, match="a sampler must be an Optuna sampler object"):
         run(tmp_path, sampler="tpe")
     with pytest.raises(ValueError, match="storage= is Optuna's; .*optuna_storage="):
