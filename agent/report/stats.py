@@ -137,7 +137,7 @@ def summarize(study: Study) -> dict[str, Any]:
         "stopped_by_llm": bool(study.events("stop")),
         "llm_record": llm_record(study).as_dict(),
         "llm_asked": asked(study),
-        "cores": cores(study),
+        "cores": cores(study, d["train_s"] / d["wall_s"] if d["wall_s"] else 0.0),
         "accept_rate": d["accept_rate"],
         "time": {k: d[k] for k in ("wall_s", "train_s", "exposed_llm_s", "tools_s", "startup_s",
                                    "other_s",
@@ -148,12 +148,13 @@ def summarize(study: Study) -> dict[str, Any]:
 Interval = tuple[float, float]
 
 
-def cores(study: Study) -> dict[str, Any] | None:
+def cores(study: Study, train_share: float) -> dict[str, Any] | None:
     """How busy the trials kept the cores they had: a trial's CPU seconds (every thread's,
     measured in its worker) over its seconds, the median over the trials, beside the last
     session's cores and workers; ``suggest``: the workers that would fill the cores left idle
-    (at least one idle with the trials running), else None. None where unmeasured: trials in
-    this process, on Ray or on GPUs, or fewer than three trials.
+    (at least one idle with the trials running, and training at least half the wall-clock,
+    ``train_share``: trials of milliseconds wait on the tuner, not on a core), else None.
+    None where unmeasured: trials in this process, on Ray or on GPUs, or fewer than three.
 
     Why: an objective of one thread (most of scikit-learn's) leaves the other cores idle while
     asap trains one trial at a time, as Optuna's ``n_jobs=1`` does; more workers is the
@@ -168,7 +169,8 @@ def cores(study: Study) -> dict[str, Any] | None:
     busy, have, workers = statistics.median(ratios), session["cores"], session["workers"]
     fit = min(have, int(have / max(busy, 1e-9)))
     return {"busy": busy, "cores": have, "workers": workers,
-            "suggest": fit if have - busy * workers >= 1 and fit > workers else None}
+            "suggest": fit if have - busy * workers >= 1 and fit > workers
+            and train_share >= 0.5 else None}
 
 
 def idle_cores(c: dict[str, Any] | None, option: str) -> str | None:

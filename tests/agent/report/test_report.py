@@ -223,7 +223,8 @@ def test_trials_tied_at_the_best_value_are_counted_and_named_as_saturation(ledge
 
 def test_idle_cores_are_named_with_the_workers_that_would_fill_them(ledger, toy_space):
     """A trial's CPU seconds over its seconds, the median over the trials: one busy core of
-    four with one worker suggests four; a busy machine, or too few trials, suggests nothing."""
+    four with one worker suggests four; a busy machine, too few trials, or trials that are
+    not most of the wall-clock suggest nothing."""
     from asap.agent.report.stats import cores, idle_cores
 
     def study(name: str, cpu: list[float], have: int | None, workers: int = 1):
@@ -240,7 +241,8 @@ def test_idle_cores_are_named_with_the_workers_that_would_fill_them(ledger, toy_
     from asap.cli.render import print_summary
 
     one_study = study("one", [2.0, 2.1, 1.9, 0.4], have=4)  # the median trial: 1 core
-    one = cores(one_study)
+    one = cores(one_study, train_share=1.0)
+    assert cores(one_study, train_share=0.3)["suggest"] is None  # the tuner set the pace
     assert one == {"busy": pytest.approx(0.975), "cores": 4, "workers": 1, "suggest": 4}
     line = idle_cores(one, "--workers ")
     assert line.startswith("the trials kept 1.0 of 4 cores busy, one at a time: --workers 4 ")
@@ -250,13 +252,13 @@ def test_idle_cores_are_named_with_the_workers_that_would_fill_them(ledger, toy_
     from asap.agent.chat.answers import time_split
     assert time_split(one_study).endswith(  # the chat's "where did the time go?"
         "And " + idle_cores(one, "workers=") + ".")
-    two = cores(study("two", [6.0, 6.0, 6.0], have=4, workers=2))  # 3 cores each, 2 at once
+    two = cores(study("two", [6.0, 6.0, 6.0], have=4, workers=2), 1.0)  # 3 cores each, 2 at once
     assert two["suggest"] is None and idle_cores(two, "workers=") is None
-    assert cores(study("few", [2.0, 2.0], have=4)) is None  # fewer than three trials
-    assert cores(study("here", [2.0, 2.0, 2.0], have=None)) is None  # not in workers here
+    assert cores(study("few", [2.0, 2.0], have=4), 1.0) is None  # fewer than three trials
+    assert cores(study("here", [2.0, 2.0, 2.0], have=None), 1.0) is None  # not in workers
     unmeasured = ledger.create_study("old", toy_space, metric="loss", direction="minimize")
     unmeasured.log_event("session", start=0, end=1, interrupted=False)  # an older ledger
-    assert cores(unmeasured) is None and idle_cores(None, "workers=") is None
+    assert cores(unmeasured, 1.0) is None and idle_cores(None, "workers=") is None
 
 
 def test_a_virtual_clock_measures_no_idle_cores(tmp_path):
