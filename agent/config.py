@@ -85,6 +85,9 @@ class TuneConfig(BaseModel):
                               "as library:algorithm, comma-separated (e.g. optuna:tpe,optuna:gp,"
                               "nevergrad:DE; a list in Python); default: optuna:tpe, "
                               "optuna:cmaes, nevergrad:NGOpt, nevergrad:DE")
+    design: str | None = Field(default=None, description="a tool that proposes beside the "
+                               "panel during the initial design, the first 10 trials per "
+                               "numeric parameter (optuna:qmc: Sobol points); default: none")
     base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint "
                                  "(default: the embedded llama.cpp server)")
     model: str | None = Field(default=None, description="model name at --base-url, or a GGUF "
@@ -187,6 +190,14 @@ class TuneConfig(BaseModel):
         if unknown or not names or len(set(names)) < len(names):
             raise ValueError(f"must name distinct tools among {list(TOOLS)}, got {names}")
         return ",".join(names)
+
+    @field_validator("design")
+    @classmethod
+    def _known_tool(cls, v: str | None) -> str | None:
+        from asap.tools.hpo.panel import TOOLS
+        if v is not None and v not in TOOLS:
+            raise ValueError(f"must name one tool among {list(TOOLS)}, got {v!r}")
+        return v
 
     @field_validator("decide")
     @classmethod

@@ -34,7 +34,7 @@ from asap.agent.speculation import speculation_mode
 from asap.graphs.callbacks import Fanout, Mirroring, TuneCallback, progress_events
 from asap.graphs.context import TuneContext, make_context
 from asap.graphs.tuning import graph
-from asap.tools.hpo.panel import PANEL, Tool, panel_of
+from asap.tools.hpo.panel import PANEL, TOOLS, Tool, panel_of
 from asap.tools.hpo.portfolio import Portfolio
 from asap.tools.hpo.pruning import Pruner
 from asap.tools.ledger.store import Ledger, check_ledger_path
@@ -201,7 +201,8 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
             else None
         trainer = _trainer(cfg, study, wl, slots, started, cancel, say, caller)
         ctx = make_context(
-            study, Portfolio(study, seed=cfg.seed, width=cfg.width, panel=panel),
+            study, Portfolio(study, seed=cfg.seed, width=cfg.width, panel=panel,
+                             design=TOOLS[cfg.design] if cfg.design else None),
             trainer, llm, cfg, protocol=protocol or DEFAULT, grammar=grammar, started=started,
             on_trial=lambda trial, tool: say.on_trial_complete(study, trial, tool),
             on_phase=lambda phase: say.on_phase(study, phase),

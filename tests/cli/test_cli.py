@@ -165,6 +165,17 @@ def test_a_bad_cost_weight_is_one_line_naming_it(tmp_path, capsys):
     assert TuneConfig(workload="hpobench:australian", cost_weight="cool").cost_weight == "cool"
 
 
+def test_a_design_tool_is_one_the_panel_knows(tmp_path, capsys):
+    from asap.agent.config import ConfigError, TuneConfig
+    db = tmp_path / "d.db"
+    assert main(["tune", "hpobench:australian", "--design", "sobol", "--db", str(db)]) == 2
+    assert "design: Value error, must name one tool among" in capsys.readouterr().err
+    assert not db.exists()
+    with pytest.raises(ConfigError, match="design"):
+        TuneConfig.make(workload="hpobench:australian", design="optuna:nope")
+    assert TuneConfig(workload="w", design="optuna:qmc").design == "optuna:qmc"
+
+
 def test_tune_reads_the_endpoint_from_the_environment_like_the_graphs(tmp_path, monkeypatch,
                                                                         capsys):
     """ASAP_BASE_URL / ASAP_MODEL name the LLM when no --base-url does (the README's table)."""

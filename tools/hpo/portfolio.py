@@ -18,6 +18,7 @@ from asap.tools.hpo.nevergrad_tool import NevergradOptimizer
 from asap.tools.hpo.optimizer import Optimizer
 from asap.tools.hpo.optuna_tool import OptunaOptimizer
 from asap.tools.hpo.panel import PANEL, RANDOM, UNTRIED, Tool, wide
+from asap.tools.hpo.params import CategoricalParam
 from asap.tools.ledger.study import Study
 from asap.tools.types import Trial, config_key
 
@@ -69,11 +70,12 @@ class Portfolio:
     """Optimizers bound to one study, kept in sync with its ledger."""
 
     def __init__(self, study: Study, seed: int = 0, width: int = 1,
-                 panel: tuple[Tool, ...] = PANEL) -> None:
+                 panel: tuple[Tool, ...] = PANEL, design: Tool | None = None) -> None:
         self.study = study
         self.seed = seed
         self.width = width  # proposals each panel tool makes per round
         self.panel = panel  # the tools that propose every round (asap.tools.hpo.panel)
+        self.design = design  # proposes beside them in the initial design (:meth:`round_tools`)
         self._optimizers: dict[str, Optimizer] = {}
         self._told: dict[str, set[int]] = {}
         self._hypothetical: list[Trial] = []  # told to every optimizer of a fork (speculation)
@@ -101,6 +103,16 @@ class Portfolio:
                 self._optimizers[key].tell(trial)
         self.sync()
         return self._optimizers[key]
+
+    def round_tools(self) -> tuple[Tool, ...]:
+        """The tools this round asks: the panel, and :attr:`design` while the study is in its
+        initial design (fewer finished trials than 10 per numeric parameter, the usual size of
+        a Bayesian optimizer's initial design; a space of categories alone has none)."""
+        if self.design is None or self.design in self.panel:
+            return self.panel
+        numeric = sum(not isinstance(p, CategoricalParam) for p in self.study.space.params)
+        return (*self.panel, self.design) if len(self.study.finished_ids()) < 10 * numeric \
+            else self.panel
 
     def sync(self) -> int:
         """Tell every optimizer the finished trials it has not seen, and show it the running
@@ -152,7 +164,7 @@ class Portfolio:
         out wrong leaves nothing behind; optimizers the fork creates later are told them too.
         """
         self.sync()
-        twin = Portfolio(self.study, self.seed, self.width, self.panel)
+        twin = Portfolio(self.study, self.seed, self.width, self.panel, self.design)
         twin._optimizers = copy.deepcopy(self._optimizers)
         twin._told = {k: v | {t.id for t in hypothetical} for k, v in self._told.items()}
         twin._pended = {k: set(v) for k, v in self._pended.items()}
@@ -189,8 +201,9 @@ class Portfolio:
         self.settle()
         seen = self.study.config_keys() | {config_key(t.config) for t in self._hypothetical}
         offers: list[Offer] = []
+        panel = self.round_tools()
         for rank in range(self.width):
-            for tool in self.panel if rank == 0 else wide(self.panel):
+            for tool in panel if rank == 0 else wide(panel):
                 if tool.key in self.broken:
                     continue
                 with self._guard(tool.key):
@@ -235,7 +248,7 @@ class Portfolio:
         """Skip ``rounds`` proposals of each panel tool: the ones speculative forks (copies of
         these tools) already made and the session trained, which these tools would otherwise
         propose next (during start-up their proposals depend on their random state alone)."""
-        for tool in self.panel:
+        for tool in self.round_tools():
             if tool.key not in self.broken:
                 with self._guard(tool.key):
                     self.ask(tool.library, tool.algorithm,

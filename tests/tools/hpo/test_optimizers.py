@@ -356,3 +356,29 @@ assert "matplotlib.pyplot" not in sys.modules
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_design_tool_proposes_beside_the_panel_in_the_initial_design_only(ledger):
+    """``design`` (Sobol, ``optuna:qmc``) joins the round until 10 trials per numeric parameter
+    have finished, then the panel proposes alone; a space of categories alone has no initial
+    design, and a tool already in the panel is not asked twice."""
+    from asap.tools.hpo.panel import PANEL, TOOLS
+    space = Space.from_dict({"x": {"type": "float", "low": 0.0, "high": 1.0},
+                             "k": {"type": "categorical", "choices": ["a", "b"]}})
+    study = ledger.create_study("d", space, metric="score", direction="maximize")
+    sobol = TOOLS["optuna:qmc"]
+    portfolio = Portfolio(study, seed=0, design=sobol)
+    assert portfolio.fork([]).round_tools() == (*PANEL, sobol)  # a speculative fork too
+    for i in range(10):
+        assert portfolio.round_tools() == (*PANEL, sobol)
+        offers = portfolio.panel_offers()
+        assert "optuna:qmc" in [t for t, _ in offers]
+        tid = study.start_trial(offers[-1][1], tool=offers[-1][0])
+        study.finish_trial(tid, status="complete", metrics={"score": float(i)})
+    assert portfolio.round_tools() == PANEL  # 10 trials per numeric parameter: the design is over
+    assert "optuna:qmc" not in [t for t, _ in portfolio.panel_offers()]
+    cats = ledger.create_study("c", Space.from_dict(
+        {"k": {"type": "categorical", "choices": ["a", "b", "c"]}}), metric="score",
+        direction="maximize")
+    assert Portfolio(cats, design=sobol).round_tools() == PANEL
+    assert Portfolio(study, panel=(sobol,), design=sobol).round_tools() == (sobol,)
