@@ -13,7 +13,9 @@ every method alike), with the repeat's seed:
 - ``asap-fresh``: a fresh worker process per trial (``reuse_workers=False``);
 - ``asap-eips``: ``llm=False, cost_weight=1`` (expected improvement per predicted second);
 - ``asap-2workers`` / ``optuna-tpe-2jobs``: two trials at a time, ``asap.optimize(...,
-  workers=2)`` against ``study.optimize(..., n_jobs=2)`` (Optuna's threads).
+  workers=2)`` against ``study.optimize(..., n_jobs=2)`` (Optuna's threads);
+  ``asap-2workers-unordered``: ``workers=2, in_order=False`` (each result taken as it ends, no
+  worker waiting for an earlier trial; the run then depends on timing).
 
 Printed per objective and method: total wall-clock (median and range; asap's includes starting
 its LLM server and worker) and its ratio to Optuna TPE's, as the medians' ratio and paired by
@@ -51,14 +53,15 @@ from asap.evals.metrics import bootstrap_ci
 from asap.evals.objectives import TASKS, Task
 
 METHODS = ("optuna-tpe", "optuna-cmaes", "asap", "asap-nollm", "asap-inprocess", "asap-fresh",
-           "asap-eips", "asap-2workers", "optuna-tpe-2jobs")
+           "asap-eips", "asap-2workers", "asap-2workers-unordered", "optuna-tpe-2jobs")
 # asap's settings per method: its defaults, without the LLM, in this process (isolate=False:
 # no worker process, as Optuna runs an objective), a fresh worker process per trial, and the
 # prior ranking by expected improvement per predicted second (without the LLM), two trials at a
-# time (each worker at half the cores).
+# time (each worker at half the cores), taken in the order they started or as they end.
 SETTINGS = {"asap": {}, "asap-nollm": {"llm": False}, "asap-inprocess": {"isolate": False},
             "asap-fresh": {"reuse_workers": False},
-            "asap-eips": {"llm": False, "cost_weight": 1.0}, "asap-2workers": {"workers": 2}}
+            "asap-eips": {"llm": False, "cost_weight": 1.0}, "asap-2workers": {"workers": 2},
+            "asap-2workers-unordered": {"workers": 2, "in_order": False}}
 PARTS = ("train_s", "exposed_llm_s", "tools_s", "startup_s", "other_s")
 
 

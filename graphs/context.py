@@ -83,6 +83,7 @@ class TuneContext:
     llm_after = property(lambda self: self.cfg.llm_after)
     ask = property(lambda self: self.cfg.ask)
     prefetch = property(lambda self: self.cfg.prefetch)
+    in_order = property(lambda self: self.cfg.in_order)
 
     @property
     def clock(self) -> Clock:

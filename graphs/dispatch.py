@@ -58,7 +58,7 @@ def _start_fresh(ctx: TuneContext, choice: Offer, round_no: int, tries: int = 5)
     for _ in range(tries):
         try:
             return ctx.trainer.start(config, tool=tool, allow_repeat=False, limit=ctx.max_trials,
-                                     landed=ctx.flights.landed)
+                                     landed=ctx.flights.landed, hold=ctx.in_order)
         except RepeatError as exc:
             lib, _, alg = tool.partition(":")
             if lib not in LIBRARIES:
@@ -67,7 +67,7 @@ def _start_fresh(ctx: TuneContext, choice: Offer, round_no: int, tries: int = 5)
             config = ctx.portfolio.ask(lib, alg, 1)[0]
     if ctx.study.space.countable() is None:  # a continuous space repeats by necessity
         return ctx.trainer.start(config, tool=tool, limit=ctx.max_trials,
-                                 landed=ctx.flights.landed)
+                                 landed=ctx.flights.landed, hold=ctx.in_order)
     # The tools keep repeating in a small finite space: the first point not run yet, if any.
     left = ctx.study.space.untried(ctx.study.config_keys())
     if left is None:
@@ -76,7 +76,7 @@ def _start_fresh(ctx: TuneContext, choice: Offer, round_no: int, tries: int = 5)
             ctx.say("every configuration of the space has run: the session ends")
         raise SpaceExhausted("every configuration of the space has run")
     return ctx.trainer.start(left, tool=UNTRIED, allow_repeat=False,
-                             limit=ctx.max_trials, landed=ctx.flights.landed)
+                             limit=ctx.max_trials, landed=ctx.flights.landed, hold=ctx.in_order)
 
 
 class SpaceExhausted(RuntimeError):

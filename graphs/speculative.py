@@ -42,6 +42,7 @@ def await_train(state: TuningState, runtime: Runtime[TuneContext]) -> TuningStat
     ctx.phase("training")
     if ctx.clock.virtual:
         ctx.flights.await_speculation()
+    flight.job.release()  # held (in_order): results are taken in the order trials started
     landed = ctx.flights.next_landed(ctx.clock)
     if landed != flight.job.trial_id or not ctx.breaker.closed() or (
             ctx.spec_mode == "threshold" and (

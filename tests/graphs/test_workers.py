@@ -139,3 +139,31 @@ def test_the_prior_ranks_with_the_trials_in_flight_and_knows_the_waves_left(tmp_
     assert seen and all(running == 1 for _, running, _ in seen[1:])  # the other worker's
     assert [started for started, _, waves in seen if waves == 1] == [6, 7]
     assert all(waves == -(-(8 - started) // 2) for started, _, waves in seen)
+
+
+def test_with_two_workers_results_are_taken_in_the_order_trials_started(tmp_path, userwl,
+                                                                          monkeypatch):
+    """Trial 0 ends after trial 1 (``parallel:overtaken``); every ranking still sees the
+    first k trials finished and the rest running (in_order, the default), so a seed gives the
+    same decisions whichever trial ends first; the ledger keeps when each really ended."""
+    import asap.graphs.rounds as rounds
+
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    monkeypatch.setenv("ASAP_TEST_BARRIER", str(barrier))
+    seen = []
+    real = rounds.rank
+
+    def spy(study, offers, **kw):
+        trials = study.trials()
+        seen.append(([t.number for t in trials if t.status != "running"], len(trials)))
+        return real(study, offers, **kw)
+    monkeypatch.setattr(rounds, "rank", spy)
+    cfg = TuneConfig(workload="parallel:overtaken", space=str(userwl / "space.yaml"), trials=6,
+                     workers=2, isolate=False, llm="off", db=str(tmp_path / "o.db"), study="o")
+    assert tune(cfg)["complete"] == 6
+    assert [started for _, started in seen] == [0, 1, 2, 3, 4, 5]
+    assert all(done == list(range(max(0, started - 1))) for done, started in seen)
+    trials = Ledger(tmp_path / "o.db").open_study("o").trials()
+    first = min(trials, key=lambda t: t.started_at)  # the one that waited for another's end
+    assert first.ended_at >= max(t.ended_at for t in trials if t.number in (0, 1))

@@ -33,3 +33,35 @@ def stamped(config, report, hold_s=1.0):
     began = time.time()
     time.sleep(hold_s)
     return {"score": config["x"], "began": began}
+
+
+def _await(path: Path, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"waited a minute for {what}")
+        time.sleep(0.01)
+
+
+def overtaken(config, report, barrier=None):
+    """Trials end out of order: the first to arrive ends only after another trial has ended
+    (an ``ended`` marker in the ``barrier`` folder); every other one ends at once."""
+    folder = Path(barrier or os.environ["ASAP_TEST_BARRIER"])
+    try:
+        os.close(os.open(folder / "first", os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        (folder / "ended").touch()
+        return {"score": config["x"]}
+    _await(folder / "ended", "another trial to end")
+    return {"score": config["x"]}
+
+
+def gated(config, report, barrier=None):
+    """``x`` < 0.5 waits for a ``go`` file in the ``barrier`` folder; any other ``x`` writes
+    ``ran`` there and returns at once."""
+    folder = Path(barrier or os.environ["ASAP_TEST_BARRIER"])
+    if config["x"] < 0.5:
+        _await(folder / "go", "the go file")
+    else:
+        (folder / "ran").touch()
+    return {"score": config["x"]}

@@ -41,6 +41,7 @@ class TrainingJob:
     _recorded: bool = False  # its result is in (landed, or scheduled to)
     _cpu_s: float | None = None  # the CPU seconds it used, where its backend measured them
     _land_lock: threading.Lock = field(default_factory=threading.Lock)
+    _held: threading.Event | None = None  # set: it may land (None: it lands when it ends)
 
     def done(self) -> bool:
         """The trial has landed: recorded finished (on a virtual clock, once its simulated
@@ -55,10 +56,16 @@ class TrainingJob:
             self._done.wait(timeout)
         return self._result[0] if self._result else None
 
+    def release(self) -> None:
+        """Let a held trial land (``Trainer.start(hold=True)``); nothing for one not held."""
+        if self._held is not None:
+            self._held.set()
+
     def cancel(self, reason: str = "cancelled") -> None:
         """Kill the worker; the trial is recorded as failed with ``reason``."""
         self._reason = reason
         self._cancel.set()
+        self.release()
         if self._on_cancel is not None:
             self._on_cancel()
 

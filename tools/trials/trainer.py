@@ -106,12 +106,15 @@ class Trainer:
 
     def start(self, config: dict[str, Any], *, tool: str, fidelity: int | None = None,
               meta: dict[str, Any] | None = None, allow_repeat: bool = True,
-              limit: int | None = None, landed: queue.SimpleQueue | None = None
-              ) -> TrainingJob:
+              limit: int | None = None, landed: queue.SimpleQueue | None = None,
+              hold: bool = False) -> TrainingJob:
         """Validate, record a running trial on a free worker, start it and return at once.
 
         ``landed``: the trial's id is put there once it is recorded finished (how a caller with
-        several trials in flight waits for whichever ends first)."""
+        several trials in flight waits for whichever ends first). ``hold`` (real clock): its
+        result, once in, is recorded only when the caller releases it (``job.release()``), its
+        worker kept meanwhile; how a caller takes results in an order of its own, whichever
+        trial ends first (the session's ``in_order``). Cancelling releases it."""
         fidelity = fidelity if fidelity is not None else self.workload.default_fidelity
         if self.workload.evaluates is not None and self.study.space.is_valid(config):
             evaluated = self.workload.evaluates(config)
@@ -129,6 +132,8 @@ class Trainer:
         job = TrainingJob(trial_id, trial.config, trial_seed(self.seed, trial.number),
                           trial.number, slot, self.clock)
         job._landed = landed
+        if hold and not self.clock.virtual:  # a virtual clock lands trials in a fixed order
+            job._held = threading.Event()
         self.clock.hold()  # its landing is scheduled once its result is in
         # The caller's context goes along: a progress callback may read context variables (a
         # LangGraph node's stream writer does).
@@ -151,6 +156,7 @@ class Trainer:
     def _cancelled(self) -> None:
         """The session was cancelled: trials waiting for their virtual landing land now."""
         for job in list(self._jobs):
+            job.release()
             if job._on_cancel is not None and not job.done():
                 job._on_cancel()
 
@@ -258,7 +264,10 @@ class Trainer:
         has passed on the virtual clock."""
         job._recorded = True
         if not self.clock.virtual:
-            self._land(job, start, self.clock.now(), status, metrics, error)
+            end = self.clock.now()
+            if job._held is not None and not self.cancel.is_set():  # the caller takes
+                job._held.wait()  # results in its own order (a cancel releases every job)
+            self._land(job, start, end, status, metrics, error)
             return
         try:
             end, status, error = landing(start, status, metrics, error, self.workload.duration,

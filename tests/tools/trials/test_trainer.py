@@ -369,3 +369,48 @@ def test_the_pruner_replays_an_earlier_sessions_trials(ledger):
     report = Pruner(study, "sha").for_trial()
     assert report(1, 0.1)  # below both at the first rung: the rungs were rebuilt
     assert not Pruner(study, "sha").for_trial()(1, 0.95)
+
+
+def _gated(ledger, tmp_path, monkeypatch):
+    monkeypatch.chdir(HERE)
+    monkeypatch.syspath_prepend(str(HERE))
+    monkeypatch.setenv("ASAP_TEST_BARRIER", str(tmp_path))
+    wl = resolve("parallel:gated", space_file=HERE / "space.yaml")
+    study = ledger.create_study("gated", wl.space, metric=wl.metric, direction=wl.direction)
+    return study, Trainer(study, wl, in_process=True)
+
+
+def _await_file(path: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.01)
+
+
+def test_a_held_trial_lands_when_released_in_the_callers_order(ledger, tmp_path, monkeypatch):
+    """The later trial ends first; held, it lands only after the earlier one, once released,
+    with the time it ended, not the time it was released."""
+    import queue
+    study, trainer = _gated(ledger, tmp_path, monkeypatch)
+    landed = queue.SimpleQueue()
+    slow = trainer.start({"x": 0.1}, tool="t", landed=landed, hold=True)
+    quick = trainer.start({"x": 0.9}, tool="t", landed=landed, hold=True)
+    _await_file(tmp_path / "ran")  # the quick one's objective has returned
+    assert not quick.done() and study.trial(quick.trial_id).status == "running"
+    (tmp_path / "go").touch()
+    slow.release()
+    assert landed.get(timeout=60) == slow.trial_id  # the quick one is still held
+    released_at = time.time()
+    quick.release()
+    assert landed.get(timeout=60) == quick.trial_id
+    assert quick.wait(0).status == slow.wait(0).status == "complete"
+    assert quick.wait(0).ended_at <= released_at
+
+
+def test_a_cancel_lands_a_held_trial(ledger, tmp_path, monkeypatch):
+    study, trainer = _gated(ledger, tmp_path, monkeypatch)
+    job = trainer.start({"x": 0.9}, tool="t", hold=True)
+    _await_file(tmp_path / "ran")
+    trainer.cancel.cancel("stop now")
+    assert job.wait(60).status == "complete"  # its result was in: it is kept
+    assert study.trials(status="running") == []
