@@ -145,7 +145,9 @@ class TuneConfig(BaseModel):
     workers: int | None = Field(default=None, ge=1, le=1024,
                                 description="trials in flight at once; -1: one per core on a "
                                 "CPU host, one per GPU on a GPU host (Optuna's n_jobs=-1); "
-                                "None: one per GPU on a GPU host, 1 on a CPU host")
+                                "None: one per GPU on a GPU host; on a CPU host 1, grown once "
+                                "the first 3 trials have shown the cores they leave idle to "
+                                "the workers that fill them (at most one per 5 trials left)")
     in_order: bool = Field(default=True, description="with several workers on the real "
                            "clock, results are taken in the order the trials started (one "
                            "that ends before an earlier one waits for it), so a seed gives "

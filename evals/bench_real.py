@@ -7,7 +7,9 @@ every method alike), with the repeat's seed:
 
 - ``optuna-tpe`` / ``optuna-cmaes``: ``optuna.create_study(sampler=...).optimize(objective)``
   in this process, as users run it;
-- ``asap``: ``asap.optimize`` with its defaults (the embedded LLM server started by the call);
+- ``asap``: ``asap.optimize`` with its defaults (the embedded LLM server started by the call;
+  workers grown to fill the cores the first trials left idle);
+- ``asap-serial``: ``workers=1`` (one trial at a time, as Optuna's default ``n_jobs=1``);
 - ``asap-nollm``: ``asap.optimize(..., llm=False)`` (the panel and the prior);
 - ``asap-inprocess``: ``asap.optimize(..., isolate=False)`` (trials in this process, as Optuna);
 - ``asap-fresh``: a fresh worker process per trial (``reuse_workers=False``);
@@ -52,13 +54,13 @@ from rich.table import Table
 from asap.evals.metrics import bootstrap_ci
 from asap.evals.objectives import TASKS, Task
 
-METHODS = ("optuna-tpe", "optuna-cmaes", "asap", "asap-nollm", "asap-inprocess", "asap-fresh",
+METHODS = ("optuna-tpe", "optuna-cmaes", "asap", "asap-nollm", "asap-serial", "asap-inprocess", "asap-fresh",
            "asap-eips", "asap-2workers", "asap-2workers-unordered", "optuna-tpe-2jobs")
 # asap's settings per method: its defaults, without the LLM, in this process (isolate=False:
 # no worker process, as Optuna runs an objective), a fresh worker process per trial, and the
 # prior ranking by expected improvement per predicted second (without the LLM), two trials at a
 # time (each worker at half the cores), taken in the order they started or as they end.
-SETTINGS = {"asap": {}, "asap-nollm": {"llm": False}, "asap-inprocess": {"isolate": False},
+SETTINGS = {"asap": {}, "asap-nollm": {"llm": False}, "asap-serial": {"workers": 1}, "asap-inprocess": {"isolate": False},
             "asap-fresh": {"reuse_workers": False},
             "asap-eips": {"llm": False, "cost_weight": 1.0}, "asap-2workers": {"workers": 2},
             "asap-2workers-unordered": {"workers": 2, "in_order": False}}

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 
 from asap.agent.config import TuneConfig
-from asap.agent.report.stats import idle_cores
+from asap.agent.report.stats import cores_line
 from asap.graphs.callbacks import TuneCallback
 from asap.graphs.define_by_run import Stopper, optimize_define_by_run
 from asap.graphs.progress import TrialLines
@@ -211,7 +211,7 @@ def optimize(objective: Callable[..., float | dict[str, float]],
         summary = TaskResult.from_summary(tune(cfg, llm=llm, callbacks=hooks, workload=wl,
                                                cancel=stopper.current, panel=panel))
     study = Ledger(cfg.db, readonly=True).open_study(name)
-    if show_progress_bar and (idle := idle_cores(summary.cores, "workers=")) is not None:
+    if show_progress_bar and (idle := cores_line(summary.cores, "workers=")) is not None:
         Console(stderr=True).print(idle, highlight=False, markup=False)
     if summary.trials == before:
         warnings.warn(f"study '{name}' ran no trial: {_why_none(study, summary)}", stacklevel=2)

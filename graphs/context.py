@@ -30,6 +30,7 @@ from asap.agent.selftune import Bounds, Knobs
 from asap.agent.speculation import SpeculationMode, speculation_mode
 from asap.graphs.ahead import Ahead
 from asap.graphs.flights import Flights
+from asap.graphs.growth import Growth
 from asap.graphs.prefetch import Prefetch
 from asap.graphs.state import TuningState
 from asap.tools.hpo.panel import PANEL, Tool
@@ -72,6 +73,7 @@ class TuneContext:
     llm_ready: Callable[[], bool] = lambda: True  # the embedded server may still be loading
     prefetched: Prefetch = field(default_factory=Prefetch)  # what they proposed meanwhile
     verdicts: Verdicts = field(default_factory=Verdicts)  # the last price verdict, logged once
+    growth: Growth = field(default_factory=Growth)  # its workers, grown to fill idle cores
 
     # The settings nodes read, by the names they read them (each one a TuneConfig field).
     max_trials = property(lambda self: self.cfg.trials)

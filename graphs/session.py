@@ -33,6 +33,7 @@ from asap.agent.report.stats import summarize
 from asap.agent.speculation import speculation_mode
 from asap.graphs.callbacks import Fanout, Mirroring, TuneCallback, progress_events
 from asap.graphs.context import TuneContext, make_context
+from asap.graphs.growth import Growth
 from asap.graphs.tuning import graph
 from asap.tools.hpo.panel import PANEL, TOOLS, Tool, panel_of
 from asap.tools.hpo.portfolio import Portfolio
@@ -207,7 +208,8 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
             on_trial=lambda trial, tool: say.on_trial_complete(study, trial, tool),
             on_phase=lambda phase: say.on_phase(study, phase),
             on_decision=lambda decision: say.on_decision(study, decision),
-            say=say.on_message, llm_ready=_ready(server, study, say))
+            say=say.on_message, llm_ready=_ready(server, study, say),
+            growth=Growth(cpu_cores if cfg.workers is None and len(slots) == 1 else None))
         if opened >= cfg.trials:
             say.on_message(f"study '{study.name}' already has {opened} finished trials and "
                            f"trials={cfg.trials} counts the study's total: none run; ask for "
@@ -249,7 +251,8 @@ def _session(cfg: TuneConfig, wl: Workload, llm: BaseChatModel | None, say: Tune
             with contextlib.suppress(sqlite3.Error):
                 study.log_event("session", start=started, end=clock.now(), protocol=protocol,
                                 prompt=cfg.prompt, interrupted=interrupted, clock=clock.name,
-                                backend=cfg.backend, workers=len(slots), cores=cpu_cores)
+                                backend=cfg.backend, cores=cpu_cores,
+                                workers=len(slots) if trainer is None else trainer.workers)
         with contextlib.suppress(sqlite3.Error):
             ledger.checkpoint()  # the ledger file alone holds the session
         clock.close()

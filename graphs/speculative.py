@@ -28,6 +28,7 @@ from asap.agent.speculation import accept
 from asap.graphs.calls import ask, warm_up
 from asap.graphs.context import TuneContext
 from asap.graphs.flights import InFlight
+from asap.graphs.growth import grow
 from asap.graphs.rounds import absorb, catch_up, commit, decision_text, next_to_land, round_offers
 from asap.graphs.state import SpecRound, TuningState, Verification
 
@@ -206,6 +207,7 @@ def reconcile(state: TuningState, runtime: Runtime[TuneContext]) -> TuningState:
     ctx = runtime.context
     trial = ctx.study.trial(state["trained"])
     closed = absorb(ctx, state, [trial.id])
+    grow(ctx)  # once its first trials are measured: more workers where cores stood idle
     log, running = closed["log"], closed["running"]
     spent = ctx.spent() or bool(state["spent"])
     chain = state["chain"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from asap.agent.report.stats import idle_cores, pct, summarize, tool_records
+from asap.agent.report.stats import cores_line, pct, summarize, tool_records
 from asap.tools.hpo.panel import name_pattern
 from asap.tools.hpo.params import CategoricalParam
 from asap.tools.ledger.study import Study
@@ -51,7 +51,7 @@ def time_split(study: Study) -> str:
             f"{t['other_s']:.1f} s. LLM time overlapping training {t['hidden_llm_s']:.1f} s "
             f"(speculative calls {t['speculative_llm_s']:.1f} s). "
             f"{s['llm_calls']} LLM calls, {pct(s['cached_share'])} of prompt tokens from the cache."
-            + ("" if (idle := idle_cores(s["cores"], "workers=")) is None else
+            + ("" if (idle := cores_line(s["cores"], "workers=")) is None else
                f" And {idle}."))
 
 

@@ -18,6 +18,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from asap.agent.cores import MEASURED, PACED_BY_TRAINING, busy, filling
 from asap.agent.record import llm_record
 from asap.tools.ledger.study import Study
 from asap.tools.types import FINISHED
@@ -149,39 +150,45 @@ Interval = tuple[float, float]
 
 
 def cores(study: Study, train_share: float) -> dict[str, Any] | None:
-    """How busy the trials kept the cores they had: a trial's CPU seconds (every thread's,
-    measured in its worker) over its seconds, the median over the trials, beside the last
-    session's cores and workers; ``suggest``: the workers that would fill the cores left idle
-    (at least one idle with the trials running, and training at least half the wall-clock,
-    ``train_share``: trials of milliseconds wait on the tuner, not on a core), else None.
-    None where unmeasured: trials in this process, on Ray or on GPUs, or fewer than three.
+    """How busy the trials kept the cores they had (:func:`asap.agent.cores.busy`: a trial's
+    CPU seconds, every thread's, measured in its worker, over its seconds; the median), beside
+    the last session's cores and workers; ``grown``: the session's growth to fill them, if it
+    grew (:mod:`asap.agent.cores`); ``suggest``: the workers that would fill the cores left idle
+    (and training at least half the wall-clock, ``train_share``: trials of milliseconds wait on
+    the tuner, not on a core), else None. None where unmeasured: trials in this process, on Ray
+    or on GPUs, or fewer than three.
 
     Why: an objective of one thread (most of scikit-learn's) leaves the other cores idle while
-    asap trains one trial at a time, as Optuna's ``n_jobs=1`` does; more workers is the
-    wall-clock gain the machine has to give, and the summary says so."""
+    one trial trains at a time, as Optuna's ``n_jobs=1`` does; the summary says what filled
+    them, or what would."""
     session = next((e["detail"] for e in reversed(study.events("session"))), None)
     if not session or not session.get("cores"):
         return None
-    ratios = [r["detail"]["cpu_s"] / (r["end"] - r["start"]) for r in study.timings("train")
-              if "cpu_s" in r["detail"] and r["end"] > r["start"]]
-    if len(ratios) < 3:
+    rows = study.timings("train")
+    share = busy(rows)
+    if share is None or sum("cpu_s" in r["detail"] for r in rows) < MEASURED:
         return None
-    busy, have, workers = statistics.median(ratios), session["cores"], session["workers"]
-    fit = min(have, int(have / max(busy, 1e-9)))
-    return {"busy": busy, "cores": have, "workers": workers,
-            "suggest": fit if have - busy * workers >= 1 and fit > workers
-            and train_share >= 0.5 else None}
+    have, workers = session["cores"], session["workers"]
+    grown = next((e["detail"] for e in reversed(study.events("workers"))), None)
+    fit = filling(share, have)
+    return {"busy": share, "cores": have, "workers": workers, "grown": grown,
+            "suggest": fit if fit > workers and train_share >= PACED_BY_TRAINING else None}
 
 
-def idle_cores(c: dict[str, Any] | None, option: str) -> str | None:
-    """The summary's line on cores left idle (:func:`cores`), naming ``option`` (the CLI's
-    ``--workers``, Python's ``workers=``); None when none were."""
-    if not c or c["suggest"] is None:
+def cores_line(c: dict[str, Any] | None, option: str) -> str | None:
+    """The summary's line on the cores (:func:`cores`): the workers the session grew to fill
+    them, or the workers that would have, naming ``option`` (the CLI's ``--workers``, Python's
+    ``workers=``); None when neither."""
+    if not c:
+        return None
+    if (g := c["grown"]) is not None:
+        return (f"the first {g['after']} trials kept {g['busy']:.1f} of {g['cores']} cores busy: "
+                f"{g['to']} workers from trial {g['after'] + 1} on ({option}1 keeps one)")
+    if c["suggest"] is None:
         return None
     at_once = "one at a time" if c["workers"] == 1 else f"{c['workers']} at a time"
     return (f"the trials kept {c['busy']:.1f} of {c['cores']} cores busy, {at_once}: "
-            f"{option}{c['suggest']} would train {c['suggest']} at once (the runs then depend "
-            "on which trial lands first)")
+            f"{option}{c['suggest']} would train {c['suggest']} at once")
 
 
 def asked(study: Study) -> dict[str, Any] | None:

@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from asap.agent.record import LLMRecord
-from asap.agent.report.stats import cached_share, idle_cores, pct
+from asap.agent.report.stats import cached_share, cores_line, pct
 from asap.evals.grid import GridCallback
 from asap.evals.methods import Cell
 from asap.graphs.callbacks import TuneCallback
@@ -263,7 +263,7 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     split.add_row("LLM overlapping training (hidden)", f"{t['hidden_llm_s']:.1f}", "")
     split.add_row("LLM calls, speculative", f"{t['speculative_llm_s']:.1f}", "")
     console.print(split)
-    if (idle := idle_cores(s.get("cores"), "--workers ")) is not None:
+    if (idle := cores_line(s.get("cores"), "--workers ")) is not None:
         console.print(idle, highlight=False)
     median = f"{s['llm_median_s']:.2f}s" if s["llm_median_s"] is not None else "-"
     cached = f"{s['cached_share']:.0%}" if s["cached_share"] is not None else "unknown"

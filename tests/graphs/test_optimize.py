@@ -89,7 +89,7 @@ def test_idle_cores_are_measured_in_the_worker_and_named_at_the_end(tmp_path, ca
     leaves the machine's cores idle. The call's last line names the workers that would fill
     them whenever the summary does (it does not on one core, nor when the tuner, not the
     trials, took most of the wall-clock: stats.cores)."""
-    from asap.agent.report.stats import idle_cores
+    from asap.agent.report.stats import cores_line
     from asap.tools.ledger.store import Ledger
     from asap.tools.trials.resources import usable_cores
 
@@ -101,11 +101,38 @@ def test_idle_cores_are_measured_in_the_worker_and_named_at_the_end(tmp_path, ca
     assert (c["cores"], c["workers"]) == (usable_cores(), 1) and c["busy"] < 0.5
     assert c["suggest"] in (None, usable_cores())
     err = " ".join(capsys.readouterr().err.split())  # as one line, however it wrapped
-    line = idle_cores(c, "workers=")
+    line = cores_line(c, "workers=")
     if line is None:
         assert "cores busy" not in err
     else:
         assert err.endswith(line) and f"workers={usable_cores()} would train" in line
+
+
+def test_workers_grow_to_fill_the_cores_the_first_trials_left_idle(tmp_path, capsys,
+                                                                    monkeypatch):
+    """Workers not set: once three trials have shown a core idle (measured in their workers),
+    the session grows to fill the cores, at most one worker per five trials left; workers=1
+    keeps one. (The share of the wall-clock the trials took is timing; it is set aside here.)"""
+    import asap.agent.cores as cores
+    from asap.tools.ledger.store import Ledger
+    from asap.tools.trials.resources import usable_cores
+
+    monkeypatch.setattr(cores, "PACED_BY_TRAINING", 0.0)
+    space = {"x": {"type": "float", "low": -1.0, "high": 1.0}}
+    result = asap.optimize(napping, space, n_trials=13, llm=False, db=str(tmp_path / "g.db"))
+    expected = min(usable_cores(), (13 - 3) // 5) if usable_cores() > 1 else 1
+    study = Ledger(tmp_path / "g.db").open_study(result.study_name)
+    assert result.cores["workers"] == expected and len(result.trials) == 13
+    assert {t.meta["worker"] for t in study.trials()} == set(range(expected))
+    assert {t.meta["worker"] for t in study.trials() if t.number < 3} == {0}
+    err = " ".join(capsys.readouterr().err.split())
+    if expected > 1:
+        assert study.events("workers")[0]["detail"] | {"busy": 0} == {
+            "after": 3, "to": expected, "busy": 0, "cores": usable_cores()}
+        assert err.endswith(f"{expected} workers from trial 4 on (workers=1 keeps one)")
+    pinned = asap.optimize(napping, space, n_trials=13, llm=False, workers=1,
+                           db=str(tmp_path / "p.db"))
+    assert pinned.cores["workers"] == 1 and pinned.cores["grown"] is None
 
 
 def test_optunas_keywords_map_or_name_the_asap_setting(tmp_path, monkeypatch):

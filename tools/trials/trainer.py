@@ -83,6 +83,14 @@ class Trainer:
         """How many trials a tuning loop keeps in flight on this trainer."""
         return len(self.slots) if self.slots else 1
 
+    def grow(self, slots: list[Slot]) -> None:
+        """Run on ``slots`` from the next trial on (more workers than before: the trials in
+        flight keep theirs, their indices among the new ones)."""
+        with self._slot_lock:
+            if self.slots is not None and len(slots) < len(self.slots):
+                raise ValueError(f"{len(slots)} workers cannot replace {len(self.slots)}")
+            self.slots = slots
+
     def prestart(self) -> None:
         """Let the backend get ready now (the fork server loads torch and a table's rows in its
         own process, in the background), so that the first trial does not wait for it: a

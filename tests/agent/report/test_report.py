@@ -225,7 +225,7 @@ def test_idle_cores_are_named_with_the_workers_that_would_fill_them(ledger, toy_
     """A trial's CPU seconds over its seconds, the median over the trials: one busy core of
     four with one worker suggests four; a busy machine, too few trials, or trials that are
     not most of the wall-clock suggest nothing."""
-    from asap.agent.report.stats import cores, idle_cores
+    from asap.agent.report.stats import cores, cores_line
 
     def study(name: str, cpu: list[float], have: int | None, workers: int = 1):
         s = ledger.create_study(name, toy_space, metric="loss", direction="minimize")
@@ -243,22 +243,28 @@ def test_idle_cores_are_named_with_the_workers_that_would_fill_them(ledger, toy_
     one_study = study("one", [2.0, 2.1, 1.9, 0.4], have=4)  # the median trial: 1 core
     one = cores(one_study, train_share=1.0)
     assert cores(one_study, train_share=0.3)["suggest"] is None  # the tuner set the pace
-    assert one == {"busy": pytest.approx(0.975), "cores": 4, "workers": 1, "suggest": 4}
-    line = idle_cores(one, "--workers ")
+    assert one == {"busy": pytest.approx(0.975), "cores": 4, "workers": 1, "grown": None,
+                   "suggest": 4}
+    line = cores_line(one, "--workers ")
     assert line.startswith("the trials kept 1.0 of 4 cores busy, one at a time: --workers 4 ")
     console = Console(width=300, record=True)
     print_summary(summarize(one_study), console)  # asap tune's summary ends on it
     assert line in console.export_text()
     from asap.agent.chat.answers import time_split
     assert time_split(one_study).endswith(  # the chat's "where did the time go?"
-        "And " + idle_cores(one, "workers=") + ".")
+        "And " + cores_line(one, "workers=") + ".")
     two = cores(study("two", [6.0, 6.0, 6.0], have=4, workers=2), 1.0)  # 3 cores each, 2 at once
-    assert two["suggest"] is None and idle_cores(two, "workers=") is None
+    assert two["suggest"] is None and cores_line(two, "workers=") is None
     assert cores(study("few", [2.0, 2.0], have=4), 1.0) is None  # fewer than three trials
     assert cores(study("here", [2.0, 2.0, 2.0], have=None), 1.0) is None  # not in workers
     unmeasured = ledger.create_study("old", toy_space, metric="loss", direction="minimize")
     unmeasured.log_event("session", start=0, end=1, interrupted=False)  # an older ledger
-    assert cores(unmeasured, 1.0) is None and idle_cores(None, "workers=") is None
+    assert cores(unmeasured, 1.0) is None and cores_line(None, "workers=") is None
+    grown = study("grown", [1.0, 1.0, 1.0, 2.0, 2.0, 2.0], have=2, workers=2)
+    grown.log_event("workers", after=3, to=2, busy=0.5, cores=2)
+    assert cores_line(cores(grown, 1.0), "--workers ") == (
+        "the first 3 trials kept 0.5 of 2 cores busy: 2 workers from trial 4 on "
+        "(--workers 1 keeps one)")
 
 
 def test_a_virtual_clock_measures_no_idle_cores(tmp_path):
