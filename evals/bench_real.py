@@ -54,14 +54,16 @@ from rich.table import Table
 from asap.evals.metrics import bootstrap_ci
 from asap.evals.objectives import TASKS, Task
 
-METHODS = ("optuna-tpe", "optuna-cmaes", "asap", "asap-nollm", "asap-serial", "asap-inprocess", "asap-fresh",
-           "asap-eips", "asap-2workers", "asap-2workers-unordered", "optuna-tpe-2jobs")
-# asap's settings per method: its defaults, without the LLM, in this process (isolate=False:
-# no worker process, as Optuna runs an objective), a fresh worker process per trial, and the
-# prior ranking by expected improvement per predicted second (without the LLM), two trials at a
-# time (each worker at half the cores), taken in the order they started or as they end.
-SETTINGS = {"asap": {}, "asap-nollm": {"llm": False}, "asap-serial": {"workers": 1}, "asap-inprocess": {"isolate": False},
-            "asap-fresh": {"reuse_workers": False},
+METHODS = ("optuna-tpe", "optuna-cmaes", "asap", "asap-nollm", "asap-serial", "asap-inprocess",
+           "asap-fresh", "asap-eips", "asap-2workers", "asap-2workers-unordered",
+           "optuna-tpe-2jobs")
+# asap's settings per method: its defaults, without the LLM, one worker, in this process
+# (isolate=False: no worker process, as Optuna runs an objective), a fresh worker process per
+# trial, the prior ranking by expected improvement per predicted second (without the LLM), two
+# trials at a time (each worker at half the cores), taken in the order they started or as they
+# end.
+SETTINGS = {"asap": {}, "asap-nollm": {"llm": False}, "asap-serial": {"workers": 1},
+            "asap-inprocess": {"isolate": False}, "asap-fresh": {"reuse_workers": False},
             "asap-eips": {"llm": False, "cost_weight": 1.0}, "asap-2workers": {"workers": 2},
             "asap-2workers-unordered": {"workers": 2, "in_order": False}}
 PARTS = ("train_s", "exposed_llm_s", "tools_s", "startup_s", "other_s")

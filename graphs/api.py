@@ -165,7 +165,11 @@ def optimize(objective: Callable[..., float | dict[str, float]],
 
     Runs are reproducible: ``seed`` (default 0) seeds every tool, so two calls with the same
     objective and settings propose the same configurations; pass another ``seed=`` for another
-    run (to compare with Optuna over several runs, vary it as you would a sampler's seed).
+    run (to compare with Optuna over several runs, vary it as you would a sampler's seed). On a
+    CPU host the trials start one at a time and, once the first three have left cores idle
+    (most scikit-learn objectives keep one busy), as many at once as fill them; results are
+    still taken in the order the trials started, so this holds with several workers too, on the
+    same machine. ``workers=1`` (Optuna's ``n_jobs=1``) keeps one trial at a time.
     """
     if direction not in ("minimize", "maximize"):
         raise ValueError(f"direction must be 'minimize' or 'maximize', got {direction!r}")

@@ -146,8 +146,17 @@ class TuneContext:
                 and not self.clock.virtual and not self.cfg.trials_here)
 
     def can_start(self, running: int) -> bool:
-        """With ``running`` trials in flight, a worker is free and the budget allows another."""
-        return running < self.trainer.workers and not self.spent()
+        """With ``running`` trials started and not yet taken, another may be decided (the budget
+        allows it and :meth:`in_flight` is not reached)."""
+        return running < self.in_flight() and not self.spent()
+
+    def in_flight(self) -> int:
+        """The trials the graph keeps started and not yet taken: one per worker, and with
+        several workers taking results in order on the real clock, one more, decided while they
+        all train (its start waits for a worker): no worker then waits for an earlier trial to
+        end, and trial n is decided from the results of trials 0 .. n - workers - 1."""
+        workers = self.trainer.workers
+        return workers + (self.in_order and workers > 1 and not self.clock.virtual)
 
     def initial_state(self, tau: float | None = None, depth: int | None = None,
                       context: int | None = None, plan: int | None = None) -> TuningState:

@@ -57,8 +57,7 @@ def _start_fresh(ctx: TuneContext, choice: Offer, round_no: int, tries: int = 5)
     tool, config = choice
     for _ in range(tries):
         try:
-            return ctx.trainer.start(config, tool=tool, allow_repeat=False, limit=ctx.max_trials,
-                                     landed=ctx.flights.landed, hold=ctx.in_order)
+            return _start(ctx, config, tool, allow_repeat=False)
         except RepeatError as exc:
             lib, _, alg = tool.partition(":")
             if lib not in LIBRARIES:
@@ -66,8 +65,7 @@ def _start_fresh(ctx: TuneContext, choice: Offer, round_no: int, tries: int = 5)
             ctx.study.log_event("repeat_avoided", tool=tool, round=round_no, trial=exc.number)
             config = ctx.portfolio.ask(lib, alg, 1)[0]
     if ctx.study.space.countable() is None:  # a continuous space repeats by necessity
-        return ctx.trainer.start(config, tool=tool, limit=ctx.max_trials,
-                                 landed=ctx.flights.landed, hold=ctx.in_order)
+        return _start(ctx, config, tool)
     # The tools keep repeating in a small finite space: the first point not run yet, if any.
     left = ctx.study.space.untried(ctx.study.config_keys())
     if left is None:
@@ -75,8 +73,14 @@ def _start_fresh(ctx: TuneContext, choice: Offer, round_no: int, tries: int = 5)
         if ctx.say is not None:
             ctx.say("every configuration of the space has run: the session ends")
         raise SpaceExhausted("every configuration of the space has run")
-    return ctx.trainer.start(left, tool=UNTRIED, allow_repeat=False,
-                             limit=ctx.max_trials, landed=ctx.flights.landed, hold=ctx.in_order)
+    return _start(ctx, left, UNTRIED, allow_repeat=False)
+
+
+def _start(ctx: TuneContext, config: dict, tool: str, **kw: bool) -> TrainingJob:
+    """Start a trial when a worker is free (one decided ahead waits for it), its result held
+    until the graph takes it when trials land in order."""
+    return ctx.trainer.start(config, tool=tool, limit=ctx.max_trials, landed=ctx.flights.landed,
+                             hold=ctx.in_order, wait=True, **kw)
 
 
 class SpaceExhausted(RuntimeError):

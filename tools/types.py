@@ -22,7 +22,7 @@ EventKind = Literal[
     "session", "decision", "fallback", "guard_retry", "guard_reminder", "llm_error", "llm_price",
     "llm_breaker", "protocol", "speculation", "ahead", "warmup", "selftune", "context_shrink",
     "stop", "space_exhausted", "repeat_avoided", "prior_excluded", "tool_failed", "tool_choice",
-    "mirror_error"]
+    "mirror_error", "workers"]
 FINISHED: tuple[Status, ...] = ("complete", "failed", "pruned")
 
 

@@ -65,3 +65,12 @@ def gated(config, report, barrier=None):
     else:
         (folder / "ran").touch()
     return {"score": config["x"]}
+
+
+def draws(config, report):
+    """Unseeded draws from Python's and NumPy's global generators."""
+    import random
+
+    import numpy as np
+
+    return {"score": float(np.random.rand()), "py": random.random()}

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asap.tools.hpo.pruning import Pruner
-from asap.tools.ledger.study import Study
+from asap.tools.ledger.study import BudgetSpent, Study
 from asap.tools.trials.backend import ForkServerBackend, InProcessBackend, Launch, TrialBackend
 from asap.tools.trials.clock import Clock, ClockError, landing
 from asap.tools.trials.define_by_run import PAYLOAD
@@ -66,6 +66,7 @@ class Trainer:
         self.slots = slots
         self._busy: set[int] = set()
         self._slot_lock = threading.Lock()
+        self._slot_freed = threading.Condition(self._slot_lock)  # a start waiting for a worker
         self._jobs: list[TrainingJob] = []
         # What ends the session, after its trials in flight are cancelled: a trial the virtual
         # clock cannot price (no duration, or a bad one), a ledger that cannot be written (a
@@ -101,34 +102,42 @@ class Trainer:
         """End what the backend keeps between trials (its workers): the session is over."""
         self.backend.close()
 
-    def _take_slot(self) -> Slot:
+    def _take_slot(self, wait: bool = False) -> Slot:
+        """A free worker's slot; ``wait``: until one is free (a trial in flight ends; a cancel
+        or the session's time budget ending raise :class:`BudgetSpent` instead)."""
         with self._slot_lock:
             if self.slots is None:
                 slot = Slot(next(i for i in range(len(self._busy) + 1) if i not in self._busy))
             else:
-                slot = next((s for s in self.slots if s.index not in self._busy), None)
-                if slot is None:
-                    raise RuntimeError(f"all {len(self.slots)} workers are busy")
+                while (slot := next((s for s in self.slots if s.index not in self._busy),
+                                    None)) is None:
+                    if not wait:
+                        raise RuntimeError(f"all {len(self.slots)} workers are busy")
+                    self._slot_freed.wait()
+                    if self.cancel.is_set() or (self.stop_at is not None
+                                                and self.clock.now() > self.stop_at):
+                        raise BudgetSpent("no worker came free before the session ended")
             self._busy.add(slot.index)
             return slot
 
     def start(self, config: dict[str, Any], *, tool: str, fidelity: int | None = None,
               meta: dict[str, Any] | None = None, allow_repeat: bool = True,
               limit: int | None = None, landed: queue.SimpleQueue | None = None,
-              hold: bool = False) -> TrainingJob:
+              hold: bool = False, wait: bool = False) -> TrainingJob:
         """Validate, record a running trial on a free worker, start it and return at once.
 
         ``landed``: the trial's id is put there once it is recorded finished (how a caller with
         several trials in flight waits for whichever ends first). ``hold`` (real clock): its
         result, once in, is recorded only when the caller releases it (``job.release()``), its
-        worker kept meanwhile; how a caller takes results in an order of its own, whichever
-        trial ends first (the session's ``in_order``). Cancelling releases it."""
+        worker free meanwhile; how a caller takes results in an order of its own, whichever
+        trial ends first (the session's ``in_order``); a cancel releases it. ``wait``: with
+        every worker busy, wait for one (else that is an error)."""
         fidelity = fidelity if fidelity is not None else self.workload.default_fidelity
         if self.workload.evaluates is not None and self.study.space.is_valid(config):
             evaluated = self.workload.evaluates(config)
             if evaluated != config:  # e.g. the table's grid point: what the value belongs to
                 meta = {**(meta or {}), "evaluated": evaluated}
-        slot = self._take_slot()
+        slot = self._take_slot(wait)
         try:
             trial_id = self.study.start_trial(config, tool=tool, fidelity=fidelity,
                                               meta={**(meta or {}), "worker": slot.index},
@@ -163,6 +172,8 @@ class Trainer:
 
     def _cancelled(self) -> None:
         """The session was cancelled: trials waiting for their virtual landing land now."""
+        with self._slot_lock:  # a start waiting for a worker gives up
+            self._slot_freed.notify_all()
         for job in list(self._jobs):
             job.release()
             if job._on_cancel is not None and not job.done():
@@ -274,7 +285,8 @@ class Trainer:
         if not self.clock.virtual:
             end = self.clock.now()
             if job._held is not None and not self.cancel.is_set():  # the caller takes
-                job._held.wait()  # results in its own order (a cancel releases every job)
+                self._release(job.slot)  # results in its own order; its worker is free now
+                job._held.wait()  # (a cancel releases every job)
             self._land(job, start, end, status, metrics, error)
             return
         try:
@@ -313,6 +325,7 @@ class Trainer:
     def _release(self, slot: Slot) -> None:
         with self._slot_lock:
             self._busy.discard(slot.index)
+            self._slot_freed.notify_all()
 
     def _judge(self, metrics: Any, pruned: bool) -> tuple[str, dict[str, float], str | None]:
         return judge(metrics, self.workload.metric, pruned)

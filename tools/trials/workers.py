@@ -316,6 +316,7 @@ def _run_trial(conn, target: str, config: dict, fidelity: int | None, kwargs: di
         stop = conn.recv()
         return bool(stop) or not math.isfinite(float(value))
 
+    seed_globals(seed)
     cpu = cpu_seconds()
     try:
         fn = load_target(target)
@@ -336,6 +337,23 @@ def _run_trial(conn, target: str, config: dict, fidelity: int | None, kwargs: di
         out.close()
     conn.send(("cpu", cpu_seconds() - cpu))
     conn.send(message)
+
+
+def seed_globals(seed: int) -> None:
+    """Python's, NumPy's and (where imported) torch's global generators from the trial's seed.
+
+    Why: a kept worker's generators carry on from the trials it ran before, and with several
+    workers which worker runs a trial depends on which freed first; an objective's unseeded
+    draws (a model's initial weights, a shuffle) would then differ from run to run. Seeded
+    here, a trial draws the same whichever worker runs it."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if (torch := sys.modules.get("torch")) is not None:
+        torch.manual_seed(seed)
 
 
 def cpu_seconds() -> float:

@@ -134,22 +134,31 @@ def test_report_draws_the_history_and_the_importance_beside_the_timeline(tmp_pat
     assert made is None and "not drawn from 6 complete trials" in why
 
 
-def test_a_recorded_session_decomposes_into_parts_that_add_up(tmp_path):
-    """A real session with speculation on (a table's simulated clock, a scripted LLM): the
-    split sums to the wall-clock, speculative calls overlapping training count as hidden, and
-    no more speculative time is wasted than was spent."""
+def test_a_recorded_session_decomposes_into_parts_that_add_up(tmp_path, monkeypatch):
+    """A real session with speculation on (a scripted LLM, every round asked): the split sums
+    to the wall-clock, speculative calls overlapping training count as hidden, and no more
+    speculative time is wasted than was spent. Trial 3 ends only once a call has begun while
+    it trains (``gated_llm``), so one does overlap it, however fast the machine."""
+    from pathlib import Path
+
     from fakes import ScriptedModel
 
     from asap.graphs.api import run_task
     from asap.tools.ledger.store import Ledger
 
+    userwl = Path(__file__).parents[2] / "userwl"
+    monkeypatch.syspath_prepend(str(userwl))
+    import gated_llm
+
     def decide(messages, kwargs):
+        gated_llm.asked()
         if "response_format" not in kwargs:
             return AIMessage(content="Ready.")
         return AIMessage(content='{"action": "train", "choice": "A"}')
 
-    run_task("hpobench:australian", llm=ScriptedModel(decide), trials=6, db=str(tmp_path / "d.db"),
-             study="d", time_scale=0.01, speculation="threshold", selftune=False)
+    run_task("gated_llm:overlapped", space=str(userwl / "space.yaml"), isolate=False,
+             llm=ScriptedModel(decide), trials=6, db=str(tmp_path / "d.db"), study="d",
+             speculation="threshold", selftune=False, ask="always")
     study = Ledger(tmp_path / "d.db").open_study("d")
     d = decompose(study)
     parts = d["train_s"] + d["exposed_llm_s"] + d["tools_s"] + d["startup_s"] + d["other_s"]

@@ -414,3 +414,25 @@ def test_a_cancel_lands_a_held_trial(ledger, tmp_path, monkeypatch):
     trainer.cancel.cancel("stop now")
     assert job.wait(60).status == "complete"  # its result was in: it is kept
     assert study.trials(status="running") == []
+
+
+def test_a_worker_seeds_the_global_generators_from_the_trials_seed(ledger, monkeypatch):
+    """Unseeded draws in an objective are the trial's, not the worker's history: the same in a
+    fresh worker and in a kept one that ran other trials first."""
+    import random
+
+    import numpy as np
+
+    from asap.tools.trials.job import trial_seed
+
+    monkeypatch.chdir(HERE)
+    wl = resolve("parallel:draws", space_file=HERE / "space.yaml")
+    kept = ledger.create_study("kept", wl.space, metric=wl.metric, direction=wl.direction)
+    trainer = Trainer(kept, wl, seed=5)
+    first = [trainer.run({"x": x}, tool="t") for x in (0.1, 0.2, 0.3)]
+    fresh = ledger.create_study("fresh", wl.space, metric=wl.metric, direction=wl.direction)
+    again = Trainer(fresh, wl, seed=5).run({"x": 0.9}, tool="t")
+    seed = trial_seed(5, 0)
+    assert again.value == first[0].value == np.random.RandomState(seed).rand()
+    assert again.metrics["py"] == random.Random(seed).random()
+    assert first[1].value == np.random.RandomState(trial_seed(5, 1)).rand()
