@@ -42,6 +42,7 @@ class TrainingJob:
     _cpu_s: float | None = None  # the CPU seconds it used, where its backend measured them
     _land_lock: threading.Lock = field(default_factory=threading.Lock)
     _held: threading.Event | None = None  # set: it may land (None: it lands when it ends)
+    _freed: bool = False  # its worker's slot is free again (the trainer's, under its lock)
 
     def done(self) -> bool:
         """The trial has landed: recorded finished (on a virtual clock, once its simulated

@@ -285,7 +285,7 @@ class Trainer:
         if not self.clock.virtual:
             end = self.clock.now()
             if job._held is not None and not self.cancel.is_set():  # the caller takes
-                self._release(job.slot)  # results in its own order; its worker is free now
+                self._free(job)  # results in its own order; its worker is free now
                 job._held.wait()  # (a cancel releases every job)
             self._land(job, start, end, status, metrics, error)
             return
@@ -317,10 +317,19 @@ class Trainer:
                                       **usage)
                 job._result.append(result)
             finally:  # the worker is free and the waiter told, even if the ledger failed
-                self._release(job.slot)
+                self._free(job)
                 job._done.set()
                 if job._landed is not None:
                     job._landed.put(job.trial_id)
+
+    def _free(self, job: TrainingJob) -> None:
+        """The trial's worker is free, once (a held trial frees it before it lands, and its
+        slot may run another trial by then)."""
+        with self._slot_lock:
+            if not job._freed:
+                job._freed = True
+                self._busy.discard(job.slot.index)
+                self._slot_freed.notify_all()
 
     def _release(self, slot: Slot) -> None:
         with self._slot_lock:

@@ -371,13 +371,13 @@ def test_the_pruner_replays_an_earlier_sessions_trials(ledger):
     assert not Pruner(study, "sha").for_trial()(1, 0.95)
 
 
-def _gated(ledger, tmp_path, monkeypatch):
+def _gated(ledger, tmp_path, monkeypatch, **kw):
     monkeypatch.chdir(HERE)
     monkeypatch.syspath_prepend(str(HERE))
     monkeypatch.setenv("ASAP_TEST_BARRIER", str(tmp_path))
     wl = resolve("parallel:gated", space_file=HERE / "space.yaml")
     study = ledger.create_study("gated", wl.space, metric=wl.metric, direction=wl.direction)
-    return study, Trainer(study, wl, in_process=True)
+    return study, Trainer(study, wl, in_process=True, **kw)
 
 
 def _await_file(path: Path) -> None:
@@ -436,3 +436,29 @@ def test_a_worker_seeds_the_global_generators_from_the_trials_seed(ledger, monke
     assert again.value == first[0].value == np.random.RandomState(seed).rand()
     assert again.metrics["py"] == random.Random(seed).random()
     assert first[1].value == np.random.RandomState(trial_seed(5, 1)).rand()
+
+
+def test_a_held_trials_worker_runs_the_next_trial_and_is_freed_once(ledger, tmp_path,
+                                                                    monkeypatch):
+    """Two workers: a held trial frees its worker when its result is in, a start waiting for a
+    worker takes it, and the held trial landing later does not free that worker again."""
+    import queue
+
+    import pytest
+
+    from asap.tools.trials.resources import Slot
+    study, trainer = _gated(ledger, tmp_path, monkeypatch, slots=[Slot(0), Slot(1)])
+    landed = queue.SimpleQueue()
+    quick = trainer.start({"x": 0.9}, tool="t", landed=landed, hold=True)
+    slow = trainer.start({"x": 0.1}, tool="t", landed=landed, hold=True)
+    _await_file(tmp_path / "ran")
+    nxt = trainer.start({"x": 0.2}, tool="t", landed=landed, hold=True, wait=True)
+    assert nxt.slot.index == quick.slot.index != slow.slot.index
+    quick.release()
+    assert landed.get(timeout=60) == quick.trial_id
+    with pytest.raises(RuntimeError, match="all 2 workers are busy"):
+        trainer.start({"x": 0.3}, tool="t")
+    (tmp_path / "go").touch()
+    for job in (slow, nxt):
+        job.release()
+        assert job.wait(60).status == "complete"
