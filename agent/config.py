@@ -151,7 +151,7 @@ class TuneConfig(BaseModel):
     in_order: bool = Field(default=True, description="with several workers on the real "
                            "clock, results are taken in the order the trials started (one "
                            "that ends before an earlier one waits for it), so a seed gives "
-                           "the same run whichever ends first; off: each as it ends (no "
+                           "the same decisions whichever ends first; off: each as it ends (no "
                            "worker waits; the run depends on timing)")
     gpus_per_trial: float | None = Field(default=None, gt=0, le=64,
                                          description="GPUs each trial's worker gets (0.5: two "

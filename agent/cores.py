@@ -5,7 +5,7 @@ trial at a time then leaves the other cores idle, as Optuna's ``n_jobs=1`` does.
 whose workers are not set measures its first trials' CPU seconds in their workers and, where
 those trials left cores idle while training set the pace, grows to the workers that fill the
 cores (:func:`grow_to`): the largest wall-clock gain the machine has to give. Trials land in the
-order they started (``in_order``), so a seed still gives the same run on the same machine.
+order they started (``in_order``), so a seed still gives the same decisions on the same machine.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Why here: the decision is :func:`asap.agent.cores.grow_to`'s; this applies it to the run (the
 trainer's slots, an event, a line for the person watching), once, when the session's first
 :data:`~asap.agent.cores.MEASURED` trials have landed: at the same trial in every run, so a
-seed still gives the same run on the same machine. Only a session whose workers were not set,
+seed still gives the same decisions on the same machine. Only a session whose workers were not set,
 with its trials in worker processes on this machine's CPU, on the real clock, grows.
 """
 
