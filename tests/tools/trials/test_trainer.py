@@ -449,8 +449,8 @@ def test_a_held_trials_worker_runs_the_next_trial_and_is_freed_once(ledger, tmp_
     from asap.tools.trials.resources import Slot
     study, trainer = _gated(ledger, tmp_path, monkeypatch, slots=[Slot(0), Slot(1)])
     landed = queue.SimpleQueue()
+    slow = trainer.start({"x": 0.1}, tool="t", landed=landed, hold=True)  # until "go"
     quick = trainer.start({"x": 0.9}, tool="t", landed=landed, hold=True)
-    slow = trainer.start({"x": 0.1}, tool="t", landed=landed, hold=True)
     _await_file(tmp_path / "ran")
     nxt = trainer.start({"x": 0.2}, tool="t", landed=landed, hold=True, wait=True)
     assert nxt.slot.index == quick.slot.index != slow.slot.index
