@@ -46,4 +46,4 @@ def grow(ctx: TuneContext) -> None:
     ctx.study.log_event("workers", after=len(rows), to=to, busy=share, cores=growth.cores)
     if ctx.say is not None:
         ctx.say(f"the first {len(rows)} trials kept {share:.1f} of {growth.cores} cores busy: "
-                f"{to} workers from here on (workers=1 keeps one)")
+                f"{to} workers from here on (set workers to 1 to keep one)")
