@@ -326,10 +326,9 @@ class Trainer:
         """The trial's worker is free, once (a held trial frees it before it lands, and its
         slot may run another trial by then)."""
         with self._slot_lock:
-            if not job._freed:
-                job._freed = True
-                self._busy.discard(job.slot.index)
-                self._slot_freed.notify_all()
+            first, job._freed = not job._freed, True
+        if first:
+            self._release(job.slot)
 
     def _release(self, slot: Slot) -> None:
         with self._slot_lock:
