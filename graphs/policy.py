@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from asap.agent.config import ConfigError
-from asap.tools.trials.resources import usable_cores
+from asap.tools.trials.resources import default_workers, every_core, usable_cores
 from asap.tools.types import DEFAULT_DB, STUDY_NAME
 from asap.tools.workloads import BUILTIN, is_tabular
 
@@ -99,9 +99,17 @@ class ServerPolicy(BaseModel):
         if trials > self.max_trials:
             raise PolicyError(f"trials: at most {self.max_trials} on this server, got {trials}")
         workers = settings.get("workers")
+        if workers in (-1, "-1"):  # every core (or GPU): what it means here, checked below
+            workers = every_core()
         if workers is not None and workers > self.max_workers:
             raise PolicyError(f"workers: at most {self.max_workers} on this server, got "
                               f"{workers}")
+        if workers is None and every_core() > self.max_workers:
+            # Unset, a session takes one worker per GPU, or grows to fill the cores: pinned
+            # to what the default starts with, within the cap.
+            workers = min(default_workers(), self.max_workers)
+        if workers is not None:
+            settings = {**settings, "workers": workers}
         budget = settings.get("time_budget_s")
         if self.max_time_s is not None and (budget is None or budget > self.max_time_s):
             settings = {**settings, "time_budget_s": min(budget or self.max_time_s,

@@ -183,3 +183,21 @@ def test_a_plan_written_into_the_thread_is_checked_before_anything_is_written(op
         assert not (operator / "s.space.yaml").exists()
     finally:
         env_context.cache_clear()
+
+
+def test_workers_left_unset_or_every_core_stay_within_the_operators_cap(monkeypatch):
+    """Unset, a session grows to fill the cores (one per GPU on a GPU host); -1 is every core:
+    neither may pass ASAP_MAX_WORKERS."""
+    import asap.graphs.policy as policy
+
+    monkeypatch.setattr(policy, "every_core", lambda: 8)
+    monkeypatch.setattr(policy, "default_workers", lambda: 1)  # a CPU host of 8 cores
+    capped = ServerPolicy(max_workers=2)
+    assert capped.task("hpobench:australian", 3, {})["workers"] == 1  # pinned: no growth
+    with pytest.raises(PolicyError, match="workers: at most 2 on this server, got 8"):
+        capped.task("hpobench:australian", 3, {"workers": -1})
+    monkeypatch.setattr(policy, "default_workers", lambda: 8)  # a host of 8 GPUs
+    assert capped.task("hpobench:australian", 3, {})["workers"] == 2
+    roomy = ServerPolicy(max_workers=8)
+    assert "workers" not in roomy.task("hpobench:australian", 3, {})  # the default, as is
+    assert roomy.task("hpobench:australian", 3, {"workers": -1})["workers"] == 8
