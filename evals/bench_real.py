@@ -24,7 +24,9 @@ its LLM server and worker) and its ratio to Optuna TPE's, as the medians' ratio 
 seed (the geometric mean of the per-seed ratios, with a 95 % bootstrap CI), the time to reach
 Optuna TPE's median final best (the time by which half the repeats had; "-" when fewer than half got there; with an even number of repeats
 the target is the upper median, the best value half of TPE's runs reached, so TPE's own
-median run reaches it), the final best (median and range), the summed
+median run reaches it), the final best (median and range), the re-run of each run's best
+configuration (its mean over three fresh seeds, after the run and untimed; median and mean over
+the repeats: the worth of what a method returned, as a single draw is not), the summed
 training time of the trials (what the configurations picked cost, apart from the tuner's own
 time), and asap's split of its wall-clock (training, exposed LLM, tools and prior on the
 critical path, worker start-up, the rest), then each method's ratios to Optuna TPE. ``--out``
@@ -66,6 +68,7 @@ SETTINGS = {"asap": {}, "asap-nollm": {"llm": False}, "asap-serial": {"workers":
             "asap-inprocess": {"isolate": False}, "asap-fresh": {"reuse_workers": False},
             "asap-eips": {"llm": False, "cost_weight": 1.0}, "asap-2workers": {"workers": 2},
             "asap-2workers-unordered": {"workers": 2, "in_order": False}}
+RERUN_SEEDS = (101, 102, 103)  # the seeds each run's best configuration is re-run with
 PARTS = ("train_s", "exposed_llm_s", "tools_s", "startup_s", "other_s")
 
 
@@ -85,7 +88,8 @@ def run_optuna(task: Task, method: str, trials: int, seed: int) -> dict[str, Any
             if t.value is not None]
     train = sum(t.duration.total_seconds() for t in study.trials if t.duration is not None)
     return {"wall_s": wall, "best": study.best_value, "ends": ends, "train_s": train,
-            "first_trial_s": study.trials[0].datetime_start.timestamp() - start}
+            "first_trial_s": study.trials[0].datetime_start.timestamp() - start,
+            "best_config": study.best_params}
 
 
 def run_asap(task: Task, method: str, trials: int, seed: int, db: str) -> dict[str, Any]:
@@ -106,7 +110,22 @@ def run_asap(task: Task, method: str, trials: int, seed: int, db: str) -> dict[s
     train = sum(t["end"] - t["start"] for t in study.timings("train"))  # summed, as Optuna's
     return {"wall_s": wall, "best": result.best_value, "ends": ends, "train_s": train,
             "split": split, "llm_calls": result.summary.llm_calls,
-            "first_trial_s": min(t.started_at for t in study.trials()) - start}
+            "first_trial_s": min(t.started_at for t in study.trials()) - start,
+            "best_config": result.best_params}
+
+
+def rerun(task: Task, config: dict[str, Any], seeds: tuple[int, ...] = RERUN_SEEDS) -> float:
+    """The returned configuration's worth: its mean over fresh runs, the global generators
+    seeded alike for every method. What a trial observed is one draw (the MLP's initial
+    weights), and the best of 30 draws is biased upwards by however many good ones a method
+    tried; the re-run says how good the configuration each method returned is."""
+    from asap.tools.trials.workers import seed_globals
+
+    values = []
+    for seed in seeds:
+        seed_globals(seed)
+        values.append(task.objective(config, None))
+    return statistics.fmean(values)
 
 
 def split_of(study: Any, wall: float) -> dict[str, float]:
@@ -169,12 +188,20 @@ def main() -> None:
                 run: Callable[..., dict[str, Any]] = (
                     run_optuna if method.startswith("optuna") else
                     lambda *a: run_asap(*a, db=db))
-                runs[task.name][method].append(
-                    {**run(task, method, args.trials, seed), "seed": seed})
+                done = run(task, method, args.trials, seed)
+                done["rerun"] = rerun(task, done["best_config"])  # after the run: not timed
+                runs[task.name][method].append({**done, "seed": seed})
     if args.out:
         Path(args.out).write_text(json.dumps(runs, indent=1))
     for task in tasks:
         Console(width=200).print(report(task.name, runs[task.name], args.trials))
+
+
+def rerun_cell(runs: list[dict[str, Any]]) -> str:
+    """The re-run worth of the configurations a method returned: median and mean ("-" for
+    runs recorded before re-runs were)."""
+    values = [r["rerun"] for r in runs if "rerun" in r]
+    return f"{statistics.median(values):.4f} / {statistics.fmean(values):.4f}" if values else "-"
 
 
 def paired_ratio(runs: list[dict[str, Any]], base: list[dict[str, Any]]) -> str:
@@ -200,7 +227,7 @@ def report(name: str, runs: dict[str, list[dict[str, Any]]], trials: int) -> Tab
     base_train = statistics.median(r["train_s"] for r in base)
     table = Table("method", "wall s (median, range)", "x TPE", "x TPE paired (95% CI)",
                   "to target s", "x TPE",
-                  "best (median, range)", "training s", "x TPE",
+                  "best (median, range)", "re-run", "training s", "x TPE",
                   "train / LLM / tools / start-up / other",
                   "first trial s", "LLM calls", title=f"{name}: {trials} trials, {len(base)} repeats; target = "
                   f"Optuna TPE's median final best {target:.4f}")
@@ -221,6 +248,7 @@ def report(name: str, runs: dict[str, list[dict[str, Any]]], trials: int) -> Tab
             "-" if tt is None else f"{tt:.1f}",
             "-" if tt is None or not base_tt else f"{tt / base_tt:.2f}",
             f"{statistics.median(bests):.4f} ({min(bests):.4f}-{max(bests):.4f})",
+            rerun_cell(rs),
             f"{train:.1f}", f"{train / base_train:.2f}", split,
             f"{statistics.median(r['first_trial_s'] for r in rs):.2f}",
             str(statistics.median(r.get("llm_calls", 0) for r in rs)))
