@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from asap.tools.types import DEFAULT_DB, STUDY_NAME, redact, safe_name
 
 AUTO = "auto"  # --decide auto: probe the model once
+# Sobol points beside the panel in the initial design: ahead by trials and in the first
+# simulated 15 minutes of the dev grid, level after (docs/decision-loop.md)
+DESIGN = "optuna:qmc"
 
 
 def decide_choices() -> list[str]:
@@ -85,9 +88,10 @@ class TuneConfig(BaseModel):
                               "as library:algorithm, comma-separated (e.g. optuna:tpe,optuna:gp,"
                               "nevergrad:DE; a list in Python); default: optuna:tpe, "
                               "optuna:cmaes, nevergrad:NGOpt, nevergrad:DE")
-    design: str | None = Field(default=None, description="a tool that proposes beside the "
+    design: str | None = Field(default=DESIGN, description="a tool that proposes beside the "
                                "panel during the initial design, the first 10 trials per "
-                               "numeric parameter (optuna:qmc: Sobol points); default: none")
+                               "numeric parameter (optuna:qmc: Sobol points; none: the panel "
+                               "alone)")
     base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint "
                                  "(default: the embedded llama.cpp server)")
     model: str | None = Field(default=None, description="model name at --base-url, or a GGUF "
@@ -202,8 +206,10 @@ class TuneConfig(BaseModel):
     @classmethod
     def _known_tool(cls, v: str | None) -> str | None:
         from asap.tools.hpo.panel import TOOLS
-        if v is not None and v not in TOOLS:
-            raise ValueError(f"must name one tool among {list(TOOLS)}, got {v!r}")
+        if v is None or v == "none":
+            return None
+        if v not in TOOLS:
+            raise ValueError(f"must be none or name one tool among {list(TOOLS)}, got {v!r}")
         return v
 
     @field_validator("decide")

@@ -17,7 +17,8 @@ every method alike), with the repeat's seed:
 - ``asap-2workers`` / ``optuna-tpe-2jobs``: two trials at a time, ``asap.optimize(...,
   workers=2)`` against ``study.optimize(..., n_jobs=2)`` (Optuna's threads);
   ``asap-2workers-unordered``: ``workers=2, in_order=False`` (each result taken as it ends, no
-  worker waiting for an earlier trial; the run then depends on timing).
+  worker waiting for an earlier trial; the run then depends on timing);
+- ``asap-nodesign``: ``design=None`` (the panel alone in the initial design, no Sobol points).
 
 Printed per objective and method: total wall-clock (median and range; asap's includes starting
 its LLM server and worker) and its ratio to Optuna TPE's, as the medians' ratio and paired by
@@ -58,16 +59,17 @@ from asap.evals.objectives import TASKS, Task
 
 METHODS = ("optuna-tpe", "optuna-cmaes", "asap", "asap-nollm", "asap-serial", "asap-inprocess",
            "asap-fresh", "asap-eips", "asap-2workers", "asap-2workers-unordered",
-           "optuna-tpe-2jobs")
+           "optuna-tpe-2jobs", "asap-nodesign")
 # asap's settings per method: its defaults, without the LLM, one worker, in this process
 # (isolate=False: no worker process, as Optuna runs an objective), a fresh worker process per
 # trial, the prior ranking by expected improvement per predicted second (without the LLM), two
 # trials at a time (each worker at half the cores), taken in the order they started or as they
-# end.
+# end; no Sobol points in the initial design.
 SETTINGS = {"asap": {}, "asap-nollm": {"llm": False}, "asap-serial": {"workers": 1},
             "asap-inprocess": {"isolate": False}, "asap-fresh": {"reuse_workers": False},
             "asap-eips": {"llm": False, "cost_weight": 1.0}, "asap-2workers": {"workers": 2},
-            "asap-2workers-unordered": {"workers": 2, "in_order": False}}
+            "asap-2workers-unordered": {"workers": 2, "in_order": False},
+            "asap-nodesign": {"design": None}}
 RERUN_SEEDS = (101, 102, 103)  # the seeds each run's best configuration is re-run with
 PARTS = ("train_s", "exposed_llm_s", "tools_s", "startup_s", "other_s")
 

@@ -309,13 +309,13 @@ METHODS: dict[str, Callable[[Cell, Workload], None]] = {
     "prior": Session(llm=False),
     # ablations of the prior: one proposal per tool and round (4, not 7); EI per predicted
     # second with cost-cooling (CArBO), and per second throughout (agent/prior/cost.py); the
-    # panel with Optuna's GPSampler beside the four tools; Sobol points beside them in the
-    # initial design
+    # panel with Optuna's GPSampler beside the four tools; the panel alone in the initial
+    # design (no Sobol points beside it)
     "prior-w1": Session(llm=False, width=1),
     "prior-cool": Session(llm=False, cost_weight="cool"),
     "prior-eips": Session(llm=False, cost_weight=1.0),
     "prior-gp": Session(llm=False, panel=",".join([t.key for t in PANEL] + ["optuna:gp"])),
-    "prior-sobol": Session(llm=False, design="optuna:qmc"),
+    "prior-nodesign": Session(llm=False, design=None),
     "llm-naive": llm_naive,
 }
 # The methods that run asap's own session (the agent and the prior with their ablations): the

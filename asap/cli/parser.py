@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--methods", help="comma-separated methods (default: the profile's): "
                     "asap, asap-nospec, asap-naive, asap-noselftune (ablations), llm-naive "
                     "(an LLM proposes alone), prior, prior-w1, prior-cool, prior-eips, prior-gp, "
-                    "prior-sobol (no LLM), "
+                    "prior-nodesign (no LLM), "
                     "tpe, cmaes, ngopt, random (one tool), optuna-gp (Optuna's GPSampler, "
                     "its defaults), smac (SMAC3's HPO facade: pip install 'asap-hpo[smac]'), "
                     "portfolio (the tools in turn)")

@@ -169,11 +169,13 @@ def test_a_design_tool_is_one_the_panel_knows(tmp_path, capsys):
     from asap.agent.config import ConfigError, TuneConfig
     db = tmp_path / "d.db"
     assert main(["tune", "hpobench:australian", "--design", "sobol", "--db", str(db)]) == 2
-    assert "design: Value error, must name one tool among" in capsys.readouterr().err
+    assert "design: Value error, must be none or name one tool among" in capsys.readouterr().err
     assert not db.exists()
     with pytest.raises(ConfigError, match="design"):
         TuneConfig.make(workload="hpobench:australian", design="optuna:nope")
-    assert TuneConfig(workload="w", design="optuna:qmc").design == "optuna:qmc"
+    assert TuneConfig(workload="w").design == "optuna:qmc"  # Sobol points by default
+    assert TuneConfig(workload="w", design="none").design is None  # the panel alone
+    assert TuneConfig(workload="w", design=None).design is None
 
 
 def test_tune_reads_the_endpoint_from_the_environment_like_the_graphs(tmp_path, monkeypatch,

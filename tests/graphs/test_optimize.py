@@ -257,8 +257,15 @@ def test_an_unguarded_script_with_an_imported_objective_runs_once(tmp_path):
 
 
 def test_a_panel_of_the_users_choice_proposes(tmp_path):
+    """The panel named proposes, with the initial design's Sobol points beside it (``design``,
+    a setting of its own); ``design=None`` leaves the panel alone."""
     result = run(tmp_path, n_trials=8, panel=["optuna:gp", "nevergrad:DE"])
     tools = {t.user_attrs["tool"] for t in result.trials}
+    assert tools <= {"optuna:gp", "nevergrad:DE", "optuna:qmc", "optuna:random"}
+    assert "optuna:gp" in tools
+    (other := tmp_path / "alone").mkdir()
+    alone = run(other, n_trials=8, panel=["optuna:gp", "nevergrad:DE"], design=None)
+    tools = {t.user_attrs["tool"] for t in alone.trials}
     assert tools <= {"optuna:gp", "nevergrad:DE", "optuna:random"} and "optuna:gp" in tools
 
 
@@ -284,7 +291,7 @@ def test_a_panel_mixes_tools_names_and_sampler_objects(tmp_path):
     result = run(tmp_path, n_trials=6, panel=[own, "nevergrad:DE"])
     tools = {t.user_attrs["tool"] for t in result.trials}
     assert "optuna:TPESampler" in tools and tools <= {"optuna:TPESampler", "nevergrad:DE",
-                                                      "optuna:random"}
+                                                      "optuna:qmc", "optuna:random"}
     with_names = run(tmp_path, n_trials=2, sampler=optuna.samplers.RandomSampler(seed=2),
                      panel="optuna:tpe, nevergrad:DE")  # the setting's own spelling
     assert len(with_names.trials) == 2
